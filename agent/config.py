@@ -1,0 +1,269 @@
+"""The TOML config file: loading, validation and precise error messages.
+
+Every source's ``[sources.settings]`` table is validated against its platform's own
+settings model at start-up, so a typo fails ``retainer config check`` (and the daemon)
+before anything runs, with a message naming the file, the source and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.plugins import PluginHost
+
+CONFIG_ENV = "RETAINER_CONFIG"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
+_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def default_config_path() -> Path:
+    """``$RETAINER_CONFIG``, else ``config.toml`` in the platform's user config folder."""
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV]).expanduser()
+    from platformdirs import user_config_path
+
+    return user_config_path("retainer") / "config.toml"
+
+
+def default_data_dir() -> Path:
+    from platformdirs import user_data_path
+
+    return user_data_path("retainer")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"90s"``, ``"5m"``, ``"1h"``, ``"2d"`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f'"{value}" is not a duration; write e.g. "30s", "5m", "1h", "1d"')
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return timedelta(seconds=seconds)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentSection(_Strict):
+    data_dir: Path = Field(default_factory=default_data_dir)
+    owner_emails: list[str] = Field(default_factory=list)
+    max_attachment_mb: float = 50.0
+    review_overdue: timedelta = timedelta(days=3)
+    log_level: str = "INFO"
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _expand(cls, value: Any) -> Path:
+        return Path(os.path.expandvars(str(value))).expanduser()
+
+    @field_validator("owner_emails")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [v.strip().lower() for v in value]
+
+    @field_validator("review_overdue", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
+class ContractorSeed(_Strict):
+    name: str
+    emails: list[str] = Field(default_factory=list)
+    skills: list[str] = Field(default_factory=list)
+    status: str = "trial"
+    rate: float | None = None
+    currency: str = "USD"
+    identities: dict[str, str] = Field(default_factory=dict)  # platform -> user id
+    notes: str = ""
+
+
+class SourceConfig(_Strict):
+    name: str
+    platform: str
+    every: timedelta = timedelta(minutes=15)
+    enabled: bool = True
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _every(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError("use letters, digits, '-', '_' and '.' only")
+        return value
+
+
+class _File(_Strict):
+    agent: AgentSection = Field(default_factory=AgentSection)
+    contractors: list[ContractorSeed] = Field(default_factory=list)
+    sources: list[SourceConfig] = Field(default_factory=list)
+    notifiers: list[dict[str, Any]] = Field(default_factory=list)
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    """A loaded, validated config. ``settings[name]`` is each source's validated model."""
+
+    path: Path
+    agent: AgentSection
+    contractors: list[ContractorSeed]
+    sources: list[SourceConfig]
+    notifiers: list[dict[str, Any]] = field(default_factory=list)
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    settings: dict[str, BaseModel] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.agent.data_dir
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources) or "none"
+        raise ConfigError(f'{self.path}: no source named "{name}" (configured: {known})')
+
+
+def _location(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    parts: list[str] = []
+    for i, item in enumerate(loc):
+        if isinstance(item, int):
+            label = f"{parts.pop() if parts else ''}[{item}]"
+            if loc[:i] == ("sources",):
+                try:
+                    label += f' ("{data["sources"][item]["name"]}")'
+                except (KeyError, IndexError, TypeError):
+                    pass
+            parts.append(label)
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def _errors(path: Path, exc: ValidationError, data: dict[str, Any], prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = _location(tuple(err["loc"]), data)
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {prefix}{where}: {message}")
+    return "\n".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no config file here; run `retainer init` to write a starter config, "
+            f"or pass --config PATH"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+
+
+def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | None = None
+                ) -> Config:
+    """Read and validate ``path``; with ``host``, validate every source's settings too.
+
+    ``only`` limits settings validation (and secret resolution) to the named sources.
+    """
+    data = read_toml(path)
+    try:
+        parsed = _File.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_errors(path, exc, data)) from None
+    seen: set[str] = set()
+    for index, source in enumerate(parsed.sources):
+        if source.name in seen:
+            raise ConfigError(f'{path}: sources[{index}] ("{source.name}"): name: '
+                              "another source already has this name; names must be unique")
+        seen.add(source.name)
+    config = Config(path=path, agent=parsed.agent, contractors=parsed.contractors,
+                    sources=parsed.sources, notifiers=parsed.notifiers, plugins=parsed.plugins)
+    if host is not None:
+        problems: list[str] = []
+        for index, source in enumerate(config.sources):
+            if only is not None and source.name not in only:
+                continue
+            label = f'sources[{index}] ("{source.name}")'
+            if source.platform not in host.platforms:
+                known = ", ".join(sorted(host.platforms)) or "none"
+                problems.append(f'{path}: {label}: platform: no plugin provides "{source.platform}"'
+                                f" (installed: {known}); see `retainer plugins`")
+                continue
+            model = host.platforms[source.platform].settings
+            try:
+                config.settings[source.name] = model.model_validate(source.settings)
+            except ValidationError as exc:
+                problems.append(_errors(path, exc, {}, prefix=f"{label}: settings."))
+        if problems:
+            raise ConfigError("\n".join(problems))
+    return config
+
+
+STARTER_CONFIG = '''\
+# Retainer configuration. Reference: README.md ("Configuration").
+
+[agent]
+# The store and the deliverable files live here (created 0700).
+data_dir = "~/.local/share/retainer"
+# Your own addresses: mail from them is outgoing, mail to them is incoming.
+owner_emails = ["me@example.com"]
+# Attachments larger than this are recorded but not downloaded.
+max_attachment_mb = 50
+# Unreviewed work older than this is flagged overdue.
+review_overdue = "3d"
+
+# Optional seed roster. The store holds the live roster (`retainer contractors`).
+# [[contractors]]
+# name = "Maria Lopez"
+# emails = ["maria@example.com"]
+# skills = ["logo", "illustration"]
+
+# One [[sources]] table per account. `every` is how often `retainer run` syncs it.
+# [[sources]]
+# name = "inbox"
+# platform = "imap"
+# every = "5m"
+# [sources.settings]
+# host = "imap.example.com"
+# port = 993
+# security = "tls"          # "tls" | "starttls" | "none" (127.0.0.1 only)
+# username = "me@example.com"
+# password = { env = "RETAINER_IMAP_PASSWORD" }   # never inline: env, command or keyring
+# folders = ["INBOX"]
+
+# [[sources]]
+# name = "archive"
+# platform = "maildir"
+# every = "10m"
+# [sources.settings]
+# path = "~/Mail/work"
+'''

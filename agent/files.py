@@ -1,0 +1,105 @@
+"""Safe filesystem helpers: private atomic writes and sanitized display names.
+
+Everything Retainer writes is created 0600 inside 0700 folders, written to a temp
+file first, fsynced and renamed into place, so a crash leaves the old file or the new
+one, never half of either.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+TMP_PREFIX = ".tmp-"
+
+_WINDOWS_RESERVED = {
+    "CON", "PRN", "AUX", "NUL",
+    *(f"COM{i}" for i in range(1, 10)),
+    *(f"LPT{i}" for i in range(1, 10)),
+}  # fmt: skip
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
+MAX_NAME_BYTES = 200
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) as 0700 folders; tighten it if it exists."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != DIR_MODE:
+        path.chmod(DIR_MODE)
+    return path
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_private(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Atomically replace ``path`` with ``data``, mode 0600."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if sync:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    if sync:
+        fsync_dir(path.parent)
+
+
+def remove_orphan_temps(folder: Path) -> int:
+    """Delete temp files a killed process left behind; return how many."""
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for entry in folder.iterdir():
+        if entry.name.startswith(TMP_PREFIX) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def sanitize_filename(name: str, *, fallback: str = "attachment") -> str:
+    """Turn a name from a message header into a safe, readable single path component.
+
+    Drops any directory part (``../../x``, ``/etc/passwd``, ``C:\\x``), control and
+    bidirectional-override characters, NUL bytes and characters Windows forbids;
+    renames reserved device names (``CON``); trims to 200 UTF-8 bytes keeping the
+    extension. Never returns an empty name, ``.`` or ``..``.
+    """
+    name = unicodedata.normalize("NFC", name or "")
+    name = name.replace("\\", "/").split("/")[-1]
+    name = "".join(
+        ch for ch in name if unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co", "Cn"}
+    )
+    name = _UNSAFE.sub("_", name).strip().strip(".").strip()
+    if not name:
+        name = fallback
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    if stem.split(".")[0].upper() in _WINDOWS_RESERVED or name.upper() in _WINDOWS_RESERVED:
+        stem = f"_{stem}" if dot else f"_{name}"
+        name = f"{stem}.{ext}" if dot else stem
+    encoded = name.encode("utf-8")
+    if len(encoded) > MAX_NAME_BYTES:
+        ext_part = f".{ext}" if dot and len(ext.encode()) <= 16 else ""
+        budget = MAX_NAME_BYTES - len(ext_part.encode())
+        base = (stem if ext_part else name).encode("utf-8")[:budget].decode("utf-8", "ignore")
+        name = base.rstrip(" .") + ext_part
+    return name or fallback

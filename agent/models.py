@@ -1,0 +1,150 @@
+"""The typed records connectors yield and the store keeps.
+
+Connectors build these frozen dataclasses; only :mod:`agent.store` turns them into
+TinyDB documents. Times are timezone-aware :class:`~datetime.datetime` values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+Direction: TypeAlias = Literal["in", "out"]
+AttachmentStatus: TypeAlias = Literal[
+    "stored",  # the bytes are in ``data`` or ``path``
+    "too_large",  # over the size cap: recorded, not downloaded
+    "not_downloaded",  # skipped on purpose (e.g. sender is not a contractor)
+    "delivery_waiting",  # a marketplace says work was delivered; fetch it there
+    "link",  # the deliverable is a URL
+]
+ContractorStatus: TypeAlias = Literal["trial", "core", "bench", "retired"]
+CONTRACTOR_STATUSES: tuple[ContractorStatus, ...] = ("trial", "core", "bench", "retired")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who someone is on one platform: an email address or a platform user id."""
+
+    platform: str  # "email", "upwork", "freelancer", "fiverr", ...
+    address: str  # email address (any case) or the platform's user id
+    name: str = ""
+    profile_url: str = ""
+
+    @property
+    def key(self) -> str:
+        """The normalized identity key the roster indexes (``email:maria@example.com``)."""
+        return f"{self.platform}:{self.address.strip().lower()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file (or link) that came with a message or was submitted as work.
+
+    ``filename`` is what the remote side called it; the store sanitizes it before it
+    touches the filesystem. Give the bytes as ``data`` or, for big downloads, as
+    ``path`` (a file inside ``SourceContext.scratch_dir`` the store may move).
+    """
+
+    filename: str
+    content_type: str = "application/octet-stream"
+    size: int | None = None
+    data: bytes | None = None
+    path: Path | None = None
+    url: str = ""
+    remote_id: str = ""
+    status: AttachmentStatus = "stored"
+    inline: bool = False  # inline images (signatures, logos) are not deliverables
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message in a thread.
+
+    ``remote_id`` must be unique and stable within the source: the store upserts by
+    (source, remote_id), so yielding the same message twice is harmless.
+    ``direction`` may be left ``None`` for mail: the host compares the sender with the
+    owner's addresses. ``platform`` names the platform the conversation happened on
+    when it differs from the source's (a Fiverr notification read from an inbox).
+    """
+
+    remote_id: str
+    sent_at: datetime
+    sender: Identity
+    subject: str = ""
+    text: str = ""
+    thread_remote_id: str = ""
+    recipients: tuple[Identity, ...] = ()
+    direction: Direction | None = None
+    attachments: tuple[Attachment, ...] = ()
+    platform: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    html: str = ""  # the HTML body, for mail formats; not stored
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """Work submitted outside a message (a marketplace milestone submission)."""
+
+    remote_id: str
+    submitted_at: datetime
+    contractor: Identity
+    attachment: Attachment
+    title: str = ""
+    thread_remote_id: str = ""
+    contract_remote_id: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """An engagement on a marketplace: a contract, offer, project or order."""
+
+    remote_id: str
+    contractor: Identity
+    title: str = ""
+    status: str = ""
+    kind: str = ""  # "hourly", "fixed", "order", ...
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    rate: float | None = None  # per hour for hourly contracts
+    budget: float | None = None
+    spent: float | None = None  # what the owner paid so far, where the platform says
+    currency: str = ""
+    thread_remote_id: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+Record: TypeAlias = Message | Submission | Contract
+Cursor: TypeAlias = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A batch of records and the cursor to commit once they are stored.
+
+    The host stores ``records`` first and only then saves ``cursor``; after a crash
+    the connector is asked again from the previous cursor, and the idempotent upsert
+    absorbs the repeats. ``cursor=None`` leaves the stored cursor as it is.
+    ``progress`` is ``(done, total)`` for a progress display, when known.
+    """
+
+    records: Sequence[Record]
+    cursor: Cursor | None = None
+    progress: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message the owner sends to a contractor's thread (feedback, instructions)."""
+
+    to: Identity
+    text: str
+    subject: str = ""
+    thread_remote_id: str = ""
+    in_reply_to: str = ""  # e.g. the Message-ID header for mail
+    references: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)

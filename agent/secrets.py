@@ -1,0 +1,83 @@
+"""Secret references: ``{ env = "NAME" }``, ``{ command = [...] }`` or ``{ keyring = {...} }``.
+
+Secrets are never written inline in the config file; settings models declare secret
+fields with the :data:`Secret` type, which resolves the reference when the config is
+validated and keeps the value in a :class:`pydantic.SecretStr` (shown as ``**********``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, SecretStr
+
+from agent.errors import SecretError
+
+COMMAND_TIMEOUT = 30
+
+
+def resolve_secret(ref: Any) -> str:
+    """Resolve one secret reference to its value, or raise :class:`SecretError`."""
+    if isinstance(ref, SecretStr):
+        return ref.get_secret_value()
+    if isinstance(ref, str):
+        raise SecretError(
+            "secrets are never written inline; use { env = \"NAME\" }, "
+            "{ command = [\"pass\", \"show\", \"x\"] } or { keyring = { service = \"...\", "
+            "username = \"...\" } }"
+        )
+    if not isinstance(ref, dict) or len(ref) != 1:
+        raise SecretError("a secret must be a table with one key: env, command or keyring")
+    (kind, value), = ref.items()
+    if kind == "env":
+        if not isinstance(value, str) or not value:
+            raise SecretError("{ env = ... } takes the name of an environment variable")
+        secret = os.environ.get(value)
+        if secret is None:
+            raise SecretError(f"environment variable {value} is not set; export it first")
+        return secret
+    if kind == "command":
+        if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+            raise SecretError('{ command = [...] } takes a list of strings, e.g. ["pass", "x"]')
+        try:
+            done = subprocess.run(value, capture_output=True, timeout=COMMAND_TIMEOUT,
+                                  check=False, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SecretError(f"secret command {value[0]!r} could not run: "
+                              f"{type(exc).__name__}") from None
+        if done.returncode != 0:
+            raise SecretError(f"secret command {value[0]!r} exited with {done.returncode}; "
+                              "run it by hand to see why")
+        out = done.stdout.decode("utf-8", "replace")
+        return out.splitlines()[0] if out else ""
+    if kind == "keyring":
+        if not (isinstance(value, dict) and {"service", "username"} <= set(value)):
+            raise SecretError("{ keyring = { service = ..., username = ... } } needs both keys")
+        try:
+            import keyring
+            import keyring.errors
+        except ImportError:
+            raise SecretError("keyring secrets need the keyring package: "
+                              "pip install 'retainer[keyring]'") from None
+        try:
+            secret = keyring.get_password(value["service"], value["username"])
+        except keyring.errors.KeyringError as exc:
+            raise SecretError(f"the system keyring is not available ({type(exc).__name__}); "
+                              "use { env = ... } or { command = [...] } instead") from None
+        if secret is None:
+            raise SecretError(f"no keyring entry for service {value['service']!r}")
+        return str(secret)
+    raise SecretError(f"unknown secret kind {kind!r}: use env, command or keyring")
+
+
+def _validate(ref: Any) -> SecretStr:
+    try:
+        return SecretStr(resolve_secret(ref))
+    except SecretError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_validate)]
+"""A settings field type for passwords and tokens: a resolved reference, redacted."""
