@@ -1,0 +1,556 @@
+"""The ``retainer`` command line. Listing commands take ``--json`` and then print one
+JSON document on stdout and nothing else; logs and progress go to stderr."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from agent.errors import ConfigError, RetainerError
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.plugins import PluginHost
+    from agent.store import Store
+
+log = logging.getLogger("retainer")
+
+
+# -- plumbing ----------------------------------------------------------------------------
+
+
+@dataclass
+class App:
+    """What every command gets through ``click.pass_obj``."""
+
+    config_path: Path
+    strict: bool
+    verbose: int
+    _host: PluginHost | None = None
+
+    @property
+    def host(self) -> PluginHost:
+        if self._host is None:
+            from agent.plugins import make_plugin_host
+
+            self._host = make_plugin_host(strict=self.strict)
+        return self._host
+
+    def config(self, *, validate: bool = True, only: set[str] | None = None) -> Config:
+        from agent.config import load_config
+
+        return load_config(self.config_path, self.host if validate else None, only=only)
+
+    def store(self, config: Config | None = None, *, create: bool = True) -> Store:
+        from agent.store import Store
+
+        config = config or self.config(validate=False)
+        return Store(config.data_dir, create=create)
+
+
+class RetainerGroup(click.Group):
+    """Turns domain errors into one clear line on stderr and their exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RetainerError as exc:
+            click.echo(f"retainer: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def emit_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    """Print aligned columns (cells are cut to 48 characters)."""
+    cells = [[_cell(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= 48 else text[:47] + "…"
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def age(stamp: str | None) -> str:
+    if not stamp:
+        return "-"
+    from datetime import UTC, datetime
+
+    try:
+        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return "-"
+    seconds = (datetime.now(UTC) - then).total_seconds()
+    if seconds < 3600:
+        return f"{max(seconds, 0) / 60:.0f}m"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
+
+
+def setup_logging(verbose: int, *, daemon: bool = False) -> None:
+    level = logging.DEBUG if verbose > 0 else logging.INFO if daemon else logging.WARNING
+    if verbose < 0:
+        level = logging.ERROR
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if daemon else "retainer: %(levelname)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def progress_printer() -> Callable[[str, int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(source: str, done: int, total: int) -> None:
+        pct = 100 * done / total if total else 100.0
+        sys.stderr.write(f"\r{source}: {done}/{total} ({pct:.0f}%)   ")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+# -- the group -----------------------------------------------------------------------------
+
+
+@click.group(cls=RetainerGroup)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Config file (default: $RETAINER_CONFIG or the user config folder).")
+@click.option("--strict", is_flag=True, help="Let plugin errors raise (for plugin authors).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for everything).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.version_option(package_name="retainer")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, strict: bool, verbose: int,
+        quiet: bool) -> None:
+    """Keep your freelancers, their messages and their deliverables in one reviewed place."""
+    from agent.config import default_config_path
+
+    strict = strict or os.environ.get("RETAINER_STRICT") == "1"
+    setup_logging(-1 if quiet else verbose)
+    if ctx.obj is None:
+        ctx.obj = App(config_path or default_config_path(), strict, verbose)
+    else:  # main() built it early to register plugin commands
+        ctx.obj.config_path = config_path or ctx.obj.config_path
+        ctx.obj.strict = ctx.obj.strict or strict
+        ctx.obj.verbose = verbose
+
+
+# -- init and config -------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.pass_obj
+def init(app: App, force: bool) -> None:
+    """Write a commented starter config."""
+    from agent.config import STARTER_CONFIG
+    from agent.files import ensure_private_dir, write_private
+
+    path = app.config_path
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; edit it, or pass --force to overwrite it")
+    ensure_private_dir(path.parent)
+    write_private(path, STARTER_CONFIG.encode())
+    click.echo(f"wrote {path}; edit it, then run `retainer config check`")
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect the config file."""
+
+
+@config_group.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def config_check(app: App, as_json: bool) -> None:
+    """Validate the config and every source's settings (secrets redacted)."""
+    try:
+        config = app.config()
+    except ConfigError as exc:
+        if as_json:
+            emit_json({"ok": False, "errors": str(exc).splitlines()})
+        else:
+            click.echo(str(exc), err=True)
+        sys.exit(1)
+    sources = []
+    for source in config.sources:
+        settings = config.settings[source.name]
+        sources.append({
+            "name": source.name, "platform": source.platform,
+            "every": str(source.every), "enabled": source.enabled,
+            "settings": json.loads(settings.model_dump_json()),
+        })
+    if as_json:
+        emit_json({"ok": True, "path": str(config.path), "data_dir": str(config.data_dir),
+                   "sources": sources})
+        return
+    click.echo(f"{config.path}: ok, {len(sources)} source(s), data in {config.data_dir}")
+    for entry in sources:
+        click.echo(f"  {entry['name']} ({entry['platform']}, every {entry['every']})")
+        for key, value in entry["settings"].items():
+            click.echo(f"    {key} = {json.dumps(value)}")
+
+
+# -- syncing ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("sources", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_obj
+def sync(app: App, sources: tuple[str, ...], as_json: bool) -> None:
+    """Sync once: every enabled source, or the named ones. Exit 1 if any failed."""
+    from agent.sync import SyncEngine
+
+    config = app.config(only=set(sources) or None)
+    for name in sources:
+        config.source(name)
+    store = app.store(config)
+    engine = SyncEngine(config, app.host, store, progress=progress_printer())
+    results = engine.sync_all(sources)
+    if as_json:
+        emit_json([r.as_dict() for r in results])
+    else:
+        for r in results:
+            if r.ok:
+                click.echo(f"{r.source}: {r.messages_new} new messages, "
+                           f"{r.deliverables_new} new deliverables ({r.duration:.1f} s)", err=True)
+            else:
+                hint = (f" (run `retainer auth {r.platform} {r.source}`)"
+                        if r.error_kind == "auth" and "retainer auth" not in r.error else "")
+                click.echo(f"{r.source}: FAILED: {r.error}{hint}", err=True)
+    if any(not r.ok for r in results):
+        sys.exit(1)
+
+
+@cli.command()
+@click.pass_obj
+def run(app: App) -> None:
+    """Run the daemon: every source on its own schedule until SIGTERM/SIGINT."""
+    from agent.scheduler import Daemon
+    from agent.sync import SyncEngine
+
+    setup_logging(app.verbose, daemon=True)
+    config = app.config()
+    store = app.store(config)
+    daemon = Daemon(SyncEngine(config, app.host, store))
+    daemon.install_signal_handlers()
+    daemon.run()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def status(app: App, as_json: bool) -> None:
+    """Per source: last success, last error, next run, counts."""
+    config = app.config(validate=False)
+    store = app.store(config)
+    states = store.source_states()
+    rows = []
+    for source in config.sources:
+        state = states.get(source.name, {})
+        rows.append({
+            "source": source.name, "platform": source.platform, "enabled": source.enabled,
+            "every": str(source.every),
+            "last_success": state.get("last_success"), "last_attempt": state.get("last_attempt"),
+            "last_error": state.get("last_error"), "last_error_at": state.get("last_error_at"),
+            "error_kind": state.get("error_kind"), "failures": state.get("failures", 0),
+            "next_run": state.get("next_run"), "retry_at": state.get("retry_at"),
+            "messages": state.get("messages", 0), "deliverables": state.get("deliverables", 0),
+        })
+    counts = store.counts()
+    if as_json:
+        emit_json({"sources": rows, "totals": counts})
+        return
+    table([(r["source"], r["platform"], age(r["last_success"]) if r["last_success"] else "never",
+            r["next_run"] or "-", r["messages"], r["deliverables"],
+            r["last_error"] or "") for r in rows],
+          ["source", "platform", "synced", "next run", "messages", "deliverables", "last error"])
+    click.echo(f"\n{counts['contractors']} contractors, {counts['candidates']} candidates, "
+               f"{counts['deliverables']} deliverables")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def plugins(app: App, as_json: bool) -> None:
+    """Installed plugins, their platforms and hooks."""
+    infos = app.host.infos_sorted()
+    if as_json:
+        emit_json([i.as_dict() for i in infos])
+        return
+    table([(i.name, i.version, ", ".join(i.platforms), ", ".join(i.hooks),
+            f"FAILED: {i.error}" if i.error else "ok") for i in infos],
+          ["plugin", "version", "platforms", "hooks", "state"])
+
+
+# -- listings --------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--contractor", help="Only this contractor (id, name or address).")
+@click.option("--source", help="Only this source.")
+@click.option("--limit", type=int, default=None, help="At most this many (newest first).")
+@click.pass_obj
+def messages(app: App, as_json: bool, contractor: str | None, source: str | None,
+             limit: int | None) -> None:
+    """Stored messages, newest first."""
+    store = app.store()
+    docs = store.messages(contractor=contractor, source=source)
+    if limit is not None:
+        docs = docs[:limit]
+    if as_json:
+        emit_json(docs)
+        return
+    names = {c["id"]: c["name"] for c in store.contractors()}
+    table([(d["id"], d["sent_at"][:16].replace("T", " "), d["source"], d["direction"],
+            names.get(d["contractor_id"] or "", d["sender"]["name"] or d["sender"]["address"]),
+            d["subject"]) for d in docs],
+          ["id", "sent", "source", "dir", "who", "subject"])
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--unreviewed", is_flag=True, help="Only the review queue.")
+@click.option("--contractor", help="Only this contractor (id, name or address).")
+@click.pass_obj
+def deliverables(app: App, as_json: bool, unreviewed: bool, contractor: str | None) -> None:
+    """Stored deliverables; with --unreviewed, the review queue (oldest first)."""
+    store = app.store()
+    docs = store.deliverables(unreviewed=unreviewed, contractor=contractor)
+    if as_json:
+        emit_json(docs)
+        return
+    names = {c["id"]: c["name"] for c in store.contractors()}
+    table([(d["id"], age(d["received_at"]), names.get(d["contractor_id"] or "", "?"),
+            d["filename"], human_size(d["size"]), d["review_status"],
+            "FLAGGED: " + d["status"] if d.get("flagged") else d["status"]) for d in docs],
+          ["id", "age", "contractor", "file", "size", "review", "status"])
+
+
+# -- contractors -------------------------------------------------------------------------------
+
+
+def contractor_rows(store: Store) -> list[dict[str, Any]]:
+    roster = store.roster()
+    out = []
+    for doc in store.contractors():
+        idents = [roster.identities[k] for k in doc.get("identities", []) if k in roster.identities]
+        firsts = [i["first_seen"] for i in idents if i.get("first_seen")]
+        lasts = [i["last_seen"] for i in idents if i.get("last_seen")]
+        out.append(dict(doc, platforms=sorted({i["platform"] for i in idents}),
+                        addresses=[i["address"] for i in idents],
+                        first_contact=min(firsts) if firsts else None,
+                        last_contact=max(lasts) if lasts else None))
+    out.sort(key=lambda d: d["name"].lower())
+    return out
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def contractors(ctx: click.Context, as_json: bool) -> None:
+    """The roster. Without a subcommand: list it."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(contractors_list, as_json=as_json)
+
+
+@contractors.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def contractors_list(app: App, as_json: bool) -> None:
+    """Every contractor with status, platforms and contact dates."""
+    store = app.store()
+    rows = contractor_rows(store)
+    if as_json:
+        emit_json(rows)
+        return
+    table([(r["id"], r["name"], r["status"], ", ".join(r["platforms"]),
+            ", ".join(r.get("skills", [])), age(r["last_contact"])) for r in rows],
+          ["id", "name", "status", "platforms", "skills", "last contact"])
+
+
+@contractors.command("candidates")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def contractors_candidates(app: App, as_json: bool) -> None:
+    """People who wrote but are not on the roster (promote them with `contractors add`)."""
+    docs = sorted(app.store().candidates(), key=lambda d: d.get("last_seen") or "", reverse=True)
+    if as_json:
+        emit_json(docs)
+        return
+    table([(d["key"], d.get("name", ""), age(d.get("last_seen"))) for d in docs],
+          ["identity", "name", "last seen"])
+
+
+@contractors.command("add")
+@click.argument("who")
+@click.option("--name", help="Display name (default: the name seen in their mail).")
+@click.option("--email", "emails", multiple=True, help="Another address of theirs.")
+@click.option("--skill", "skills", multiple=True, help="A skill (repeat for several).")
+@click.option("--status", default="trial", show_default=True,
+              type=click.Choice(["trial", "core", "bench", "retired"]))
+@click.option("--rate", type=float, help="Hourly rate, for spend estimates.")
+@click.option("--json", "as_json", is_flag=True, help="Print the contractor as JSON.")
+@click.pass_obj
+def contractors_add(app: App, who: str, name: str | None, emails: tuple[str, ...],
+                    skills: tuple[str, ...], status: str, rate: float | None,
+                    as_json: bool) -> None:
+    """Add a contractor, or promote a candidate: WHO is an address, an identity
+    (``upwork:~0123``) or, with --email, a name."""
+    from agent.models import Identity
+
+    store = app.store()
+    with store.writing():
+        roster = store.roster()
+        idents: list[Identity] = []
+        if "@" in who and ":" not in who:
+            who = f"email:{who}"
+        if ":" in who:
+            platform, _, address = who.partition(":")
+            seen = roster.identities.get(who.lower(), {})
+            idents.append(Identity(platform, address, name=seen.get("name", "")))
+            display = name or seen.get("name") or address
+        else:
+            display = name or who
+        idents += [Identity("email", e) for e in emails]
+        if not idents:
+            raise ConfigError("give an address or identity, or a name with --email ADDRESS")
+        doc = store.add_contractor(display, idents, status=status, skills=skills, rate=rate)
+    if as_json:
+        emit_json(doc)
+    else:
+        click.echo(f"{doc['name']} ({doc['id']}) is on the roster as {doc['status']}")
+
+
+@contractors.command("show")
+@click.argument("who")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def contractors_show(app: App, who: str, as_json: bool) -> None:
+    """One contractor: identities, recent messages and deliverables."""
+    store = app.store()
+    doc = store.find_contractor(who)
+    row = next(r for r in contractor_rows(store) if r["id"] == doc["id"])
+    msgs = store.messages(contractor=doc["id"])
+    work = store.deliverables(contractor=doc["id"])
+    if as_json:
+        emit_json(dict(row, messages=len(msgs), deliverables=work, recent_messages=msgs[:20]))
+        return
+    click.echo(f"{row['name']} ({row['id']}), {row['status']}")
+    click.echo(f"  identities: {', '.join(row.get('identities', []))}")
+    click.echo(f"  skills: {', '.join(row.get('skills', [])) or '-'}")
+    click.echo(f"  first contact {row['first_contact'] or '-'}, last {row['last_contact'] or '-'}")
+    click.echo(f"  {len(msgs)} messages, {len(work)} deliverables")
+    for d in work[-10:]:
+        click.echo(f"    {d['id']}  {d['filename']}  {d['review_status']}")
+
+
+@contractors.command("status")
+@click.argument("who")
+@click.argument("new_status", type=click.Choice(["trial", "core", "bench", "retired"]))
+@click.pass_obj
+def contractors_status(app: App, who: str, new_status: str) -> None:
+    """Change a contractor's status (trial, core, bench, retired)."""
+    store = app.store()
+    with store.writing():
+        doc = store.update_contractor(store.find_contractor(who)["id"], status=new_status)
+    click.echo(f"{doc['name']} is now {doc['status']}")
+
+
+@contractors.command("demote")
+@click.argument("who")
+@click.pass_obj
+def contractors_demote(app: App, who: str) -> None:
+    """Take someone off the roster; their identities become candidates again."""
+    store = app.store()
+    with store.writing():
+        doc = store.demote(who)
+    click.echo(f"{doc['name']} is a candidate again")
+
+
+@contractors.command("merge")
+@click.argument("keep")
+@click.argument("other")
+@click.pass_obj
+def contractors_merge(app: App, keep: str, other: str) -> None:
+    """Merge OTHER into KEEP (one person on several platforms); history follows."""
+    store = app.store()
+    with store.writing():
+        doc = store.merge_contractors(keep, other)
+    click.echo(f"merged into {doc['name']} ({doc['id']}): {', '.join(doc['identities'])}")
+
+
+# -- demo --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--dir", "target", type=click.Path(path_type=Path), default=None,
+              help="Where to build the demo (default: a new temporary folder).")
+@click.pass_obj
+def demo(app: App, target: Path | None) -> None:
+    """A self-contained try-out on bundled sample data; no accounts needed."""
+    import tempfile
+
+    from agent.demo import run_demo
+
+    folder = target or Path(tempfile.mkdtemp(prefix="retainer-demo-"))
+    run_demo(folder, app, echo=click.echo)
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def build_cli(app: App | None = None) -> click.Group:
+    """The command group with the plugins' commands added (``register_commands``)."""
+    if app is not None:
+        app.host.call_each("register_commands", cli=cli)
+    return cli
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    from agent.config import default_config_path
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    app = App(default_config_path(), "--strict" in args, 0)
+    try:
+        group = build_cli(app)
+    except RetainerError as exc:
+        click.echo(f"retainer: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    group.main(args=args, prog_name="retainer", obj=app)
+    sys.exit(0)

