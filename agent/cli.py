@@ -521,15 +521,30 @@ def contractors_merge(app: App, keep: str, other: str) -> None:
 @cli.command()
 @click.option("--dir", "target", type=click.Path(path_type=Path), default=None,
               help="Where to build the demo (default: a new temporary folder).")
-@click.pass_obj
-def demo(app: App, target: Path | None) -> None:
-    """A self-contained try-out on bundled sample data; no accounts needed."""
+@click.pass_context
+def demo(ctx: click.Context, target: Path | None) -> None:
+    """A self-contained try-out on bundled sample data; no accounts needed.
+
+    Builds a sample mailbox (and, where their plugins are installed, local marketplace
+    sandboxes) in a fresh folder, syncs it, and shows the review queue and the roster.
+    """
     import tempfile
 
-    from agent.demo import run_demo
+    from agent.demo import build_demo
 
+    app: App = ctx.obj
     folder = target or Path(tempfile.mkdtemp(prefix="retainer-demo-"))
-    run_demo(folder, app, echo=click.echo)
+    click.echo(f"Building the demo in {folder} ...")
+    config_path = build_demo(folder)
+    app.config_path = config_path
+    ctx.invoke(sync, sources=(), as_json=False)
+    click.echo("\n== Review queue (oldest first) ==")
+    ctx.invoke(deliverables, as_json=False, unreviewed=True, contractor=None)
+    click.echo("\n== Roster ==")
+    ctx.invoke(contractors_list, as_json=False)
+    click.echo("\n== Candidates (wrote to you, not on the roster) ==")
+    ctx.invoke(contractors_candidates, as_json=False)
+    click.echo(f"\nTry: retainer --config {config_path} messages")
 
 
 # -- entry point -----------------------------------------------------------------------------

@@ -102,7 +102,7 @@ class Connector(ABC, Generic[S]):
             "reply on the platform itself"
         )
 
-    def close(self) -> None:  # noqa: B027 - optional hook for subclasses
+    def close(self) -> None:
         """Release connections. Called once after :meth:`fetch`, also after errors."""
 
 

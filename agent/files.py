@@ -27,8 +27,25 @@ MAX_NAME_BYTES = 200
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) as 0700 folders; tighten it if it exists."""
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    """Create ``path`` (and any missing parents) as 0700 folders; tighten it if it exists.
+
+    Parents that already exist are left alone; only folders this call creates, and
+    ``path`` itself, are made 0700.
+    """
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            pass
+        else:
+            folder.chmod(DIR_MODE)  # mkdir's mode is filtered by the umask
     if path.stat().st_mode & 0o777 != DIR_MODE:
         path.chmod(DIR_MODE)
     return path
@@ -80,26 +97,47 @@ def sanitize_filename(name: str, *, fallback: str = "attachment") -> str:
     Drops any directory part (``../../x``, ``/etc/passwd``, ``C:\\x``), control and
     bidirectional-override characters, NUL bytes and characters Windows forbids;
     renames reserved device names (``CON``); trims to 200 UTF-8 bytes keeping the
-    extension. Never returns an empty name, ``.`` or ``..``.
+    extension. Never returns an empty name, a dot-file, ``.`` or ``..``.
     """
-    name = unicodedata.normalize("NFC", name or "")
-    name = name.replace("\\", "/").split("/")[-1]
+    if not isinstance(name, str):
+        name = str(name or "")
+    name = unicodedata.normalize("NFC", name.replace("\x00", ""))
+    parts = [p for p in name.replace("\\", "/").split("/") if _strip(p)]
+    name = parts[-1] if parts else ""
     name = "".join(
         ch for ch in name if unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co", "Cn"}
     )
-    name = _UNSAFE.sub("_", name).strip().strip(".").strip()
+    name = _UNSAFE.sub("_", name)
+    name = _strip(name)
     if not name:
-        name = fallback
+        name = _strip(fallback) or "attachment"
     stem, dot, ext = name.rpartition(".")
     if not dot:
         stem, ext = name, ""
-    if stem.split(".")[0].upper() in _WINDOWS_RESERVED or name.upper() in _WINDOWS_RESERVED:
-        stem = f"_{stem}" if dot else f"_{name}"
-        name = f"{stem}.{ext}" if dot else stem
+    if _reserved(name):
+        name = f"_{name}"
+        stem = f"_{stem}" if dot else name
     encoded = name.encode("utf-8")
     if len(encoded) > MAX_NAME_BYTES:
         ext_part = f".{ext}" if dot and len(ext.encode()) <= 16 else ""
         budget = MAX_NAME_BYTES - len(ext_part.encode())
         base = (stem if ext_part else name).encode("utf-8")[:budget].decode("utf-8", "ignore")
-        name = base.rstrip(" .") + ext_part
-    return name or fallback
+        name = _strip(base) + ext_part if _strip(base) else _strip(fallback) + ext_part
+    name = _strip(name)
+    if not name or _reserved(name) or _UNSAFE.search(name):
+        return "attachment"
+    return name
+
+
+def _strip(name: str) -> str:
+    """Without leading/trailing whitespace and dots (no dot-files, no ``..``)."""
+    previous = None
+    while previous != name:
+        previous = name
+        name = name.strip().strip(".")
+    return name
+
+
+def _reserved(name: str) -> bool:
+    """True for Windows device names, with or without an extension (``con.txt``)."""
+    return name.split(".")[0].strip().upper() in _WINDOWS_RESERVED

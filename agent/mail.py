@@ -3,7 +3,7 @@
 Shared by every mail-based platform (IMAP, Maildir, and plugins that read
 notification emails). Parsing never raises on bad input: malformed MIME, unknown
 charsets, non-UTF-8 headers and hostile HTML are decoded as well as they can be, and
-what was wrong is kept in ``extra["defects"]``.
+what was wrong is kept in ``extra["defects"]`` and logged once per message.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import email.utils
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
@@ -22,6 +22,7 @@ from email.policy import compat32
 from typing import Any
 
 from agent.connector import SourceContext
+from agent.files import sanitize_filename
 from agent.models import Attachment, Identity, Message
 
 log = logging.getLogger("retainer.mail")
@@ -29,7 +30,43 @@ log = logging.getLogger("retainer.mail")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _WS = re.compile(r"[ \t\r\f\v]+")
 _BLANKS = re.compile(r"\n\s*\n\s*\n+")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_TAGS = re.compile(r"<[^>]*>")
+_ACTIVE = re.compile(r"(?i)<(script|iframe|object|embed|applet|frame)\b")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: Parts of one message looked at; the rest are skipped with a ``TooManyParts`` defect.
+MAX_PARTS = 1000
+#: Multipart nesting followed; deeper parts are skipped with a ``TooDeeplyNested`` defect.
+MAX_DEPTH = 250
+#: Longest message text kept; the rest is cut with a ``TextTruncated`` defect.
+MAX_TEXT_CHARS = 1_000_000
+#: HTML elements that could run or fetch something; dropped, never run.
+ACTIVE_TAGS = ("script", "style", "head", "noscript", "template", "iframe", "object", "embed",
+               "frame", "frameset", "applet")
+
+
+def scrub(text: str) -> str:
+    """Make ``text`` valid UTF-8 text: undecodable bytes and lone surrogates become U+FFFD,
+    NUL characters are dropped."""
+    if _SURROGATES.search(text):
+        try:
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            text = _SURROGATES.sub("\ufffd", text)
+    return text.replace("\x00", "")
+
+
+def header_str(value: Any) -> str:
+    """A raw header value as text (compat32 returns ``Header`` objects for 8-bit bytes)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception:
+        return ""
 
 
 def decode_text(raw: bytes, charset: str | None) -> str:
@@ -38,33 +75,36 @@ def decode_text(raw: bytes, charset: str | None) -> str:
         if not candidate:
             continue
         try:
-            return raw.decode(candidate)
-        except (LookupError, UnicodeDecodeError):
+            return scrub(raw.decode(candidate))
+        except (LookupError, UnicodeError, ValueError, TypeError):
             continue
-    return raw.decode("latin-1")
+    return raw.decode("latin-1").replace("\x00", "")
 
 
 def decode_header_value(value: Any) -> str:
-    """Decode an RFC 2047 header (``=?utf-8?q?...?=``) to text; never raises."""
-    if value is None:
+    """Decode an RFC 2047 header (``=?utf-8?q?...?=``) to one line of text; never raises."""
+    value = header_str(value)
+    if not value:
         return ""
-    if not isinstance(value, str):
-        value = str(value)
     try:
         text = str(make_header(decode_header(value)))
     except Exception:
         text = value
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return _WS.sub(" ", text.replace("\x00", "").replace("\r", "").replace("\n", " ")).strip()
+    text = scrub(text)
+    return _WS.sub(" ", text.replace("\r", "").replace("\n", " ")).strip()
 
 
 def parse_addresses(values: Iterable[Any]) -> tuple[Identity, ...]:
     """Parse ``From``/``To``/``Cc`` header values into email identities."""
     found: list[Identity] = []
     raw = [decode_header_value(v) for v in values if v]
-    for name, addr in email.utils.getaddresses(raw):
+    try:
+        pairs = email.utils.getaddresses(raw)
+    except Exception:
+        pairs = []
+    for name, addr in pairs:
         addr = addr.strip().strip("<>").lower()
-        if "@" not in addr:
+        if "@" not in addr or any(ch.isspace() for ch in addr):
             continue
         found.append(Identity("email", addr, name=name.strip().strip('"')))
     return tuple(found)
@@ -79,6 +119,8 @@ def parse_date(value: Any, fallback: datetime | None = None) -> datetime:
             parsed = None
         if parsed is not None:
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if fallback is not None and fallback.tzinfo is None:
+        return fallback.replace(tzinfo=UTC)
     return fallback or EPOCH
 
 
@@ -91,22 +133,35 @@ def message_ids(value: Any) -> list[str]:
 
 def html_to_text(html: str) -> str:
     """Readable text from HTML. Scripts, styles and comments are dropped, never run."""
+    return _html_to_text(html)[0]
+
+
+def _html_to_text(html: str) -> tuple[str, int]:
+    """The text of ``html`` and how many active elements (scripts, iframes...) were dropped."""
     from bs4 import BeautifulSoup, Comment
 
-    soup = BeautifulSoup(html, "html.parser")
-    for tag in soup(["script", "style", "head", "noscript", "template", "iframe", "object"]):
-        tag.decompose()
-    for comment in soup.find_all(string=lambda s: isinstance(s, Comment)):
-        comment.extract()
-    for br in soup.find_all("br"):
-        br.replace_with("\n")
-    text = soup.get_text("\n")
-    lines = [_WS.sub(" ", line).strip() for line in text.splitlines()]
-    return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
+    try:
+        soup = BeautifulSoup(html, "html.parser")
+        active = soup(list(ACTIVE_TAGS))
+        dropped = sum(1 for tag in active if tag.name != "head")
+        for tag in active:
+            tag.decompose()
+        for comment in soup.find_all(string=lambda s: isinstance(s, Comment)):
+            comment.extract()
+        for br in soup.find_all("br"):
+            br.replace_with("\n")
+        text = soup.get_text("\n")
+    except RecursionError:
+        # absurdly nested markup: fall back to stripping every tag
+        text = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", html)
+        dropped = len(_ACTIVE.findall(html))
+        text = _TAGS.sub(" ", text)
+    lines = [_WS.sub(" ", line).strip() for line in scrub(text).splitlines()]
+    return _BLANKS.sub("\n\n", "\n".join(lines)).strip(), dropped
 
 
 def clean_text(text: str) -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    text = scrub(text).replace("\r\n", "\n").replace("\r", "\n")
     return text.strip()
 
 
@@ -142,7 +197,7 @@ def header_info(headers: EmailMessage, raw_header: bytes, fallback_date: datetim
     senders = parse_addresses([headers.get("From"), headers.get("Sender")])
     sender = senders[0] if senders else Identity("email", "unknown@invalid", name="(no sender)")
     recipients = parse_addresses(
-        [*headers.get_all("To", []), *headers.get_all("Cc", [])]
+        [*(headers.get_all("To") or []), *(headers.get_all("Cc") or [])]
     )
     references = tuple(message_ids(headers.get("References")))
     in_reply = message_ids(headers.get("In-Reply-To"))
@@ -163,40 +218,85 @@ def header_info(headers: EmailMessage, raw_header: bytes, fallback_date: datetim
 
 def parse_header_bytes(raw_header: bytes, fallback_date: datetime | None = None) -> HeaderInfo:
     """Parse only a header block (as IMAP ``BODY[HEADER]`` returns it)."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw_header)
+    try:
+        headers = BytesHeaderParser(policy=compat32).parsebytes(raw_header)
+    except Exception:  # pragma: no cover - the compat32 parser is lenient
+        headers = EmailMessage()
     return header_info(headers, raw_header, fallback_date)
+
+
+def split_header(raw: bytes) -> tuple[bytes, bytes]:
+    """Split raw message bytes at the first blank line into header and body."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = raw.find(sep)
+        if end >= 0:
+            return raw[:end], raw[end + len(sep):]
+    return raw, b""
+
+
+def _disposition(part: EmailMessage) -> str:
+    return header_str(part.get("Content-Disposition")).split(";")[0].strip().lower()
 
 
 def part_filename(part: EmailMessage) -> str:
     """The attachment's name from Content-Disposition or Content-Type, decoded."""
     try:
-        name = part.get_filename()
+        name: Any = part.get_filename()
     except Exception:
         name = None
     if name is None:
-        name = part.get_param("name", header="content-type")
-        if isinstance(name, tuple):
-            name = email.utils.collapse_rfc2231_value(name)
+        try:
+            name = part.get_param("name", header="content-type")
+            if isinstance(name, tuple):
+                name = email.utils.collapse_rfc2231_value(name)
+        except Exception:
+            name = None
     return decode_header_value(name) if name else ""
 
 
 def is_attachment(part: EmailMessage) -> bool:
-    disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
-    if disposition == "attachment":
+    if _disposition(part) == "attachment":
         return True
-    if part.get_content_maintype() in {"text", "multipart", "message"} and not part_filename(part):
+    named = bool(part_filename(part))
+    if part.get_content_maintype() in {"text", "multipart", "message"} and not named:
         return False
-    return bool(part_filename(part)) or part.get_content_maintype() not in {"text", "multipart"}
+    return named or part.get_content_maintype() not in {"text", "multipart"}
 
 
 def is_inline_image(part: EmailMessage) -> bool:
     """Signature logos and other images shown inside the message body."""
-    disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+    disposition = _disposition(part)
     return (
         part.get_content_maintype() == "image"
         and disposition != "attachment"
         and (disposition == "inline" or bool(part.get("Content-ID")))
     )
+
+
+def walk_parts(root: EmailMessage, defects: list[str]) -> Iterator[tuple[int, EmailMessage]]:
+    """Every part of ``root`` depth-first with its index, without recursion.
+
+    Stops after :data:`MAX_PARTS` parts and does not descend below :data:`MAX_DEPTH`
+    levels; each limit hit adds a defect name to ``defects``.
+    """
+    stack: list[tuple[EmailMessage, int]] = [(root, 0)]
+    index = 0
+    while stack:
+        part, depth = stack.pop()
+        if index >= MAX_PARTS:
+            defects.append("TooManyParts")
+            return
+        yield index, part
+        index += 1
+        if not part.is_multipart():
+            continue
+        if depth >= MAX_DEPTH:
+            defects.append("TooDeeplyNested")
+            continue
+        children = part.get_payload()
+        if isinstance(children, list):
+            stack.extend((child, depth + 1) for child in reversed(children)
+                         if isinstance(child, EmailMessage))
 
 
 def message_from_bytes(
@@ -210,46 +310,60 @@ def message_from_bytes(
 
     Attachments are downloaded (kept in memory) only when ``context.wants_attachments``
     says the sender is a contractor and the part is under ``max_attachment_bytes``;
-    otherwise they are recorded with a status that says why.
+    otherwise they are recorded with a status that says why. Never raises on bad input.
     """
-    header_end = raw.find(b"\r\n\r\n")
-    if header_end < 0:
-        header_end = raw.find(b"\n\n")
-    raw_header = raw[: header_end if header_end >= 0 else len(raw)]
+    raw_header, raw_body = split_header(raw)
+    defects: list[str] = []
     try:
         parsed = BytesParser(policy=compat32).parsebytes(raw)
-    except Exception as exc:  # pragma: no cover - the compat32 parser is lenient
-        log.warning("%s: unparseable message kept as text: %s", context.source, exc)
-        parsed = BytesParser(policy=compat32).parsebytes(raw_header + b"\n\n")
+    except Exception as exc:  # RecursionError on absurd nesting; compat32 is lenient
+        defects.append(f"Unparseable{type(exc).__name__}")
+        parsed = BytesHeaderParser(policy=compat32).parsebytes(raw_header + b"\n\n")
+        parsed.set_payload(raw_body)
     info = header_info(parsed, raw_header, fallback_date)
-    defects = [type(d).__name__ for d in parsed.defects]
     wants = context.wants_attachments(info.sender) and not context.is_owner(info.sender)
+    where = f"{context.source}: message {info.remote_id}"
     plain: list[str] = []
     html: list[str] = []
     attachments: list[Attachment] = []
-    for index, part in enumerate(parsed.walk()):
-        defects.extend(type(d).__name__ for d in part.defects)
+    parts: list[EmailMessage] = []
+    for index, part in walk_parts(parsed, defects):
+        parts.append(part)
         if part.is_multipart():
             continue
         if is_attachment(part):
-            attachments.append(_attachment(part, index, wants, context))
+            attachments.append(_attachment(part, index, wants, context, where))
             continue
         payload = _payload(part)
         if payload is None:
             continue
-        text = decode_text(payload, part.get_content_charset())
+        text = decode_text(payload, _charset(part))
         (html if part.get_content_subtype() == "html" else plain).append(text)
-    text = clean_text("\n\n".join(plain)) if plain else html_to_text("\n".join(html))
+    for part in parts:  # after decoding: bad base64 is only noticed then
+        defects.extend(type(d).__name__ for d in part.defects)
+    html_text = "\n".join(html)
+    if plain:
+        text = clean_text("\n\n".join(plain))
+        dropped = len(_ACTIVE.findall(html_text))  # the HTML is kept unrendered
+    else:
+        text, dropped = _html_to_text(html_text)
+    if dropped:
+        log.warning("%s: dropped %d script/iframe/object element(s) from its HTML; "
+                    "they were not run", where, dropped)
+    if len(text) > MAX_TEXT_CHARS:
+        text = text[:MAX_TEXT_CHARS]
+        defects.append("TextTruncated")
     merged_extra = _extra(info, defects)
     merged_extra.update(extra or {})
     if defects:
-        log.info("%s: message %s has MIME defects: %s", context.source, info.remote_id,
-                 ", ".join(sorted(set(defects))))
-    return build_message(info, text, attachments, merged_extra)
+        log.warning("%s has MIME defects (%s); kept what could be read",
+                    where, ", ".join(sorted(set(defects))))
+    return build_message(info, text, attachments, merged_extra,
+                         html=scrub(html_text)[:MAX_TEXT_CHARS])
 
 
 def build_message(info: HeaderInfo, text: str, attachments: Iterable[Attachment],
-                  extra: dict[str, Any]) -> Message:
+                  extra: dict[str, Any], *, html: str = "") -> Message:
     return Message(
         remote_id=info.remote_id,
         sent_at=info.sent_at,
@@ -260,6 +374,7 @@ def build_message(info: HeaderInfo, text: str, attachments: Iterable[Attachment]
         recipients=info.recipients,
         attachments=tuple(attachments),
         extra=extra,
+        html=html,
     )
 
 
@@ -274,6 +389,14 @@ def _extra(info: HeaderInfo, defects: list[str]) -> dict[str, Any]:
     return extra
 
 
+def _charset(part: EmailMessage) -> str | None:
+    try:
+        charset = part.get_content_charset()
+    except Exception:
+        return None
+    return charset if isinstance(charset, str) and "\x00" not in charset else None
+
+
 def _payload(part: EmailMessage) -> bytes | None:
     try:
         payload = part.get_payload(decode=True)
@@ -282,20 +405,49 @@ def _payload(part: EmailMessage) -> bytes | None:
     return payload if isinstance(payload, bytes) else None
 
 
-def _attachment(part: EmailMessage, index: int, wants: bool, context: SourceContext
-                ) -> Attachment:
+def _declared_size(part: EmailMessage) -> int | None:
+    try:
+        value = part.get_param("size", header="content-disposition")
+    except Exception:
+        return None
+    if isinstance(value, tuple):
+        value = value[2]
+    try:
+        return int(str(value).strip()) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _short(name: str, limit: int = 80) -> str:
+    shown = repr(name[:limit])
+    return shown + ("..." if len(name) > limit else "")
+
+
+def _attachment(part: EmailMessage, index: int, wants: bool, context: SourceContext,
+                where: str) -> Attachment:
     filename = part_filename(part) or f"part-{index}"
-    content_type = part.get_content_type()
+    safe = sanitize_filename(filename)
+    if safe != filename:
+        log.warning("%s: attachment name %s is unsafe; it will be stored as %s",
+                    where, _short(filename), _short(safe))
+    content_type = scrub(part.get_content_type())
     inline = is_inline_image(part)
     raw = part.get_payload()
     encoded_size = len(raw) if isinstance(raw, str | bytes) else 0
-    encoding = (part.get("Content-Transfer-Encoding") or "").strip().lower()
+    encoding = header_str(part.get("Content-Transfer-Encoding")).strip().lower()
     estimate = encoded_size * 3 // 4 if encoding == "base64" else encoded_size
+    declared = _declared_size(part)
+    if declared is not None and declared > max(estimate * 2, 1024 * 1024):
+        log.warning("%s: attachment %s declares %d bytes but holds about %d; "
+                    "the declared size is ignored", where, _short(safe), declared, estimate)
     remote_id = f"part-{index}"
     if inline or not wants:
         return Attachment(filename, content_type, size=estimate, remote_id=remote_id,
                           status="not_downloaded", inline=inline)
     if estimate > context.max_attachment_bytes:
+        log.warning("%s: attachment %s (about %d bytes) is over the %d byte cap; "
+                    "recorded, not downloaded (raise agent.max_attachment_mb to keep it)",
+                    where, _short(safe), estimate, context.max_attachment_bytes)
         return Attachment(filename, content_type, size=estimate, remote_id=remote_id,
                           status="too_large",
                           note=f"over the {context.max_attachment_bytes} byte cap")

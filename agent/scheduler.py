@@ -33,7 +33,7 @@ MAX_BACKOFF = timedelta(hours=6)
 
 def backoff_for(every: timedelta, failures: int, retry_after: float | None) -> timedelta:
     """How long a source waits after ``failures`` consecutive failures."""
-    wait = min(every * (2 ** max(failures - 1, 0)), max(MAX_BACKOFF, every))
+    wait: timedelta = min(every * (2 ** max(failures - 1, 0)), max(MAX_BACKOFF, every))
     if retry_after:
         wait = max(wait, timedelta(seconds=retry_after))
     return wait
@@ -95,9 +95,9 @@ class Daemon:
             wait = backoff_for(source.every, int(state.get("failures", 1)), result.retry_after)
             changes["retry_at"] = iso(self.clock() + wait)
             log.warning("%s: next attempt in %s", source.name, wait)
-        jobs = [j for j in self.scheduler.get_jobs(source.name) if j.next_run]
-        if jobs:
-            changes["next_run"] = iso(jobs[0].next_run.astimezone(UTC))
+        runs = [j.next_run for j in self.scheduler.get_jobs(source.name) if j.next_run]
+        if runs:
+            changes["next_run"] = iso(runs[0].astimezone(UTC))
         with self.engine.store.writing():
             self.engine.store.update_source_state(source.name, **changes)
 
@@ -121,7 +121,7 @@ class Daemon:
                 for job in list(self.scheduler.jobs):
                     if self.stop_event.is_set():
                         break
-                    job.run()  # also schedules its next run (with jitter)
+                    job.run()  # type: ignore[no-untyped-call]  # also schedules the next run
                     self.stop_event.wait(random.uniform(0, 0.2))
             while not self.stop_event.is_set():
                 self.scheduler.run_pending()

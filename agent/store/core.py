@@ -17,7 +17,15 @@ from filelock import FileLock, Timeout
 
 from agent.errors import StoreError, StoreLocked
 from agent.files import ensure_private_dir, fsync_dir, remove_orphan_temps, sanitize_filename
-from agent.models import CONTRACTOR_STATUSES, Attachment, Contract, Identity, Message, Record, Submission
+from agent.models import (
+    CONTRACTOR_STATUSES,
+    Attachment,
+    Contract,
+    Identity,
+    Message,
+    Record,
+    Submission,
+)
 from agent.store.storage import Shard
 
 log = logging.getLogger("retainer.store")
@@ -51,6 +59,12 @@ def message_id_for(source: str, remote_id: str) -> str:
 
 def thread_id_for(source: str, thread_remote_id: str) -> str:
     return "t_" + short_hash(source, thread_remote_id)
+
+
+def _doc(value: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-safe copy of a document (datetimes as ISO strings, text valid UTF-8)."""
+    safe: dict[str, Any] = _json_safe(value)
+    return safe
 
 
 def _json_safe(value: Any) -> Any:
@@ -124,7 +138,7 @@ class Store:
 
     # -- files --------------------------------------------------------------------------
 
-    def _shard(self, relative: str) -> Shard:
+    def shard(self, relative: str) -> Shard:
         shard = self._shards.get(relative)
         if shard is None:
             shard = self._shards[relative] = Shard(self.root / relative)
@@ -132,22 +146,22 @@ class Store:
 
     @property
     def meta(self) -> Shard:
-        return self._shard("meta.json")
+        return self.shard("meta.json")
 
     @property
     def roster_shard(self) -> Shard:
-        return self._shard("roster.json")
+        return self.shard("roster.json")
 
     @property
     def deliverables_shard(self) -> Shard:
-        return self._shard("deliverables.json")
+        return self.shard("deliverables.json")
 
     @property
     def contracts_shard(self) -> Shard:
-        return self._shard("contracts.json")
+        return self.shard("contracts.json")
 
     def threads_shard(self, source: str) -> Shard:
-        return self._shard(f"threads/{sanitize_filename(source)}.json")
+        return self.shard(f"threads/{sanitize_filename(source)}.json")
 
     def month_shard(self, month: str) -> Shard:
         shard = self._month_shards.get(month)
@@ -478,7 +492,8 @@ class Store:
         else:
             others = [r for r in record.recipients if r.key not in owner_keys]
             known = [r for r in others if roster.contractor_of(r.key)]
-            counterpart = (known or others or [None])[0]
+            candidates = known or others
+            counterpart = candidates[0] if candidates else None
         key = touch(counterpart, record.sent_at) if counterpart is not None else None
         contractor_id = roster.contractor_of(key)
         message_id = message_id_for(source, record.remote_id)
@@ -513,7 +528,7 @@ class Store:
             "recipients": [{"address": r.address, "name": r.name} for r in record.recipients],
             "attachments": attachments, "extra": _json_safe(dict(record.extra)),
         }
-        doc = _json_safe(doc)
+        doc = _doc(doc)
         by_month.setdefault(sent[:7] or "0000-00", []).append(doc)
         thread = threads.get(thread_id) or {
             "id": thread_id, "source": source, "platform": msg_platform,
@@ -537,7 +552,7 @@ class Store:
         if att.status == "stored":
             sha, path, size = self._store_blob(att, filename)
         status = att.status
-        return _json_safe({
+        return _doc({
             "id": "d_" + short_hash(source, remote_id), "source": source, "platform": platform,
             "remote_id": remote_id, "message_id": message_id, "thread_id": thread_id,
             "contractor_id": roster.contractor_of(key), "identity": key,
@@ -623,7 +638,7 @@ class Store:
 
     def _contract_doc(self, source: str, platform: str, record: Contract, key: str | None
                       ) -> dict[str, Any]:
-        return _json_safe({
+        return _doc({
             "id": "k_" + short_hash(source, record.remote_id), "source": source,
             "platform": platform, "remote_id": record.remote_id, "identity": key,
             "title": record.title, "status": record.status, "kind": record.kind,

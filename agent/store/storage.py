@@ -83,15 +83,16 @@ class Shard:
 
     @property
     def storage(self) -> AtomicStorage:
-        db = self.db
-        storage: AtomicStorage = db.storage
+        storage = self.db.storage
+        assert isinstance(storage, AtomicStorage)
         return storage
 
     @property
     def db(self) -> TinyDB:
         if self._db is not None:
-            storage: AtomicStorage = self._db.storage
-            if storage.data is not None and file_stamp(self.path) != storage.stamp:
+            current = self._db.storage
+            assert isinstance(current, AtomicStorage)
+            if current.data is not None and file_stamp(self.path) != current.stamp:
                 self._db = None
         if self._db is None:
             self._db = TinyDB(self.path, storage=AtomicStorage)
@@ -111,16 +112,20 @@ class Shard:
 
     def docs(self, table: str) -> list[dict[str, Any]]:
         """All documents of a table as plain dicts (no copies: do not mutate)."""
-        return list(self.db.table(table)._read_table().values())
+        raw: dict[str, Any] = self.db.table(table)._read_table()
+        return list(raw.values())
 
     def get(self, table: str, record_id: str, key: str = "id") -> dict[str, Any] | None:
         doc_id = self.key_map(table, key).get(record_id)
         if doc_id is None:
             return None
-        doc: dict[str, Any] = self.db.table(table)._read_table()[str(doc_id)]
+        raw: dict[str, Any] = self.db.table(table)._read_table()
+        doc: dict[str, Any] = raw[str(doc_id)]
         return doc
 
-    def upsert_many(self, table: str, docs: list[dict[str, Any]], key: str = "id") -> tuple[int, int]:
+    def upsert_many(
+        self, table: str, docs: list[dict[str, Any]], key: str = "id"
+    ) -> tuple[int, int]:
         """Insert new documents and replace changed ones, in at most two writes.
 
         Returns ``(inserted, updated)``; unchanged documents cost nothing.
