@@ -8,7 +8,7 @@ Layout under the data folder (folders 0700, files 0600)::
     store/contracts.json          marketplace contracts, offers and orders
     store/threads/<source>.json   threads of one source
     store/messages/<YYYY-MM>.json messages, sharded by month so a page rewrites little
-    files/<ab>/<sha256><.ext>     deliverable files, content-addressed and deduplicated
+    files/<sha256><.ext>          deliverable files, content-addressed and deduplicated
     sources/<source>/             plugin state (tokens)
     tmp/                          downloads in progress
 

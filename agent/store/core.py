@@ -135,6 +135,7 @@ class Store:
         self._shards: dict[str, Shard] = {}
         self._month_shards: dict[str, Shard] = {}
         self._cleaned = False
+        self._dirty_files = False
 
     # -- files --------------------------------------------------------------------------
 
@@ -450,7 +451,10 @@ class Store:
                 raise StoreError(f"{source}: a connector yielded {type(record).__name__}, "
                                  "which is not a Message, Submission or Contract")
 
-        # blobs were written while staging; now the documents that point at them
+        # blobs were written while staging; make their names durable, then the documents
+        if self._dirty_files:
+            fsync_dir(self.files_dir)
+            self._dirty_files = False
         for month, docs in messages_by_month.items():
             shard = self.month_shard(month)
             known = shard.key_map("messages")
@@ -526,9 +530,8 @@ class Store:
             "sender": {"address": sender.address, "name": sender.name,
                        "platform": sender.platform},
             "recipients": [{"address": r.address, "name": r.name} for r in record.recipients],
-            "attachments": attachments, "extra": _json_safe(dict(record.extra)),
+            "attachments": attachments, "extra": _json_safe(dict(record.extra)) if record.extra else {},
         }
-        doc = _doc(doc)
         by_month.setdefault(sent[:7] or "0000-00", []).append(doc)
         thread = threads.get(thread_id) or {
             "id": thread_id, "source": source, "platform": msg_platform,
@@ -581,7 +584,7 @@ class Store:
         else:
             raise StoreError(f"attachment {filename!r} is marked stored but has no data")
         sha = digest.hexdigest()
-        folder = ensure_private_dir(self.files_dir / sha[:2])
+        folder = self.files_dir
         target = folder / f"{sha}{suffix}"
         if not target.exists():
             tmp = self.tmp_dir / f".tmp-{sha}"
@@ -601,7 +604,7 @@ class Store:
                 finally:
                     os.close(fd2)
             os.replace(tmp, target)
-            fsync_dir(folder)
+            self._dirty_files = True
         return sha, str(target), size
 
     def _upsert_deliverables(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

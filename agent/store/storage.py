@@ -24,6 +24,21 @@ from agent.files import write_private
 Stamp = tuple[int, int, int]
 
 
+def json_safe(value: Any) -> Any:
+    """A copy of ``value`` that JSON can hold: text made valid UTF-8, odd types as text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
 def file_stamp(path: Path) -> Stamp | None:
     try:
         st = os.stat(path)
@@ -61,7 +76,12 @@ class AtomicStorage(Storage):  # type: ignore[misc]
 
     def write(self, data: dict[str, Any]) -> None:
         try:
-            write_private(self.path, orjson.dumps(data))
+            blob = orjson.dumps(data)
+        except (orjson.JSONEncodeError, TypeError):
+            # text with lone surrogates (undecodable mail) or an odd type from a plugin
+            blob = orjson.dumps(json_safe(data))
+        try:
+            write_private(self.path, blob)
         except OSError as exc:
             self.data = None  # the file still holds the previous state; reload it
             raise StoreError(f"could not write {self.path}: {exc.strerror}; "
@@ -126,7 +146,7 @@ class Shard:
     def upsert_many(
         self, table: str, docs: list[dict[str, Any]], key: str = "id"
     ) -> tuple[int, int]:
-        """Insert new documents and replace changed ones, in at most two writes.
+        """Insert new documents and replace changed ones, in one write.
 
         Returns ``(inserted, updated)``; unchanged documents cost nothing.
         """
@@ -145,17 +165,20 @@ class Shard:
                     new.append(doc)
             elif existing[str(doc_id)] != doc:
                 changed[doc_id] = doc
+        if not new and not changed:
+            return 0, 0
         tbl = self.db.table(table)
-        if changed:
-            def replace(table_data: dict[int, Any]) -> None:
-                for doc_id, doc in changed.items():
-                    table_data[doc_id] = doc
+        new_ids = [tbl._get_next_id() for _ in new]
 
-            tbl._update_table(replace)
-        if new:
-            ids = tbl.insert_multiple(new)
-            for doc, doc_id in zip(new, ids, strict=True):
-                keys[doc[key]] = doc_id
+        def apply(table_data: dict[int, Any]) -> None:
+            for doc_id, doc in changed.items():
+                table_data[doc_id] = doc
+            for doc_id, doc in zip(new_ids, new, strict=True):
+                table_data[doc_id] = doc
+
+        tbl._update_table(apply)  # one write for inserts and updates together
+        for doc, doc_id in zip(new, new_ids, strict=True):
+            keys[doc[key]] = doc_id
         return len(new), len(changed)
 
     def remove(self, table: str, record_ids: list[str], key: str = "id") -> None:
