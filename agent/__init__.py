@@ -5,53 +5,55 @@ This module is the public API for plugin authors.
 
 from __future__ import annotations
 
-from agent.connector import Connector, Platform, Settings, SourceContext
-from agent.errors import (
-    AuthError,
-    ConfigError,
-    PluginError,
-    RateLimited,
-    RetainerError,
-    SourceError,
-    TransientError,
-    UnsupportedOperation,
-)
-from agent.models import (
-    Attachment,
-    Contract,
-    Cursor,
-    Identity,
-    Message,
-    Outgoing,
-    Page,
-    Record,
-    Submission,
-)
-from agent.plugins import hookimpl
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.connector import Connector, Platform, Settings, SourceContext
+    from agent.errors import (
+        AuthError,
+        ConfigError,
+        PluginError,
+        RateLimited,
+        RetainerError,
+        SourceError,
+        TransientError,
+        UnsupportedOperation,
+    )
+    from agent.models import (
+        Attachment,
+        Contract,
+        Cursor,
+        Identity,
+        Message,
+        Outgoing,
+        Page,
+        Record,
+        Submission,
+    )
+    from agent.plugins import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Attachment",
-    "AuthError",
-    "ConfigError",
-    "Connector",
-    "Contract",
-    "Cursor",
-    "Identity",
-    "Message",
-    "Outgoing",
-    "Page",
-    "Platform",
-    "PluginError",
-    "RateLimited",
-    "Record",
-    "RetainerError",
-    "Settings",
-    "SourceContext",
-    "SourceError",
-    "Submission",
-    "TransientError",
-    "UnsupportedOperation",
-    "hookimpl",
-]
+# Names are imported on first use, so `import agent.errors` (and the command line's
+# start-up) does not pay for pydantic before it needs it.
+_LAZY = {
+    **dict.fromkeys(("Connector", "Platform", "Settings", "SourceContext"), "agent.connector"),
+    **dict.fromkeys(("AuthError", "ConfigError", "PluginError", "RateLimited", "RetainerError",
+                     "SourceError", "TransientError", "UnsupportedOperation"), "agent.errors"),
+    **dict.fromkeys(("Attachment", "Contract", "Cursor", "Identity", "Message", "Outgoing",
+                     "Page", "Record", "Submission"), "agent.models"),
+    "hookimpl": "agent.plugins",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agent' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_LAZY)

@@ -63,7 +63,9 @@ class RetainerGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RetainerError as exc:
-            click.echo(f"retainer: error: {exc}", err=True)
+            from agent.secrets import scrub
+
+            click.echo(f"retainer: error: {scrub(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -116,6 +118,21 @@ def age(stamp: str | None) -> str:
     return f"{seconds / 86400:.0f}d"
 
 
+class ScrubSecrets(logging.Filter):
+    """Last line of defence: no resolved secret reaches the log, whatever a plugin logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from agent.secrets import known_secrets, scrub
+
+        if known_secrets():
+            record.msg = scrub(record.getMessage())
+            record.args = None
+            if record.exc_info and record.exc_info[1] is not None:
+                record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
+        return True
+
+
 def setup_logging(verbose: int, *, daemon: bool = False) -> None:
     level = logging.DEBUG if verbose > 0 else logging.INFO if daemon else logging.WARNING
     if verbose < 0:
@@ -123,6 +140,7 @@ def setup_logging(verbose: int, *, daemon: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if daemon else "retainer: %(levelname)s: %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
+    handler.addFilter(ScrubSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -558,6 +576,8 @@ def build_cli(app: App | None = None) -> click.Group:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    # Retainer loads no pydantic plugins; skipping their discovery saves start-up time.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
     from agent.config import default_config_path
 
     args = list(sys.argv[1:] if argv is None else argv)

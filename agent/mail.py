@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.header import decode_header, make_header
+from email.header import decode_header
 from email.message import Message as EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from email.policy import compat32
@@ -31,6 +31,7 @@ _MSGID = re.compile(r"<([^<>\s]+)>")
 _WS = re.compile(r"[ \t\r\f\v]+")
 _BLANKS = re.compile(r"\n\s*\n\s*\n+")
 _SURROGATES = re.compile("[\ud800-\udfff]")
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _TAGS = re.compile(r"<[^>]*>")
 _ACTIVE = re.compile(r"(?i)<(script|iframe|object|embed|applet|frame)\b")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -82,16 +83,56 @@ def decode_text(raw: bytes, charset: str | None) -> str:
 
 
 def decode_header_value(value: Any) -> str:
-    """Decode an RFC 2047 header (``=?utf-8?q?...?=``) to one line of text; never raises."""
-    value = header_str(value)
-    if not value:
-        return ""
+    """Decode an RFC 2047 header (``=?utf-8?q?...?=``) to one line of text; never raises.
+
+    Raw 8-bit bytes in a header are read as UTF-8, or else as Windows-1252.
+    """
+    text = fix_8bit(header_str(value))
+    if "=?" in text:
+        try:
+            text = "".join(_word(chunk, charset) for chunk, charset in decode_header(text))
+        except Exception:
+            pass
+    text = _CONTROLS.sub("", scrub(text).replace("\r", "").replace("\n", " "))
+    return _WS.sub(" ", text).strip()
+
+
+def _word(chunk: bytes | str, charset: str | None) -> str:
+    if isinstance(chunk, str):
+        return chunk
+    if charset is None:  # text between encoded words, as decode_header hands it back
+        try:
+            return chunk.decode("raw-unicode-escape")
+        except UnicodeDecodeError:
+            return chunk.decode("latin-1")
+    return decode_text(chunk, charset)
+
+
+def fix_8bit(value: str) -> str:
+    """Header text the parser read with surrogate escapes (raw 8-bit bytes) as real text."""
+    if not _SURROGATES.search(value):
+        return value
     try:
-        text = str(make_header(decode_header(value)))
-    except Exception:
-        text = value
-    text = scrub(text)
-    return _WS.sub(" ", text.replace("\r", "").replace("\n", " ")).strip()
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", value)
+    for charset in ("utf-8", "cp1252"):
+        try:
+            return raw.decode(charset)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1")
+
+
+def fix_8bit_headers(msg: EmailMessage) -> None:
+    """Replace raw 8-bit header values of one part by decoded text, keeping their order."""
+    items = list(msg.raw_items())
+    if not any(isinstance(v, str) and _SURROGATES.search(v) for _, v in items):
+        return
+    for name in {k.lower() for k, _ in items}:
+        del msg[name]
+    for name, value in items:
+        msg[name] = fix_8bit(value) if isinstance(value, str) else value
 
 
 def parse_addresses(values: Iterable[Any]) -> tuple[Identity, ...]:
@@ -222,6 +263,7 @@ def parse_header_bytes(raw_header: bytes, fallback_date: datetime | None = None)
         headers = BytesHeaderParser(policy=compat32).parsebytes(raw_header)
     except Exception:  # pragma: no cover - the compat32 parser is lenient
         headers = EmailMessage()
+    fix_8bit_headers(headers)
     return header_info(headers, raw_header, fallback_date)
 
 
@@ -252,6 +294,14 @@ def part_filename(part: EmailMessage) -> str:
         except Exception:
             name = None
     return decode_header_value(name) if name else ""
+
+
+def _raw_name_has_nul(part: EmailMessage) -> bool:
+    for header in ("Content-Disposition", "Content-Type"):
+        value = header_str(part.get(header))
+        if "\x00" in value or "%00" in value or "=00" in value:
+            return True
+    return False
 
 
 def is_attachment(part: EmailMessage) -> bool:
@@ -320,6 +370,7 @@ def message_from_bytes(
         defects.append(f"Unparseable{type(exc).__name__}")
         parsed = BytesHeaderParser(policy=compat32).parsebytes(raw_header + b"\n\n")
         parsed.set_payload(raw_body)
+    fix_8bit_headers(parsed)
     info = header_info(parsed, raw_header, fallback_date)
     wants = context.wants_attachments(info.sender) and not context.is_owner(info.sender)
     where = f"{context.source}: message {info.remote_id}"
@@ -329,6 +380,8 @@ def message_from_bytes(
     parts: list[EmailMessage] = []
     for index, part in walk_parts(parsed, defects):
         parts.append(part)
+        if index:
+            fix_8bit_headers(part)
         if part.is_multipart():
             continue
         if is_attachment(part):
@@ -427,6 +480,9 @@ def _attachment(part: EmailMessage, index: int, wants: bool, context: SourceCont
                 where: str) -> Attachment:
     filename = part_filename(part) or f"part-{index}"
     safe = sanitize_filename(filename)
+    if _raw_name_has_nul(part):
+        log.warning("%s: attachment name %s held NUL bytes; they were removed",
+                    where, _short(filename))
     if safe != filename:
         log.warning("%s: attachment name %s is unsafe; it will be stored as %s",
                     where, _short(filename), _short(safe))

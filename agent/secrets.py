@@ -16,6 +16,20 @@ from pydantic import BeforeValidator, SecretStr
 from agent.errors import SecretError
 
 COMMAND_TIMEOUT = 30
+_KNOWN: set[str] = set()
+
+
+def known_secrets() -> frozenset[str]:
+    """Every secret value resolved in this process (for scrubbing logs and errors)."""
+    return frozenset(_KNOWN)
+
+
+def scrub(text: str) -> str:
+    """Replace every known secret value in ``text`` with ``***``."""
+    for secret in _KNOWN:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
 
 
 def resolve_secret(ref: Any) -> str:
@@ -74,9 +88,12 @@ def resolve_secret(ref: Any) -> str:
 
 def _validate(ref: Any) -> SecretStr:
     try:
-        return SecretStr(resolve_secret(ref))
+        value = resolve_secret(ref)
     except SecretError as exc:
         raise ValueError(str(exc)) from None
+    if len(value) >= 4:
+        _KNOWN.add(value)
+    return SecretStr(value)
 
 
 Secret = Annotated[SecretStr, BeforeValidator(_validate)]

@@ -84,9 +84,11 @@ def secret_values(settings: BaseModel | None) -> list[str]:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
+    from agent.secrets import scrub
+
     for secret in secrets:
         text = text.replace(secret, "***")
-    return text
+    return scrub(text)
 
 
 class SyncEngine:

@@ -41,3 +41,21 @@ def test_failing_command_does_not_echo_output():
     with pytest.raises(SecretError) as err:
         resolve_secret(ref)
     assert "exited with 3" in str(err.value) and "SECRET" not in str(err.value)
+
+
+def test_resolved_secrets_are_scrubbed_from_logs(monkeypatch, capsys):
+    import logging
+
+    from agent.cli import setup_logging
+
+    monkeypatch.setenv("RETAINER_TEST_CANARY", "CANARY-TOKEN-9876")
+    Model.model_validate({"password": {"env": "RETAINER_TEST_CANARY"}})
+    setup_logging(1)
+    log = logging.getLogger("retainer.plugins.test")
+    log.error("login failed with %s", "CANARY-TOKEN-9876")
+    try:
+        raise RuntimeError("token CANARY-TOKEN-9876 refused")
+    except RuntimeError:
+        log.exception("boom")
+    err = capsys.readouterr().err
+    assert "CANARY" not in err and "login failed with ***" in err and "token *** refused" in err

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 
 import pytest
 
@@ -164,7 +163,7 @@ def test_folder_selection_and_exclude(tmp_path, caplog):
 
 
 def test_missing_or_empty_maildir_is_a_clear_error(tmp_path):
-    with pytest.raises(SourceError, match="does not exist; check sources.settings.path"):
+    with pytest.raises(SourceError, match=r"does not exist; check sources\.settings\.path"):
         sync(connector(tmp_path / "absent", tmp_path), {})
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="no Maildir folders"):

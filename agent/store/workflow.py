@@ -1,0 +1,219 @@
+"""The owner's workflow in the store: reviews, instruction templates, sent messages, notifier state.
+
+The only module of the workflow features that talks to TinyDB. Layout (under ``store/``)::
+
+    deliverables.json   each deliverable's current ``review_status`` and ``review`` (kept on
+                        re-sync by :meth:`Store._upsert_deliverables`)
+    workflow.json       ``reviews``: every review event (a deliverable can be reviewed twice);
+                        ``outbox``: every message the owner sent through Retainer
+    instructions.json   ``templates``: versioned Markdown templates; ``sent``: instructions sent
+    notify.json         ``events``: which reminders went out, so none is sent twice
+
+Writers must hold :meth:`Store.writing`; readers need no lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.errors import StoreError
+from agent.store.core import REVIEW_STATUSES, Store, iso, short_hash
+from agent.store.storage import Shard
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _workflow(store: Store) -> Shard:
+    return store.shard("workflow.json")
+
+
+def _instructions(store: Store) -> Shard:
+    return store.shard("instructions.json")
+
+
+def _notify(store: Store) -> Shard:
+    return store.shard("notify.json")
+
+
+# -- reviews ------------------------------------------------------------------------------------
+
+
+def record_review(
+    store: Store,
+    deliverable_id: str,
+    status: str,
+    *,
+    rating: int | None = None,
+    feedback: str = "",
+    cost: float | None = None,
+    hours: float | None = None,
+    when: datetime | None = None,
+) -> dict[str, Any]:
+    """Record a review on a deliverable (hold :meth:`Store.writing`); return the deliverable."""
+    if status not in REVIEW_STATUSES or status == "unreviewed":
+        raise StoreError(f"a review is {' or '.join(REVIEW_STATUSES[1:])}, not {status!r}")
+    if rating is not None and not 1 <= rating <= 5:
+        raise StoreError("a rating is a whole number from 1 to 5")
+    current = store.deliverable(deliverable_id)
+    stamp = iso(when or _now())
+    previous = current.get("review") or {}
+    review = {
+        "status": status, "rating": rating, "feedback": feedback, "reviewed_at": stamp,
+        "cost": cost if cost is not None else previous.get("cost"),
+        "hours": hours if hours is not None else previous.get("hours"),
+        "sent": list(previous.get("sent") or []),
+        "round": int(previous.get("round") or 0) + 1,
+    }
+    doc = store.update_deliverable(current["id"], review_status=status, review=review)
+    event = {
+        "id": "r_" + short_hash(current["id"], str(stamp), str(review["round"])),
+        "deliverable_id": current["id"], "status": status, "rating": rating,
+        "feedback": feedback, "reviewed_at": stamp, "received_at": current.get("received_at"),
+        "identity": current.get("identity"), "contractor_id": current.get("contractor_id"),
+    }
+    _workflow(store).upsert_many("reviews", [event])
+    return doc
+
+
+def review_events(store: Store) -> list[dict[str, Any]]:
+    """Every review ever recorded, oldest first (do not mutate)."""
+    docs = _workflow(store).docs("reviews")
+    return sorted(docs, key=lambda d: d.get("reviewed_at") or "")
+
+
+def record_sent(store: Store, entry: dict[str, Any], *, deliverable_id: str | None = None
+                ) -> dict[str, Any]:
+    """Keep a message the owner sent (feedback or instruction) in the outbox."""
+    stamp = entry.get("sent_at") or iso(_now())
+    doc = dict(entry, sent_at=stamp,
+               id=entry.get("id") or "o_" + short_hash(str(stamp), entry.get("text", ""),
+                                                     entry.get("to", "")))
+    _workflow(store).upsert_many("outbox", [doc])
+    if deliverable_id is not None:
+        current = store.deliverable(deliverable_id)
+        review = dict(current.get("review") or {})
+        review["sent"] = [*(review.get("sent") or []), {"outbox_id": doc["id"], "sent_at": stamp,
+                                                       "remote_id": doc.get("remote_id")}]
+        store.update_deliverable(current["id"], review=review)
+    return doc
+
+
+def outbox(store: Store) -> list[dict[str, Any]]:
+    return sorted(_workflow(store).docs("outbox"), key=lambda d: d.get("sent_at") or "")
+
+
+# -- instruction templates ----------------------------------------------------------------------
+
+
+def templates(store: Store) -> list[dict[str, Any]]:
+    return sorted(_instructions(store).docs("templates"), key=lambda d: d["name"])
+
+
+def template(store: Store, name: str) -> dict[str, Any]:
+    doc = _instructions(store).get("templates", name.strip().lower())
+    if doc is None:
+        raise StoreError(f'no instruction template "{name}"; see `retainer instructions list`')
+    return doc
+
+
+def save_template(store: Store, name: str, text: str, *, skill: str | None = None,
+                  subject: str | None = None, when: datetime | None = None) -> dict[str, Any]:
+    """Add a template, or a new version of one when the text changed."""
+    key = name.strip().lower()
+    if not key or any(c in key for c in "/\\\n"):
+        raise StoreError("a template name is one line without slashes, e.g. logo-brief")
+    shard = _instructions(store)
+    current = shard.get("templates", key)
+    stamp = iso(when or _now())
+    versions = list(current["versions"]) if current else []
+    if not versions or versions[-1]["text"] != text:
+        versions.append({"version": len(versions) + 1, "text": text, "created_at": stamp})
+    doc = {
+        "id": key, "name": key, "versions": versions,
+        "skill": skill if skill is not None else (current or {}).get("skill"),
+        "subject": subject if subject is not None else (current or {}).get("subject"),
+        "created_at": (current or {}).get("created_at", stamp), "updated_at": stamp,
+    }
+    shard.upsert_many("templates", [doc])
+    return doc
+
+
+def record_instruction(store: Store, entry: dict[str, Any]) -> dict[str, Any]:
+    """Keep an instruction that was sent (linked to its template version and task)."""
+    doc = dict(entry)
+    doc.setdefault("sent_at", iso(_now()))
+    doc["id"] = doc.get("id") or "i_" + short_hash(doc["template"], str(doc["version"]),
+                                                  doc["contractor_id"], doc["sent_at"])
+    _instructions(store).upsert_many("sent", [doc])
+    return doc
+
+
+def sent_instructions(store: Store) -> list[dict[str, Any]]:
+    return sorted(_instructions(store).docs("sent"), key=lambda d: d.get("sent_at") or "")
+
+
+# -- message-derived indexes --------------------------------------------------------------------
+
+
+def thread_activity(store: Store) -> dict[str, dict[str, Any]]:
+    """Per thread: the owner's message times (sorted) and the last message's direction.
+
+    Reads every month file once; only a few fields per message are kept.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for month in store.month_names():
+        shard = Shard(store.root / "messages" / f"{month}.json")
+        for doc in shard.docs("messages"):
+            entry = out.get(doc["thread_id"])
+            if entry is None:
+                entry = out[doc["thread_id"]] = {"out": [], "last_at": "", "last_dir": "",
+                                                 "identity": None, "last_id": None}
+            sent = doc.get("sent_at") or ""
+            if doc.get("direction") == "out":
+                entry["out"].append(sent)
+            if sent >= entry["last_at"]:
+                entry["last_at"] = sent
+                entry["last_dir"] = doc.get("direction")
+                entry["last_id"] = doc["id"]
+            if doc.get("identity") and not entry["identity"]:
+                entry["identity"] = doc["identity"]
+    for entry in out.values():
+        entry["out"].sort()
+    return out
+
+
+def message(store: Store, message_id: str) -> dict[str, Any] | None:
+    """One stored message by id (searches the month files, newest first)."""
+    for month in reversed(store.month_names()):
+        shard = Shard(store.root / "messages" / f"{month}.json")
+        doc = shard.get("messages", message_id)
+        if doc is not None:
+            return dict(doc)
+    return None
+
+
+def thread_messages(store: Store, thread_id: str) -> list[dict[str, Any]]:
+    out = []
+    for month in store.month_names():
+        shard = Shard(store.root / "messages" / f"{month}.json")
+        out.extend(dict(d) for d in shard.docs("messages") if d.get("thread_id") == thread_id)
+    out.sort(key=lambda d: d.get("sent_at") or "")
+    return out
+
+
+# -- notifier state -----------------------------------------------------------------------------
+
+
+def notified(store: Store) -> dict[str, dict[str, Any]]:
+    return {d["id"]: d for d in _notify(store).docs("events")}
+
+
+def mark_notified(store: Store, keys: Iterable[str], when: datetime | None = None) -> None:
+    stamp = iso(when or _now())
+    docs = [{"id": k, "at": stamp} for k in keys]
+    if docs:
+        _notify(store).upsert_many("events", docs)

@@ -1,0 +1,442 @@
+"""Sync one Freelancer.com account: threads, messages, files, projects, bids, milestones.
+
+Records made:
+
+* every message in the owner's threads -> :class:`~agent.models.Message`
+  (``thread_remote_id`` = the thread id; ``direction="out"`` when the owner sent it);
+  files sent by contractors are downloaded up to ``max_attachment_bytes``, bigger ones
+  are recorded with ``status="too_large"``;
+* every awarded bid on the owner's projects -> :class:`~agent.models.Contract`
+  (``remote_id`` ``bid:<id>``; ``spent`` = released milestones);
+* every milestone whose release the freelancer requested ->
+  :class:`~agent.models.Submission` with a ``delivery_waiting`` attachment, since
+  Freelancer.com has no "submitted work" object (marketplaces.md section 2.3).
+
+Requests per sync (``page`` = ``page_size``, at most 100):
+
+* first sync: 1 ``users/0.1/self/`` (skipped when ``owner_id`` is set) + the projects,
+  bids and milestones pages + ``ceil(threads / page)`` thread pages + for each batch of
+  ``threads_per_request`` threads ``ceil(messages / page)`` message pages + one
+  ``threads/{id}/attachments/`` listing per thread whose new messages carry a
+  contractor's files + one download per file under the cap;
+* a no-op sync: **one request**, a threads page filtered with ``from_updated_time``,
+  while the contract data is younger than ``contracts_every_minutes``; when it is due,
+  also one projects, one bids and one milestones page per ``page`` projects
+  (the API has no "updated since" filter for them).
+
+The cursor keeps the last ``time_updated`` seen (``since``) and the boundary: the threads
+that had exactly that time (with their message counts) and the ids of the messages that
+had it, so the next inclusive ``from_updated_time`` query neither repeats nor skips
+anything. A sync in progress (``run``) keeps the threads still to read, so a crash resumes
+where the last stored page left off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import mimetypes
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.connector import Connector, SourceContext
+from agent.errors import SourceError
+from agent.models import Attachment, Contract, Cursor, Identity, Message, Page, Record, Submission
+from plugins.freelancer.api import FreelancerApi, as_int
+from plugins.freelancer.settings import FreelancerSettings
+
+PLATFORM = "freelancer"
+CURSOR_VERSION = 1
+RELEASE_REQUESTED = frozenset({"requested_release", "request_release", "release_requested",
+                               "requested"})
+PAID = frozenset({"released", "cleared"})
+AWARDED = frozenset({"awarded", "accepted"})
+JSONDict = dict[str, Any]
+
+
+def _when(epoch: Any) -> datetime:
+    return datetime.fromtimestamp(as_int(epoch) or 0, UTC)
+
+
+def _updated(message: JSONDict) -> int:
+    return max(as_int(message.get("time_created")) or 0, as_int(message.get("time_updated")) or 0)
+
+
+def _digest(record: Record) -> str:
+    from dataclasses import asdict
+
+    raw = json.dumps(asdict(record), sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:20]
+
+
+def _chunks(values: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def thread_fields(item: JSONDict) -> tuple[int | None, JSONDict]:
+    """A threads-list item's id and inner ``thread`` object, wherever the id sits."""
+    inner = item.get("thread") if isinstance(item.get("thread"), dict) else {}
+    assert isinstance(inner, dict)
+    tid = as_int(item.get("id")) or as_int(inner.get("id"))
+    return tid, inner
+
+
+def milestone_items(raw: Any) -> list[JSONDict]:
+    """Milestones as a list, whether the API sent a list or an object keyed by id."""
+    if raw is None:
+        return []
+    if isinstance(raw, dict):
+        items = []
+        for key, value in raw.items():
+            if isinstance(value, dict):
+                item = dict(value)
+                item.setdefault("id", as_int(key))
+                items.append(item)
+        return items
+    if isinstance(raw, list):
+        return [dict(v) for v in raw if isinstance(v, dict)]
+    raise SourceError(f"Freelancer.com sent milestones as {type(raw).__name__}, "
+                      "not a list or an object; the API may have changed")
+
+
+class FreelancerConnector(Connector[FreelancerSettings]):
+    """One sync of one Freelancer.com account (see the module docstring for the costs)."""
+
+    deadline = 3 * 3600.0
+
+    def __init__(self, settings: FreelancerSettings, context: SourceContext) -> None:
+        super().__init__(settings, context)
+        self.api = FreelancerApi(settings, context)
+        self.users: dict[int, JSONDict] = {}
+        self.owner_id: int = 0
+        self._thread_files: dict[int, dict[tuple[int, str], JSONDict]] = {}
+
+    @property
+    def requests_made(self) -> int:
+        return self.api.requests_made
+
+    def close(self) -> None:
+        self.api.close()
+
+    # -- identities --------------------------------------------------------------------
+
+    def _remember_users(self, users: Any) -> None:
+        if isinstance(users, dict):
+            for key, value in users.items():
+                if isinstance(value, dict):
+                    uid = as_int(value.get("id")) or as_int(key)
+                    if uid:
+                        self.users[uid] = value
+
+    def identity(self, user_id: int) -> Identity:
+        user = self.users.get(user_id) or {}
+        name = str(user.get("display_name") or user.get("public_name")
+                   or user.get("username") or "")
+        username = str(user.get("username") or "")
+        profile = f"{self.api.site_url}/u/{username}" if username else ""
+        return Identity(PLATFORM, str(user_id), name, profile)
+
+    # -- the sync ------------------------------------------------------------------------
+
+    def fetch(self, cursor: Cursor) -> Iterator[Page]:
+        state: JSONDict = json.loads(json.dumps(dict(cursor))) if cursor else {}
+        if state.get("v") not in (None, CURSOR_VERSION):
+            state = {}
+        state["v"] = CURSOR_VERSION
+        self.owner_id = self._owner(state)
+        if self._contracts_due(state):
+            yield from self._sync_contracts(state)
+        if self.context.should_stop():
+            return
+        yield from self._sync_messages(state)
+
+    def _owner(self, state: JSONDict) -> int:
+        if self.settings.owner_id:
+            return self.settings.owner_id
+        known = as_int(state.get("owner_id"))
+        if known:
+            return known
+        me = self.api.get("users/0.1/self/")
+        owner = as_int(me.get("id"))
+        if not owner:
+            raise SourceError("Freelancer.com did not say who owns the token "
+                              "(users/0.1/self/ has no id); set owner_id in the source's "
+                              "settings")
+        self._remember_users({str(owner): me})
+        state["owner_id"] = owner
+        return owner
+
+    def _contracts_due(self, state: JSONDict) -> bool:
+        last = state.get("contracts_at")
+        if not isinstance(last, int | float):
+            return True
+        age = time.time() - float(last)
+        return age < 0 or age >= self.settings.contracts_every_minutes * 60
+
+    # -- projects, bids, milestones ------------------------------------------------------
+
+    def _sync_contracts(self, state: JSONDict) -> Iterator[Page]:
+        page = self.settings.page_size
+        projects: dict[int, JSONDict] = {}
+        for item in self.api.pages("projects/0.1/projects/", "projects",
+                                   {"owners[]": [self.owner_id]}, count_key="total_count"):
+            pid = as_int(item.get("id"))
+            if pid:
+                projects[pid] = item
+        ids = sorted(projects)
+        bids: list[JSONDict] = []
+        milestones: list[JSONDict] = []
+        for chunk in _chunks(ids, page):
+            for result in self.api.page_results("projects/0.1/bids/", "bids",
+                                                {"projects[]": chunk, "user_details": "true"}):
+                self._remember_users(result.get("users"))
+                bids.extend(b for b in result.get("bids") or [] if isinstance(b, dict))
+            for result in self.api.page_results("projects/0.1/milestones/", "milestones",
+                                                {"projects[]": chunk, "user_details": "true"},
+                                                items=milestone_items):
+                self._remember_users(result.get("users"))
+                milestones.extend(milestone_items(result.get("milestones")))
+        records = self._contract_records(projects, bids, milestones)
+        digests: dict[str, str] = dict(state.get("contracts") or {})
+        changed = [r for r in records if digests.get(r.remote_id) != _digest(r)]
+        for record in changed:
+            digests[record.remote_id] = _digest(record)
+        hired = sorted({int(r.contractor.address) for r in records if isinstance(r, Contract)}
+                       | {int(x) for x in state.get("hired") or []})
+        state.update(contracts=digests, contracts_at=time.time(), hired=hired)
+        yield Page(changed, cursor=json.loads(json.dumps(state)))
+
+    def _contract_records(self, projects: dict[int, JSONDict], bids: list[JSONDict],
+                          milestones: list[JSONDict]) -> list[Record]:
+        records: list[Record] = []
+        awarded: dict[tuple[int, int], JSONDict] = {}
+        for bid in bids:
+            pid, uid = as_int(bid.get("project_id")), as_int(bid.get("bidder_id"))
+            if pid in projects and uid and str(bid.get("award_status") or "") in AWARDED:
+                awarded[(pid, uid)] = bid
+        paid: dict[tuple[int, int], float] = {}
+        for ms in milestones:
+            key = (as_int(ms.get("project_id")) or 0, as_int(ms.get("bidder_id")) or 0)
+            if str(ms.get("status") or "") in PAID:
+                paid[key] = paid.get(key, 0.0) + float(ms.get("amount") or 0)
+        for (pid, uid), bid in sorted(awarded.items()):
+            project = projects[pid]
+            hourly = str(project.get("type") or "") == "hourly"
+            amount = float(bid.get("amount") or 0) or None
+            currency = project.get("currency") or {}
+            records.append(Contract(
+                remote_id=f"bid:{bid.get('id')}", contractor=self.identity(uid),
+                title=str(project.get("title") or ""),
+                status=str(project.get("frontend_project_status") or project.get("status")
+                           or ""),
+                kind="hourly" if hourly else "fixed",
+                started_at=_when(bid.get("time_awarded") or bid.get("time_submitted")),
+                rate=amount if hourly else None, budget=None if hourly else amount,
+                spent=round(paid.get((pid, uid), 0.0), 2),
+                currency=str(currency.get("code") or "") if isinstance(currency, dict) else "",
+                extra={"project_id": pid, "bid_id": bid.get("id"),
+                       "project_url": self._project_url(project),
+                       "bid_status": bid.get("frontend_bid_status")},
+            ))
+        for ms in sorted(milestones, key=lambda m: as_int(m.get("id")) or 0):
+            pid, uid = as_int(ms.get("project_id")) or 0, as_int(ms.get("bidder_id")) or 0
+            if pid not in projects or not uid or str(ms.get("status") or "") not in \
+                    RELEASE_REQUESTED:
+                continue
+            project = projects[pid]
+            bid = awarded.get((pid, uid))
+            title = str(ms.get("description") or f"Milestone {ms.get('id')}")
+            currency = ms.get("currency") or project.get("currency") or {}
+            code = str(currency.get("code") or "") if isinstance(currency, dict) else ""
+            records.append(Submission(
+                remote_id=f"milestone:{ms.get('id')}",
+                submitted_at=_when(ms.get("time_updated") or ms.get("time_created")),
+                contractor=self.identity(uid),
+                attachment=Attachment(
+                    filename=f"{title}.milestone", status="delivery_waiting",
+                    url=self._project_url(project), remote_id=f"milestone:{ms.get('id')}",
+                    note=(f"{ms.get('amount')} {code} milestone: the freelancer asked for "
+                          "its release; review the work on Freelancer.com, then release "
+                          "the milestone there").strip()),
+                title=title, contract_remote_id=f"bid:{bid.get('id')}" if bid else "",
+                extra={"project_id": pid, "milestone_id": ms.get("id"),
+                       "amount": ms.get("amount"), "currency": code,
+                       "status": ms.get("status")},
+            ))
+        return records
+
+    def _project_url(self, project: JSONDict) -> str:
+        seo = project.get("seo_url")
+        return f"{self.api.site_url}/projects/{seo}" if seo else ""
+
+    # -- threads and messages ------------------------------------------------------------
+
+    def _plan(self, state: JSONDict) -> JSONDict | None:
+        """List the threads updated since the cursor; return the run to do, or None."""
+        since = as_int(state.get("since")) or 0
+        boundary: dict[str, Any] = dict(state.get("boundary") or {})
+        params: JSONDict = {"count": "true", "message_count": "true"}
+        if since:
+            params["from_updated_time"] = since
+        listed: list[tuple[int, int, int | None]] = []
+        for item in self.api.pages("messages/0.1/threads/", "threads", params,
+                                   count_key="total_count"):
+            tid, _inner = thread_fields(item)
+            if not tid:
+                raise SourceError("Freelancer.com listed a thread without an id; "
+                                  "the API may have changed")
+            listed.append((tid, as_int(item.get("time_updated")) or 0,
+                           as_int(item.get("message_count"))))
+        newest = max([since, *(tu for _, tu, _ in listed)])
+        todo: list[int] = []
+        seen_ids: set[int] = set()
+        for tid, tu, count in listed:
+            if tid in seen_ids:
+                continue  # the listing shifted while we paged; once is enough
+            seen_ids.add(tid)
+            if tu == since and boundary.get(str(tid)) == [tu, count]:
+                continue  # read in full last time and unchanged since
+            todo.append(tid)
+        new_boundary = {str(tid): [tu, count] for tid, tu, count in listed if tu == newest}
+        if not todo:
+            if newest != since or new_boundary != boundary:
+                state.update(since=newest, boundary=new_boundary,
+                             seen=[] if newest != since else state.get("seen") or [])
+                return {"pending": [], "commit_only": True}
+            return None
+        return {"from": since, "to": newest, "pending": todo, "boundary": new_boundary,
+                "seen": [], "prev_seen": list(state.get("seen") or []) if since else []}
+
+    def _sync_messages(self, state: JSONDict) -> Iterator[Page]:
+        run = state.get("run")
+        if not isinstance(run, dict) or not isinstance(run.get("pending"), list):
+            run = self._plan(state)
+            if run is None:
+                return
+            if run.get("commit_only"):
+                state.pop("run", None)
+                yield Page([], cursor=json.loads(json.dumps(state)))
+                return
+        hired = {int(x) for x in state.get("hired") or []}
+        prev_seen = {int(x) for x in run.get("prev_seen") or []}
+        pending: list[int] = [int(t) for t in run["pending"]]
+        total_threads = len(pending) + int(run.get("done", 0))
+        while pending:
+            batch = pending[: self.settings.threads_per_request]
+            params: JSONDict = {"threads[]": batch, "user_details": "true",
+                                "thread_details": "true", "to_updated_time": run["to"]}
+            if run["from"]:
+                params["from_updated_time"] = run["from"]
+            results = list(self.api.page_results("messages/0.1/messages/", "messages",
+                                                 params, count_key="unfiltered_count"))
+            records: list[Record] = []
+            for result in results:
+                self._remember_users(result.get("users"))
+                details = result.get("threads") if isinstance(result.get("threads"),
+                                                              dict) else {}
+                assert isinstance(details, dict)
+                for raw in result.get("messages") or []:
+                    if not isinstance(raw, dict):
+                        continue
+                    mid = as_int(raw.get("id"))
+                    if not mid:
+                        raise SourceError("Freelancer.com sent a message without an id; "
+                                          "the API may have changed")
+                    stamp = _updated(raw)
+                    if stamp == run["from"] and mid in prev_seen:
+                        continue  # stored last time, at the boundary second
+                    if stamp == run["to"]:
+                        run["seen"].append(mid)
+                    records.append(self._message(raw, details, hired))
+            pending = pending[len(batch):]
+            run["pending"] = pending
+            run["done"] = int(run.get("done", 0)) + len(batch)
+            if pending:
+                state["run"] = run
+            else:
+                state.pop("run", None)
+                state.update(since=run["to"], boundary=run["boundary"],
+                             seen=sorted(set(run["seen"])))
+            yield Page(records, cursor=json.loads(json.dumps(state)),
+                       progress=(run["done"], total_threads))
+            if self.context.should_stop():
+                return
+
+    def _message(self, raw: JSONDict, details: JSONDict, hired: set[int]) -> Message:
+        mid = as_int(raw.get("id")) or 0
+        tid = as_int(raw.get("thread_id")) or 0
+        sender_id = as_int(raw.get("from_user")) or 0
+        thread = details.get(str(tid)) if isinstance(details.get(str(tid)), dict) else {}
+        assert isinstance(thread, dict)
+        members = [m for m in (as_int(x) for x in thread.get("members") or []) if m]
+        sender = self.identity(sender_id)
+        direction = "out" if sender_id == self.owner_id else "in"
+        recipients = tuple(self.identity(m) for m in members if m != sender_id)
+        wanted = direction == "in" and (sender_id in hired
+                                        or self.context.wants_attachments(sender))
+        attachments = tuple(self._attachments(raw, tid, mid, wanted, direction))
+        context = thread.get("context") if isinstance(thread.get("context"), dict) else {}
+        return Message(
+            remote_id=str(mid), sent_at=_when(raw.get("time_created")), sender=sender,
+            text=str(raw.get("message") or ""), thread_remote_id=str(tid),
+            recipients=recipients, direction=direction, attachments=attachments,
+            extra={"thread_type": thread.get("thread_type"), "context": context,
+                   "message_source": raw.get("message_source")},
+        )
+
+    def _attachments(self, raw: JSONDict, tid: int, mid: int, wanted: bool,
+                     direction: str) -> Iterable[Attachment]:
+        for item in raw.get("attachments") or []:
+            if not isinstance(item, dict):
+                continue
+            filename = str(item.get("filename") or f"attachment-{item.get('key')}")
+            guessed = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+            if not wanted:
+                note = ("sent by you" if direction == "out"
+                        else "not downloaded: the sender is not one of your contractors")
+                yield Attachment(filename, guessed, remote_id=filename,
+                                 status="not_downloaded", note=note)
+                continue
+            info = self._files_of(tid).get((mid, filename), {})
+            size = as_int(info.get("size") or info.get("file_size"))
+            ctype = str(info.get("content_type") or guessed)
+            url = self.api.absolute(str(info.get("url") or
+                                        f"/api/messages/0.1/messages/{mid}/{filename}"))
+            cap = self.context.max_attachment_bytes
+            if size is not None and size > cap:
+                yield self._too_large(filename, ctype, size, url, cap)
+                continue
+            path = self.api.download(url, self.context.scratch_dir, cap)
+            if path is None:
+                yield self._too_large(filename, ctype, size, url, cap)
+                continue
+            yield Attachment(filename, ctype, size=Path(path).stat().st_size, path=path,
+                             url=url, remote_id=filename)
+
+    @staticmethod
+    def _too_large(filename: str, ctype: str, size: int | None, url: str,
+                   cap: int) -> Attachment:
+        told = f"{size} bytes" if size is not None else "more"
+        return Attachment(filename, ctype, size=size, url=url, remote_id=filename,
+                          status="too_large",
+                          note=(f"{told}, over the {math.ceil(cap / 1048576)} MB cap "
+                                "(agent.max_attachment_mb): not downloaded; fetch it on "
+                                "Freelancer.com or raise the cap"))
+
+    def _files_of(self, tid: int) -> dict[tuple[int, str], JSONDict]:
+        """The thread's shared files by (message id, filename): one request per thread."""
+        if tid not in self._thread_files:
+            result = self.api.get(f"messages/0.1/threads/{tid}/attachments/")
+            found: dict[tuple[int, str], JSONDict] = {}
+            items = result.get("attachments")
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict):
+                    key = (as_int(item.get("message_id")) or 0, str(item.get("filename")))
+                    found[key] = item
+            self._thread_files[tid] = found
+        return self._thread_files[tid]
