@@ -321,11 +321,14 @@ def status(app: App, as_json: bool) -> None:
                f"{counts['deliverables']} deliverables")
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.pass_obj
-def plugins(app: App, as_json: bool) -> None:
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
     """Installed plugins, their platforms and hooks."""
+    if ctx.invoked_subcommand is not None:
+        return
+    app: App = ctx.obj
     infos = app.host.infos_sorted()
     if as_json:
         emit_json([i.as_dict() for i in infos])
@@ -333,6 +336,19 @@ def plugins(app: App, as_json: bool) -> None:
     table([(i.name, i.version, ", ".join(i.platforms), ", ".join(i.hooks),
             f"FAILED: {i.error}" if i.error else "ok") for i in infos],
           ["plugin", "version", "platforms", "hooks", "state"])
+
+
+@plugins.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
+              help="Where to write the project (default: ./retainer-NAME).")
+def plugins_new(name: str, directory: Path | None) -> None:
+    """Write a complete plugin project for platform NAME, tests included."""
+    from agent.scaffold import write_project
+
+    target = write_project(name, directory)
+    click.echo(f"Wrote a plugin project to {target}. Next:\n"
+               f"  cd {target}\n  pip install -e '.[test]'\n  pytest\n  retainer plugins")
 
 
 # -- listings --------------------------------------------------------------------------------
@@ -384,18 +400,10 @@ def deliverables(app: App, as_json: bool, unreviewed: bool, contractor: str | No
 
 
 def contractor_rows(store: Store) -> list[dict[str, Any]]:
-    roster = store.roster()
-    out = []
-    for doc in store.contractors():
-        idents = [roster.identities[k] for k in doc.get("identities", []) if k in roster.identities]
-        firsts = [i["first_seen"] for i in idents if i.get("first_seen")]
-        lasts = [i["last_seen"] for i in idents if i.get("last_seen")]
-        out.append(dict(doc, platforms=sorted({i["platform"] for i in idents}),
-                        addresses=[i["address"] for i in idents],
-                        first_contact=min(firsts) if firsts else None,
-                        last_contact=max(lasts) if lasts else None))
-    out.sort(key=lambda d: d["name"].lower())
-    return out
+    """Every contractor with contact dates and metrics (see :mod:`agent.stats`), by name."""
+    from agent.stats import roster_rows
+
+    return roster_rows(store)
 
 
 @cli.group(invoke_without_command=True)
@@ -411,15 +419,15 @@ def contractors(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_obj
 def contractors_list(app: App, as_json: bool) -> None:
-    """Every contractor with status, platforms and contact dates."""
+    """Every contractor: status, platforms, skills, rate, contact, work, quality, spend."""
+    from agent.commands import roster_table
+
     store = app.store()
     rows = contractor_rows(store)
     if as_json:
         emit_json(rows)
         return
-    table([(r["id"], r["name"], r["status"], ", ".join(r["platforms"]),
-            ", ".join(r.get("skills", [])), age(r["last_contact"])) for r in rows],
-          ["id", "name", "status", "platforms", "skills", "last contact"])
+    roster_table(rows)
 
 
 @contractors.command("candidates")
@@ -487,13 +495,22 @@ def contractors_show(app: App, who: str, as_json: bool) -> None:
     msgs = store.messages(contractor=doc["id"])
     work = store.deliverables(contractor=doc["id"])
     if as_json:
-        emit_json(dict(row, messages=len(msgs), deliverables=work, recent_messages=msgs[:20]))
+        emit_json(dict(row, messages=len(msgs), deliverable_count=row.get("deliverables", 0),
+                       deliverables=work, recent_messages=msgs[:20]))
         return
+    from agent.commands import _hours, _money, _pct
+
+    rating = row.get("average_rating")
     click.echo(f"{row['name']} ({row['id']}), {row['status']}")
     click.echo(f"  identities: {', '.join(row.get('identities', []))}")
-    click.echo(f"  skills: {', '.join(row.get('skills', [])) or '-'}")
+    click.echo(f"  skills: {', '.join(row.get('skills', [])) or '-'}; "
+               f"rate {_money(row.get('rate'), row.get('currency', ''))}")
     click.echo(f"  first contact {row['first_contact'] or '-'}, last {row['last_contact'] or '-'}")
-    click.echo(f"  {len(msgs)} messages, {len(work)} deliverables")
+    click.echo(f"  {len(msgs)} messages, {len(work)} deliverables, average rating "
+               f"{'-' if rating is None else f'{rating:.1f}'}, revisions "
+               f"{_pct(row.get('revision_rate'))}, median turnaround "
+               f"{_hours(row.get('median_turnaround_hours'))}, spend "
+               f"{_money(row.get('spend'), row.get('currency', ''))}")
     for d in work[-10:]:
         click.echo(f"    {d['id']}  {d['filename']}  {d['review_status']}")
 
@@ -570,6 +587,9 @@ def demo(ctx: click.Context, target: Path | None) -> None:
 
 def build_cli(app: App | None = None) -> click.Group:
     """The command group with the plugins' commands added (``register_commands``)."""
+    from agent.commands import register as _register_commands
+
+    _register_commands(cli)
     if app is not None:
         app.host.call_each("register_commands", cli=cli)
     return cli

@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from agent.errors import AuthError, RateLimited, SourceError, TransientError
 from agent.files import FILE_MODE, TMP_PREFIX
@@ -55,6 +56,21 @@ AuthHeader = Callable[[], Mapping[str, str]]
 
 _CHUNK = 64 * 1024
 _BODY_SNIPPET = 300
+
+
+class _DropQueryStrings(logging.Filter):
+    """Strip query strings from urllib3's debug lines (they can carry tokens)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.split("?", 1)[0] + "?…" if isinstance(arg, str) and "?" in arg else arg
+                for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_DropQueryStrings())
 
 
 class HttpStatusError(SourceError):
@@ -403,7 +419,7 @@ class HttpClient:
                             continue
                         hint = f" {self.auth_hint}" if self.auth_hint else ""
                         raise AuthError(f"{redact_url(url)} refused the credentials (HTTP {status}).{hint}")
-                    if status >= 400 or 300 <= status < 400:
+                    if status >= 300:
                         body = _snippet(response, stop_at, self)
                         raise HttpStatusError(
                             f"{where} returned HTTP {status}: {body or response.reason}",
@@ -462,11 +478,22 @@ class HttpClient:
         )
 
     def _iter_body(self, response: requests.Response, stop_at: float) -> Iterator[bytes]:
-        for chunk in response.iter_content(chunk_size=_CHUNK):
-            if chunk:
+        """The body in pieces as they arrive (``read1``), checking the deadline in between."""
+        raw = response.raw
+        try:
+            while True:
+                if self._clock() > stop_at:
+                    raise _Deadline
+                chunk = raw.read1(_CHUNK, decode_content=True)
+                if not chunk:
+                    return
                 yield chunk
-            if self._clock() > stop_at:
-                raise _Deadline
+        except _Deadline:
+            raise
+        except (TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
+            raise requests.Timeout("read timed out") from exc
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError, OSError) as exc:
+            raise requests.ConnectionError(f"reading the body failed: {exc.__class__.__name__}") from exc
 
     def _read_body(self, response: requests.Response, stop_at: float, limit: int | None) -> bytes:
         parts: list[bytes] = []

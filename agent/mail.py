@@ -8,6 +8,7 @@ what was wrong is kept in ``extra["defects"]`` and logged once per message.
 
 from __future__ import annotations
 
+import codecs
 import email.utils
 import hashlib
 import logging
@@ -40,6 +41,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_PARTS = 1000
 #: Multipart nesting followed; deeper parts are skipped with a ``TooDeeplyNested`` defect.
 MAX_DEPTH = 250
+#: Nesting deeper than this is legal but suspicious: noted as a ``DeeplyNested`` defect.
+DEEP_NESTING = 20
 #: Longest message text kept; the rest is cut with a ``TextTruncated`` defect.
 MAX_TEXT_CHARS = 1_000_000
 #: HTML elements that could run or fetch something; dropped, never run.
@@ -122,6 +125,48 @@ def fix_8bit(value: str) -> str:
         except UnicodeDecodeError:
             continue
     return raw.decode("latin-1")
+
+
+def header_problems(msg: EmailMessage, *, top: bool = True) -> list[str]:
+    """Defect names for raw 8-bit bytes, unknown charsets and undecodable encoded words."""
+    problems: list[str] = []
+    for name, value in msg.raw_items():
+        if not isinstance(value, str):
+            continue
+        if _SURROGATES.search(value):
+            problems.append(f"EightBitHeader({name})")
+        if top and "=?" in value:
+            try:
+                words = decode_header(value)
+            except Exception:
+                problems.append(f"BadEncodedWord({name})")
+                continue
+            for chunk, charset in words:
+                if charset and isinstance(chunk, bytes):
+                    problem = _charset_problem(chunk, charset)
+                    if problem:
+                        problems.append(f"{problem.split('(')[0]}Header({name}: {charset})")
+    return problems
+
+
+def _charset_problem(raw: bytes, charset: str | None) -> str:
+    """A defect name when ``raw`` cannot be decoded as ``charset`` (or UTF-8 without one)."""
+    if charset is None:
+        if not raw.isascii():
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return "UndeclaredEightBitText"
+        return ""
+    try:
+        codecs.lookup(charset)
+    except (LookupError, ValueError, TypeError):
+        return f"UnknownCharset({charset[:40]})"
+    try:
+        raw.decode(charset)
+    except Exception:
+        return f"UndecodableText({charset[:40]})"
+    return ""
 
 
 def fix_8bit_headers(msg: EmailMessage) -> None:
@@ -297,11 +342,16 @@ def part_filename(part: EmailMessage) -> str:
 
 
 def _raw_name_has_nul(part: EmailMessage) -> bool:
-    for header in ("Content-Disposition", "Content-Type"):
-        value = header_str(part.get(header))
-        if "\x00" in value or "%00" in value or "=00" in value:
-            return True
-    return False
+    try:
+        raw: Any = part.get_filename()
+        if raw is None:
+            raw = part.get_param("name", header="content-type")
+            if isinstance(raw, tuple):
+                raw = email.utils.collapse_rfc2231_value(raw)
+    except Exception:
+        return False
+    raw = header_str(raw)
+    return "\x00" in raw or "=00" in raw
 
 
 def is_attachment(part: EmailMessage) -> bool:
@@ -343,6 +393,8 @@ def walk_parts(root: EmailMessage, defects: list[str]) -> Iterator[tuple[int, Em
         if depth >= MAX_DEPTH:
             defects.append("TooDeeplyNested")
             continue
+        if depth == DEEP_NESTING:
+            defects.append("DeeplyNested")
         children = part.get_payload()
         if isinstance(children, list):
             stack.extend((child, depth + 1) for child in reversed(children)
@@ -370,6 +422,7 @@ def message_from_bytes(
         defects.append(f"Unparseable{type(exc).__name__}")
         parsed = BytesHeaderParser(policy=compat32).parsebytes(raw_header + b"\n\n")
         parsed.set_payload(raw_body)
+    defects.extend(header_problems(parsed))
     fix_8bit_headers(parsed)
     info = header_info(parsed, raw_header, fallback_date)
     wants = context.wants_attachments(info.sender) and not context.is_owner(info.sender)
@@ -381,6 +434,7 @@ def message_from_bytes(
     for index, part in walk_parts(parsed, defects):
         parts.append(part)
         if index:
+            defects.extend(header_problems(part, top=False))
             fix_8bit_headers(part)
         if part.is_multipart():
             continue
@@ -390,7 +444,11 @@ def message_from_bytes(
         payload = _payload(part)
         if payload is None:
             continue
-        text = decode_text(payload, _charset(part))
+        charset = _charset(part)
+        problem = _charset_problem(payload, charset)
+        if problem:
+            defects.append(problem)
+        text = decode_text(payload, charset)
         (html if part.get_content_subtype() == "html" else plain).append(text)
     for part in parts:  # after decoding: bad base64 is only noticed then
         defects.extend(type(d).__name__ for d in part.defects)
@@ -471,6 +529,22 @@ def _declared_size(part: EmailMessage) -> int | None:
         return None
 
 
+def _estimate_size(part: EmailMessage) -> int:
+    """The decoded size of a part, from its encoded text, without decoding it."""
+    try:
+        raw = part.get_payload()
+    except Exception:  # 8-bit text in a charset Python cannot decode
+        return len(_payload(part) or b"")
+    if not isinstance(raw, str | bytes):
+        return 0
+    encoding = header_str(part.get("Content-Transfer-Encoding")).strip().lower()
+    if encoding != "base64":
+        return len(raw)
+    text = raw if isinstance(raw, str) else raw.decode("latin-1")
+    chars = len(text) - sum(text.count(ch) for ch in " \t\r\n")
+    return max(0, chars * 3 // 4 - min(2, len(text.rstrip()) - len(text.rstrip().rstrip("="))))
+
+
 def _short(name: str, limit: int = 80) -> str:
     shown = repr(name[:limit])
     return shown + ("..." if len(name) > limit else "")
@@ -488,10 +562,7 @@ def _attachment(part: EmailMessage, index: int, wants: bool, context: SourceCont
                     where, _short(filename), _short(safe))
     content_type = scrub(part.get_content_type())
     inline = is_inline_image(part)
-    raw = part.get_payload()
-    encoded_size = len(raw) if isinstance(raw, str | bytes) else 0
-    encoding = header_str(part.get("Content-Transfer-Encoding")).strip().lower()
-    estimate = encoded_size * 3 // 4 if encoding == "base64" else encoded_size
+    estimate = _estimate_size(part)
     declared = _declared_size(part)
     if declared is not None and declared > max(estimate * 2, 1024 * 1024):
         log.warning("%s: attachment %s declares %d bytes but holds about %d; "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import re
 import statistics
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -225,14 +224,14 @@ def compute(facts: Facts, *, since: datetime | None = None, until: datetime | No
     first_review: dict[str, dict[str, Any]] = {}
     deliverable_by_id = {d["id"]: d for d in facts.deliverables}
     for event in facts.reviews:
-        d = deliverable_by_id.get(event["deliverable_id"])
-        if d is None:
+        found = deliverable_by_id.get(event["deliverable_id"])
+        if found is None:
             continue
-        first_review.setdefault(d["id"], event)
-        contractor = by_id.get(d.get("contractor_id") or "")
+        first_review.setdefault(found["id"], event)
+        contractor = by_id.get(found.get("contractor_id") or "")
         if contractor is None or not _in(event.get("reviewed_at"), lo, hi):
             continue
-        key = skill_by_deliverable.get(d["id"], "other") if by_skill else contractor["id"]
+        key = skill_by_deliverable.get(found["id"], "other") if by_skill else contractor["id"]
         acc = acc_for(key, contractor)
         acc["_events"] += 1
         acc["_changes"] += event["status"] == "changes_requested"

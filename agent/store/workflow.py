@@ -197,7 +197,7 @@ def message(store: Store, message_id: str) -> dict[str, Any] | None:
 
 
 def thread_messages(store: Store, thread_id: str) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for month in store.month_names():
         shard = Shard(store.root / "messages" / f"{month}.json")
         out.extend(dict(d) for d in shard.docs("messages") if d.get("thread_id") == thread_id)

@@ -37,15 +37,27 @@ import hashlib
 import json
 import math
 import mimetypes
+import queue
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.connector import Connector, SourceContext
 from agent.errors import SourceError
-from agent.models import Attachment, Contract, Cursor, Identity, Message, Page, Record, Submission
+from agent.models import (
+    Attachment,
+    Contract,
+    Cursor,
+    Direction,
+    Identity,
+    Message,
+    Page,
+    Record,
+    Submission,
+)
 from plugins.freelancer.api import FreelancerApi, as_int
 from plugins.freelancer.settings import FreelancerSettings
 
@@ -115,6 +127,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
         self.users: dict[int, JSONDict] = {}
         self.owner_id: int = 0
         self._thread_files: dict[int, dict[tuple[int, str], JSONDict]] = {}
+        self._downloads: set[Path] = set()
 
     @property
     def requests_made(self) -> int:
@@ -122,6 +135,18 @@ class FreelancerConnector(Connector[FreelancerSettings]):
 
     def close(self) -> None:
         self.api.close()
+        for path in self._downloads:
+            path.unlink(missing_ok=True)
+        self._downloads.clear()
+
+    def _discard(self, records: Sequence[Record]) -> None:
+        """Delete the downloads of a page the host has stored (it copied them)."""
+        for record in records:
+            if isinstance(record, Message):
+                for att in record.attachments:
+                    if att.path is not None and att.path in self._downloads:
+                        att.path.unlink(missing_ok=True)
+                        self._downloads.discard(att.path)
 
     # -- identities --------------------------------------------------------------------
 
@@ -144,6 +169,63 @@ class FreelancerConnector(Connector[FreelancerSettings]):
     # -- the sync ------------------------------------------------------------------------
 
     def fetch(self, cursor: Cursor) -> Iterator[Page]:
+        """Yield the pages of one sync; read ahead while the host stores (``prefetch_pages``).
+
+        A page's downloaded files are deleted when the host asks for the next page, by
+        which time it has stored (copied) them.
+        """
+        pages = self._pages(cursor)
+        if self.settings.prefetch_pages:
+            pages = self._read_ahead(pages, self.settings.prefetch_pages)
+        for page in pages:
+            yield page
+            self._discard(page.records)
+
+    def _read_ahead(self, pages: Iterator[Page], depth: int) -> Iterator[Page]:
+        """Run ``pages`` in a worker thread, at most ``depth`` pages ahead of the host.
+
+        The rate limit spaces the requests anyway; this way the host's store writes
+        happen inside those gaps instead of after them. Pages and the error that ends
+        the sync arrive in order, so what came before an error is still stored.
+        """
+        ahead: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        stop = threading.Event()
+
+        def hand_over(item: tuple[str, Any]) -> bool:
+            while not stop.is_set():
+                try:
+                    ahead.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for page in pages:
+                    if not hand_over(("page", page)):
+                        return
+            except BaseException as exc:  # handed to the host's thread, raised there
+                hand_over(("error", exc))
+                return
+            hand_over(("done", None))
+
+        worker = threading.Thread(target=produce, daemon=True,
+                                  name=f"retainer-freelancer-{self.context.source}")
+        worker.start()
+        try:
+            while True:
+                kind, value = ahead.get()
+                if kind == "done":
+                    return
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            stop.set()
+            worker.join(timeout=self.settings.timeout * 2 + 5)
+
+    def _pages(self, cursor: Cursor) -> Iterator[Page]:
         state: JSONDict = json.loads(json.dumps(dict(cursor))) if cursor else {}
         if state.get("v") not in (None, CURSOR_VERSION):
             state = {}
@@ -249,7 +331,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                     RELEASE_REQUESTED:
                 continue
             project = projects[pid]
-            bid = awarded.get((pid, uid))
+            award = awarded.get((pid, uid))
             title = str(ms.get("description") or f"Milestone {ms.get('id')}")
             currency = ms.get("currency") or project.get("currency") or {}
             code = str(currency.get("code") or "") if isinstance(currency, dict) else ""
@@ -263,7 +345,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                     note=(f"{ms.get('amount')} {code} milestone: the freelancer asked for "
                           "its release; review the work on Freelancer.com, then release "
                           "the milestone there").strip()),
-                title=title, contract_remote_id=f"bid:{bid.get('id')}" if bid else "",
+                title=title, contract_remote_id=f"bid:{award.get('id')}" if award else "",
                 extra={"project_id": pid, "milestone_id": ms.get("id"),
                        "amount": ms.get("amount"), "currency": code,
                        "status": ms.get("status")},
@@ -332,27 +414,13 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                                 "thread_details": "true", "to_updated_time": run["to"]}
             if run["from"]:
                 params["from_updated_time"] = run["from"]
-            results = list(self.api.page_results("messages/0.1/messages/", "messages",
-                                                 params, count_key="unfiltered_count"))
-            records: list[Record] = []
-            for result in results:
-                self._remember_users(result.get("users"))
-                details = result.get("threads") if isinstance(result.get("threads"),
-                                                              dict) else {}
-                assert isinstance(details, dict)
-                for raw in result.get("messages") or []:
-                    if not isinstance(raw, dict):
-                        continue
-                    mid = as_int(raw.get("id"))
-                    if not mid:
-                        raise SourceError("Freelancer.com sent a message without an id; "
-                                          "the API may have changed")
-                    stamp = _updated(raw)
-                    if stamp == run["from"] and mid in prev_seen:
-                        continue  # stored last time, at the boundary second
-                    if stamp == run["to"]:
-                        run["seen"].append(mid)
-                    records.append(self._message(raw, details, hired))
+            held: list[Record] | None = None  # one page behind, to give the last the cursor
+            for result in self.api.page_results("messages/0.1/messages/", "messages", params,
+                                                count_key="unfiltered_count"):
+                records = self._page_records(result, run, prev_seen, hired)
+                if held is not None:
+                    yield Page(held, progress=(int(run.get("done", 0)), total_threads))
+                held = records
             pending = pending[len(batch):]
             run["pending"] = pending
             run["done"] = int(run.get("done", 0)) + len(batch)
@@ -362,10 +430,31 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                 state.pop("run", None)
                 state.update(since=run["to"], boundary=run["boundary"],
                              seen=sorted(set(run["seen"])))
-            yield Page(records, cursor=json.loads(json.dumps(state)),
+            yield Page(held or [], cursor=json.loads(json.dumps(state)),
                        progress=(run["done"], total_threads))
             if self.context.should_stop():
                 return
+
+    def _page_records(self, result: JSONDict, run: JSONDict, prev_seen: set[int],
+                      hired: set[int]) -> list[Record]:
+        self._remember_users(result.get("users"))
+        details = result.get("threads")
+        details = details if isinstance(details, dict) else {}
+        records: list[Record] = []
+        for raw in result.get("messages") or []:
+            if not isinstance(raw, dict):
+                continue
+            mid = as_int(raw.get("id"))
+            if not mid:
+                raise SourceError("Freelancer.com sent a message without an id; "
+                                  "the API may have changed")
+            stamp = _updated(raw)
+            if stamp == run["from"] and mid in prev_seen:
+                continue  # stored last time, at the boundary second
+            if stamp == run["to"]:
+                run["seen"].append(mid)
+            records.append(self._message(raw, details, hired))
+        return records
 
     def _message(self, raw: JSONDict, details: JSONDict, hired: set[int]) -> Message:
         mid = as_int(raw.get("id")) or 0
@@ -375,7 +464,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
         assert isinstance(thread, dict)
         members = [m for m in (as_int(x) for x in thread.get("members") or []) if m]
         sender = self.identity(sender_id)
-        direction = "out" if sender_id == self.owner_id else "in"
+        direction: Direction = "out" if sender_id == self.owner_id else "in"
         recipients = tuple(self.identity(m) for m in members if m != sender_id)
         wanted = direction == "in" and (sender_id in hired
                                         or self.context.wants_attachments(sender))
@@ -415,7 +504,8 @@ class FreelancerConnector(Connector[FreelancerSettings]):
             if path is None:
                 yield self._too_large(filename, ctype, size, url, cap)
                 continue
-            yield Attachment(filename, ctype, size=Path(path).stat().st_size, path=path,
+            self._downloads.add(path)
+            yield Attachment(filename, ctype, size=path.stat().st_size, path=path,
                              url=url, remote_id=filename)
 
     @staticmethod

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal
@@ -182,7 +182,7 @@ _FILES = [("draft-v1.pdf", "application/pdf"), ("logo-final.png", "image/png"),
 
 
 def _flag(query: dict[str, list[str]], name: str) -> bool:
-    values = query.get(name)
+    values = query.get(name) or []
     return bool(values) and values[-1].lower() in ("true", "1", "yes")
 
 
@@ -625,7 +625,7 @@ class Sandbox:
         return [t for t in self.threads.values() if user_id in t["thread"]["members"]]
 
     def _thread_item(self, thread: JSONDict, query: dict[str, list[str]]) -> JSONDict:
-        item = json.loads(json.dumps(thread))
+        item: JSONDict = json.loads(json.dumps(thread))
         if not self.thread_id_top_level:
             item.pop("id", None)
         if _flag(query, "message_count"):
@@ -675,14 +675,14 @@ class Sandbox:
                         f"{quote(f.filename)}"),
             } for f in files]}
         if rest == ["messages"]:
-            threads = _ints(query, "threads")
+            in_threads = _ints(query, "threads")
             ids = _ints(query, "messages")
-            if threads is None and ids is None:
+            if in_threads is None and ids is None:
                 raise SandboxError(400, "ExceptionCodes.MISSING_ARGUMENT",
                                    "threads[] or messages[] is required")
             visible = {t["id"] for t in self._visible_threads(user_id)}
             messages = [m for m in self.messages.values() if m["thread_id"] in visible
-                        and (threads is None or m["thread_id"] in threads)
+                        and (in_threads is None or m["thread_id"] in in_threads)
                         and (ids is None or m["id"] in ids)]
             lo, hi = _int(query, "from_updated_time"), _int(query, "to_updated_time")
 
@@ -780,6 +780,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json",
               headers: dict[str, str] | None = None) -> None:
+        self._record(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -816,29 +817,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         sandbox = self.sandbox
-        arrived = time.monotonic()
+        self._arrived = time.monotonic()
         parts = urlsplit(self.path)
-        path = parts.path
-        query = parse_qs(parts.query, keep_blank_values=True)
+        self._path = path = parts.path
+        self._query = query = parse_qs(parts.query, keep_blank_values=True)
+        self._fault_name, self._authorized, self._logged = "", False, False
         if sandbox.latency:
             sandbox._stopping.wait(sandbox.latency)
-        status, fault_name, authorized = 200, "", False
         try:
             wait = sandbox._over_rate()
             if wait is not None:
-                status, fault_name = 429, "rate"
+                self._fault_name = "rate"
                 self._envelope_error(429, "ExceptionCodes.RATE_LIMITED",
                                      "Too many requests; slow down",
                                      {"Retry-After": str(max(1, math.ceil(wait)))})
                 return
             fault = sandbox._next_fault(path)
             if fault is not None:
-                fault_name = fault.kind
-                status = self._fault(fault)
-                if status:
+                self._fault_name = fault.kind
+                if self._fault(fault):
                     return
             user_id = sandbox._authorize(self.headers.get("Freelancer-OAuth-V1"))
-            authorized = True
+            self._authorized = True
             file = sandbox.download(path)
             if file is not None:
                 safe = file.filename.replace('"', "")
@@ -855,10 +855,16 @@ class _Handler(BaseHTTPRequestHandler):
                     "request_id": secrets.token_hex(16)}
             self._send(200, json.dumps(body).encode())
         except SandboxError as exc:
-            status = exc.status
             self._envelope_error(exc.status, exc.code, exc.message)
         finally:
-            sandbox._log(self.command, path, query, status, arrived, fault_name, authorized)
+            self._record(599)  # no answer was sent (a hang)
+
+    def _record(self, status: int) -> None:
+        """Log the request once, before its answer leaves (so a client never wins the race)."""
+        if not getattr(self, "_logged", True):
+            self._logged = True
+            self.sandbox._log(self.command, self._path, self._query, status, self._arrived,
+                              self._fault_name, self._authorized)
 
     def _fault(self, fault: Fault) -> int:
         """Answer with ``fault``; return the status sent, or 0 to go on normally."""
@@ -875,6 +881,7 @@ class _Handler(BaseHTTPRequestHandler):
                                  "An unknown error occurred", headers)
             return code
         if fault.kind == "hang":
+            self._record(599)
             sandbox._stopping.wait(fault.hang_seconds)
             self.close_connection = True
             return 599

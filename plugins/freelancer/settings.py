@@ -53,6 +53,8 @@ class FreelancerSettings(Settings):
     rate_per_second: float = Field(10.0, gt=0, le=100, description="request rate ceiling")
     timeout: float = Field(30.0, gt=0, le=600, description="seconds per request")
     max_retries: int = Field(4, ge=0, le=10, description="retries of 429, 5xx and timeouts")
+    prefetch_pages: int = Field(2, ge=0, le=8, description="pages read ahead while the "
+                                "host stores the previous one (0: none)")
     contracts_every_minutes: float = Field(
         30.0, ge=0, description="how often projects, bids and milestones are re-read "
         "(0: every sync); messages are read every sync")

@@ -1,0 +1,919 @@
+"""The IMAP connector: STATUS-first incremental sync, batched FETCH, per-part downloads.
+
+How one sync goes, per configured folder:
+
+1. ``STATUS folder (UIDNEXT UIDVALIDITY MESSAGES [HIGHESTMODSEQ])``. When UIDVALIDITY and
+   UIDNEXT equal what the cursor remembers, nothing arrived: the folder costs this one
+   command (no SELECT), so a sync with nothing new is LOGIN + one STATUS per folder.
+2. Otherwise ``EXAMINE`` (read-only: flags are never changed) and ``UID SEARCH`` for the
+   UIDs above the last one read. A changed UIDVALIDITY resets the folder: every message
+   is read again, and the store's upsert by Message-ID keeps it from being doubled.
+3. Per batch of UIDs, one ``UID FETCH (RFC822.SIZE INTERNALDATE BODYSTRUCTURE
+   BODY.PEEK[HEADER])``. The structure says which parts to fetch: the text/plain part(s)
+   (or text/html when there is none) and, only when the sender is a contractor and the
+   part is under the size cap, the attachments. Those parts are fetched with one
+   ``UID FETCH (BODY.PEEK[1.1] BODY.PEEK[2] ...)`` per distinct part list in the batch.
+4. Each batch becomes a :class:`~agent.models.Page` whose cursor names the last UID in
+   it; the host commits it after storing the records.
+
+A connection dropped mid-sync is reopened and the interrupted command repeated, at most
+``max_reconnects`` times per sync; after that the sync ends with
+:class:`~agent.errors.TransientError` and resumes from the last committed page next time.
+"""
+
+from __future__ import annotations
+
+import binascii
+import copy
+import email.utils
+import logging
+import re
+import socket
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+from imapclient.imapclient import SocketTimeout
+
+from agent.connector import Connector, SourceContext
+from agent.errors import AuthError, SourceError, TransientError
+from agent.files import sanitize_filename
+from agent.mail import (
+    MAX_TEXT_CHARS,
+    HeaderInfo,
+    build_message,
+    clean_text,
+    decode_header_value,
+    decode_text,
+    html_to_text,
+    parse_header_bytes,
+    scrub,
+)
+from agent.models import Attachment, Cursor, Message, Page
+from plugins.imap.settings import ImapSettings
+
+CURSOR_VERSION = 1
+#: Most bytes (as the server declares them) fetched in one part-FETCH command, and kept
+#: in one page: bigger batches are split so memory stays bounded.
+CHUNK_BYTES = 24 * 1024 * 1024
+#: Text parts larger than this (encoded) are not fetched; the message gets a defect.
+MAX_TEXT_PART_BYTES = 8 * 1024 * 1024
+#: Body parts of one message looked at; the rest are ignored with a defect.
+MAX_PARTS = 1000
+MAX_DEPTH = 100
+
+META_ITEMS = "(UID RFC822.SIZE INTERNALDATE BODYSTRUCTURE BODY.PEEK[HEADER])"
+
+#: Exceptions that mean the connection is gone (the command may be repeated elsewhere).
+DROPPED: tuple[type[BaseException], ...] = (IMAPClientAbortError, OSError, EOFError)
+
+T = TypeVar("T")
+
+
+class _FolderReset(Exception):
+    """The folder's UIDVALIDITY changed while we were reading it: start it over."""
+
+
+@dataclass
+class Stats:
+    """What the last :meth:`ImapConnector.fetch` did (for logs and tests)."""
+
+    connects: int = 0
+    status: int = 0
+    selects: int = 0
+    searches: int = 0
+    fetches: int = 0
+    messages: int = 0
+    downloaded: int = 0
+    reconnects: int = 0
+    resets: int = 0
+
+
+@dataclass
+class Part:
+    """One leaf of a BODYSTRUCTURE."""
+
+    section: str
+    maintype: str
+    subtype: str
+    params: dict[str, str]
+    encoding: str
+    size: int
+    content_id: str = ""
+    disposition: str = ""
+    disposition_params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str:
+        return f"{self.maintype}/{self.subtype}"
+
+    @property
+    def filename(self) -> str:
+        name = param(self.disposition_params, "filename") or param(self.params, "name")
+        return decode_header_value(name) if name else ""
+
+    @property
+    def charset(self) -> str | None:
+        value = self.params.get("charset")
+        return value if value and "\x00" not in value else None
+
+    @property
+    def is_attachment(self) -> bool:
+        if self.disposition == "attachment":
+            return True
+        if self.maintype == "message":
+            return True
+        return self.maintype not in ("text", "multipart") or bool(self.filename)
+
+    @property
+    def is_inline_image(self) -> bool:
+        return (self.maintype == "image" and self.disposition != "attachment"
+                and (self.disposition == "inline" or bool(self.content_id)))
+
+    @property
+    def decoded_estimate(self) -> int:
+        return self.size * 3 // 4 if self.encoding == "base64" else self.size
+
+
+@dataclass
+class Plan:
+    """What to do with one message after its header and structure arrived."""
+
+    uid: int
+    info: HeaderInfo
+    size: int
+    text_parts: list[Part]
+    html: bool  # the text parts are HTML (there was no text/plain)
+    download: list[Part]
+    skipped: list[Attachment]  # attachment records that need no download, in order
+    order: list[Part]  # every attachment part, in message order
+    defects: list[str]
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        return tuple(sorted({p.section for p in self.text_parts} | {p.section for p in self.download}))
+
+    @property
+    def fetch_bytes(self) -> int:
+        return sum(p.size for p in self.text_parts) + sum(p.size for p in self.download)
+
+
+# -- BODYSTRUCTURE helpers -------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return scrub(value.decode("utf-8", "surrogateescape"))
+    if isinstance(value, str):
+        return scrub(value)
+    return str(value)
+
+
+def _params(value: Any) -> dict[str, str]:
+    """``("CHARSET", "utf-8", "NAME", "x.pdf")`` -> ``{"charset": "utf-8", "name": "x.pdf"}``."""
+    found: dict[str, str] = {}
+    if not isinstance(value, tuple | list):
+        return found
+    items = list(value)
+    for index in range(0, len(items) - 1, 2):
+        key = _text(items[index]).lower()
+        if key and key not in found:
+            found[key] = _text(items[index + 1])
+    return found
+
+
+def param(params: dict[str, str], name: str) -> str:
+    """A parameter value, with RFC 2231 (``name*``, ``name*0*``...) decoded."""
+    if name in params:
+        return params[name]
+    if f"{name}*" in params:
+        return _rfc2231(params[f"{name}*"], extended=True)
+    pieces: list[tuple[int, str, bool]] = []
+    prefix = f"{name}*"
+    for key, value in params.items():
+        if not key.startswith(prefix):
+            continue
+        rest = key[len(prefix):]
+        extended = rest.endswith("*")
+        number = rest.rstrip("*")
+        if number.isdigit() and len(number) < 4:
+            pieces.append((int(number), value, extended))
+    if not pieces:
+        return ""
+    pieces.sort()
+    charset = "utf-8"
+    out = bytearray()
+    for position, (_, value, extended) in enumerate(pieces):
+        if extended:
+            if position == 0 and value.count("'") >= 2:
+                charset, _, value = value.split("'", 2)
+            out += urllib.parse.unquote_to_bytes(value)
+        else:
+            out += value.encode("utf-8", "surrogateescape")
+    return decode_text(bytes(out), charset or "utf-8")
+
+
+def _rfc2231(value: str, *, extended: bool) -> str:
+    if not extended:
+        return value
+    try:
+        charset, _language, text = email.utils.decode_rfc2231(value)
+    except Exception:
+        return value
+    if charset is None:
+        return urllib.parse.unquote(text)
+    return decode_text(urllib.parse.unquote_to_bytes(text), charset)
+
+
+def _disposition(value: Any) -> tuple[str, dict[str, str]]:
+    if isinstance(value, tuple | list) and value:
+        return _text(value[0]).lower(), _params(value[1] if len(value) > 1 else None)
+    return "", {}
+
+
+def _int(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return max(number, 0)
+
+
+def walk_structure(body: Any, defects: list[str]) -> list[Part]:
+    """The leaf parts of a BODYSTRUCTURE (as :func:`parse_fetch` returns it), with their
+    sections (``1``, ``1.2``...).
+
+    Never raises: unexpected shapes add a defect and are skipped. Does not recurse.
+    """
+    parts: list[Part] = []
+    stack: list[tuple[Any, str, int]] = [(body, "", 0)]
+    while stack:
+        node, prefix, depth = stack.pop()
+        if len(parts) >= MAX_PARTS:
+            defects.append("TooManyParts")
+            break
+        if not isinstance(node, tuple | list) or not node:
+            defects.append("BadBodyStructure")
+            continue
+        if isinstance(node[0], list):  # multipart: (child) (child) subtype params ...
+            if depth >= MAX_DEPTH:
+                defects.append("TooDeeplyNested")
+                continue
+            children = []
+            for child in node:
+                if not isinstance(child, list):
+                    break
+                children.append(child)
+            base = f"{prefix}." if prefix else ""
+            for index in range(len(children) - 1, -1, -1):
+                stack.append((children[index], f"{base}{index + 1}", depth + 1))
+            continue
+        try:
+            parts.append(_leaf(node, prefix or "1"))
+        except (IndexError, TypeError, ValueError):
+            defects.append("BadBodyStructure")
+    return parts
+
+
+def _leaf(node: Sequence[Any], section: str) -> Part:
+    maintype = _text(node[0]).lower() or "application"
+    subtype = _text(node[1]).lower() or "octet-stream"
+    params = _params(node[2])
+    content_id = _text(node[3]) if len(node) > 3 else ""
+    encoding = _text(node[5]).lower() if len(node) > 5 else ""
+    size = _int(node[6]) if len(node) > 6 else 0
+    if maintype == "text":
+        ext = 8
+    elif maintype == "message" and subtype in ("rfc822", "global"):
+        ext = 10
+    else:
+        ext = 7
+    disposition, disposition_params = "", dict[str, str]()
+    if len(node) > ext + 1:
+        disposition, disposition_params = _disposition(node[ext + 1])
+    return Part(section, maintype, subtype, params, encoding, size, content_id,
+                disposition, disposition_params)
+
+
+def decode_transfer(data: bytes, encoding: str, defects: list[str]) -> bytes:
+    """Undo a part's Content-Transfer-Encoding; never raises."""
+    if encoding == "base64":
+        try:
+            return binascii.a2b_base64(data)
+        except (binascii.Error, ValueError):
+            cleaned = bytes(b for b in data if b in _B64)
+            cleaned = cleaned[: len(cleaned) - len(cleaned) % 4]
+            defects.append("InvalidBase64")
+            try:
+                return binascii.a2b_base64(cleaned)
+            except (binascii.Error, ValueError):
+                return data
+    if encoding == "quoted-printable":
+        try:
+            return binascii.a2b_qp(data)
+        except (binascii.Error, ValueError):
+            defects.append("InvalidQuotedPrintable")
+            return data
+    return data
+
+
+_B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def _short(name: str, limit: int = 80) -> str:
+    return repr(name[:limit]) + ("..." if len(name) > limit else "")
+
+
+
+# -- a fast FETCH response parser -------------------------------------------------------
+#
+# imapclient's response parser tokenizes byte by byte in Python, which costs more than
+# everything else a sync does; FETCH responses are parsed here with one regex instead.
+
+_TOKENS = re.compile(
+    rb'[ \t]*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|((?:[^\s()"\[\]{}]|\[[^\]]*\])+)|(\{\d+\+?\}$)|(\S))',
+    re.DOTALL)
+_UNESCAPE = re.compile(rb"\\(.)")
+Value = Any  # bytes | None | list[Value]
+
+
+def parse_fetch(data: Sequence[Any]) -> dict[int, dict[bytes, Any]]:
+    """imaplib's FETCH data -> ``{uid: {b"BODY[1]": b"...", ...}}`` (keys upper-case).
+
+    Items in the parenthesized lists are ``bytes`` (atoms, numbers and strings), ``None``
+    (NIL) or lists. Responses without a UID are ignored.
+    """
+    stack: list[list[Value]] = [[]]
+    for item in data:
+        if isinstance(item, tuple):
+            text, literal = item[0], item[1]
+            _tokenize(text, stack)
+            stack[-1].append(literal if isinstance(literal, bytes) else b"")
+        elif isinstance(item, bytes):
+            _tokenize(item, stack)
+    top = stack[0]
+    found: dict[int, dict[bytes, Any]] = {}
+    for value in top:
+        if not isinstance(value, list):
+            continue
+        fields: dict[bytes, Any] = {}
+        for index in range(0, len(value) - 1, 2):
+            key = value[index]
+            if isinstance(key, bytes):
+                fields[key.upper()] = value[index + 1]
+        uid = fields.get(b"UID")
+        if isinstance(uid, bytes) and uid.isdigit():
+            found[int(uid)] = fields
+    return found
+
+
+def _tokenize(text: bytes, stack: list[list[Value]]) -> None:
+    for match in _TOKENS.finditer(text):
+        opened, closed, quoted, atom, _literal, other = match.groups()
+        if opened is not None:
+            child: list[Value] = []
+            stack[-1].append(child)
+            stack.append(child)
+        elif closed is not None:
+            if len(stack) > 1:
+                stack.pop()
+        elif quoted is not None:
+            stack[-1].append(_UNESCAPE.sub(rb"\1", quoted) if b"\\" in quoted else quoted)
+        elif atom is not None:
+            stack[-1].append(None if atom.upper() == b"NIL" else atom)
+        elif other is not None:
+            stack[-1].append(other)
+        # a literal marker: its bytes follow as the next item
+
+
+# -- the connector ---------------------------------------------------------------------
+
+
+class ImapConnector(Connector[ImapSettings]):
+    """Reads new mail from the configured folders of one IMAP account."""
+
+    #: The host applies notification-mail formats to what this connector yields.
+    reads_mail: ClassVar[bool] = True
+
+    def __init__(self, settings: ImapSettings, context: SourceContext) -> None:
+        super().__init__(settings, context)
+        self.log: logging.Logger = context.log
+        self.client: IMAPClient | None = None
+        self.selected: str | None = None
+        self.selected_uidvalidity: int | None = None
+        self.capabilities: frozenset[bytes] = frozenset()
+        self.stats = Stats()
+
+    # -- connection ----------------------------------------------------------------
+
+    @property
+    def where(self) -> str:
+        return f"{self.context.source}: {self.settings.host}:{self.settings.effective_port}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ca_file = self.settings.ca_file
+        try:
+            return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise SourceError(f"{self.context.source}: cannot load ca_file {ca_file} "
+                              f"({exc}); it must be a PEM certificate") from None
+
+    def connect(self) -> IMAPClient:
+        """Open, secure and log in a new connection (closing any old one)."""
+        self._drop()
+        settings = self.settings
+        context = self.ssl_context() if settings.security != "none" else None
+        timeout = SocketTimeout(settings.timeout, settings.timeout)
+        self.stats.connects += 1
+        try:
+            client = IMAPClient(settings.host, port=settings.effective_port,
+                                ssl=settings.security == "tls", ssl_context=context,
+                                timeout=timeout)
+        except ssl.SSLCertVerificationError as exc:
+            raise self._tls_error(exc) from None
+        except ssl.SSLError as exc:
+            raise SourceError(
+                f"{self.where}: the TLS handshake failed ({exc.reason or exc}); check that "
+                f"sources.settings.security = \"{settings.security}\" matches the port "
+                "(tls: 993, starttls: 143)") from None
+        except TimeoutError:
+            raise TransientError(f"{self.where}: no answer within {settings.timeout:g} s; "
+                                 "will try again (check host and port if this persists)"
+                                 ) from None
+        except socket.gaierror as exc:
+            raise TransientError(f"{self.where}: cannot resolve the host name ({exc.strerror}); "
+                                 "check sources.settings.host and the network") from None
+        except (OSError, IMAPClientError) as exc:
+            raise TransientError(f"{self.where}: cannot connect ({_reason(exc)}); will try "
+                                 "again (check sources.settings.host and port)") from None
+        client.normalise_times = False
+        if not self.log.isEnabledFor(logging.DEBUG):
+            client._imap.debug = 0  # imaplib formats every line for its debug log otherwise
+        try:
+            if settings.security == "starttls":
+                if b"STARTTLS" not in client.capabilities():
+                    raise SourceError(f"{self.where}: the server does not offer STARTTLS; "
+                                      'use security = "tls" (port 993)')
+                try:
+                    client.starttls(context)
+                except ssl.SSLCertVerificationError as exc:
+                    raise self._tls_error(exc) from None
+            self._login(client)
+        except BaseException:
+            _shutdown(client)
+            raise
+        self.client = client
+        self.selected = None
+        return client
+
+    def _login(self, client: IMAPClient) -> None:
+        try:
+            response = client.login(self.settings.username,
+                                    self.settings.password.get_secret_value())
+        except LoginError:
+            raise AuthError(
+                f"{self.where}: the server refused the login for {self.settings.username!r}; "
+                "check sources.settings.username and sources.settings.password "
+                "(some providers need an app password)") from None
+        except ssl.SSLError as exc:
+            raise self._tls_error(exc) from None
+        except DROPPED as exc:
+            raise TransientError(f"{self.where}: the connection dropped during login "
+                                 f"({_reason(exc)}); will try again") from None
+        except IMAPClientError as exc:
+            raise SourceError(f"{self.where}: login failed: {_reason(exc)}") from None
+        caps = b""
+        if isinstance(response, bytes) and response.startswith(b"[CAPABILITY "):
+            caps = response[len(b"[CAPABILITY "):].split(b"]", 1)[0]
+        if caps:
+            self.capabilities = frozenset(caps.upper().split())
+            client._cached_capabilities = tuple(self.capabilities)
+        else:
+            self.capabilities = frozenset(client.capabilities())
+
+    def _tls_error(self, exc: ssl.SSLError) -> SourceError:
+        detail = getattr(exc, "verify_message", "") or exc.reason or str(exc)
+        hint = ("set sources.settings.ca_file to the server's certificate (PEM)"
+                if not self.settings.ca_file else
+                f"the certificate is not signed by {self.settings.ca_file}; check ca_file")
+        return SourceError(
+            f"{self.where}: the server's TLS certificate could not be verified ({detail}). "
+            f"If this server uses a self-signed certificate, {hint}. "
+            "Certificate checks cannot be turned off.")
+
+    def _drop(self) -> None:
+        client, self.client = self.client, None
+        self.selected = None
+        if client is not None:
+            _shutdown(client)
+
+    def close(self) -> None:
+        client, self.client = self.client, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except Exception:
+            _shutdown(client)
+
+    def _ready(self, folder: str) -> IMAPClient:
+        """A logged-in connection with ``folder`` selected read-only."""
+        client = self.client or self.connect()
+        if self.selected != folder:
+            try:
+                response = client.select_folder(folder, readonly=True)
+            except IMAPClientAbortError:
+                raise
+            except IMAPClientError as exc:
+                raise SourceError(f"{self.where}: cannot open folder {folder!r}: "
+                                  f"{_reason(exc)}") from None
+            self.stats.selects += 1
+            uidvalidity = _int(response.get(b"UIDVALIDITY"))
+            if self.selected_uidvalidity is not None and uidvalidity != self.selected_uidvalidity:
+                self.selected_uidvalidity = uidvalidity
+                self.selected = folder
+                raise _FolderReset(folder)
+            self.selected = folder
+            self.selected_uidvalidity = uidvalidity
+        return client
+
+    def _retrying(self, folder: str | None, action: Callable[[IMAPClient], T]) -> T:
+        """Run ``action`` on a ready connection; reconnect and repeat it if it drops."""
+        while True:
+            client = self._ready(folder) if folder else (self.client or self.connect())
+            try:
+                return action(client)
+            except ssl.SSLCertVerificationError as exc:
+                raise self._tls_error(exc) from None
+            except DROPPED as exc:
+                self._drop()
+                self.stats.reconnects += 1
+                if self.stats.reconnects > self.settings.max_reconnects:
+                    raise TransientError(
+                        f"{self.where}: the connection dropped {self.stats.reconnects} times "
+                        f"({_reason(exc)}); giving up for now, the next sync resumes where "
+                        "this one stopped") from None
+                self.log.warning("%s: connection lost (%s); reconnecting (%d of %d)",
+                                 self.where, _reason(exc), self.stats.reconnects,
+                                 self.settings.max_reconnects)
+                time.sleep(min(0.2 * self.stats.reconnects, 2.0))
+
+    # -- the sync ------------------------------------------------------------------
+
+    def load_cursor(self, cursor: Cursor) -> dict[str, dict[str, int]]:
+        if not cursor:
+            return {}
+        if cursor.get("v") != CURSOR_VERSION or not isinstance(cursor.get("folders"), dict):
+            self.log.warning("%s: the saved IMAP position is from another version; reading "
+                             "every message again (repeats are merged)", self.context.source)
+            return {}
+        folders: dict[str, dict[str, int]] = {}
+        for name, state in cursor["folders"].items():
+            if isinstance(state, dict):
+                folders[str(name)] = {k: int(v) for k, v in state.items()
+                                      if isinstance(v, int) and not isinstance(v, bool)}
+        return folders
+
+    def status_items(self) -> list[bytes]:
+        items = [b"MESSAGES", b"UIDNEXT", b"UIDVALIDITY"]
+        if b"CONDSTORE" in self.capabilities:
+            items.append(b"HIGHESTMODSEQ")
+        return items
+
+    def fetch(self, cursor: Cursor) -> Iterator[Page]:
+        self.stats = Stats()
+        folders = self.load_cursor(cursor)
+        self._retrying(None, lambda c: None)  # connect and log in
+        statuses: dict[str, dict[bytes, Any]] = {}
+        missing: list[str] = []
+        for name in self.settings.folders:
+            status = self._status(name)
+            if status is None:
+                missing.append(name)
+            else:
+                statuses[name] = status
+        if missing:
+            message = (f"{self.where}: folder(s) {', '.join(map(repr, missing))} not found; "
+                       "fix sources.settings.folders (names are case-sensitive, subfolders "
+                       "use the server's separator, e.g. INBOX.Sent or Sent)")
+            if not statuses:
+                raise SourceError(message)
+            self.log.warning("%s", message)
+        todo: list[str] = []
+        for name, status in statuses.items():
+            state = folders.get(name, {})
+            if (state.get("uidvalidity") == _int(status.get(b"UIDVALIDITY"))
+                    and state.get("uidnext") == _int(status.get(b"UIDNEXT"))):
+                continue
+            todo.append(name)
+        if not todo:
+            self.log.debug("%s: nothing new in %d folder(s)", self.context.source, len(statuses))
+            return
+        pending = {name: _int(statuses[name].get(b"MESSAGES")) for name in todo}
+        progress = [0, 0]
+        for name in todo:
+            if self.context.should_stop():
+                return
+            total_later = sum(pending[n] for n in todo if n != name and pending[n] >= 0)
+            pending[name] = -1
+            yield from self._sync_folder(name, folders, statuses[name], progress, total_later)
+
+    def _status(self, name: str) -> dict[bytes, Any] | None:
+        items = self.status_items()
+
+        def run(client: IMAPClient) -> dict[bytes, Any] | None:
+            try:
+                return dict(client.folder_status(name, items))
+            except IMAPClientAbortError:
+                raise
+            except IMAPClientError:
+                return None
+
+        self.stats.status += 1
+        return self._retrying(None, run)
+
+    def _sync_folder(self, name: str, folders: dict[str, dict[str, int]], status: dict[bytes, Any],
+                     progress: list[int], total_later: int) -> Iterator[Page]:
+        for _attempt in range(3):
+            try:
+                yield from self._read_folder(name, folders, status, progress, total_later)
+                return
+            except _FolderReset:
+                self.stats.resets += 1
+                self.log.warning("%s: the UIDVALIDITY of %r changed during the sync; "
+                                 "reading it again", self.where, name)
+                status = {}
+        raise TransientError(f"{self.where}: folder {name!r} keeps changing its UIDVALIDITY; "
+                             "will try again next sync")
+
+    def _read_folder(self, name: str, folders: dict[str, dict[str, int]], status: dict[bytes, Any],
+                     progress: list[int], total_later: int) -> Iterator[Page]:
+        state = dict(folders.get(name, {}))
+        self.selected = None
+        self.selected_uidvalidity = None
+        client = self._retrying(name, lambda c: c)
+        del client
+        uidvalidity = self.selected_uidvalidity or 0
+        if state and state.get("uidvalidity") != uidvalidity:
+            self.log.warning("%s: the UIDVALIDITY of folder %r changed (%s -> %s), so its "
+                             "message numbers are new; reading it again (messages already "
+                             "stored are merged, not doubled)", self.where, name,
+                             state.get("uidvalidity"), uidvalidity)
+            self.stats.resets += 1
+            state = {}
+        last_uid = state.get("last_uid", 0)
+        state["uidvalidity"] = uidvalidity
+        state["last_uid"] = last_uid
+
+        def search(client: IMAPClient) -> list[int]:
+            criteria = ["ALL"] if last_uid == 0 else ["UID", f"{last_uid + 1}:*"]
+            return [int(u) for u in client.search(criteria)]
+
+        self.stats.searches += 1
+        uids = sorted(u for u in self._retrying(name, search) if u > last_uid)
+        uidnext = max(_int(status.get(b"UIDNEXT")), (uids[-1] + 1) if uids else 0, last_uid + 1)
+        highestmodseq = _int(status.get(b"HIGHESTMODSEQ"))
+        total = progress[1] = progress[0] + len(uids) + total_later
+        if uids:
+            self.log.info("%s: %d new message(s) in %r", self.context.source, len(uids), name)
+        batch_size = self.settings.batch_size
+        for start in range(0, len(uids), batch_size):
+            batch = uids[start:start + batch_size]
+            for chunk in self._read_batch(name, batch, uidvalidity):
+                records, chunk_last = chunk
+                state["last_uid"] = chunk_last
+                progress[0] += len(records)
+                done = chunk_last >= uids[-1]
+                if done:
+                    state["uidnext"] = uidnext
+                    if highestmodseq:
+                        state["highestmodseq"] = highestmodseq
+                folders[name] = dict(state)
+                yield Page(records=records, cursor=self._cursor(folders),
+                           progress=(progress[0], max(total, progress[0])))
+            if start + batch_size < len(uids) and self.context.should_stop():
+                return
+        if not uids:
+            state["uidnext"] = uidnext
+            if highestmodseq:
+                state["highestmodseq"] = highestmodseq
+            folders[name] = dict(state)
+            yield Page(records=[], cursor=self._cursor(folders))
+
+    @staticmethod
+    def _cursor(folders: dict[str, dict[str, int]]) -> dict[str, Any]:
+        return {"v": CURSOR_VERSION, "folders": copy.deepcopy(folders)}
+
+    def _read_batch(self, folder: str, uids: list[int], uidvalidity: int
+                    ) -> Iterator[tuple[list[Message], int]]:
+        """Messages of ``uids`` in chunks of bounded size, each with its last UID."""
+
+        def meta(client: IMAPClient) -> dict[int, dict[bytes, Any]]:
+            return self._uid_fetch(client, uids, META_ITEMS)
+
+        found = self._retrying(folder, meta)
+        plans: list[Plan] = []
+        for uid in uids:
+            data = found.get(uid)
+            if data is None:
+                continue  # expunged in the meantime
+            plans.append(self._plan(uid, data, folder))
+        if not plans:
+            yield [], uids[-1]
+            return
+        chunk: list[Plan] = []
+        chunk_bytes = 0
+        for index, plan in enumerate(plans):
+            if chunk and chunk_bytes + plan.fetch_bytes > CHUNK_BYTES:
+                yield self._finish(folder, chunk, uidvalidity), chunk[-1].uid
+                chunk, chunk_bytes = [], 0
+            chunk.append(plan)
+            chunk_bytes += plan.fetch_bytes
+            if index == len(plans) - 1:
+                yield self._finish(folder, chunk, uidvalidity), uids[-1]
+
+    def _uid_fetch(self, client: IMAPClient, uids: list[int], items: str
+                   ) -> dict[int, dict[bytes, Any]]:
+        """``UID FETCH`` through imaplib, parsed by :func:`parse_fetch`."""
+        self.stats.fetches += 1
+        typ, data = client._imap.uid("FETCH", uid_set(uids), items)
+        if typ != "OK":
+            raise SourceError(f"{self.where}: the server refused a FETCH ({_text(data[-1:])}); "
+                              "will try again next sync")
+        return parse_fetch(data)
+
+    def _plan(self, uid: int, data: dict[bytes, Any], folder: str) -> Plan:
+        defects: list[str] = []
+        raw_header = data.get(b"BODY[HEADER]") or b""
+        if not isinstance(raw_header, bytes):
+            raw_header = b""
+        fallback = internal_date(data.get(b"INTERNALDATE"))
+        info = parse_header_bytes(raw_header, fallback_date=fallback)
+        parts = walk_structure(data.get(b"BODYSTRUCTURE"), defects)
+        plain: list[Part] = []
+        html: list[Part] = []
+        attachments: list[Part] = []
+        for part in parts:
+            if part.maintype == "multipart":
+                continue
+            if part.is_attachment:
+                attachments.append(part)
+            elif part.subtype == "html":
+                html.append(part)
+            else:
+                plain.append(part)
+        text_parts = plain or html
+        if any(p.size > MAX_TEXT_PART_BYTES for p in text_parts):
+            defects.append("TextPartTooLarge")
+            text_parts = [p for p in text_parts if p.size <= MAX_TEXT_PART_BYTES]
+        context = self.context
+        wants = context.wants_attachments(info.sender) and not context.is_owner(info.sender)
+        download: list[Part] = []
+        skipped: list[Attachment] = []
+        where = f"{context.source}: message {info.remote_id}"
+        for part in attachments:
+            filename = part.filename or _default_name(part)
+            safe = sanitize_filename(filename)
+            if safe != filename:
+                self.log.warning("%s: attachment name %s is unsafe; it will be stored as %s",
+                                 where, _short(filename), _short(safe))
+            estimate = part.decoded_estimate
+            if part.is_inline_image or not wants:
+                skipped.append(Attachment(filename, part.content_type, size=estimate,
+                                          remote_id=f"part-{part.section}",
+                                          status="not_downloaded", inline=part.is_inline_image))
+            elif estimate > context.max_attachment_bytes:
+                self.log.warning(
+                    "%s: attachment %s (about %d bytes) is over the %d byte cap; recorded, "
+                    "not downloaded (raise agent.max_attachment_mb to keep it)",
+                    where, _short(safe), estimate, context.max_attachment_bytes)
+                skipped.append(Attachment(filename, part.content_type, size=estimate,
+                                          remote_id=f"part-{part.section}", status="too_large",
+                                          note=f"over the {context.max_attachment_bytes} byte cap"))
+            else:
+                download.append(part)
+        return Plan(uid, info, _int(data.get(b"RFC822.SIZE")), text_parts, not plain and bool(html),
+                    download, skipped, attachments, defects)
+
+    def _finish(self, folder: str, plans: list[Plan], uidvalidity: int) -> list[Message]:
+        """Fetch the parts the plans need (one FETCH per distinct section list) and build
+        the messages."""
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for plan in plans:
+            if plan.sections:
+                groups.setdefault(plan.sections, []).append(plan.uid)
+        bodies: dict[int, dict[bytes, Any]] = {}
+        for sections, group in groups.items():
+            items = "(UID " + " ".join(f"BODY.PEEK[{s}]" for s in sections) + ")"
+
+            def parts(client: IMAPClient, group: list[int] = group,
+                      items: str = items) -> dict[int, dict[bytes, Any]]:
+                return self._uid_fetch(client, group, items)
+
+            bodies.update(self._retrying(folder, parts))
+        messages = [self._message(plan, bodies.get(plan.uid, {}), folder) for plan in plans]
+        self.stats.messages += len(messages)
+        return messages
+
+    def _message(self, plan: Plan, body: dict[bytes, Any], folder: str) -> Message:
+        defects = plan.defects
+        texts: list[str] = []
+        for part in plan.text_parts:
+            raw = body.get(f"BODY[{part.section}]".encode())
+            if not isinstance(raw, bytes):
+                defects.append("MissingPart")
+                continue
+            texts.append(decode_text(decode_transfer(raw, part.encoding, defects), part.charset))
+        html = ""
+        if plan.html:
+            html = scrub("\n".join(texts))[:MAX_TEXT_CHARS]
+            text = html_to_text(html)
+        else:
+            text = clean_text("\n\n".join(texts))
+        if len(text) > MAX_TEXT_CHARS:
+            text = text[:MAX_TEXT_CHARS]
+            defects.append("TextTruncated")
+        skipped = iter(plan.skipped)
+        downloads = {p.section for p in plan.download}
+        attachments: list[Attachment] = []
+        for part in plan.order:
+            if part.section not in downloads:
+                attachments.append(next(skipped))
+                continue
+            filename = part.filename or _default_name(part)
+            raw = body.get(f"BODY[{part.section}]".encode())
+            if not isinstance(raw, bytes):
+                defects.append("MissingPart")
+                attachments.append(Attachment(filename, part.content_type,
+                                              size=part.decoded_estimate,
+                                              remote_id=f"part-{part.section}",
+                                              status="not_downloaded",
+                                              note="the server did not return this part"))
+                continue
+            data = decode_transfer(raw, part.encoding, defects)
+            self.stats.downloaded += 1
+            attachments.append(Attachment(filename, part.content_type, size=len(data), data=data,
+                                          remote_id=f"part-{part.section}"))
+        info = plan.info
+        extra: dict[str, Any] = {"message_id": info.message_id, "folder": folder, "uid": plan.uid}
+        if info.in_reply_to:
+            extra["in_reply_to"] = info.in_reply_to
+        if info.references:
+            extra["references"] = list(info.references)
+        if defects:
+            extra["defects"] = sorted(set(defects))
+            self.log.warning("%s: message %s has MIME defects (%s); kept what could be read",
+                             self.context.source, info.remote_id, ", ".join(sorted(set(defects))))
+        return build_message(info, text, attachments, extra, html=html)
+
+
+def uid_set(uids: Sequence[int]) -> str:
+    """``[1, 2, 3, 7, 9, 10]`` -> ``"1:3,7,9:10"``."""
+    ranges: list[str] = []
+    start = prev = -2
+    for uid in sorted(uids):
+        if uid == prev + 1:
+            prev = uid
+            continue
+        if start >= 0:
+            ranges.append(f"{start}:{prev}" if prev != start else str(start))
+        start = prev = uid
+    if start >= 0:
+        ranges.append(f"{start}:{prev}" if prev != start else str(start))
+    return ",".join(ranges)
+
+
+def internal_date(value: Any) -> datetime | None:
+    """An INTERNALDATE (``"01-Mar-2024 09:00:00 +0100"``) as an aware datetime."""
+    if not isinstance(value, bytes):
+        return None
+    try:
+        return datetime.strptime(value.decode("ascii").strip(), "%d-%b-%Y %H:%M:%S %z")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _default_name(part: Part) -> str:
+    if part.maintype == "message":
+        return f"message-{part.section}.eml"
+    return f"part-{part.section}"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _shutdown(client: IMAPClient) -> None:
+    try:
+        client.shutdown()
+    except Exception:
+        pass

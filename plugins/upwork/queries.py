@@ -1,0 +1,127 @@
+"""The GraphQL operations the Upwork plugin sends, one named operation each.
+
+Only the fields Retainer reads are requested: Upwork's live schema drifts from its
+docs, and an unknown field fails the whole query with a ``FieldUndefined``
+``ValidationError``. Field names follow the schema pulled from Upwork's reference
+(``muhammedaksam/upwork-node`` ``generated-types.ts``) and third-party clients.
+"""
+
+from __future__ import annotations
+
+VIEWER = """
+query RetainerViewer {
+  user { id name publicUrl }
+}
+"""
+
+_USER = "id name publicUrl"
+
+ROOM_LIST = f"""
+query RetainerRoomList($filter: RoomFilter, $pagination: Pagination, $sortOrder: SortOrder) {{
+  roomList(filter: $filter, pagination: $pagination, sortOrder: $sortOrder) {{
+    totalCount
+    edges {{
+      cursor
+      node {{
+        id
+        roomName
+        topic
+        roomType
+        contractId
+        offerIds
+        createdAtDateTime
+        roomUsers {{ user {{ {_USER} }} }}
+        latestStory {{ id createdDateTime }}
+      }}
+    }}
+    pageInfo {{ endCursor hasNextPage }}
+  }}
+}}
+"""
+
+ROOM_STORIES = f"""
+query RetainerRoomStories($filter: RoomStoryFilter) {{
+  roomStories(filter: $filter) {{
+    totalCount
+    edges {{
+      cursor
+      node {{
+        id
+        createdDateTime
+        updatedDateTime
+        message
+        user {{ {_USER} }}
+        attachments {{ objectReferenceId objectType metadata {{ key value }} createdDateTime }}
+      }}
+    }}
+    pageInfo {{ endCursor hasNextPage }}
+  }}
+}}
+"""
+
+_MONEY = "rawValue currency"
+
+CONTRACTS = f"""
+query RetainerContracts($ids: [ID!]) {{
+  contractList(ids: $ids) {{
+    contracts {{
+      id
+      title
+      status
+      kind
+      createDate
+      modifyDate
+      startDate
+      endDate
+      offerId
+      freelancer {{ id name }}
+      terms {{
+        hourlyTerms {{ id hourlyRate {{ {_MONEY} }} }}
+        fixedPriceTerms {{
+          id
+          fixedAmount {{ {_MONEY} }}
+          milestones {{
+            id
+            description
+            state
+            sequenceId
+            dueDateTime
+            depositAmount {{ {_MONEY} }}
+            submissionCount
+            submissionEvents {{
+              submission {{ id createdDateTime amount {{ {_MONEY} }} }}
+              submissionMessage {{ createdDateTime message }}
+            }}
+          }}
+        }}
+      }}
+    }}
+  }}
+}}
+"""
+
+OFFER = f"""
+query RetainerOffer($id: ID!) {{
+  offer(id: $id) {{
+    id
+    title
+    state
+    type
+    offerTerms {{
+      hourlyTerms {{ rate {{ {_MONEY} }} }}
+      fixedPriceTerm {{ budget {{ {_MONEY} }} }}
+    }}
+  }}
+}}
+"""
+
+#: contractList takes at most this many ids (upwork-node: "Max size is 10").
+CONTRACT_BATCH = 10
+
+OPERATIONS = {
+    "RetainerViewer": VIEWER,
+    "RetainerRoomList": ROOM_LIST,
+    "RetainerRoomStories": ROOM_STORIES,
+    "RetainerContracts": CONTRACTS,
+    "RetainerOffer": OFFER,
+}

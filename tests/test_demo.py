@@ -1,0 +1,164 @@
+"""The bundled demo: a deterministic sample Maildir, its config, and `retainer demo` end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+import plugins.maildir
+from agent.config import load_config
+from agent.connector import SourceContext
+from agent.demo import (
+    BULK_SENDERS,
+    CONTRACTORS,
+    EXAMPLE_TARGET,
+    build_demo,
+    example_config_text,
+    generate,
+)
+from agent.mail import message_from_bytes
+from agent.plugins import make_plugin_host
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parent.parent
+SEEDED = {p.name for p in CONTRACTORS if p.seeded}
+UNSEEDED = {p.email for p in CONTRACTORS if not p.seeded}
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def cli(config: Path | None, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "agent"]
+    if config is not None:
+        command += ["--config", str(config)]
+    env = {**os.environ, "RETAINER_DISABLE_PLUGINS": os.environ.get(
+        "RETAINER_DISABLE_PLUGINS", "")}
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd or ROOT, env=env, check=False)
+
+
+def test_build_is_deterministic_and_small(tmp_path):
+    first = build_demo(tmp_path / "a", now=NOW)
+    build_demo(tmp_path / "b", now=NOW)
+    maildir_a, maildir_b = tree(tmp_path / "a" / "Maildir"), tree(tmp_path / "b" / "Maildir")
+    assert maildir_a == maildir_b
+    assert 250 <= len(maildir_a) <= 350
+    assert sum(len(v) for v in maildir_a.values()) < 3 * 1024 * 1024
+    assert first == tmp_path / "a" / "retainer.toml"
+    assert {Path(k).parts[0] for k in maildir_a} == {"cur", "new", ".Sent", ".Newsletters"}
+
+
+def test_refuses_to_overwrite_an_existing_demo(tmp_path):
+    build_demo(tmp_path, now=NOW)
+    with pytest.raises(Exception, match="already exists"):
+        build_demo(tmp_path, now=NOW)
+
+
+def test_config_is_valid_and_matches_the_committed_example(tmp_path):
+    config_path = build_demo(tmp_path, now=NOW)
+    host = make_plugin_host(entrypoints=False, extra=[plugins.maildir])
+    config = load_config(config_path, host)
+    assert config.data_dir == tmp_path.resolve() / "data"
+    assert {c.name for c in config.contractors} == SEEDED and len(SEEDED) == 7
+    (source,) = config.sources
+    assert source.platform == "maildir"
+    assert config.settings[source.name].path == tmp_path.resolve() / "Maildir"
+    assert (ROOT / "configs" / "demo.toml").read_text() == example_config_text()
+    assert EXAMPLE_TARGET in example_config_text()
+
+
+def test_sample_mail_is_realistic():
+    messages = generate(NOW)
+    ctx = SourceContext("demo", "maildir", Path("/nonexistent"), Path("/nonexistent"),
+                        wants_attachments=lambda identity: True)
+    parsed = [message_from_bytes(raw, ctx) for _, _, _, raw in messages]
+    senders = {m.sender.address for m in parsed}
+    assert {p.email for p in CONTRACTORS} <= senders
+    assert {address for _, address, _ in BULK_SENDERS} <= senders
+    replies = [m for m in parsed if m.extra.get("in_reply_to")]
+    assert len(replies) > 100
+    assert all(m.subject.startswith("Re: ") for m in replies)
+    people = {p.email for p in CONTRACTORS}
+    conversations = [m for m in parsed if m.sender.address in people
+                     or any(r.address in people for r in m.recipients)]
+    assert len({m.thread_remote_id for m in conversations}) < len(conversations) / 3
+    files = [a for m in parsed for a in m.attachments if not a.inline]
+    inline = [a for m in parsed for a in m.attachments if a.inline]
+    assert inline and all(a.content_type == "image/png" for a in inline)
+    by_ext: dict[str, list[bytes]] = {}
+    for att in files:
+        assert att.data is not None
+        by_ext.setdefault(att.filename.rsplit(".", 1)[-1], []).append(att.data)
+    assert {"png", "pdf", "zip", "docx", "svg"} <= set(by_ext)
+    assert all(d.startswith(b"\x89PNG\r\n\x1a\n") for d in by_ext["png"])
+    assert all(d.startswith(b"%PDF-1.4") and d.rstrip().endswith(b"%%EOF") for d in by_ext["pdf"])
+    for data in by_ext["zip"] + by_ext["docx"]:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            assert archive.testzip() is None
+    for data in by_ext["docx"]:
+        assert "word/document.xml" in zipfile.ZipFile(io.BytesIO(data)).namelist()
+    names = [a.filename for a in files]
+    assert "../../etc/passwd" in names  # the hostile one
+    assert any("<script>" in m.html for m in parsed)
+    assert any("NoBoundaryInMultipartDefect" in m.extra.get("defects", ()) for m in parsed)
+    dates = [when for when, _, _, _ in messages]
+    assert max(dates) <= NOW and min(dates) > NOW.replace(year=2026, month=8)
+
+
+def test_retainer_demo_end_to_end(tmp_path):
+    target = tmp_path / "demo"
+    result = cli(None, "demo", "--dir", str(target))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Review queue" in out and "Roster" in out and "Candidates" in out
+    queue_part = out.split("Review queue")[1].split("== Roster")[0]
+    roster_part = out.split("== Roster")[1].split("== Candidates")[0]
+    candidates_part = out.split("== Candidates")[1]
+    for name in SEEDED:
+        assert name in roster_part
+    for address in UNSEEDED | {a for _, a, _ in BULK_SENDERS}:
+        assert address in candidates_part
+        assert address not in roster_part
+    assert "winter-blend-logo-final.png" in queue_part
+    assert "passwd" in queue_part and "../" not in queue_part
+    assert "attachment name '../../etc/passwd' is unsafe" in result.stderr
+    assert "dropped 2 script" in result.stderr
+
+    config = target / "retainer.toml"
+    roster = json.loads(cli(config, "contractors", "--json").stdout)
+    assert {c["name"] for c in roster} == SEEDED
+    candidates = json.loads(cli(config, "contractors", "candidates", "--json").stdout)
+    keys = {c["key"] for c in candidates}
+    assert {f"email:{a}" for a in UNSEEDED} <= keys
+    assert {f"email:{a}" for _, a, _ in BULK_SENDERS} <= keys
+    queue = json.loads(cli(config, "deliverables", "--json", "--unreviewed").stdout)
+    assert len(queue) >= 20
+    data_dir = (target / "data").resolve()
+    for item in queue:
+        assert item["contractor_id"]
+        path = Path(item["path"])
+        path = path if path.is_absolute() else data_dir / path
+        assert path.resolve().is_relative_to(data_dir)
+        assert path.stat().st_mode & 0o777 == 0o600
+    # nothing from non-contractors became a deliverable (their files are only recorded)
+    assert not any(item["filename"].startswith("invoice-") for item in queue)
+    messages = json.loads(cli(config, "messages", "--json").stdout)
+    assert len(messages) == len(generate_for(target))
+    # a second sync reads nothing again
+    again = cli(config, "sync")
+    assert again.returncode == 0 and "0 new messages" in again.stdout + again.stderr
+
+
+def generate_for(target: Path) -> list[Path]:
+    return [p for p in (target / "Maildir").rglob("*") if p.is_file()]

@@ -1,0 +1,131 @@
+"""The review queue: list, approve, changes, open; reviews survive re-syncs. On a store filled
+by a real Maildir sync."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.store import Store
+from agent.store import workflow as wf
+from tests.support.workflow_mail import TASKS, run, synced
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return synced(tmp_path)
+
+
+def queue(config: Path, *args: str) -> list[dict]:
+    return json.loads(run(config, "review", "--json", *args).stdout)
+
+
+def test_queue_lists_every_delivery_oldest_first_with_overdue_flags(config: Path) -> None:
+    rows = queue(config)
+    assert len(rows) == len(TASKS)
+    stamps = [r["received_at"] for r in rows]
+    assert stamps == sorted(stamps)
+    assert rows[0]["filename"] == "logo-spring.png"
+    assert rows[0]["contractor"] == "Maria Lopez"
+    assert rows[0]["task"] == "Re: Logo for the spring sale"
+    # review_overdue = "3d": only the checkout design (delivered about a day ago) is not overdue
+    fresh = [r["filename"] for r in rows if not r["overdue"]]
+    assert fresh == ["checkout-design.pdf"]
+    assert all(r["review_status"] == "unreviewed" for r in rows)
+    assert 38 * 24 < rows[0]["age_hours"] < 40 * 24
+    # `review list --json` is the same document
+    assert json.loads(run(config, "review", "list", "--json").stdout) == rows
+
+
+def test_queue_human_form(config: Path) -> None:
+    out = run(config, "review").stdout
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["ID", "AGE", "CONTRACTOR", "TASK"]
+    assert "logo-spring.png" in lines[1] and "OVERDUE" in lines[1]
+    assert "checkout-design.pdf" in out
+    assert "7 waiting, 6 overdue (older than 3d)" in out
+
+
+def test_approve_and_changes_record_rating_feedback_and_time(config: Path) -> None:
+    rows = queue(config)
+    first, second = rows[0]["id"], rows[1]["id"]
+    before = time.time()
+    doc = json.loads(run(config, "review", "approve", first, "--rating", "5", "--feedback",
+                         "Lovely work", "--cost", "120", "--json").stdout)
+    assert doc["review_status"] == "approved"
+    assert doc["review"]["rating"] == 5
+    assert doc["review"]["feedback"] == "Lovely work"
+    assert doc["review"]["cost"] == 120
+    reviewed = doc["review"]["reviewed_at"]
+    from agent.stats import parse_time
+    assert abs(parse_time(reviewed).timestamp() - before) < 60
+    out = run(config, "review", "changes", second[:8], "--rating", "2", "--feedback",
+              "Too long").stdout
+    assert "changes requested, 2/5" in out
+    remaining = queue(config)
+    assert [r["id"] for r in remaining] == [r["id"] for r in rows[2:]]
+    everything = queue(config, "--all")
+    assert {r["id"]: r["review_status"] for r in everything}[second] == "changes_requested"
+    # the deliverables listing shows the same state
+    listed = json.loads(run(config, "deliverables", "--json").stdout)
+    assert {d["id"]: d["review_status"] for d in listed}[first] == "approved"
+    # a second review is a new round, and both events are kept
+    run(config, "review", "approve", second, "--rating", "4")
+    store = Store(json.loads(run(config, "config", "check", "--json").stdout)["data_dir"])
+    events = [e for e in wf.review_events(store) if e["deliverable_id"] == second]
+    assert [e["status"] for e in events] == ["changes_requested", "approved"]
+    assert store.deliverable(second)["review"]["round"] == 2
+
+
+def test_invalid_reviews_are_refused(config: Path) -> None:
+    first = queue(config)[0]["id"]
+    result = run(config, "review", "approve", first, "--rating", "6", expect=2)
+    assert "1<=x<=5" in result.output or "between 1 and 5" in result.output
+    result = run(config, "review", "approve", "d_nope", expect=1)
+    assert "no deliverable" in result.output
+    assert len(queue(config)) == len(TASKS)
+
+
+def test_reviews_survive_a_resync_that_fetches_everything_again(config: Path, tmp_path: Path) -> None:
+    first = queue(config)[0]["id"]
+    run(config, "review", "approve", first, "--rating", "4", "--feedback", "ok")
+    store = Store(tmp_path / "data")
+    with store.writing():  # forget the cursor: the next sync reads every message again
+        store.update_source_state("mail", cursor=None)
+    result = json.loads(run(config, "sync", "--json").stdout)
+    assert result[0]["messages_updated"] == 0 and result[0]["ok"]
+    doc = Store(tmp_path / "data").deliverable(first)
+    assert doc["review_status"] == "approved"
+    assert doc["review"]["rating"] == 4
+    assert len(queue(config)) == len(TASKS) - 1
+
+
+def test_open_uses_the_system_viewer(config: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = tmp_path / "opened.txt"
+    opener = tmp_path / "opener.sh"
+    opener.write_text(f'#!/bin/sh\necho "$1" > {seen}\n')
+    opener.chmod(opener.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("RETAINER_OPENER", str(opener))
+    row = queue(config)[0]
+    out = run(config, "review", "open", row["id"]).stdout
+    assert row["path"] in out
+    for _ in range(100):
+        if seen.exists() and seen.read_text().strip():
+            break
+        time.sleep(0.05)
+    assert seen.read_text().strip() == row["path"]
+    assert os.path.exists(row["path"])
+
+
+def test_send_on_a_source_that_cannot_send_records_nothing(config: Path) -> None:
+    first = queue(config)[0]["id"]
+    result = run(config, "review", "approve", first, "--rating", "5", "--feedback", "Great",
+                 "--send", "--yes", expect=1)
+    assert "cannot send" in result.output
+    assert queue(config)[0]["id"] == first  # still unreviewed
