@@ -45,6 +45,10 @@ MAX_DEPTH = 250
 DEEP_NESTING = 20
 #: Longest message text kept; the rest is cut with a ``TextTruncated`` defect.
 MAX_TEXT_CHARS = 1_000_000
+#: Longest HTML body turned into text; the rest is cut with an ``HtmlTruncated`` defect.
+MAX_HTML_CHARS = 1_000_000
+#: Inline images up to this size are signature logos and the like, not deliverables.
+INLINE_IMAGE_MAX = 100 * 1024
 #: HTML elements that could run or fetch something; dropped, never run.
 ACTIVE_TAGS = ("script", "style", "head", "noscript", "template", "iframe", "object", "embed",
                "frame", "frameset", "applet")
@@ -363,13 +367,18 @@ def is_attachment(part: EmailMessage) -> bool:
     return named or part.get_content_maintype() not in {"text", "multipart"}
 
 
-def is_inline_image(part: EmailMessage) -> bool:
-    """Signature logos and other images shown inside the message body."""
+def is_inline_image(part: EmailMessage, size: int | None = None) -> bool:
+    """Signature logos and other images shown inside the message body.
+
+    An image shown inline but larger than :data:`INLINE_IMAGE_MAX` bytes is treated as
+    an attachment: Apple Mail and others show pasted work (a design, a photo) inline.
+    """
     disposition = _disposition(part)
     return (
         part.get_content_maintype() == "image"
         and disposition != "attachment"
         and (disposition == "inline" or bool(part.get("Content-ID")))
+        and (size is None or size <= INLINE_IMAGE_MAX)
     )
 
 
@@ -457,6 +466,9 @@ def message_from_bytes(
         text = clean_text("\n\n".join(plain))
         dropped = len(_ACTIVE.findall(html_text))  # the HTML is kept unrendered
     else:
+        if len(html_text) > MAX_HTML_CHARS:
+            html_text = html_text[:MAX_HTML_CHARS]
+            defects.append("HtmlTruncated")
         text, dropped = _html_to_text(html_text)
     if dropped:
         log.warning("%s: dropped %d script/iframe/object element(s) from its HTML; "
@@ -561,8 +573,8 @@ def _attachment(part: EmailMessage, index: int, wants: bool, context: SourceCont
         log.warning("%s: attachment name %s is unsafe; it will be stored as %s",
                     where, _short(filename), _short(safe))
     content_type = scrub(part.get_content_type())
-    inline = is_inline_image(part)
     estimate = _estimate_size(part)
+    inline = is_inline_image(part, estimate)
     declared = _declared_size(part)
     if declared is not None and declared > max(estimate * 2, 1024 * 1024):
         log.warning("%s: attachment %s declares %d bytes but holds about %d; "

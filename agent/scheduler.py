@@ -103,7 +103,7 @@ class Daemon:
 
     def run(self, *, once_first: bool = True) -> None:
         """Run until stopped. Holds ``daemon.lock`` so only one daemon runs per data folder."""
-        lock = FileLock(str(self.engine.store.data_dir / "daemon.lock"), timeout=0)
+        lock = FileLock(str(self.engine.store.data_dir / "daemon.lock"), timeout=0, mode=0o600)
         try:
             lock.acquire()
         except Timeout:

@@ -154,7 +154,7 @@ class SyncEngine:
         started = time.monotonic()
         settings = self.config.settings.get(source.name)
         secrets = secret_values(settings)
-        lock = FileLock(str(self.store.source_dir(source.name) / "sync.lock"), timeout=0)
+        lock = FileLock(str(self.store.source_dir(source.name) / "sync.lock"), timeout=0, mode=0o600)
         try:
             lock.acquire()
         except Timeout:

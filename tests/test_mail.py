@@ -334,3 +334,26 @@ def _message(draw: st.DrawFn) -> bytes:
 def test_message_from_bytes_never_raises(raw):
     message = message_from_bytes(raw, ctx())
     assert_sane(message)
+
+
+def test_big_inline_image_is_a_deliverable():
+    """Apple Mail shows pasted work inline: a big inline image is still a deliverable."""
+    msg = EmailMessage()
+    msg["From"] = CONTRACTOR
+    msg["Message-ID"] = "<pasted@example.com>"
+    msg.set_content("see the design below")
+    msg.add_alternative('<p>see</p><img src="cid:design@x">', subtype="html")
+    msg.get_payload()[1].add_related(b"\x89PNG" + b"p" * 200_000, maintype="image",
+                                     subtype="png", cid="<design@x>", filename="design.png",
+                                     disposition="inline")
+    (att,) = message_from_bytes(msg.as_bytes(), ctx()).attachments
+    assert not att.inline and att.status == "stored" and att.filename == "design.png"
+
+
+def test_huge_html_is_cut(caplog):
+    raw = (b"From: a@example.com\nMessage-ID: <h@x>\nContent-Type: text/html\n\n"
+           + b"<p>" + b"word " * 300_000 + b"</p>")
+    with caplog.at_level(logging.WARNING):
+        message = message_from_bytes(raw, ctx())
+    assert "HtmlTruncated" in message.extra["defects"]
+    assert message.text.startswith("word")

@@ -131,7 +131,7 @@ class Store:
         self.tmp_dir = ensure_private_dir(self.data_dir / "tmp")
         ensure_private_dir(self.root / "messages")
         ensure_private_dir(self.root / "threads")
-        self._lock = FileLock(str(self.data_dir / "store.lock"), timeout=LOCK_TIMEOUT)
+        self._lock = FileLock(str(self.data_dir / "store.lock"), timeout=LOCK_TIMEOUT, mode=0o600)
         self._shards: dict[str, Shard] = {}
         self._month_shards: dict[str, Shard] = {}
         self._cleaned = False

@@ -168,7 +168,7 @@ class Shard:
         if not new and not changed:
             return 0, 0
         tbl = self.db.table(table)
-        new_ids = [tbl._get_next_id() for _ in new]
+        new_ids = [tbl._get_next_id() for _ in new]  # type: ignore[no-untyped-call]
 
         def apply(table_data: dict[int, Any]) -> None:
             for doc_id, doc in changed.items():

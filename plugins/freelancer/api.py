@@ -104,7 +104,7 @@ class FreelancerApi:
             except AuthError as exc:
                 raise AuthError(self._auth_message(str(exc))) from None
             except HttpStatusError as exc:
-                raise SourceError(self._status_message(path, exc)) from None
+                raise _status_error(exc)(self._status_message(path, exc)) from None
             try:
                 return self._unwrap(path, body)
             except _RetryableEnvelope as exc:
@@ -216,7 +216,15 @@ class FreelancerApi:
         except AuthError as exc:
             raise AuthError(self._auth_message(str(exc))) from None
         except HttpStatusError as exc:
-            raise SourceError(self._status_message(urlsplit(url).path, exc)) from None
+            raise _status_error(exc)(self._status_message(urlsplit(url).path, exc)) from None
+
+
+class NotFound(SourceError):
+    """HTTP 404: the thread, project or file is not (or no longer) there."""
+
+
+def _status_error(exc: HttpStatusError) -> type[SourceError]:
+    return NotFound if exc.status == 404 else SourceError
 
 
 class _RetryableEnvelope(Exception):

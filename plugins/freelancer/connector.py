@@ -44,9 +44,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from agent.connector import Connector, SourceContext
 from agent.errors import SourceError
+from agent.files import ensure_private_dir, sanitize_filename
 from agent.models import (
     Attachment,
     Contract,
@@ -58,7 +60,7 @@ from agent.models import (
     Record,
     Submission,
 )
-from plugins.freelancer.api import FreelancerApi, as_int
+from plugins.freelancer.api import FreelancerApi, NotFound, as_int
 from plugins.freelancer.settings import FreelancerSettings
 
 PLATFORM = "freelancer"
@@ -128,6 +130,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
         self.owner_id: int = 0
         self._thread_files: dict[int, dict[tuple[int, str], JSONDict]] = {}
         self._downloads: set[Path] = set()
+        self._scratch = context.scratch_dir
 
     @property
     def requests_made(self) -> int:
@@ -174,12 +177,28 @@ class FreelancerConnector(Connector[FreelancerSettings]):
         A page's downloaded files are deleted when the host asks for the next page, by
         which time it has stored (copied) them.
         """
+        self._scratch = self._own_scratch()
         pages = self._pages(cursor)
         if self.settings.prefetch_pages:
             pages = self._read_ahead(pages, self.settings.prefetch_pages)
         for page in pages:
             yield page
             self._discard(page.records)
+
+    def _own_scratch(self) -> Path:
+        """A folder of this source's own inside ``scratch_dir``, emptied of leftovers.
+
+        The host empties ``scratch_dir`` itself when it first writes, which may come after
+        this connector has downloaded the first files; a subfolder is left alone. One
+        sync per source runs at a time (the host holds a lock), so leftovers here are
+        from a killed run.
+        """
+        folder = self.context.scratch_dir / f"freelancer-{sanitize_filename(self.context.source)}"
+        ensure_private_dir(folder)
+        for entry in folder.iterdir():
+            if entry.is_file():
+                entry.unlink(missing_ok=True)
+        return folder
 
     def _read_ahead(self, pages: Iterator[Page], depth: int) -> Iterator[Page]:
         """Run ``pages`` in a worker thread, at most ``depth`` pages ahead of the host.
@@ -223,7 +242,9 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                 yield value
         finally:
             stop.set()
-            worker.join(timeout=self.settings.timeout * 2 + 5)
+            # a request in flight ends by its own timeout; the thread is a daemon and
+            # hands nothing over once stopped, so the host need not wait for it
+            worker.join(timeout=2.0)
 
     def _pages(self, cursor: Cursor) -> Iterator[Page]:
         state: JSONDict = json.loads(json.dumps(dict(cursor))) if cursor else {}
@@ -495,12 +516,18 @@ class FreelancerConnector(Connector[FreelancerSettings]):
             size = as_int(info.get("size") or info.get("file_size"))
             ctype = str(info.get("content_type") or guessed)
             url = self.api.absolute(str(info.get("url") or
-                                        f"/api/messages/0.1/messages/{mid}/{filename}"))
+                                        f"/api/messages/0.1/messages/{mid}/{quote(filename)}"))
             cap = self.context.max_attachment_bytes
             if size is not None and size > cap:
                 yield self._too_large(filename, ctype, size, url, cap)
                 continue
-            path = self.api.download(url, self.context.scratch_dir, cap)
+            try:
+                path = self.api.download(url, self._scratch, cap)
+            except NotFound:
+                yield Attachment(filename, ctype, size=size, url=url, remote_id=filename,
+                                 status="not_downloaded",
+                                 note="Freelancer.com no longer has this file (HTTP 404)")
+                continue
             if path is None:
                 yield self._too_large(filename, ctype, size, url, cap)
                 continue
@@ -521,7 +548,10 @@ class FreelancerConnector(Connector[FreelancerSettings]):
     def _files_of(self, tid: int) -> dict[tuple[int, str], JSONDict]:
         """The thread's shared files by (message id, filename): one request per thread."""
         if tid not in self._thread_files:
-            result = self.api.get(f"messages/0.1/threads/{tid}/attachments/")
+            try:
+                result = self.api.get(f"messages/0.1/threads/{tid}/attachments/")
+            except NotFound:
+                result = {}  # the files are tried at their usual address
             found: dict[tuple[int, str], JSONDict] = {}
             items = result.get("attachments")
             for item in items if isinstance(items, list) else []:

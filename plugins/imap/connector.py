@@ -30,11 +30,13 @@ import logging
 import re
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from queue import Full, Queue
 from typing import Any, ClassVar, TypeVar
 
 from imapclient import IMAPClient
@@ -68,7 +70,9 @@ MAX_TEXT_PART_BYTES = 8 * 1024 * 1024
 MAX_PARTS = 1000
 MAX_DEPTH = 100
 
-META_ITEMS = "(UID RFC822.SIZE INTERNALDATE BODYSTRUCTURE BODY.PEEK[HEADER])"
+#: The header fields Retainer keeps (the rest, Received: lines and all, is not fetched).
+HEADER_FIELDS = "DATE FROM SENDER TO CC SUBJECT MESSAGE-ID IN-REPLY-TO REFERENCES"
+META_ITEMS = f"(UID RFC822.SIZE INTERNALDATE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
 
 #: Exceptions that mean the connection is gone (the command may be repeated elsewhere).
 DROPPED: tuple[type[BaseException], ...] = (IMAPClientAbortError, OSError, EOFError)
@@ -411,6 +415,8 @@ class ImapConnector(Connector[ImapSettings]):
         self.selected_uidvalidity: int | None = None
         self.capabilities: frozenset[bytes] = frozenset()
         self.stats = Stats()
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
 
     # -- connection ----------------------------------------------------------------
 
@@ -516,6 +522,7 @@ class ImapConnector(Connector[ImapSettings]):
             _shutdown(client)
 
     def close(self) -> None:
+        self._stop_worker()
         client, self.client = self.client, None
         if client is None:
             return
@@ -589,6 +596,60 @@ class ImapConnector(Connector[ImapSettings]):
         return items
 
     def fetch(self, cursor: Cursor) -> Iterator[Page]:
+        """Yield pages; the next batch is fetched in a thread while the host stores this one."""
+        if not self.settings.prefetch:
+            yield from self.pages(cursor)
+            return
+        self._stop.clear()
+        queue: Queue[tuple[str, Any]] = Queue(maxsize=1)
+
+        def put(item: tuple[str, Any]) -> bool:
+            while not self._stop.is_set():
+                try:
+                    queue.put(item, timeout=0.1)
+                    return True
+                except Full:
+                    continue
+            return False
+
+        def work() -> None:
+            try:
+                for page in self.pages(cursor):
+                    if not put(("page", page)):
+                        return
+                put(("done", None))
+            except BaseException as exc:
+                put(("error", exc))
+
+        worker = threading.Thread(target=work, name=f"imap-{self.context.source}", daemon=True)
+        self._worker = worker
+        worker.start()
+        try:
+            while True:
+                kind, value = queue.get()
+                if kind == "page":
+                    yield value
+                elif kind == "done":
+                    return
+                else:
+                    raise value
+        finally:
+            self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        self._stop.set()
+        worker.join(timeout=1.0)
+        if worker.is_alive():  # blocked on the network: cut the connection under it
+            client = self.client
+            if client is not None:
+                _shutdown(client)
+            worker.join(timeout=self.settings.timeout + 5)
+
+    def pages(self, cursor: Cursor) -> Iterator[Page]:
+        """The sync itself, without prefetching (see :meth:`fetch`)."""
         self.stats = Stats()
         folders = self.load_cursor(cursor)
         self._retrying(None, lambda c: None)  # connect and log in
@@ -752,9 +813,11 @@ class ImapConnector(Connector[ImapSettings]):
 
     def _plan(self, uid: int, data: dict[bytes, Any], folder: str) -> Plan:
         defects: list[str] = []
-        raw_header = data.get(b"BODY[HEADER]") or b""
-        if not isinstance(raw_header, bytes):
-            raw_header = b""
+        raw_header = b""
+        for key, value in data.items():
+            if key.startswith(b"BODY[HEADER") and isinstance(value, bytes):
+                raw_header = value
+                break
         fallback = internal_date(data.get(b"INTERNALDATE"))
         info = parse_header_bytes(raw_header, fallback_date=fallback)
         parts = walk_structure(data.get(b"BODYSTRUCTURE"), defects)

@@ -173,7 +173,7 @@ _BLOCKS = frozenset(("p", "div", "tr", "li", "td", "th", "table", "blockquote", 
 def element_text(element: Any) -> str:
     """Readable text of one element, laid out as a browser would: source line breaks are
     spaces; paragraphs, cells and ``<br>`` end lines. Linear in the size of the markup."""
-    from bs4 import NavigableString, Tag
+    from bs4.element import NavigableString, Tag
 
     parts: list[str] = []
     last_block: Any = None
@@ -226,6 +226,28 @@ def unquote_message(text: str) -> str:
     return text
 
 
+def classify(mail: Mail, kinds: Sequence[tuple[str, re.Pattern[str]]], drop: re.Pattern[str],
+             *, conversation_link: bool) -> str:
+    """What a notification is: a kind from ``kinds``, ``"drop"``, or ``""`` (not understood).
+
+    The subject decides first: a kind pattern, else a ``drop`` pattern (newsletters,
+    receipts). Only when the subject says nothing are the first lines of the body
+    consulted, and only if the email links to a private conversation or order
+    (``conversation_link``): marketing quotes "new messages from..." too, but never links
+    to the owner's own rooms and orders.
+    """
+    for kind, pattern in kinds:
+        if pattern.search(mail.subject):
+            return kind
+    if drop.search(mail.subject):
+        return "drop"
+    if conversation_link:
+        for kind, pattern in kinds:
+            if pattern.search(mail.headline):
+                return kind
+    return ""
+
+
 def username_ok(name: str) -> bool:
     """A plausible marketplace user name, not a path word or the marketplace itself."""
     return (bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{1,49}", name))
@@ -265,10 +287,14 @@ def person_message(message: Message, *, platform: str, sender: Identity, kind: s
 def system_message(message: Message, *, platform: str, kind: str, reason: str,
                    **details: Any) -> Message:
     """A notification kept as it came (from the marketplace's robot address), marked
-    ``extra["system"] = True`` so the store can leave it out of the roster."""
-    log.warning("%s: %s notification %r was not understood (%s); kept as it came from %s. "
-                "If the marketplace changed its emails, report it with the .eml attached",
-                message.remote_id, platform, message.subject[:80], reason, message.sender.address)
+    ``extra["system"] = True`` so the store can leave it out of the roster.
+
+    Logged as a warning when the kind was recognised but a field was missing (the
+    template probably changed), at INFO level for kinds this plugin does not know."""
+    level = logging.INFO if kind == "unknown" else logging.WARNING
+    log.log(level, "%s: %s notification %r was not understood (%s); kept as it came from %s. "
+            "If the marketplace changed its emails, report it with the .eml attached",
+            message.remote_id, platform, message.subject[:80], reason, message.sender.address)
     extra = notification_extra(message, platform, kind, reason=reason, **details)
     extra["system"] = True
     return replace(message, platform=platform, extra=extra, html="")

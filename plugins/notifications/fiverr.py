@@ -35,6 +35,7 @@ from agent.mailformats import MailFormat, domain_matches, sender_domain
 from agent.models import Identity, Message, Record
 from plugins.notifications.common import (
     Mail,
+    classify,
     delivery,
     element_text,
     log,
@@ -54,11 +55,13 @@ _DROP = re.compile(
     r"(?i)receipt|invoice|\bw-?9\b|\btax\b|phone number|password|verif(?:y|ication)|"
     r"welcome to fiverr|security|sign(?:ed)?[- ]in|\d+ ?% off|discount|coupon|newsletter|"
     r"recommend|inspir|trending|ideas for|\btips\b|survey|rate your experience|"
-    r"fiverr pro\b|fiverr business|gift card|promo"
+    r"fiverr pro\b|fiverr business|gift card|promo|"
+    r"received an order|new order\b"  # seller-side mail: the owner's own buyers
 )
 _KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("delivery", re.compile(r"(?i)\bdelivered\b")),
-    ("completed", re.compile(r"(?i)\bcompleted?\b")),
+    ("completed", re.compile(r"(?i)\b(?:is|was|has been|now|marked as) complete\b|"
+                             r"\border complete\b|\bcompleted\b")),
     ("revision", re.compile(r"(?i)\brevision\b|\bmodification\b")),
     ("message", re.compile(r"(?i)\bmessages? from\b|\bsent you (?:a |new )?messages?\b|"
                            r"\bnew messages?\b")),
@@ -88,17 +91,10 @@ def matches(message: Message) -> bool:
     return domain_matches(sender_domain(message), *DOMAINS)
 
 
-def classify(mail: Mail) -> str:
-    """``"drop"``, one of the conversation kinds, or ``""`` when not understood."""
-    if domain_matches(sender_domain(mail.message), *MARKETING_DOMAINS):
-        return "drop"
-    for text in (mail.subject, mail.headline):
-        for kind, pattern in _KINDS:
-            if pattern.search(text):
-                return kind
-        if text is mail.subject and _DROP.search(text):
-            return "drop"
-    return ""
+def conversation_link(mail: Mail, order: str) -> bool:
+    """The email names an order, or its button is a message notification's reply link."""
+    return bool(order) or any("message" in link.param("email_name")
+                              for link in mail.links_on(*DOMAINS))
 
 
 def order_id(mail: Mail) -> str:
@@ -180,8 +176,9 @@ def body(mail: Mail, who: Identity) -> str:
         return unquote_message("\n\n".join(found))
     start = re.compile(r"(?i)\(@" + re.escape(who.address) + r"\)|delivered|messages? from|"
                        r"sent you")
-    text = text_between(mail.lines, start, _BUTTON)
-    return unquote_message(text) if text else summary(mail)
+    lines = [line for line in text_between(mail.lines, start, _BUTTON).splitlines()
+             if not _GIG.match(line)]
+    return unquote_message("\n".join(lines)) if lines else summary(mail)
 
 
 def gig_title(mail: Mail) -> str:
@@ -190,12 +187,15 @@ def gig_title(mail: Mail) -> str:
 
 def interpret(message: Message) -> Sequence[Record]:
     mail = Mail(message)
-    kind = classify(mail)
+    order = order_id(mail)
+    if domain_matches(sender_domain(message), *MARKETING_DOMAINS):
+        kind = "drop"
+    else:
+        kind = classify(mail, _KINDS, _DROP, conversation_link=conversation_link(mail, order))
     if kind == "drop":
         log.debug("%s: Fiverr mail %r is not a conversation; dropped", message.remote_id,
                   message.subject[:80])
         return []
-    order = order_id(mail)
     who = seller(mail)
     if not kind:
         if order or mail.find_link(_INBOX, *DOMAINS):

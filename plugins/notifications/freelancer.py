@@ -29,6 +29,7 @@ from agent.mailformats import MailFormat, domain_matches, sender_domain
 from agent.models import Identity, Message, Record
 from plugins.notifications.common import (
     Mail,
+    classify,
     delivery,
     first,
     log,
@@ -50,7 +51,7 @@ _DROP = re.compile(
 )
 _KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("submission", re.compile(
-        r"(?i)request(?:ed|s)? (?:the |a )?(?:release|(?:milestone )?payment release|"
+        r"(?i)request(?:ed|s)? (?:that you )?(?:the |a )?(?:release|(?:milestone )?payment release|"
         r"milestone (?:payment|release))|release request|milestone request|"
         r"(?:submitted|uploaded) (?:work|a deliverable|deliverables|files?)|"
         r"marked .{0,60}(?:as )?complete")),
@@ -60,6 +61,8 @@ _KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
 _PROFILE = re.compile(r"^/u/([^/?#]+)/?$")
 _THREAD = re.compile(r"^/messages/thread/(\d+)")
 _PROJECT = re.compile(r"^/projects/(.+?)/?$")
+#: project pages only the employer sees (recommendation emails link the public page)
+_PRIVATE_PROJECT = re.compile(r"/(?:payments|milestones|files)(?:[/?#]|$)")
 _PROJECT_TAIL = re.compile(r"/(?:payments|details|proposals|milestones|files|reviews)$")
 _SUBJECT_USER = (
     re.compile(r"(?i)\bfrom @?([A-Za-z0-9][A-Za-z0-9_.\-]+)\b"),
@@ -75,16 +78,6 @@ _BUTTON = re.compile(r"(?i)^(?:view|reply|respond|go to|open|see|release|review)
 
 def matches(message: Message) -> bool:
     return domain_matches(sender_domain(message), *DOMAINS)
-
-
-def classify(mail: Mail) -> str:
-    for text in (mail.subject, mail.headline):
-        if text is mail.subject and _DROP.search(text):
-            return "drop"
-        for kind, pattern in _KINDS:
-            if pattern.search(text):
-                return kind
-    return ""
 
 
 def freelancer(mail: Mail) -> Identity | None:
@@ -137,14 +130,15 @@ def summary(mail: Mail) -> str:
 
 def interpret(message: Message) -> Sequence[Record]:
     mail = Mail(message)
-    kind = classify(mail)
+    thread_link = mail.find_link(_THREAD, *DOMAINS)
+    thread_id = thread_link[1].group(1) if thread_link else ""
+    project_key, project_url = project(mail)
+    private = bool(thread_id) or bool(project_url and _PRIVATE_PROJECT.search(project_url))
+    kind = classify(mail, _KINDS, _DROP, conversation_link=private)
     if kind == "drop":
         log.debug("%s: Freelancer.com mail %r is not a conversation; dropped",
                   message.remote_id, message.subject[:80])
         return []
-    thread_link = mail.find_link(_THREAD, *DOMAINS)
-    thread_id = thread_link[1].group(1) if thread_link else ""
-    project_key, project_url = project(mail)
     if not kind:
         if thread_id or project_key:
             return [system_message(message, platform=PLATFORM, kind="unknown",

@@ -38,6 +38,7 @@ from agent.models import Identity, Message, Record
 from plugins.notifications.common import (
     Link,
     Mail,
+    classify,
     delivery,
     element_text,
     first,
@@ -74,6 +75,7 @@ _KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
 _ROOM = re.compile(r"/messages/rooms/([A-Za-z0-9_\-]+)")
 _CONTRACT = re.compile(r"/(?:contracts|workroom)/(\d{5,})")
 _PROFILE = re.compile(r"^/(?:freelancers|fl)/(~[0-9A-Za-z]{6,})")
+_TIME = re.compile(r"(?i)^\d{1,2}:\d{2}(?:\s?[AP]M)?$")
 _JOB = re.compile(r"(?i)about the job (.+?)\s*$")
 _WHO_DID = re.compile(r"^(.{2,60}?) (?:has |just )?(?:submitted|requested|accepted|ended|sent)\b")
 _MILESTONE = re.compile(r"(?i)milestone[:\s]+[\"\u201c]?(.+?)[\"\u201d]?(?:\s+(?:of|on|for)\s|[.,]|$)")
@@ -84,16 +86,6 @@ _NOT_NAMES = re.compile(r"(?i)\bupwork\b|^you\b|^your\b|^we\b|^the\b")
 
 def matches(message: Message) -> bool:
     return domain_matches(sender_domain(message), *DOMAINS)
-
-
-def classify(mail: Mail) -> str:
-    for text in (mail.subject, mail.headline):
-        for kind, pattern in _KINDS:
-            if pattern.search(text):
-                return kind
-        if text is mail.subject and _DROP.search(text):
-            return "drop"
-    return ""
 
 
 def person_name(mail: Mail) -> str:
@@ -156,12 +148,12 @@ def summary(mail: Mail) -> str:
 
 def interpret(message: Message) -> Sequence[Record]:
     mail = Mail(message)
-    kind = classify(mail)
+    thread, room, contract = thread_of(mail)
+    kind = classify(mail, _KINDS, _DROP, conversation_link=bool(room or contract))
     if kind == "drop":
         log.debug("%s: Upwork mail %r is not a conversation; dropped", message.remote_id,
                   message.subject[:80])
         return []
-    thread, room, contract = thread_of(mail)
     if not kind:
         if room or contract:
             return [system_message(message, platform=PLATFORM, kind="unknown",
@@ -183,8 +175,9 @@ def interpret(message: Message) -> Sequence[Record]:
         if not found:
             start = re.compile(r"(?i)unread messages?|sent you a message|direct message|"
                                r"about the job|^" + re.escape(name) + r"$")
-            text = text_between(mail.lines, start, _BUTTON)
-            found = [(unquote_message(text) or summary(mail), "")]
+            lines = [line for line in text_between(mail.lines, start, _BUTTON).splitlines()
+                     if line != name and not _TIME.match(line)]
+            found = [(unquote_message("\n".join(lines)) or summary(mail), "")]
         ids = numbered(message, len(found))
         records: list[Record] = []
         for remote_id, (text, href) in zip(ids, found, strict=True):

@@ -100,7 +100,9 @@ def _graphql_failure(errors: list[Any], operation: str) -> SourceError:
     """Turn an ``errors[]`` array from an HTTP-200 answer into the right domain error."""
     first = errors[0] if errors and isinstance(errors[0], dict) else {}
     message = str(first.get("message") or "unknown error")[:300]
-    extensions = first.get("extensions") if isinstance(first.get("extensions"), dict) else {}
+    extensions = first.get("extensions")
+    if not isinstance(extensions, dict):
+        extensions = {}
     classification = str(extensions.get("classification") or extensions.get("code") or "")
     lowered = f"{classification} {message}".lower()
     if classification == "ValidationError" or "fieldundefined" in lowered or "validation error" in lowered:
@@ -108,7 +110,9 @@ def _graphql_failure(errors: list[Any], operation: str) -> SourceError:
             f"Upwork rejected Retainer's {operation} query ({classification or 'ValidationError'}: "
             f"{message}). The Upwork API schema has changed; update Retainer, or report this."
         )
-    if "unauthenticated" in lowered or "unauthorized" in lowered or "token" in lowered and "expired" in lowered:
+    if "unauthenticated" in lowered or "unauthorized" in lowered or (
+        "token" in lowered and "expired" in lowered
+    ):
         return AuthError(f"Upwork refused the sign-in while running {operation} ({message}).")
     if "permission" in lowered or "no access" in lowered or "scope" in lowered or "forbidden" in lowered:
         return SourceError(
@@ -382,7 +386,9 @@ class UpworkConnector(Connector[UpworkSettings]):
         filename = next((meta[k] for k in _NAME_KEYS if meta.get(k)), "") or (
             f"{(raw.get('objectType') or 'file')!s}-{ref}".lower()
         )
-        content_type = next((meta[k] for k in _TYPE_KEYS if "/" in meta.get(k, "")), "application/octet-stream")
+        content_type = next(
+            (meta[k] for k in _TYPE_KEYS if "/" in meta.get(k, "")), "application/octet-stream"
+        )
         size_text = next((meta[k] for k in _SIZE_KEYS if meta.get(k, "").isdigit()), "")
         size = int(size_text) if size_text else None
         url = next((meta[k] for k in _URL_KEYS if meta.get(k, "").startswith(("http://", "https://"))), "")

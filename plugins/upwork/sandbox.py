@@ -99,6 +99,11 @@ def iso(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
+def ms(when: datetime) -> datetime:
+    """``when`` cut to milliseconds, the precision Upwork's timestamps carry."""
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
+
+
 def parse_iso(text: Any) -> datetime | None:
     if not isinstance(text, str) or not text:
         return None
@@ -255,7 +260,8 @@ _FIRST = ["Maria", "Jon", "Aisha", "Kenji", "Lucas", "Priya", "Tomás", "Olena",
           "Diego", "Mei", "Noah", "Zainab", "Ivan", "Chloé"]
 _LAST = ["Silva", "Park", "Okafor", "Tanaka", "Meyer", "Sharma", "Ruiz", "Kovalenko", "Adeyemi",
          "Lind", "Moreno", "Chen", "Brooks", "Haddad", "Petrov", "Martin"]
-_JOBS = ["Logo refresh", "Shopify theme fixes", "Landing page copy", "iOS bug bash", "Data pipeline in Airflow",
+_JOBS = ["Logo refresh", "Shopify theme fixes", "Landing page copy", "iOS bug bash",
+         "Data pipeline in Airflow",
          "Product photos retouch", "WordPress speed-up", "Pitch deck design", "Django API endpoints",
          "Translate help center to Spanish", "Explainer video edit", "SEO audit"]
 _LINES = [
@@ -648,10 +654,11 @@ class Sandbox:
 
     def authorize_source(self, state_dir: Path, client_id: str | None = None) -> Path:
         """Pre-issue tokens and save them where the plugin reads them (``retainer demo``)."""
-        from plugins.upwork.oauth import TokenStore, Tokens
+        from agent.files import ensure_private_dir
+        from plugins.upwork.oauth import Tokens, TokenStore
 
         body = self.issue_tokens(client_id)
-        store = TokenStore(state_dir)
+        store = TokenStore(ensure_private_dir(state_dir))
         store.save(Tokens.from_response(body, now=time.time(), client_id=client_id or self.client_id))
         return store.path
 
@@ -726,7 +733,7 @@ class Sandbox:
         with self.lock:
             room = self.rooms[room_id]
             author = user_id or next(u for u in room.user_ids if u != self.owner.id)
-            when = at or self.clock()
+            when = ms(at or self.clock())
             if room.stories and when <= room.stories[-1].created:
                 when = room.stories[-1].created + timedelta(milliseconds=1)
             story = Story(self._id("story_"), room_id, when, author, message)
@@ -748,7 +755,7 @@ class Sandbox:
         with self.lock:
             contract = self.contracts[contract_id]
             milestone = next(m for m in contract.milestones if m.state in ("ACTIVE", "NOT_FUNDED"))
-            sub = Submission(self._id(""), self.clock(), milestone.deposit, message)
+            sub = Submission(self._id(""), ms(self.clock()), milestone.deposit, message)
             milestone.submissions.append(sub)
             milestone.state = "SUBMITTED"
             contract.modified = self.clock()
@@ -784,7 +791,7 @@ class Sandbox:
     def _make_room(self, contractor: str | None, messages: int, attachment_every: int, attachment_size: int,
                    offer_only: bool, history_days: float, index: int | None = None) -> Room:
         rng = self._rng
-        now = self.clock()
+        now = ms(self.clock())
         if contractor is None:
             first, last = rng.choice(_FIRST), rng.choice(_LAST)
             contractor = self._new_user(first, last, f"{first.lower()}{rng.randrange(999)}@mail.example").id
@@ -803,12 +810,13 @@ class Sandbox:
             room.offer_ids.append(self.contracts[room.contract_id].offer_id)
         span = timedelta(days=history_days * 0.95)
         for n in range(messages):
-            when = created + span * (n + 1) / (messages + 1) + timedelta(seconds=index % 60,
-                                                                         milliseconds=n)
+            when = ms(created + span * (n + 1) / (messages + 1) + timedelta(seconds=index % 60,
+                                                                         milliseconds=n))
             author = contractor if n % 2 == 0 else self.owner.id
             text: str | None = _LINES[(index + n) % len(_LINES)]
             story = Story(self._id("story_"), room.id, when, author, text)
-            if attachment_every and author == contractor and (n // 2) % attachment_every == attachment_every - 1:
+            every = attachment_every
+            if every and author == contractor and (n // 2) % every == every - 1:
                 name, ctype = _FILES[(index + n) % len(_FILES)]
                 att = FileAttachment(self._id("att_"), name, attachment_size + 37 * n, ctype, when)
                 self.attachments[att.id] = att
@@ -852,7 +860,8 @@ class Sandbox:
 
     def _attachment_json(self, att: FileAttachment, story: Story) -> dict[str, Any]:
         size = att.size if att.declared_size is None else att.declared_size
-        metadata = [{"key": "fileName", "value": att.filename}, {"key": "mimeType", "value": att.content_type}]
+        metadata = [{"key": "fileName", "value": att.filename},
+                    {"key": "mimeType", "value": att.content_type}]
         if size >= 0:
             metadata.append({"key": "fileSize", "value": str(size)})
         metadata.append({"key": "downloadUrl", "value": f"{self.base_url}{ATTACHMENT_PATH}{att.id}"})
@@ -895,7 +904,8 @@ class Sandbox:
             since = parse_iso(since_raw)
             if since is None:
                 raise _GraphQLError(
-                    f"Variable 'filter' has an invalid value: activeSince_eq {since_raw!r} is not a date-time")
+                    f"Variable 'filter' has an invalid value: activeSince_eq {since_raw!r} "
+                    "is not a date-time")
             rooms = [r for r in rooms if r.activity() >= since]
         order = variables.get("sortOrder") or "DESC"
         if order not in ("ASC", "DESC"):
@@ -943,7 +953,8 @@ class Sandbox:
             "freelancer": {"id": user.id, "rid": user.id[-7:], "name": user.name, "email": user.email,
                            "nid": user.nid},
             "terms": {
-                "hourlyTerms": [{"id": c.id + "1", "hourlyRate": _money(c.hourly_rate), "weeklyHoursLimit": 20}]
+                "hourlyTerms": [{"id": c.id + "1", "hourlyRate": _money(c.hourly_rate),
+                                 "weeklyHoursLimit": 20}]
                 if c.hourly_rate is not None else [],
                 "fixedPriceTerms": [{"id": c.id + "2", "fixedAmount": _money(c.fixed_amount),
                                      "milestones": [self._milestone_json(m) for m in c.milestones]}]
@@ -1035,7 +1046,8 @@ class Sandbox:
         try:
             kind, _name, selections = parse_operation(query)
         except GraphQLSyntaxError as exc:
-            return 200, {"errors": [{"message": str(exc), "locations": [{"line": exc.line, "column": exc.column}],
+            return 200, {"errors": [{"message": str(exc),
+                                     "locations": [{"line": exc.line, "column": exc.column}],
                                      "extensions": {"classification": "InvalidSyntax"}}]}
         root_type = "Mutation" if kind == "mutation" else "Query"
         errors = validate(root_type, selections)
@@ -1047,7 +1059,8 @@ class Sandbox:
             for sel in selections:
                 try:
                     if sel.name not in SERVED_ROOTS:
-                        raise _GraphQLError(f"The sandbox does not serve '{sel.name}'", "DataFetchingException")
+                        raise _GraphQLError(f"The sandbox does not serve '{sel.name}'",
+                                            "DataFetchingException")
                     data[sel.alias] = prune(self._resolve(sel.name, variables), sel.children)
                 except _GraphQLError as exc:
                     data[sel.alias] = None
@@ -1061,7 +1074,8 @@ class Sandbox:
     def handle_token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         missing = [k for k in ("grant_type", "client_id", "client_secret") if not form.get(k)]
         if missing:
-            return 400, {"error": "invalid_request", "error_description": f"Missing parameters: {', '.join(missing)}"}
+            return 400, {"error": "invalid_request",
+                         "error_description": f"Missing parameters: {', '.join(missing)}"}
         if self.clients.get(form["client_id"]) != form["client_secret"]:
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
         now = self.clock()
@@ -1087,7 +1101,8 @@ class Sandbox:
                 if self.rotation_grace <= 0:
                     del self.refresh_tokens[token]
                 return 200, self._issue(form["client_id"])
-            return 400, {"error": "unsupported_grant_type", "error_description": f"Unsupported grant: {grant}"}
+            return 400, {"error": "unsupported_grant_type",
+                         "error_description": f"Unsupported grant: {grant}"}
 
     def handle_authorize(self, query: dict[str, str]) -> tuple[int, str]:
         """Returns (status, location or error text)."""
@@ -1256,7 +1271,8 @@ def start_sandbox(
 
 def main(argv: list[str] | None = None) -> int:
     """Run a sandbox in this process until SIGTERM/SIGINT (for kill tests and manual trials)."""
-    parser = argparse.ArgumentParser(prog="python -m plugins.upwork.sandbox", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m plugins.upwork.sandbox",
+                                     description="Run the Upwork sandbox on 127.0.0.1.")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=6)
     parser.add_argument("--messages", type=int, default=8)

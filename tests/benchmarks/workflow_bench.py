@@ -42,37 +42,40 @@ def fill(data: Path) -> None:
     files_per = DELIVERABLES // CONTRACTORS  # 20 of them carry a deliverable
     blob = b"%PDF-1.4 benchmark deliverable\n" * 30
     started = time.perf_counter()
-    with store.writing():
-        for c in range(CONTRACTORS):
-            who = Identity("email", f"c{c}@example.com", name=f"Contractor {c:03d}")
-            records: list[Contract | Message] = [Contract(
-                f"k{c}", Identity("upwork", f"u{c}", name=who.name), title="Retainer",
-                started_at=now - timedelta(days=400), spent=float(100 + c))]
-            for m in range(per):
-                when = now - timedelta(hours=(c * 37 + m * 53) % (24 * 360), minutes=m)
-                thread = f"<t{c}-{m // 5}@example.com>"
-                if m % 5 == 0:  # the owner's brief opens each thread
-                    records.append(Message(f"<o{c}-{m}@example.com>", when - timedelta(hours=30),
-                                           OWNER, subject=f"Task {m // 5}", text="Please do X",
-                                           thread_remote_id=thread, recipients=(who,),
-                                           direction="out"))
-                    continue
-                atts = ()
-                if m % 5 == 1 and (m // 5) < files_per:
-                    atts = (Attachment(f"work-{c}-{m}.pdf", "application/pdf", data=blob),)
-                records.append(Message(f"<i{c}-{m}@example.com>", when, who,
-                                       subject=f"Re: Task {m // 5}", text="Here you go " * 20,
-                                       thread_remote_id=thread, attachments=atts))
-            store.commit_page("mail", "maildir", records,
-                              owner_keys=frozenset({OWNER.key}))
-        # the contracts hired the upwork identities; put the mail identities on the roster too
+    with store.writing():  # the roster first: files from contractors become deliverables
         for c in range(CONTRACTORS):
             store.add_contractor(f"Contractor {c:03d}", [Identity("upwork", f"u{c}"),
                                                         Identity("email", f"c{c}@example.com")],
-                                 skills=["design", "logo"] if c % 2 else ["copywriting"])
+                                 skills=["design", "logo"] if c % 2 else ["copywriting"],
+                                 rate=None if c % 3 else 25.0 + c % 40)
+    records: list[Contract | Message] = []
+    for c in range(CONTRACTORS):
+        who = Identity("email", f"c{c}@example.com", name=f"Contractor {c:03d}")
+        records.append(Contract(f"k{c}", Identity("upwork", f"u{c}", name=who.name),
+                                title="Retainer", started_at=now - timedelta(days=400),
+                                spent=float(100 + c)))
+        for m in range(per):
+            when = now - timedelta(hours=(c * 37 + m * 53) % (24 * 360), minutes=m)
+            thread = f"<t{c}-{m // 5}@example.com>"
+            if m % 5 == 0:  # the owner's brief opens each thread
+                records.append(Message(f"<o{c}-{m}@example.com>", when - timedelta(hours=30),
+                                       OWNER, subject=f"Task {m // 5}", text="Please do X",
+                                       thread_remote_id=thread, recipients=(who,),
+                                       direction="out"))
+                continue
+            atts: tuple[Attachment, ...] = ()
+            if m % 5 == 1 and m // 5 < files_per:  # the first reply in each thread delivers
+                atts = (Attachment(f"work-{c}-{m}.pdf", "application/pdf", data=blob),)
+            records.append(Message(f"<i{c}-{m}@example.com>", when, who,
+                                   subject=f"Re: Task {m // 5}", text="Here you go " * 20,
+                                   thread_remote_id=thread, attachments=atts))
+    # like the first sync of an old mailbox: oldest first, pages of 2,000
+    records.sort(key=lambda r: getattr(r, "sent_at", None) or now - timedelta(days=400))
+    with store.writing():
+        for page in range(0, len(records), 2000):
+            store.commit_page("mail", "maildir", records[page:page + 2000],
+                              owner_keys=frozenset({OWNER.key}))
     fill_s = time.perf_counter() - started
-    with store.writing():  # link the deliverables (stored before the mail identity was hired)
-        store.commit_page("mail", "maildir", [], owner_keys=frozenset({OWNER.key}))
     started = time.perf_counter()
     with store.writing():
         for n, doc in enumerate(store.deliverables()):

@@ -16,6 +16,7 @@ class TcpProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         self.sockets: list[socket.socket] = []
+        self.is_cut = False
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
@@ -25,6 +26,9 @@ class TcpProxy:
             try:
                 client, _ = self.listener.accept()
             except OSError:
+                return
+            if self.is_cut:
+                client.close()
                 return
             try:
                 upstream = socket.create_connection(self.target, timeout=10)
@@ -49,6 +53,9 @@ class TcpProxy:
                 sink.shutdown(socket.SHUT_WR)
 
     def cut(self) -> None:
+        self.is_cut = True
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept() and stops listening
         self.listener.close()
         with self.lock:
             for sock in self.sockets:

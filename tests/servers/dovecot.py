@@ -321,7 +321,8 @@ class Mailbox:
     def status(self, folder: str = "INBOX") -> dict[str, int]:
         out = self.server.doveadm("-f", "flow", "mailbox", "status", "-u", self.user,
                                   "messages uidnext uidvalidity highestmodseq", folder)
-        return {k: int(v) for k, v in (item.split("=", 1) for item in out.split())}
+        pairs = (item.split("=", 1) for item in out.split() if "=" in item)
+        return {k: int(v) for k, v in pairs}
 
     def uids(self, folder: str = "INBOX") -> list[int]:
         with self.connect() as imap:
@@ -442,10 +443,16 @@ class RawLog:
 
     directory: Path
     commands: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
     sessions: int = 0
+
+    def raw_lines(self) -> list[str]:
+        """Every command line as sent (after login)."""
+        return self.lines
 
     def load(self) -> list[str]:
         self.commands = []
+        self.lines = []
         inputs = sorted(self.directory.glob("*.in"))
         self.sessions = len(inputs)
         for path in inputs:
@@ -455,6 +462,7 @@ class RawLog:
                     words = words[1:]  # rawlog's timestamp
                 if len(words) < 2 or not words[0]:
                     continue
+                self.lines.append(b" ".join(words).decode("utf-8", "replace"))
                 verb = words[1].upper()
                 if verb == b"UID" and len(words) > 2:
                     verb = b"UID " + words[2].upper()

@@ -395,3 +395,16 @@ def test_the_token_never_reaches_logs_or_errors(tmp_path, caplog):
             fetch_all(sandbox, tmp_path)
         assert sandbox.token not in str(caught.value)
         assert sandbox.token not in caplog.text
+
+
+def test_a_file_that_vanished_is_recorded_and_the_sync_goes_on(tmp_path):
+    with start_sandbox(seed=22, threads=6, attachment_every=1) as sandbox:
+        gone = next(iter(sandbox.files))
+        del sandbox.files[gone]  # listed in its message, no longer downloadable
+        run = fetch_all(sandbox, tmp_path, wants=lambda identity: True)
+        (att,) = [a for m in run.messages if m.remote_id == str(gone[0])
+                  for a in m.attachments]
+        assert att.status == "not_downloaded" and "404" in att.note
+        assert {m.remote_id for m in run.messages} == expected_messages(sandbox)
+        assert sum(1 for m in run.messages for a in m.attachments
+                   if a.status == "stored") == len(sandbox.files)

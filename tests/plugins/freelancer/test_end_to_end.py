@@ -172,3 +172,23 @@ class _Address:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
+
+
+def test_a_file_in_the_first_page_of_a_later_sync_is_stored(tmp_path, token_env):
+    # the store empties its temp folder on its first write of a run; downloads made
+    # before that (messages are the first page once contracts are fresh) must survive
+    with start_sandbox(seed=35, threads=6, messages_per_thread=3) as sandbox:
+        token_env(sandbox.token)
+        config = write_config(tmp_path, sandbox)
+        assert engine_sync(config)[0].ok
+        bid = next(b for b in sandbox.bids.values() if b["award_status"] == "awarded")
+        tid = next(t for t, thread in sandbox.threads.items()
+                   if bid["bidder_id"] in thread["thread"]["members"])
+        sandbox.clock.advance(5)
+        sandbox.add_message(tid, bid["bidder_id"], "v2 attached",
+                            files=[("v2.pdf", b"%PDF-1.7 v2", "application/pdf")])
+        result, store = engine_sync(config)
+        assert result.ok, result.error
+        (doc,) = [d for d in store.deliverables() if d["filename"] == "v2.pdf"]
+        assert doc["status"] == "stored" and Path(doc["path"]).read_bytes() == b"%PDF-1.7 v2"
+        assert not list((tmp_path / "data").rglob(".tmp-*"))

@@ -301,3 +301,16 @@ def test_noop_on_a_large_maildir_only_lists(tmp_path):
     elapsed = time.perf_counter() - started
     assert conn.stats.read == 0 and conn.stats.listed == count
     assert elapsed < 5, f"no-op sync of {count} files took {elapsed:.1f}s"
+
+
+def test_moving_to_another_folder_reads_it_once_under_the_same_id(tmp_path):
+    root = make_maildir(tmp_path / "Mail")
+    path = deliver(root, mail(1), sub="cur", flags="S")
+    conn = connector(root, tmp_path)
+    (first,), cursor = sync(conn, {})
+    archive = make_maildir(root / ".Archive")
+    path.rename(archive / "cur" / path.name)
+    (moved,), cursor = sync(conn, cursor)
+    # the store upserts by remote id, so this is the same message, now in Archive
+    assert moved.remote_id == first.remote_id and moved.extra["folder"] == "Archive"
+    assert sync(conn, cursor)[0] == []

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +144,33 @@ def test_without_the_plugin_the_robots_would_be_candidates(tmp_path: Path) -> No
     out = CliRunner().invoke(cli, ["--config", str(config), "contractors", "candidates",
                                    "--json"], obj=app2)
     assert {d["key"] for d in json.loads(out.stdout)} == {"email:noreply@e.fiverr.com"}
+
+
+def test_real_command_line_in_a_subprocess(tmp_path: Path) -> None:
+    """`retainer sync` and the listings as a separate process, plugins found the real way."""
+    root = Path(__file__).resolve().parents[3]
+    make_maildir(tmp_path / "Mail", ["fiverr-message.eml", "fiverr-delivered.eml",
+                                     "fiverr-marketing.eml", "plain-client.eml"])
+    config = make_config(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(root), "RETAINER_DISABLE_PLUGINS": "imap"}
+
+    def retainer(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.plugins.notifications.cli_main", "--config",
+             str(config), *args], cwd=root, env=env, capture_output=True, text=True,
+            timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    retainer("sync")
+    plugins_listed = {p["name"]: p for p in json.loads(retainer("plugins", "--json"))}
+    assert plugins_listed["notifications"]["hooks"] == ["register_mail_formats"]
+    roster = json.loads(retainer("contractors", "--json"))
+    assert [(c["name"], c["platforms"]) for c in roster] == [("Pixel Craft", ["fiverr"])]
+    candidates = json.loads(retainer("contractors", "candidates", "--json"))
+    assert [d["key"] for d in candidates] == ["email:maria@lopez-design.example"]
+    messages = json.loads(retainer("messages", "--json"))
+    assert sorted(m["platform"] for m in messages) == ["fiverr", "fiverr", "maildir"]
+    queue = json.loads(retainer("deliverables", "--json", "--unreviewed"))
+    assert [(d["status"], d["contractor_id"]) for d in queue] == [
+        ("delivery_waiting", roster[0]["id"])]

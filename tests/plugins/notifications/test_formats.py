@@ -236,6 +236,48 @@ def test_freelancer_recommendations_are_dropped(interpret) -> None:
     assert interpret("freelancer-recommendations.eml") == []
 
 
+# -- subjects are hints: what happens when they change ------------------------------------------
+
+
+def attributed_to_people(records) -> set[str]:
+    return {r.sender.key for r in messages(records) if r.sender.platform != "email"} | {
+        s.contractor.key for s in submissions(records)}
+
+
+@pytest.mark.parametrize(("sample", "subject"), [
+    ("fiverr-marketing.eml", "Sam, your next logo is one click away"),
+    ("fiverr-marketing.eml", "Complete your order with pixelcraft_studio"),
+    ("fiverr-marketing.eml", "Great news: You've received an order from buyer42"),
+    ("fiverr-marketing.eml", ""),
+    ("upwork-hiring-tips.eml", "Ready for your next project?"),
+    ("freelancer-recommendations.eml", "Hello Sam"),
+])
+def test_marketing_with_an_unhelpful_subject_is_never_attributed(formats, context, sample,
+                                                                 subject) -> None:
+    """Their bodies say "new messages from..." and name a real seller; with no link to a
+    private order, room or thread, nobody is credited with a message."""
+    original = replace(load(sample, context), subject=subject)
+    records = apply_formats(formats, [original], "inbox")
+    assert attributed_to_people(records) == set()
+    assert all(r.extra.get("system") for r in messages(records))
+
+
+@pytest.mark.parametrize(("sample", "who"), [
+    ("fiverr-message.eml", "fiverr:pixelcraft_studio"),
+    ("fiverr-delivered.eml", "fiverr:pixelcraft_studio"),
+    ("upwork-message.eml", "upwork:jane d."),
+    ("freelancer-message.eml", "freelancer:devmaster88"),
+    ("freelancer-milestone-request.eml", "freelancer:devmaster88"),
+])
+def test_a_renamed_subject_is_still_read_from_the_body(formats, context, sample, who) -> None:
+    """A private link (reply button, order, room, thread) lets the body say what it is."""
+    original = replace(load(sample, context), subject="Notification")
+    before = apply_formats(formats, [load(sample, context)], "inbox")
+    records = apply_formats(formats, [original], "inbox")
+    assert attributed_to_people(records) == {who}
+    assert [type(r) for r in records] == [type(r) for r in before]
+
+
 # -- everything else ------------------------------------------------------------------------
 
 
@@ -322,6 +364,25 @@ def test_damaged_samples_never_raise_and_never_name_a_robot(formats, context, na
                     or record.extra.get("system") is True), record
         else:
             assert_no_robot([record])
+
+
+@pytest.mark.parametrize("name", ["fiverr-message.eml", "fiverr-delivered.eml",
+                                  "fiverr-completed.eml", "upwork-message.eml",
+                                  "upwork-work-submitted.eml", "freelancer-message.eml"])
+def test_the_plain_text_part_alone_gives_the_same_reading(formats, context, name) -> None:
+    """Multipart samples read from their text part only (no HTML): same people, threads,
+    kinds and message text (up to quotes), so a changed HTML template is not fatal."""
+    original = load(name, context)
+    with_html = apply_formats(formats, [original], "inbox")
+    text_only = apply_formats(formats, [replace(original, html="")], "inbox")
+
+    def reading(records):
+        return [(type(r).__name__, r.sender.key if isinstance(r, Message) else r.contractor.key,
+                 r.thread_remote_id,
+                 r.text.replace('"', "") if isinstance(r, Message) else r.attachment.url)
+                for r in records]
+
+    assert reading(text_only) == reading(with_html)
 
 
 @pytest.mark.parametrize("html", [
