@@ -97,6 +97,8 @@ class Submission:
     thread_remote_id: str = ""
     contract_remote_id: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    platform: str | None = None  # as for Message: when it differs from the source's
+    message_remote_id: str = ""  # the message that announced it, if any
 
 
 @dataclass(frozen=True, slots=True)

@@ -440,8 +440,11 @@ class Store:
                 key = touch(record.contractor, record.submitted_at, hire=True)
                 thread_id = (thread_id_for(source, record.thread_remote_id)
                              if record.thread_remote_id else None)
+                announced = (message_id_for(source, record.message_remote_id)
+                             if record.message_remote_id else None)
                 deliverables.append(self._deliverable_doc(
-                    source, platform, record.remote_id, None, thread_id, key, roster,
+                    source, record.platform or platform, record.remote_id, announced,
+                    thread_id, key, roster,
                     record.attachment, record.submitted_at, record.title,
                     extra={"contract_remote_id": record.contract_remote_id, **record.extra}))
             elif isinstance(record, Contract):
@@ -492,7 +495,8 @@ class Store:
         sender = record.sender
         direction = record.direction or ("out" if sender.key in owner_keys else "in")
         if direction == "in":
-            counterpart: Identity | None = sender
+            # mail a notification format kept as it came ("system") names no person
+            counterpart: Identity | None = None if record.extra.get("system") else sender
         else:
             others = [r for r in record.recipients if r.key not in owner_keys]
             known = [r for r in others if roster.contractor_of(r.key)]

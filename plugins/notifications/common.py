@@ -318,6 +318,8 @@ def delivery(message: Message, *, platform: str, contractor: Identity, url: str,
         thread_remote_id=thread,
         contract_remote_id=contract,
         extra=extra,
+        platform=platform,
+        message_remote_id=message.remote_id,
     )
 
 

@@ -223,7 +223,8 @@ protocol imap {{
             except OSError:
                 continue
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == master and cmdline.startswith("dovecot/imap ") and f"[{user} " in cmdline:
+            # verbose_proctitle: "dovecot-<instance>/imap [user 127.0.0.1 UID FETCH]"
+            if ppid == master and "/imap [" in cmdline and f"[{user} " in cmdline:
                 found.append(int(entry.name))
         return found
 

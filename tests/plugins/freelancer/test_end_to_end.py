@@ -84,17 +84,20 @@ def test_cli_revoked_token_exits_1_with_a_clear_message_and_keeps_data(tmp_path,
         assert len(stored(config)) == len(before) + 1
 
 
-def test_engine_resumes_after_a_failure_mid_sync_without_duplicates(tmp_path, token_env):
+@pytest.mark.parametrize(("fault", "kind"), [("500", "transient"), ("revoke", "auth")])
+def test_engine_resumes_after_a_failure_mid_sync_without_duplicates(tmp_path, token_env,
+                                                                   fault, kind):
     with start_sandbox(seed=33, threads=12, messages_per_thread=6, attachment_every=0) as sandbox:
         token_env(sandbox.token)
         config = write_config(tmp_path, sandbox,
                               extra="page_size = 10\nthreads_per_request = 3")
-        sandbox.inject(Fault("500", times=-1, path="/api/messages/0.1/messages/", skip=5))
+        sandbox.inject(Fault(fault, times=-1, path="/api/messages/0.1/messages/", skip=5))
         result, store = engine_sync(config)
-        assert not result.ok and result.error_kind == "transient"
+        assert not result.ok and result.error_kind == kind
         partial = {m["id"] for m in store.messages()}
         assert 0 < len(partial) < len(sandbox.messages)
         sandbox.clear_faults()
+        token_env(sandbox.issue_token())
         result, store = engine_sync(config)
         assert result.ok
         ids = [m["remote_id"] for m in store.messages()]

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,7 +179,7 @@ def test_not_an_upwork_source(sandbox: Sandbox, tmp_path: Path) -> None:
 def start_sandbox_process(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
     url_file = tmp_path / "sandbox.url"
     proc = subprocess.Popen(
-        [os.sys.executable, "-m", "plugins.upwork.sandbox", "--url-file", str(url_file), *args],
+        [sys.executable, "-m", "plugins.upwork.sandbox", "--url-file", str(url_file), *args],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     deadline = time.monotonic() + 20
@@ -213,6 +214,9 @@ def test_kill_9_mid_sync_then_resume(tmp_path: Path) -> None:
         sync.send_signal(signal.SIGKILL)
         sync.wait(timeout=10)
         assert sync.returncode == -signal.SIGKILL
+        partial = subprocess.run(cli_command("--config", str(config), "messages", "--json"), cwd=ROOT,
+                                 env=env, capture_output=True, timeout=120)
+        assert 0 < len(json.loads(partial.stdout)) < 30 * 6  # really killed mid-sync
 
         done = subprocess.run(cli_command("--config", str(config), "sync", SOURCE), cwd=ROOT, env=env,
                               capture_output=True, timeout=300)
@@ -220,8 +224,7 @@ def test_kill_9_mid_sync_then_resume(tmp_path: Path) -> None:
         listed = subprocess.run(cli_command("--config", str(config), "messages", "--json"), cwd=ROOT,
                                 env=env, capture_output=True, timeout=120)
         messages = json.loads(listed.stdout)
-        remote_ids = [m["remote_id"] for m in messages] if "remote_id" in messages[0] else [
-            m["id"] for m in messages]
+        remote_ids = [m["remote_id"] for m in messages]
         assert len(remote_ids) == len(set(remote_ids)) == 30 * 6  # nothing lost, nothing twice
         files = json.loads(subprocess.run(cli_command("--config", str(config), "deliverables", "--json"),
                                           cwd=ROOT, env=env, capture_output=True, timeout=120).stdout)
