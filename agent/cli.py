@@ -267,9 +267,7 @@ def sync(app: App, sources: tuple[str, ...], as_json: bool) -> None:
                 click.echo(f"{r.source}: {r.messages_new} new messages, "
                            f"{r.deliverables_new} new deliverables ({r.duration:.1f} s)", err=True)
             else:
-                hint = (f" (run `retainer auth {r.platform} {r.source}`)"
-                        if r.error_kind == "auth" and "retainer auth" not in r.error else "")
-                click.echo(f"{r.source}: FAILED: {r.error}{hint}", err=True)
+                click.echo(f"{r.source}: FAILED: {r.error}", err=True)
     if any(not r.ok for r in results):
         sys.exit(1)
 

@@ -462,6 +462,30 @@ def _report_table(rows: list[dict[str, Any]], key: str, header: str) -> None:
            "trend"])
 
 
+@click.command("notify")
+@click.option("--dry-run", is_flag=True, help="Show what is due without sending it.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def notify(app: App, dry_run: bool, as_json: bool) -> None:
+    """Send due reminders through the configured [[notifiers]] once (the daemon does this
+    every 15 minutes). Exit 1 if a notifier failed."""
+    from agent.notify import run_notifiers
+
+    config = app.config(validate=False)
+    results = run_notifiers(config, app.host, app.store(config), dry_run=dry_run)
+    if as_json:
+        emit_json([r.as_dict() for r in results])
+    else:
+        if not results:
+            click.echo("No [[notifiers]] in the config.")
+        for r in results:
+            what = f"FAILED: {r.error}" if r.error else (
+                f"{'due' if dry_run else 'sent'}: {', '.join(r.sent)}" if r.sent else "nothing due")
+            click.echo(f"{r.notifier}: {what}")
+    if any(r.error for r in results):
+        raise SystemExit(1)
+
+
 def register(cli: click.Group) -> None:
     """Add the workflow commands to ``cli`` (idempotent)."""
     from agent.cli import contractors
@@ -469,4 +493,5 @@ def register(cli: click.Group) -> None:
     cli.add_command(review)
     cli.add_command(instructions)
     cli.add_command(report)
+    cli.add_command(notify)
     contractors.add_command(contractors_suggest)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from agent.connector import Platform
     from agent.mailformats import MailFormat
+    from agent.notify import Notifier
     from agent.sync import StoredBatch, SyncResult
 
 hookspec = pluggy.HookspecMarker("retainer")
@@ -80,6 +81,21 @@ def source_synced(result: SyncResult) -> None:
 
     Called once per source after each sync, from ``retainer sync`` and the daemon.
     Exceptions are logged and ignored.
+    """
+
+
+@hookspec
+def register_notifiers(register: Callable[[str, type[Notifier]], None]) -> None:
+    """Add notifier types for the config's ``[[notifiers]]`` tables (reminders).
+
+    :param register: call it as ``register("pager", PagerNotifier)``, with a subclass of
+        :class:`agent.notify.Notifier` whose ``settings_model`` (a subclass of
+        :class:`agent.notify.NotifierSettings`) validates the table; ``type = "pager"``
+        in a ``[[notifiers]]`` table then selects it.
+
+    Called whenever the notifiers are built (``retainer notify``, the daemon). A
+    notifier's :meth:`~agent.notify.Notifier.send` gets the due reminders as a list of
+    :class:`agent.notify.Event`; an exception there is logged and the reminders stay due.
     """
 
 

@@ -73,6 +73,24 @@ class Daemon:
             job = job.to(high) if high > low else job
             job.seconds.do(self.run_job, source).tag(source.name)
 
+    NOTIFY_EVERY = 15 * 60  # seconds between reminder checks
+
+    def schedule_notifiers(self) -> None:
+        """Check reminders (overdue reviews, waiting contractors, the periodic report)
+        every 15 minutes when the config has ``[[notifiers]]``."""
+        if self.engine.config.notifiers:
+            self.scheduler.every(self.NOTIFY_EVERY).seconds.do(self.notify_job).tag("notifiers")
+
+    def notify_job(self) -> None:
+        """One reminder run. Never raises: a failing notifier never stops a sync."""
+        try:
+            from agent.notify import run_notifiers
+
+            run_notifiers(self.engine.config, self.engine.host, self.engine.store,
+                          now=self.clock())
+        except Exception:
+            log.exception("the reminder run failed unexpectedly")
+
     def run_job(self, source: SourceConfig) -> None:
         """One scheduled sync. Never raises: an exception here would stop the loop."""
         try:
@@ -114,6 +132,7 @@ class Daemon:
         try:
             self.engine.prepare()
             self.schedule_sources()
+            self.schedule_notifiers()
             if not self.scheduler.jobs:
                 log.warning("no enabled sources in %s; nothing to do", self.engine.config.path)
             log.info("daemon started with %d sources", len(self.scheduler.jobs))

@@ -91,6 +91,17 @@ class Facts:
             facts.by_contractor_instr.setdefault(ins["contractor_id"], []).append(ins)
         return facts
 
+    _derived: dict[str, tuple[str, float | None]] = field(default_factory=dict)
+
+    def derived(self, deliverable: dict[str, Any], contractor: dict[str, Any] | None
+                ) -> tuple[str, float | None]:
+        """A deliverable's kind of work and turnaround hours, computed once per load."""
+        got = self._derived.get(deliverable["id"])
+        if got is None:
+            got = (skill_of(self, deliverable, contractor), turnaround(self, deliverable)[0])
+            self._derived[deliverable["id"]] = got
+        return got
+
     def contractor_of(self, doc: dict[str, Any]) -> str | None:
         return self.roster.contractor_of(doc.get("identity")) or doc.get("contractor_id")
 
@@ -199,7 +210,9 @@ def compute(facts: Facts, *, since: datetime | None = None, until: datetime | No
         contractor = by_id.get(cid or "")
         if contractor is None:
             continue
-        skill = skill_of(facts, d, contractor)
+        if not by_skill and not _in(d.get("received_at"), lo, hi):
+            continue
+        skill, hours = facts.derived(d, contractor)
         skill_by_deliverable[d["id"]] = skill
         if not _in(d.get("received_at"), lo, hi):
             continue
@@ -212,7 +225,6 @@ def compute(facts: Facts, *, since: datetime | None = None, until: datetime | No
             acc["reviewed"] += 1
             if review.get("rating") is not None:
                 acc["_ratings"].append(float(review["rating"]))
-        hours, _ = turnaround(facts, d)
         if hours is not None:
             acc["_turnarounds"].append(hours)
         if review.get("cost") is not None:

@@ -139,7 +139,7 @@ class SyncEngine:
             source=source.name,
             platform=source.platform,
             state_dir=self.store.source_dir(source.name),
-            scratch_dir=self.store.tmp_dir,
+            scratch_dir=self.store.scratch_dir(source.name),
             max_attachment_bytes=int(self.config.agent.max_attachment_mb * 1024 * 1024),
             is_owner=is_owner,
             wants_attachments=roster.is_contractor,

@@ -320,10 +320,16 @@ class ConnectorContract:
     def test_noop_sync_stores_nothing_new(self, harness: Harness, token: str) -> None:
         self.add(harness, token, 0, self.initial)
         harness.sync()
+        first = [e for e in harness.store.events if e.kind == "records"]
         before = len(harness.messages())
+        mark = len(harness.store.events)
         again = harness.sync()
         assert (again.messages_new, again.messages_updated, again.deliverables_new) == (0, 0, 0)
         assert len(harness.messages()) == before
+        repeated = [e for e in harness.store.events[mark:] if e.kind == "records"]
+        largest = max(len(e.ids) for e in first)
+        assert sum(len(e.ids) for e in repeated) <= largest, (
+            "a sync with nothing new fetched everything again; use the cursor")
 
     def test_incremental_sync_after_remote_additions(self, harness: Harness, token: str) -> None:
         self.add(harness, token, 0, self.initial)

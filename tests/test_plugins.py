@@ -24,7 +24,7 @@ from agent.models import Cursor, Identity, Message, Page, Record
 from agent.plugins import PluginHost, hookimpl, make_plugin_host
 from agent.store.memory import MemoryStore
 from agent.sync import StoredBatch, SyncResult
-from agent.testing import Harness, RemoteFixture, check_records
+from agent.testing import ConnectorContract, Harness, RemoteFixture, check_records
 from tests.contract.test_maildir_contract import MaildirRemote
 
 MARIA = Identity("email", "maria@example.com", "Maria Lopez")
@@ -236,8 +236,6 @@ def test_contract_kit_catches_a_connector_that_loses_messages(tmp_path: Path) ->
         platform = "forgetful"
 
     harness = Harness.build(Remote(tmp_path / "Maildir"), tmp_path / "data")
-    from agent.testing import ConnectorContract
-
     with pytest.raises(AssertionError):
         ConnectorContract().test_interrupted_sync_resumes_without_loss_or_duplicates(
             harness, "tok")
@@ -391,3 +389,28 @@ def test_strict_turns_isolation_off(broken_plugins: SimpleNamespace,
     assert "hookraiser" in make_plugin_host().infos  # isolated: logged and listed
     with pytest.raises(PluginError, match='plugin "hookraiser": register_platforms failed'):
         make_plugin_host(strict=True)
+
+
+def test_contract_kit_catches_a_connector_that_ignores_its_cursor(tmp_path: Path) -> None:
+    """The store's idempotent upsert hides a connector that re-reads everything; the kit does not."""
+
+    class Amnesiac(plugins.maildir.MaildirConnector):
+        def fetch(self, cursor: Cursor) -> Iterator[Page]:
+            yield from super().fetch({})
+
+    class AmnesiacPlugin:
+        __name__ = "amnesiac"
+
+        @hookimpl
+        def register_platforms(self, register: Callable[[Platform], None]) -> None:
+            register(Platform("amnesiac", Amnesiac, plugins.maildir.MaildirSettings))
+
+    class Remote(MaildirRemote):
+        plugin = AmnesiacPlugin()
+        platform = "amnesiac"
+
+    for i, check in enumerate((ConnectorContract.test_noop_sync_stores_nothing_new,
+                               ConnectorContract.test_cursor_committed_after_records_and_moves_forward)):
+        harness = Harness.build(Remote(tmp_path / f"Maildir{i}"), tmp_path / f"data{i}")
+        with pytest.raises(AssertionError, match=r"fetched everything again|moved backwards"):
+            check(ConnectorContract(), harness, "tok")

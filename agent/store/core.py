@@ -176,6 +176,20 @@ class Store:
     def month_names(self) -> list[str]:
         return sorted(p.stem for p in (self.root / "messages").glob("*.json"))
 
+    def scratch_dir(self, source: str) -> Path:
+        """An empty folder for one source's downloads in progress (same filesystem as files/).
+
+        Emptied here, at the start of each sync of that source (the caller holds the
+        source's sync lock), so what a killed sync left behind is removed.
+        """
+        folder = ensure_private_dir(self.tmp_dir / sanitize_filename(source))
+        for entry in folder.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        return folder
+
     def source_dir(self, source: str) -> Path:
         return ensure_private_dir(self.data_dir / "sources" / sanitize_filename(source))
 

@@ -8,6 +8,8 @@ The only module of the workflow features that talks to TinyDB. Layout (under ``s
                         ``outbox``: every message the owner sent through Retainer
     instructions.json   ``templates``: versioned Markdown templates; ``sent``: instructions sent
     notify.json         ``events``: which reminders went out, so none is sent twice
+    cache/threads.json  derived: per month file, each thread's owner-message times (plain
+                        JSON, rebuilt for a month whenever its file changes)
 
 Writers must hold :meth:`Store.writing`; readers need no lock.
 """
@@ -18,9 +20,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from agent.errors import StoreError
+from agent.files import ensure_private_dir, remove_orphan_temps, write_private
 from agent.store.core import REVIEW_STATUSES, Store, iso, short_hash
-from agent.store.storage import Shard
+from agent.store.storage import Shard, file_stamp
 
 
 def _now() -> datetime:
@@ -54,29 +59,48 @@ def record_review(
     when: datetime | None = None,
 ) -> dict[str, Any]:
     """Record a review on a deliverable (hold :meth:`Store.writing`); return the deliverable."""
-    if status not in REVIEW_STATUSES or status == "unreviewed":
-        raise StoreError(f"a review is {' or '.join(REVIEW_STATUSES[1:])}, not {status!r}")
-    if rating is not None and not 1 <= rating <= 5:
-        raise StoreError("a rating is a whole number from 1 to 5")
     current = store.deliverable(deliverable_id)
-    stamp = iso(when or _now())
-    previous = current.get("review") or {}
-    review = {
-        "status": status, "rating": rating, "feedback": feedback, "reviewed_at": stamp,
-        "cost": cost if cost is not None else previous.get("cost"),
-        "hours": hours if hours is not None else previous.get("hours"),
-        "sent": list(previous.get("sent") or []),
-        "round": int(previous.get("round") or 0) + 1,
-    }
-    doc = store.update_deliverable(current["id"], review_status=status, review=review)
-    event = {
-        "id": "r_" + short_hash(current["id"], str(stamp), str(review["round"])),
-        "deliverable_id": current["id"], "status": status, "rating": rating,
-        "feedback": feedback, "reviewed_at": stamp, "received_at": current.get("received_at"),
-        "identity": current.get("identity"), "contractor_id": current.get("contractor_id"),
-    }
-    _workflow(store).upsert_many("reviews", [event])
-    return doc
+    return record_reviews(store, [(current, {
+        "status": status, "rating": rating, "feedback": feedback, "cost": cost, "hours": hours,
+        "when": when})])[0]
+
+
+def record_reviews(store: Store, items: list[tuple[dict[str, Any], dict[str, Any]]]
+                   ) -> list[dict[str, Any]]:
+    """Record many reviews in two writes: ``(deliverable doc, {status, rating, feedback,
+    cost, hours, when})`` pairs. Hold :meth:`Store.writing`."""
+    docs: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for current, r in items:
+        status, rating = r["status"], r.get("rating")
+        if status not in REVIEW_STATUSES or status == "unreviewed":
+            raise StoreError(f"a review is {' or '.join(REVIEW_STATUSES[1:])}, not {status!r}")
+        if rating is not None and not 1 <= rating <= 5:
+            raise StoreError("a rating is a whole number from 1 to 5")
+        stamp = iso(r.get("when") or _now())
+        previous = current.get("review") or {}
+        review = {
+            "status": status, "rating": rating, "feedback": r.get("feedback", ""),
+            "reviewed_at": stamp,
+            "cost": r["cost"] if r.get("cost") is not None else previous.get("cost"),
+            "hours": r["hours"] if r.get("hours") is not None else previous.get("hours"),
+            "sent": list(previous.get("sent") or []),
+            "round": int(previous.get("round") or 0) + 1,
+        }
+        stored = store.deliverables_shard.get("deliverables", current["id"])
+        if stored is None:
+            raise StoreError(f"no deliverable {current['id']}; see `retainer deliverables`")
+        docs.append(dict(stored, review_status=status, review=review))
+        events.append({
+            "id": "r_" + short_hash(current["id"], str(stamp), str(review["round"])),
+            "deliverable_id": current["id"], "status": status, "rating": rating,
+            "feedback": review["feedback"], "reviewed_at": stamp,
+            "received_at": current.get("received_at"), "identity": current.get("identity"),
+            "contractor_id": current.get("contractor_id"),
+        })
+    store.deliverables_shard.upsert_many("deliverables", docs)
+    _workflow(store).upsert_many("reviews", events)
+    return docs
 
 
 def review_events(store: Store) -> list[dict[str, Any]]:
@@ -159,30 +183,75 @@ def sent_instructions(store: Store) -> list[dict[str, Any]]:
 # -- message-derived indexes --------------------------------------------------------------------
 
 
+INDEX_VERSION = 1
+
+
+def _month_summary(shard: Shard) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for doc in shard.docs("messages"):
+        entry = out.get(doc["thread_id"])
+        if entry is None:
+            entry = out[doc["thread_id"]] = {"out": [], "last_at": "", "last_dir": "",
+                                             "identity": None, "last_id": None}
+        sent = doc.get("sent_at") or ""
+        if doc.get("direction") == "out":
+            entry["out"].append(sent)
+        if sent >= entry["last_at"]:
+            entry["last_at"] = sent
+            entry["last_dir"] = doc.get("direction")
+            entry["last_id"] = doc["id"]
+        if doc.get("identity") and not entry["identity"]:
+            entry["identity"] = doc["identity"]
+    return out
+
+
 def thread_activity(store: Store) -> dict[str, dict[str, Any]]:
     """Per thread: the owner's message times (sorted) and the last message's direction.
 
-    Reads every month file once; only a few fields per message are kept.
+    Built from the month files and kept in ``store/cache/threads.json``, one summary per
+    month file validated by that file's (inode, mtime, size): only months changed since
+    the last call are read again. The cache is derived data, replaced atomically; losing
+    it costs one full read.
     """
-    out: dict[str, dict[str, Any]] = {}
+    cache_dir = ensure_private_dir(store.root / "cache")
+    cache_path = cache_dir / "threads.json"
+    try:
+        cached = orjson.loads(cache_path.read_bytes())
+        if cached.get("version") != INDEX_VERSION:
+            cached = {}
+    except (OSError, orjson.JSONDecodeError):
+        cached = {}
+    months: dict[str, Any] = cached.get("months") or {}
+    fresh: dict[str, Any] = {}
+    changed = False
     for month in store.month_names():
-        shard = Shard(store.root / "messages" / f"{month}.json")
-        for doc in shard.docs("messages"):
-            entry = out.get(doc["thread_id"])
-            if entry is None:
-                entry = out[doc["thread_id"]] = {"out": [], "last_at": "", "last_dir": "",
-                                                 "identity": None, "last_id": None}
-            sent = doc.get("sent_at") or ""
-            if doc.get("direction") == "out":
-                entry["out"].append(sent)
-            if sent >= entry["last_at"]:
-                entry["last_at"] = sent
-                entry["last_dir"] = doc.get("direction")
-                entry["last_id"] = doc["id"]
-            if doc.get("identity") and not entry["identity"]:
-                entry["identity"] = doc["identity"]
-    for entry in out.values():
-        entry["out"].sort()
+        path = store.root / "messages" / f"{month}.json"
+        stamp = file_stamp(path)
+        entry = months.get(month)
+        if entry is None or stamp is None or tuple(entry["stamp"]) != stamp:
+            entry = {"stamp": list(stamp or (0, 0, 0)), "threads": _month_summary(Shard(path))}
+            changed = True
+        fresh[month] = entry
+    if changed or set(fresh) != set(months):
+        try:
+            remove_orphan_temps(cache_dir)
+            write_private(cache_path, orjson.dumps({"version": INDEX_VERSION, "months": fresh}),
+                          sync=False)
+        except OSError:
+            pass  # a read-only data folder still gets its answer, just slower next time
+    out: dict[str, dict[str, Any]] = {}
+    for entry in fresh.values():
+        for tid, t in entry["threads"].items():
+            have = out.get(tid)
+            if have is None:
+                out[tid] = {**t, "out": list(t["out"])}
+                continue
+            have["out"].extend(t["out"])
+            if t["last_at"] >= have["last_at"]:
+                have.update(last_at=t["last_at"], last_dir=t["last_dir"], last_id=t["last_id"])
+            have["identity"] = have["identity"] or t["identity"]
+    for t in out.values():
+        t["out"].sort()
     return out
 
 

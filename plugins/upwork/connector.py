@@ -31,6 +31,11 @@ Requests a sync costs
 * **Incremental sync**: 1 ``roomList`` page per ``page_size`` active rooms, plus the
   above for each room with new stories.
 
+Contracts, milestones and submissions are re-read when their room shows new activity
+(Upwork posts a story in the contract room when work is submitted or a milestone
+changes); a contract that changes with no story in its room is picked up the next time
+the room is active. Messages can't be sent yet (``send`` is unsupported).
+
 The cursor (JSON) is ``{"v": 1, "owner_id", "owner_name", "watermark", "rooms":
 {room_id: {"id": latest story id, "t": its createdDateTime}}}``. A room's entry is
 committed with the page holding its last stories, so a killed sync resumes at the

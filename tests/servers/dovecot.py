@@ -123,6 +123,8 @@ last_valid_uid = {self.uid}
 first_valid_gid = {self.gid}
 mail_location = maildir:~/Maildir
 disable_plaintext_auth = no
+# no auth penalty (delays after failed logins) for the tests' own client
+login_trusted_networks = 127.0.0.0/8
 auth_mechanisms = plain login
 auth_failure_delay = 0
 verbose_proctitle = yes
@@ -157,10 +159,11 @@ protocol imap {{
   rawlog_dir = %h/rawlog
 }}
 """)
-        self.passwd.write_text("")
 
-    def start(self) -> None:
+    def start(self, pool: int = 300) -> None:
         self.write_config()
+        self._users.update({f"user{i}": "secret-pw" for i in range(1, pool + 1)})
+        self._write_passwd()
         _run_as(self.run_user, [DOVECOT, "-c", str(self.conf)])
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -185,22 +188,36 @@ protocol imap {{
     # -- users ------------------------------------------------------------------------
 
     def add_user(self, name: str | None = None, password: str = "secret-pw") -> Mailbox:
-        """A new IMAP user with an empty INBOX (the passwd-file is re-read by Dovecot)."""
-        name = name or f"user{next(self._counter)}"
+        """A new IMAP user with an empty INBOX.
+
+        Users come from a pool written before Dovecot starts (a passwd-file changed while
+        it runs is only noticed after a while); ``name`` picks one outside the pool,
+        which then waits for Dovecot to re-read the file.
+        """
+        if name is None:
+            name = f"user{next(self._counter)}"
+            if name in self._users:
+                return self._mailbox(name)
+        self._users[name] = password
+        self._write_passwd()
+        mailbox = self._mailbox(name)
+        mailbox.wait_ready()
+        return mailbox
+
+    def _mailbox(self, name: str) -> Mailbox:
         home = self.root / "mail" / name
         for sub in ("cur", "new", "tmp"):
             (home / "Maildir" / sub).mkdir(parents=True, exist_ok=True)
-        _chown_tree(self.root / "mail" / name, self.uid, self.gid)
-        self._users[name] = password
+        _chown_tree(home, self.uid, self.gid)
+        return Mailbox(self, name, self._users[name], home)
+
+    def _write_passwd(self) -> None:
         lines = [f"{u}:{{PLAIN}}{p}:{self.uid}:{self.gid}::{self.root}/mail/{u}::"
                  for u, p in self._users.items()]
         tmp = self.passwd.with_suffix(".new")
         tmp.write_text("\n".join(lines) + "\n")
         os.chmod(tmp, 0o644)
         tmp.replace(self.passwd)
-        mailbox = Mailbox(self, name, password, home)
-        mailbox.wait_ready()
-        return mailbox
 
     def doveadm(self, *args: str, check: bool = True) -> str:
         done = subprocess.run([DOVEADM, "-c", str(self.conf), *args], capture_output=True,
