@@ -508,7 +508,8 @@ def contractors_show(app: App, who: str, as_json: bool) -> None:
                f"{'-' if rating is None else f'{rating:.1f}'}, revisions "
                f"{_pct(row.get('revision_rate'))}, median turnaround "
                f"{_hours(row.get('median_turnaround_hours'))}, spend "
-               f"{_money(row.get('spend'), row.get('currency', ''))}")
+               f"{_money(row.get('spend'), row.get('currency', ''))}"
+               f"{' (estimated)' if row.get('spend_estimated') else ''}")
     for d in work[-10:]:
         click.echo(f"    {d['id']}  {d['filename']}  {d['review_status']}")
 
@@ -551,6 +552,53 @@ def contractors_merge(app: App, keep: str, other: str) -> None:
 # -- demo --------------------------------------------------------------------------------------
 
 
+def _toml_table(values: dict[str, Any]) -> str:
+    """``key = value`` lines for a flat settings table (JSON literals are valid TOML here)."""
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"{key} = {{ {inner} }}")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _demo_sandboxes(stack: Any, app: App, config_path: Path) -> list[str]:
+    """Start the marketplace sandboxes whose plugins are installed; add them as sources."""
+    started: list[str] = []
+    extra = ""
+    if "upwork" in app.host.platforms:
+        from plugins.upwork.sandbox import start_sandbox as start_upwork
+
+        upwork = stack.enter_context(start_upwork(seed=7, threads=5, messages_per_thread=6))
+        os.environ["RETAINER_DEMO_UPWORK_SECRET"] = upwork.client_secret
+        settings = upwork.settings(client_secret={"env": "RETAINER_DEMO_UPWORK_SECRET"})
+        extra += ('\n[[sources]]\nname = "demo-upwork"\nplatform = "upwork"\nevery = "15m"\n'
+                  "[sources.settings]\n" + _toml_table(settings))
+        started.append("demo-upwork")
+    if "freelancer" in app.host.platforms:
+        from plugins.freelancer.sandbox import start_sandbox as start_freelancer
+
+        freelancer = start_freelancer(seed=7, threads=5, messages_per_thread=6)
+        stack.callback(freelancer.stop)
+        os.environ["RETAINER_DEMO_FREELANCER_TOKEN"] = freelancer.token
+        settings = {"token": {"env": "RETAINER_DEMO_FREELANCER_TOKEN"},
+                    "base_url": freelancer.base_url}
+        extra += ('\n[[sources]]\nname = "demo-freelancer"\nplatform = "freelancer"\n'
+                  'every = "15m"\n[sources.settings]\n' + _toml_table(settings))
+        started.append("demo-freelancer")
+    if extra:
+        with config_path.open("a") as handle:
+            handle.write("\n# Local marketplace sandboxes started by `retainer demo`; they are\n"
+                         "# gone when the demo ends, so these sources only sync during it.\n")
+            handle.write(extra)
+    if "demo-upwork" in started:  # pre-issued tokens stand in for `retainer auth upwork`
+        store = app.store(app.config(validate=False))
+        upwork.authorize_source(store.source_dir("demo-upwork"))
+    return started
+
+
 @cli.command()
 @click.option("--dir", "target", type=click.Path(path_type=Path), default=None,
               help="Where to build the demo (default: a new temporary folder).")
@@ -562,6 +610,7 @@ def demo(ctx: click.Context, target: Path | None) -> None:
     sandboxes) in a fresh folder, syncs it, and shows the review queue and the roster.
     """
     import tempfile
+    from contextlib import ExitStack
 
     from agent.demo import build_demo
 
@@ -570,7 +619,11 @@ def demo(ctx: click.Context, target: Path | None) -> None:
     click.echo(f"Building the demo in {folder} ...")
     config_path = build_demo(folder)
     app.config_path = config_path
-    ctx.invoke(sync, sources=(), as_json=False)
+    with ExitStack() as stack:
+        sandboxes = _demo_sandboxes(stack, app, config_path)
+        if sandboxes:
+            click.echo(f"Started local marketplace sandboxes: {', '.join(sandboxes)}")
+        ctx.invoke(sync, sources=(), as_json=False)
     click.echo("\n== Review queue (oldest first) ==")
     ctx.invoke(deliverables, as_json=False, unreviewed=True, contractor=None)
     click.echo("\n== Roster ==")

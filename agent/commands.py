@@ -380,8 +380,9 @@ def instructions_send(app: App, name: str, to: str, task: str, sets: tuple[str, 
     contractor = store.find_contractor(to)
     version = doc["versions"][-1]
     task = task or doc["name"]
-    text = fill(version["text"], values_for(contractor, task, parse_sets(sets)))
-    subject = doc.get("subject") or task
+    values = values_for(contractor, task, parse_sets(sets))
+    text = fill(version["text"], values)
+    subject = fill(doc["subject"], values) if doc.get("subject") else task
     entry: dict[str, Any] = {
         "template": doc["name"], "version": version["version"], "skill": doc.get("skill"),
         "contractor_id": contractor["id"], "contractor_name": contractor["name"], "task": task,

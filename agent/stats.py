@@ -92,6 +92,7 @@ class Facts:
         return facts
 
     _derived: dict[str, tuple[str, float | None]] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict)
 
     def derived(self, deliverable: dict[str, Any], contractor: dict[str, Any] | None
                 ) -> tuple[str, float | None]:
@@ -154,12 +155,6 @@ def skill_of(facts: Facts, deliverable: dict[str, Any], contractor: dict[str, An
     return skills[0] if skills else "other"
 
 
-def _in(stamp: str | None, since: str | None, until: str | None) -> bool:
-    if not stamp:
-        return since is None
-    return (since is None or stamp >= since) and (until is None or stamp < until)
-
-
 def _empty(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "deliverables": 0, "reviewed": 0, "approved": 0, "changes_requested": 0,
@@ -188,74 +183,115 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+@dataclass(frozen=True, slots=True)
+class Work:
+    """One deliverable of a contractor, reduced to what the metrics need."""
+
+    id: str
+    contractor_id: str
+    received: str
+    status: str
+    rating: float | None
+    cost: float | None
+    estimated: float | None  # rate x hours entered in the review
+    skill: str
+    turnaround: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewEvent:
+    contractor_id: str
+    skill: str
+    reviewed: str
+    changes: bool
+    latency: float | None  # only on the first review of a deliverable
+
+
+def _work(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
+    cached = facts._cache.get("work")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    by_id = {c["id"]: c for c in facts.contractors}
+    works: dict[str, Work] = {}
+    for d in facts.deliverables:
+        contractor = by_id.get(d.get("contractor_id") or "")
+        if contractor is None:
+            continue
+        skill, hours = facts.derived(d, contractor)
+        review = d.get("review") or {}
+        rating = review.get("rating")
+        cost = review.get("cost")
+        entered = review.get("hours")
+        rate = contractor.get("rate")
+        works[d["id"]] = Work(
+            d["id"], contractor["id"], d.get("received_at") or "",
+            d.get("review_status") or "unreviewed",
+            float(rating) if rating is not None and d.get("review_status") != "unreviewed"
+            else None,
+            float(cost) if cost is not None else None,
+            float(entered) * float(rate) if cost is None and entered is not None
+            and rate is not None else None,
+            skill, hours)
+    events = []
+    seen: set[str] = set()
+    for event in facts.reviews:
+        w = works.get(event["deliverable_id"])
+        if w is None:
+            continue
+        first = w.id not in seen
+        seen.add(w.id)
+        events.append(ReviewEvent(
+            w.contractor_id, w.skill, event.get("reviewed_at") or "",
+            event["status"] == "changes_requested",
+            hours_between(w.received, event.get("reviewed_at")) if first else None))
+    result = (list(works.values()), events)
+    facts._cache["work"] = result
+    return result
+
+
 def compute(facts: Facts, *, since: datetime | None = None, until: datetime | None = None,
             by_skill: bool = False) -> dict[str, dict[str, Any]]:
     """Metrics per contractor id (or, with ``by_skill``, per skill) for a period."""
-    lo, hi = iso(since), iso(until)
+    lo, hi = iso(since) or "", iso(until) or "\uffff"
     by_id = {c["id"]: c for c in facts.contractors}
     accs: dict[str, dict[str, Any]] = {}
 
-    def acc_for(key: str, contractor: dict[str, Any] | None) -> dict[str, Any]:
+    def acc_for(key: str, contractor_id: str) -> dict[str, Any]:
         acc = accs.get(key)
         if acc is None:
-            acc = accs[key] = _empty(contractor or {})
+            acc = accs[key] = _empty(by_id.get(contractor_id) or {})
         return acc
 
     if not by_skill:
         for doc in facts.contractors:
-            acc_for(doc["id"], doc)
-    skill_by_deliverable: dict[str, str] = {}
-    for d in facts.deliverables:
-        cid = d.get("contractor_id")
-        contractor = by_id.get(cid or "")
-        if contractor is None:
+            acc_for(doc["id"], doc["id"])
+    works, events = _work(facts)
+    for w in works:
+        if not lo <= w.received < hi:
             continue
-        if not by_skill and not _in(d.get("received_at"), lo, hi):
-            continue
-        skill, hours = facts.derived(d, contractor)
-        skill_by_deliverable[d["id"]] = skill
-        if not _in(d.get("received_at"), lo, hi):
-            continue
-        acc = acc_for(skill if by_skill else contractor["id"], contractor)
+        acc = acc_for(w.skill if by_skill else w.contractor_id, w.contractor_id)
         acc["deliverables"] += 1
-        status = d.get("review_status", "unreviewed")
-        acc[status if status in ("approved", "changes_requested") else "unreviewed"] += 1
-        review = d.get("review") or {}
-        if status != "unreviewed":
+        acc[w.status if w.status in ("approved", "changes_requested") else "unreviewed"] += 1
+        if w.status != "unreviewed":
             acc["reviewed"] += 1
-            if review.get("rating") is not None:
-                acc["_ratings"].append(float(review["rating"]))
-        if hours is not None:
-            acc["_turnarounds"].append(hours)
-        if review.get("cost") is not None:
-            acc["_entered"] += float(review["cost"])
+            if w.rating is not None:
+                acc["_ratings"].append(w.rating)
+        if w.turnaround is not None:
+            acc["_turnarounds"].append(w.turnaround)
+        if w.cost is not None:
+            acc["_entered"] += w.cost
             acc["_has_spend"] = True
-        elif review.get("hours") is not None and contractor.get("rate") is not None:
-            acc["_estimated"] += float(review["hours"]) * float(contractor["rate"])
+        elif w.estimated is not None:
+            acc["_estimated"] += w.estimated
             acc["_has_spend"] = True
-    first_review: dict[str, dict[str, Any]] = {}
-    deliverable_by_id = {d["id"]: d for d in facts.deliverables}
-    for event in facts.reviews:
-        found = deliverable_by_id.get(event["deliverable_id"])
-        if found is None:
+    for e in events:
+        if not lo <= e.reviewed < hi:
             continue
-        first_review.setdefault(found["id"], event)
-        contractor = by_id.get(found.get("contractor_id") or "")
-        if contractor is None or not _in(event.get("reviewed_at"), lo, hi):
-            continue
-        key = skill_by_deliverable.get(found["id"], "other") if by_skill else contractor["id"]
-        acc = acc_for(key, contractor)
+        acc = acc_for(e.skill if by_skill else e.contractor_id, e.contractor_id)
         acc["_events"] += 1
-        acc["_changes"] += event["status"] == "changes_requested"
-    for did, event in first_review.items():
-        d = deliverable_by_id[did]
-        contractor = by_id.get(d.get("contractor_id") or "")
-        if contractor is None or not _in(event.get("reviewed_at"), lo, hi):
-            continue
-        key = skill_by_deliverable.get(did, "other") if by_skill else contractor["id"]
-        latency = hours_between(d.get("received_at"), event.get("reviewed_at"))
-        if latency is not None:
-            acc_for(key, contractor)["_latencies"].append(latency)
+        acc["_changes"] += e.changes
+        if e.latency is not None:
+            acc["_latencies"].append(e.latency)
     if not by_skill:
         for k in facts.contracts:
             cid = facts.roster.contractor_of(k.get("identity"))
@@ -263,7 +299,7 @@ def compute(facts: Facts, *, since: datetime | None = None, until: datetime | No
                 continue
             start = k.get("started_at") or ""
             end = k.get("ended_at")
-            if (hi is None or start < hi) and (lo is None or end is None or end >= lo):
+            if start < hi and (end is None or end >= lo):
                 accs[cid]["_platform_spend"] += float(k["spent"])
                 accs[cid]["_has_spend"] = True
                 accs[cid]["currency"] = k.get("currency") or accs[cid]["currency"]

@@ -81,3 +81,26 @@ def test_send_through_a_platform_that_cannot_send_is_refused(config: Path) -> No
     declined = run(config, "instructions", "send", "hello", "--to", "Sam Chen", input="n\n",
                    expect=1)
     assert "Send this?" in declined.output and "not sent" in declined.output
+
+
+def test_send_over_smtp_reaches_the_contractor(config: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from email import message_from_bytes
+
+    from tests.support.workflow_mail import SmtpSink, switch_to_imap
+
+    run(config, "instructions", "add", "hello", "--text", "Hi {{first_name}}, {{task}} please.",
+        "--subject", "New task: {{task}}")
+    monkeypatch.setenv("RETAINER_TEST_IMAP_PASSWORD", "x")
+    with SmtpSink() as sink:
+        switch_to_imap(config, sink.port)
+        sent = json.loads(run(config, "instructions", "send", "hello", "--to", "Sam Chen",
+                              "--task", "the autumn newsletter", "--yes", "--json").stdout)
+    assert sent["sent"] is True and sent["source"] == "mail" and sent["remote_id"]
+    assert len(sink.messages) == 1
+    _, rcpts, raw = sink.messages[0]
+    msg = message_from_bytes(raw)
+    assert rcpts == ["sam@example.com"]
+    assert msg["Message-ID"] == sent["remote_id"]
+    assert msg["Subject"] == "New task: the autumn newsletter"
+    assert msg.get_payload(decode=True).decode().strip() == "Hi Sam, the autumn newsletter please."

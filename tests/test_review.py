@@ -129,3 +129,55 @@ def test_send_on_a_source_that_cannot_send_records_nothing(config: Path) -> None
                  "--send", "--yes", expect=1)
     assert "cannot send" in result.output
     assert queue(config)[0]["id"] == first  # still unreviewed
+
+
+def test_feedback_is_sent_over_smtp_threaded_and_recorded(config: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from email import message_from_bytes
+
+    from tests.support.workflow_mail import SmtpSink, switch_to_imap
+
+    row = queue(config)[0]  # Maria's spring logo, a reply to the owner's brief
+    monkeypatch.setenv("RETAINER_TEST_IMAP_PASSWORD", "not-used-for-plain-local-smtp")
+    with SmtpSink() as sink:
+        switch_to_imap(config, sink.port)
+        declined = run(config, "review", "changes", row["id"], "--rating", "3", "--feedback",
+                       "Please make the sun bigger.", "--send", input="n\n", expect=1)
+        assert "To:       Maria Lopez <maria@example.com>" in declined.output
+        assert "In-Reply-To: <work-t1@example.com>" in declined.output
+        assert "Please make the sun bigger." in declined.output
+        assert sink.messages == [] and queue(config)[0]["id"] == row["id"]  # nothing happened
+        done = run(config, "review", "changes", row["id"], "--rating", "3", "--feedback",
+                   "Please make the sun bigger.", "--send", input="y\n")
+        assert "feedback sent to email:maria@example.com" in done.output
+    assert len(sink.messages) == 1
+    mail_from, rcpts, raw = sink.messages[0]
+    assert rcpts == ["maria@example.com"] and mail_from == "owner@example.com"
+    msg = message_from_bytes(raw)
+    assert msg["Subject"] == "Re: Logo for the spring sale"
+    assert msg["In-Reply-To"] == "<work-t1@example.com>"
+    assert msg["References"].split() == ["<brief-t1@owner.example.com>", "<work-t1@example.com>"]
+    body = msg.get_payload(decode=True).decode()
+    assert "Please make the sun bigger." in body and "logo-spring.png: needs changes (3/5)" in body
+    store = Store(tmp_path / "data")
+    doc = store.deliverable(row["id"])
+    assert doc["review_status"] == "changes_requested"
+    assert doc["review"]["sent"][0]["remote_id"] == msg["Message-ID"]
+    sent = wf.outbox(store)
+    assert [(s["kind"], s["to"], s["in_reply_to"]) for s in sent] == [
+        ("feedback", "email:maria@example.com", "<work-t1@example.com>")]
+
+
+def test_send_with_yes_and_json_prints_only_json(config: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.workflow_mail import SmtpSink, switch_to_imap
+
+    row = queue(config)[1]
+    monkeypatch.setenv("RETAINER_TEST_IMAP_PASSWORD", "x")
+    with SmtpSink() as sink:
+        switch_to_imap(config, sink.port)
+        result = run(config, "review", "approve", row["id"], "--rating", "5", "--send", "--yes",
+                     "--json")
+    doc = json.loads(result.stdout)
+    assert doc["review_status"] == "approved" and doc["sent"]["kind"] == "feedback"
+    assert len(sink.messages) == 1 and b"Thank you, this is approved." in sink.messages[0][2]

@@ -44,7 +44,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 from imapclient.imapclient import SocketTimeout
 
 from agent.connector import Connector, SourceContext
-from agent.errors import AuthError, SourceError, TransientError
+from agent.errors import AuthError, SourceError, TransientError, UnsupportedOperation
 from agent.files import sanitize_filename
 from agent.mail import (
     MAX_TEXT_CHARS,
@@ -57,7 +57,7 @@ from agent.mail import (
     parse_header_bytes,
     scrub,
 )
-from agent.models import Attachment, Cursor, Message, Page
+from agent.models import Attachment, Cursor, Message, Outgoing, Page
 from plugins.imap.settings import ImapSettings
 
 CURSOR_VERSION = 1
@@ -521,6 +521,17 @@ class ImapConnector(Connector[ImapSettings]):
         if client is not None:
             _shutdown(client)
 
+    def send(self, outgoing: Outgoing) -> str:
+        """Reply by SMTP (``[sources.settings.smtp]``); return the sent Message-ID."""
+        from plugins.imap import smtp
+
+        if self.settings.smtp is None:
+            raise UnsupportedOperation(
+                f"{self.context.source}: add a [sources.settings.smtp] table (host, security) "
+                "to send replies from this mailbox")
+        return smtp.send(self.settings.smtp, outgoing, username=self.settings.username,
+                         password=self.settings.password.get_secret_value())
+
     def close(self) -> None:
         self._stop_worker()
         client, self.client = self.client, None
@@ -562,6 +573,8 @@ class ImapConnector(Connector[ImapSettings]):
                 raise self._tls_error(exc) from None
             except DROPPED as exc:
                 self._drop()
+                if self._stop.is_set():  # the host stopped reading pages: do not reconnect
+                    raise TransientError(f"{self.where}: sync stopped") from None
                 self.stats.reconnects += 1
                 if self.stats.reconnects > self.settings.max_reconnects:
                     raise TransientError(

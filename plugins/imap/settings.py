@@ -28,6 +28,7 @@ from pydantic import Field, field_validator, model_validator
 
 from agent.connector import Settings
 from agent.secrets import Secret
+from plugins.imap.smtp import SmtpSettings
 
 Security = Literal["tls", "starttls", "none"]
 DEFAULT_PORTS: dict[str, int] = {"tls": 993, "starttls": 143, "none": 143}
@@ -64,6 +65,8 @@ class ImapSettings(Settings):
                            "being stored (a second thread; the same connection)")
     max_reconnects: int = Field(3, ge=0, le=20, description="reconnects after a dropped "
                                 "connection in one sync before giving up until next time")
+    smtp: SmtpSettings | None = Field(None, description="[sources.settings.smtp]: where "
+                                      "replies (review feedback, instructions) are sent")
 
     @field_validator("host")
     @classmethod

@@ -29,7 +29,10 @@ class UpworkSettings(Settings):
     auth_url: str = AUTH_URL
     token_url: str = TOKEN_URL
     tenant_id: str = Field("", description="organization id (X-Upwork-API-TenantId); empty: default org")
-    rate_per_second: float = Field(8.0, gt=0, le=10, description="Upwork allows 10 requests/s per IP")
+    rate_per_second: float = Field(
+        8.0, gt=0, le=9.5,
+        description="Upwork allows 10 requests/s per IP; above 9.5, network jitter can put 11 in one second",
+    )
     timeout: float = Field(30.0, gt=0, description="seconds per HTTP attempt")
     max_retries: int = Field(4, ge=0, le=10)
     page_size: int = Field(100, ge=1, le=100, description="rooms or stories per request")

@@ -34,7 +34,7 @@ def main() -> None:
     lines = [
         "[agent]",
         f"data_dir = {json.dumps(str(client / 'data'))}",
-        'owner_emails = ["owner@bench.example"]',
+        'owner_emails = ["owner@studio.example"]',
         "",
     ]
     for person in contractors(bench_dir, int(env.get("BENCH_SEED", "42"))):

@@ -15,6 +15,7 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
+import plugins.imap
 import plugins.maildir
 from agent.cli import App, build_cli
 from agent.plugins import make_plugin_host
@@ -140,7 +141,7 @@ def make_workflow_config(tmp_path: Path, extra: str = "") -> Path:
 
 
 def host_plugins() -> list[Any]:
-    return [plugins.maildir]
+    return [plugins.maildir, plugins.imap]
 
 
 def run(config: Path, *args: str, expect: int = 0, input: str | None = None,
@@ -159,3 +160,56 @@ def synced(tmp_path: Path, extra: str = "") -> Path:
     config = make_workflow_config(tmp_path, extra)
     run(config, "sync")
     return config
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.controller: Any = None
+        self.port = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+    def __enter__(self) -> SmtpSink:
+        import socket
+
+        from aiosmtpd.controller import Controller
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.controller.stop()
+
+
+IMAP_SOURCE = """
+[[sources]]
+name = "mail"
+platform = "imap"
+[sources.settings]
+host = "127.0.0.1"
+security = "none"
+username = "owner@example.com"
+password = {{ env = "RETAINER_TEST_IMAP_PASSWORD" }}
+[sources.settings.smtp]
+host = "127.0.0.1"
+port = {port}
+security = "none"
+from = "Owner <owner@example.com>"
+"""
+
+
+def switch_to_imap(config: Path, smtp_port: int) -> None:
+    """The owner moves source "mail" from a local Maildir copy to the IMAP account itself
+    (same mailbox, same store), with SMTP for replies."""
+    text = config.read_text()
+    head = text[:text.index("[[sources]]")]
+    config.write_text(head + IMAP_SOURCE.format(port=smtp_port))

@@ -159,3 +159,21 @@ def test_sigkill_at_random_moments_then_resume(dovecot_mailbox: Mailbox, tmp_pat
     assert len(names) == len(set(names))
     assert killed >= 25, f"only {killed} of 50 syncs were killed mid-way"
     assert time.monotonic() - started < 240
+
+
+def test_hostile_attachment_names_stay_inside_the_store(dovecot_mailbox: Mailbox,
+                                                        tmp_path: Path) -> None:
+    names = ["../../../../tmp/escape.sh", "/etc/cron.d/evil", "..", "a" * 600 + ".pdf", "nul\x00.txt"]
+    files = [(name, f"data {i}".encode(), "application/octet-stream") for i, name in enumerate(names)]
+    dovecot_mailbox.append("INBOX", make_message(1, sender=CONTRACTORS[0], attachments=files))
+    config = write_config(tmp_path, dovecot_mailbox)
+    retainer(config, dovecot_mailbox, "sync")
+    deliverables = json.loads(retainer(config, dovecot_mailbox, "deliverables", "--json").stdout)
+    assert len(deliverables) == len(names)
+    data = (tmp_path / "data").resolve()
+    for doc in deliverables:
+        path = Path(doc["path"])
+        path = (path if path.is_absolute() else data / path).resolve()
+        assert path.is_relative_to(data) and path.is_file()
+        assert len(path.name.encode()) <= 255
+    assert not Path("/tmp/escape.sh").exists()

@@ -238,7 +238,7 @@ def test_self_signed_certificate_needs_ca_file(dovecot_mailbox: Mailbox, monkeyp
     for host in ("127.0.0.1", "localhost"):
         conn = connector(dovecot_mailbox, monkeypatch, tmp_path, security=security, port=port,
                          host=host, ca_file=None)
-        with pytest.raises(SourceError, match="set sources.settings.ca_file") as raised:
+        with pytest.raises(SourceError, match=r"set sources\.settings\.ca_file") as raised:
             run(conn, {})
         assert not isinstance(raised.value, TransientError | AuthError)
         conn = connector(dovecot_mailbox, monkeypatch, tmp_path, security=security, port=port,
@@ -271,7 +271,7 @@ def test_security_none_only_for_loopback(monkeypatch: Any) -> None:
     monkeypatch.setenv(PASSWORD_ENV, "pw")
     base = {"username": "me", "password": {"env": PASSWORD_ENV}, "security": "none"}
     for host in ("imap.example.com", "10.0.0.5", "192.168.1.1", "::ffff:8.8.8.8"):
-        with pytest.raises(ValidationError, match="only allowed for 127.0.0.1"):
+        with pytest.raises(ValidationError, match=r"only allowed for 127\.0\.0\.1"):
             ImapSettings.model_validate(base | {"host": host})
     for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
         assert ImapSettings.model_validate(base | {"host": host}).effective_port == 143
