@@ -56,4 +56,9 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "Attachment", "AuthError", "ConfigError", "Connector", "Contract", "Cursor", "Identity",
+    "Message", "Outgoing", "Page", "Platform", "PluginError", "RateLimited", "Record",
+    "RetainerError", "Settings", "SourceContext", "SourceError", "Submission", "TransientError",
+    "UnsupportedOperation", "hookimpl",
+]

@@ -178,6 +178,9 @@ class SyncEngine:
             log.debug("traceback for %s", source.name, exc_info=True)
         finally:
             lock.release()
+        owner = self.host.platform_owner.get(source.platform)
+        if owner and result.error_kind == "error":
+            result.error += f' (platform "{source.platform}" comes from plugin "{owner}")'
         return self._finish(result, started)
 
     def _run(self, source: SourceConfig, settings: BaseModel | None, result: SyncResult) -> None:

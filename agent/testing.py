@@ -416,12 +416,14 @@ class ConnectorContract:
     def test_hostile_attachment_names_are_sanitized(self, harness: Harness, token: str,
                                                     tmp_path: Path) -> None:
         names = [n.format(t=token) for n in HOSTILE_NAMES]
+        harness.sync()  # whatever the remote holds already (seeded work) is not counted
+        before = {d["id"] for d in harness.deliverables()}
         payloads = {name: f"{token} payload {i}\n".encode() for i, name in enumerate(names)}
         for name, data in payloads.items():
             payloads[name] = harness.remote.add_attachment(name, data) or data
         harness.sync()
         files = harness.data_dir / "files"
-        stored = harness.deliverables()
+        stored = [d for d in harness.deliverables() if d["id"] not in before]
         assert len(stored) == len(names), [d["filename"] for d in stored]
         for doc in stored:
             name = doc["filename"]

@@ -374,7 +374,8 @@ def test_broken_plugins_are_named_and_the_rest_keeps_working(
     assert (results["mail"]["ok"], results["mail"]["messages_new"]) == (True, 1)  # ...not this one
     bad = results["bad"]
     assert (bad["ok"], bad["platform"]) == (False, "badrecords")
-    assert bad["error"] == "bad: a connector yielded dict, which is not a Message, Submission or Contract"
+    assert bad["error"] == ('bad: a connector yielded dict, which is not a Message, Submission or '
+                            'Contract (platform "badrecords" comes from plugin "badrecords")')
     shown = runner.invoke(cli, ["--config", str(broken_plugins.config), "messages", "--json"])
     assert [m["text"].strip() for m in json.loads(shown.stdout)] == ["still arriving"]
 

@@ -181,3 +181,38 @@ def test_send_with_yes_and_json_prints_only_json(config: Path, tmp_path: Path,
     doc = json.loads(result.stdout)
     assert doc["review_status"] == "approved" and doc["sent"]["kind"] == "feedback"
     assert len(sink.messages) == 1 and b"Thank you, this is approved." in sink.messages[0][2]
+
+
+@pytest.mark.dovecot
+def test_imap_synced_feedback_goes_back_over_smtp(dovecot_mailbox, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole loop on real servers: Dovecot IMAP sync, review, SMTP reply in the thread."""
+    from email import message_from_bytes
+
+    from tests.support.workflow_mail import CONFIG, OWNER, SmtpSink, mailbox_messages
+
+    dovecot_mailbox.create_folder("Sent")
+    for folder, _name, raw in mailbox_messages():
+        dovecot_mailbox.append(folder or "INBOX", raw)
+    for key, value in dovecot_mailbox.env().items():
+        monkeypatch.setenv(key, value)
+    with SmtpSink() as sink:
+        head = CONFIG[:CONFIG.index("[[sources]]")].format(data=tmp_path / "data", owner=OWNER)
+        source = dovecot_mailbox.source_toml(name="inbox", folders=["INBOX", "Sent"])
+        config = tmp_path / "config.toml"
+        config.write_text(head + source + "[sources.settings.smtp]\nhost = \"127.0.0.1\"\n"
+                          f"port = {sink.port}\nsecurity = \"none\"\n")
+        run(config, "sync")
+        rows = queue(config)
+        assert [r["filename"] for r in rows][:2] == ["logo-spring.png", "blog-freelancer.docx"]
+        assert {r["source"] for r in rows} == {"inbox"}
+        roster = {r["name"]: r for r in json.loads(run(config, "contractors", "--json").stdout)}
+        assert roster["Maria Lopez"]["median_turnaround_hours"] == pytest.approx(20, abs=0.1)
+        run(config, "review", "changes", rows[1]["id"], "--rating", "3", "--feedback",
+            "Shorter intro, please.", "--send", "--yes")
+    assert len(sink.messages) == 1
+    msg = message_from_bytes(sink.messages[0][2])
+    assert msg["To"] == "Sam Chen <sam@example.com>"
+    assert msg["In-Reply-To"] == "<work-t4@example.com>"
+    assert msg["References"].split() == ["<brief-t4@owner.example.com>", "<work-t4@example.com>"]
+    assert msg["From"] == dovecot_mailbox.user  # the IMAP username is the default sender

@@ -524,7 +524,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
             size = as_int(info.get("size") or info.get("file_size"))
             ctype = str(info.get("content_type") or guessed)
             url = self.api.absolute(str(info.get("url") or
-                                        f"/api/messages/0.1/messages/{mid}/{quote(filename)}"))
+                                        f"/api/messages/0.1/messages/{mid}/{quote(filename, safe='')}"))
             cap = self.context.max_attachment_bytes
             if size is not None and size > cap:
                 yield self._too_large(filename, ctype, size, url, cap)

@@ -672,7 +672,7 @@ class Sandbox:
                 "size": len(f.data), "content_type": f.content_type,
                 "time_created": f.created,
                 "url": (f"{self.base_url}/api/messages/0.1/messages/{f.message_id}/"
-                        f"{quote(f.filename)}"),
+                        f"{quote(f.filename, safe="")}"),
             } for f in files]}
         if rest == ["messages"]:
             in_threads = _ints(query, "threads")
@@ -841,9 +841,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._authorized = True
             file = sandbox.download(path)
             if file is not None:
-                safe = file.filename.replace('"', "")
                 self._send(200, file.data, file.content_type,
-                           {"Content-Disposition": f'attachment; filename="{safe}"'})
+                           {"Content-Disposition": content_disposition(file.filename)})
                 return
             if not path.startswith(API + "/"):
                 raise SandboxError(404, "ExceptionCodes.NOT_FOUND", f"No route for {path}")
@@ -908,6 +907,14 @@ class _Handler(BaseHTTPRequestHandler):
                     entry.revoked = True
             return 0
         return 0
+
+
+def content_disposition(filename: str) -> str:
+    """RFC 6266/5987 header for any file name: an ASCII fallback plus the UTF-8 name."""
+    from urllib.parse import quote
+
+    fallback = "".join(ch if " " <= ch < "\x7f" and ch != '"' else "_" for ch in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def start_sandbox(seed: int = 1, threads: int = 8, messages_per_thread: int = 6,

@@ -380,21 +380,23 @@ def parse_fetch(data: Sequence[Any]) -> dict[int, dict[bytes, Any]]:
 
 
 def _tokenize(text: bytes, stack: list[list[Value]]) -> None:
-    for match in _TOKENS.finditer(text):
-        opened, closed, quoted, atom, _literal, other = match.groups()
-        if opened is not None:
+    current = stack[-1]
+    for opened, closed, quoted, atom, literal, other in _TOKENS.findall(text):
+        if opened:
             child: list[Value] = []
-            stack[-1].append(child)
+            current.append(child)
             stack.append(child)
-        elif closed is not None:
+            current = child
+        elif closed:
             if len(stack) > 1:
                 stack.pop()
-        elif quoted is not None:
-            stack[-1].append(_UNESCAPE.sub(rb"\1", quoted) if b"\\" in quoted else quoted)
-        elif atom is not None:
-            stack[-1].append(None if atom.upper() == b"NIL" else atom)
-        elif other is not None:
-            stack[-1].append(other)
+                current = stack[-1]
+        elif atom:
+            current.append(None if len(atom) == 3 and atom.upper() == b"NIL" else atom)
+        elif other:
+            current.append(other)
+        elif not literal:  # a quoted string (possibly empty)
+            current.append(_UNESCAPE.sub(rb"\1", quoted) if b"\\" in quoted else quoted)
         # a literal marker: its bytes follow as the next item
 
 

@@ -1248,7 +1248,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Type", att.content_type)
             self.send_header("Content-Length", str(att.size))
-            self.send_header("Content-Disposition", f'attachment; filename="{att.filename}"')
+            self.send_header("Content-Disposition", content_disposition(att.filename))
             self.end_headers()
             for chunk in att.content():
                 self.wfile.write(chunk)
@@ -1260,6 +1260,15 @@ class _Handler(BaseHTTPRequestHandler):
 def _operation_name(query: Any) -> str | None:
     match = re.match(r"\s*(?:query|mutation)\s+([A-Za-z_]\w*)", query if isinstance(query, str) else "")
     return match.group(1) if match else None
+
+
+def content_disposition(filename: str) -> str:
+    """RFC 6266/5987 header for any file name: an ASCII fallback plus the UTF-8 name."""
+    from urllib.parse import quote
+
+    fallback = filename.encode("ascii", "replace").decode("ascii").replace('"', "_")
+    fallback = "".join(ch if " " <= ch < "\x7f" else "_" for ch in fallback)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def start_sandbox(

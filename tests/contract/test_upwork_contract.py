@@ -33,7 +33,7 @@ class UpworkRemote(RemoteFixture):
 
     def settings(self) -> dict[str, Any]:
         return self.sandbox.settings(client_secret={"env": SECRET_ENV}, page_size=2,
-                                     rate_per_second=10, timeout=5, max_retries=0)
+                                     rate_per_second=9.5, timeout=5, max_retries=0)
 
     def add_message(self, text: str) -> None:
         self.sandbox.add_story(self.room.id, text)

@@ -111,24 +111,32 @@ def _mail(sender: str, sender_name: str, to: str, subject: str, when: datetime, 
     return msg.as_bytes()
 
 
-def build_mailbox(root: Path, now: datetime | None = None) -> Path:
-    """Write the mailbox; return its root."""
+def mailbox_messages(now: datetime | None = None) -> list[tuple[str, str, bytes]]:
+    """Every mail of the scenario as ``(folder, name, raw)``; folder "" is the inbox."""
     now = now or datetime.now(UTC)
+    out: list[tuple[str, str, bytes]] = []
     for task in TASKS:
         brief_at = now - timedelta(days=task.brief_days_ago)
         brief_id = f"<brief-{task.key}@owner.example.com>"
-        _deliver(root / ".Sent", _mail(
+        out.append(("Sent", f"brief-{task.key}", _mail(
             OWNER, "Owner", f"{task.name} <{task.contractor}>", task.subject, brief_at,
-            brief_id, f"Hi, could you do this: {task.subject}?"), f"brief-{task.key}")
+            brief_id, f"Hi, could you do this: {task.subject}?")))
         done_at = brief_at + timedelta(hours=task.hours_to_deliver)
-        _deliver(root, _mail(
+        out.append(("", f"work-{task.key}", _mail(
             task.contractor, task.name, OWNER, f"Re: {task.subject}", done_at,
             f"<work-{task.key}@{task.contractor.split('@')[1]}>", "Here it is, see attached.",
             reply_to=brief_id,
-            attachment=(task.filename, f"{task.key} file content".encode() * 20)),
-            f"work-{task.key}")
-    _deliver(root, _mail("news@shop.example", "Shop News", OWNER, "Sale!", now - timedelta(days=3),
-                         "<news-1@shop.example>", "Everything half price."), "news-1")
+            attachment=(task.filename, f"{task.key} file content".encode() * 20))))
+    out.append(("", "news-1", _mail("news@shop.example", "Shop News", OWNER, "Sale!",
+                                    now - timedelta(days=3), "<news-1@shop.example>",
+                                    "Everything half price.")))
+    return out
+
+
+def build_mailbox(root: Path, now: datetime | None = None) -> Path:
+    """Write the mailbox as a Maildir (``.Sent`` for the owner's briefs); return its root."""
+    for folder, name, raw in mailbox_messages(now):
+        _deliver(root / f".{folder}" if folder else root, raw, name)
     return root
 
 

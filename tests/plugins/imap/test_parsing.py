@@ -16,7 +16,7 @@ def test_parse_fetch_literals_strings_nil_and_nesting() -> None:
     data = [
         (b'1 (UID 7 FLAGS (\\Seen) BODY[1] {5}', b"hello"),
         (b' BODY[HEADER.FIELDS (FROM SUBJECT)] {3}', b"a\r\n"),
-        b' X "quo\\"ted" Y NIL Z "NIL")',
+        b' X "quo\\"ted" Y NIL Z "NIL" W "")',
         (b'2 (UID 9 BODY[2] {0}', b""),
         b")",
         b"3 (FLAGS ())",  # no UID: an unsolicited update, ignored
@@ -28,6 +28,7 @@ def test_parse_fetch_literals_strings_nil_and_nesting() -> None:
     assert first[b"BODY[1]"] == b"hello"
     assert first[b"BODY[HEADER.FIELDS (FROM SUBJECT)]"] == b"a\r\n"
     assert first[b"X"] == b'quo"ted' and first[b"Y"] is None and first[b"Z"] == b"NIL"
+    assert first[b"W"] == b""
     assert parsed[9][b"BODY[2]"] == b""
 
 
