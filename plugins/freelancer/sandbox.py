@@ -672,7 +672,7 @@ class Sandbox:
                 "size": len(f.data), "content_type": f.content_type,
                 "time_created": f.created,
                 "url": (f"{self.base_url}/api/messages/0.1/messages/{f.message_id}/"
-                        f"{quote(f.filename, safe="")}"),
+                        f"{quote(f.filename, safe='')}"),
             } for f in files]}
         if rest == ["messages"]:
             in_threads = _ints(query, "threads")
