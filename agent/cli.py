@@ -18,6 +18,7 @@ from agent.errors import ConfigError, RetainerError
 
 if TYPE_CHECKING:
     from agent.config import Config
+    from agent.configfile import QuickConfig
     from agent.plugins import PluginHost
     from agent.store import Store
 
@@ -49,10 +50,16 @@ class App:
 
         return load_config(self.config_path, self.host if validate else None, only=only)
 
-    def store(self, config: Config | None = None, *, create: bool = True) -> Store:
+    def quick(self) -> QuickConfig:
+        """The data folder and review settings, read without validating the whole file."""
+        from agent.configfile import quick_config
+
+        return quick_config(self.config_path)
+
+    def store(self, config: Config | QuickConfig | None = None, *, create: bool = True) -> Store:
         from agent.store import Store
 
-        config = config or self.config(validate=False)
+        config = config or self.quick()
         return Store(config.data_dir, create=create)
 
 
@@ -138,7 +145,8 @@ def setup_logging(verbose: int, *, daemon: bool = False) -> None:
     if verbose < 0:
         level = logging.ERROR
     handler = logging.StreamHandler(sys.stderr)
-    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if daemon else "retainer: %(levelname)s: %(message)s"
+    fmt = ("%(asctime)s %(levelname)s %(name)s: %(message)s" if daemon
+           else "retainer: %(levelname)s: %(message)s")
     handler.setFormatter(logging.Formatter(fmt))
     handler.addFilter(ScrubSecrets())
     root = logging.getLogger()
@@ -174,7 +182,7 @@ def progress_printer() -> Callable[[str, int, int], None] | None:
 def cli(ctx: click.Context, config_path: Path | None, strict: bool, verbose: int,
         quiet: bool) -> None:
     """Keep your freelancers, their messages and their deliverables in one reviewed place."""
-    from agent.config import default_config_path
+    from agent.configfile import default_config_path
 
     strict = strict or os.environ.get("RETAINER_STRICT") == "1"
     setup_logging(-1 if quiet else verbose)
@@ -636,25 +644,44 @@ def demo(ctx: click.Context, target: Path | None) -> None:
 # -- entry point -----------------------------------------------------------------------------
 
 
-def build_cli(app: App | None = None) -> click.Group:
-    """The command group with the plugins' commands added (``register_commands``)."""
+def build_cli(app: App | None = None, *, command: str | None = None) -> click.Group:
+    """The command group with the plugins' commands added (``register_commands``).
+
+    When ``command`` names a builtin command, plugins are not loaded here: a listing
+    command then starts without importing every plugin (they load later if needed).
+    """
     from agent.commands import register as _register_commands
 
     _register_commands(cli)
-    if app is not None:
+    if app is not None and (command is None or command not in cli.commands):
         app.host.call_each("register_commands", cli=cli)
     return cli
+
+
+def _command_name(args: Sequence[str]) -> str | None:
+    """The subcommand in ``args`` (the first word that is not a global option)."""
+    takes_value = {"--config"}
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg in takes_value:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     # Retainer loads no pydantic plugins; skipping their discovery saves start-up time.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
-    from agent.config import default_config_path
+    from agent.configfile import default_config_path
 
     args = list(sys.argv[1:] if argv is None else argv)
     app = App(default_config_path(), "--strict" in args, 0)
     try:
-        group = build_cli(app)
+        group = build_cli(app, command=_command_name(args))
     except RetainerError as exc:
         click.echo(f"retainer: error: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -65,9 +65,9 @@ def review_list(app: App, as_json: bool, show_all: bool) -> None:
     """Deliverables waiting for review, oldest first; overdue ones are flagged."""
     from agent.review import queue
 
-    config = app.config(validate=False)
+    config = app.quick()
     store = app.store(config)
-    rows = queue(store, overdue_after=config.agent.review_overdue, include_reviewed=show_all)
+    rows = queue(store, overdue_after=config.review_overdue, include_reviewed=show_all)
     if as_json:
         emit_json(rows)
         return
@@ -79,7 +79,7 @@ def review_list(app: App, as_json: bool, show_all: bool) -> None:
             r["review_status"]) for r in rows],
           ["id", "age", "contractor", "task", "file", "size", "review"])
     late = sum(r["overdue"] for r in rows)
-    limit = _hours(config.agent.review_overdue.total_seconds() / 3600)
+    limit = _hours(config.review_overdue.total_seconds() / 3600)
     click.echo(f"\n{len(rows)} waiting" + (f", {late} overdue (older than {limit})" if late else ""))
 
 

@@ -7,9 +7,7 @@ before anything runs, with a message naming the file, the source and the key.
 
 from __future__ import annotations
 
-import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -17,45 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.configfile import CONFIG_ENV as CONFIG_ENV
+from agent.configfile import default_config_path as default_config_path
+from agent.configfile import default_data_dir, expand_path, parse_duration, read_toml
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
     from agent.plugins import PluginHost
 
-CONFIG_ENV = "RETAINER_CONFIG"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
-_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-
-
-def default_config_path() -> Path:
-    """``$RETAINER_CONFIG``, else ``config.toml`` in the platform's user config folder."""
-    if os.environ.get(CONFIG_ENV):
-        return Path(os.environ[CONFIG_ENV]).expanduser()
-    from platformdirs import user_config_path
-
-    return user_config_path("retainer") / "config.toml"
-
-
-def default_data_dir() -> Path:
-    from platformdirs import user_data_path
-
-    return user_data_path("retainer")
-
-
-def parse_duration(value: Any) -> timedelta:
-    """``"90s"``, ``"5m"``, ``"1h"``, ``"2d"`` or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError(f'"{value}" is not a duration; write e.g. "30s", "5m", "1h", "1d"')
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError("a duration must be positive")
-    return timedelta(seconds=seconds)
 
 
 class _Strict(BaseModel):
@@ -72,7 +39,7 @@ class AgentSection(_Strict):
     @field_validator("data_dir", mode="before")
     @classmethod
     def _expand(cls, value: Any) -> Path:
-        return Path(os.path.expandvars(str(value))).expanduser()
+        return expand_path(value)
 
     @field_validator("owner_emails")
     @classmethod
@@ -171,21 +138,6 @@ def _errors(path: Path, exc: ValidationError, data: dict[str, Any], prefix: str 
         message = err["msg"].removeprefix("Value error, ")
         lines.append(f"{path}: {prefix}{where}: {message}")
     return "\n".join(lines)
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no config file here; run `retainer init` to write a starter config, "
-            f"or pass --config PATH"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
 
 
 def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | None = None

@@ -73,7 +73,7 @@ class Event:
 
 
 def _duration(value: Any) -> timedelta:
-    from agent.config import parse_duration
+    from agent.configfile import parse_duration
 
     return parse_duration(value)
 

@@ -18,7 +18,7 @@ import plugins.maildir
 from agent import testing as kit
 from agent.cli import cli
 from agent.connector import Connector, Platform, Settings
-from agent.errors import PluginError
+from agent.errors import ConfigError, PluginError
 from agent.mailformats import MailFormat
 from agent.models import Cursor, Identity, Message, Page, Record
 from agent.plugins import PluginHost, hookimpl, make_plugin_host
@@ -149,6 +149,38 @@ def test_hook_register_commands(plugin_host: PluginHost) -> None:
     plugin_host.call_each("register_commands", cli=group)
     result = CliRunner().invoke(group, ["hello"])
     assert (result.exit_code, result.output) == (0, "hello from a plugin\n")
+
+
+def test_hook_register_notifiers() -> None:
+    from agent.notify import Event, Notifier, NotifierSettings, build_notifiers
+
+    received: list[list[Event]] = []
+
+    class PagerSettings(NotifierSettings):
+        channel: str
+
+    class Pager(Notifier):
+        settings_model = PagerSettings
+
+        def send(self, events: list[Event]) -> None:
+            received.append(events)
+
+    class PagerPlugin:
+        __name__ = "pager"
+
+        @hookimpl
+        def register_notifiers(self, register: Any) -> None:
+            register("pager", Pager)
+
+    host = make_plugin_host(entrypoints=False, extra=[PagerPlugin()])
+    (pager,) = build_notifiers([{"type": "pager", "channel": "#ops"}], host)
+    assert isinstance(pager, Pager) and pager.settings.channel == "#ops"  # type: ignore[attr-defined]
+    pager.send([Event("overdue", "k", "1 deliverable overdue", "logo.png")])
+    assert received[0][0].title == "1 deliverable overdue"
+    with pytest.raises(ConfigError, match="channel"):
+        build_notifiers([{"type": "pager"}], host)
+    with pytest.raises(ConfigError, match="pager"):
+        build_notifiers([{"type": "pager", "channel": "x"}], make_plugin_host(entrypoints=False))
 
 
 def test_hook_records_stored(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ import json
 import os
 import stat
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_attachments_from_contractors_become_deliverables(store):
     assert d["size"] == len(data)
     path = os.path.realpath(d["path"])
     assert path.startswith(os.path.realpath(store.files_dir))
-    assert open(path, "rb").read() == data
+    assert Path(path).read_bytes() == data
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 

@@ -27,15 +27,18 @@ import binascii
 import copy
 import email.utils
 import logging
+import os
 import re
 import socket
 import ssl
+import tempfile
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from queue import Full, Queue
 from typing import Any, ClassVar, TypeVar
 
@@ -64,6 +67,10 @@ CURSOR_VERSION = 1
 #: Most bytes (as the server declares them) fetched in one part-FETCH command, and kept
 #: in one page: bigger batches are split so memory stays bounded.
 CHUNK_BYTES = 24 * 1024 * 1024
+#: Attachments larger than this (encoded) are fetched on their own, in pieces of
+#: :data:`STREAM_PIECE` bytes, and decoded into a file in the scratch folder.
+STREAM_BYTES = 8 * 1024 * 1024
+STREAM_PIECE = 4 * 1024 * 1024
 #: Text parts larger than this (encoded) are not fetched; the message gets a defect.
 MAX_TEXT_PART_BYTES = 8 * 1024 * 1024
 #: Body parts of one message looked at; the rest are ignored with a defect.
@@ -161,11 +168,14 @@ class Plan:
 
     @property
     def sections(self) -> tuple[str, ...]:
-        return tuple(sorted({p.section for p in self.text_parts} | {p.section for p in self.download}))
+        """The parts fetched together with other messages' (big ones come on their own)."""
+        return tuple(sorted({p.section for p in self.text_parts}
+                            | {p.section for p in self.download if p.size <= STREAM_BYTES}))
 
     @property
     def fetch_bytes(self) -> int:
-        return sum(p.size for p in self.text_parts) + sum(p.size for p in self.download)
+        return (sum(p.size for p in self.text_parts)
+                + sum(p.size for p in self.download if p.size <= STREAM_BYTES))
 
 
 # -- BODYSTRUCTURE helpers -------------------------------------------------------------
@@ -418,6 +428,7 @@ class ImapConnector(Connector[ImapSettings]):
         self.capabilities: frozenset[bytes] = frozenset()
         self.stats = Stats()
         self._worker: threading.Thread | None = None
+        self._scratch: set[Path] = set()  # files of big attachments not yet released
         self._stop = threading.Event()
 
     # -- connection ----------------------------------------------------------------
@@ -536,6 +547,8 @@ class ImapConnector(Connector[ImapSettings]):
 
     def close(self) -> None:
         self._stop_worker()
+        for path in list(self._scratch):
+            self._forget(path)
         client, self.client = self.client, None
         if client is None:
             return
@@ -568,8 +581,8 @@ class ImapConnector(Connector[ImapSettings]):
     def _retrying(self, folder: str | None, action: Callable[[IMAPClient], T]) -> T:
         """Run ``action`` on a ready connection; reconnect and repeat it if it drops."""
         while True:
-            client = self._ready(folder) if folder else (self.client or self.connect())
             try:
+                client = self._ready(folder) if folder else (self.client or self.connect())
                 return action(client)
             except ssl.SSLCertVerificationError as exc:
                 raise self._tls_error(exc) from None
@@ -587,6 +600,9 @@ class ImapConnector(Connector[ImapSettings]):
                                  self.where, _reason(exc), self.stats.reconnects,
                                  self.settings.max_reconnects)
                 time.sleep(min(0.2 * self.stats.reconnects, 2.0))
+            except IMAPClientError as exc:  # NO / BAD: the server refused a command
+                raise SourceError(f"{self.where}: the server refused a command "
+                                  f"({_reason(exc)}); will try again next sync") from None
 
     # -- the sync ------------------------------------------------------------------
 
@@ -613,7 +629,9 @@ class ImapConnector(Connector[ImapSettings]):
     def fetch(self, cursor: Cursor) -> Iterator[Page]:
         """Yield pages; the next batch is fetched in a thread while the host stores this one."""
         if not self.settings.prefetch:
-            yield from self.pages(cursor)
+            for page in self.pages(cursor):
+                yield page
+                self._release(page)
             return
         self._stop.clear()
         queue: Queue[tuple[str, Any]] = Queue(maxsize=1)
@@ -644,6 +662,7 @@ class ImapConnector(Connector[ImapSettings]):
                 kind, value = queue.get()
                 if kind == "page":
                     yield value
+                    self._release(value)
                 elif kind == "done":
                     return
                 else:
@@ -901,6 +920,59 @@ class ImapConnector(Connector[ImapSettings]):
         self.stats.messages += len(messages)
         return messages
 
+    def _stream(self, folder: str, uid: int, part: Part, filename: str, defects: list[str]
+                ) -> Attachment:
+        """Fetch one big part in pieces, decoding it into a file in the scratch folder."""
+        scratch = self.context.scratch_dir
+        scratch.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".imap-", suffix=".part", dir=scratch)
+        path = Path(name)
+        self._scratch.add(path)
+        decoder = _StreamDecoder(part.encoding)
+        written = offset = 0
+        with os.fdopen(fd, "wb") as handle:
+            while True:
+                item = f"(UID BODY.PEEK[{part.section}]<{offset}.{STREAM_PIECE}>)"
+
+                def piece(client: IMAPClient, item: str = item) -> bytes | None:
+                    found = self._uid_fetch(client, [uid], item).get(uid, {})
+                    for key, value in found.items():
+                        if key.startswith(f"BODY[{part.section}]".encode()):
+                            return value if isinstance(value, bytes) else b""
+                    return None
+
+                data = self._retrying(folder, piece)
+                if data is None:
+                    break
+                offset += len(data)
+                chunk = decoder.feed(data, final=len(data) < STREAM_PIECE)
+                handle.write(chunk)
+                written += len(chunk)
+                if len(data) < STREAM_PIECE or offset > part.size + STREAM_PIECE:
+                    break
+        if decoder.defect:
+            defects.append(decoder.defect)
+        if offset == 0:
+            defects.append("MissingPart")
+            self._forget(path)
+            return Attachment(filename, part.content_type, size=part.decoded_estimate,
+                              remote_id=f"part-{part.section}", status="not_downloaded",
+                              note="the server did not return this part")
+        self.stats.downloaded += 1
+        return Attachment(filename, part.content_type, size=written, path=path,
+                          remote_id=f"part-{part.section}")
+
+    def _forget(self, path: Path) -> None:
+        self._scratch.discard(path)
+        path.unlink(missing_ok=True)
+
+    def _release(self, page: Page) -> None:
+        """Delete the scratch files of a page the host has stored (it copies them)."""
+        for record in page.records:
+            for attachment in getattr(record, "attachments", ()):
+                if attachment.path is not None and attachment.path in self._scratch:
+                    self._forget(attachment.path)
+
     def _message(self, plan: Plan, body: dict[bytes, Any], folder: str) -> Message:
         defects = plan.defects
         texts: list[str] = []
@@ -927,6 +999,9 @@ class ImapConnector(Connector[ImapSettings]):
                 attachments.append(next(skipped))
                 continue
             filename = part.filename or _default_name(part)
+            if part.size > STREAM_BYTES:
+                attachments.append(self._stream(folder, plan.uid, part, filename, defects))
+                continue
             raw = body.get(f"BODY[{part.section}]".encode())
             if not isinstance(raw, bytes):
                 defects.append("MissingPart")
@@ -951,6 +1026,33 @@ class ImapConnector(Connector[ImapSettings]):
             self.log.warning("%s: message %s has MIME defects (%s); kept what could be read",
                              self.context.source, info.remote_id, ", ".join(sorted(set(defects))))
         return build_message(info, text, attachments, extra, html=html)
+
+
+class _StreamDecoder:
+    """Undo a transfer encoding piece by piece (pieces may split base64 groups and
+    quoted-printable escapes anywhere)."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        self.rest = b""
+        self.defect = ""
+
+    def feed(self, data: bytes, *, final: bool) -> bytes:
+        if self.encoding == "base64":
+            data = self.rest + data.translate(None, b"\r\n \t")
+            cut = len(data) if final else len(data) - len(data) % 4
+            self.rest = data[cut:]
+            defects: list[str] = []
+            out = decode_transfer(data[:cut], "base64", defects)
+            if defects:
+                self.defect = defects[0]
+            return out
+        if self.encoding == "quoted-printable":
+            data = self.rest + data
+            cut = len(data) if final else data.rfind(b"\n") + 1
+            self.rest = data[cut:]
+            return binascii.a2b_qp(data[:cut])
+        return data
 
 
 def uid_set(uids: Sequence[int]) -> str:

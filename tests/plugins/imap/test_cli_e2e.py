@@ -116,6 +116,7 @@ def test_self_signed_server_without_ca_file_exits_1(dovecot_mailbox: Mailbox, tm
     assert "ca_file" in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume(dovecot_mailbox: Mailbox, tmp_path: Path) -> None:
     """50 syncs killed with SIGKILL at random moments; the store always loads and ends with
     exactly the mailbox's messages, each once. When a sync finishes before its kill, the

@@ -382,3 +382,62 @@ def test_settings_resolve_the_password_and_hide_it(dovecot_mailbox: Mailbox, mon
     s = settings(dovecot_mailbox, monkeypatch)
     assert s.password.get_secret_value() == dovecot_mailbox.password
     assert dovecot_mailbox.password not in repr(s)
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_big_attachments_are_streamed_to_a_file(dovecot_mailbox: Mailbox, monkeypatch: Any,
+                                                tmp_path: Path, prefetch: bool) -> None:
+    import random
+
+    big = random.Random(3).randbytes(9 * 1024 * 1024 + 123)  # base64: ~12.5 MB on the wire
+    dovecot_mailbox.append("INBOX", make_message(1, attachments=[
+        ("small.bin", b"tiny", "application/octet-stream"),
+        ("video.mp4", big, "video/mp4")]))
+    dovecot_mailbox.append_many("INBOX", corpus(3, start=2))
+    ctx = context(tmp_path)
+    conn = connector(dovecot_mailbox, monkeypatch, tmp_path, ctx=ctx, prefetch=prefetch)
+    seen: list[Message] = []
+    try:
+        for page in conn.fetch({}):
+            for record in page.records:
+                assert isinstance(record, Message)
+                seen.append(record)
+                for att in record.attachments:
+                    if att.filename == "video.mp4":
+                        # the host stores the page before asking for the next: the file is there
+                        assert att.data is None and att.path is not None
+                        assert att.path.parent == ctx.scratch_dir
+                        assert att.path.read_bytes() == big and att.size == len(big)
+    finally:
+        conn.close()
+    assert len(seen) == 4
+    small, video = seen[0].attachments
+    assert small.data == b"tiny"
+    assert video.status == "stored"
+    assert list(ctx.scratch_dir.iterdir()) == []  # released once stored, and at close
+
+
+def test_stream_decoder_any_split() -> None:
+    import base64
+    import quopri
+    import random
+
+    from plugins.imap.connector import _StreamDecoder, decode_transfer
+
+    rng = random.Random(5)
+    data = rng.randbytes(5000) + "caf\u00e9 = long line ".encode() * 40
+    for encoding, encoded in (("base64", base64.encodebytes(data).replace(b"\n", b"\r\n")),
+                              ("quoted-printable", quopri.encodestring(data).replace(b"\n", b"\r\n")),
+                              ("7bit", data)):
+        whole = decode_transfer(encoded, encoding, [])
+        assert whole == data or encoding == "quoted-printable"  # QP turns raw \n into \r\n
+        for _ in range(20):
+            decoder = _StreamDecoder(encoding)
+            out = b""
+            position = 0
+            while position < len(encoded):
+                step = rng.randint(1, 700)
+                piece = encoded[position:position + step]
+                position += step
+                out += decoder.feed(piece, final=position >= len(encoded))
+            assert out == whole, encoding

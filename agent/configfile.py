@@ -1,0 +1,93 @@
+"""The config file without validation: where it is, reading TOML, durations, data folder.
+
+Kept free of pydantic so that commands which only read the store start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+
+CONFIG_ENV = "RETAINER_CONFIG"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
+_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+DEFAULT_REVIEW_OVERDUE = timedelta(days=3)
+
+
+def default_config_path() -> Path:
+    """``$RETAINER_CONFIG``, else ``config.toml`` in the platform's user config folder."""
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV]).expanduser()
+    from platformdirs import user_config_path
+
+    return user_config_path("retainer") / "config.toml"
+
+
+def default_data_dir() -> Path:
+    from platformdirs import user_data_path
+
+    return user_data_path("retainer")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"90s"``, ``"5m"``, ``"1h"``, ``"2d"`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f'"{value}" is not a duration; write e.g. "30s", "5m", "1h", "1d"')
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return timedelta(seconds=seconds)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no config file here; run `retainer init` to write a starter config, "
+            f"or pass --config PATH"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+
+
+@dataclass(frozen=True)
+class QuickConfig:
+    """The few [agent] values read-only commands need, read without full validation."""
+
+    path: Path
+    data_dir: Path
+    review_overdue: timedelta
+
+
+def expand_path(value: Any) -> Path:
+    return Path(os.path.expandvars(str(value))).expanduser()
+
+
+def quick_config(path: Path) -> QuickConfig:
+    """``data_dir`` and ``review_overdue`` from ``path``; ``retainer config check`` validates."""
+    agent = read_toml(path).get("agent", {})
+    if not isinstance(agent, dict):
+        raise ConfigError(f"{path}: agent: must be a table ([agent])")
+    data_dir = expand_path(agent["data_dir"]) if "data_dir" in agent else default_data_dir()
+    try:
+        overdue = parse_duration(agent.get("review_overdue", DEFAULT_REVIEW_OVERDUE))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: agent.review_overdue: {exc}") from None
+    return QuickConfig(path, data_dir, overdue)
