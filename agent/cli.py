@@ -572,6 +572,10 @@ def _toml_table(values: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_SANDBOX_ON = "enabled = true  # a sandbox that runs while `retainer demo` runs"
+_SANDBOX_OFF = "enabled = false  # its sandbox stopped when `retainer demo` ended"
+
+
 def _demo_sandboxes(stack: Any, app: App, config_path: Path) -> list[str]:
     """Start the marketplace sandboxes whose plugins are installed; add them as sources."""
     started: list[str] = []
@@ -583,7 +587,7 @@ def _demo_sandboxes(stack: Any, app: App, config_path: Path) -> list[str]:
         os.environ["RETAINER_DEMO_UPWORK_SECRET"] = upwork.client_secret
         settings = upwork.settings(client_secret={"env": "RETAINER_DEMO_UPWORK_SECRET"})
         extra += ('\n[[sources]]\nname = "demo-upwork"\nplatform = "upwork"\nevery = "15m"\n'
-                  "[sources.settings]\n" + _toml_table(settings))
+                  f"{_SANDBOX_ON}\n[sources.settings]\n" + _toml_table(settings))
         started.append("demo-upwork")
     if "freelancer" in app.host.platforms:
         from plugins.freelancer.sandbox import start_sandbox as start_freelancer
@@ -594,7 +598,7 @@ def _demo_sandboxes(stack: Any, app: App, config_path: Path) -> list[str]:
         settings = {"token": {"env": "RETAINER_DEMO_FREELANCER_TOKEN"},
                     "base_url": freelancer.base_url}
         extra += ('\n[[sources]]\nname = "demo-freelancer"\nplatform = "freelancer"\n'
-                  'every = "15m"\n[sources.settings]\n' + _toml_table(settings))
+                  f'every = "15m"\n{_SANDBOX_ON}\n[sources.settings]\n' + _toml_table(settings))
         started.append("demo-freelancer")
     if extra:
         with config_path.open("a") as handle:
@@ -632,6 +636,8 @@ def demo(ctx: click.Context, target: Path | None) -> None:
         if sandboxes:
             click.echo(f"Started local marketplace sandboxes: {', '.join(sandboxes)}")
         ctx.invoke(sync, sources=(), as_json=False)
+    if sandboxes:  # the config stays usable: later syncs skip the stopped sandboxes
+        config_path.write_text(config_path.read_text().replace(_SANDBOX_ON, _SANDBOX_OFF))
     click.echo("\n== Review queue (oldest first) ==")
     ctx.invoke(deliverables, as_json=False, unreviewed=True, contractor=None)
     click.echo("\n== Roster ==")

@@ -164,7 +164,7 @@ def test_retainer_demo_end_to_end(tmp_path):
         assert path.stat().st_mode & 0o777 == 0o600
     # nothing from non-contractors became a deliverable (their files are only recorded)
     assert not any(item["filename"].startswith("invoice-") for item in queue)
-    messages = json.loads(cli(config, "messages", "--json").stdout)
+    messages = json.loads(cli(config, "messages", "--json", "--source", "demo-mail").stdout)
     assert len(messages) == len(generate_for(target))
     # a second sync reads nothing again
     again = cli(config, "sync")
