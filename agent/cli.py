@@ -233,6 +233,10 @@ def config_check(app: App, as_json: bool) -> None:
         sys.exit(1)
     sources = []
     for source in config.sources:
+        if source.name not in config.settings:
+            sources.append({"name": source.name, "platform": source.platform,
+                            "every": str(source.every), "enabled": False, "settings": {}})
+            continue
         settings = config.settings[source.name]
         sources.append({
             "name": source.name, "platform": source.platform,

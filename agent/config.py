@@ -164,6 +164,8 @@ def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | 
         for index, source in enumerate(config.sources):
             if only is not None and source.name not in only:
                 continue
+            if only is None and not source.enabled:
+                continue  # a disabled source is checked (and its secrets read) only by name
             label = f'sources[{index}] ("{source.name}")'
             if source.platform not in host.platforms:
                 known = ", ".join(sorted(host.platforms)) or "none"
