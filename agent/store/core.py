@@ -167,7 +167,7 @@ class Store:
     def month_shard(self, month: str) -> Shard:
         shard = self._month_shards.get(month)
         if shard is None:
-            if len(self._month_shards) >= 6:  # keep memory bounded on big first syncs
+            if len(self._month_shards) >= 3:  # keep memory bounded on big first syncs
                 oldest = next(iter(self._month_shards))
                 self._month_shards.pop(oldest).drop_cache()
             shard = self._month_shards[month] = Shard(self.root / "messages" / f"{month}.json")
@@ -475,7 +475,7 @@ class Store:
         for month, docs in messages_by_month.items():
             shard = self.month_shard(month)
             known = shard.key_map("messages")
-            fresh = [d for d in docs if d["id"] not in known]
+            fresh = list({d["id"]: d for d in docs if d["id"] not in known}.values())
             new, updated = shard.upsert_many("messages", docs)
             result.messages_new += new
             result.messages_updated += updated
@@ -554,10 +554,8 @@ class Store:
         thread = threads.get(thread_id) or {
             "id": thread_id, "source": source, "platform": msg_platform,
             "remote_id": thread_remote, "subject": record.subject, "identity": key,
-            "first_at": sent, "last_at": sent, "message_ids": [],
+            "first_at": sent, "last_at": sent,
         }
-        if message_id not in thread["message_ids"]:
-            thread["message_ids"] = [*thread["message_ids"], message_id]
         thread["first_at"] = min(thread["first_at"], sent)
         thread["last_at"] = max(thread["last_at"], sent)
         if key and not thread.get("identity"):
@@ -649,9 +647,7 @@ class Store:
         for doc in threads.values():
             current = shard.get("threads", doc["id"])
             if current is not None:
-                doc = dict(current, message_ids=sorted(set(current["message_ids"])
-                                                       | set(doc["message_ids"])),
-                           first_at=min(current["first_at"], doc["first_at"]),
+                doc = dict(current, first_at=min(current["first_at"], doc["first_at"]),
                            last_at=max(current["last_at"], doc["last_at"]),
                            identity=current.get("identity") or doc.get("identity"))
             docs.append(doc)
