@@ -41,14 +41,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit
-
-import requests
-import urllib3
 
 from agent.errors import AuthError, RateLimited, SourceError, TransientError
 from agent.files import FILE_MODE, TMP_PREFIX
+
+if TYPE_CHECKING:  # requests (and urllib3) are imported on first use: plugins register cheaply
+    import requests
 
 T = TypeVar("T")
 
@@ -190,8 +190,14 @@ class HttpClient:
         self._sleep = sleep
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
-        self._session = session or requests.Session()
-        self._own_session = session is None
+        if session is None:
+            import requests
+
+            session = requests.Session()
+            self._own_session = True
+        else:
+            self._own_session = False
+        self._session = session
         self.log = log or logging.getLogger("retainer.http")
         self._lock = threading.Lock()
         self._next_start: float | None = None
@@ -361,6 +367,8 @@ class HttpClient:
         refresh_auth: Callable[[], None] | None,
         consume: Callable[[requests.Response, float], T],
     ) -> T:
+        import requests
+
         where = f"{method} {redact_url(url)}"
         stop_at = self._clock() + self.deadline
         retries = 0
@@ -479,6 +487,9 @@ class HttpClient:
 
     def _iter_body(self, response: requests.Response, stop_at: float) -> Iterator[bytes]:
         """The body in pieces as they arrive (``read1``), checking the deadline in between."""
+        import requests
+        import urllib3
+
         raw = response.raw
         try:
             while True:
@@ -515,6 +526,8 @@ class _DeadlineBeforeStart(Exception):
 
 
 def _snippet(response: requests.Response, stop_at: float, client: HttpClient) -> str:
+    import requests
+
     try:
         raw = client._read_body(response, stop_at, limit=_BODY_SNIPPET * 4)
     except (_Deadline, requests.RequestException):

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-
 from agent.connector import SourceContext
 from agent.errors import AuthError, SourceError, TransientError
 from agent.http import HttpClient, HttpStatusError
@@ -54,6 +52,8 @@ class FreelancerApi:
 
     def __init__(self, settings: FreelancerSettings, context: SourceContext, *,
                  sleep: Callable[[float], None] = time.sleep) -> None:
+        import requests  # here, not at the top: registering the plugin stays cheap
+
         self.settings = settings
         self.context = context
         self.site_url = settings.base_url.rstrip("/")

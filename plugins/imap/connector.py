@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import socket
-import ssl
 import tempfile
 import threading
 import time
@@ -40,11 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from queue import Full, Queue
-from typing import Any, ClassVar, TypeVar
-
-from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
-from imapclient.imapclient import SocketTimeout
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from agent.connector import Connector, SourceContext
 from agent.errors import AuthError, SourceError, TransientError, UnsupportedOperation
@@ -62,6 +57,13 @@ from agent.mail import (
 )
 from agent.models import Attachment, Cursor, Message, Outgoing, Page
 from plugins.imap.settings import ImapSettings
+
+if TYPE_CHECKING:
+    # imapclient and ssl are imported by the methods that use them, so registering the
+    # plugin (every `retainer` start) does not pay for them.
+    import ssl
+
+    from imapclient import IMAPClient
 
 CURSOR_VERSION = 1
 #: Most bytes (as the server declares them) fetched in one part-FETCH command, and kept
@@ -81,8 +83,13 @@ MAX_DEPTH = 100
 HEADER_FIELDS = "DATE FROM SENDER TO CC SUBJECT MESSAGE-ID IN-REPLY-TO REFERENCES"
 META_ITEMS = f"(UID RFC822.SIZE INTERNALDATE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
 
-#: Exceptions that mean the connection is gone (the command may be repeated elsewhere).
-DROPPED: tuple[type[BaseException], ...] = (IMAPClientAbortError, OSError, EOFError)
+
+
+def dropped() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the connection is gone (the command may be repeated elsewhere)."""
+    from imapclient.exceptions import IMAPClientAbortError
+
+    return (IMAPClientAbortError, OSError, EOFError)
 
 T = TypeVar("T")
 
@@ -438,6 +445,8 @@ class ImapConnector(Connector[ImapSettings]):
         return f"{self.context.source}: {self.settings.host}:{self.settings.effective_port}"
 
     def ssl_context(self) -> ssl.SSLContext:
+        import ssl
+
         ca_file = self.settings.ca_file
         try:
             return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
@@ -447,6 +456,12 @@ class ImapConnector(Connector[ImapSettings]):
 
     def connect(self) -> IMAPClient:
         """Open, secure and log in a new connection (closing any old one)."""
+        import ssl
+
+        from imapclient import IMAPClient
+        from imapclient.exceptions import IMAPClientError
+        from imapclient.imapclient import SocketTimeout
+
         self._drop()
         settings = self.settings
         context = self.ssl_context() if settings.security != "none" else None
@@ -494,6 +509,10 @@ class ImapConnector(Connector[ImapSettings]):
         return client
 
     def _login(self, client: IMAPClient) -> None:
+        import ssl
+
+        from imapclient.exceptions import IMAPClientError, LoginError
+
         try:
             response = client.login(self.settings.username,
                                     self.settings.password.get_secret_value())
@@ -504,7 +523,7 @@ class ImapConnector(Connector[ImapSettings]):
                 "(some providers need an app password)") from None
         except ssl.SSLError as exc:
             raise self._tls_error(exc) from None
-        except DROPPED as exc:
+        except dropped() as exc:
             raise TransientError(f"{self.where}: the connection dropped during login "
                                  f"({_reason(exc)}); will try again") from None
         except IMAPClientError as exc:
@@ -559,6 +578,8 @@ class ImapConnector(Connector[ImapSettings]):
 
     def _ready(self, folder: str) -> IMAPClient:
         """A logged-in connection with ``folder`` selected read-only."""
+        from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+
         client = self.client or self.connect()
         if self.selected != folder:
             try:
@@ -580,13 +601,18 @@ class ImapConnector(Connector[ImapSettings]):
 
     def _retrying(self, folder: str | None, action: Callable[[IMAPClient], T]) -> T:
         """Run ``action`` on a ready connection; reconnect and repeat it if it drops."""
+        import ssl
+
+        from imapclient.exceptions import IMAPClientError
+
+        gone = dropped()
         while True:
             try:
                 client = self._ready(folder) if folder else (self.client or self.connect())
                 return action(client)
             except ssl.SSLCertVerificationError as exc:
                 raise self._tls_error(exc) from None
-            except DROPPED as exc:
+            except gone as exc:
                 self._drop()
                 if self._stop.is_set():  # the host stopped reading pages: do not reconnect
                     raise TransientError(f"{self.where}: sync stopped") from None
@@ -722,6 +748,8 @@ class ImapConnector(Connector[ImapSettings]):
             yield from self._sync_folder(name, folders, statuses[name], progress, total_later)
 
     def _status(self, name: str) -> dict[bytes, Any] | None:
+        from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+
         items = self.status_items()
 
         def run(client: IMAPClient) -> dict[bytes, Any] | None:

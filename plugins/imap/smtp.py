@@ -15,8 +15,6 @@ Certificates are always checked (``ca_file`` names a private CA's certificate).
 
 from __future__ import annotations
 
-import smtplib
-import ssl
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
@@ -95,6 +93,9 @@ def build_message(outgoing: Outgoing, sender: str, *, now: datetime | None = Non
 def send(settings: SmtpSettings, outgoing: Outgoing, *, username: str, password: str | None
          ) -> str:
     """Send ``outgoing``; return its Message-ID. Errors say what to do next."""
+    import smtplib  # here, not at the top: registering the plugin stays cheap
+    import ssl
+
     sender = settings.from_ or username
     message = build_message(outgoing, sender)
     context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file
