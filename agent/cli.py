@@ -241,7 +241,7 @@ def config_check(app: App, as_json: bool) -> None:
         else:
             click.echo(str(exc), err=True)
         sys.exit(1)
-    sources = []
+    sources: list[dict[str, Any]] = []
     for source in config.sources:
         if source.name not in config.settings:
             sources.append({"name": source.name, "platform": source.platform,

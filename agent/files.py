@@ -59,8 +59,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_private(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Atomically replace ``path`` with ``data``, mode 0600."""
+def write_private(path: Path, data: bytes, *, sync: bool = True, sync_dir: bool = True) -> None:
+    """Atomically replace ``path`` with ``data``, mode 0600.
+
+    ``sync_dir=False`` leaves the folder's fsync (which makes the rename durable) to the
+    caller, who may batch several renames in one folder before it.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -75,7 +79,7 @@ def write_private(path: Path, data: bytes, *, sync: bool = True) -> None:
         except FileNotFoundError:
             pass
         raise
-    if sync:
+    if sync and sync_dir:
         fsync_dir(path.parent)
 
 

@@ -26,11 +26,13 @@ from agent.models import (
     Record,
     Submission,
 )
-from agent.store.storage import Shard
+from agent.store.storage import Shard, batched_dir_sync
 
 log = logging.getLogger("retainer.store")
 
 SCHEMA_VERSION = 1
+MONTHLY = ("messages", "deliverables")  # folders of per-month shards
+MONTHLY_CACHE = 4
 LOCK_TIMEOUT = 120.0
 DELIVERABLE_STATUSES = {"stored", "too_large", "delivery_waiting", "link"}
 REVIEW_STATUSES = ("unreviewed", "approved", "changes_requested")
@@ -59,6 +61,11 @@ def message_id_for(source: str, remote_id: str) -> str:
 
 def thread_id_for(source: str, thread_remote_id: str) -> str:
     return "t_" + short_hash(source, thread_remote_id)
+
+
+def _month(doc: dict[str, Any]) -> str:
+    stamp = doc.get("received_at") or ""
+    return stamp[:7] if len(stamp) >= 7 else "0000-00"
 
 
 def _doc(value: dict[str, Any]) -> dict[str, Any]:
@@ -129,11 +136,11 @@ class Store:
         self.root = ensure_private_dir(self.data_dir / "store")
         self.files_dir = ensure_private_dir(self.data_dir / "files")
         self.tmp_dir = ensure_private_dir(self.data_dir / "tmp")
-        ensure_private_dir(self.root / "messages")
-        ensure_private_dir(self.root / "threads")
+        for folder in MONTHLY:
+            ensure_private_dir(self.root / folder)
         self._lock = FileLock(str(self.data_dir / "store.lock"), timeout=LOCK_TIMEOUT, mode=0o600)
         self._shards: dict[str, Shard] = {}
-        self._month_shards: dict[str, Shard] = {}
+        self._monthly: dict[str, Shard] = {}  # a few recently used monthly shards
         self._cleaned = False
         self._dirty_files = False
 
@@ -154,27 +161,35 @@ class Store:
         return self.shard("roster.json")
 
     @property
-    def deliverables_shard(self) -> Shard:
-        return self.shard("deliverables.json")
-
-    @property
     def contracts_shard(self) -> Shard:
         return self.shard("contracts.json")
 
-    def threads_shard(self, source: str) -> Shard:
-        return self.shard(f"threads/{sanitize_filename(source)}.json")
-
-    def month_shard(self, month: str) -> Shard:
-        shard = self._month_shards.get(month)
+    def monthly_shard(self, folder: str, month: str) -> Shard:
+        """The shard of one month in ``messages/`` or ``deliverables/``, kept in a small
+        cache so a big first sync does not hold every month in memory."""
+        relative = f"{folder}/{month}.json"
+        shard = self._monthly.pop(relative, None)
         if shard is None:
-            if len(self._month_shards) >= 3:  # keep memory bounded on big first syncs
-                oldest = next(iter(self._month_shards))
-                self._month_shards.pop(oldest).drop_cache()
-            shard = self._month_shards[month] = Shard(self.root / "messages" / f"{month}.json")
+            shard = Shard(self.root / relative)
+            if len(self._monthly) >= MONTHLY_CACHE:
+                self._monthly.pop(next(iter(self._monthly))).drop_cache()
+        self._monthly[relative] = shard  # most recently used last
         return shard
 
+    def month_shard(self, month: str) -> Shard:
+        return self.monthly_shard("messages", month)
+
+    def shard_names(self, folder: str) -> list[str]:
+        """The months that have a shard in ``folder``, oldest first."""
+        return sorted(p.stem for p in (self.root / folder).glob("*.json"))
+
     def month_names(self) -> list[str]:
-        return sorted(p.stem for p in (self.root / "messages").glob("*.json"))
+        return self.shard_names("messages")
+
+    def read_shard(self, folder: str, month: str) -> Shard:
+        """A shard for one pass of reading (not cached, so listings stay small in memory)."""
+        relative = f"{folder}/{month}.json"
+        return self._monthly.get(relative) or Shard(self.root / relative)
 
     def scratch_dir(self, source: str) -> Path:
         """An empty folder for one source's downloads in progress (same filesystem as files/).
@@ -214,8 +229,9 @@ class Store:
             self._lock.release()
 
     def _cleanup(self) -> None:
-        removed = remove_orphan_temps(self.root) + remove_orphan_temps(self.root / "messages")
-        removed += remove_orphan_temps(self.root / "threads")
+        removed = remove_orphan_temps(self.root)
+        for folder in MONTHLY:
+            removed += remove_orphan_temps(self.root / folder)
         for entry in self.tmp_dir.iterdir():
             if entry.is_file():
                 entry.unlink(missing_ok=True)
@@ -403,12 +419,17 @@ class Store:
         Idempotent: storing the same records again changes nothing. The caller commits the
         cursor only after this returns.
         """
+        with batched_dir_sync():
+            return self._commit_page(source, platform, records, owner_keys)
+
+    def _commit_page(self, source: str, platform: str, records: Sequence[Record],
+                     owner_keys: frozenset[str]) -> CommitResult:
         result = CommitResult()
         roster = self.roster()
         identity_updates: dict[str, dict[str, Any]] = {}
         contractor_updates: dict[str, dict[str, Any]] = {}
         messages_by_month: dict[str, list[dict[str, Any]]] = {}
-        threads: dict[str, dict[str, Any]] = {}
+        threads: dict[str, dict[str, dict[str, Any]]] = {}  # month -> thread id -> doc
         deliverables: list[dict[str, Any]] = []
         contracts: list[dict[str, Any]] = []
 
@@ -485,8 +506,8 @@ class Store:
             result.deliverables_new = len(result.deliverables)
         if contracts:
             self.contracts_shard.upsert_many("contracts", contracts)
-        if threads:
-            self._upsert_threads(source, threads)
+        for month, month_threads in threads.items():
+            self._upsert_threads(month, month_threads)
         if contractor_updates:
             self.roster_shard.upsert_many("contractors", list(contractor_updates.values()))
         if identity_updates:
@@ -503,7 +524,7 @@ class Store:
     def _stage_message(self, source: str, platform: str, record: Message,
                        owner_keys: frozenset[str], touch: Any, roster: Roster,
                        by_month: dict[str, list[dict[str, Any]]],
-                       threads: dict[str, dict[str, Any]],
+                       threads: dict[str, dict[str, dict[str, Any]]],
                        deliverables: list[dict[str, Any]]) -> None:
         msg_platform = record.platform or platform
         sender = record.sender
@@ -551,7 +572,8 @@ class Store:
             "attachments": attachments, "extra": _json_safe(dict(record.extra)) if record.extra else {},
         }
         by_month.setdefault(sent[:7] or "0000-00", []).append(doc)
-        thread = threads.get(thread_id) or {
+        month_threads = threads.setdefault(sent[:7] or "0000-00", {})
+        thread = month_threads.get(thread_id) or {
             "id": thread_id, "source": source, "platform": msg_platform,
             "remote_id": thread_remote, "subject": record.subject, "identity": key,
             "first_at": sent, "last_at": sent,
@@ -560,7 +582,7 @@ class Store:
         thread["last_at"] = max(thread["last_at"], sent)
         if key and not thread.get("identity"):
             thread["identity"] = key
-        threads[thread_id] = thread
+        month_threads[thread_id] = thread
 
     def _deliverable_doc(self, source: str, platform: str, remote_id: str,
                          message_id: str | None, thread_id: str | None, key: str | None,
@@ -624,25 +646,51 @@ class Store:
         return sha, str(target), size
 
     def _upsert_deliverables(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        shard = self.deliverables_shard
-        keys = shard.key_map("deliverables")
-        merged: list[dict[str, Any]] = []
         fresh: list[dict[str, Any]] = []
+        by_month: dict[str, list[dict[str, Any]]] = {}
         for doc in docs:
-            current = shard.get("deliverables", doc["id"]) if doc["id"] in keys else None
-            if current is not None:
-                # re-fetched: keep everything the owner did (review, notes)
-                doc = {**doc, "review_status": current.get("review_status", "unreviewed"),
-                       "review": current.get("review"),
-                       **{k: v for k, v in current.items() if k not in doc}}
-            else:
-                fresh.append(doc)
-            merged.append(doc)
-        shard.upsert_many("deliverables", merged)
+            by_month.setdefault(_month(doc), []).append(doc)
+        for month, month_docs in by_month.items():
+            shard = self.monthly_shard("deliverables", month)
+            merged: list[dict[str, Any]] = []
+            for doc in month_docs:
+                current = shard.get("deliverables", doc["id"])
+                if current is not None:
+                    # re-fetched: keep everything the owner did (review, notes)
+                    doc = {**doc, "review_status": current.get("review_status", "unreviewed"),
+                           "review": current.get("review"),
+                           **{k: v for k, v in current.items() if k not in doc}}
+                elif all(d["id"] != doc["id"] for d in fresh):
+                    fresh.append(doc)
+                merged.append(doc)
+            shard.upsert_many("deliverables", merged)
         return fresh
 
-    def _upsert_threads(self, source: str, threads: dict[str, dict[str, Any]]) -> None:
-        shard = self.threads_shard(source)
+    def save_deliverables(self, docs: list[dict[str, Any]]) -> None:
+        """Write back deliverable documents changed by the owner's workflow (reviews)."""
+        by_month: dict[str, list[dict[str, Any]]] = {}
+        for doc in docs:
+            by_month.setdefault(_month(doc), []).append(doc)
+        for month, month_docs in by_month.items():
+            self.monthly_shard("deliverables", month).upsert_many("deliverables", month_docs)
+
+    def stored_deliverable(self, deliverable_id: str) -> dict[str, Any] | None:
+        """The stored document of one deliverable, by exact id (no contractor resolution)."""
+        for month in reversed(self.shard_names("deliverables")):
+            doc = self.read_shard("deliverables", month).get("deliverables", deliverable_id)
+            if doc is not None:
+                return doc
+        return None
+
+    def iter_deliverables(self) -> Iterator[dict[str, Any]]:
+        """Every stored deliverable document as stored, newest month first."""
+        for month in reversed(self.shard_names("deliverables")):
+            yield from self.read_shard("deliverables", month).docs("deliverables")
+
+    def _upsert_threads(self, month: str, threads: dict[str, dict[str, Any]]) -> None:
+        """Threads are kept per month beside their messages: one entry per thread and
+        month it was active in, merged when read (:meth:`threads`)."""
+        shard = self.month_shard(month)
         docs = []
         for doc in threads.values():
             current = shard.get("threads", doc["id"])
@@ -673,8 +721,7 @@ class Store:
         """Every stored message, newest month first, with its contractor resolved."""
         roster = self.roster()
         for month in reversed(self.month_names()):
-            shard = Shard(self.root / "messages" / f"{month}.json")
-            for doc in shard.docs("messages"):
+            for doc in self.read_shard("messages", month).docs("messages"):
                 yield dict(doc, contractor_id=roster.contractor_of(doc.get("identity")))
 
     def messages(self, *, contractor: str | None = None, source: str | None = None
@@ -691,7 +738,7 @@ class Store:
         roster = self.roster()
         cid = self.find_contractor(contractor)["id"] if contractor else None
         out = []
-        for doc in self.deliverables_shard.docs("deliverables"):
+        for doc in self.iter_deliverables():
             if unreviewed and doc.get("review_status") != "unreviewed":
                 continue
             resolved = roster.contractor_of(doc.get("identity")) or doc.get("contractor_id")
@@ -702,7 +749,7 @@ class Store:
         return out
 
     def deliverable(self, ref: str) -> dict[str, Any]:
-        docs = self.deliverables_shard.docs("deliverables")
+        docs = list(self.iter_deliverables())
         found = [d for d in docs if d["id"] == ref or d["id"].startswith(ref)
                  or d["id"][2:].startswith(ref)]
         if len(found) != 1:
@@ -712,23 +759,32 @@ class Store:
 
     def update_deliverable(self, deliverable_id: str, **changes: Any) -> dict[str, Any]:
         doc = dict(self.deliverable(deliverable_id), **_json_safe(changes))
-        self.deliverables_shard.upsert_many("deliverables", [doc])
+        self.save_deliverables([doc])
         return doc
 
     def contracts(self) -> list[dict[str, Any]]:
         return self.contracts_shard.docs("contracts")
 
-    def threads(self, source: str) -> list[dict[str, Any]]:
-        return self.threads_shard(source).docs("threads")
-
-    def thread_sources(self) -> list[str]:
-        return sorted(p.stem for p in (self.root / "threads").glob("*.json"))
+    def threads(self, source: str | None = None) -> list[dict[str, Any]]:
+        """Threads (of one source), their month entries merged, most recent first."""
+        merged: dict[str, dict[str, Any]] = {}
+        for month in self.month_names():
+            for doc in self.read_shard("messages", month).docs("threads"):
+                if source is not None and doc["source"] != source:
+                    continue
+                seen = merged.get(doc["id"])
+                if seen is None:
+                    merged[doc["id"]] = dict(doc)
+                else:
+                    seen["last_at"] = max(seen["last_at"], doc["last_at"])
+                    seen["identity"] = seen.get("identity") or doc.get("identity")
+        return sorted(merged.values(), key=lambda d: d["last_at"], reverse=True)
 
     def counts(self) -> dict[str, int]:
         states = self.source_states()
         return {
             "messages": sum(s.get("messages", 0) for s in states.values()),
-            "deliverables": len(self.deliverables_shard.docs("deliverables")),
+            "deliverables": sum(s.get("deliverables", 0) for s in states.values()),
             "contractors": len(self.contractors()),
             "candidates": len(self.candidates()),
         }

@@ -7,7 +7,6 @@ store. Plugin authors get it as the ``memory_store`` fixture of :mod:`agent.test
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,34 +39,23 @@ class MemoryShard(Shard):
 class MemoryStore(Store):
     """A :class:`Store` whose tables are in memory (files still go to ``data_dir/files``)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
-        self._months: dict[str, MemoryShard] = {}
-
     def shard(self, relative: str) -> Shard:
         shard = self._shards.get(relative)
         if shard is None:
             shard = self._shards[relative] = MemoryShard(self.root / relative)
         return shard
 
-    def month_shard(self, month: str) -> Shard:
-        shard = self._months.get(month)
-        if shard is None:
-            shard = self._months[month] = MemoryShard(self.root / "messages" / f"{month}.json")
-        return shard
+    def monthly_shard(self, folder: str, month: str) -> Shard:
+        return self.shard(f"{folder}/{month}.json")
 
-    def month_names(self) -> list[str]:
-        return sorted(month for month, shard in self._months.items() if shard.docs("messages"))
+    def read_shard(self, folder: str, month: str) -> Shard:
+        return self.shard(f"{folder}/{month}.json")
 
-    def iter_messages(self) -> Iterator[dict[str, Any]]:
-        roster = self.roster()
-        for month in reversed(self.month_names()):
-            for doc in self._months[month].docs("messages"):
-                yield dict(doc, contractor_id=roster.contractor_of(doc.get("identity")))
-
-    def thread_sources(self) -> list[str]:
-        return sorted(name.removeprefix("threads/").removesuffix(".json")
-                      for name in self._shards if name.startswith("threads/"))
+    def shard_names(self, folder: str) -> list[str]:
+        prefix = f"{folder}/"
+        return sorted(name.removeprefix(prefix).removesuffix(".json")
+                      for name, shard in self._shards.items()
+                      if name.startswith(prefix) and shard.db.tables())
 
 
 __all__ = ["MemoryShard", "MemoryStore"]

@@ -10,6 +10,8 @@ another process has replaced the file.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from tinydb.storages import Storage
 from tinydb.table import Table
 
 from agent.errors import StoreError
-from agent.files import write_private
+from agent.files import fsync_dir, write_private
 
 Stamp = tuple[int, int, int]
 
@@ -45,6 +47,31 @@ def file_stamp(path: Path) -> Stamp | None:
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+_deferred: set[Path] | None = None
+
+
+@contextmanager
+def batched_dir_sync() -> Iterator[None]:
+    """Within this block, folders are fsynced once at the end instead of after every file.
+
+    Each file is still written to a temp file, fsynced and renamed, so a crash leaves the
+    old or the new version; what waits for the end is only the durability of the renames
+    against power loss, and the caller commits nothing that depends on them before then.
+    """
+    global _deferred
+    outer = _deferred
+    if outer is not None:
+        yield
+        return
+    _deferred = set()
+    try:
+        yield
+    finally:
+        folders, _deferred = _deferred, None
+        for folder in folders:
+            fsync_dir(folder)
 
 
 class AtomicStorage(Storage):  # type: ignore[misc]
@@ -81,7 +108,9 @@ class AtomicStorage(Storage):  # type: ignore[misc]
             # text with lone surrogates (undecodable mail) or an odd type from a plugin
             blob = orjson.dumps(json_safe(data))
         try:
-            write_private(self.path, blob)
+            write_private(self.path, blob, sync_dir=_deferred is None)
+            if _deferred is not None:
+                _deferred.add(self.path.parent)
         except OSError as exc:
             self.data = None  # the file still holds the previous state; reload it
             raise StoreError(f"could not write {self.path}: {exc.strerror}; "

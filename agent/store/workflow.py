@@ -87,7 +87,7 @@ def record_reviews(store: Store, items: list[tuple[dict[str, Any], dict[str, Any
             "sent": list(previous.get("sent") or []),
             "round": int(previous.get("round") or 0) + 1,
         }
-        stored = store.deliverables_shard.get("deliverables", current["id"])
+        stored = store.stored_deliverable(current["id"])
         if stored is None:
             raise StoreError(f"no deliverable {current['id']}; see `retainer deliverables`")
         docs.append(dict(stored, review_status=status, review=review))
@@ -98,7 +98,7 @@ def record_reviews(store: Store, items: list[tuple[dict[str, Any], dict[str, Any
             "received_at": current.get("received_at"), "identity": current.get("identity"),
             "contractor_id": current.get("contractor_id"),
         })
-    store.deliverables_shard.upsert_many("deliverables", docs)
+    store.save_deliverables(docs)
     _workflow(store).upsert_many("reviews", events)
     return docs
 
