@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import email.utils
 import hashlib
+import io
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -30,6 +31,7 @@ log = logging.getLogger("retainer.mail")
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _WS = re.compile(r"[ \t\r\f\v]+")
+_SPACE = re.compile(r"\s")  # the characters str.isspace() accepts
 _BLANKS = re.compile(r"\n\s*\n\s*\n+")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -94,7 +96,19 @@ def decode_header_value(value: Any) -> str:
 
     Raw 8-bit bytes in a header are read as UTF-8, or else as Windows-1252.
     """
-    text = fix_8bit(header_str(value))
+    text = header_str(value)
+    if text.isascii() and "=?" not in text:
+        # Fast path, same result: no encoded words and no 8-bit bytes to decode.
+        if text.isprintable():  # no control characters, tabs or line breaks
+            return text.strip() if "  " not in text else _WS.sub(" ", text).strip()
+        text = _CONTROLS.sub("", text.replace("\r", "").replace("\n", " "))
+        return _WS.sub(" ", text).strip()
+    return _decode_header_text(text)
+
+
+def _decode_header_text(text: str) -> str:
+    """:func:`decode_header_value` without its fast path (tests compare the two)."""
+    text = fix_8bit(text)
     if "=?" in text:
         try:
             text = "".join(_word(chunk, charset) for chunk, charset in decode_header(text))
@@ -188,16 +202,54 @@ def parse_addresses(values: Iterable[Any]) -> tuple[Identity, ...]:
     """Parse ``From``/``To``/``Cc`` header values into email identities."""
     found: list[Identity] = []
     raw = [decode_header_value(v) for v in values if v]
-    try:
-        pairs = email.utils.getaddresses(raw)
-    except Exception:
-        pairs = []
+    pairs = _simple_addresses(raw)
+    if pairs is None:
+        try:
+            pairs = email.utils.getaddresses(raw)
+        except Exception:
+            pairs = []
     for name, addr in pairs:
         addr = addr.strip().strip("<>").lower()
-        if "@" not in addr or any(ch.isspace() for ch in addr):
+        if "@" not in addr or _SPACE.search(addr):
             continue
         found.append(Identity("email", addr, name=name.strip().strip('"')))
     return tuple(found)
+
+
+# An address made of dot-separated atoms only (no quoting, comments or domain literals),
+# optionally after a display name that is one quoted string or plain atoms, in a list
+# separated by commas. Values this matches are parsed by `_simple_addresses` with exactly
+# the result `email.utils.getaddresses` gives; anything else goes to getaddresses.
+_ATOM = r'[^\s()<>@,:;."\[\]\\]+'
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*"
+_PHRASE = r'[^\s()<>@,:;"\[\]\\]+(?: [^\s()<>@,:;"\[\]\\]+)*'
+_MAILBOX = re.compile(
+    rf' ?(?:({_ADDR_SPEC})|(?:"([^"\\]*)"|({_PHRASE}))? ?<({_ADDR_SPEC})>) ?(,|\Z)'
+)
+
+
+def _simple_addresses(texts: list[str]) -> list[tuple[str, str]] | None:
+    """``getaddresses(texts)`` for plain ``a@b`` / ``Name <a@b>`` / ``"Name" <a@b>`` lists.
+
+    ``texts`` are decoded header values (one line, whitespace collapsed). Returns None
+    as soon as one value is anything else (groups, comments, escapes, empty values...).
+    """
+    pairs: list[tuple[str, str]] = []
+    for text in texts:
+        pos = 0
+        while True:
+            match = _MAILBOX.match(text, pos)
+            if match is None:
+                return None
+            bare, quoted, phrase, routed, comma = match.groups()
+            if bare is not None:
+                pairs.append(("", bare))
+            else:
+                pairs.append((quoted if quoted is not None else phrase or "", routed))
+            if not comma:
+                break
+            pos = match.end()
+    return pairs
 
 
 def parse_date(value: Any, fallback: datetime | None = None) -> datetime:
@@ -255,6 +307,11 @@ def clean_text(text: str) -> str:
     return text.strip()
 
 
+_HEADER_INFO_FIELDS = frozenset(
+    {"message-id", "from", "sender", "to", "cc", "references", "in-reply-to", "date", "subject"}
+)
+
+
 @dataclass
 class HeaderInfo:
     """The parts of a message header Retainer keeps."""
@@ -279,18 +336,43 @@ def header_info(headers: EmailMessage, raw_header: bytes, fallback_date: datetim
     UIDs after a UIDVALIDITY change, is stored once) or, lacking one, a hash of the
     raw header bytes.
     """
-    ids = message_ids(headers.get("Message-ID"))
+    return _info_from_fields(headers.raw_items(), headers.policy.header_fetch_parse,
+                             raw_header, fallback_date)
+
+
+def _as_is(name: str, value: Any) -> Any:
+    return value
+
+
+def _info_from_fields(items: Iterable[tuple[str, Any]], fetch: Any, raw_header: bytes,
+                      fallback_date: datetime | None) -> HeaderInfo:
+    """:func:`header_info` on raw ``(name, value)`` fields; ``fetch`` is the policy's
+    ``header_fetch_parse`` (what ``Message.get`` returns for a raw value)."""
+    # One pass over the fields instead of a scan per Message.get (same values: the
+    # first field of a name, fetched through the policy).
+    fields: dict[str, list[tuple[str, Any]]] = {}
+    for name, value in items:
+        key = name.lower()
+        if key in _HEADER_INFO_FIELDS:
+            fields.setdefault(key, []).append((name, value))
+
+    def first(key: str) -> Any:
+        found = fields.get(key)
+        return fetch(*found[0]) if found else None
+
+    def every(key: str) -> list[Any]:
+        return [fetch(name, value) for name, value in fields.get(key, ())]
+
+    ids = message_ids(first("message-id"))
     message_id = ids[0] if ids else ""
     remote_id = (
         f"<{message_id}>" if message_id else "sha256:" + hashlib.sha256(raw_header).hexdigest()
     )
-    senders = parse_addresses([headers.get("From"), headers.get("Sender")])
+    senders = parse_addresses([first("from"), first("sender")])
     sender = senders[0] if senders else Identity("email", "unknown@invalid", name="(no sender)")
-    recipients = parse_addresses(
-        [*(headers.get_all("To") or []), *(headers.get_all("Cc") or [])]
-    )
-    references = tuple(message_ids(headers.get("References")))
-    in_reply = message_ids(headers.get("In-Reply-To"))
+    recipients = parse_addresses([*every("to"), *every("cc")])
+    references = tuple(message_ids(first("references")))
+    in_reply = message_ids(first("in-reply-to"))
     root = references[0] if references else (in_reply[0] if in_reply else message_id)
     thread = f"<{root}>" if root else remote_id
     return HeaderInfo(
@@ -298,8 +380,8 @@ def header_info(headers: EmailMessage, raw_header: bytes, fallback_date: datetim
         message_id=message_id,
         sender=sender,
         recipients=recipients,
-        sent_at=parse_date(headers.get("Date"), fallback_date),
-        subject=decode_header_value(headers.get("Subject")),
+        sent_at=parse_date(first("date"), fallback_date),
+        subject=decode_header_value(first("subject")),
         in_reply_to=in_reply[0] if in_reply else "",
         references=references,
         thread_remote_id=thread,
@@ -308,12 +390,52 @@ def header_info(headers: EmailMessage, raw_header: bytes, fallback_date: datetim
 
 def parse_header_bytes(raw_header: bytes, fallback_date: datetime | None = None) -> HeaderInfo:
     """Parse only a header block (as IMAP ``BODY[HEADER]`` returns it)."""
-    try:
-        headers = BytesHeaderParser(policy=compat32).parsebytes(raw_header)
-    except Exception:  # pragma: no cover - the compat32 parser is lenient
-        headers = EmailMessage()
-    fix_8bit_headers(headers)
-    return header_info(headers, raw_header, fallback_date)
+    return _info_from_fields(header_fields(raw_header), _as_is, raw_header, fallback_date)
+
+
+# What compat32's feed parser takes for a header line (anything else ends the block).
+_HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
+
+
+def header_fields(raw_header: bytes) -> list[tuple[str, str]]:
+    """The ``(name, value)`` fields of a header block, as ``BytesHeaderParser`` with the
+    compat32 policy reads them followed by :func:`fix_8bit_headers`, without building a
+    Message (this runs once per synced mail). tests/test_mail_fastpaths.py holds it to
+    the parser's results.
+    """
+    lines = io.StringIO(raw_header.decode("ascii", "surrogateescape"), newline="").readlines()
+    end = 0
+    for line in lines:  # the block ends at the first line that is not a header line
+        if not _HEADER_LINE.match(line):
+            break
+        end += 1
+    fields: list[tuple[str, str]] = []
+    source: list[str] = []  # the lines of the field being read
+    for line in lines[:end]:
+        if line[0] in " \t":  # a continuation (dropped when there is no field to continue)
+            if source:
+                source.append(line)
+            continue
+        if source:
+            fields.append(_field(source))
+            source = []
+        if line.startswith("From "):  # an envelope ("unix from") line is not a field
+            continue
+        colon = line.find(":")
+        if colon > 0:  # a line starting with ":" has no name and is dropped
+            source = [line]
+    if source:
+        fields.append(_field(source))
+    if not raw_header.isascii():  # raw 8-bit bytes arrive as surrogate escapes
+        fields = [(name, fix_8bit(value)) for name, value in fields]
+    return fields
+
+
+def _field(source: list[str]) -> tuple[str, str]:
+    """compat32's ``header_source_parse``."""
+    name, value = source[0].split(":", 1)
+    value = value.lstrip(" \t") + "".join(source[1:])
+    return name, value.rstrip("\r\n")
 
 
 def split_header(raw: bytes) -> tuple[bytes, bytes]:

@@ -2,15 +2,18 @@
 
 Layout under the data folder (folders 0700, files 0600)::
 
-    store/meta.json               schema version, per-source sync state and cursors
-    store/roster.json             contractors, identities (contractors and candidates)
-    store/deliverables.json       the review queue (the hot table: small documents)
-    store/contracts.json          marketplace contracts, offers and orders
-    store/threads/<source>.json   threads of one source
-    store/messages/<YYYY-MM>.json messages, sharded by month so a page rewrites little
-    files/<sha256><.ext>          deliverable files, content-addressed and deduplicated
-    sources/<source>/             plugin state (tokens)
-    tmp/                          downloads in progress
+    store/meta.json                    schema version, per-source sync state and cursors
+    store/roster.json                  contractors, identities (contractors, candidates)
+    store/contracts.json               marketplace contracts, offers and orders
+    store/messages/<YYYY-MM>.json      messages and their threads, one file per month
+    store/deliverables/<YYYY-MM>.json  the review queue, one file per month received
+    store/workflow.json ...            reviews, instructions, reminders (agent.store.workflow)
+    files/<sha256><.ext>               deliverable files, content-addressed, deduplicated
+    sources/<source>/                  plugin state (tokens)
+    tmp/<source>/                      downloads in progress
+
+Monthly shards keep every write small: a page of new mail rewrites the months it
+touches, not the whole store.
 
 Every file is replaced atomically; writes from several processes are serialized by a
 file lock and caches are reloaded when another process replaced a file.
