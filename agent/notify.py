@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import smtplib
-import ssl
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -157,6 +155,9 @@ class EmailSettings(NotifierSettings):
 def smtp_send(settings: EmailSettings, message: EmailMessage) -> None:
     """Send one message over SMTP: TLS or STARTTLS with certificate checks; plain SMTP
     only to a server on this machine."""
+    import smtplib  # here, not at the top: most runs send no email
+    import ssl
+
     port = settings.port or {"tls": 465, "starttls": 587, "none": 25}[settings.security]
     if settings.security == "none" and settings.host not in ("localhost", "127.0.0.1", "::1"):
         raise ConfigError(f'email notifier: security = "none" is only allowed for a server on '
