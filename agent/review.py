@@ -82,13 +82,16 @@ def outgoing_for(store: Store, deliverable: dict[str, Any], text: str) -> tuple[
     references = tuple(_bracketed(str(r)) for r in refs if r)
     if message_id and message_id not in references:
         references = (*references, message_id)
-    thread_remote = (msg or {}).get("thread_remote_id") or ""
-    if not thread_remote and deliverable.get("thread_id"):
-        thread_remote = deliverable.get("extra", {}).get("thread_remote_id", "")
+    details = deliverable.get("extra") or {}
+    thread_remote = (msg or {}).get("thread_remote_id") or details.get("thread_remote_id") or ""
+    if not thread_remote and deliverable.get("thread_id"):  # the thread the store knows
+        thread_remote = next((t["remote_id"] for t in store.threads(source)
+                              if t["id"] == deliverable["thread_id"]), "")
     outgoing = Outgoing(to=to, text=text, subject=subject, thread_remote_id=thread_remote,
                         in_reply_to=message_id, references=references,
                         extra={"deliverable_id": deliverable["id"],
-                               "remote_id": (msg or {}).get("remote_id", "")})
+                               "remote_id": (msg or {}).get("remote_id", ""),
+                               "project_id": details.get("project_id")})
     return outgoing, source
 
 

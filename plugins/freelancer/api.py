@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agent.connector import SourceContext
-from agent.errors import AuthError, SourceError, TransientError
+from agent.errors import AuthError, RateLimited, SourceError, TransientError
 from agent.http import HttpClient, HttpStatusError
 from plugins.freelancer.settings import TOKEN_PAGE, FreelancerSettings
 
@@ -30,6 +30,8 @@ JSONDict = dict[str, Any]
 _SUSPECT_CAPS = frozenset({10, 20, 25, 30, 50})
 _AUTH_WORDS = ("AUTH", "TOKEN", "UNAUTHORI", "FORBIDDEN", "PERMISSION", "NOT_LOGGED",
                "LOGIN")
+#: times a write is tried again when the connection is refused (nothing was sent)
+REFUSED_RETRIES = 2
 _RETRY_WORDS = ("UNKNOWN_ERROR", "INTERNAL", "TIMEOUT", "UNAVAILABLE", "TRY_AGAIN",
                 "RATE_LIMIT")
 
@@ -118,6 +120,63 @@ class FreelancerApi:
                 self.context.log.info("%s answered an error envelope (%s); retry in %.1fs",
                                       path, exc, delay)
                 self._sleep(delay)
+
+    def post_form(self, path: str, form: Mapping[str, Any], *, what: str) -> JSONDict:
+        """POST a form to ``/api/<path>`` once and return the envelope's ``result``.
+
+        A write may have been applied even when no answer came back, so unlike
+        :meth:`get` nothing is retried after a timeout, a dropped connection, a 5xx or an
+        error envelope; those say the write may or may not have happened. A 429 is
+        waited out as usual and a refused connection (nothing reached the server) is
+        tried again up to :data:`REFUSED_RETRIES` times. ``what`` names the write in
+        messages, e.g. ``"the message to thread 12"``.
+        """
+        saved = self.http.max_retries
+        self.http.max_retries = 0
+        refused = 0
+        try:
+            while True:
+                try:
+                    body = self.http.request("POST", path, data=dict(form),
+                                             auth_header=self._auth)
+                    break
+                except AuthError as exc:
+                    raise AuthError(f"{self._auth_message(str(exc))} {what} was not sent."
+                                    ) from None
+                except RateLimited as exc:
+                    raise RateLimited(f"Freelancer.com rate-limited {what}; it was not sent. "
+                                      "Send it again in a minute.",
+                                      retry_after=exc.retry_after) from None
+                except TransientError as exc:
+                    if "connection refused" in str(exc):
+                        refused += 1
+                        if refused <= REFUSED_RETRIES:
+                            self._sleep(0.5 * refused)
+                            continue
+                        raise TransientError(
+                            f"could not reach Freelancer.com (connection refused); {what} "
+                            "was not sent. Check the network and send it again.") from None
+                    raise TransientError(
+                        f"Freelancer.com did not confirm {what} ({exc}). It may or may not "
+                        "have been posted: check the thread on Freelancer.com before "
+                        "sending it again.") from None
+                except HttpStatusError as exc:
+                    raise _status_error(exc)(
+                        f"{self._status_message(path, exc)}. {what[:1].upper()}{what[1:]} "
+                        "was not sent.") from None
+        finally:
+            self.http.max_retries = saved
+        try:
+            return self._unwrap(path, body)
+        except _RetryableEnvelope as exc:
+            raise SourceError(
+                f"Freelancer.com answered {what} with an error ({exc}). It may or may not "
+                "have been posted: check the thread on Freelancer.com before sending it "
+                "again.") from None
+        except AuthError as exc:
+            raise AuthError(f"{exc} {what[:1].upper()}{what[1:]} was not sent.") from None
+        except SourceError as exc:
+            raise SourceError(f"{exc}. {what[:1].upper()}{what[1:]} was not sent.") from None
 
     def _auth_message(self, detail: str) -> str:
         return self.auth_hint() if "refused" in detail else f"{detail} {self.auth_hint()}"

@@ -30,6 +30,15 @@ had it, so the next inclusive ``from_updated_time`` query neither repeats nor sk
 anything. A sync in progress (``run``) keeps the threads still to read, so a crash resumes
 where the last stored page left off.
 
+Sending (``send``: review feedback, instructions) posts the text as a form to
+``POST /api/messages/0.1/threads/{thread_id}/messages/`` (``Outgoing.thread_remote_id`` =
+the thread id) and returns the new message's id; the next sync reads it back as an
+outgoing message. A deliverable without a thread (a milestone whose release was
+requested) goes to the newest thread with that freelancer, on its project when
+``Outgoing.extra["project_id"]`` says which (one extra threads request). The post is not
+retried after a timeout, a 5xx or an error envelope (it may have been applied); see
+:meth:`FreelancerApi.post_form`.
+
 Pages are read ``prefetch_pages`` ahead in a worker thread, so the host's store writes
 fall inside the gaps the rate limit leaves between requests instead of adding to them
 (the first sync of 1,000 threads x 20 messages takes 1.04x the time 10 requests/s
@@ -62,6 +71,7 @@ from agent.models import (
     Direction,
     Identity,
     Message,
+    Outgoing,
     Page,
     Record,
     Submission,
@@ -155,6 +165,59 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                     if att.path is not None and att.path in self._downloads:
                         att.path.unlink(missing_ok=True)
                         self._downloads.discard(att.path)
+
+    # -- sending -----------------------------------------------------------------------
+
+    def send(self, outgoing: Outgoing) -> str:
+        """Post ``outgoing.text`` to its thread; return the new message's id."""
+        if not outgoing.text.strip():
+            raise SourceError("the message is empty; nothing was sent to Freelancer.com")
+        raw = outgoing.thread_remote_id.strip()
+        tid = as_int(raw) if raw else self._thread_with(outgoing)
+        if not tid or tid <= 0:
+            raise SourceError(f"{raw!r} is not a Freelancer.com thread id; nothing was sent. "
+                              "Reply on Freelancer.com instead, and report this.")
+        what = f"the message to thread {tid}"
+        try:
+            result = self.api.post_form(f"messages/0.1/threads/{tid}/messages/",
+                                        {"message": outgoing.text}, what=what)
+        except NotFound:
+            raise SourceError(
+                f"Freelancer.com has no thread {tid} you can write to (HTTP 404); it may "
+                "have been deleted. Nothing was sent; reply on Freelancer.com instead.") from None
+        mid = as_int(result.get("id"))
+        if not mid:
+            raise SourceError(f"Freelancer.com answered {what} without a message id; it may "
+                              "or may not have been posted. Check the thread on Freelancer.com "
+                              "before sending it again.")
+        self.context.log.info("%s: posted message %s to thread %s", self.context.source,
+                              mid, tid)
+        return str(mid)
+
+    def _thread_with(self, outgoing: Outgoing) -> int:
+        """The newest thread with the recipient (on the project, when known)."""
+        uid = as_int(outgoing.to.address)
+        if not uid:
+            raise SourceError(f"{outgoing.to.address!r} is not a Freelancer.com user id and "
+                              "no thread was given; nothing was sent")
+        params: JSONDict = {"members[]": [uid], "limit": 10}
+        project = as_int(outgoing.extra.get("project_id"))
+        if project:
+            params.update({"contexts[]": [project], "context_type": "project"})
+        result = self.api.get("messages/0.1/threads/", params)
+        found: list[tuple[int, int]] = []
+        for item in result.get("threads") or []:
+            if isinstance(item, dict):
+                tid, inner = thread_fields(item)
+                members = {as_int(m) for m in inner.get("members") or []}
+                if tid and (not members or uid in members):
+                    found.append((as_int(item.get("time_updated")) or 0, tid))
+        if found:
+            return max(found)[1]
+        raise SourceError(
+            f"there is no Freelancer.com thread with {outgoing.to.name or uid} to send "
+            f"through; run `retainer sync {self.context.source}`, or message them on "
+            "Freelancer.com. Nothing was sent.")
 
     # -- identities --------------------------------------------------------------------
 

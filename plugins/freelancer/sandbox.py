@@ -21,7 +21,14 @@ Use it as a context manager or with :meth:`Sandbox.start` / :meth:`Sandbox.stop`
         sandbox.base_url, sandbox.token, sandbox.owner_id
 
 Faults are queued with :meth:`Sandbox.inject` (429 with Retry-After, 5xx, hangs, HTTP-200
-errors, malformed JSON, an HTML page, a token revoked mid-sync); every API request is
+errors, malformed JSON, an HTML page, a token revoked mid-sync); they hit POSTs too.
+
+One write is served: ``POST /api/messages/0.1/threads/{thread_id}/messages/`` with the form
+field ``message`` (form-encoded; a JSON body is refused as the real API does). It checks
+the token's user is a member of the thread (404 ``THREAD_NOT_FOUND`` otherwise), the
+message is not blank (400 ``MISSING_ARGUMENT``) nor longer than :data:`MESSAGE_MAX`,
+posts it as that user (so a later sync sees it, bumping the thread's ``time_updated``)
+and answers the new message object; :attr:`Sandbox.posted` lists the ids. Every API request is
 logged in :attr:`Sandbox.requests` for assertions. ``python -m plugins.freelancer.sandbox``
 runs one in the foreground and writes its address and token as one JSON line.
 """
@@ -50,6 +57,7 @@ FaultKind = Literal[
 ]
 MilestoneShape = Literal["map", "list"]
 SITE = "https://www.freelancer.com"
+MESSAGE_MAX = 10_000  # longest message the sandbox accepts [the real cap is unknown]
 
 
 class Clock:
@@ -249,6 +257,7 @@ class Sandbox:
         self.projects: dict[int, JSONDict] = {}
         self.bids: dict[int, JSONDict] = {}
         self.milestones: dict[int, JSONDict] = {}
+        self.posted: list[int] = []  # ids of messages created through the POST endpoint
         self._tokens: dict[str, _Token] = {}
         self._faults: list[Fault] = []
         self._lock = threading.RLock()
@@ -644,6 +653,18 @@ class Sandbox:
             wanted = _ints(query, "threads")
             if wanted is not None:
                 threads = [t for t in threads if t["id"] in wanted]
+            with_members = _ints(query, "members")
+            if with_members is not None:
+                threads = [t for t in threads
+                           if set(with_members) <= set(t["thread"]["members"])]
+            contexts = _ints(query, "contexts")
+            types = query.get("context_type")
+            context_type = types[-1] if types else None
+            if contexts is not None or context_type is not None:
+                threads = [t for t in threads
+                           if (context_type is None
+                               or t["thread"]["context"].get("type") == context_type)
+                           and (contexts is None or t["thread"]["context"].get("id") in contexts)]
             lo, hi = _int(query, "from_updated_time"), _int(query, "to_updated_time")
             threads = [t for t in threads if (lo is None or t["time_updated"] >= lo)
                        and (hi is None or t["time_updated"] <= hi)]
@@ -759,6 +780,33 @@ class Sandbox:
             return {"milestones": {str(m.pop("id")): m for m in page}, "users": users}
         raise SandboxError(404, "ExceptionCodes.NOT_FOUND", "No such projects endpoint")
 
+    def post(self, path: str, form: dict[str, list[str]], user_id: int) -> JSONDict:
+        """Answer one authorized POST under ``/api`` (only a thread's messages are writable)."""
+        parts = [p for p in path[len(API):].split("/") if p]
+        # messages / 0.1 / threads / <thread id> / messages
+        if (len(parts) != 5 or parts[:3] != ["messages", "0.1", "threads"]
+                or parts[4] != "messages"):
+            raise SandboxError(405, "ExceptionCodes.METHOD_NOT_ALLOWED",
+                               f"The sandbox cannot POST to {path}")
+        with self._lock:
+            thread = self.threads.get(int(parts[3]) if parts[3].isdigit() else -1)
+            if thread is None or user_id not in thread["thread"]["members"]:
+                raise SandboxError(404, "MessageExceptionCodes.THREAD_NOT_FOUND",
+                                   f"Thread {parts[3]} does not exist")
+            if "files[]" in form or "attachments[]" in form:
+                raise SandboxError(400, "ExceptionCodes.INVALID_ARGUMENT",
+                                   "The sandbox does not accept files")
+            texts = form.get("message") or []
+            if not texts or not texts[-1].strip():
+                raise SandboxError(400, "ExceptionCodes.MISSING_ARGUMENT",
+                                   "message is required")
+            if len(texts[-1]) > MESSAGE_MAX:
+                raise SandboxError(400, "MessageExceptionCodes.MESSAGE_TOO_LONG",
+                                   f"message is longer than {MESSAGE_MAX} characters")
+            mid = self.add_message(thread["id"], user_id, texts[-1])
+            self.posted.append(mid)
+            return json.loads(json.dumps(self.messages[mid]))  # type: ignore[no-any-return]
+
     def download(self, path: str) -> _File | None:
         parts = [p for p in path.split("/") if p]
         # api / messages / 0.1 / messages / <message id> / <filename>
@@ -800,7 +848,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(body).encode(), headers=headers)
 
     def do_POST(self) -> None:
-        self._reject_write()
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        form: dict[str, list[str]] | None = None
+        if ctype == "application/x-www-form-urlencoded":
+            form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        self._serve(form)
 
     def do_PUT(self) -> None:
         self._reject_write()
@@ -816,6 +870,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        self._serve(None)
+
+    def _serve(self, form: dict[str, list[str]] | None) -> None:
+        """Answer a GET, or a POST with its parsed form (None: not a form body)."""
         sandbox = self.sandbox
         self._arrived = time.monotonic()
         parts = urlsplit(self.path)
@@ -839,6 +897,17 @@ class _Handler(BaseHTTPRequestHandler):
                     return
             user_id = sandbox._authorize(self.headers.get("Freelancer-OAuth-V1"))
             self._authorized = True
+            if self.command == "POST":
+                if sandbox.strict_slashes and not path.endswith("/"):
+                    raise SandboxError(404, "ExceptionCodes.NOT_FOUND",
+                                       f"No route for {path} (the API wants a trailing slash)")
+                if form is None:  # a JSON body: the real API reads form fields only
+                    raise SandboxError(400, "ExceptionCodes.MISSING_ARGUMENT",
+                                       "message is required (send a form, not JSON)")
+                posted = sandbox.post(path, form, user_id)
+                self._send(200, json.dumps({"status": "success", "result": posted,
+                                            "request_id": secrets.token_hex(16)}).encode())
+                return
             file = sandbox.download(path)
             if file is not None:
                 self._send(200, file.data, file.content_type,

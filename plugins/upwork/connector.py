@@ -34,7 +34,14 @@ Requests a sync costs
 Contracts, milestones and submissions are re-read when their room shows new activity
 (Upwork posts a story in the contract room when work is submitted or a milestone
 changes); a contract that changes with no story in its room is picked up the next time
-the room is active. Messages can't be sent yet (``send`` is unsupported).
+the room is active.
+
+Sending (``send``: review feedback, instructions) posts one ``createRoomStoryV2`` story
+to the room the work came from (``Outgoing.thread_remote_id`` = the room id) and returns
+the new story's id; the next sync reads it back as an outgoing message. The post is
+**not retried** after a timeout, a dropped connection or a 5xx, since Upwork may have
+posted it already: those raise :class:`~agent.errors.TransientError` saying to check the
+room first. Only a 429 and a refused connection (nothing reached Upwork) are retried.
 
 The cursor (JSON) is ``{"v": 1, "owner_id", "owner_name", "watermark", "rooms":
 {room_id: {"id": latest story id, "t": its createdDateTime}}}``. A room's entry is
@@ -57,7 +64,17 @@ from typing import Any, ClassVar
 from agent.connector import Connector, SourceContext
 from agent.errors import AuthError, RateLimited, SourceError, TransientError
 from agent.http import HttpClient
-from agent.models import Attachment, Contract, Cursor, Identity, Message, Page, Record, Submission
+from agent.models import (
+    Attachment,
+    Contract,
+    Cursor,
+    Identity,
+    Message,
+    Outgoing,
+    Page,
+    Record,
+    Submission,
+)
 from plugins.upwork import queries
 from plugins.upwork.oauth import TokenManager, signin_hint
 from plugins.upwork.settings import UpworkSettings
@@ -65,6 +82,8 @@ from plugins.upwork.settings import UpworkSettings
 PLATFORM = "upwork"
 CURSOR_VERSION = 1
 REVIEW_DAYS = 14
+#: times a send is tried again when the connection is refused (nothing was sent)
+SEND_REFUSED_RETRIES = 2
 
 _URL_KEYS = ("downloadurl", "url", "link", "fileurl", "downloadlink")
 _NAME_KEYS = ("filename", "name", "title", "originalname")
@@ -131,6 +150,31 @@ def _graphql_failure(errors: list[Any], operation: str) -> SourceError:
     return SourceError(f"Upwork answered {operation} with an error: {message}")
 
 
+def _send_failure(errors: list[Any], where: str, source: str) -> SourceError:
+    """The domain error for an ``errors[]`` answer to the send mutation (HTTP 200)."""
+    first = errors[0] if errors and isinstance(errors[0], dict) else {}
+    message = str(first.get("message") or "unknown error")[:300]
+    failure = _graphql_failure(errors, "RetainerSendStory")
+    if isinstance(failure, AuthError):
+        return AuthError(f"Upwork refused the sign-in ({message}); the message to {where} was "
+                         f"not sent. {signin_hint(source)}")
+    if isinstance(failure, RateLimited):
+        return RateLimited(f"Upwork rate-limited the message to {where} ({message}); it was not "
+                           "sent. Send it again in a minute.")
+    if "schema has changed" in str(failure):
+        return SourceError(f"{failure} The message to {where} was not sent.")
+    lowered = message.lower()
+    if "permission" in lowered or "no access" in lowered or "scope" in lowered or "forbidden" in lowered:
+        return SourceError(
+            f"Upwork denied posting to {where}: {message}. Give the API key the messages write "
+            f"scope in the Upwork API Center, then: {signin_hint(source)} The message was not sent."
+        )
+    return SourceError(
+        f"Upwork did not post the message to {where}: {message}. Check the room on Upwork "
+        "before sending it again."
+    )
+
+
 class UpworkConnector(Connector[UpworkSettings]):
     """Syncs one Upwork account. See the module docstring for the request budget."""
 
@@ -195,6 +239,95 @@ class UpworkConnector(Connector[UpworkSettings]):
         if not isinstance(data, dict):
             raise SourceError(f"Upwork answered {operation} without data; the API may have changed")
         return data
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, outgoing: Outgoing) -> str:
+        """Post ``outgoing.text`` to the room ``outgoing.thread_remote_id``; return the story id."""
+        room_id = outgoing.thread_remote_id.strip()
+        if not room_id:
+            raise SourceError(
+                f"there is no Upwork room to send to {outgoing.to.name or outgoing.to.address} "
+                f"through; run `retainer sync {self.context.source}` so Retainer knows the room, "
+                "or reply in the room on Upwork. Nothing was sent."
+            )
+        if not outgoing.text.strip():
+            raise SourceError("the message is empty; nothing was sent to Upwork")
+        where = f"room {room_id}"
+        body = self._post_once("RetainerSendStory",
+                               {"input": {"roomId": room_id, "message": outgoing.text}}, where)
+        errors = body.get("errors")
+        data = body.get("data")
+        story = data.get("createRoomStoryV2") if isinstance(data, dict) else None
+        if errors and isinstance(story, dict) and story.get("id"):
+            # posted, with a complaint on the side: report it sent, so it is not sent twice
+            self.context.log.warning("%s: Upwork posted story %s to %s but also answered "
+                                     "errors: %s", self.context.source, story["id"], where,
+                                     str(errors)[:300])
+        elif errors:
+            raise _send_failure(errors if isinstance(errors, list) else [errors], where,
+                                self.context.source)
+        if not isinstance(story, dict) or not story.get("id"):
+            raise SourceError(
+                f"Upwork answered the message to {where} without a story id; it may or may "
+                "not have been posted. Check the room on Upwork before sending it again."
+            )
+        self.context.log.info("%s: posted story %s to %s", self.context.source, story["id"], where)
+        return str(story["id"])
+
+    def _post_once(self, operation: str, variables: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """POST a mutation without the client's retries: Upwork may have applied it.
+
+        A 401 is retried once after a token refresh (Upwork did nothing), a 429 as the
+        client does, a refused connection up to :data:`SEND_REFUSED_RETRIES` times.
+        """
+        headers = {"Content-Type": "application/json"}
+        if self.settings.tenant_id:
+            headers["X-Upwork-API-TenantId"] = self.settings.tenant_id
+        payload = {"query": queries.OPERATIONS[operation], "variables": dict(variables),
+                   "operationName": operation}
+        self.tokens.auth_header()  # refresh an expiring token now, with the usual retries
+        saved = self.http.max_retries
+        self.http.max_retries = 0
+        try:
+            refused = 0
+            while True:
+                try:
+                    body = self.http.request(
+                        "POST", self.settings.api_url, headers=headers, json=payload,
+                        auth_header=self.tokens.auth_header, refresh_auth=self.tokens.force_refresh,
+                    )
+                    break
+                except AuthError as exc:
+                    raise AuthError(f"{exc} The message to {where} was not sent.") from None
+                except RateLimited as exc:
+                    raise RateLimited(
+                        f"Upwork rate-limited the message to {where}; it was not sent. "
+                        "Send it again in a minute.", retry_after=exc.retry_after) from None
+                except TransientError as exc:
+                    if "connection refused" in str(exc):
+                        refused += 1
+                        if refused <= SEND_REFUSED_RETRIES:
+                            time.sleep(0.5 * refused)
+                            continue
+                        raise TransientError(
+                            f"could not reach Upwork (connection refused); the message to "
+                            f"{where} was not sent. Check the network and send it again."
+                        ) from None
+                    raise TransientError(
+                        f"Upwork did not confirm the message to {where} ({exc}). It may or may "
+                        "not have been posted: check the room on Upwork before sending it again."
+                    ) from None
+                except SourceError as exc:
+                    raise SourceError(f"{exc} The message to {where} was not sent.") from None
+        finally:
+            self.http.max_retries = saved
+        if not isinstance(body, dict):
+            raise SourceError(
+                f"Upwork answered the message to {where} with JSON that is not an object; it "
+                "may or may not have been posted. Check the room on Upwork before sending it again."
+            )
+        return body
 
     # -- sync -----------------------------------------------------------------------------
 
@@ -569,6 +702,7 @@ class UpworkConnector(Connector[UpworkSettings]):
                 thread_remote_id=room_id,
                 contract_remote_id=contract_id,
                 extra={
+                    "thread_remote_id": room_id,  # the room feedback is sent to
                     "milestone_id": str(milestone.get("id") or ""),
                     "milestone_state": str(milestone.get("state") or ""),
                     "amount": amount,

@@ -115,6 +115,13 @@ query RetainerOffer($id: ID!) {{
 }}
 """
 
+#: Post a message to a room (``Connector.send``). Upwork answers the new story.
+SEND_STORY = """
+mutation RetainerSendStory($input: RoomStoryCreateInputV2!) {
+  createRoomStoryV2(input: $input) { id createdDateTime }
+}
+"""
+
 #: contractList takes at most this many ids (upwork-node: "Max size is 10").
 CONTRACT_BATCH = 10
 
@@ -124,4 +131,5 @@ OPERATIONS = {
     "RetainerRoomStories": ROOM_STORIES,
     "RetainerContracts": CONTRACTS,
     "RetainerOffer": OFFER,
+    "RetainerSendStory": SEND_STORY,
 }

@@ -17,7 +17,13 @@ and §6):
   against a trimmed copy of Upwork's schema (unknown fields give the real
   ``FieldUndefined`` ``ValidationError``) and answers carry only the fields asked for.
   Root fields served: ``user``, ``roomList``, ``roomStories``, ``contractList``,
-  ``offer``. Connections have ``totalCount``, ``edges{cursor,node}``,
+  ``offer``, and the mutation ``createRoomStoryV2(input: {roomId, message})``, which
+  validates its input (room known and joined by the signed-in user, message a
+  non-blank string of at most :data:`MESSAGE_MAX` characters), posts the story as the
+  owner (it comes back from ``roomStories`` and ``latestStory`` like any other, so the
+  next sync sees it as outgoing) and records it in :attr:`Sandbox.posted`. Arguments
+  are read from ``variables`` (``$input``), as the plugin sends them.
+  Connections have ``totalCount``, ``edges{cursor,node}``,
   ``pageInfo{endCursor,hasNextPage}``; cursors are opaque; stories come newest first;
   ``message`` is null on attachment-only stories; at most 100 items a page.
 * ``GET /api/v3/messages/attachments/<id>`` serves an attachment's bytes (Bearer auth).
@@ -62,6 +68,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 DEFAULT_CLIENT_ID = "sandbox-client"
 DEFAULT_CLIENT_SECRET = "sandbox-secret"  # a test fixture, not a credential
 PAGE_MAX = 100
+MESSAGE_MAX = 20_000  # longest story text the sandbox accepts [the real cap is unknown]
 CONTRACT_IDS_MAX = 10
 
 AUTHORIZE_PATH = "/ab/account-security/oauth2/authorize"
@@ -428,6 +435,7 @@ SCHEMA: dict[str, dict[str, str]] = {
     "OfferFixedTerm": {"budget": "Money"},
 }
 SERVED_ROOTS = {"user", "roomList", "roomStories", "contractList", "offer"}
+SERVED_MUTATIONS = {"createRoomStoryV2"}
 
 
 def validate(root_type: str, selections: list[Sel]) -> list[dict[str, Any]]:
@@ -571,6 +579,8 @@ class Sandbox:
         self.contracts: dict[str, ContractData] = {}
         self.offers: dict[str, Offer] = {}
         self.attachments: dict[str, FileAttachment] = {}
+        self.posted: list[Story] = []  # stories created through createRoomStoryV2
+        self.can_write = True  # False: the API key lacks the messages write scope
         self.access_tokens: dict[str, tuple[str, datetime]] = {}
         self.refresh_tokens: dict[str, tuple[str, datetime]] = {}
         self.codes: dict[str, tuple[str, str, datetime]] = {}
@@ -895,6 +905,45 @@ class Sandbox:
             return self._offer_json(offer) if offer else None
         raise _GraphQLError(f"The sandbox does not serve '{root}'", "DataFetchingException")
 
+    def _create_story(self, variables: dict[str, Any]) -> dict[str, Any]:
+        """``createRoomStoryV2(input: RoomStoryCreateInputV2!)``: the owner posts a story."""
+        raw = variables.get("input")
+        if not isinstance(raw, dict):
+            raise _GraphQLError("Variable 'input' has an invalid value: expected type "
+                                "'RoomStoryCreateInputV2!' but was null")
+        unknown = sorted(set(raw) - {"roomId", "message"})
+        if unknown:
+            raise _GraphQLError(f"Variable 'input' has an invalid value: contains a field not in "
+                                f"'RoomStoryCreateInputV2': '{unknown[0]}'")
+        room_id, message = raw.get("roomId"), raw.get("message")
+        if not isinstance(room_id, str) or not room_id:
+            raise _GraphQLError("Variable 'input' has an invalid value: Field 'roomId' of type "
+                                "'ID!' must not be null")
+        if not isinstance(message, str):
+            raise _GraphQLError("Variable 'input' has an invalid value: Field 'message' of type "
+                                "'String' must be a string")
+        if not message.strip():
+            raise _GraphQLError("Message must not be blank", "DataFetchingException")
+        if len(message) > MESSAGE_MAX:
+            raise _GraphQLError(f"Message is longer than {MESSAGE_MAX} characters",
+                                "DataFetchingException")
+        room = self.rooms.get(room_id)
+        if room is None:
+            raise _GraphQLError(f"Room {room_id} not found", "DataFetchingException")
+        if not self.can_write:
+            raise _GraphQLError(f"User {self.owner.id} has no access of any team(s) for "
+                                "[pub-messages:write:all] action(s)", "PermissionDenied")
+        if self.owner.id not in room.user_ids:
+            raise _GraphQLError(f"User {self.owner.id} has no access to room {room_id}",
+                                "PermissionDenied")
+        when = ms(self.clock())
+        if room.stories and when <= room.stories[-1].created:
+            when = room.stories[-1].created + timedelta(milliseconds=1)
+        story = Story(self._id("story_"), room.id, when, self.owner.id, message)
+        room.stories.append(story)
+        self.posted.append(story)
+        return self._story_json(story)
+
     def _room_list(self, variables: dict[str, Any]) -> dict[str, Any]:
         room_filter = variables.get("filter") or {}
         first, after = _pagination(variables.get("pagination"))
@@ -1058,10 +1107,13 @@ class Sandbox:
         with self.lock:
             for sel in selections:
                 try:
-                    if sel.name not in SERVED_ROOTS:
+                    served = SERVED_MUTATIONS if root_type == "Mutation" else SERVED_ROOTS
+                    if sel.name not in served:
                         raise _GraphQLError(f"The sandbox does not serve '{sel.name}'",
                                             "DataFetchingException")
-                    data[sel.alias] = prune(self._resolve(sel.name, variables), sel.children)
+                    resolved = (self._create_story(variables) if root_type == "Mutation"
+                                else self._resolve(sel.name, variables))
+                    data[sel.alias] = prune(resolved, sel.children)
                 except _GraphQLError as exc:
                     data[sel.alias] = None
                     exec_errors.append({"message": exc.message, "locations": [{"line": sel.line,
