@@ -598,7 +598,7 @@ def message_from_bytes(
     if len(text) > MAX_TEXT_CHARS:
         text = text[:MAX_TEXT_CHARS]
         defects.append("TextTruncated")
-    merged_extra = _extra(info, defects)
+    merged_extra = mail_extra(info, defects)
     merged_extra.update(extra or {})
     if defects:
         log.warning("%s has MIME defects (%s); kept what could be read",
@@ -623,7 +623,8 @@ def build_message(info: HeaderInfo, text: str, attachments: Iterable[Attachment]
     )
 
 
-def _extra(info: HeaderInfo, defects: list[str]) -> dict[str, Any]:
+def mail_extra(info: HeaderInfo, defects: list[str]) -> dict[str, Any]:
+    """The ``extra`` a mail message keeps: threading headers and MIME defects."""
     extra: dict[str, Any] = {"message_id": info.message_id}
     if info.in_reply_to:
         extra["in_reply_to"] = info.in_reply_to

@@ -52,6 +52,7 @@ from agent.mail import (
     decode_header_value,
     decode_text,
     html_to_text,
+    mail_extra,
     parse_header_bytes,
     scrub,
 )
@@ -1044,13 +1045,8 @@ class ImapConnector(Connector[ImapSettings]):
             attachments.append(Attachment(filename, part.content_type, size=len(data), data=data,
                                           remote_id=f"part-{part.section}"))
         info = plan.info
-        extra: dict[str, Any] = {"message_id": info.message_id, "folder": folder, "uid": plan.uid}
-        if info.in_reply_to:
-            extra["in_reply_to"] = info.in_reply_to
-        if info.references:
-            extra["references"] = list(info.references)
+        extra = {**mail_extra(info, defects), "folder": folder, "uid": plan.uid}
         if defects:
-            extra["defects"] = sorted(set(defects))
             self.log.warning("%s: message %s has MIME defects (%s); kept what could be read",
                              self.context.source, info.remote_id, ", ".join(sorted(set(defects))))
         return build_message(info, text, attachments, extra, html=html)
