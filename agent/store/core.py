@@ -26,7 +26,8 @@ from agent.models import (
     Record,
     Submission,
 )
-from agent.store.storage import Shard, batched_dir_sync
+from agent.store.storage import Shard, batched_dir_sync, json_safe
+from agent.store.storage import iso as iso
 
 log = logging.getLogger("retainer.store")
 
@@ -40,14 +41,6 @@ REVIEW_STATUSES = ("unreviewed", "approved", "changes_requested")
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def short_hash(*parts: str) -> str:
@@ -70,22 +63,8 @@ def _month(doc: dict[str, Any]) -> str:
 
 def _doc(value: dict[str, Any]) -> dict[str, Any]:
     """A JSON-safe copy of a document (datetimes as ISO strings, text valid UTF-8)."""
-    safe: dict[str, Any] = _json_safe(value)
+    safe: dict[str, Any] = json_safe(value)
     return safe
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return str(value)
 
 
 @dataclass
@@ -258,7 +237,7 @@ class Store:
 
     def update_source_state(self, source: str, **changes: Any) -> None:
         state = self.source_state(source)
-        state.update(_json_safe(changes))
+        state.update(json_safe(changes))
         self.meta.upsert_many("sources", [state], "source")
 
     # -- roster -------------------------------------------------------------------------
@@ -357,7 +336,7 @@ class Store:
                 raise StoreError(f"status must be one of {', '.join(CONTRACTOR_STATUSES)}")
             if changes["status"] != doc["status"]:
                 doc["status_changed_at"] = iso(now_utc())
-        doc.update(_json_safe(changes))
+        doc.update(json_safe(changes))
         self.roster_shard.upsert_many("contractors", [doc])
         return doc
 
@@ -569,7 +548,7 @@ class Store:
             "sender": {"address": sender.address, "name": sender.name,
                        "platform": sender.platform},
             "recipients": [{"address": r.address, "name": r.name} for r in record.recipients],
-            "attachments": attachments, "extra": _json_safe(dict(record.extra)) if record.extra else {},
+            "attachments": attachments, "extra": json_safe(dict(record.extra)) if record.extra else {},
         }
         by_month.setdefault(sent[:7] or "0000-00", []).append(doc)
         month_threads = threads.setdefault(sent[:7] or "0000-00", {})
@@ -758,7 +737,7 @@ class Store:
         return found[0]
 
     def update_deliverable(self, deliverable_id: str, **changes: Any) -> dict[str, Any]:
-        doc = dict(self.deliverable(deliverable_id), **_json_safe(changes))
+        doc = dict(self.deliverable(deliverable_id), **json_safe(changes))
         self.save_deliverables([doc])
         return doc
 

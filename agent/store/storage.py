@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,18 @@ from agent.files import fsync_dir, write_private
 Stamp = tuple[int, int, int]
 
 
+def iso(value: datetime | None) -> str | None:
+    """An aware datetime as the store writes it: UTC, ISO 8601, ``Z``."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def json_safe(value: Any) -> Any:
-    """A copy of ``value`` that JSON can hold: text made valid UTF-8, odd types as text."""
+    """A copy of ``value`` that JSON can hold: datetimes as :func:`iso`, text made valid
+    UTF-8 (lone surrogates from undecodable mail replaced), odd types as text."""
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     if isinstance(value, dict):
@@ -36,8 +47,8 @@ def json_safe(value: Any) -> Any:
         return [json_safe(v) for v in value]
     if value is None or isinstance(value, bool | int | float):
         return value
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
+    if isinstance(value, datetime):
+        return iso(value)
     return str(value)
 
 
