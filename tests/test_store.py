@@ -186,3 +186,25 @@ def test_orphan_temp_files_are_removed(tmp_path):
     with s.writing():
         pass
     assert not (s.root / ".tmp-abc").exists() and not (s.tmp_dir / "download.part").exists()
+
+
+def _add_many(data_dir: str, prefix: str, count: int) -> None:
+    store = Store(Path(data_dir))
+    for i in range(count):
+        with store.writing():
+            store.add_contractor(f"{prefix}{i}", [Identity("email", f"{prefix}{i}@x.example")])
+
+
+def test_concurrent_writer_processes_lose_nothing(tmp_path):
+    """The daemon and CLI commands write through the file lock: no write is lost."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_add_many, args=(str(tmp_path / "d"), p, 25)) for p in "abc"]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+        assert proc.exitcode == 0
+    names = {c["name"] for c in Store(tmp_path / "d").contractors()}
+    assert names == {f"{p}{i}" for p in "abc" for i in range(25)}
