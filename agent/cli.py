@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -88,6 +88,22 @@ def emit_json(document: Any) -> None:
         data = json.dumps(document, indent=2, ensure_ascii=False, default=str).encode(
             "utf-8", "replace")
     click.echo(data.decode("utf-8"))
+
+
+def emit_json_list(items: Iterable[Any]) -> None:
+    """Print a JSON array item by item (one document on stdout, written as it is read)."""
+    import orjson
+
+    click.echo("[", nl=False)
+    separator = "\n"
+    for item in items:
+        try:
+            text = orjson.dumps(item, default=str, option=orjson.OPT_INDENT_2).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            text = json.dumps(item, indent=2, ensure_ascii=False, default=str)
+        click.echo(separator + text, nl=False)
+        separator = ",\n"
+    click.echo("\n]" if separator != "\n" else "]")
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
@@ -383,13 +399,14 @@ def plugins_new(name: str, directory: Path | None) -> None:
 def messages(app: App, as_json: bool, contractor: str | None, source: str | None,
              limit: int | None) -> None:
     """Stored messages, newest first."""
+    from itertools import islice
+
     store = app.store()
-    docs = store.messages(contractor=contractor, source=source)
-    if limit is not None:
-        docs = docs[:limit]
-    if as_json:
-        emit_json(docs)
+    found = store.iter_messages_newest_first(contractor=contractor, source=source)
+    if as_json:  # streamed: 50,000 messages never sit in memory at once
+        emit_json_list(islice(found, limit))
         return
+    docs = list(islice(found, limit))
     names = {c["id"]: c["name"] for c in store.contractors()}
     table([(d["id"], d["sent_at"][:16].replace("T", " "), d["source"], d["direction"],
             names.get(d["contractor_id"] or "", d["sender"]["name"] or d["sender"]["address"]),

@@ -705,12 +705,27 @@ class Store:
 
     def messages(self, *, contractor: str | None = None, source: str | None = None
                  ) -> list[dict[str, Any]]:
+        return list(self.iter_messages_newest_first(contractor=contractor, source=source))
+
+    def iter_messages_newest_first(self, *, contractor: str | None = None,
+                                   source: str | None = None) -> Iterator[dict[str, Any]]:
+        """Messages newest first, one month in memory at a time (for big listings).
+
+        An unknown ``contractor`` raises at once, before anything is yielded.
+        """
         cid = self.find_contractor(contractor)["id"] if contractor else None
-        docs = [d for d in self.iter_messages()
-                if (cid is None or d["contractor_id"] == cid)
-                and (source is None or d["source"] == source)]
-        docs.sort(key=lambda d: d["sent_at"], reverse=True)
-        return docs
+        return self._newest_first(cid, source)
+
+    def _newest_first(self, cid: str | None, source: str | None) -> Iterator[dict[str, Any]]:
+        roster = self.roster()
+        for month in reversed(self.month_names()):
+            docs = [d for d in self.read_shard("messages", month).docs("messages")
+                    if source is None or d["source"] == source]
+            docs.sort(key=lambda d: d["sent_at"], reverse=True)
+            for doc in docs:
+                resolved = roster.contractor_of(doc.get("identity"))
+                if cid is None or resolved == cid:
+                    yield dict(doc, contractor_id=resolved)
 
     def deliverables(self, *, unreviewed: bool = False, contractor: str | None = None
                      ) -> list[dict[str, Any]]:
