@@ -254,6 +254,30 @@ def username_ok(name: str) -> bool:
             and name.lower() not in NOT_USERS)
 
 
+_GREETING = re.compile(r"(?i)^(?:hi|hello|hey|dear)\b.{0,40},?$")
+
+
+def summary(mail: Mail, button: re.Pattern[str]) -> str:
+    """The body's first paragraph-worth of lines: no greeting, nothing from the first
+    button ("View message", ...) on; the subject when nothing is left."""
+    lines = []
+    for line in mail.lines:
+        if button.search(line):
+            break
+        if not _GREETING.match(line):
+            lines.append(line)
+    return "\n".join(lines) or mail.subject
+
+
+def username_from_subject(subject: str, patterns: Iterable[re.Pattern[str]]) -> str:
+    """The first plausible user name one of ``patterns`` finds in a subject, or ``""``."""
+    for pattern in patterns:
+        match = pattern.search(subject)
+        if match and username_ok(match.group(1)):
+            return match.group(1)
+    return ""
+
+
 def first(matches: Iterable[str]) -> str:
     return next((m for m in matches if m), "")
 

@@ -40,9 +40,11 @@ from plugins.notifications.common import (
     element_text,
     log,
     person_message,
+    summary,
     system_message,
     text_between,
     unquote_message,
+    username_from_subject,
     username_ok,
 )
 
@@ -83,7 +85,6 @@ _LEAD_IN = re.compile(r"(?i)(?:messages? from|message from|from|by|with)\s+(.+)$
 _BUTTON = re.compile(r"(?i)^(?:view|reply|respond|go to|open|see|check|review|accept|"
                      r"request a revision)\b|unsubscribe|\u00a9|^need help|"
                      r"this (?:e-?mail|message) was sent")
-_GREETING = re.compile(r"(?i)^(?:hi|hello|hey|dear)\b.{0,40},?$")
 _GIG = re.compile(r"^I will .{5,200}$")
 
 
@@ -139,11 +140,7 @@ def seller(mail: Mail) -> Identity | None:
         if found and username_ok(found[1].group(1)):
             username = found[1].group(1)
     if not username:
-        for pattern in _SUBJECT_USER:
-            match = pattern.search(mail.subject)
-            if match and username_ok(match.group(1)):
-                username = match.group(1)
-                break
+        username = username_from_subject(mail.subject, _SUBJECT_USER)
     if not username:
         return None
     if not name or len(name) > 60 or name.lower() == username.lower():
@@ -153,15 +150,6 @@ def seller(mail: Mail) -> Identity | None:
                     profile_url=f"https://www.fiverr.com/{username}")
 
 
-def summary(mail: Mail) -> str:
-    """The body's first paragraph-worth of lines, without greeting and buttons."""
-    lines = []
-    for line in mail.lines:
-        if _BUTTON.search(line):
-            break
-        if not _GREETING.match(line):
-            lines.append(line)
-    return "\n".join(lines) or mail.subject
 
 
 def body(mail: Mail, who: Identity) -> str:
@@ -178,7 +166,7 @@ def body(mail: Mail, who: Identity) -> str:
                        r"sent you")
     lines = [line for line in text_between(mail.lines, start, _BUTTON).splitlines()
              if not _GIG.match(line)]
-    return unquote_message("\n".join(lines)) if lines else summary(mail)
+    return unquote_message("\n".join(lines)) if lines else summary(mail, _BUTTON)
 
 
 def gig_title(mail: Mail) -> str:
@@ -210,7 +198,7 @@ def interpret(message: Message) -> Sequence[Record]:
     thread = f"fiverr:order:{order}" if order else f"fiverr:inbox:{who.address.lower()}"
     order_url = f"https://www.fiverr.com/orders/{order}" if order else ""
     inbox_url = f"https://www.fiverr.com/inbox/{who.address}"
-    text = body(mail, who) if kind in ("message", "delivery") else summary(mail)
+    text = body(mail, who) if kind in ("message", "delivery") else summary(mail, _BUTTON)
     records: list[Record] = []
     if kind == "delivery":
         found = mail.find_link(_ORDER_PATH, *DOMAINS)

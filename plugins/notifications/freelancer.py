@@ -34,9 +34,11 @@ from plugins.notifications.common import (
     first,
     log,
     person_message,
+    summary,
     system_message,
     text_between,
     unquote_message,
+    username_from_subject,
     username_ok,
 )
 
@@ -86,11 +88,7 @@ def freelancer(mail: Mail) -> Identity | None:
     if found and username_ok(found[1].group(1)):
         username = found[1].group(1)
     if not username:
-        for pattern in _SUBJECT_USER:
-            match = pattern.search(mail.subject)
-            if match and username_ok(match.group(1)):
-                username = match.group(1)
-                break
+        username = username_from_subject(mail.subject, _SUBJECT_USER)
     if not username:
         return None
     name = found[0].text if found and found[0].text and len(found[0].text) <= 60 else username
@@ -118,14 +116,6 @@ def body(mail: Mail, who: Identity) -> str:
     return unquote_message(text) or mail.subject
 
 
-def summary(mail: Mail) -> str:
-    lines = []
-    for line in mail.lines:
-        if _BUTTON.search(line):
-            break
-        if not re.match(r"(?i)^(?:hi|hello|dear)\b.{0,40},?$", line):
-            lines.append(line)
-    return "\n".join(lines) or mail.subject
 
 
 def interpret(message: Message) -> Sequence[Record]:
@@ -180,7 +170,7 @@ def interpret(message: Message) -> Sequence[Record]:
                  filename=f"Freelancer.com milestone {label} by {who.address}".replace(":", " -"),
                  note="release requested on Freelancer.com: the work is in the project's "
                       "messages; release the milestone there once it is reviewed"),
-        person_message(message, platform=PLATFORM, sender=who, kind=kind, text=summary(mail),
+        person_message(message, platform=PLATFORM, sender=who, kind=kind, text=summary(mail, _BUTTON),
                        thread=thread, url=url, amount=amount, milestone=described, **details),
     ]
 

@@ -46,6 +46,7 @@ from plugins.notifications.common import (
     make_link,
     numbered,
     person_message,
+    summary,
     system_message,
     text_between,
     unquote_message,
@@ -136,14 +137,6 @@ def cards(mail: Mail) -> list[tuple[str, str]]:
     return out
 
 
-def summary(mail: Mail) -> str:
-    lines = []
-    for line in mail.lines:
-        if _BUTTON.search(line):
-            break
-        if not re.match(r"(?i)^(?:hi|hello|dear)\b.{0,40},?$", line):
-            lines.append(line)
-    return "\n".join(lines) or mail.subject
 
 
 def interpret(message: Message) -> Sequence[Record]:
@@ -177,7 +170,7 @@ def interpret(message: Message) -> Sequence[Record]:
                                r"about the job|^" + re.escape(name) + r"$")
             lines = [line for line in text_between(mail.lines, start, _BUTTON).splitlines()
                      if line != name and not _TIME.match(line)]
-            found = [(unquote_message("\n".join(lines)) or summary(mail), "")]
+            found = [(unquote_message("\n".join(lines)) or summary(mail, _BUTTON), "")]
         ids = numbered(message, len(found))
         records: list[Record] = []
         for remote_id, (text, href) in zip(ids, found, strict=True):
@@ -212,7 +205,7 @@ def interpret(message: Message) -> Sequence[Record]:
             review_deadline=message.sent_at + AUTO_APPROVE))
         details["milestone"] = milestone
     records.append(person_message(message, platform=PLATFORM, sender=who, kind=kind,
-                                  text=summary(mail), thread=thread, **details))
+                                  text=summary(mail, _BUTTON), thread=thread, **details))
     return records
 
 
