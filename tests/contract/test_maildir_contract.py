@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
 import os
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +10,10 @@ import pytest
 
 import plugins.maildir
 from agent.testing import ConnectorContract, RemoteFixture
+from tests.contract.mail_remote import MailRemote
 
-_serial = itertools.count(1)
 
-
-class MaildirRemote(RemoteFixture):
+class MaildirRemote(MailRemote):
     """A real Maildir on disk, delivered to the way an MTA does (tmp/ then new/)."""
 
     plugin = plugins.maildir
@@ -30,30 +27,11 @@ class MaildirRemote(RemoteFixture):
     def settings(self) -> dict[str, Any]:
         return {"path": str(self.root), "page_size": 2}
 
-    def _deliver(self, msg: EmailMessage) -> None:
-        n = next(_serial)
-        msg["From"] = "Maria Lopez <maria@example.com>"
-        msg["To"] = "owner@example.com"
-        msg["Date"] = "Mon, 05 Jan 2026 10:00:00 +0000"
-        msg["Message-ID"] = f"<contract-{n}-{os.getpid()}@example.com>"
-        base = f"1767600000.M{n}P{os.getpid()}.contracthost"
+    def deliver(self, raw: bytes, serial: int) -> None:
+        base = f"1767600000.M{serial}P{os.getpid()}.contracthost"
         tmp = self.root / "tmp" / base
-        tmp.write_bytes(msg.as_bytes())
+        tmp.write_bytes(raw)
         tmp.rename(self.root / "new" / base)
-
-    def add_message(self, text: str) -> None:
-        msg = EmailMessage()
-        msg["Subject"] = "Progress"
-        msg.set_content(text + "\n")
-        self._deliver(msg)
-
-    def add_attachment(self, filename: str, data: bytes) -> None:
-        msg = EmailMessage()
-        msg["Subject"] = "Files"
-        msg.set_content("see attached\n")
-        msg.add_attachment(data, maintype="application", subtype="octet-stream",
-                           filename=filename)
-        self._deliver(msg)
 
 
 class TestMaildirContract(ConnectorContract):
