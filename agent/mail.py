@@ -55,6 +55,25 @@ INLINE_IMAGE_MAX = 100 * 1024
 ACTIVE_TAGS = ("script", "style", "head", "noscript", "template", "iframe", "object", "embed",
                "frame", "frameset", "applet")
 
+#: Content types that are never a contractor's work: signatures, keys, contact cards,
+#: delivery reports, read receipts and calendar invites (an invite is noted on the
+#: message instead).
+NOT_DELIVERABLE_TYPES = frozenset({
+    "application/pgp-signature", "application/pkcs7-signature",
+    "application/x-pkcs7-signature", "application/pgp-keys",
+    "text/vcard", "text/x-vcard", "text/directory",
+    "message/delivery-status", "message/global-delivery-status",
+    "message/disposition-notification", "message/global-disposition-notification",
+    "text/rfc822-headers", "message/global-headers", "message/feedback-report",
+    "text/calendar", "application/ics",
+})
+_SIGNATURE_SUFFIXES = (".p7s", ".sig", ".asc", ".vcf", ".ics")
+
+
+def is_signature_name(filename: str) -> bool:
+    """True for file names of signatures, contact cards and invites (``smime.p7s``...)."""
+    return filename.strip().lower().endswith(_SIGNATURE_SUFFIXES)
+
 
 def scrub(text: str) -> str:
     """Make ``text`` valid UTF-8 text: undecodable bytes and lone surrogates become U+FFFD,

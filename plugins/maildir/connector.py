@@ -383,7 +383,8 @@ class MaildirConnector(Connector[MaildirSettings]):
             return None
         self.stats.read += 1
         mtime = datetime.fromtimestamp(st.st_mtime, UTC)
-        extra = {"folder": folder.name, "flags": message_flags(path.name)}
+        extra = {"folder": folder.name, "flags": message_flags(path.name),
+                 "file": message_key(path.name)}
         if too_large:
             return self._too_large(raw, st.st_size, limit, mtime, extra, path)
         return message_from_bytes(raw, self.context, fallback_date=mtime, extra=extra)

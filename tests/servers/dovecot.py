@@ -508,9 +508,9 @@ def _ensure_run_user() -> tuple[str, int, int]:
     return RUN_USER, entry.pw_uid, entry.pw_gid
 
 
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[Dovecot]:
-    """The session's private Dovecot (fails, never skips, when Dovecot is not installed)."""
+@contextlib.contextmanager
+def running_dovecot() -> Iterator[Dovecot]:
+    """A private Dovecot for as long as the block runs (also for scripts outside pytest)."""
     for binary in (DOVECOT, DOVEADM):
         if not os.access(binary, os.X_OK):
             pytest.fail(f"{binary} is missing: install Dovecot for the IMAP tests "
@@ -537,6 +537,13 @@ def dovecot() -> Iterator[Dovecot]:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """The session's private Dovecot (fails, never skips, when Dovecot is not installed)."""
+    with running_dovecot() as server:
+        yield server
 
 
 @pytest.fixture
