@@ -34,8 +34,8 @@ from pydantic import Field, field_validator
 from agent.connector import Connector, Settings, SourceContext
 from agent.errors import SourceError
 from agent.files import write_private
-from agent.mail import message_from_bytes, parse_header_bytes, split_header
-from agent.models import Attachment, Cursor, Message, Page
+from agent.mail import message_from_bytes, too_large_message
+from agent.models import Cursor, Message, Page
 
 CURSOR_VERSION = 1
 #: Keys in the cursor's ``added`` list before they are folded into a new snapshot.
@@ -391,19 +391,8 @@ class MaildirConnector(Connector[MaildirSettings]):
 
     def _too_large(self, head: bytes, size: int, limit: int, mtime: datetime,
                    extra: dict[str, Any], path: Path) -> Message:
-        raw_header, _ = split_header(head)
-        info = parse_header_bytes(raw_header, fallback_date=mtime)
         self.log.warning(
             "%s: %s is %d bytes, over the %d byte message cap; kept its header only "
             "(raise sources.settings.max_message_mb to read it whole)",
             self.context.source, path, size, limit)
-        placeholder = Attachment(
-            "message.eml", "message/rfc822", size=size, remote_id="whole-message",
-            status="too_large", note=f"message over the {limit} byte cap; not read",
-        )
-        return Message(
-            remote_id=info.remote_id, sent_at=info.sent_at, sender=info.sender,
-            subject=info.subject, text="", thread_remote_id=info.thread_remote_id,
-            recipients=info.recipients, attachments=(placeholder,),
-            extra={"message_id": info.message_id, "too_large": size, **extra},
-        )
+        return too_large_message(head, size, limit, mtime, extra)
