@@ -518,7 +518,7 @@ def _info_from_fields(items: Iterable[tuple[str, Any]], fetch: Any, raw_header: 
         # A Message-ID is not unique (mailers reuse them, tests copy them): the id also
         # names the sender and the date, which a copy in another folder keeps.
         legacy = f"<{message_id}>"
-        remote_id = f"{legacy}~{identity_hash(message_id, sender.address, sent_at)}"
+        remote_id = f"{legacy}~{identity_hash(message_id, sender.address, sent_at, body_digest)}"
     else:
         legacy = "sha256:" + hashlib.sha256(raw_header).hexdigest()
         remote_id = "sha256:" + hashlib.sha256(
@@ -542,11 +542,14 @@ def _info_from_fields(items: Iterable[tuple[str, Any]], fetch: Any, raw_header: 
     )
 
 
-def identity_hash(message_id: str, sender: str, sent_at: datetime) -> str:
-    """What tells two messages with the same Message-ID apart (12 hex digits)."""
+def identity_hash(message_id: str, sender: str, sent_at: datetime, body_digest: bytes = b""
+                  ) -> str:
+    """What tells two messages with the same Message-ID apart (12 hex digits): sender,
+    date and the digest of the whole message, which a copy in another folder keeps (line
+    endings aside)."""
     stamp = sent_at.astimezone(UTC).isoformat() if sent_at.tzinfo else sent_at.isoformat()
-    return hashlib.sha256(f"{message_id}\x00{sender.lower()}\x00{stamp}".encode(
-        "utf-8", "surrogatepass")).hexdigest()[:12]
+    text = f"{message_id}\x00{sender.lower()}\x00{stamp}\x00"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass") + body_digest).hexdigest()[:12]
 
 
 def parse_header_bytes(raw_header: bytes, fallback_date: datetime | None = None) -> HeaderInfo:
@@ -710,11 +713,12 @@ def message_from_bytes(
     says the sender is a contractor and the part is under ``max_attachment_bytes``;
     otherwise they are recorded with a status that says why. Never raises on bad input.
     """
-    raw_header, raw_body = split_header(raw)
+    raw_header, _ = split_header(raw)
     parsed, defects = parse_message(raw)
     defects.extend(header_problems(parsed))
     fix_8bit_headers(parsed)
-    body_digest = hashlib.sha256(raw_body.replace(b"\r\n", b"\n").rstrip()).digest()
+    # the whole message, line endings aside: a copy in another folder has the same
+    body_digest = hashlib.sha256(raw.replace(b"\r\n", b"\n").rstrip()).digest()
     info = header_info(parsed, raw_header, fallback_date, body_digest)
     wants = context.wants_attachments(info.sender) and not context.is_owner(info.sender)
     where = f"{context.source}: message {info.remote_id}"

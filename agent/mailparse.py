@@ -68,8 +68,12 @@ def repair_header(raw: bytes) -> tuple[bytes, list[str]]:
 
 
 def parse_message(raw: bytes) -> tuple[EmailMessage, list[str]]:
-    """The parsed message (compat32 objects, :data:`POLICY`) and repair defect names."""
-    raw, defects = repair_header(raw)
+    """The parsed message (compat32 objects, :data:`POLICY`) and repair defect names.
+
+    Line endings are made LF first: IMAP sends CRLF, Maildir files mostly hold LF, and
+    text parts (bodies, text attachments) must not differ by the way they came.
+    """
+    raw, defects = repair_header(raw.replace(b"\r\n", b"\n"))
     try:
         return fast_parse(raw), defects
     except Exception as exc:  # RecursionError on absurd nesting; compat32 is lenient
@@ -131,7 +135,7 @@ def _restore(parsed: EmailMessage, originals: dict[str, str]) -> None:
             value = getattr(part, name, None)
             if isinstance(value, str) and _STAND_IN in value:
                 setattr(part, name, back(value))
-        items = part.raw_items()
+        items = list(part.raw_items())
         if any(isinstance(v, str) and _STAND_IN in v for _, v in items):
             for key in {k.lower() for k, _ in items}:
                 del part[key]

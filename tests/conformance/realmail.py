@@ -35,6 +35,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,10 @@ if str(ROOT) not in sys.path:
 
 from agent.mail import NOT_DELIVERABLE_TYPES, is_signature_name  # noqa: E402
 from agent.store import Store  # noqa: E402
-from tests.servers.dovecot import PASSWORD_ENV, running_dovecot  # noqa: E402
+from tests.servers.dovecot import running_dovecot  # noqa: E402
 
 OWNER = "owner@conformance.invalid"
+ARRIVED = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # mtime / INTERNALDATE of every copy
 DEFECTS = ("lost", "duplicate ids", "mojibake", "undecoded RFC 2047", "signature deliverables",
            "senders lost", "hash mismatches", "IMAP/Maildir disagreements")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
@@ -75,6 +77,20 @@ def normalized(raw: bytes) -> bytes:
 
 
 def reference(raw: bytes) -> Reference:
+    """Python's email package on the file (``policy=default``). Decoded parts from the
+    compat32 policy, and from the file with LF line endings, count as Python's too."""
+    ref = _reference(normalized(raw))
+    for policy in (email.policy.compat32, email.policy.default):
+        for variant in {raw, normalized(raw)}:
+            with contextlib.suppress(Exception):
+                for part in email.message_from_bytes(variant, policy=policy).walk():
+                    data = part.get_payload(decode=True)
+                    if isinstance(data, bytes):
+                        ref.part_hashes.add(hashlib.sha256(data).hexdigest())
+    return ref
+
+
+def _reference(raw: bytes) -> Reference:
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     sender = ""
     with contextlib.suppress(Exception):
@@ -156,7 +172,9 @@ def maildir_path(files: list[Path], work: Path) -> Path:
     for sub in ("cur", "new", "tmp"):
         (maildir / sub).mkdir(parents=True)
     for index, path in enumerate(files):
-        (maildir / "cur" / f"{index:06d}.conformance:2,S").write_bytes(path.read_bytes())
+        target = maildir / "cur" / f"{index:06d}.conformance:2,S"
+        target.write_bytes(path.read_bytes())
+        os.utime(target, (ARRIVED.timestamp(), ARRIVED.timestamp()))
     data = work / "maildir-data"
     config = work / "maildir.toml"
     write_config(config, data, senders(files), "\n".join([
@@ -170,7 +188,12 @@ def maildir_path(files: list[Path], work: Path) -> Path:
 def imap_path(files: list[Path], work: Path) -> Iterator[Path]:
     with running_dovecot() as server:
         mailbox = server.add_user()
-        mailbox.append_many("INBOX", (p.read_bytes() for p in files))
+        with mailbox.connect() as imap:  # arrival time as the Maildir files' mtime
+            for path in files:
+                raw = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+                typ, answer = imap.append("INBOX", "(\\Seen)", ARRIVED, raw)
+                if typ != "OK":
+                    raise SystemExit(f"the test IMAP server refused {path}: {answer!r}")
         data = work / "imap-data"
         config = work / "imap.toml"
         write_config(config, data, senders(files), mailbox.source_toml(name="imap"))
@@ -216,8 +239,8 @@ def fields(doc: dict[str, Any]) -> list[str]:
 def is_mojibake(value: str, ref: str) -> bool:
     if _MOJIBAKE.search(value) and not _MOJIBAKE.search(ref):
         return True
-    wide = sum(1 for ch in ref if ord(ch) > 0x24F)
-    ours = sum(1 for ch in value if ord(ch) > 0x24F)
+    wide = sum(1 for ch in ref if ord(ch) > 0x24F and ch != "\ufffd")
+    ours = sum(1 for ch in value if ord(ch) > 0x24F and ch != "\ufffd")
     return wide >= 4 and ours < wide // 2
 
 
@@ -239,8 +262,10 @@ def measure(files: list[Path], maildir: Path, imap: Path, verbose: bool) -> Coun
     counts["files"] = len(files)
     raws = [p.read_bytes() for p in files]
     first_of: dict[bytes, int] = {}
+    copies: dict[int, list[int]] = {}  # first file of each content -> every file with it
     for index, raw in enumerate(raws):
-        first_of.setdefault(hashlib.sha256(normalized(raw)).digest(), index)
+        first = first_of.setdefault(hashlib.sha256(normalized(raw)).digest(), index)
+        copies.setdefault(first, []).append(index)
     distinct = sorted(first_of.values())
     counts["distinct"] = len(distinct)
     refs = [reference(raw) for raw in raws]
@@ -255,7 +280,10 @@ def measure(files: list[Path], maildir: Path, imap: Path, verbose: bool) -> Coun
 
     for path, ((messages, deliverables), key) in stores.items():
         counts[f"stored ({path})"] = len(messages)
-        found = docs[path] = by_file(messages, key)
+        by_index = by_file(messages, key)
+        # identical files are one message: its record may name any of them
+        found = docs[path] = {first: [d for i in same for d in by_index.get(i, [])]
+                              for first, same in copies.items()}
         ids = Counter(d["id"] for d in messages) + Counter(d["id"] for d in deliverables)
         for ident, n in ids.items():
             if n > 1:
@@ -264,7 +292,7 @@ def measure(files: list[Path], maildir: Path, imap: Path, verbose: bool) -> Coun
         hashes = {index: {d.get("sha256") for d in deliverables
                           if d.get("message_id") in {m["id"] for m in found.get(index, [])}
                           and d.get("sha256")}
-                  for index in range(len(files))}
+                  for index in distinct}
         for index in distinct:
             if not found.get(index):
                 # dropped, or merged into another file's record
@@ -272,7 +300,7 @@ def measure(files: list[Path], maildir: Path, imap: Path, verbose: bool) -> Coun
                 continue
             ref = refs[index]
             doc = found[index][0]
-            for value, ref_value in zip(fields(doc), [ref.subject, ref.text, ""], strict=False):
+            for value in fields(doc):
                 if _ENCODED_WORD.search(value):
                     note("undecoded RFC 2047", path, index, repr(value[:80]))
                     break
