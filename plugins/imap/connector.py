@@ -634,7 +634,7 @@ class ImapConnector(Connector[ImapSettings]):
     def _finish(self, folder: str, metas: list[Meta]) -> list[Message]:
         """Fetch the messages of one chunk and read them."""
         limit = self.max_message_bytes()
-        together = [m.uid for m in metas if m.size <= STREAM_BYTES]
+        together = [m.uid for m in metas if m.size <= min(STREAM_BYTES, limit)]
         bodies: dict[int, dict[bytes, Any]] = {}
         if together:
             def whole(client: IMAPClient) -> dict[int, dict[bytes, Any]]:
