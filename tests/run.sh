@@ -27,3 +27,9 @@ PY="${PYTHON:-python3}"
 .venv/bin/ruff check agent plugins tests
 .venv/bin/mypy
 RETAINER_NO_SKIPS=1 .venv/bin/pytest "$@"
+
+# Real-world mail conformance (issue 8): every file of the shared mail corpus through IMAP
+# and Maildir; fails on any defect. Runs when ../shared sits beside the clone (as in CI).
+if [ -d ../shared/corpus/mail ]; then
+    .venv/bin/python tests/conformance/realmail.py ../shared/corpus/mail
+fi
