@@ -520,7 +520,7 @@ def _info_from_fields(items: Iterable[tuple[str, Any]], fetch: Any, raw_header: 
         legacy = f"<{message_id}>"
         remote_id = f"{legacy}~{identity_hash(message_id, sender.address, sent_at, body_digest)}"
     else:
-        legacy = "sha256:" + hashlib.sha256(raw_header).hexdigest()
+        legacy = ""  # was a hash of header bytes that differed per path: not kept
         remote_id = "sha256:" + hashlib.sha256(
             raw_header.replace(b"\r\n", b"\n").rstrip() + b"\n\n" + body_digest).hexdigest()
     recipients = parse_addresses([*every("to"), *every("cc")])

@@ -518,10 +518,11 @@ class Store:
             counterpart = candidates[0] if candidates else None
         key = touch(counterpart, record.sent_at) if counterpart is not None else None
         contractor_id = roster.contractor_of(key)
-        message_id = message_id_for(source, record.remote_id)
-        thread_remote = record.thread_remote_id or record.remote_id
-        thread_id = thread_id_for(source, thread_remote)
         sent = iso(record.sent_at) or ""
+        remote_id = self._stored_remote_id(source, record, sent)
+        message_id = message_id_for(source, remote_id)
+        thread_remote = record.thread_remote_id or remote_id
+        thread_id = thread_id_for(source, thread_remote)
         attachments = []
         for index, att in enumerate(record.attachments):
             entry: dict[str, Any] = {
@@ -533,7 +534,7 @@ class Store:
                       and att.status in DELIVERABLE_STATUSES)
             if wanted:
                 doc = self._deliverable_doc(
-                    source, msg_platform, f"{record.remote_id}#{att.remote_id or index}",
+                    source, msg_platform, f"{remote_id}#{att.remote_id or index}",
                     message_id, thread_id, key, roster, att, record.sent_at, record.subject)
                 entry["deliverable_id"] = doc["id"]
                 entry["sha256"] = doc["sha256"]
@@ -541,7 +542,7 @@ class Store:
             attachments.append(entry)
         doc = {
             "id": message_id, "source": source, "platform": msg_platform,
-            "remote_id": record.remote_id, "thread_id": thread_id,
+            "remote_id": remote_id, "thread_id": thread_id,
             "thread_remote_id": thread_remote, "contractor_id": contractor_id,
             "identity": key, "direction": direction, "sent_at": sent,
             "subject": record.subject, "text": record.text,
@@ -562,6 +563,26 @@ class Store:
         if key and not thread.get("identity"):
             thread["identity"] = key
         month_threads[thread_id] = thread
+
+    def _stored_remote_id(self, source: str, record: Message, sent: str) -> str:
+        """The id a message already has in this store: mail stored before ids named more
+        than the Message-ID (``extra["legacy_remote_id"]``) keeps its old id, so its
+        deliverables and their reviews stay as they are."""
+        legacy = record.extra.get("legacy_remote_id")
+        if not isinstance(legacy, str) or not legacy or legacy == record.remote_id:
+            return record.remote_id
+        old = self.month_shard(sent[:7] or "0000-00").get(
+            "messages", message_id_for(source, legacy))
+        if (old is None or old.get("remote_id") != legacy or old.get("sent_at") != sent
+                or (old.get("sender") or {}).get("address") != record.sender.address):
+            return record.remote_id
+        # the same message only if every file it brings is one the old record stored
+        stored = {a.get("sha256") for a in old.get("attachments") or () if a.get("sha256")}
+        for att in record.attachments:
+            if att.status == "stored" and att.data is not None and \
+                    hashlib.sha256(att.data).hexdigest() not in stored:
+                return record.remote_id
+        return legacy
 
     def _deliverable_doc(self, source: str, platform: str, remote_id: str,
                          message_id: str | None, thread_id: str | None, key: str | None,
