@@ -54,6 +54,9 @@ class SourceContext:
         (the sender is a known contractor); other senders' files are recorded only.
     :param should_stop: true once the daemon was asked to stop: finish the page, return.
     :param log: the logger to use (``retainer.plugins.<platform>``); never log secrets.
+    :param refetch: messages to read again before new mail (the ``extra`` a mail connector
+        stored with each): earlier mail of a sender just promoted to contractor, whose
+        files were recorded but not downloaded. Connectors that cannot ignore it.
     """
 
     source: str
@@ -66,6 +69,7 @@ class SourceContext:
     should_stop: Callable[[], bool] = _never
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("retainer.plugins"))
     options: dict[str, Any] = field(default_factory=dict)
+    refetch: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Connector(ABC, Generic[S]):

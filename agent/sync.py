@@ -146,6 +146,7 @@ class SyncEngine:
             should_stop=self.should_stop,
             log=logging.getLogger(f"retainer.plugins.{source.platform}"),
             options=dict(self.config.plugins.get(source.platform, {})),
+            refetch=self.store.backfill_locators(source.name),
         )
 
     def sync_source(self, source: SourceConfig) -> SyncResult:
@@ -220,6 +221,9 @@ class SyncEngine:
                 if self.should_stop():
                     result.stopped = True
                     break
+            if context.refetch and not result.stopped:
+                with self.store.writing():  # the promoted senders' earlier files are in
+                    self.store.update_source_state(source.name, backfill=[])
         finally:
             connector.close()
 

@@ -305,15 +305,44 @@ class Store:
                 "status_changed_at": stamp, "merged_into": None,
             }
         ident_docs = []
+        promoted = []
         for identity in identities:
             current = roster.identities.get(identity.key, {})
+            if current.get("first_seen") and not current.get("contractor_id"):
+                promoted.append(identity.key)  # seen before: their earlier files wait
             ident_docs.append(self._identity_doc(identity, current, doc["id"]))
             if identity.key not in doc["identities"]:
                 doc["identities"] = [*doc["identities"], identity.key]
         self.roster_shard.upsert_many("contractors", [doc])
         if ident_docs:
             self.roster_shard.upsert_many("identities", ident_docs, "key")
+        if promoted:
+            self.mark_backfill(promoted)
         return doc
+
+    # -- promotion backfill -------------------------------------------------------------
+
+    def mark_backfill(self, keys: Sequence[str]) -> None:
+        """Ask every source to fetch again the files these (newly promoted) identities
+        sent before; :meth:`backfill_locators` lists them, the next sync fetches them."""
+        for source, state in self.source_states().items():
+            pending = sorted(set(state.get("backfill") or []) | set(keys))
+            self.update_source_state(source, backfill=pending)
+
+    def backfill_locators(self, source: str) -> list[dict[str, Any]]:
+        """The ``extra`` of this source's messages from identities waiting for a backfill
+        whose files were recorded but not downloaded (oldest first)."""
+        keys = set(self.source_state(source).get("backfill") or [])
+        if not keys:
+            return []
+        found: list[tuple[str, dict[str, Any]]] = []
+        for doc in self.iter_messages():
+            if doc.get("source") != source or doc.get("identity") not in keys:
+                continue
+            if any(a.get("status") == "not_downloaded" and not a.get("inline")
+                   for a in doc.get("attachments") or ()):
+                found.append((doc.get("sent_at") or "", dict(doc.get("extra") or {})))
+        return [extra for _, extra in sorted(found, key=lambda item: item[0])]
 
     def _identity_doc(self, identity: Identity, current: dict[str, Any],
                       contractor_id: str | None) -> dict[str, Any]:
@@ -578,7 +607,7 @@ class Store:
             return record.remote_id
         # the same message only if every file it brings is one the old record stored
         stored = {a.get("sha256") for a in old.get("attachments") or () if a.get("sha256")}
-        for att in record.attachments:
+        for att in record.attachments if stored else ():
             if att.status == "stored" and att.data is not None and \
                     hashlib.sha256(att.data).hexdigest() not in stored:
                 return record.remote_id

@@ -479,6 +479,7 @@ class ImapConnector(Connector[ImapSettings]):
                 missing.append(name)
             else:
                 statuses[name] = status
+        yield from self._refetch()
         if missing:
             message = (f"{self.where}: folder(s) {', '.join(map(repr, missing))} not found; "
                        "fix sources.settings.folders (names are case-sensitive, subfolders "
@@ -504,6 +505,28 @@ class ImapConnector(Connector[ImapSettings]):
             total_later = sum(pending[n] for n in todo if n != name and pending[n] >= 0)
             pending[name] = -1
             yield from self._sync_folder(name, folders, statuses[name], progress, total_later)
+
+    def _refetch(self) -> Iterator[Page]:
+        """Messages the host asked for again (``context.refetch``), by folder and UID;
+        their pages carry no cursor."""
+        wanted: dict[str, list[int]] = {}
+        for extra in self.context.refetch:
+            folder, uid = extra.get("folder"), extra.get("uid")
+            if isinstance(folder, str) and isinstance(uid, int) and uid > 0:
+                wanted.setdefault(folder, []).append(uid)
+        for folder, uids in wanted.items():
+            if folder not in self.settings.folders:
+                continue
+            self.log.info("%s: reading %d earlier message(s) in %r again for their files",
+                          self.context.source, len(uids), folder)
+            self.selected = None
+            self.selected_uidvalidity = None
+            uids = sorted(set(uids))
+            for start in range(0, len(uids), self.settings.batch_size):
+                batch = uids[start:start + self.settings.batch_size]
+                for records, _last in self._read_batch(folder, batch, 0):
+                    if records:
+                        yield Page(records=records, cursor=None)
 
     def _status(self, name: str) -> dict[bytes, Any] | None:
         from imapclient.exceptions import IMAPClientAbortError, IMAPClientError

@@ -321,6 +321,7 @@ class MaildirConnector(Connector[MaildirSettings]):
         state = self.load_seen(cursor)
         self.remove_old_snapshots(keep=state.snapshot_id)
         folders = self.folders()
+        yield from self._refetch(folders)
         listings: dict[str, dict[str, str]] = {}
         todo: list[tuple[Folder, str, str]] = []
         for folder in folders:
@@ -353,6 +354,26 @@ class MaildirConnector(Connector[MaildirSettings]):
                 records = []
         if records:
             yield self._page(state, listings, records, done, len(todo))
+
+    def _refetch(self, folders: list[Folder]) -> Iterator[Page]:
+        """Message files the host asked for again (``context.refetch``), by folder and
+        file key; their pages carry no cursor."""
+        by_name = {folder.name: folder for folder in folders}
+        wanted: dict[str, list[str]] = {}
+        for extra in self.context.refetch:
+            name, key = extra.get("folder"), extra.get("file")
+            if isinstance(name, str) and isinstance(key, str) and name in by_name:
+                wanted.setdefault(name, []).append(key)
+        for name, keys in wanted.items():
+            folder = by_name[name]
+            listing = self.list_folder(folder)
+            records = [message for key in keys if key in listing
+                       for message in [self.read_message(folder, listing[key])]
+                       if message is not None]
+            self.log.info("%s: read %d earlier message(s) in %s again for their files",
+                          self.context.source, len(records), name)
+            for start in range(0, len(records), self.settings.page_size):
+                yield Page(records=records[start:start + self.settings.page_size], cursor=None)
 
     def _page(self, state: SeenState, listings: dict[str, dict[str, str]],
               records: list[Message], done: int, total: int) -> Page:

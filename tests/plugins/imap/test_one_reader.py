@@ -18,6 +18,8 @@ from tests.test_mail_realworld import TEXT, _tnef, attachment, mixed
 
 ARRIVED = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 SENDER = "maria@example.com"
+HEAD_FROM = (b"From: Someone <%s>\nTo: owner@example.com\n"
+             b"Date: Mon, 05 Jan 2026 10:00:00 +0000\n")
 UNBALANCED = base64.b64encode('Иван "Ц'.encode()).decode()
 
 TRICKY = [
@@ -86,3 +88,22 @@ def test_imap_and_maildir_give_the_same_records(dovecot_mailbox: Mailbox, monkey
     assert len({m.remote_id for m in from_imap}) == len(TRICKY)  # nothing collapsed
     for left, right in zip(from_maildir, from_imap, strict=True):
         assert comparable(left) == comparable(right)
+
+
+def test_refetch_reads_earlier_messages_by_uid_without_moving_the_cursor(
+        dovecot_mailbox: Mailbox, monkeypatch: Any, tmp_path: Path) -> None:
+    stranger = "newbie@example.com"
+    raw = mixed(TEXT, attachment(b"draft.pdf", b"%PDF draft"),
+                head=HEAD_FROM % stranger.encode(), msgid=b"<draft@x>")
+    dovecot_mailbox.append_many("INBOX", [raw, mixed(TEXT, msgid=b"<other@x>")])
+    first, cursor, _ = run(connector(dovecot_mailbox, monkeypatch, tmp_path,
+                                     ctx=context(tmp_path, contractors=[])), {})
+    assert first[0].attachments[0].status == "not_downloaded"
+    promoted = context(tmp_path, contractors=[stranger])
+    promoted.refetch.append(dict(first[0].extra))
+    again, after, pages = run(connector(dovecot_mailbox, monkeypatch, tmp_path, ctx=promoted),
+                              cursor)
+    assert [m.remote_id for m in again] == [first[0].remote_id]
+    assert again[0].attachments[0].status == "stored"
+    assert again[0].attachments[0].data == b"%PDF draft"
+    assert pages[0].cursor is None and after == cursor
