@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,9 @@ class AgentSection(_Strict):
     max_attachment_mb: float = 50.0
     review_overdue: timedelta = timedelta(days=3)
     log_level: str = "INFO"
+    #: Work received before this day enters the queue as already handled (first import
+    #: of an old mailbox); default: none.
+    review_since: date | None = None
 
     @field_validator("data_dir", mode="before")
     @classmethod

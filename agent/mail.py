@@ -9,6 +9,7 @@ what was wrong is kept in ``extra["defects"]`` and logged once per message.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import email.utils
 import hashlib
 import io
@@ -854,6 +855,12 @@ def _tnef(part: EmailMessage, index: int, wants: bool, context: SourceContext, w
             found.append(Attachment(filename, content_type, size=len(content), data=content,
                                     remote_id=remote_id))
     return found
+
+
+def backfilled(message: Message) -> Message:
+    """``message`` read again for a promotion backfill: its files enter the review queue
+    with their own dates, whatever the first-import cut-off."""
+    return dataclasses.replace(message, extra={**message.extra, "backfill": True})
 
 
 def build_message(info: HeaderInfo, text: str, attachments: Iterable[Attachment],

@@ -111,10 +111,15 @@ class SyncEngine:
         self.owner_keys = frozenset(f"email:{e}" for e in config.agent.owner_emails)
 
     def prepare(self) -> None:
-        """Seed the roster from the config (idempotent)."""
+        """Seed the roster from the config (idempotent) and fix the first-import cut-off."""
         if self.config.contractors:
             with self.store.writing():
                 self.store.seed_contractors(self.config.contractors)
+        since = self.config.agent.review_since
+        day = since.isoformat() if since else ""
+        if day != self.store.review_since():
+            with self.store.writing():
+                self.store.set_review_since(day)
 
     def sync_all(self, names: Sequence[str] = ()) -> list[SyncResult]:
         sources = [self.config.source(n) for n in names] if names else [

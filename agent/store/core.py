@@ -61,6 +61,16 @@ def _month(doc: dict[str, Any]) -> str:
     return stamp[:7] if len(stamp) >= 7 else "0000-00"
 
 
+def _handled_before(doc: dict[str, Any], cutoff: str) -> None:
+    """Work received before the first-import cut-off enters the queue as handled."""
+    received = doc.get("received_at") or ""
+    if cutoff and received and received[:10] < cutoff and doc["review_status"] == "unreviewed":
+        doc["review_status"] = "approved"
+        doc["review"] = {"status": "approved", "rating": None, "feedback": "",
+                         "reviewed_at": None, "cost": None, "hours": None, "sent": [],
+                         "round": 0, "auto": f"received before review_since {cutoff}"}
+
+
 def _doc(value: dict[str, Any]) -> dict[str, Any]:
     """A JSON-safe copy of a document (datetimes as ISO strings, text valid UTF-8)."""
     safe: dict[str, Any] = json_safe(value)
@@ -226,6 +236,18 @@ class Store:
         elif meta.get("version", 0) > SCHEMA_VERSION:
             raise StoreError(f"{self.data_dir} was written by a newer Retainer "
                              f"(schema {meta['version']}); upgrade Retainer")
+
+    # -- first import ------------------------------------------------------------------
+
+    def review_since(self) -> str:
+        """The cut-off day (``YYYY-MM-DD``): work received before it is stored as handled."""
+        doc = self.meta.get("meta", "review_since", key="name")
+        return str(doc.get("date") or "") if doc else ""
+
+    def set_review_since(self, day: str) -> None:
+        """Use ``day`` (``YYYY-MM-DD``) as the cut-off; ``""`` for none."""
+        if day != self.review_since():
+            self.meta.upsert_many("meta", [{"name": "review_since", "date": day}], "name")
 
     # -- sync state ----------------------------------------------------------------------
 
@@ -565,6 +587,8 @@ class Store:
                 doc = self._deliverable_doc(
                     source, msg_platform, f"{remote_id}#{att.remote_id or index}",
                     message_id, thread_id, key, roster, att, record.sent_at, record.subject)
+                if not record.extra.get("backfill"):
+                    _handled_before(doc, self.review_since())
                 entry["deliverable_id"] = doc["id"]
                 entry["sha256"] = doc["sha256"]
                 deliverables.append(doc)

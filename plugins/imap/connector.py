@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from agent.connector import Connector, SourceContext
 from agent.errors import AuthError, SourceError, TransientError, UnsupportedOperation
-from agent.mail import message_from_bytes, scrub, too_large_message
+from agent.mail import backfilled, message_from_bytes, scrub, too_large_message
 from agent.models import Cursor, Message, Outgoing, Page
 from plugins.imap.settings import ImapSettings
 
@@ -526,7 +526,7 @@ class ImapConnector(Connector[ImapSettings]):
                 batch = uids[start:start + self.settings.batch_size]
                 for records, _last in self._read_batch(folder, batch, 0):
                     if records:
-                        yield Page(records=records, cursor=None)
+                        yield Page(records=[backfilled(r) for r in records], cursor=None)
 
     def _status(self, name: str) -> dict[bytes, Any] | None:
         from imapclient.exceptions import IMAPClientAbortError, IMAPClientError

@@ -34,7 +34,7 @@ from pydantic import Field, field_validator
 from agent.connector import Connector, Settings, SourceContext
 from agent.errors import SourceError
 from agent.files import write_private
-from agent.mail import message_from_bytes, too_large_message
+from agent.mail import backfilled, message_from_bytes, too_large_message
 from agent.models import Cursor, Message, Page
 
 CURSOR_VERSION = 1
@@ -367,7 +367,7 @@ class MaildirConnector(Connector[MaildirSettings]):
         for name, keys in wanted.items():
             folder = by_name[name]
             listing = self.list_folder(folder)
-            records = [message for key in keys if key in listing
+            records = [backfilled(message) for key in keys if key in listing
                        for message in [self.read_message(folder, listing[key])]
                        if message is not None]
             self.log.info("%s: read %d earlier message(s) in %s again for their files",
