@@ -645,16 +645,21 @@ def _raw_name_has_nul(part: EmailMessage) -> bool:
     return "\x00" in raw or "=00" in raw
 
 
-def is_attachment(part: EmailMessage) -> bool:
+def is_attachment(part: EmailMessage, filename: str | None = None,
+                  content_type: str | None = None) -> bool:
+    """A file rather than text of the message (``filename``, ``content_type``: the
+    part's, when already known)."""
     disposition = _disposition(part)
     if disposition == "attachment":
         return True
-    if part.get_content_type() in ("text/plain", "text/html"):
+    content_type = content_type or part.get_content_type()
+    if content_type in ("text/plain", "text/html"):
         return False  # named or not, text shown in the message is its body
-    named = bool(part_filename(part))
-    if part.get_content_maintype() in {"text", "multipart", "message"} and not named:
+    named = bool(part_filename(part) if filename is None else filename)
+    maintype = content_type.split("/", 1)[0]
+    if maintype in {"text", "multipart", "message"} and not named:
         return False
-    return named or part.get_content_maintype() not in {"text", "multipart"}
+    return named or maintype not in {"text", "multipart"}
 
 
 def is_inline_image(part: EmailMessage, size: int | None = None) -> bool:
@@ -714,12 +719,15 @@ def message_from_bytes(
     says the sender is a contractor and the part is under ``max_attachment_bytes``;
     otherwise they are recorded with a status that says why. Never raises on bad input.
     """
+    raw = raw.replace(b"\r\n", b"\n")  # line endings aside, IMAP and Maildir agree
     raw_header, _ = split_header(raw)
     parsed, defects = parse_message(raw)
-    defects.extend(header_problems(parsed))
-    fix_8bit_headers(parsed)
-    # the whole message, line endings aside: a copy in another folder has the same
-    body_digest = hashlib.sha256(raw.replace(b"\r\n", b"\n").rstrip()).digest()
+    eight_bit = not raw.isascii()
+    if eight_bit or b"=?" in raw_header:
+        defects.extend(header_problems(parsed))
+        fix_8bit_headers(parsed)
+    # the whole message: a copy in another folder has the same
+    body_digest = hashlib.sha256(raw.rstrip()).digest()
     info = header_info(parsed, raw_header, fallback_date, body_digest)
     wants = context.wants_attachments(info.sender) and not context.is_owner(info.sender)
     where = f"{context.source}: message {info.remote_id}"
@@ -730,23 +738,24 @@ def message_from_bytes(
     invite: dict[str, str] = {}
     for index, part in walk_parts(parsed, defects):
         parts.append(part)
-        if index:
+        if index and eight_bit:
             defects.extend(header_problems(part, top=False))
             fix_8bit_headers(part)
         content_type = part.get_content_type()
-        if content_type in NOT_DELIVERABLE_TYPES or (
-                not part.is_multipart() and is_signature_name(part_filename(part))):
+        if part.is_multipart() and content_type not in NOT_DELIVERABLE_TYPES:
+            continue
+        filename = part_filename(part)
+        if content_type in NOT_DELIVERABLE_TYPES or is_signature_name(filename):
             if content_type in ("text/calendar", "application/ics") and not invite:
                 invite = _invite(part)
             attachments.append(_not_work(part, index))
             continue
-        if part.is_multipart():
-            continue
-        if content_type == "application/ms-tnef" or part_filename(part).lower() == "winmail.dat":
+        if content_type == "application/ms-tnef" or filename.lower() == "winmail.dat":
             attachments.extend(_tnef(part, index, wants, context, where, defects))
             continue
-        if is_attachment(part):
-            attachments.append(_attachment(part, index, wants, context, where))
+        if is_attachment(part, filename, content_type):
+            attachments.append(_attachment(part, index, wants, context, where, filename,
+                                           content_type))
             continue
         payload = _payload(part)
         if payload is None:
@@ -944,8 +953,8 @@ def _short(name: str, limit: int = 80) -> str:
 
 
 def _attachment(part: EmailMessage, index: int, wants: bool, context: SourceContext,
-                where: str) -> Attachment:
-    filename = part_filename(part) or f"part-{index}"
+                where: str, filename: str = "", content_type: str = "") -> Attachment:
+    filename = filename or part_filename(part) or f"part-{index}"
     safe = sanitize_filename(filename)
     if _raw_name_has_nul(part):
         log.warning("%s: attachment name %s held NUL bytes; they were removed",
@@ -953,7 +962,7 @@ def _attachment(part: EmailMessage, index: int, wants: bool, context: SourceCont
     if safe != filename:
         log.warning("%s: attachment name %s is unsafe; it will be stored as %s",
                     where, _short(filename), _short(safe))
-    content_type = scrub(part.get_content_type())
+    content_type = scrub(content_type or part.get_content_type())
     estimate = _estimate_size(part)
     inline = is_inline_image(part, estimate)
     declared = _declared_size(part)

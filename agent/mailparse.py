@@ -7,9 +7,9 @@ the same parts whichever way it arrived. Three things happen around the parser:
   its indentation) are joined to the field before them instead of ending the header;
 * folded header values are unfolded when read (RFC 5322 2.2.3), so a boundary or file
   name folded over two lines reads as one value;
-* for speed, long runs of base64-like lines and the multipart boundaries are swapped for
-  short stand-ins before parsing and put back in every payload after. Neither can change
-  what the parser sees (the stand-ins are lines and words of the same kind), which
+* for speed, long base64 bodies and the multipart boundaries are swapped for short
+  stand-ins before parsing and put back in every payload after. Neither can change what
+  the parser sees (the stand-ins are lines and words of the same kind), which
   tests/test_mail_parse.py checks against a plain parse.
 """
 
@@ -25,10 +25,8 @@ _FOLD = re.compile(r"\r?\n(?=[ \t])")
 # What compat32's feed parser takes for a header line (anything else ends the block).
 _HEADER_LINE = re.compile(rb"From |[\041-\071\073-\176]*:|[\t ]")
 _BLANK = re.compile(rb"\r?\n\r?\n")
-_RUN = re.compile(rb"(?m)(?:^[A-Za-z0-9+/]{40,}={0,2}\r?\n){8,}")
 _BOUNDARY = re.compile(rb'(?i)\bboundary\s*=\s*"?([0-9A-Za-z\'()+_,./:=?-]{8,200})')
 _STAND_IN = "rtnr."
-_STAND_IN_TOKEN = re.compile(r"rtnr\.[rb]\.\d+\.")
 
 
 class UnfoldingPolicy(Compat32):
@@ -89,39 +87,75 @@ def plain_parse(raw: bytes) -> EmailMessage:
 
 
 def fast_parse(raw: bytes) -> EmailMessage:
-    """:func:`plain_parse` with the stand-ins described in the module docstring."""
+    """:func:`plain_parse` with the stand-ins described in the module docstring (``raw``
+    has LF line endings)."""
     if _STAND_IN.encode() in raw:
         return plain_parse(raw)
     originals: dict[str, str] = {}
-
-    def run(match: re.Match[bytes]) -> bytes:
-        lines = match.group(0)
-        end = b"\r\n" if lines.endswith(b"\r\n") else b"\n"
-        token = f"{_STAND_IN}r.{len(originals)}."
-        originals[token] = lines[:-len(end)].decode("ascii")
-        return token.encode() + end
-
-    reduced = _RUN.sub(run, raw) if len(raw) > 4096 else raw
+    reduced = _collapse_runs(raw, originals) if len(raw) > _RUN_MIN else raw
     boundaries = sorted(set(_BOUNDARY.findall(reduced)), key=len, reverse=True)
     if boundaries and not any(a != b and a in b for a in boundaries for b in boundaries):
-        names: dict[bytes, bytes] = {}
         for index, boundary in enumerate(boundaries):
             # the same stand-in names in every message: the parser's compiled boundary
             # patterns are then reused from re's cache instead of compiled per message
             token = f"{_STAND_IN}b.{index}."
-            names[boundary] = token.encode()
+            reduced = reduced.replace(boundary, token.encode())
             originals[token] = boundary.decode("ascii")
-        pattern = re.compile(b"|".join(re.escape(b) for b in boundaries))
-        reduced = pattern.sub(lambda m: names[m.group(0)], reduced)
     parsed = plain_parse(reduced)
     if originals:
         _restore(parsed, originals)
     return parsed
 
 
+#: Base64 bodies shorter than this are parsed as they are.
+_RUN_MIN = 2048
+_BASE64_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n"
+
+
+def _collapse_runs(raw: bytes, originals: dict[str, str]) -> bytes:
+    """Swap each long body made only of base64 lines (from just after a blank line to
+    just before the next line starting with ``-``) for one stand-in line."""
+    pieces: list[bytes] = []
+    pos = search = 0
+    while True:
+        blank = raw.find(b"\n\n", search)
+        if blank < 0:
+            break
+        start = search = blank + 1
+        start += 1
+        line_end = raw.find(b"\n", start, start + 100)
+        first = raw[start:line_end] if line_end > 0 else b""
+        if len(first) < 60 or first.translate(None, _BASE64_BYTES):
+            continue  # not the start of a base64 body
+        end = raw.find(b"\n-", start)
+        if end < 0:
+            end = len(raw) - 1 if raw.endswith(b"\n") else len(raw)
+        segment = raw[start:end].rstrip(b"\n")  # blank lines before the boundary stay
+        end = start + len(segment)
+        if (len(segment) >= _RUN_MIN and b"\n\n" not in segment
+                and not segment.translate(None, _BASE64_BYTES)):
+            token = f"{_STAND_IN}r.{len(originals)}."
+            originals[token] = segment.decode("ascii")
+            pieces += (raw[pos:start], token.encode())
+            pos = end
+        search = max(end, start)
+        if search >= len(raw):
+            break
+    if not pieces:
+        return raw
+    pieces.append(raw[pos:])
+    return b"".join(pieces)
+
+
 def _restore(parsed: EmailMessage, originals: dict[str, str]) -> None:
+    """Put the stand-ins' text back into every payload, preamble and epilogue (header
+    values keep the boundary stand-ins: nothing reads them after parsing)."""
+
     def back(text: str) -> str:
-        return _STAND_IN_TOKEN.sub(lambda m: originals.get(m.group(0), m.group(0)), text)
+        for token, original in originals.items():
+            if token in text:
+                text = text.replace(token, original)
+        return text
 
     stack = [parsed]
     while stack:
@@ -135,9 +169,3 @@ def _restore(parsed: EmailMessage, originals: dict[str, str]) -> None:
             value = getattr(part, name, None)
             if isinstance(value, str) and _STAND_IN in value:
                 setattr(part, name, back(value))
-        items = list(part.raw_items())
-        if any(isinstance(v, str) and _STAND_IN in v for _, v in items):
-            for key in {k.lower() for k, _ in items}:
-                del part[key]
-            for key, value in items:
-                part.set_raw(key, back(value) if isinstance(value, str) else value)
