@@ -17,7 +17,8 @@ and §6):
   unknown field or a wrong argument type is a ``ValidationError`` with no data, as on
   Upwork; a resolver error nulls its field up to the nearest nullable parent and comes
   back *with* the rest of the data. Root fields served: ``user``, ``roomList``,
-  ``roomStories``, ``roomStory``, ``contractList``, ``offer``, and the mutation ``createRoomStoryV2(input: {roomId, message})``, which
+  ``roomStories``, ``roomStory``, ``contractList``, ``offer``, and the mutation
+  ``createRoomStoryV2(input: {roomId, message})``, which
   validates its input (room known and joined by the signed-in user, message a
   non-blank string of at most :data:`MESSAGE_MAX` characters), posts the story as the
   owner (it comes back from ``roomStories`` and ``latestStory`` like any other, so the
