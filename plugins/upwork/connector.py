@@ -642,6 +642,9 @@ class UpworkConnector(Connector[UpworkSettings]):
                 self._retry.pop(story_id, None)  # the story is gone: nothing left to fetch
                 continue
             members = {str(k): v for k, v in (entry.get("members") or {}).items() if isinstance(v, dict)}
+            author = node.get("user")
+            if isinstance(author, dict) and author.get("id"):  # its files were wanted last time: still wanted
+                self._freelancers.add(str(author["id"]))
             message = self._message(node, room_id, str(entry.get("subject") or ""), owner_id, members)
             if message is not None:
                 records.append(message)

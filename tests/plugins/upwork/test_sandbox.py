@@ -156,7 +156,8 @@ def test_unknown_fields_fail_as_upwork_fails_them(sandbox: Sandbox) -> None:
 def test_errors_come_alongside_data(sandbox: Sandbox) -> None:
     access = sandbox.issue_tokens()["access_token"]
     sandbox.denied["contractList"] = "User has no access to contracts"
-    both = gql(sandbox, access, "query { user { id } contractList(ids: [\"1\"]) { contracts { id } } }").json()
+    query = 'query { user { id } contractList(ids: ["1"]) { contracts { id } } }'
+    both = gql(sandbox, access, query).json()
     assert both["data"] == {"user": {"id": sandbox.owner.id}, "contractList": None}
     assert both["errors"][0]["extensions"]["classification"] == "PermissionDenied"
     assert both["errors"][0]["path"] == ["contractList"]
