@@ -392,29 +392,41 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                 projects[pid] = item
         ids = sorted(projects)
         bids: list[JSONDict] = []
-        milestones: list[JSONDict] = []
+        milestones: list[JSONDict] | None = []
         for chunk in _chunks(ids, page):
             for result in self.api.page_results("projects/0.1/bids/", "bids",
                                                 {"projects[]": chunk, "user_details": "true"}):
                 self._remember_users(result.get("users"))
                 bids.extend(b for b in result.get("bids") or [] if isinstance(b, dict))
-            for result in self.api.page_results("projects/0.1/milestones/", "milestones",
-                                                {"projects[]": chunk, "user_details": "true"},
-                                                items=milestone_items):
-                self._remember_users(result.get("users"))
-                milestones.extend(milestone_items(result.get("milestones")))
-        records = self._contract_records(projects, bids, milestones)
+            if milestones is None:
+                continue
+            try:
+                for result in self.api.page_results("projects/0.1/milestones/", "milestones",
+                                                    {"projects[]": chunk, "user_details": "true"},
+                                                    items=milestone_items):
+                    self._remember_users(result.get("users"))
+                    milestones.extend(milestone_items(result.get("milestones")))
+            except (AuthError, TransientError):
+                raise
+            except SourceError as exc:  # contracts without what was paid; tried next sync
+                self._warn(f"milestones were not read ({exc}); contracts, messages and files "
+                           "still sync")
+                milestones = None
+        records = self._contract_records(projects, bids, milestones or [],
+                                         spent_known=milestones is not None)
         digests: dict[str, str] = dict(state.get("contracts") or {})
         changed = [r for r in records if digests.get(r.remote_id) != _digest(r)]
         for record in changed:
             digests[record.remote_id] = _digest(record)
         hired = sorted({int(r.contractor.address) for r in records if isinstance(r, Contract)}
                        | {int(x) for x in state.get("hired") or []})
-        state.update(contracts=digests, contracts_at=time.time(), hired=hired)
+        state.update(contracts=digests, hired=hired)
+        if milestones is not None:
+            state["contracts_at"] = time.time()
         yield Page(changed, cursor=self._snapshot(state))
 
     def _contract_records(self, projects: dict[int, JSONDict], bids: list[JSONDict],
-                          milestones: list[JSONDict]) -> list[Record]:
+                          milestones: list[JSONDict], *, spent_known: bool = True) -> list[Record]:
         records: list[Record] = []
         awarded: dict[tuple[int, int], JSONDict] = {}
         for bid in bids:
@@ -439,7 +451,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                 kind="hourly" if hourly else "fixed",
                 started_at=_when(bid.get("time_awarded") or bid.get("time_submitted")),
                 rate=amount if hourly else None, budget=None if hourly else amount,
-                spent=round(paid.get((pid, uid), 0.0), 2),
+                spent=round(paid.get((pid, uid), 0.0), 2) if spent_known else None,
                 currency=str(currency.get("code") or "") if isinstance(currency, dict) else "",
                 extra={"project_id": pid, "bid_id": bid.get("id"),
                        "project_url": self._project_url(project),
@@ -644,13 +656,13 @@ class FreelancerConnector(Connector[FreelancerSettings]):
 
     def _attachments(self, raw: JSONDict, tid: int, mid: int, wanted: bool,
                      direction: str) -> Iterable[Attachment]:
-        for item in raw.get("attachments") or []:
+        for index, item in enumerate(raw.get("attachments") or []):
             if not isinstance(item, dict):
                 continue
             remote = str(item.get("filename") or f"attachment-{item.get('key')}")
             # ".." or "a/../b" is never a path: fetched by message id + escaped name, kept
             # under a safe name
-            filename = sanitize_filename(clean_line(remote), fallback=f"attachment-{mid}")
+            filename = sanitize_filename(clean_line(remote), fallback=f"attachment-{mid}-{index + 1}")
             guessed = mimetypes.guess_type(filename)[0] or "application/octet-stream"
             if not wanted:
                 note = ("sent by you" if direction == "out"

@@ -55,6 +55,7 @@ CDN_PATH = "/cdn/files/"  # served as "another host" (localhost instead of 127.0
 JSONDict = dict[str, Any]
 FaultKind = Literal[
     "429", "500", "502", "503", "hang", "error200", "auth200", "malformed", "html", "revoke",
+    "refused",
 ]
 MilestoneShape = Literal["map", "list"]
 SITE = "https://www.freelancer.com"
@@ -102,7 +103,8 @@ class Fault:
         ``"hang"`` (no answer for ``hang_seconds``), ``"error200"`` (an error envelope with
         HTTP 200), ``"auth200"`` (a token error with HTTP 200), ``"malformed"`` (truncated
         JSON), ``"html"`` (a login page with HTTP 200), ``"revoke"`` (the token is revoked,
-        then the request is refused like every later one).
+        then the request is refused like every later one), ``"refused"`` (HTTP 400
+        ``NOT_ALLOWED``: this token may not read that listing, the rest works).
     :param path: only requests whose path contains this (``""``: any API request).
     :param times: how many matching requests it hits (``-1``: every one).
     :param skip: let this many matching requests through first.
@@ -1028,6 +1030,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"<!DOCTYPE html><html><body><form>Log in</form></body></html>",
                        "text/html; charset=utf-8")
             return 200
+        if fault.kind == "refused":
+            self._envelope_error(400, "ExceptionCodes.NOT_ALLOWED",
+                                 "You are not allowed to access this resource")
+            return 400
         if fault.kind == "revoke":
             token = self.headers.get("Freelancer-OAuth-V1")
             with sandbox._lock:
