@@ -23,7 +23,8 @@ from tests.plugins.freelancer.util import (
 
 def cli(config: Path, *args: str) -> Result:
     """The real command line, commands of every module included (``review``)."""
-    from agent.cli import App, build_cli, cli as root
+    from agent.cli import App, build_cli
+    from agent.cli import cli as root
     from tests.plugins.freelancer.util import host
 
     app = App(config, False, 0)
