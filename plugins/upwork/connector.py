@@ -12,9 +12,17 @@ How a sync walks the API
    the contracts (``contractList``, 10 ids a request) and pending offers (``offer``) the
    page's changed rooms point to, then ``roomStories`` for that room, paged, limited to
    ``storyCreatedDateTime_bt`` = [the room's last story time, its listed latest story].
-4. Attachments with a download link in their metadata are fetched (Bearer auth) when
-   the sender is a contractor (anyone with a contract or offer in the room, or already
-   in the roster), unless over the size cap: then they are recorded ``too_large``.
+4. Attachments with a download link in their metadata are fetched when the sender is a
+   contractor (anyone with a contract or offer in the room, or already in the roster),
+   unless over the size cap: then they are recorded ``too_large``. Redirects are
+   followed; the bearer token goes only to Upwork's own hosts. A file Upwork will not
+   hand over (403/404/410) is recorded ``unavailable`` with the reason; one that fails
+   for a passing reason (5xx, a login page or JSON error instead of the file, the wrong
+   size) is ``unavailable`` too and its story is read again by id
+   (``roomStory``) at the next sync, up to :data:`DOWNLOAD_TRIES` times.
+5. Errors next to data are partial: stories whose author cannot be resolved are
+   skipped, a contracts or offer query Upwork refuses (partner tiers without contract
+   access) is a warning in ``retainer status``, and messages and files keep syncing.
 
 Requests a sync costs
 ---------------------
