@@ -418,6 +418,7 @@ class UpworkConnector(Connector[UpworkSettings]):
             listing = self.graphql(
                 "RetainerRoomList",
                 {"filter": room_filter, "pagination": pagination, "sortOrder": "DESC"},
+                partial=True,
             ).get("roomList") or {}
             rooms = [e["node"] for e in listing.get("edges") or [] if isinstance(e, dict) and e.get("node")]
             total = int(listing.get("totalCount") or len(rooms))
