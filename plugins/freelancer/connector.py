@@ -220,7 +220,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
         if not uid:
             raise SourceError(f"{outgoing.to.address!r} is not a Freelancer.com user id and "
                               "no thread was given; nothing was sent")
-        params: JSONDict = {"members[]": [uid], "limit": 10}
+        params: JSONDict = {"members[]": [uid], "limit": 10, "folders[]": list(FOLDERS)}
         project = as_int(outgoing.extra.get("project_id"))
         if project:
             params.update({"contexts[]": [project], "context_type": "project"})
