@@ -188,3 +188,15 @@ def test_what_the_owner_sees_in_status_and_the_queue(tmp_path: Path, monkeypatch
         sandbox.denied.clear()
         run(config, "sync")
         assert "was not read" not in run(config, "status").output  # warnings are per sync
+
+
+def test_a_milestone_error_keeps_the_contract(sandbox: Sandbox, tmp_path: Path) -> None:
+    contract = next(c for c in sandbox.contracts.values() if len(c.milestones) == 2)
+    broken, fine = contract.milestones
+    sandbox.broken_milestones.add(broken.id)
+    context = make_context(tmp_path)
+    result = run_sync(connector(sandbox, tmp_path, context=context))
+    (got,) = [c for c in result.contracts if c.remote_id == contract.id]
+    assert [m["id"] for m in got.extra["milestones"]] == [fine.id]
+    assert len(result.messages) == sandbox.story_count()
+    assert any("RetainerContracts" in w and "Submission history" in w for w in context.warnings)
