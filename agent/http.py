@@ -368,6 +368,7 @@ class HttpClient:
             return path
 
         hop = full
+        headers = {"Accept": "*/*", **(headers or {})}  # a file, not the API's JSON
         for _ in range(max_redirects + 1):
             send_auth = auth_header if _netloc(hop) in trusted else None
             try:
