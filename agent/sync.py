@@ -57,13 +57,14 @@ class SyncResult:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration: float = 0.0
     stopped: bool = False
+    warnings: list[str] = field(default_factory=list)  # parts that failed while the sync went on
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "source": self.source, "platform": self.platform, "ok": self.ok,
             "messages_new": self.messages_new, "messages_updated": self.messages_updated,
             "deliverables_new": self.deliverables_new, "pages": self.pages,
-            "error": self.error, "error_kind": self.error_kind,
+            "error": self.error, "error_kind": self.error_kind, "warnings": list(self.warnings),
             "started_at": iso(self.started_at), "duration": round(self.duration, 3),
         }
 
@@ -197,6 +198,7 @@ class SyncEngine:
         connector: Connector[Any] = platform.connector(settings, context)
         reads_mail = bool(getattr(connector, "reads_mail", False))
         cursor = self.store.source_state(source.name).get("cursor") or {}
+        backfill = bool(self.store.source_state(source.name).get("backfill"))
         try:
             for page in connector.fetch(cursor):
                 records: Sequence[Record] = page.records
@@ -226,17 +228,18 @@ class SyncEngine:
                 if self.should_stop():
                     result.stopped = True
                     break
-            if context.refetch and not result.stopped:
+            if backfill and not result.stopped:
                 with self.store.writing():  # the promoted senders' earlier files are in
                     self.store.update_source_state(source.name, backfill=[])
         finally:
             connector.close()
+            result.warnings = list(dict.fromkeys(context.warnings))[:20]
 
     def _finish(self, result: SyncResult, started: float) -> SyncResult:
         result.duration = time.monotonic() - started
         now = iso(datetime.now(UTC))
         changes: dict[str, Any] = {"last_attempt": now, "last_duration": round(result.duration, 3),
-                                   "platform": result.platform}
+                                   "platform": result.platform, "warnings": result.warnings}
         if result.ok:
             changes.update(last_success=now, failures=0, last_error=None, error_kind=None)
         else:

@@ -27,6 +27,11 @@ PY="${PYTHON:-python3}"
 .venv/bin/ruff check agent plugins tests
 .venv/bin/mypy
 RETAINER_NO_SKIPS=1 .venv/bin/pytest "$@"
+# Upwork: the plugin's GraphQL operations and trimmed schema against the live schema,
+# when the research copy is next to the repository (it is data, never part of it).
+if [ -f ../shared/research/upwork-schema/upwork.graphql ]; then
+    .venv/bin/python tests/conformance/upwork_schema.py ../shared/research/upwork-schema/upwork.graphql
+fi
 
 # Real-world mail conformance (issue 8): every file of the shared mail corpus through IMAP
 # and Maildir; fails on any defect. Runs when ../shared sits beside the clone (as in CI).
