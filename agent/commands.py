@@ -75,7 +75,9 @@ def review_list(app: App, as_json: bool, show_all: bool) -> None:
         click.echo("Nothing to review.")
         return
     table([(r["id"], age(r["received_at"]) + (" OVERDUE" if r["overdue"] else ""),
-            r["contractor"] or "?", r["task"], r["filename"], human_size(r["size"]),
+            r["contractor"] or "?", r["task"],
+            f"{r['filename']} ({r['version_label']})" if r.get("version_label") else r["filename"],
+            human_size(r["size"]),
             r["review_status"]) for r in rows],
           ["id", "age", "contractor", "task", "file", "size", "review"])
     late = sum(r["overdue"] for r in rows)

@@ -8,17 +8,29 @@ turns the remote side into :mod:`agent.models` records.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 from agent.errors import UnsupportedOperation
-from agent.models import Cursor, Identity, Outgoing, Page
+from agent.models import (
+    Attachment,
+    Contract,
+    Cursor,
+    Identity,
+    Message,
+    Outgoing,
+    Page,
+    Submission,
+)
 
 
 class Settings(BaseModel):
@@ -26,6 +38,36 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+def expand_path(value: Any) -> Any:
+    """``~`` and ``$VAR``/``${VAR}`` expanded, as a :class:`~pathlib.Path` (other values as given)."""
+    if isinstance(value, str | os.PathLike):
+        return Path(os.path.expandvars(os.fspath(value))).expanduser()
+    return value
+
+
+#: The validation context under which :data:`LocalFolder` checks the folder exists
+#: (``load_config`` passes it, so ``retainer config check`` and ``retainer sync`` do).
+CHECK_PATHS = {"check_paths": True}
+
+
+def _existing_folder(path: Path, info: ValidationInfo) -> Path:
+    if not (isinstance(info.context, dict) and info.context.get("check_paths")):
+        return path  # built in code (a test), not read from a config file
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise ValueError(f"{path} {what}; create it or fix the path")
+    return path
+
+
+#: A path setting: ``~`` and environment variables (``$HOME``, ``${DROP}``) are expanded.
+#: Use it for every file or folder a ``[sources.settings]`` table names.
+LocalPath = Annotated[Path, BeforeValidator(expand_path)]
+
+#: A :data:`LocalPath` that must name an existing folder: when the config file is read,
+#: a missing one fails ``retainer config check`` (and ``retainer sync``, the daemon's
+#: start) with the file, source and key, instead of a sync that finds nothing.
+LocalFolder = Annotated[Path, BeforeValidator(expand_path), AfterValidator(_existing_folder)]
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -73,8 +115,9 @@ class Connector(ABC, Generic[S]):
 
     The host creates a connector with the validated settings and a
     :class:`SourceContext`, calls :meth:`fetch` with the last committed cursor
-    (``{}`` on the first sync), stores each yielded :class:`~agent.models.Page` and
-    commits its cursor, then calls :meth:`close`.
+    (``{}`` on the first sync), checks each yielded :class:`~agent.models.Page` (see
+    :func:`check_page`), stores its records, commits its cursor, calls :meth:`committed`
+    with it, and finally calls :meth:`close`.
 
     Raise :class:`~agent.errors.AuthError` when credentials are refused,
     :class:`~agent.errors.TransientError` (or :class:`~agent.errors.RateLimited`) for
@@ -91,6 +134,17 @@ class Connector(ABC, Generic[S]):
     @abstractmethod
     def fetch(self, cursor: Cursor) -> Iterator[Page]:
         """Yield pages of records newer than ``cursor``; each page carries the next cursor."""
+
+    def committed(self, page: Page) -> None:
+        """Called after ``page``'s records and cursor are committed to the store.
+
+        The place to bring plugin state (an index of files already delivered, a token
+        rotation) in step with what the store holds: anything done here happens only
+        for pages that are stored, so state never runs ahead of the cursor. If the sync
+        is killed before this runs, the page is fetched again next time (from the
+        previous cursor) and the store absorbs the repeat. Keep it quick and keep the
+        state small: write a page's changes, not the whole index, each time.
+        """
 
     def send(self, outgoing: Outgoing) -> str:
         """Send a message to a contractor's thread; return its remote id.
@@ -120,3 +174,86 @@ class Platform:
     connector: type[Connector[Any]]
     settings: type[BaseModel]
     description: str = ""
+
+
+# -- the checks the host runs on every page (and the contract kit on every record) -------
+
+
+def check_cursor(cursor: object) -> str | None:
+    """Why ``cursor`` cannot be committed (``None`` when it can: a JSON-able mapping)."""
+    if cursor is None:
+        return None
+    if not isinstance(cursor, Mapping):
+        return f"cursor {cursor!r} is a {type(cursor).__name__}, not a dict"
+    try:
+        json.dumps(dict(cursor), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return f"cursor {cursor!r} is not JSON-serializable: {exc}"
+    return None
+
+
+def check_records(records: Sequence[object]) -> list[str]:
+    """Everything wrong with a batch of records, as sentences (empty when all is well).
+
+    The host runs this on every page it is given, in every mode, and refuses a page with
+    a problem (its cursor is not committed). Ids must be non-empty strings and unique in
+    the batch; *stable* ids (the same item gets the same id on every fetch) can only be
+    seen across fetches, so :class:`agent.testing.ConnectorContract` checks those.
+    """
+    problems: list[str] = []
+    seen: set[str] = set()
+    for record in records:
+        what = f"{type(record).__name__} {getattr(record, 'remote_id', '?')!r}"
+        if not isinstance(record, Message | Submission | Contract):
+            problems.append(f"{what}: not an agent.Message, agent.Submission or agent.Contract")
+            continue
+        if not isinstance(record.remote_id, str) or not record.remote_id.strip():
+            problems.append(f"{what}: remote_id must be a non-empty str")
+        key = f"{type(record).__name__}:{record.remote_id}"
+        if key in seen:
+            problems.append(f"{what}: remote_id repeats in one batch")
+        seen.add(key)
+        for f in fields(record):
+            value = getattr(record, f.name)
+            if isinstance(value, datetime) and value.tzinfo is None:
+                problems.append(f"{what}: {f.name} is a naive datetime; give it a timezone "
+                                "(e.g. datetime.now(UTC))")
+        required = {"sent_at": Message, "submitted_at": Submission}
+        for name, kind in required.items():
+            if isinstance(record, kind) and not isinstance(getattr(record, name), datetime):
+                problems.append(f"{what}: {name} must be a datetime")
+        people = [getattr(record, n) for n in ("sender", "contractor") if hasattr(record, n)]
+        people += list(getattr(record, "recipients", ()))
+        for person in people:
+            if not isinstance(person, Identity) or not person.platform or not person.address:
+                problems.append(f"{what}: {person!r} must be an Identity with platform and address")
+        attachments: list[object] = list(getattr(record, "attachments", ()))
+        if isinstance(record, Submission):
+            attachments.append(record.attachment)
+        for att in attachments:
+            if not isinstance(att, Attachment):
+                problems.append(f"{what}: attachment {att!r} is not an agent.Attachment")
+            elif att.status == "stored" and att.data is None and (
+                    att.path is None or not Path(att.path).is_file()):
+                problems.append(f"{what}: attachment {att.filename!r} is 'stored' but has "
+                                "neither data nor an existing path")
+        for text_field in ("subject", "text", "title"):
+            value = getattr(record, text_field, "")
+            if not isinstance(value, str):
+                problems.append(f"{what}: {text_field} must be a str")
+    return problems
+
+
+def check_page(page: object) -> list[str]:
+    """Everything wrong with one value a connector's ``fetch`` yielded."""
+    if not isinstance(page, Page):
+        hint = (" (wrap records in agent.Page([...], cursor={...}))"
+                if isinstance(page, Message | Submission | Contract) else "")
+        return [f"fetch yielded a {type(page).__name__}, not an agent.Page{hint}"]
+    if isinstance(page.records, str | bytes) or not isinstance(page.records, Sequence):
+        return [f"Page.records must be a list of records, not {type(page.records).__name__}"]
+    problems = check_records(page.records)
+    cursor_problem = check_cursor(page.cursor)
+    if cursor_problem:
+        problems.append(cursor_problem)
+    return problems

@@ -18,8 +18,8 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel, SecretStr
 
 from agent.config import Config, SourceConfig
-from agent.connector import Connector, SourceContext
-from agent.errors import AuthError, RetainerError, SourceError, TransientError
+from agent.connector import Connector, SourceContext, check_page
+from agent.errors import AuthError, PluginError, RetainerError, SourceError, TransientError
 from agent.mailformats import apply_formats
 from agent.models import Identity, Record
 from agent.plugins import PluginHost
@@ -166,11 +166,15 @@ class SyncEngine:
         try:
             self._run(source, settings, result)
         except RetainerError as exc:
+            if self.host.strict and not isinstance(exc, TransientError | AuthError):
+                raise  # --strict: plugin authors see the traceback
             result.ok = False
             result.error = redact(str(exc), secrets)
             result.error_kind = _kind(exc)
             result.retry_after = getattr(exc, "retry_after", None)
         except Exception as exc:  # a plugin bug must not take the daemon down
+            if self.host.strict:
+                raise  # --strict: plugin authors see the traceback
             result.ok = False
             result.error = redact(f"unexpected {type(exc).__name__}: {exc} "
                                   "(a bug in the plugin; run with -v for details)", secrets)
@@ -193,6 +197,7 @@ class SyncEngine:
         cursor = self.store.source_state(source.name).get("cursor") or {}
         try:
             for page in connector.fetch(cursor):
+                self._check(source, page, result.pages)
                 records: Sequence[Record] = page.records
                 if reads_mail and self.host.mail_formats:
                     records = apply_formats(self.host.mail_formats, records, source.name)
@@ -209,6 +214,7 @@ class SyncEngine:
                         changes["cursor"] = dict(page.cursor)
                     self.store.update_source_state(source.name, **changes)
                 result.pages += 1
+                connector.committed(page)
                 result.messages_new += committed.messages_new
                 result.messages_updated += committed.messages_updated
                 result.deliverables_new += committed.deliverables_new
@@ -222,6 +228,19 @@ class SyncEngine:
                     break
         finally:
             connector.close()
+
+    def _check(self, source: SourceConfig, page: object, index: int) -> None:
+        """Refuse a malformed page before anything of it is stored (in every mode)."""
+        problems = check_page(page)
+        if problems:
+            owner = self.host.platform_owner.get(source.platform, "?")
+            shown = "; ".join(dict.fromkeys(problems[:5]))
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise PluginError(
+                f'plugin "{owner}" (platform "{source.platform}") yielded a bad page '
+                f"(page {index + 1}): {shown}{more}; nothing of it was stored. "
+                "Fix the plugin (its contract tests show the same), or disable it with "
+                f"RETAINER_DISABLE_PLUGINS={owner}")
 
     def _finish(self, result: SyncResult, started: float) -> SyncResult:
         result.duration = time.monotonic() - started
