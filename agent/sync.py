@@ -183,7 +183,7 @@ class SyncEngine:
         finally:
             lock.release()
         owner = self.host.platform_owner.get(source.platform)
-        if owner and result.error_kind == "error":
+        if owner and result.error_kind == "error" and f'plugin "{owner}"' not in result.error:
             result.error += f' (platform "{source.platform}" comes from plugin "{owner}")'
         return self._finish(result, started)
 

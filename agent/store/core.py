@@ -545,10 +545,12 @@ class Store:
                 self._stage_message(source, platform, record, owner_keys, touch, roster,
                                     messages_by_month, threads, deliverables)
             elif isinstance(record, Submission):
-                if record.under_contract is None and not roster.contractor_of(record.contractor.key):
-                    _warn_unstated_contract(source, record)
-                key = touch(record.contractor, record.submitted_at,
-                            hire=record.under_contract is not False)
+                key = touch(record.contractor, record.submitted_at)
+                if (key and roster.contractor_of(key) is None
+                        and record.under_contract is not False):
+                    if record.under_contract is None:
+                        _warn_unstated_contract(source, record)
+                    key = touch(record.contractor, record.submitted_at, hire=True)
                 thread_id = (thread_id_for(source, record.thread_remote_id)
                              if record.thread_remote_id else None)
                 announced = (message_id_for(source, record.message_remote_id)
