@@ -490,7 +490,8 @@ def run_sync(
         contractors=[ContractorSeed.model_validate(c) for c in contractors],
         sources=[SourceConfig(name=source, platform=platform, settings=settings)],
     )
-    config.settings[source] = host.platform(platform).settings.model_validate(settings)
+    config.settings[source] = host.platform(platform).settings.model_validate(
+        settings, context={"check_paths": True})  # as when read from a config file
     store = Store(data_dir)
     engine = SyncEngine(config, host, store, should_stop=should_stop)
     engine.prepare()
