@@ -192,13 +192,15 @@ def check_cursor(cursor: object) -> str | None:
     return None
 
 
-def check_records(records: Sequence[object]) -> list[str]:
+def check_records(records: Sequence[object], *, unique: bool = True) -> list[str]:
     """Everything wrong with a batch of records, as sentences (empty when all is well).
 
     The host runs this on every page it is given, in every mode, and refuses a page with
-    a problem (its cursor is not committed). Ids must be non-empty strings and unique in
-    the batch; *stable* ids (the same item gets the same id on every fetch) can only be
-    seen across fetches, so :class:`agent.testing.ConnectorContract` checks those.
+    a problem (its cursor is not committed). Ids must be non-empty strings; with
+    ``unique`` (the contract kit) no id may repeat in the batch (the host lets a page
+    repeat one, e.g. one mail filed in two folders: the store keeps it once). *Stable*
+    ids (the same item gets the same id on every fetch) can only be seen across fetches,
+    so :class:`agent.testing.ConnectorContract` checks those.
     """
     problems: list[str] = []
     seen: set[str] = set()
@@ -210,7 +212,7 @@ def check_records(records: Sequence[object]) -> list[str]:
         if not isinstance(record.remote_id, str) or not record.remote_id.strip():
             problems.append(f"{what}: remote_id must be a non-empty str")
         key = f"{type(record).__name__}:{record.remote_id}"
-        if key in seen:
+        if unique and key in seen:
             problems.append(f"{what}: remote_id repeats in one batch")
         seen.add(key)
         for f in fields(record):
@@ -252,7 +254,7 @@ def check_page(page: object) -> list[str]:
         return [f"fetch yielded a {type(page).__name__}, not an agent.Page{hint}"]
     if isinstance(page.records, str | bytes) or not isinstance(page.records, Sequence):
         return [f"Page.records must be a list of records, not {type(page.records).__name__}"]
-    problems = check_records(page.records)
+    problems = check_records(page.records, unique=False)
     cursor_problem = check_cursor(page.cursor)
     if cursor_problem:
         problems.append(cursor_problem)

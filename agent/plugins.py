@@ -73,11 +73,15 @@ def plugin_name(plugin: object) -> str:
     A module ``retainer_drop_folder`` is ``drop-folder``, the name its entry point has by
     convention, so the contract kit, logs and ``retainer plugins`` agree.
     """
-    name = getattr(plugin, "__name__", None) or type(plugin).__name__
-    module = str(name).rsplit(".", 1)[-1]
+    name = str(getattr(plugin, "__name__", None) or type(plugin).__name__)
+    if isinstance(plugin, ModuleType):  # installed? then its entry point names it
+        for ep in metadata.entry_points(group=GROUP):
+            if ep.value == name:
+                return ep.name
+    module = name.rsplit(".", 1)[-1]
     if module.startswith("retainer_") and len(module) > len("retainer_"):
         return module.removeprefix("retainer_").replace("_", "-")
-    return str(name)
+    return name
 
 
 def _env_list(name: str) -> list[str] | None:
