@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
@@ -89,12 +90,15 @@ class SourceContext:
     :param state_dir: a 0700 folder of this source's own under the data folder, for
         tokens and other plugin state. Write files there with :func:`agent.files.write_private`.
     :param scratch_dir: a folder for downloads in progress (same filesystem as the store).
+        It is emptied when a sync of this source starts, never during one.
     :param max_attachment_bytes: attachments larger than this are recorded with
         ``status="too_large"`` and not downloaded.
     :param is_owner: true for the owner's own identities (mail from them is outgoing).
     :param wants_attachments: true when files from this sender should be downloaded
         (the sender is a known contractor); other senders' files are recorded only.
     :param should_stop: true once the daemon was asked to stop: finish the page, return.
+    :param state: this source's committed per-item state (read-only): what earlier pages
+        set through ``Page.state``, kept up to date as pages are committed.
     :param log: the logger to use (``retainer.plugins.<platform>``); never log secrets.
     """
 
@@ -108,6 +112,7 @@ class SourceContext:
     should_stop: Callable[[], bool] = _never
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("retainer.plugins"))
     options: dict[str, Any] = field(default_factory=dict)
+    state: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class Connector(ABC, Generic[S]):
@@ -136,14 +141,14 @@ class Connector(ABC, Generic[S]):
         """Yield pages of records newer than ``cursor``; each page carries the next cursor."""
 
     def committed(self, page: Page) -> None:
-        """Called after ``page``'s records and cursor are committed to the store.
+        """Called after ``page``'s records, state and cursor are committed to the store.
 
-        The place to bring plugin state (an index of files already delivered, a token
-        rotation) in step with what the store holds: anything done here happens only
-        for pages that are stored, so state never runs ahead of the cursor. If the sync
-        is killed before this runs, the page is fetched again next time (from the
-        previous cursor) and the store absorbs the repeat. Keep it quick and keep the
-        state small: write a page's changes, not the whole index, each time.
+        For side effects that must wait until a page is safely stored: acknowledging
+        items on the remote side, deleting the plugin's own temporary files, logging.
+        Keep *state* in ``Page.state`` instead: it is committed with the page, so it
+        survives a kill at any moment, while this call is lost if the process dies
+        between the commit and the call. An exception here fails the sync (the page
+        stays committed).
         """
 
     def send(self, outgoing: Outgoing) -> str:
@@ -258,4 +263,10 @@ def check_page(page: object) -> list[str]:
     cursor_problem = check_cursor(page.cursor)
     if cursor_problem:
         problems.append(cursor_problem)
+    if page.state is not None:
+        state_problem = check_cursor(page.state)
+        if state_problem:
+            problems.append(state_problem.replace("cursor", "Page.state", 1))
+        elif not all(isinstance(key, str) and key for key in page.state):
+            problems.append("Page.state keys must be non-empty strings")
     return problems

@@ -156,11 +156,18 @@ class Page:
     the connector is asked again from the previous cursor, and the idempotent upsert
     absorbs the repeats. ``cursor=None`` leaves the stored cursor as it is.
     ``progress`` is ``(done, total)`` for a progress display, when known.
+
+    ``state`` is per-item plugin state committed with the page (e.g. ``{"logo.png":
+    "2026-03-04T09:30:00+00:00"}`` for a file already delivered): each key is set to its
+    JSON-able value, or removed when the value is ``None``. The host writes it after the
+    records and before the cursor, so it is never behind the store; the connector reads
+    the committed state as ``SourceContext.state``.
     """
 
     records: Sequence[Record]
     cursor: Cursor | None = None
     progress: tuple[int, int] | None = None
+    state: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from filelock import FileLock, Timeout
@@ -25,6 +26,7 @@ from agent.models import Identity, Record
 from agent.plugins import PluginHost
 from agent.store import Store
 from agent.store.core import iso
+from agent.store.pluginstate import PluginState
 
 log = logging.getLogger("retainer.sync")
 
@@ -109,6 +111,7 @@ class SyncEngine:
         self.should_stop = should_stop
         self.progress = progress
         self.owner_keys = frozenset(f"email:{e}" for e in config.agent.owner_emails)
+        self._plugin_states: dict[str, PluginState] = {}
 
     def prepare(self) -> None:
         """Seed the roster from the config (idempotent)."""
@@ -135,7 +138,10 @@ class SyncEngine:
         def is_owner(identity: Identity) -> bool:
             return identity.key in owner_keys
 
+        state = self.store.plugin_state(source.name)
+        self._plugin_states[source.name] = state
         return SourceContext(
+            state=MappingProxyType(state.state),
             source=source.name,
             platform=source.platform,
             state_dir=self.store.source_dir(source.name),
@@ -192,6 +198,7 @@ class SyncEngine:
         if settings is None:
             settings = platform.settings.model_validate(source.settings)
         context = self.context_for(source)
+        plugin_state = self._plugin_states.pop(source.name)
         connector: Connector[Any] = platform.connector(settings, context)
         reads_mail = bool(getattr(connector, "reads_mail", False))
         cursor = self.store.source_state(source.name).get("cursor") or {}
@@ -205,6 +212,8 @@ class SyncEngine:
                     committed = self.store.commit_page(
                         source.name, source.platform, records, owner_keys=self.owner_keys
                     )
+                    if page.state:  # after the records, before the cursor
+                        plugin_state.commit(page.state)
                     state = self.store.source_state(source.name)
                     changes: dict[str, Any] = {
                         "messages": state.get("messages", 0) + committed.messages_new,

@@ -333,13 +333,56 @@ def test_committed_runs_after_each_stored_page_only(tmp_path: Path) -> None:
     data = tmp_path / "data"
     first = run_sync(drop, settings, data, should_stop=lambda: True)
     assert first.result.stopped and first.result.pages == 1
-    log = Store(data).source_dir("test") / "committed.txt"
+    log = Store(data).source_dir("test") / "acknowledged.txt"
     assert log.read_text().split() == ["maria/0000", "maria/0001"]
     stored = {m["remote_id"] for m in first.messages()}
     assert set(log.read_text().split()) == stored  # state never ahead of the store
     rest = run_sync(drop, settings, data)
     assert rest.result.messages_new == 3
     assert log.read_text().split() == [f"maria/{n:04d}" for n in range(5)]
+
+
+def test_page_state_is_committed_with_its_page_and_read_back(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    for n in range(5):
+        deliver(root, "maria", f"{n:04d}", {f"f{n}.txt": b"x"})
+    settings = {"root": str(root), "contractors": {"maria": "maria@example.com"}}
+    data = tmp_path / "data"
+    first = run_sync(drop, settings, data, should_stop=lambda: True)
+    assert first.result.pages == 1
+    state = Store(data).plugin_state("test")
+    assert sorted(state.state) == ["maria/0000", "maria/0001"]  # only the committed page
+    run_sync(drop, settings, data)
+    state = Store(data).plugin_state("test")
+    assert sorted(state.state) == [f"maria/{n:04d}" for n in range(5)]
+    assert state.lines == 3  # one appended line per page (2 + 2 + 1), no rewrites
+    path = Store(data).source_dir("test") / "retainer-state.jsonl"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+    # a file added to a delivery already stored: the state tells, the message comes again
+    (root / "maria" / "0001" / "late.txt").write_bytes(b"late")
+    again = run_sync(drop, settings, data)
+    assert (again.result.messages_new, again.result.messages_updated) == (0, 1)
+    assert "late.txt" in {d["filename"] for d in again.deliverables()}
+    assert run_sync(drop, settings, data).result.messages_updated == 0
+
+
+def test_a_torn_last_state_line_is_ignored(tmp_path: Path) -> None:
+    from agent.store.pluginstate import PluginState
+
+    folder = tmp_path / "src"
+    folder.mkdir()
+    state = PluginState(folder)
+    state.commit({"a": 1, "b": 2})
+    state.commit({"a": None})
+    with open(state.path, "ab") as handle:
+        handle.write(b'{"c":')  # killed mid-append
+    assert PluginState(folder).state == {"b": 2}
+
+
+def test_host_refuses_state_that_is_not_json() -> None:
+    bad = Page([], cursor={"n": 1}, state={"k": {1, 2}})
+    assert any("Page.state" in p and "JSON" in p for p in check_page(bad))
 
 
 # -- 6. versions --------------------------------------------------------------------------------

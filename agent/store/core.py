@@ -29,6 +29,7 @@ from agent.models import (
     Record,
     Submission,
 )
+from agent.store.pluginstate import PluginState
 from agent.store.storage import Shard, batched_dir_sync, json_safe
 from agent.store.storage import iso as iso
 
@@ -280,6 +281,11 @@ class Store:
 
     def source_dir(self, source: str) -> Path:
         return ensure_private_dir(self.data_dir / "sources" / sanitize_filename(source))
+
+    def plugin_state(self, source: str) -> PluginState:
+        """One source's committed per-item plugin state (``Page.state``); commit changes
+        with its :meth:`~agent.store.pluginstate.PluginState.commit` inside :meth:`writing`."""
+        return PluginState(self.source_dir(source))
 
     # -- locking ------------------------------------------------------------------------
 
