@@ -71,6 +71,14 @@ def test_guide_minimal_plugin_is_at_most_25_lines() -> None:
     compile(code, "minimal-plugin", "exec")
 
 
+def test_every_python_block_in_the_guide_compiles() -> None:
+    text = GUIDE.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 4
+    for number, code in enumerate(blocks, 1):
+        compile(code, f"writing-plugins.md python block {number}", "exec")
+
+
 def test_guide_walkthrough_works_in_a_fresh_venv(tmp_path: Path) -> None:
     """The guide's files, as written, install, list, sync, and pass the contract kit."""
     blocks = guide_blocks()
