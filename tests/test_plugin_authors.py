@@ -436,6 +436,36 @@ def test_records_can_name_the_version_they_replace(store: Store) -> None:
     assert docs["sub-2"]["replaces"] == docs["sub-1"]["id"] and docs["sub-2"]["version"] == 2
 
 
+def test_version_marks_are_stripped_from_the_work_name() -> None:
+    from agent.store.core import work_stem
+
+    for name in ("logo-v1.png", "Logo_V2.png", "logo final.png", "logo-final-v3.ai",
+                 "Logo (1).png", "logo rev2.png", "logo.png"):
+        assert work_stem(name) == "logo", name
+    assert work_stem("report-2024.pdf") == "report-2024"
+    assert work_stem("dev2.txt") == "dev2"
+
+
+def mail(remote_id: str, thread: str, filename: str, when: datetime) -> Message:
+    return Message(remote_id, when, MARIA, thread_remote_id=thread,
+                   attachments=(Attachment(filename, data=remote_id.encode(), remote_id="1"),))
+
+
+def test_mail_versions_link_only_within_a_thread_and_in_time_order(store: Store) -> None:
+    store.add_contractor("Maria Lopez", [MARIA])
+    store.commit_page("inbox", "imap", [
+        mail("<1@x>", "logo", "logo-v1.png", WHEN),
+        mail("<2@x>", "other", "logo-v2.png", WHEN + timedelta(hours=1)),  # another thread
+        mail("<4@x>", "logo", "logo-v3.png", WHEN + timedelta(hours=3)),
+    ])
+    store.commit_page("inbox", "imap", [  # an older mail found later: not "v3 of logo"
+        mail("<0@x>", "logo", "logo-draft.png", WHEN - timedelta(hours=1))])
+    versions = {d["filename"]: (d["version"], d["replaces"]) for d in store.deliverables()}
+    ids = {d["filename"]: d["id"] for d in store.deliverables()}
+    assert versions == {"logo-draft.png": (1, None), "logo-v1.png": (1, None),
+                        "logo-v2.png": (1, None), "logo-v3.png": (2, ids["logo-v1.png"])}
+
+
 def test_revision_rate_counts_a_new_version_as_changes(tmp_path: Path) -> None:
     root = tmp_path / "drop"
     settings = {"root": str(root), "contractors": {"maria": "maria@example.com"}}

@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -102,17 +102,19 @@ def _warn_unstated_contract(source: str, record: Submission) -> None:
 
 
 class Versions:
-    """Which deliverables are versions of one piece of work (``versions.json``).
+    """Which deliverables are versions of one piece of work.
 
     A new deliverable is a later version of an earlier one when its record says so
     (``replaces``), or else when it comes from the same person, in the same thread (or
     contract), with the same file name apart from version marks (:func:`work_stem`).
+    ``versions.json`` keeps the latest version of each such piece of work.
     """
 
-    def __init__(self, shard: Shard) -> None:
+    def __init__(self, shard: Shard, lookup: Callable[[str], dict[str, Any] | None]) -> None:
         self.shard = shard
+        self.lookup = lookup  # a stored deliverable by id
         self.chains: dict[str, dict[str, Any]] = {}
-        self.known: dict[str, dict[str, Any]] = {}
+        self.linked: dict[str, dict[str, Any]] = {}  # linked in this commit, by id
 
     def _chain(self, key: str) -> dict[str, Any] | None:
         if key not in self.chains:
@@ -122,13 +124,11 @@ class Versions:
             self.chains[key] = dict(found)
         return self.chains[key]
 
-    def _known(self, deliverable_id: str) -> dict[str, Any] | None:
-        if deliverable_id not in self.known:
-            found = self.shard.get("deliverables", deliverable_id)
-            if found is None:
-                return None
-            self.known[deliverable_id] = dict(found)
-        return self.known[deliverable_id]
+    def _previous(self, deliverable_id: str) -> dict[str, Any]:
+        doc = self.linked.get(deliverable_id) or self.lookup(deliverable_id) or {}
+        version = doc.get("version") or 1
+        return {"id": deliverable_id, "version": version,
+                "root": doc.get("version_of") or deliverable_id}
 
     def link(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``doc`` with ``version``, ``replaces`` and ``version_of`` set (and remembered)."""
@@ -137,27 +137,24 @@ class Versions:
                if doc.get("identity") and where and doc.get("work") else None)
         previous: dict[str, Any] | None = None
         if doc.get("replaces_remote_id"):
-            prev_id = "d_" + short_hash(doc["source"], doc["replaces_remote_id"])
-            previous = self._known(prev_id) or {"id": prev_id, "version": 1, "root": prev_id}
+            previous = self._previous("d_" + short_hash(doc["source"], doc["replaces_remote_id"]))
         elif key is not None:
             chain = self._chain(key)
             if chain is not None and chain["latest"] != doc["id"] and (
                     chain.get("latest_at") or "") <= (doc.get("received_at") or ""):
-                previous = self._known(chain["latest"]) or {
-                    "id": chain["latest"], "version": chain["version"], "root": chain["root"]}
+                previous = {"id": chain["latest"], "version": chain["version"],
+                            "root": chain["root"]}
         version = previous["version"] + 1 if previous else 1
         root = previous["root"] if previous else doc["id"]
         doc = dict(doc, version=version, replaces=previous["id"] if previous else None,
                    version_of=root if previous else None)
-        self.known[doc["id"]] = {"id": doc["id"], "version": version, "root": root, "key": key}
+        self.linked[doc["id"]] = doc
         if key is not None:
             self.chains[key] = {"key": key, "latest": doc["id"], "version": version,
                                 "root": root, "latest_at": doc.get("received_at") or ""}
         return doc
 
     def save(self) -> None:
-        if self.known:
-            self.shard.upsert_many("deliverables", list(self.known.values()))
         if self.chains:
             self.shard.upsert_many("chains", list(self.chains.values()), "key")
 
@@ -741,7 +738,7 @@ class Store:
     def _upsert_deliverables(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         fresh: list[dict[str, Any]] = []
         by_month: dict[str, list[dict[str, Any]]] = {}
-        versions = Versions(self.shard("versions.json"))
+        versions = Versions(self.shard("versions.json"), self.stored_deliverable)
         for doc in sorted(docs, key=lambda d: d.get("received_at") or ""):
             by_month.setdefault(_month(doc), []).append(doc)
         for month, month_docs in by_month.items():
