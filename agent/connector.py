@@ -100,6 +100,8 @@ class SourceContext:
     :param state: this source's committed per-item state (read-only): what earlier pages
         set through ``Page.state``, kept up to date as pages are committed.
     :param log: the logger to use (``retainer.plugins.<platform>``); never log secrets.
+    :param warnings: what went wrong in part while the sync went on (e.g. "no access to
+        contracts"); append one line each. The host shows them in ``retainer status``.
     """
 
     source: str
@@ -113,6 +115,7 @@ class SourceContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("retainer.plugins"))
     options: dict[str, Any] = field(default_factory=dict)
     state: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    warnings: list[str] = field(default_factory=list)
 
 
 class Connector(ABC, Generic[S]):
