@@ -513,13 +513,14 @@ def _info_from_fields(items: Iterable[tuple[str, Any]], fetch: Any, raw_header: 
     message_id = own_message_id(first("message-id"))
     senders = parse_addresses([first("from"), first("sender")])
     sender = senders[0] if senders else Identity("email", "unknown@invalid", name="(no sender)")
-    sent_at = (_date_or_none(first("date")) or received_date(every("received"))
-               or parse_date(None, fallback_date))
+    dated = _date_or_none(first("date")) or received_date(every("received"))
+    sent_at = dated or parse_date(None, fallback_date)
     if message_id:
         # A Message-ID is not unique (mailers reuse them, tests copy them): the id also
-        # names the sender and the date, which a copy in another folder keeps.
+        # names the sender, the date and the content, which a copy in another folder keeps
+        # (the arrival time, a fallback for undated mail, may differ there: not used).
         legacy = f"<{message_id}>"
-        remote_id = f"{legacy}~{identity_hash(message_id, sender.address, sent_at, body_digest)}"
+        remote_id = f"{legacy}~{identity_hash(message_id, sender.address, dated, body_digest)}"
     else:
         legacy = ""  # was a hash of header bytes that differed per path: not kept
         remote_id = "sha256:" + hashlib.sha256(
@@ -543,12 +544,13 @@ def _info_from_fields(items: Iterable[tuple[str, Any]], fetch: Any, raw_header: 
     )
 
 
-def identity_hash(message_id: str, sender: str, sent_at: datetime, body_digest: bytes = b""
-                  ) -> str:
+def identity_hash(message_id: str, sender: str, sent_at: datetime | None,
+                  body_digest: bytes = b"") -> str:
     """What tells two messages with the same Message-ID apart (12 hex digits): sender,
     date and the digest of the whole message, which a copy in another folder keeps (line
     endings aside)."""
-    stamp = sent_at.astimezone(UTC).isoformat() if sent_at.tzinfo else sent_at.isoformat()
+    stamp = "" if sent_at is None else (
+        sent_at.astimezone(UTC).isoformat() if sent_at.tzinfo else sent_at.isoformat())
     text = f"{message_id}\x00{sender.lower()}\x00{stamp}\x00"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass") + body_digest).hexdigest()[:12]
 

@@ -259,3 +259,10 @@ def test_winmail_dat_is_unpacked_into_its_files() -> None:
     message = read(mixed(TEXT, attachment(b"winmail.dat", tnef, b"application/ms-tnef")))
     assert [(a.filename, a.data) for a in message.attachments] == [
         ("design.pdf", b"%PDF tnef"), ("notes.txt", b"hello")]
+
+
+def test_an_undated_copy_with_another_arrival_time_keeps_its_id() -> None:
+    raw = b"From: maria@example.com\nMessage-ID: <undated@x>\nSubject: s\n\nbody\n"
+    early = message_from_bytes(raw, ctx(), fallback_date=ARRIVED)
+    later = message_from_bytes(raw, ctx(), fallback_date=datetime(2026, 2, 1, tzinfo=UTC))
+    assert early.sent_at != later.sent_at and early.remote_id == later.remote_id
