@@ -35,6 +35,7 @@ class AgentSection(_Strict):
     max_attachment_mb: float = 50.0
     review_overdue: timedelta = timedelta(days=3)
     log_level: str = "INFO"
+    web: str | None = None  # "127.0.0.1:8765": `retainer run` serves the dashboard there
 
     @field_validator("data_dir", mode="before")
     @classmethod
