@@ -162,7 +162,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
             overdue=sum(1 for r in rows if r["overdue"]), page=page, pages=pages,
             filters=filters, wanted=wanted, only_overdue=only_overdue, here=here,
             contractors=contractors, sources=sorted({r["source"] for r in rows}), kinds=KINDS,
-            overdue_after=config.review_overdue, query=urlencode(filters))
+            overdue_after=_duration(config.review_overdue), query=urlencode(filters))
 
     @app.get("/queue/<deliverable_id>")
     def item_page(deliverable_id: str) -> str:
@@ -282,8 +282,8 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
             abort(404, "no image preview for this file")
         try:
             data = pv.thumbnail(path, kind, request.args.get("size", "thumb"))
-        except pv.PreviewError as exc:
-            abort(404, str(exc))
+        except pv.PreviewError:
+            data = pv.placeholder()
         response = Response(data, mimetype="image/png")
         response.headers["Cache-Control"] = "private, max-age=3600"
         response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
@@ -563,6 +563,12 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
             doc = wf.save_template(store, name, text, skill=skill, subject=subject)
         flash(f"{doc['name']}: version {doc['versions'][-1]['version']} saved")
         return redirect(url_for("template_page", name=doc["name"]), 303)
+
+
+def _duration(value: timedelta) -> str:
+    from agent.web.filters import hours
+
+    return hours(value.total_seconds() / 3600)
 
 
 def _recent_messages(store: Any, cid: str, limit: int = 200) -> list[dict[str, Any]]:

@@ -105,6 +105,25 @@ def thumbnail(path: Path, kind: PreviewKind, size: str = "thumb") -> bytes:
     return data
 
 
+def placeholder(label: str = "no preview") -> bytes:
+    """A neutral PNG for files whose preview failed (damaged or not what they claim)."""
+    from PIL import Image, ImageDraw
+
+    key = ("placeholder", 0.0, label)
+    cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    image = Image.new("RGB", (272, 200), "#f0f4f8")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((96, 56, 176, 136), outline="#9aa5b1", width=3)
+    draw.line((96, 136, 176, 56), fill="#9aa5b1", width=3)
+    draw.text((136, 166), label, fill="#52606d", anchor="mm")
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    _cache.put(key, out.getvalue())
+    return out.getvalue()
+
+
 def _pdf_first_page(path: Path, edge: int) -> Any:
     import pypdfium2 as pdfium
 
