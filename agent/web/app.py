@@ -122,7 +122,7 @@ def build(ctx: WebContext) -> Flask:
         h = response.headers
         h.setdefault("Content-Security-Policy", sec.CSP)
         h["X-Content-Type-Options"] = "nosniff"
-        h["Referrer-Policy"] = "no-referrer"
+        h["Referrer-Policy"] = "same-origin"  # no-referrer would make Origin "null"
         h["X-Frame-Options"] = "DENY"
         h["Cross-Origin-Opener-Policy"] = "same-origin"
         h["Cross-Origin-Resource-Policy"] = "same-origin"
