@@ -103,6 +103,7 @@ class Server:
                               "pick another port with --port") from None
         ctx.port = int(self.server.effective_port)  # type: ignore[attr-defined]
         self.thread: threading.Thread | None = None
+        self.closing = False
 
     @property
     def url(self) -> str:
@@ -114,6 +115,9 @@ class Server:
             self.server.run()
         except (KeyboardInterrupt, SystemExit):
             pass
+        except (OSError, ValueError):
+            if not self.closing:  # closing from another thread pulls the socket away
+                raise
         finally:
             self.close()
 
@@ -123,6 +127,7 @@ class Server:
         return self
 
     def close(self) -> None:
+        self.closing = True
         try:
             self.server.close()
         except OSError:
