@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,15 @@ from agent.store import Store
 from agent.store import workflow as wf
 from agent.web import parse_address
 from agent.web.security import csrf_for
-from tests.support.workflow_mail import OWNER, SmtpSink, run, switch_to_imap, synced
+from tests.support.workflow_mail import (
+    OWNER,
+    SmtpSink,
+    _deliver,
+    _mail,
+    run,
+    switch_to_imap,
+    synced,
+)
 from tests.web.conftest import Dashboard, start
 
 
@@ -41,8 +50,6 @@ def _add_files(dash: Dashboard) -> dict[str, str]:
              ("brief.pdf", pdf_bytes("Spring brief", ["Line one", "Line two"])),
              ("broken.pdf", b"%PDF-1.4 this is not a PDF at all"),
              ("notes.txt", b"plain <b>text</b> & more")]
-    from datetime import UTC, datetime
-
     with store.writing():
         store.commit_page("mail", "maildir", [Message(
             f"<files-{i}@example.com>", datetime.now(UTC), who, subject="Files",
@@ -152,10 +159,6 @@ def test_sources_show_state_and_sync_now(dashboard: Dashboard) -> None:
     page = http.get(f"{dashboard.base}/sources", timeout=10).text
     assert "mail" in page and "maildir" in page and "Sync now" in page
     maildir = dashboard.config.read_text().split('path = "')[1].split('"')[0]
-    from tests.support.workflow_mail import _deliver, _mail
-
-    from datetime import UTC, datetime
-
     _deliver(Path(maildir), _mail("sam@example.com", "Sam Chen", OWNER, "One more",
                                   datetime.now(UTC), "<late@example.com>", "Here",
                                   attachment=("late.docx", b"late work")), "late")
@@ -184,8 +187,6 @@ def test_approving_while_a_sync_writes_loses_nothing(tmp_path: Path) -> None:
         def writer() -> None:  # another process's worth of writes: new mail, page by page
             store = Store(data)
             who = Identity("email", "sam@example.com", name="Sam Chen")
-            from datetime import UTC, datetime
-
             n = 0
             while not stop.is_set():
                 with store.writing():
@@ -285,7 +286,7 @@ def test_demo_serve_opens_the_dashboard_on_demo_history(tmp_path: Path) -> None:
         assert http.get(url, timeout=30).status_code == 200
         base = url.split("/?")[0]
         report = http.get(base + "/report", timeout=30).text
-        assert "Average rating" in report and "<b>–</b>" not in report.split("Waiting")[0]
+        assert "Average rating" in report and "<b>\u2013</b>" not in report.split("Waiting")[0]
         roster = http.get(base + "/contractors", timeout=30).text
         assert "Maria Lopez" in roster and "4." in roster
         svg = http.get(base + "/report/latency.svg", timeout=30)
