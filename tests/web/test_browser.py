@@ -66,9 +66,13 @@ def test_keyboard_through_the_queue(dashboard: Dashboard, page: Watched) -> None
     doc = dashboard.store().deliverable(target)
     assert doc["review_status"] == "approved" and doc["review"]["rating"] == 4
     assert target not in p.eval_on_selector_all(".queue .item", "els => els.map(e => e.dataset.id)")
+    # the selection stays where the reviewed item was: on the one after it
+    ids = p.eval_on_selector_all(".queue .item", "els => els.map(e => e.dataset.id)")
+    assert _selected(p) == ids[1]
     # ask for changes with feedback, keys only: f to type, Escape to leave the box, c
     p.keyboard.press("j")
     target = _selected(p)
+    assert target == ids[2]
     p.keyboard.press("2")
     p.keyboard.press("f")
     p.keyboard.type("Colours are off; a is not a shortcut while typing")

@@ -4,6 +4,7 @@ its new task, templates, sources, the token file, and writes that share the stor
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from markupsafe import escape
 from PIL import Image
 
 from agent.demo import pdf_bytes, png_bytes
@@ -295,3 +297,27 @@ def test_demo_serve_opens_the_dashboard_on_demo_history(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def test_report_page_shows_the_figures_of_retainer_report(dashboard: Dashboard) -> None:
+    http = dashboard.session()
+    ids = [d["id"] for d in dashboard.store().deliverables(unreviewed=True)]
+    for did, rating in zip(ids[:4], (5, 4, 2, 3), strict=True):
+        _post(dashboard, http, f"/queue/{did}/review", action="approve", rating=str(rating),
+              cost="120")
+    doc = json.loads(run(dashboard.config, "report", "--json").stdout)
+    page = http.get(f"{dashboard.base}/report", timeout=10).text
+    totals = doc["totals"]
+    assert f"<b>{totals['deliverables']}</b>" in page
+    assert f"<b>{totals['average_rating']:.2f}</b>" in page
+    assert f"<b>{totals['spend']:,.0f}</b>" in page
+    assert f"<b>{totals['unreviewed']}</b>" in page
+    for row in doc["contractors"]:
+        if row["deliverables"]:
+            assert f">{escape(row['name'])}</a>" in page  # as Jinja escapes it
+    for chart, marker in (("scatter", "spend-quality"), ("latency", "review-latency")):
+        svg = http.get(f"{dashboard.base}/report/{chart}.svg", timeout=10)
+        assert svg.status_code == 200 and marker in svg.text
+        assert "default-src 'none'" in svg.headers["Content-Security-Policy"]
+    assert http.get(f"{dashboard.base}/report", params={"since": "lots"},
+                    timeout=10).status_code == 400

@@ -19,7 +19,11 @@
     var i = all.indexOf(current());
     select(all[Math.max(0, Math.min(all.length - 1, i < 0 ? 0 : i + step))]);
   }
+  function remember(el) {
+    try { sessionStorage.setItem("retainer-pos", String(items().indexOf(el))); } catch (err) { /* private mode */ }
+  }
   function submit(el, action) {
+    remember(el);
     var form = el.querySelector("form.review");
     var button = form && form.querySelector('button[name="action"][value="' + action + '"]');
     if (button) { form.requestSubmit(button); }
@@ -61,8 +65,20 @@
       Array.prototype.forEach.call(boxes, function (b) { b.checked = !all; });
     }
   });
+  document.addEventListener("submit", function (e) {
+    var item = e.target.closest && e.target.closest(".queue .item");
+    if (item) { remember(item); }
+  });
   document.addEventListener("DOMContentLoaded", function () {
-    var all = items();
-    if (all.length) { select(all[0]); window.scrollTo(0, 0); }
+    // after a review the page reloads: carry on where the reviewed item was
+    var all = items(), pos = 0;
+    try {
+      pos = parseInt(sessionStorage.getItem("retainer-pos") || "0", 10) || 0;
+      sessionStorage.removeItem("retainer-pos");
+    } catch (err) { pos = 0; }
+    if (all.length) {
+      select(all[Math.min(pos, all.length - 1)]);
+      if (pos === 0) { window.scrollTo(0, 0); }
+    }
   });
 }());
