@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,67 +12,13 @@ from flask import Flask, Response, abort, g, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from agent.errors import RetainerError
-from agent.store import Store
 from agent.web import WebContext
 from agent.web import security as sec
+from agent.web.cache import StoreAccess
 
 STATIC = Path(__file__).with_name("static")
 TEMPLATES = Path(__file__).with_name("templates")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-
-
-class StoreAccess:
-    """One :class:`Store` per dashboard, used by one request at a time (the store's caches
-    are not thread-safe), plus results memoized until a file in the store changes."""
-
-    def __init__(self, data_dir: Path, lock: threading.RLock) -> None:
-        self.data_dir = data_dir
-        self.lock = lock
-        self._store: Store | None = None
-        self._memo: dict[str, tuple[tuple[Any, ...], Any]] = {}
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = Store(self.data_dir)
-        return self._store
-
-    def fingerprint(self) -> tuple[Any, ...]:
-        """Every file under ``store/`` with its size and mtime: any write changes it."""
-        out: list[tuple[str, int, int]] = []
-        stack = [self.data_dir / "store"]
-        while stack:
-            folder = stack.pop()
-            try:
-                entries = list(os.scandir(folder))
-            except OSError:
-                continue
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.name.endswith(".json"):
-                    st = entry.stat(follow_symlinks=False)
-                    out.append((entry.path, st.st_mtime_ns, st.st_size))
-        out.sort()
-        return tuple(out)
-
-    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
-        """``compute()`` once per state of the store (and per minute: ages move on)."""
-        stamp = (*self.fingerprint(), int(time.time() // 60))
-        hit = self._memo.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-        value = compute()
-        if len(self._memo) > 64:
-            self._memo.clear()
-        self._memo[key] = (stamp, value)
-        return value
-
-    @contextmanager
-    def writing(self) -> Iterator[Store]:
-        """The store's write lock: the same file lock as the CLI's and the daemon's."""
-        with self.lock, self.store.writing() as store:
-            yield store
 
 
 def build(ctx: WebContext) -> Flask:
@@ -151,6 +93,7 @@ def build(ctx: WebContext) -> Flask:
 
     filters.register(app)
     pages.register(app, ctx, access)
+    access.warm()  # the first pages are ready when the owner opens them
     return app
 
 

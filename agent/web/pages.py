@@ -7,24 +7,27 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import orjson
-from flask import Flask, Response, abort, flash, redirect, render_template, request, url_for
+from flask import Flask, Response, abort, flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
 from agent.errors import ConfigError, RetainerError, StoreError
 from agent.files import write_private
+from agent.stats import parse_time
+from agent.store import Store
 from agent.web import WebContext
 from agent.web import previews as pv
 
 if TYPE_CHECKING:
     from agent.config import Config
     from agent.configfile import QuickConfig
-    from agent.web.app import StoreAccess
+    from agent.web.cache import StoreAccess
 
 log = logging.getLogger("retainer.web")
 
@@ -90,32 +93,110 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
 
         return load_config(ctx.config_path, ctx.host if validate else None)
 
-    # -- shared reads (memoized per state of the store) -----------------------------------
+    # -- shared reads (memoized per state of the store, see agent.web.cache) -------------
 
-    def facts() -> Any:
+    def stamp() -> Any:
+        if "stamp" not in g:
+            g.stamp = access.fingerprint()
+        return g.stamp
+
+    def facts_of(store: Store, at: Any) -> Any:
         from agent.stats import Facts
 
-        return access.memo("facts", lambda: Facts.load(access.store))
+        return access.memo("facts", lambda: Facts.load(store), at)
 
-    def roster_rows() -> list[dict[str, Any]]:
+    def roster_of(store: Store, at: Any) -> list[dict[str, Any]]:
         from agent.stats import roster_rows as rows
 
-        return access.memo("roster", lambda: rows(access.store, facts()))  # type: ignore[no-any-return]
+        return access.memo(  # type: ignore[no-any-return]
+            "roster", lambda: rows(store, facts_of(store, at)), at)
 
-    def queue_rows(overdue_after: timedelta) -> list[dict[str, Any]]:
+    def queue_of(store: Store, at: Any, overdue_after: timedelta) -> dict[str, dict[str, Any]]:
         from agent.review import queue
 
-        def compute() -> list[dict[str, Any]]:
-            rows = queue(access.store, overdue_after=overdue_after)
-            for row in rows:
+        def compute() -> dict[str, dict[str, Any]]:
+            rows = {}
+            for row in queue(store, overdue_after=overdue_after):
                 row["file_kind"] = _file_kind(row)
                 row["preview"] = pv.kind_of(row)
+                received = parse_time(row.get("received_at"))
+                row["_ts"] = received.timestamp() if received else None
+                rows[row["id"]] = row
             return rows
 
-        return access.memo(f"queue:{overdue_after}", compute)  # type: ignore[no-any-return]
+        return access.memo(f"queue:{overdue_after.total_seconds()}", compute, at)  # type: ignore[no-any-return]
 
-    def all_deliverables() -> list[dict[str, Any]]:
-        return access.memo("deliverables", access.store.deliverables)  # type: ignore[no-any-return]
+    def deliverables_of(store: Store, at: Any) -> dict[str, dict[str, Any]]:
+        return access.memo(  # type: ignore[no-any-return]
+            "deliverables", lambda: {d["id"]: d for d in store.deliverables()}, at)
+
+    def messages_of(store: Store, at: Any) -> dict[str, list[dict[str, Any]]]:
+        return access.memo("messages", lambda: _messages_by_contractor(store), at)  # type: ignore[no-any-return]
+
+    def report_of(store: Store, at: Any, period: timedelta) -> dict[str, Any]:
+        from agent.report import build
+
+        return access.memo(f"report:{period.total_seconds()}",  # type: ignore[no-any-return]
+                           lambda: build(store, since=period, facts=facts_of(store, at)), at)
+
+    def facts() -> Any:
+        return facts_of(access.store, stamp())
+
+    def roster_rows() -> list[dict[str, Any]]:
+        return roster_of(access.store, stamp())
+
+    def queue_rows(overdue_after: timedelta) -> dict[str, dict[str, Any]]:
+        return queue_of(access.store, stamp(), overdue_after)
+
+    def all_deliverables() -> dict[str, dict[str, Any]]:
+        return deliverables_of(access.store, stamp())
+
+    def deliverable(ref: str) -> dict[str, Any]:
+        """One deliverable by id (from the memo), else by prefix (from the store)."""
+        found = all_deliverables().get(ref)
+        return found if found is not None else access.store.deliverable(ref)
+
+    def warm(store: Store) -> None:
+        """What the next pages need, computed ahead (agent.web.cache runs it after writes)."""
+        from agent.configfile import quick_config
+
+        at = access.fingerprint()
+        queue_of(store, at, quick_config(ctx.config_path).review_overdue)
+        deliverables_of(store, at)
+        roster_of(store, at)
+        report_of(store, at, timedelta(days=90))
+        messages_of(store, at)
+
+    access.set_warmer(warm)
+
+    def reviewed(docs: list[dict[str, Any]], at_before: Any) -> None:
+        """Inside a write: patch the memos a review changes, so the queue stays warm."""
+        for key, value in list(access._memo.items()):
+            stamp_, data = value
+            if stamp_ != at_before:
+                continue
+            if key == "deliverables":
+                for doc in docs:
+                    old = data.get(doc["id"])
+                    if old is not None:
+                        data[doc["id"]] = dict(old, review_status=doc["review_status"],
+                                               review=doc["review"])
+                access.patched(key)
+            elif key.startswith("queue:"):
+                for doc in docs:
+                    if doc["review_status"] != "unreviewed":
+                        data.pop(doc["id"], None)
+                access.patched(key)
+            elif key == "messages":
+                access.patched(key)
+
+    def unchanged(*keys: str) -> None:
+        """Inside a write: these memos do not depend on what is written."""
+        for key in keys:
+            access.patched(key)
+        for key in list(access._memo):
+            if any(key.startswith(k) for k in keys if k.endswith(":")):
+                access.patched(key)
 
     def ignored_path() -> Path:
         from agent.web.security import web_dir
@@ -138,18 +219,21 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     def queue_page() -> str:
         with ctx.lock:
             config = quick()
-            rows = queue_rows(config.review_overdue)
+            rows = list(queue_rows(config.review_overdue).values())
             names = {c["id"]: c["name"] for c in access.store.contractors()}
         wanted = {k: request.args.get(k, "") for k in ("contractor", "source", "kind")}
         only_overdue = request.args.get("overdue") == "1"
+        late_before = time.time() - config.review_overdue.total_seconds()
+        late = {r["id"] for r in rows if r["_ts"] is not None and r["_ts"] < late_before}
         shown = [r for r in rows
                  if (not wanted["contractor"] or r.get("contractor_id") == wanted["contractor"])
                  and (not wanted["source"] or r.get("source") == wanted["source"])
                  and (not wanted["kind"] or r["file_kind"] == wanted["kind"])
-                 and (not only_overdue or r["overdue"])]
+                 and (not only_overdue or r["id"] in late)]
         pages = max(1, math.ceil(len(shown) / PAGE_SIZE))
         page = min(max(1, request.args.get("page", 1, type=int) or 1), pages)
-        items = shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+        items = [dict(r, overdue=r["id"] in late)
+                 for r in shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]]
         filters = {k: v for k, v in wanted.items() if v}
         if only_overdue:
             filters["overdue"] = "1"
@@ -159,7 +243,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
                                or "(not on the roster)") for r in rows}, key=lambda p: p[1].lower())
         return render_template(
             "queue.html", title="Review queue", items=items, total=len(rows), shown=len(shown),
-            overdue=sum(1 for r in rows if r["overdue"]), page=page, pages=pages,
+            overdue=len(late), page=page, pages=pages,
             filters=filters, wanted=wanted, only_overdue=only_overdue, here=here,
             contractors=contractors, sources=sorted({r["source"] for r in rows}), kinds=KINDS,
             overdue_after=_duration(config.review_overdue), query=urlencode(filters))
@@ -168,12 +252,13 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     def item_page(deliverable_id: str) -> str:
         with ctx.lock:
             config = quick()
-            doc = access.store.deliverable(deliverable_id)
+            doc = deliverable(deliverable_id)
             names = {c["id"]: c["name"] for c in access.store.contractors()}
-            row = next((r for r in queue_rows(config.review_overdue) if r["id"] == doc["id"]),
-                       None)
-        item = row or dict(doc, contractor=names.get(doc.get("contractor_id") or ""),
-                           overdue=False, age_hours=None, task=doc.get("title") or "")
+            row = queue_rows(config.review_overdue).get(doc["id"])
+        late_before = time.time() - config.review_overdue.total_seconds()
+        item = dict(row, overdue=row["_ts"] is not None and row["_ts"] < late_before) if row \
+            else dict(doc, contractor=names.get(doc.get("contractor_id") or ""), overdue=False,
+                      age_hours=None, task=doc.get("title") or "")
         item["preview"] = pv.kind_of(doc)
         text = None
         if item["preview"] in ("text", "markdown"):
@@ -203,7 +288,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         send = request.form.get("send") == "1"
         back = _next_url(url_for("queue_page"))
         with ctx.lock:
-            current = access.store.deliverable(deliverable_id)
+            current = deliverable(deliverable_id)
             prepared = None
             if send:
                 text = feedback_text(current, status, rating, feedback)
@@ -226,10 +311,14 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
                     "deliverable_id": current["id"], "contractor_id": current.get("contractor_id"),
                 }
             with access.writing() as store:
-                wf.record_review(store, current["id"], status, rating=rating, feedback=feedback,
-                                 cost=cost, hours=hours)
+                before = access.fingerprint()
+                docs = wf.record_reviews(store, [(current, {
+                    "status": status, "rating": rating, "feedback": feedback, "cost": cost,
+                    "hours": hours, "when": None})])
                 if sent_entry is not None:
                     wf.record_sent(store, sent_entry, deliverable_id=current["id"])
+                    docs = [store.stored_deliverable(current["id"]) or docs[0]]
+                reviewed(docs, before)
         verdict = "approved" if status == "approved" else "changes requested"
         flash(f"{current['filename']}: {verdict}" + (f", {rating}/5" if rating else "")
               + ("; the reply was sent" if sent_entry else ""))
@@ -245,11 +334,16 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         if not ids:
             flash("Tick the items to approve first.")
             return redirect(back, 303)
-        with ctx.lock, access.writing() as store:
-            docs = {d["id"]: d for d in store.deliverables(unreviewed=True)}
-            chosen = [docs[i] for i in dict.fromkeys(ids) if i in docs]
-            wf.record_reviews(store, [(doc, {"status": "approved", "rating": rating,
-                                             "feedback": "", "when": None}) for doc in chosen])
+        with ctx.lock:
+            config = quick()
+            waiting = queue_rows(config.review_overdue)
+            chosen = [waiting[i] for i in dict.fromkeys(ids) if i in waiting]
+            with access.writing() as store:
+                before = access.fingerprint()
+                docs = wf.record_reviews(store, [(doc, {
+                    "status": "approved", "rating": rating, "feedback": "", "when": None})
+                    for doc in chosen])
+                reviewed(docs, before)
         flash(f"Approved {len(chosen)} item{'s' if len(chosen) != 1 else ''}"
               + (f" ({len(ids) - len(chosen)} were already reviewed)" if len(chosen) < len(ids)
                  else ""))
@@ -262,7 +356,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         from flask import send_file
 
         with ctx.lock:
-            doc = access.store.deliverable(deliverable_id)
+            doc = deliverable(deliverable_id)
         path = _file_path(ctx, doc)
         if path is None:
             abort(404, "this deliverable has no stored file (too large, or a link)")
@@ -275,7 +369,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     @app.get("/preview/<deliverable_id>.png")
     def preview_image(deliverable_id: str) -> Response:
         with ctx.lock:
-            doc = access.store.deliverable(deliverable_id)
+            doc = deliverable(deliverable_id)
         kind = pv.kind_of(doc)
         path = _file_path(ctx, doc)
         if kind not in ("image", "pdf") or path is None:
@@ -325,8 +419,8 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
             row = next((r for r in roster_rows() if r["id"] == cid), dict(doc))
             roster = store.roster()
             identities = [roster.identities.get(k, {"key": k}) for k in doc.get("identities", [])]
-            work = [d for d in all_deliverables() if d.get("contractor_id") == cid]
-            messages = access.memo(f"messages:{cid}", lambda: _recent_messages(store, cid))
+            work = [d for d in all_deliverables().values() if d.get("contractor_id") == cid]
+            messages = messages_of(store, stamp()).get(cid, [])
             reviews = [r for r in facts().reviews if r.get("contractor_id") == cid]
             sent = [s for s in wf.sent_instructions(store) if s.get("contractor_id") == cid]
             templates = wf.templates(store)
@@ -334,7 +428,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
             [{"at": m.get("sent_at") or "", "what": "message", "doc": m} for m in messages]
             + [{"at": d.get("received_at") or "", "what": "deliverable", "doc": d} for d in work]
             + [{"at": s.get("sent_at") or "", "what": "instruction", "doc": s} for s in sent],
-            key=lambda e: e["at"], reverse=True)[:150]
+            key=lambda e: str(e["at"]), reverse=True)[:150]
         return render_template("contractor.html", title=doc["name"], c=doc, row=row,
                                identities=identities, timeline=timeline, reviews=reviews[-50:],
                                sent=sent, templates=templates, work_count=len(work),
@@ -350,6 +444,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         with ctx.lock, access.writing() as store:
             doc = store.update_contractor(store.find_contractor(contractor_id)["id"],
                                           status=status)
+            unchanged("messages", "deliverables")
         flash(f"{doc['name']} is now {doc['status']}")
         return redirect(url_for("contractor_page", contractor_id=doc["id"]), 303)
 
@@ -394,6 +489,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
                                                      route[0], message))
             with access.writing() as wstore:
                 saved = wf.record_instruction(wstore, entry)
+                unchanged("messages", "deliverables", "queue:")
         flash(f"{doc['name']} v{version['version']} "
               f"{'sent' if mode == 'send' else 'recorded'} to {contractor['name']} ({saved['id']})")
         return redirect(url_for("contractor_page", contractor_id=contractor["id"]), 303)
@@ -451,11 +547,8 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
 
     def report_doc(since_text: str) -> dict[str, Any]:
         from agent.commands import parse_since
-        from agent.report import build
 
-        period = parse_since(since_text)
-        return access.memo(f"report:{period}",  # type: ignore[no-any-return]
-                           lambda: build(access.store, since=period, facts=facts()))
+        return report_of(access.store, stamp(), parse_since(since_text))
 
     @app.get("/report")
     def report_page() -> str:
@@ -561,6 +654,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
                     t["name"] == name.lower() for t in wf.templates(store)):
                 raise StoreError(f'a template "{name}" exists; open it to edit it')
             doc = wf.save_template(store, name, text, skill=skill, subject=subject)
+            unchanged("messages", "deliverables", "queue:", "facts", "roster", "report:")
         flash(f"{doc['name']}: version {doc['versions'][-1]['version']} saved")
         return redirect(url_for("template_page", name=doc["name"]), 303)
 
@@ -571,10 +665,18 @@ def _duration(value: timedelta) -> str:
     return hours(value.total_seconds() / 3600)
 
 
-def _recent_messages(store: Any, cid: str, limit: int = 200) -> list[dict[str, Any]]:
-    from itertools import islice
-
-    return list(islice(store.iter_messages_newest_first(contractor=cid), limit))
+def _messages_by_contractor(store: Store, limit: int = 200) -> dict[str, list[dict[str, Any]]]:
+    """Each contractor's newest messages (the fields the timeline shows), in one pass."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for doc in store.iter_messages():
+        cid = doc.get("contractor_id")
+        if cid:
+            out.setdefault(cid, []).append({k: doc.get(k) for k in (
+                "id", "sent_at", "direction", "subject", "source")})
+    for docs in out.values():
+        docs.sort(key=lambda d: d.get("sent_at") or "", reverse=True)
+        del docs[limit:]
+    return out
 
 
 def _file_path(ctx: WebContext, doc: dict[str, Any]) -> Path | None:

@@ -196,6 +196,7 @@ def test_approving_while_a_sync_writes_loses_nothing(tmp_path: Path) -> None:
                         f"<busy-{n}@example.com>", datetime.now(UTC), who, subject=f"busy {n}")],
                         owner_keys=frozenset({f"email:{OWNER}"}))
                 n += 1
+                time.sleep(0.02)  # a sync fetches between pages (a tight loop starves filelock)
 
         thread = threading.Thread(target=writer)
         thread.start()
