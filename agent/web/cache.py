@@ -6,7 +6,7 @@ under ``store/``, taken before the result is computed, so any write (by the dash
 CLI or the daemon) makes it stale. Writes made by the dashboard itself patch the memos they
 can (a review takes the item out of the queue) and re-stamp them, since under the store's
 write lock nothing else changed; the rest are recomputed in a background thread with its
-own :class:`Store`, so the next page is usually warm.
+own :class:`Store` once the owner pauses, so the next page is usually warm.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,8 @@ class StoreAccess:
         self._warm_store: Store | None = None
         self._warm_lock = threading.Lock()
         self._warm_again = threading.Event()
+        self._last_write = 0.0
+        self.quiet = 2.0  # seconds without a dashboard write before warming starts
 
     @property
     def store(self) -> Store:
@@ -113,6 +116,7 @@ class StoreAccess:
                     elif stamp != after:
                         self._memo.pop(key, None)
                 self._patched = set()
+                self._last_write = time.monotonic()
         self.warm()
 
     # -- warming in the background ------------------------------------------------------
@@ -130,9 +134,17 @@ class StoreAccess:
             return
         threading.Thread(target=self._warm_loop, name="retainer-web-warm", daemon=True).start()
 
+    @property
+    def warming(self) -> bool:
+        return self._warm_lock.locked()
+
     def _warm_loop(self) -> None:
         try:
             while self._warm_again.is_set():
+                # not while the owner works through the queue: the queue's own memo is
+                # patched by each review, the heavy pages can wait for a pause
+                while (wait := self._last_write + self.quiet - time.monotonic()) > 0:
+                    time.sleep(wait)
                 self._warm_again.clear()
                 if self._warm_store is None:
                     self._warm_store = Store(self.data_dir)

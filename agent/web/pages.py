@@ -395,7 +395,9 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         task = request.args.get("task", "").strip()[:200]
         with ctx.lock:
             rows = list(roster_rows())
-            suggestions = rank(task, rows, facts()) if task else []
+            suggestions = access.memo(  # ranking reads every deliverable: once per task
+                f"suggest:{task.lower()}", lambda: rank(task, rows, facts()), stamp()) \
+                if task else []
 
         def key(row: dict[str, Any]) -> tuple[bool, Any]:
             value = row.get(sort)

@@ -3,9 +3,11 @@
 The store of ``workflow_bench.py`` (500 contractors, 50,000 messages, 10,000 deliverables,
 half of them reviewed), written through the real write path. Each page is requested through
 the real Flask app (its guards included) with the access cookie; the time is the app's own
-``Server-Timing`` figure, without the network. "cold" is the first request after the store
-changed (a review was recorded through the dashboard, so every memo is stale), "warm" the
-following ones. Prints medians; exits 1 when a warm median is over the budget.
+``Server-Timing`` figure, without the network. "cold" is the first request right after a
+review was recorded through the dashboard (the queue's memo is patched by the review; the
+other pages' memos are stale and are recomputed by the request, or by the background
+warming that starts two seconds after the last write), "warm" the following requests once
+that warming finished. Prints medians; exits 1 when a warm median is over the budget.
 
     python -m tests.benchmarks.web_bench [--data DIR] [--runs 5] [--budget 0.15]
 """
@@ -52,6 +54,7 @@ def main() -> int:
     ctx = WebContext(config_path=config, data_dir=data, token=token,
                      host_factory=lambda: make_plugin_host(entrypoints=False), port=8765)
     app = create_app(ctx)
+    access = app.extensions["retainer"][1]
     client = app.test_client()
     client.set_cookie(cookie_name(8765), token, domain="127.0.0.1")
     store = Store(data)
@@ -83,6 +86,8 @@ def main() -> int:
         assert done.status_code == 303, done.status_code
         cold = client.get(path, **base)
         assert cold.status_code == 200, (path, cold.status_code, cold.get_data(as_text=True)[:300])
+        while access.warming:  # the background warming after the write: let it finish
+            time.sleep(0.05)
         warm = []
         for _ in range(args.runs):
             response = client.get(path, **base)
