@@ -589,7 +589,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         for source in config.sources:
             state = states.get(source.name, {})
             rows.append(dict(state, source=source.name, platform=source.platform,
-                             enabled=source.enabled, every=str(source.every),
+                             enabled=source.enabled, every=_every(source.every),
                              syncing=ctx.syncing.get(source.name)))
         return render_template("sources.html", title="Sources", rows=rows, counts=counts)
 
@@ -659,6 +659,15 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
             unchanged("messages", "deliverables", "queue:", "facts", "roster", "report:")
         flash(f"{doc['name']}: version {doc['versions'][-1]['version']} saved")
         return redirect(url_for("template_page", name=doc["name"]), 303)
+
+
+def _every(value: timedelta) -> str:
+    """A sync interval as people say it: 90 s, 5 min, 2 h, 1 d."""
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def _duration(value: timedelta) -> str:
