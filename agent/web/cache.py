@@ -95,8 +95,13 @@ class StoreAccess:
         hit = self._memo.get(key)
         return hit[1] if hit is not None and hit[0] == stamp else None
 
+    def entries(self, stamp: Stamp) -> list[tuple[str, Any]]:
+        """Every memo that is current for ``stamp``, as ``(key, value)``."""
+        return [(key, value) for key, (at, value) in list(self._memo.items()) if at == stamp]
+
     def patched(self, key: str) -> None:
-        """Inside :meth:`writing`: the memo of ``key`` was updated for the write itself."""
+        """Inside :meth:`writing`: the memo of ``key`` (every key starting with it, when it
+        ends in ``:``) was updated for the write itself, or does not depend on it."""
         self._patched.add(key)
 
     @contextmanager
@@ -110,8 +115,10 @@ class StoreAccess:
                 yield store
             finally:
                 after = self.fingerprint()
+                prefixes = tuple(k for k in self._patched if k.endswith(":"))
                 for key, (stamp, value) in list(self._memo.items()):
-                    if stamp == before and key in self._patched:
+                    kept = key in self._patched or (prefixes and key.startswith(prefixes))
+                    if stamp == before and kept:
                         self._memo[key] = (after, value)
                     elif stamp != after:
                         self._memo.pop(key, None)

@@ -171,10 +171,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
 
     def reviewed(docs: list[dict[str, Any]], at_before: Any) -> None:
         """Inside a write: patch the memos a review changes, so the queue stays warm."""
-        for key, value in list(access._memo.items()):
-            stamp_, data = value
-            if stamp_ != at_before:
-                continue
+        for key, data in access.entries(at_before):
             if key == "deliverables":
                 for doc in docs:
                     old = data.get(doc["id"])
@@ -194,9 +191,6 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         """Inside a write: these memos do not depend on what is written."""
         for key in keys:
             access.patched(key)
-        for key in list(access._memo):
-            if any(key.startswith(k) for k in keys if k.endswith(":")):
-                access.patched(key)
 
     def ignored_path() -> Path:
         from agent.web.security import web_dir

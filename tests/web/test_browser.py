@@ -142,6 +142,12 @@ def test_bulk_approve_a_backlog(dashboard: Dashboard, page: Watched) -> None:
 def test_promote_and_ignore_candidates(dashboard: Dashboard, page: Watched) -> None:
     p = page.page
     p.goto(dashboard.base + "/candidates?token=" + dashboard.token)
+    p.locator("tr", has_text="news@shop.example").get_by_role("button", name="Ignore").click()
+    assert "email:news@shop.example is ignored" in p.inner_text(".flash")
+    assert p.locator("tr", has_text="news@shop.example").count() == 0
+    p.get_by_role("link", name="Show 1 ignored").click()
+    p.locator("tr", has_text="news@shop.example").get_by_role("button", name="Show again").click()
+    assert "shown again" in p.inner_text(".flash")
     row = p.locator("tr", has_text="news@shop.example")
     row.locator("input[name=name]").fill("Shop News Team")
     row.locator("input[name=skills]").fill("newsletters, promotions")
