@@ -132,8 +132,8 @@ def _pdf_first_page(path: Path, edge: int) -> Any:
         if len(pdf) == 0:
             raise PreviewError("the PDF has no pages")
         page = pdf[0]
-        width = page.get_width() or 1
-        scale = max(0.1, min(4.0, edge / width))
+        width, height = page.get_width() or 1, page.get_height() or 1
+        scale = max(0.01, min(4.0, edge / width, edge * 2 / height))
         bitmap = page.render(scale=scale)
         image = bitmap.to_pil()
         page.close()

@@ -40,6 +40,10 @@
       return;
     }
     if (!items().length) { return; }
+    var tag = e.target && e.target.tagName;
+    if ((e.key === "Enter" || e.key === " ") && (tag === "BUTTON" || tag === "A" || tag === "INPUT")) {
+      return; // a focused control keeps its own Enter
+    }
     var el = current();
     switch (e.key) {
       case "j": move(1); break;
