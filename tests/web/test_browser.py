@@ -269,3 +269,29 @@ def test_cross_site_form_post_is_refused(dashboard: Dashboard, page: Watched) ->
     assert _statuses(dashboard)["logo-spring.png"]["review_status"] == "unreviewed"
     assert http.post(url, data=good, allow_redirects=False, timeout=10).status_code == 303
     assert _statuses(dashboard)["logo-spring.png"]["review_status"] == "approved"
+
+
+def test_everything_works_without_javascript(dashboard: Dashboard, browser: Any) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        p = context.new_page()
+        p.set_default_timeout(10_000)
+        p.goto(dashboard.url)
+        assert p.locator("[data-tick-all]").is_hidden()  # a JavaScript-only helper is hidden
+        item = p.locator(".queue .item", has_text="blog-freelancer.docx")
+        item.locator(".stars label", has_text="3").click()
+        item.locator("textarea[name=feedback]").fill("Shorter intro, please.")
+        item.get_by_role("button", name="Request changes").click()
+        assert "changes requested, 3/5" in p.inner_text(".flash")
+        p.locator(".queue .item", has_text="landing-mockup.pdf").locator(".pick input").check()
+        p.get_by_role("button", name="Approve ticked").click()
+        assert "Approved 1 item" in p.inner_text(".flash")
+        p.goto(dashboard.base + "/report?since=30d")
+        p.get_by_role("button", name="Show").click()
+        assert "Delegation report" in p.inner_text("h1")
+    finally:
+        context.close()
+    docs = _statuses(dashboard)
+    assert docs["blog-freelancer.docx"]["review_status"] == "changes_requested"
+    assert docs["blog-freelancer.docx"]["review"]["feedback"] == "Shorter intro, please."
+    assert docs["landing-mockup.pdf"]["review_status"] == "approved"
