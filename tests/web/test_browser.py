@@ -237,12 +237,17 @@ class _Attacker(BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # the browser drops its connection when the page navigates away
+
+
 def test_cross_site_form_post_is_refused(dashboard: Dashboard, page: Watched) -> None:
     p = page.page
     p.goto(dashboard.url)  # the owner is signed in (holds the cookie)
     victim = _statuses(dashboard)["logo-spring.png"]["id"]
     _Attacker.target = f"{dashboard.base}/queue/{victim}/review"
-    attacker = ThreadingHTTPServer(("127.0.0.1", 0), _Attacker)
+    attacker = _QuietServer(("127.0.0.1", 0), _Attacker)
     thread = threading.Thread(target=attacker.serve_forever, daemon=True)
     thread.start()
     try:
