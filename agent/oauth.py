@@ -363,7 +363,8 @@ def parse_answer(answer: str) -> tuple[str, str | None, str | None]:
     answer = answer.strip()
     if "code=" in answer or "error=" in answer:
         query = parse_qs(urlsplit(answer).query or answer.split("?", 1)[-1])
-        error = (query.get("error_description") or query.get("error") or [None])[0]
+        errors = query.get("error_description") or query.get("error")
+        error = errors[0] if errors else None
         codes = query.get("code")
         states = query.get("state")
         return (codes[0] if codes else ""), (states[0] if states else None), error
@@ -419,7 +420,7 @@ class LoopbackReceiver:
                 self.wfile.write(body)
                 receiver._got.set()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         self.server = HTTPServer(("127.0.0.1", 0), Handler)
@@ -565,7 +566,8 @@ def sign_in(client: OAuthClient, state_dir: Path, *, say: Callable[[str], None],
             if receiver is not None:
                 receiver.close()
     store.save(tokens)
-    (state_dir / PENDING_FILE).unlink(missing_ok=True)
+    # the pending sign-in stays until the next one replaces it: a code pasted twice then
+    # reaches the server, which refuses it as used (a clearer answer than "not started")
     who = ""
     if client.verify is not None:
         try:

@@ -66,6 +66,8 @@ if TYPE_CHECKING:
 
     from imapclient import IMAPClient
 
+    from agent.oauth import TokenManager
+
 CURSOR_VERSION = 1
 #: Most bytes (as the server declares them) fetched in one part-FETCH command, and kept
 #: in one page: bigger batches are split so memory stays bounded.
@@ -93,6 +95,10 @@ def dropped() -> tuple[type[BaseException], ...]:
     return (IMAPClientAbortError, OSError, EOFError)
 
 T = TypeVar("T")
+
+
+class _TokenRefused(Exception):
+    """The server refused the OAuth access token: refresh it and log in once more."""
 
 
 class _FolderReset(Exception):
@@ -426,6 +432,10 @@ class ImapConnector(Connector[ImapSettings]):
 
     #: The host applies notification-mail formats to what this connector yields.
     reads_mail: ClassVar[bool] = True
+    #: SASL mechanisms for auth = "oauth2", preferred first (the server picks from these).
+    sasl_preference: ClassVar[tuple[str, ...]] = ("OAUTHBEARER", "XOAUTH2")
+    #: epoch seconds; tests replace it to move time for token expiry.
+    wall_clock: ClassVar[Callable[[], float]] = staticmethod(time.time)
 
     def __init__(self, settings: ImapSettings, context: SourceContext) -> None:
         super().__init__(settings, context)
@@ -438,6 +448,7 @@ class ImapConnector(Connector[ImapSettings]):
         self._worker: threading.Thread | None = None
         self._scratch: set[Path] = set()  # files of big attachments not yet released
         self._stop = threading.Event()
+        self._oauth: TokenManager | None = None
 
     # -- connection ----------------------------------------------------------------
 
@@ -457,6 +468,34 @@ class ImapConnector(Connector[ImapSettings]):
 
     def connect(self) -> IMAPClient:
         """Open, secure and log in a new connection (closing any old one)."""
+        try:
+            return self._connect()
+        except _TokenRefused:
+            # the access token looked valid here but the server said no (revoked, or
+            # expired early): refresh once and log in on a new connection
+            self.tokens().force_refresh()
+            try:
+                return self._connect()
+            except _TokenRefused:
+                raise AuthError(
+                    f"{self.where}: the server refused the OAuth 2.0 sign-in of "
+                    f"{self.settings.username!r} even with a fresh token; check that username "
+                    "is the signed-in account, then run "
+                    f"`retainer auth {self.context.source}`") from None
+
+    def tokens(self) -> TokenManager:
+        """The source's OAuth 2.0 tokens (auth = "oauth2")."""
+        from agent.oauth import TokenManager
+
+        if self._oauth is None:
+            client = self.settings.oauth_client(self.context.source)
+            if client is None:
+                raise SourceError(f'{self.context.source}: auth = "password" has no tokens')
+            self._oauth = TokenManager(client, self.context.state_dir,
+                                       wall_clock=type(self).wall_clock)
+        return self._oauth
+
+    def _connect(self) -> IMAPClient:
         import ssl
 
         from imapclient import IMAPClient
@@ -515,8 +554,12 @@ class ImapConnector(Connector[ImapSettings]):
         from imapclient.exceptions import IMAPClientError, LoginError
 
         try:
-            response = client.login(self.settings.username,
-                                    self.settings.password.get_secret_value())
+            if self.settings.auth == "oauth2":
+                response = self._oauth_login(client)
+            else:
+                password = self.settings.password
+                response = client.login(self.settings.username,
+                                        password.get_secret_value() if password else "")
         except LoginError:
             raise AuthError(
                 f"{self.where}: the server refused the login for {self.settings.username!r}; "
@@ -537,6 +580,27 @@ class ImapConnector(Connector[ImapSettings]):
             client._cached_capabilities = tuple(self.capabilities)
         else:
             self.capabilities = frozenset(client.capabilities())
+
+    def _oauth_login(self, client: IMAPClient) -> Any:
+        """SASL OAUTHBEARER (RFC 7628) or XOAUTH2, whichever the server advertises."""
+        from imapclient.exceptions import LoginError
+
+        from agent.oauth import choose_mechanism
+
+        offered = [c.decode("ascii", "replace")[5:] for c in client.capabilities()
+                   if c.upper().startswith(b"AUTH=")]
+        mechanism = choose_mechanism(offered, self.sasl_preference)
+        if mechanism is None:
+            raise SourceError(f"{self.where}: the server offers no OAuth 2.0 sign-in "
+                              "(AUTH=OAUTHBEARER or AUTH=XOAUTH2); use auth = \"password\"")
+        token = self.tokens().access_token()
+        try:
+            if mechanism == "XOAUTH2":
+                return client.oauth2_login(self.settings.username, token)
+            return client.oauthbearer_login(self.settings.username, token)
+        except LoginError:
+            self.log.info("%s: %s sign-in refused; refreshing the token", self.where, mechanism)
+            raise _TokenRefused() from None
 
     def _tls_error(self, exc: ssl.SSLError) -> SourceError:
         detail = getattr(exc, "verify_message", "") or exc.reason or str(exc)
@@ -562,8 +626,10 @@ class ImapConnector(Connector[ImapSettings]):
             raise UnsupportedOperation(
                 f"{self.context.source}: add a [sources.settings.smtp] table (host, security) "
                 "to send replies from this mailbox")
+        password = self.settings.password
         return smtp.send(self.settings.smtp, outgoing, username=self.settings.username,
-                         password=self.settings.password.get_secret_value())
+                         password=password.get_secret_value() if password else None,
+                         oauth=self.tokens() if self.settings.auth == "oauth2" else None)
 
     def close(self) -> None:
         self._stop_worker()

@@ -266,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_state: OAuthServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _reply(self, status: int, body: Any, *, location: str | None = None) -> None:
