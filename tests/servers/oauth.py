@@ -350,9 +350,13 @@ def oauth_server() -> Iterator[OAuthServer]:
 
 @pytest.fixture
 def oauth(oauth_server: OAuthServer) -> Iterator[OAuthServer]:
-    """The session's OAuth server with its switches reset for this test."""
+    """The session's OAuth server with its switches reset, its hits cleared and a new owner
+    (``login_as``) for this test."""
     oauth_server.deny, oauth_server.rotate = False, True
     oauth_server.access_ttl, oauth_server.offset = 3600.0, 0.0
+    with oauth_server.lock:
+        oauth_server.hits.clear()
+        oauth_server.login_as = f"owner{len(oauth_server.grants)}-{secrets.token_hex(3)}"
     yield oauth_server
     oauth_server.deny, oauth_server.rotate = False, True
     oauth_server.access_ttl, oauth_server.offset = 3600.0, 0.0
