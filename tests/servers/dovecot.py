@@ -447,6 +447,8 @@ class Mailbox:
         if security != "none":
             found["ca_file"] = str(self.server.cert)
         found.update(extra)
+        if found.get("auth") == "oauth2":
+            del found["password"]  # signs in with a token from `retainer auth`
         return found
 
     def source_toml(self, name: str = "inbox", *, security: str = "none",

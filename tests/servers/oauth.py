@@ -376,3 +376,58 @@ def oauth_mailbox(dovecot_oauth: Dovecot, oauth: OAuthServer) -> Mailbox:
     mailbox = dovecot_oauth.add_user()
     oauth.login_as = mailbox.user
     return mailbox
+
+
+class OAuthSmtp:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that takes only ``AUTH XOAUTH2`` (as
+    Microsoft 365's does) after STARTTLS, checking bearer tokens against :class:`OAuthServer`."""
+
+    def __init__(self, oauth: OAuthServer, cert: Any, key: Any) -> None:
+        self.oauth = oauth
+        self.cert, self.key = cert, key
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.logins: list[tuple[str, bool]] = []
+        self.controller: Any = None
+        self.port = 0
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> Any:
+        from aiosmtpd.smtp import AuthResult
+
+        raw = base64.b64decode(args[1]) if len(args) > 1 else await server.challenge_auth("")
+        fields = dict(part.split("=", 1) for part in raw.decode().split("\x01") if "=" in part)
+        user = fields.get("user", "")
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        answer = self.oauth.introspect(token)
+        ok = bool(answer.get("active")) and answer.get("username") == user
+        self.logins.append((user, ok))
+        if ok:
+            return AuthResult(success=True, auth_data=user)
+        # like Gmail and Outlook: an error challenge, then the client's empty answer
+        await server.challenge_auth(json.dumps({"status": "401", "schemes": "bearer"}))
+        return AuthResult(success=False, handled=False)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+    def __enter__(self) -> OAuthSmtp:
+        import socket
+        import ssl
+
+        from aiosmtpd.controller import Controller
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(self.cert), str(self.key))
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port,
+                                     tls_context=context, require_starttls=True,
+                                     auth_require_tls=True, auth_exclude_mechanism=["LOGIN", "PLAIN"])
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.controller.stop()
