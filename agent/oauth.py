@@ -74,6 +74,8 @@ class Provider:
     revoke_url: str | None = None
     #: extra authorize parameters, e.g. Google's ``access_type=offline``
     authorize_params: tuple[tuple[str, str], ...] = ()
+    #: the host name in the loopback redirect (Microsoft registers ``http://localhost``)
+    loopback_host: str = "127.0.0.1"
 
 
 def google() -> Provider:
@@ -98,6 +100,7 @@ def microsoft(tenant: str = "common") -> Provider:
         device_url=f"{base}/devicecode",
         scopes=("https://outlook.office.com/IMAP.AccessAsUser.All",
                 "https://outlook.office.com/SMTP.Send", "offline_access"),
+        loopback_host="localhost",
     )
 
 
@@ -399,7 +402,7 @@ def finish(client: OAuthClient, pending: Pending | None, answer: str, *,
 class LoopbackReceiver:
     """Listens on 127.0.0.1 (a free port) for the one redirect the browser brings back."""
 
-    def __init__(self, path: str = "/") -> None:
+    def __init__(self, path: str = "/", host: str = "127.0.0.1") -> None:
         self.answer: str | None = None
         self._got = threading.Event()
         receiver = self
@@ -424,7 +427,8 @@ class LoopbackReceiver:
                 return
 
         self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.redirect_uri = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        # the listener is on 127.0.0.1 whatever the name: "localhost" reaches it too
+        self.redirect_uri = f"http://{host}:{self.server.server_address[1]}{path}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="oauth-loopback",
                                         kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
@@ -529,10 +533,10 @@ def sign_in(client: OAuthClient, state_dir: Path, *, say: Callable[[str], None],
     else:
         receiver = None
         if client.redirect_uri is None and not no_browser and not print_url:
-            receiver = LoopbackReceiver()
+            receiver = LoopbackReceiver(host=client.provider.loopback_host)
             redirect = receiver.redirect_uri
         else:
-            redirect = client.redirect_uri or _unused_loopback()
+            redirect = client.redirect_uri or _unused_loopback(client.provider.loopback_host)
         try:
             pending = begin(client, redirect)
             pending.save(state_dir, now=time.time())
@@ -577,7 +581,7 @@ def sign_in(client: OAuthClient, state_dir: Path, *, say: Callable[[str], None],
     return SignInResult(tokens=tokens, path=store.path, who=who)
 
 
-def _unused_loopback() -> str:
+def _unused_loopback(host: str) -> str:
     """A loopback redirect address for a browser elsewhere: nothing listens, the owner
     pastes the address the browser shows (RFC 8252 section 7.3 allows any port)."""
     import socket
@@ -585,7 +589,7 @@ def _unused_loopback() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    return f"http://127.0.0.1:{port}/"
+    return f"http://{host}:{port}/"
 
 
 # -- SASL ---------------------------------------------------------------------------------
