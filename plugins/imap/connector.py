@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import binascii
 import copy
+import dataclasses
 import email.utils
 import logging
 import os
@@ -85,6 +86,8 @@ MAX_DEPTH = 100
 #: The header fields Retainer keeps (the rest, Received: lines and all, is not fetched).
 HEADER_FIELDS = "DATE FROM SENDER TO CC SUBJECT MESSAGE-ID IN-REPLY-TO REFERENCES"
 META_ITEMS = f"(UID RFC822.SIZE INTERNALDATE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
+#: Where the server advertises X-GM-EXT-1 (Gmail): its message id and labels too.
+GMAIL_META_ITEMS = META_ITEMS[:-1] + " X-GM-MSGID X-GM-LABELS)"
 
 
 
@@ -118,6 +121,7 @@ class Stats:
     downloaded: int = 0
     reconnects: int = 0
     resets: int = 0
+    gmail_repeats: int = 0  # X-GM-EXT-1: copies skipped, already read under another label
 
 
 @dataclass
@@ -449,6 +453,9 @@ class ImapConnector(Connector[ImapSettings]):
         self._scratch: set[Path] = set()  # files of big attachments not yet released
         self._stop = threading.Event()
         self._oauth: TokenManager | None = None
+        #: Gmail (X-GM-EXT-1): message ids read in this sync, and (folder, uid) -> labels
+        self._gmail_seen: set[bytes] = set()
+        self._gmail_labels: dict[tuple[str, int], tuple[str, list[str]]] = {}
 
     # -- connection ----------------------------------------------------------------
 
@@ -906,8 +913,10 @@ class ImapConnector(Connector[ImapSettings]):
                     ) -> Iterator[tuple[list[Message], int]]:
         """Messages of ``uids`` in chunks of bounded size, each with its last UID."""
 
+        gmail = b"X-GM-EXT-1" in self.capabilities
+
         def meta(client: IMAPClient) -> dict[int, dict[bytes, Any]]:
-            return self._uid_fetch(client, uids, META_ITEMS)
+            return self._uid_fetch(client, uids, GMAIL_META_ITEMS if gmail else META_ITEMS)
 
         found = self._retrying(folder, meta)
         plans: list[Plan] = []
@@ -915,6 +924,8 @@ class ImapConnector(Connector[ImapSettings]):
             data = found.get(uid)
             if data is None:
                 continue  # expunged in the meantime
+            if gmail and self._gmail_repeat(folder, uid, data):
+                continue  # read in another folder (label) already
             plans.append(self._plan(uid, data, folder))
         if not plans:
             yield [], uids[-1]
@@ -923,12 +934,42 @@ class ImapConnector(Connector[ImapSettings]):
         chunk_bytes = 0
         for index, plan in enumerate(plans):
             if chunk and chunk_bytes + plan.fetch_bytes > CHUNK_BYTES:
-                yield self._finish(folder, chunk, uidvalidity), chunk[-1].uid
+                yield self._labelled(folder, self._finish(folder, chunk, uidvalidity)), chunk[-1].uid
                 chunk, chunk_bytes = [], 0
             chunk.append(plan)
             chunk_bytes += plan.fetch_bytes
             if index == len(plans) - 1:
-                yield self._finish(folder, chunk, uidvalidity), uids[-1]
+                yield self._labelled(folder, self._finish(folder, chunk, uidvalidity)), uids[-1]
+
+    def _gmail_repeat(self, folder: str, uid: int, data: dict[bytes, Any]) -> bool:
+        """Gmail: remember the message's labels; true if this sync already read it from
+        another folder (Gmail shows one message in a folder per label and in All Mail)."""
+        from imapclient.imap_utf7 import decode
+
+        msgid = data.get(b"X-GM-MSGID")
+        if not isinstance(msgid, bytes) or not msgid.isdigit():
+            return False
+        if msgid in self._gmail_seen:
+            self.stats.gmail_repeats += 1
+            return True
+        self._gmail_seen.add(msgid)
+        raw = data.get(b"X-GM-LABELS")
+        labels = [decode(v) for v in raw if isinstance(v, bytes)] if isinstance(raw, list) else []
+        self._gmail_labels[(folder, uid)] = (msgid.decode(), labels)
+        return False
+
+    def _labelled(self, folder: str, messages: list[Message]) -> list[Message]:
+        """Gmail: the labels (and Gmail's message id) on each record."""
+        if not self._gmail_labels:
+            return messages
+        out = []
+        for message in messages:
+            found = self._gmail_labels.pop((folder, int(message.extra.get("uid", 0))), None)
+            if found is not None:
+                message = dataclasses.replace(message, extra={
+                    **message.extra, "gmail_msgid": found[0], "labels": found[1]})
+            out.append(message)
+        return out
 
     def _uid_fetch(self, client: IMAPClient, uids: list[int], items: str
                    ) -> dict[int, dict[bytes, Any]]:
