@@ -684,7 +684,7 @@ def _demo_sandboxes(stack: Any, app: App, config_path: Path) -> list[str]:
             handle.write("\n# Local marketplace sandboxes started by `retainer demo`; they are\n"
                          "# gone when the demo ends, so these sources only sync during it.\n")
             handle.write(extra)
-    if "demo-upwork" in started:  # pre-issued tokens stand in for `retainer auth upwork`
+    if "demo-upwork" in started:  # pre-issued tokens stand in for `retainer auth`
         store = app.store(app.config(validate=False))
         upwork.authorize_source(store.source_dir("demo-upwork"))
     return started
