@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -41,6 +40,8 @@ from agent.errors import AuthError, SourceError, TransientError
 from agent.files import write_private
 
 if TYPE_CHECKING:
+    from http.server import HTTPServer
+
     from authlib.integrations.requests_client import OAuth2Session
 
 log = logging.getLogger("retainer.oauth")
@@ -403,6 +404,8 @@ class LoopbackReceiver:
     """Listens on 127.0.0.1 (a free port) for the one redirect the browser brings back."""
 
     def __init__(self, path: str = "/", host: str = "127.0.0.1") -> None:
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
         self.answer: str | None = None
         self._got = threading.Event()
         receiver = self
@@ -426,7 +429,7 @@ class LoopbackReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.server: HTTPServer = HTTPServer(("127.0.0.1", 0), Handler)
         # the listener is on 127.0.0.1 whatever the name: "localhost" reaches it too
         self.redirect_uri = f"http://{host}:{self.server.server_address[1]}{path}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="oauth-loopback",
