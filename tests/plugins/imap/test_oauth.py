@@ -44,17 +44,20 @@ def browser(tmp_path: Path) -> dict[str, str]:
     return {"BROWSER": str(script)}
 
 
-def oauth_settings(mailbox: Mailbox, oauth: OAuthServer, **extra: Any) -> dict[str, Any]:
+def oauth_settings(mailbox: Mailbox, oauth: OAuthServer, *, device: bool = False,
+                   **extra: Any) -> dict[str, Any]:
     values = mailbox.settings(**{**oauth.settings(), **extra})
-    values.pop("device_url", None)
+    if not device:  # like Google: no device code for mail scopes
+        values.pop("device_url", None)
     return values
 
 
 def write_config(tmp_path: Path, mailbox: Mailbox, oauth: OAuthServer, *,
-                 others: str = "", smtp: str = "") -> Path:
+                 others: str = "", smtp: str = "", device: bool = False) -> Path:
     head = ["[agent]", f'data_dir = "{tmp_path / "data"}"', 'owner_emails = ["owner@example.com"]',
             "", "[[contractors]]", 'name = "Maria"', 'emails = ["maria@design.example"]', ""]
-    source = mailbox.source_toml("inbox", **{k: v for k, v in oauth_settings(mailbox, oauth).items()
+    values = oauth_settings(mailbox, oauth, device=device)
+    source = mailbox.source_toml("inbox", **{k: v for k, v in values.items()
                                              if k not in ("host", "port", "security", "username")})
     config = tmp_path / "retainer.toml"
     config.write_text("\n".join(head) + source + smtp + others)
@@ -143,6 +146,31 @@ def test_auth_with_no_browser_takes_the_pasted_address(oauth_mailbox: Mailbox, o
     done = retainer(config, "auth", "inbox", "--code", landed)
     assert "Signed in" in done.stdout
     retainer(config, "sync")
+
+
+def test_no_browser_uses_the_device_code_where_the_provider_has_one(
+        oauth_mailbox: Mailbox, oauth: OAuthServer, tmp_path: Path) -> None:
+    """Like Microsoft: `retainer auth --no-browser` shows a code to enter elsewhere."""
+    import re
+
+    import requests
+
+    oauth_mailbox.append_many("INBOX", corpus(2))
+    config = write_config(tmp_path, oauth_mailbox, oauth, device=True)
+    process = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(config), "auth",
+                                "inbox", "--no-browser"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None
+    shown = process.stdout.readline()
+    found = re.search(r"open (\S+) and enter the code (\w+)", shown)
+    assert found, shown
+    # the owner types the code on their phone
+    assert requests.get(found.group(1), params={"user_code": found.group(2)}, timeout=10).ok
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, out + err
+    assert "Signed in" in out
+    retainer(config, "sync")
+    assert len(stored(config)) == 2
 
 
 def test_xoauth2_when_that_is_the_mechanism_chosen(oauth_mailbox: Mailbox, oauth: OAuthServer,
