@@ -317,3 +317,13 @@ def test_revoked_grant_stops_sync_and_send_with_the_auth_hint(
         with pytest.raises(AuthError, match=r"run `retainer auth inbox`"):
             sender.send(outgoing)
     assert sink.messages == []
+
+
+def test_signed_in_as_another_account_says_so(oauth_mailbox: Mailbox, oauth: OAuthServer,
+                                              tmp_path: Path) -> None:
+    oauth.login_as = "somebody-else"  # the owner picked the wrong account in the browser
+    sign_in(oauth_mailbox, oauth, tmp_path)
+    with pytest.raises(AuthError, match=r"even with a fresh token; check that username is the "
+                                        r"signed-in account.*retainer auth inbox"):
+        run(connector(oauth_mailbox, oauth, tmp_path), {})
+    assert len(oauth.token_hits("refresh_token")) == 1  # one refresh, then it gave up
