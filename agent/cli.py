@@ -392,6 +392,7 @@ def status(app: App, as_json: bool) -> None:
             "error_kind": state.get("error_kind"), "failures": state.get("failures", 0),
             "next_run": state.get("next_run"), "retry_at": state.get("retry_at"),
             "messages": state.get("messages", 0), "deliverables": state.get("deliverables", 0),
+            "warnings": state.get("warnings") or [],
         })
     counts = store.counts()
     if as_json:
@@ -399,7 +400,7 @@ def status(app: App, as_json: bool) -> None:
         return
     table([(r["source"], r["platform"], age(r["last_success"]) if r["last_success"] else "never",
             r["next_run"] or "-", r["messages"], r["deliverables"],
-            r["last_error"] or "") for r in rows],
+            r["last_error"] or "; ".join(r["warnings"])) for r in rows],
           ["source", "platform", "synced", "next run", "messages", "deliverables", "last error"])
     click.echo(f"\n{counts['contractors']} contractors, {counts['candidates']} candidates, "
                f"{counts['deliverables']} deliverables")

@@ -54,6 +54,8 @@ class SourceContext:
         (the sender is a known contractor); other senders' files are recorded only.
     :param should_stop: true once the daemon was asked to stop: finish the page, return.
     :param log: the logger to use (``retainer.plugins.<platform>``); never log secrets.
+    :param warnings: what went wrong in part while the sync went on (e.g. "no access to
+        contracts"); append one line each. The host shows them in ``retainer status``.
     """
 
     source: str
@@ -66,6 +68,7 @@ class SourceContext:
     should_stop: Callable[[], bool] = _never
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("retainer.plugins"))
     options: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 class Connector(ABC, Generic[S]):

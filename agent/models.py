@@ -19,6 +19,7 @@ AttachmentStatus: TypeAlias = Literal[
     "not_downloaded",  # skipped on purpose (e.g. sender is not a contractor)
     "delivery_waiting",  # a marketplace says work was delivered; fetch it there
     "link",  # the deliverable is a URL
+    "unavailable",  # the platform would not hand the file over (``note`` says why)
 ]
 ContractorStatus: TypeAlias = Literal["trial", "core", "bench", "retired"]
 CONTRACTOR_STATUSES: tuple[ContractorStatus, ...] = ("trial", "core", "bench", "retired")

@@ -57,13 +57,14 @@ class SyncResult:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration: float = 0.0
     stopped: bool = False
+    warnings: list[str] = field(default_factory=list)  # parts that failed while the sync went on
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "source": self.source, "platform": self.platform, "ok": self.ok,
             "messages_new": self.messages_new, "messages_updated": self.messages_updated,
             "deliverables_new": self.deliverables_new, "pages": self.pages,
-            "error": self.error, "error_kind": self.error_kind,
+            "error": self.error, "error_kind": self.error_kind, "warnings": list(self.warnings),
             "started_at": iso(self.started_at), "duration": round(self.duration, 3),
         }
 
@@ -222,12 +223,13 @@ class SyncEngine:
                     break
         finally:
             connector.close()
+            result.warnings = list(dict.fromkeys(context.warnings))[:20]
 
     def _finish(self, result: SyncResult, started: float) -> SyncResult:
         result.duration = time.monotonic() - started
         now = iso(datetime.now(UTC))
         changes: dict[str, Any] = {"last_attempt": now, "last_duration": round(result.duration, 3),
-                                   "platform": result.platform}
+                                   "platform": result.platform, "warnings": result.warnings}
         if result.ok:
             changes.update(last_success=now, failures=0, last_error=None, error_kind=None)
         else:

@@ -35,7 +35,7 @@ SCHEMA_VERSION = 1
 MONTHLY = ("messages", "deliverables")  # folders of per-month shards
 MONTHLY_CACHE = 4
 LOCK_TIMEOUT = 120.0
-DELIVERABLE_STATUSES = {"stored", "too_large", "delivery_waiting", "link"}
+DELIVERABLE_STATUSES = {"stored", "too_large", "delivery_waiting", "link", "unavailable"}
 REVIEW_STATUSES = ("unreviewed", "approved", "changes_requested")
 
 
@@ -578,7 +578,7 @@ class Store:
             "contractor_id": roster.contractor_of(key), "identity": key,
             "filename": filename, "content_type": att.content_type, "size": size,
             "sha256": sha, "path": path, "url": att.url, "status": status,
-            "flagged": status == "too_large", "note": att.note, "title": title,
+            "flagged": status in ("too_large", "unavailable"), "note": att.note, "title": title,
             "received_at": iso(when), "review_status": "unreviewed", "review": None,
             "extra": extra or {},
         })
