@@ -171,5 +171,5 @@ def _oauth_login(smtp: smtplib.SMTP, user: str, oauth: TokenManager, settings: S
         except smtplib.SMTPAuthenticationError:
             if attempt == 2:
                 raise AuthError(f"{where} refused the OAuth 2.0 sign-in of {user!r}; check the "
-                                "username, then run `retainer auth SOURCE` for this source") from None
+                                f"username, then run `retainer auth {oauth.source}`") from None
             oauth.force_refresh()

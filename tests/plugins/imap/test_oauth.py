@@ -327,3 +327,24 @@ def test_signed_in_as_another_account_says_so(oauth_mailbox: Mailbox, oauth: OAu
                                         r"signed-in account.*retainer auth inbox"):
         run(connector(oauth_mailbox, oauth, tmp_path), {})
     assert len(oauth.token_hits("refresh_token")) == 1  # one refresh, then it gave up
+
+
+def test_smtp_refusing_a_fresh_token_names_the_source(oauth_mailbox: Mailbox, oauth: OAuthServer,
+                                                      dovecot_oauth: Dovecot, tmp_path: Path) -> None:
+    from agent.models import Identity, Outgoing
+
+    oauth.login_as = "somebody-else"
+    sign_in(oauth_mailbox, oauth, tmp_path)
+    key = dovecot_oauth.root / "etc" / "key.pem"
+    with OAuthSmtp(oauth, dovecot_oauth.cert, key) as sink:
+        settings = ImapSettings.model_validate({
+            **oauth_settings(oauth_mailbox, oauth),
+            "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "starttls",
+                     "ca_file": str(dovecot_oauth.cert)}})
+        sender = ImapConnector(settings, context(tmp_path))
+        outgoing = Outgoing(to=Identity(platform="email", address="sam@example.com"),
+                            subject="x", text="y")
+        with pytest.raises(AuthError, match=r"refused the OAuth 2\.0 sign-in.*retainer auth inbox"):
+            sender.send(outgoing)
+    assert sink.logins == [(oauth_mailbox.user, False), (oauth_mailbox.user, False)]
+    assert sink.messages == []
