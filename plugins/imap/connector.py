@@ -590,9 +590,9 @@ class ImapConnector(Connector[ImapSettings]):
 
     def _oauth_login(self, client: IMAPClient) -> Any:
         """SASL OAUTHBEARER (RFC 7628) or XOAUTH2, whichever the server advertises."""
-        from imapclient.exceptions import LoginError
+        from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-        from agent.oauth import choose_mechanism
+        from agent.oauth import choose_mechanism, oauthbearer, xoauth2
 
         offered = [c.decode("ascii", "replace")[5:] for c in client.capabilities()
                    if c.upper().startswith(b"AUTH=")]
@@ -601,11 +601,21 @@ class ImapConnector(Connector[ImapSettings]):
             raise SourceError(f"{self.where}: the server offers no OAuth 2.0 sign-in "
                               "(AUTH=OAUTHBEARER or AUTH=XOAUTH2); use auth = \"password\"")
         token = self.tokens().access_token()
+        settings = self.settings
+        initial = (xoauth2(settings.username, token) if mechanism == "XOAUTH2" else
+                   oauthbearer(settings.username, token, settings.host, settings.effective_port))
+        # after a refusal the server sends an error challenge; the client answers it with
+        # an empty response (XOAUTH2) or ^A (RFC 7628) and gets the final NO at once
+        answers = iter([initial.encode(), b"" if mechanism == "XOAUTH2" else b"\x01"])
+
+        def answer(challenge: bytes) -> bytes:
+            return next(answers, b"")
+
         try:
-            if mechanism == "XOAUTH2":
-                return client.oauth2_login(self.settings.username, token)
-            return client.oauthbearer_login(self.settings.username, token)
-        except LoginError:
+            return client._command_and_check("authenticate", mechanism, answer)
+        except IMAPClientAbortError:
+            raise  # the connection dropped: the caller reconnects
+        except IMAPClientError:
             self.log.info("%s: %s sign-in refused; refreshing the token", self.where, mechanism)
             raise _TokenRefused() from None
 
