@@ -76,7 +76,8 @@ def review_list(app: App, as_json: bool, show_all: bool) -> None:
         return
     table([(r["id"], age(r["received_at"]) + (" OVERDUE" if r["overdue"] else ""),
             r["contractor"] or "?", r["task"],
-            ("UNAVAILABLE " if r.get("status") == "unavailable" else "") + r["filename"],
+            ("UNAVAILABLE " if r.get("status") == "unavailable" else "") + r["filename"]
+            + (f" ({r['version_label']})" if r.get("version_label") else ""),
             human_size(r["size"]), r["review_status"]) for r in rows],
           ["id", "age", "contractor", "task", "file", "size", "review"])
     for r in rows:  # the platform would not hand these over: say why, in full

@@ -480,6 +480,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                           "its release; review the work on Freelancer.com, then release "
                           "the milestone there").strip()),
                 title=title, contract_remote_id=f"bid:{award.get('id')}" if award else "",
+                under_contract=True,  # milestones exist only on an awarded project
                 extra={"project_id": pid, "milestone_id": ms.get("id"),
                        "amount": ms.get("amount"), "currency": code,
                        "status": ms.get("status")},

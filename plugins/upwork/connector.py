@@ -807,6 +807,7 @@ class UpworkConnector(Connector[UpworkSettings]):
                 remote_id=f"submission:{sub_id}",
                 submitted_at=submitted_at,
                 contractor=contractor,
+                under_contract=True,  # a milestone submission is made on a contract
                 attachment=Attachment(
                     filename=f"{description}.upwork-submission",
                     content_type="application/x-upwork-submission",
