@@ -221,6 +221,49 @@ class Shard:
             keys[doc[key]] = doc_id
         return len(new), len(changed)
 
+    def upsert_tables(
+        self, batches: list[tuple[str, list[dict[str, Any]], str]]
+    ) -> list[tuple[int, int]]:
+        """:meth:`upsert_many` for several tables of this file, ``(table, docs, key)``
+        each, in one write. Returns ``(inserted, updated)`` per table."""
+        plans = []
+        for table, docs, key in batches:
+            keys = self.key_map(table, key)
+            existing = self.db.table(table)._read_table()
+            new: dict[str, dict[str, Any]] = {}
+            changed: dict[int, dict[str, Any]] = {}
+            for doc in docs:
+                doc_id = keys.get(doc[key])
+                if doc_id is None:
+                    if doc[key] in new:
+                        new[doc[key]].update(doc)
+                    else:
+                        new[doc[key]] = doc
+                elif existing[str(doc_id)] != doc:
+                    changed[doc_id] = doc
+            plans.append((table, key, list(new.values()), changed))
+        if not any(new or changed for _, _, new, changed in plans):
+            return [(0, 0) for _ in plans]
+        db = self.db
+        data = db.storage.read() or {}
+        assigned = []
+        for table, _key, new, changed in plans:
+            tbl = db.table(table)
+            new_ids = [tbl._get_next_id() for _ in new]  # type: ignore[no-untyped-call]
+            raw = data.setdefault(table, {})
+            for doc_id, doc in changed.items():
+                raw[str(doc_id)] = doc
+            for doc_id, doc in zip(new_ids, new, strict=True):
+                raw[str(doc_id)] = doc
+            assigned.append(new_ids)
+        db.storage.write(data)  # one write for every table
+        for (table, key, new, _changed), new_ids in zip(plans, assigned, strict=True):
+            db.table(table).clear_cache()
+            keys = self.key_map(table, key)
+            for doc, doc_id in zip(new, new_ids, strict=True):
+                keys[doc[key]] = doc_id
+        return [(len(new), len(changed)) for _, _, new, changed in plans]
+
     def remove(self, table: str, record_ids: list[str], key: str = "id") -> None:
         keys = self.key_map(table, key)
         doc_ids = [keys.pop(r) for r in record_ids if r in keys]

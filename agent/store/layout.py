@@ -1,0 +1,242 @@
+"""Bounded shards and their small indexes (store schema 2).
+
+Messages (with their thread entries) and deliverables live in numbered shard files,
+``store/messages/s000001.json``, ``s000002.json`` ... New documents go to the last shard
+until it holds :data:`SHARD_DOCS` documents or :data:`SHARD_BYTES` bytes, then a new
+shard is started, whatever the documents' dates. A document that changes is rewritten
+in the shard it already lives in. So one page writes the shards it touched: the open one,
+bounded in size, and the few older ones that held re-fetched documents.
+
+Each shard has a summary in ``store/index/<folder>/<shard>.json``: its document ids, the
+identities, sources, contractors and threads it holds, its time range and (deliverables)
+which ids await review. Summaries are derived data: each records the (inode, mtime,
+size) stamp of the shard it describes and is rebuilt from the shard when the stamp does
+not match (a kill between the shard write and the summary write, another process, a
+lost temp file). So the shards stay the only truth and crash-safety is that of the
+shards: atomic replace, records before cursors.
+
+Listings read the summaries (a few kB per shard) to pick the shards worth opening:
+a contractor's messages, the review queue, a thread, one document by id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agent.files import ensure_private_dir, remove_orphan_temps, write_private
+from agent.store.storage import Shard, file_stamp
+
+log = logging.getLogger("retainer.store")
+
+SHARD_DOCS = 1000  # documents per shard, at most
+SHARD_BYTES = 2 << 20  # bytes per shard, about (a shard is closed once past this)
+SHARD_RE = re.compile(r"^s(\d{6,})$")
+MONTH_RE = re.compile(r"^\d{4}-\d{2}$")
+SUMMARY_VERSION = 1
+
+# per folder: the table of documents, the time field, the table of thread entries
+TABLES = {"messages": ("messages", "sent_at"), "deliverables": ("deliverables", "received_at")}
+
+
+def shard_name(number: int) -> str:
+    return f"s{number:06d}"
+
+
+def shard_number(name: str) -> int:
+    match = SHARD_RE.match(name)
+    return int(match.group(1)) if match else 0
+
+
+def doc_size(doc: dict[str, Any]) -> int:
+    """About how many bytes a document takes in its shard."""
+    try:
+        return len(orjson.dumps(doc)) + 12
+    except (orjson.JSONEncodeError, TypeError):
+        return len(repr(doc)) + 12
+
+
+def summarize(folder: str, shard: Shard) -> dict[str, Any]:
+    """The summary of one shard, from its documents."""
+    table, when = TABLES[folder]
+    docs = shard.docs(table)
+    ids: list[str] = []
+    identities: set[str] = set()
+    sources: set[str] = set()
+    contractors: set[str] = set()
+    unreviewed: list[str] = []
+    first, last = "", ""
+    for doc in docs:
+        ids.append(doc["id"])
+        if doc.get("identity"):
+            identities.add(doc["identity"])
+        if doc.get("contractor_id"):
+            contractors.add(doc["contractor_id"])
+        sources.add(doc.get("source") or "")
+        stamp = doc.get(when) or ""
+        if not first or stamp < first:
+            first = stamp
+        if stamp > last:
+            last = stamp
+        if folder == "deliverables" and doc.get("review_status") == "unreviewed":
+            unreviewed.append(doc["id"])
+    summary: dict[str, Any] = {
+        "version": SUMMARY_VERSION, "stamp": None, "ids": ids,
+        "identities": sorted(identities), "sources": sorted(sources),
+        "contractors": sorted(contractors), "first": first, "last": last,
+    }
+    if folder == "deliverables":
+        summary["unreviewed"] = unreviewed
+    else:
+        summary["threads"] = {doc["id"]: doc for doc in shard.docs("threads")}
+    return summary
+
+
+class Catalog:
+    """The shards of one folder and their summaries, in memory; the id -> shard map.
+
+    ``disk=False`` (the in-memory store) keeps summaries only in memory.
+    """
+
+    def __init__(self, folder: str, shard_dir: Path, index_dir: Path,
+                 reader: Callable[[str], Shard], *, disk: bool = True) -> None:
+        self.folder = folder
+        self.shard_dir = shard_dir
+        self.index_dir = index_dir
+        self.reader = reader
+        self.disk = disk
+        self.shards: dict[str, dict[str, Any]] = {}
+        self._where: dict[str, str] | None = None
+        self._pending: dict[str, tuple[int, int]] = {}  # shard -> (docs, bytes) being placed
+        self._loaded = False
+
+    # -- reading --------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        self.refresh()
+        return list(self.shards)
+
+    def refresh(self) -> None:
+        """Pick up shards written since the last look (by this or another process)."""
+        if not self.disk:
+            self._loaded = True
+            return
+        found: dict[str, tuple[int, int, int]] = {}
+        try:
+            entries = list(os.scandir(self.shard_dir))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            name, dot, ext = entry.name.partition(".")
+            if ext != "json" or not dot or not SHARD_RE.match(name):
+                continue
+            st = entry.stat()
+            found[name] = (st.st_ino, st.st_mtime_ns, st.st_size)
+        changed = not self._loaded or set(found) != set(self.shards)
+        fresh: dict[str, dict[str, Any]] = {}
+        for name in sorted(found, key=shard_number):
+            stamp = list(found[name])
+            summary = self.shards.get(name)
+            if summary is None or summary["stamp"] != stamp:
+                summary = self._load_summary(name, stamp)
+                changed = True
+            fresh[name] = summary
+        self.shards = fresh
+        self._loaded = True
+        if changed:
+            self._where = None
+
+    def _index_path(self, name: str) -> Path:
+        return self.index_dir / f"{name}.json"
+
+    def _load_summary(self, name: str, stamp: list[int]) -> dict[str, Any]:
+        try:
+            cached = orjson.loads(self._index_path(name).read_bytes())
+            if cached.get("version") == SUMMARY_VERSION and cached.get("stamp") == stamp:
+                summary: dict[str, Any] = cached
+                return summary
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            pass
+        summary = summarize(self.folder, self.reader(name))
+        summary["stamp"] = stamp
+        self._save_summary(name, summary)
+        return summary
+
+    def _save_summary(self, name: str, summary: dict[str, Any]) -> None:
+        if not self.disk:
+            return
+        try:  # derived data: no fsync; a lost or stale summary is rebuilt from its shard
+            write_private(self._index_path(name), orjson.dumps(summary), sync=False,
+                          sync_dir=False)
+        except OSError:
+            pass  # a read-only data folder still gets its answers, just slower next time
+
+    def where(self, doc_id: str) -> str | None:
+        """The shard holding a document, or None."""
+        if self._where is None:
+            self.refresh()
+            self._where = {doc_id: name for name, s in self.shards.items() for doc_id in s["ids"]}
+        return self._where.get(doc_id)
+
+    def ids(self) -> Iterable[str]:
+        self.refresh()
+        for summary in self.shards.values():
+            yield from summary["ids"]
+
+    # -- writing (the caller holds the store's write lock) --------------------------------
+
+    def place(self, doc: dict[str, Any]) -> str:
+        """The shard a new document goes to: the open one, or a new one once it is full."""
+        self.where(doc["id"])  # make sure the catalog is loaded
+        size = doc_size(doc)
+        if self.shards or self._pending:
+            last = (max(self._pending, key=shard_number) if self._pending
+                    else next(reversed(self.shards)))  # shards are kept in order
+            summary = self.shards.get(last)
+            count, nbytes = self._pending.get(last, (0, 0))
+            if summary is not None:
+                count += len(summary["ids"])
+                nbytes += summary["stamp"][2] if summary.get("stamp") else summary.get("bytes", 0)
+            if count < SHARD_DOCS and (count == 0 or nbytes + size <= SHARD_BYTES):
+                docs, added = self._pending.get(last, (0, 0))
+                self._pending[last] = (docs + 1, added + size)
+                return last
+            name = shard_name(shard_number(last) + 1)
+        else:
+            name = shard_name(1)
+        self._pending[name] = (1, size)
+        return name
+
+    def written(self, name: str, shard: Shard) -> None:
+        """Record a shard this process just wrote: its new summary, in memory and on disk."""
+        self._pending.pop(name, None)
+        old = self.shards.get(name)
+        summary = summarize(self.folder, shard)
+        stamp = file_stamp(shard.path) if self.disk else None
+        summary["stamp"] = list(stamp) if stamp else None
+        if not self.disk:
+            summary["bytes"] = sum(doc_size(d) for d in shard.docs(TABLES[self.folder][0]))
+        self.shards[name] = summary
+        if old is None:  # a new shard: keep the catalog in shard order
+            self.shards = dict(sorted(self.shards.items(), key=lambda kv: shard_number(kv[0])))
+        if self._where is not None:
+            for doc_id in summary["ids"]:
+                self._where[doc_id] = name
+        self._save_summary(name, summary)
+
+    def forget_pending(self) -> None:
+        self._pending.clear()
+
+
+def ensure_index_dirs(root: Path, folders: Iterable[str]) -> dict[str, Path]:
+    out = {}
+    for folder in folders:
+        out[folder] = ensure_private_dir(root / "index" / folder)
+        remove_orphan_temps(out[folder])
+    return out

@@ -1,0 +1,272 @@
+"""Benchmark: does the store stay linear and flat from 10,000 to 200,000 messages?
+
+Two shapes of mailbox, each written from scratch at every size through the real write
+path (:meth:`Store.commit_page` in pages of 200, the maildir default, and the source's
+cursor after each page, as ``retainer sync`` does):
+
+- ``month``: every message in one calendar month (a shared agency inbox, a launch);
+- ``spread``: about 2,500 messages a month, so 200,000 span almost seven years.
+
+200 contractors, a fifth of the messages the owner's, one inbound message in 40 carries
+a file (a deliverable). Each full sync runs in its own process, so its peak RSS is its
+own. Then, on the largest store of each shape: 100 new messages as one more sync (fresh
+process, store opened, page committed, cursor moved; three runs, median), and read
+commands as fresh ``python -m agent`` processes (five runs, median), beside the time
+Python takes to import the command line at all.
+
+    python tests/benchmarks/store_scale_bench.py [--sizes 10000,50000,200000]
+        [--shapes month,spread] [--work DIR] [--runs 5]
+
+Prints one line per run as it finishes and a table at the end. Targets (issue 14):
+time per message at the largest size within 1.2x of the smallest, in both shapes; peak
+RSS at most 150 MB for every run; 100 new messages into 200,000 within 0.3 s and
+100 MB; read commands within 0.15 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+CONTRACTORS = 200
+PAGE = 200
+PER_MONTH = 2500
+OWNER = "owner@example.com"
+START = datetime(2019, 1, 1, tzinfo=UTC)
+WORDS = ("please find the revised draft attached and let me know what you think about the "
+         "colours the layout and the copy on the second page before friday").split()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def when_of(shape: str, i: int, total: int) -> datetime:
+    if shape == "month":  # all of them in March 2026, in order
+        return datetime(2026, 3, 1, tzinfo=UTC) + timedelta(seconds=i * (30 * 86400 / total))
+    return START + timedelta(seconds=i * (30 * 86400 / PER_MONTH))
+
+
+def records(shape: str, first: int, count: int, total: int, *, tag: str = "m") -> Iterator[Any]:
+    from agent.models import Attachment, Identity, Message
+
+    owner = Identity("email", OWNER, name="Owner")
+    for i in range(first, first + count):
+        c = (i * 7919) % CONTRACTORS
+        who = Identity("email", f"c{c}@example.com", name=f"Contractor {c:03d}")
+        when = when_of(shape, i, total)
+        thread = f"<t{c}-{i // (CONTRACTORS * 5)}@example.com>"
+        words = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(60 + i % 40))
+        if i % 5 == 0:
+            yield Message(f"<{tag}{i}@example.com>", when, owner, subject=f"Task {c}-{i}",
+                          text=words, thread_remote_id=thread, recipients=(who,),
+                          direction="out")
+            continue
+        atts: tuple[Any, ...] = ()
+        if i % 40 == 1:
+            atts = (Attachment(f"work-{i}.pdf", "application/pdf",
+                               data=b"%%PDF-1.4 deliverable %d\n" % (i % 300) * 20),)
+        yield Message(f"<{tag}{i}@example.com>", when, who, subject=f"Re: Task {c}",
+                      text=words, thread_remote_id=thread, recipients=(owner,),
+                      attachments=atts)
+
+
+def child_fill(data: Path, shape: str, size: int) -> dict[str, Any]:
+    from agent.models import Identity
+    from agent.store import Store
+
+    store = Store(data)
+    with store.writing():
+        for c in range(CONTRACTORS):
+            store.add_contractor(f"Contractor {c:03d}", [Identity("email", f"c{c}@example.com")])
+    owner = frozenset({f"email:{OWNER}"})
+    spent = 0.0
+    started = time.perf_counter()
+    for first in range(0, size, PAGE):
+        page = list(records(shape, first, min(PAGE, size - first), size))
+        t0 = time.perf_counter()
+        with store.writing():
+            store.commit_page("mail", "maildir", page, owner_keys=owner)
+            store.update_source_state("mail", cursor=str(first + len(page)),
+                                      messages=first + len(page))
+        spent += time.perf_counter() - t0
+    wall = time.perf_counter() - started
+    return {"kind": "full", "shape": shape, "size": size, "store_s": spent, "wall_s": wall,
+            "per_msg_ms": spent / size * 1000, "rss_mb": peak_rss_mb()}
+
+
+def child_add(data: Path, shape: str, size: int, run: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    from agent.store import Store
+
+    imported = time.perf_counter()
+    store = Store(data)
+    page = list(records(shape, size + run * 100, 100, size, tag=f"new{run}-"))
+    t0 = time.perf_counter()
+    with store.writing():
+        result = store.commit_page("mail", "maildir", page,
+                                   owner_keys=frozenset({f"email:{OWNER}"}))
+        store.update_source_state("mail", cursor=str(size + (run + 1) * 100))
+    done = time.perf_counter()
+    assert result.messages_new == 100, result
+    return {"kind": "add", "shape": shape, "size": size, "sync_s": done - t0 + (t0 - imported),
+            "commit_s": done - t0, "import_s": imported - started, "rss_mb": peak_rss_mb()}
+
+
+def child_read(data: Path) -> dict[str, Any]:
+    """The store's part of each read command, timed after the imports (fresh process)."""
+    from itertools import islice
+
+    from agent.stats import roster_rows
+    from agent.store import Store
+
+    out: dict[str, Any] = {"kind": "reads"}
+    t0 = time.perf_counter()
+    store = Store(data, create=False)
+    store.source_states()
+    store.counts()
+    out["status"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    queue = store.deliverables(unreviewed=True)
+    out["deliverables --unreviewed"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    newest = list(islice(store.iter_messages_newest_first(), 20))
+    out["messages --limit 20"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mine = list(islice(store.iter_messages_newest_first(contractor="c7@example.com"), 20))
+    out["messages --contractor --limit 20"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = roster_rows(store)
+    out["contractors"] = time.perf_counter() - t0
+    assert queue and len(newest) == 20 and len(mine) == 20 and rows
+    out["rss_mb"] = peak_rss_mb()
+    return out
+
+
+def run_child(*args: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], check=True,
+                         capture_output=True, text=True)
+    doc: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return doc
+
+
+def timed_process(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and peak RSS (MB) of one fresh process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"{' '.join(argv)} failed: {err}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def read_commands(data: Path, runs: int) -> list[dict[str, Any]]:
+    config = data.parent / "bench.toml"
+    config.write_text(f'[agent]\ndata_dir = "{data}"\nowner_emails = ["{OWNER}"]\n')
+    env = {"RETAINER_LOAD_PLUGINS": "", "PATH": "/usr/bin:/bin", "HOME": str(data.parent)}
+    base = [sys.executable, "-m", "agent", "--config", str(config)]
+    commands = [
+        ("python -c pass", [sys.executable, "-c", "pass"]),
+        ("import agent.cli", [sys.executable, "-c", "import agent.cli"]),
+        ("status --json", [*base, "status", "--json"]),
+        ("deliverables --unreviewed --json", [*base, "deliverables", "--unreviewed", "--json"]),
+        ("messages --limit 20 --json", [*base, "messages", "--limit", "20", "--json"]),
+        ("messages --contractor --limit 20", [*base, "messages", "--contractor",
+                                              "c7@example.com", "--limit", "20", "--json"]),
+        ("contractors --json", [*base, "contractors", "--json"]),
+    ]
+    rows = []
+    for label, argv in commands:
+        timed_process(argv, env)  # warm the page cache (and derived caches) once
+        samples = [timed_process(argv, env) for _ in range(runs)]
+        rows.append({"kind": "read", "command": label,
+                     "median_s": statistics.median(s[0] for s in samples),
+                     "rss_mb": max(s[1] for s in samples)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="10000,50000,200000")
+    parser.add_argument("--shapes", default="month,spread")
+    parser.add_argument("--work", type=Path, help="where the stores go (default: a temp dir)")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    if args.child:
+        kind, data, shape, size, *rest = args.child
+        if kind == "fill":
+            doc = child_fill(Path(data), shape, int(size))
+        elif kind == "read":
+            doc = child_read(Path(data))
+        else:
+            doc = child_add(Path(data), shape, int(size), int(rest[0]))
+        print(json.dumps(doc))
+        return 0
+    work = args.work or Path(tempfile.mkdtemp(prefix="retainer-scale-"))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results: list[dict[str, Any]] = []
+    for shape in args.shapes.split(","):
+        for size in sizes:
+            data = work / f"{shape}-{size}" / "data"
+            if data.exists():
+                shutil.rmtree(data)
+            data.parent.mkdir(parents=True, exist_ok=True)
+            results.append(run_child("fill", str(data), shape, str(size)))
+            print(json.dumps(results[-1]), flush=True)
+            if size != sizes[-1]:
+                shutil.rmtree(data.parent)
+        big = work / f"{shape}-{sizes[-1]}" / "data"
+        adds = [run_child("add", str(big), shape, str(sizes[-1]), str(r)) for r in range(3)]
+        add = {"kind": "add", "shape": shape, "size": sizes[-1],
+               "sync_s": statistics.median(a["sync_s"] for a in adds),
+               "import_s": statistics.median(a["import_s"] for a in adds),
+               "rss_mb": max(a["rss_mb"] for a in adds)}
+        results.append(add)
+        print(json.dumps(add), flush=True)
+        for row in read_commands(big, args.runs):
+            results.append(dict(row, shape=shape, size=sizes[-1]))
+        inner = [run_child("read", str(big), shape, str(sizes[-1])) for _ in range(args.runs)]
+        for label in [k for k in inner[0] if k not in ("kind", "rss_mb")]:
+            results.append({"kind": "inner", "shape": shape, "command": label,
+                            "median_s": statistics.median(r[label] for r in inner),
+                            "rss_mb": max(r["rss_mb"] for r in inner)})
+            print(json.dumps(results[-1]), flush=True)
+    print(f"\nfull syncs (store time: commit_page + cursor, pages of {PAGE})")
+    print(f"{'shape':<8}{'messages':>10}{'store s':>10}{'ms/msg':>9}{'vs first':>10}{'peak MB':>9}")
+    for shape in args.shapes.split(","):
+        full = [r for r in results if r["kind"] == "full" and r["shape"] == shape]
+        for r in full:
+            print(f"{shape:<8}{r['size']:>10}{r['store_s']:>10.1f}{r['per_msg_ms']:>9.3f}"
+                  f"{r['per_msg_ms'] / full[0]['per_msg_ms']:>9.2f}x{r['rss_mb']:>9.0f}")
+    print("\n100 new messages into the largest store (fresh process; median of 3)")
+    for r in (r for r in results if r["kind"] == "add"):
+        print(f"{r['shape']:<8}{r['size']:>10}  sync {r['sync_s']:.3f} s (+ imports "
+              f"{r['import_s']:.3f} s), peak {r['rss_mb']:.0f} MB")
+    print(f"\nread commands on the largest store (fresh process; median of {args.runs})")
+    for r in (r for r in results if r["kind"] == "read"):
+        print(f"{r['shape']:<8}{r['command']:<36}{r['median_s']:>8.3f} s{r['rss_mb']:>7.0f} MB")
+    print("\nthe store's part of each (in a fresh process, after imports; median)")
+    for r in (r for r in results if r["kind"] == "inner"):
+        print(f"{r['shape']:<8}{r['command']:<36}{r['median_s']:>8.3f} s{r['rss_mb']:>7.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
