@@ -874,7 +874,7 @@ class Store:
         merged: dict[str, dict[str, Any]] = {}
         cat = self.catalog("messages")
         for month in cat.names():
-            for doc in cat.shards[month]["threads"].values():
+            for doc in cat.threads(month).values():
                 if source is not None and doc["source"] != source:
                     continue
                 seen = merged.get(doc["id"])
@@ -888,7 +888,7 @@ class Store:
     def thread_shards(self, thread_id: str) -> list[str]:
         """The message shards holding messages of one thread, oldest first."""
         cat = self.catalog("messages")
-        return [n for n in cat.names() if thread_id in cat.shards[n]["threads"]]
+        return [n for n in cat.names() if thread_id in cat.threads(n)]
 
     def counts(self) -> dict[str, int]:
         states = self.source_states()

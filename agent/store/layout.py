@@ -8,12 +8,13 @@ in the shard it already lives in. So one page writes the shards it touched: the 
 bounded in size, and the few older ones that held re-fetched documents.
 
 Each shard has a summary in ``store/index/<folder>/<shard>.json``: its document ids, the
-identities, sources, contractors and threads it holds, its time range and (deliverables)
-which ids await review. Summaries are derived data: each records the (inode, mtime,
-size) stamp of the shard it describes and is rebuilt from the shard when the stamp does
-not match (a kill between the shard write and the summary write, another process, a
-lost temp file). So the shards stay the only truth and crash-safety is that of the
-shards: atomic replace, records before cursors.
+identities, sources and contractors it holds, its time range and (deliverables) which
+ids await review; a message shard's thread entries are in ``<shard>.threads.json``.
+Summaries are derived data: each records the (inode, mtime, size) stamp of the shard it
+describes and is rebuilt from the shard when the stamp does not match (a kill between the
+shard write and the summary write, another process, a lost temp file, a copied folder).
+So the shards stay the only truth and crash-safety is that of the shards: atomic
+replace, records before cursors.
 
 Listings read the summaries (a few kB per shard) to pick the shards worth opening:
 a contractor's messages, the review queue, a thread, one document by id.
@@ -35,11 +36,12 @@ from agent.store.storage import Shard, file_stamp
 
 log = logging.getLogger("retainer.store")
 
-SHARD_DOCS = 1000  # documents per shard, at most
-SHARD_BYTES = 2 << 20  # bytes per shard, about (a shard is closed once past this)
+SHARD_DOCS = 1000  # messages per shard, at most
+DELIVERABLE_SHARD_DOCS = 250  # deliverables come one per 20-50 messages: smaller shards
+SHARD_BYTES = 2 << 20  # bytes per shard, at most (one bigger document gets a shard alone)
 SHARD_RE = re.compile(r"^s(\d{6,})$")
 MONTH_RE = re.compile(r"^\d{4}-\d{2}$")
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
 
 # per folder: the table of documents, the time field, the table of thread entries
 TABLES = {"messages": ("messages", "sent_at"), "deliverables": ("deliverables", "received_at")}
@@ -54,6 +56,10 @@ def shard_number(name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def shard_docs(folder: str) -> int:
+    return SHARD_DOCS if folder == "messages" else DELIVERABLE_SHARD_DOCS
+
+
 def doc_size(doc: dict[str, Any]) -> int:
     """About how many bytes a document takes in its shard."""
     try:
@@ -63,7 +69,8 @@ def doc_size(doc: dict[str, Any]) -> int:
 
 
 def summarize(folder: str, shard: Shard) -> dict[str, Any]:
-    """The summary of one shard, from its documents."""
+    """The summary of one shard, from its documents (and, for messages, its thread
+    entries under ``threads``, which are kept in a file of their own)."""
     table, when = TABLES[folder]
     docs = shard.docs(table)
     ids: list[str] = []
@@ -113,6 +120,8 @@ class Catalog:
         self.disk = disk
         self.shards: dict[str, dict[str, Any]] = {}
         self._where: dict[str, str] | None = None
+        self._threads: dict[str, dict[str, dict[str, Any]]] = {}  # shard -> thread entries
+        self._threads_stamp: dict[str, Any] = {}
         self._pending: dict[str, tuple[int, int]] = {}  # shard -> (docs, bytes) being placed
         self._loaded = False
 
@@ -155,33 +164,71 @@ class Catalog:
     def _index_path(self, name: str) -> Path:
         return self.index_dir / f"{name}.json"
 
-    def _load_summary(self, name: str, stamp: list[int]) -> dict[str, Any]:
+    def _cached(self, path: Path, stamp: list[int] | None) -> dict[str, Any] | None:
         try:
-            cached = orjson.loads(self._index_path(name).read_bytes())
-            if cached.get("version") == SUMMARY_VERSION and cached.get("stamp") == stamp:
-                summary: dict[str, Any] = cached
-                return summary
-        except (OSError, orjson.JSONDecodeError, AttributeError):
-            pass
-        summary = summarize(self.folder, self.reader(name))
-        summary["stamp"] = stamp
-        self._save_summary(name, summary)
+            cached = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        if (isinstance(cached, dict) and cached.get("version") == SUMMARY_VERSION
+                and cached.get("stamp") == stamp):
+            return cached
+        return None
+
+    def _load_summary(self, name: str, stamp: list[int]) -> dict[str, Any]:
+        summary = self._cached(self._index_path(name), stamp)
+        if summary is None:
+            summary = self._rebuild(name, stamp)
         return summary
 
-    def _save_summary(self, name: str, summary: dict[str, Any]) -> None:
+    def _rebuild(self, name: str, stamp: list[int] | None) -> dict[str, Any]:
+        summary = summarize(self.folder, self.reader(name))
+        summary["stamp"] = stamp
+        threads = summary.pop("threads", None)
+        self._save_summary(name, summary, threads)
+        if threads is not None:
+            self._threads[name] = threads
+            self._threads_stamp[name] = stamp
+        return summary
+
+    def _save_summary(self, name: str, summary: dict[str, Any],
+                      threads: dict[str, Any] | None) -> None:
         if not self.disk:
             return
         try:  # derived data: no fsync; a lost or stale summary is rebuilt from its shard
+            if threads is not None:  # first: a summary never outlives its thread entries
+                write_private(self.index_dir / f"{name}.threads.json",
+                              orjson.dumps({"version": SUMMARY_VERSION,
+                                            "stamp": summary["stamp"], "threads": threads}),
+                              sync=False, sync_dir=False)
             write_private(self._index_path(name), orjson.dumps(summary), sync=False,
                           sync_dir=False)
         except OSError:
             pass  # a read-only data folder still gets its answers, just slower next time
 
+    def threads(self, name: str) -> dict[str, dict[str, Any]]:
+        """The thread entries of one message shard (``{thread id: entry}``)."""
+        summary = self.shards[name]
+        have = self._threads.get(name)
+        if have is not None and self._threads_stamp.get(name) == summary["stamp"]:
+            return have
+        cached = self._cached(self.index_dir / f"{name}.threads.json", summary["stamp"])
+        if cached is None:
+            self._rebuild(name, summary["stamp"])
+            threads = self._threads[name]
+        else:
+            threads = cached["threads"]
+        self._threads[name] = threads
+        self._threads_stamp[name] = summary["stamp"]
+        return threads
+
     def where(self, doc_id: str) -> str | None:
         """The shard holding a document, or None."""
         if self._where is None:
             self.refresh()
-            self._where = {doc_id: name for name, s in self.shards.items() for doc_id in s["ids"]}
+            where: dict[str, str] = {}
+            for name, summary in self.shards.items():
+                where.update(dict.fromkeys(summary["ids"], name))
+            self._where = where
         return self._where.get(doc_id)
 
     def ids(self) -> Iterable[str]:
@@ -203,7 +250,7 @@ class Catalog:
             if summary is not None:
                 count += len(summary["ids"])
                 nbytes += summary["stamp"][2] if summary.get("stamp") else summary.get("bytes", 0)
-            if count < SHARD_DOCS and (count == 0 or nbytes + size <= SHARD_BYTES):
+            if count < shard_docs(self.folder) and (count == 0 or nbytes + size <= SHARD_BYTES):
                 docs, added = self._pending.get(last, (0, 0))
                 self._pending[last] = (docs + 1, added + size)
                 return last
@@ -222,13 +269,17 @@ class Catalog:
         summary["stamp"] = list(stamp) if stamp else None
         if not self.disk:
             summary["bytes"] = sum(doc_size(d) for d in shard.docs(TABLES[self.folder][0]))
+        threads = summary.pop("threads", None)
+        if threads is not None:
+            self._threads[name] = threads
+            self._threads_stamp[name] = summary["stamp"]
         self.shards[name] = summary
         if old is None:  # a new shard: keep the catalog in shard order
             self.shards = dict(sorted(self.shards.items(), key=lambda kv: shard_number(kv[0])))
         if self._where is not None:
             for doc_id in summary["ids"]:
                 self._where[doc_id] = name
-        self._save_summary(name, summary)
+        self._save_summary(name, summary, threads)
 
     def forget_pending(self) -> None:
         self._pending.clear()

@@ -27,10 +27,10 @@ from agent.files import fsync_dir, remove_orphan_temps
 from agent.store.layout import (
     MONTH_RE,
     SHARD_BYTES,
-    SHARD_DOCS,
     SHARD_RE,
     TABLES,
     doc_size,
+    shard_docs,
     shard_name,
 )
 from agent.store.storage import Shard, batched_dir_sync
@@ -120,7 +120,7 @@ def _copy(store: Store, folder: str, paths: list[Path]) -> int:
                 continue
             seen.add(doc["id"])
             nbytes = doc_size(doc)
-            if batch and (len(batch) >= SHARD_DOCS or size + nbytes > SHARD_BYTES):
+            if batch and (len(batch) >= shard_docs(folder) or size + nbytes > SHARD_BYTES):
                 flush()
             batch.append(doc)
             size += nbytes

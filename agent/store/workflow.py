@@ -240,12 +240,16 @@ def thread_activity(store: Store) -> dict[str, dict[str, Any]]:
         except OSError:
             pass  # a read-only data folder still gets its answer, just slower next time
     out: dict[str, dict[str, Any]] = {}
+    shared: set[str] = set()  # threads whose entry is already a copy of their own
     for entry in fresh.values():
         for tid, t in entry["threads"].items():
             have = out.get(tid)
-            if have is None:
-                out[tid] = {**t, "out": list(t["out"])}
+            if have is None:  # the cache was written above: its entries may be reused
+                out[tid] = t
                 continue
+            if tid not in shared:
+                have = out[tid] = {**have, "out": list(have["out"])}
+                shared.add(tid)
             have["out"].extend(t["out"])
             if t["last_at"] >= have["last_at"]:
                 have.update(last_at=t["last_at"], last_dir=t["last_dir"], last_id=t["last_id"])
