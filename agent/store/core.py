@@ -256,6 +256,7 @@ class Store:
         removed = remove_orphan_temps(self.root)
         for folder in MONTHLY:
             removed += remove_orphan_temps(self.root / folder)
+            removed += remove_orphan_temps(self._index_dirs[folder])
         for entry in self.tmp_dir.iterdir():
             if entry.is_file():
                 entry.unlink(missing_ok=True)

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from agent.files import ensure_private_dir, remove_orphan_temps, write_private
+from agent.files import ensure_private_dir, write_private
 from agent.store.storage import Shard, file_stamp
 
 log = logging.getLogger("retainer.store")
@@ -286,8 +286,4 @@ class Catalog:
 
 
 def ensure_index_dirs(root: Path, folders: Iterable[str]) -> dict[str, Path]:
-    out = {}
-    for folder in folders:
-        out[folder] = ensure_private_dir(root / "index" / folder)
-        remove_orphan_temps(out[folder])
-    return out
+    return {folder: ensure_private_dir(root / "index" / folder) for folder in folders}
