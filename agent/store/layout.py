@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ DELIVERABLE_SHARD_DOCS = 250  # deliverables come one per 20-50 messages: smalle
 SHARD_BYTES = 2 << 20  # bytes per shard, at most (one bigger document gets a shard alone)
 SHARD_RE = re.compile(r"^s(\d{6,})$")
 MONTH_RE = re.compile(r"^\d{4}-\d{2}$")
-SUMMARY_VERSION = 2
+SUMMARY_VERSION = 3
+MAP_AFTER = 1000  # lookups by id answered from the sorted summaries before a map is built
 
 # per folder: the table of documents, the time field, the table of thread entries
 TABLES = {"messages": ("messages", "sent_at"), "deliverables": ("deliverables", "received_at")}
@@ -93,6 +95,7 @@ def summarize(folder: str, shard: Shard) -> dict[str, Any]:
             last = stamp
         if folder == "deliverables" and doc.get("review_status") == "unreviewed":
             unreviewed.append(doc["id"])
+    ids.sort()  # looked up by bisection
     summary: dict[str, Any] = {
         "version": SUMMARY_VERSION, "stamp": None, "ids": ids,
         "identities": sorted(identities), "sources": sorted(sources),
@@ -120,6 +123,7 @@ class Catalog:
         self.disk = disk
         self.shards: dict[str, dict[str, Any]] = {}
         self._where: dict[str, str] | None = None
+        self._lookups = 0
         self._threads: dict[str, dict[str, dict[str, Any]]] = {}  # shard -> thread entries
         self._threads_stamp: dict[str, Any] = {}
         self._pending: dict[str, tuple[int, int]] = {}  # shard -> (docs, bytes) being placed
@@ -222,9 +226,23 @@ class Catalog:
         return threads
 
     def where(self, doc_id: str) -> str | None:
-        """The shard holding a document, or None."""
-        if self._where is None:
+        """The shard holding a document, or None.
+
+        The first lookups bisect each shard's sorted ids (a small sync, a review, a
+        listing: no map to build); after :data:`MAP_AFTER` of them (a big sync) an
+        ``{id: shard}`` map is built once and kept up to date.
+        """
+        if not self._loaded:
             self.refresh()
+        if self._where is None and self._lookups < MAP_AFTER:
+            self._lookups += 1
+            for name, summary in self.shards.items():
+                ids = summary["ids"]
+                at = bisect_left(ids, doc_id)
+                if at < len(ids) and ids[at] == doc_id:
+                    return name
+            return None
+        if self._where is None:
             where: dict[str, str] = {}
             for name, summary in self.shards.items():
                 where.update(dict.fromkeys(summary["ids"], name))
