@@ -250,6 +250,7 @@ class Store:
             self._writing = False
             for cat in self._catalogs.values():
                 cat.forget_pending()
+                cat.flush()
             self._lock.release()
 
     def _cleanup(self) -> None:
@@ -854,7 +855,7 @@ class Store:
         return out
 
     def deliverable(self, ref: str) -> dict[str, Any]:
-        found = [i for i in self.catalog("deliverables").ids()
+        found = [i for i in self._fresh("deliverables").ids()
                  if i == ref or i.startswith(ref) or i[2:].startswith(ref)]
         doc = self.stored_deliverable(found[0]) if len(set(found)) == 1 else None
         if doc is None:

@@ -124,6 +124,7 @@ class Catalog:
         self.shards: dict[str, dict[str, Any]] = {}
         self._where: dict[str, str] | None = None
         self._lookups = 0
+        self._dirty: dict[str, dict[str, Any] | None] = {}  # shard -> its thread entries
         self._threads: dict[str, dict[str, dict[str, Any]]] = {}  # shard -> thread entries
         self._threads_stamp: dict[str, Any] = {}
         self._pending: dict[str, tuple[int, int]] = {}  # shard -> (docs, bytes) being placed
@@ -250,7 +251,8 @@ class Catalog:
         return self._where.get(doc_id)
 
     def ids(self) -> Iterable[str]:
-        self.refresh()
+        if not self._loaded:
+            self.refresh()
         for summary in self.shards.values():
             yield from summary["ids"]
 
@@ -297,7 +299,16 @@ class Catalog:
         if self._where is not None:
             for doc_id in summary["ids"]:
                 self._where[doc_id] = name
-        self._save_summary(name, summary, threads)
+        self._dirty[name] = threads
+
+    def flush(self) -> None:
+        """Write the summaries of the shards written since the last flush (once per
+        locked section, so a run of reviews writes each summary once)."""
+        dirty, self._dirty = self._dirty, {}
+        for name, threads in dirty.items():
+            summary = self.shards.get(name)
+            if summary is not None:
+                self._save_summary(name, summary, threads)
 
     def forget_pending(self) -> None:
         self._pending.clear()

@@ -71,6 +71,8 @@ def upgrade(store: Store) -> None:
     with batched_dir_sync():  # every shard written and fsynced; the folders at the end
         for folder in FOLDERS:
             count += _copy(store, folder, months[folder])
+    for folder in FOLDERS:
+        store.catalog(folder).flush()
     store.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
     _remove(months)
     log.info("store upgraded to bounded shards: %d documents in %.1f s",
