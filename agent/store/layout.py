@@ -42,7 +42,7 @@ DELIVERABLE_SHARD_DOCS = 250  # deliverables come one per 20-50 messages: smalle
 SHARD_BYTES = 2 << 20  # bytes per shard, at most (one bigger document gets a shard alone)
 SHARD_RE = re.compile(r"^s(\d{6,})$")
 MONTH_RE = re.compile(r"^\d{4}-\d{2}$")
-SUMMARY_VERSION = 3
+SUMMARY_VERSION = 4
 MAP_AFTER = 1000  # lookups by id answered from the sorted summaries before a map is built
 
 # per folder: the table of documents, the time field, the table of thread entries
@@ -108,10 +108,16 @@ def summarize(folder: str, shard: Shard) -> dict[str, Any]:
     return summary
 
 
-class Catalog:
-    """The shards of one folder and their summaries, in memory; the id -> shard map.
+SIDES = ("ids", "threads")  # kept beside the summary, loaded only when needed
 
-    ``disk=False`` (the in-memory store) keeps summaries only in memory.
+
+class Catalog:
+    """The shards of one folder and their summaries, in memory; lookups by id.
+
+    A summary is three small files: ``<shard>.json`` (what listings filter on),
+    ``<shard>.ids.json`` (sorted ids: lookups by id, placing new documents) and, for
+    messages, ``<shard>.threads.json`` (thread entries). ``disk=False`` (the in-memory
+    store) keeps them only in memory.
     """
 
     def __init__(self, folder: str, shard_dir: Path, index_dir: Path,
@@ -124,9 +130,9 @@ class Catalog:
         self.shards: dict[str, dict[str, Any]] = {}
         self._where: dict[str, str] | None = None
         self._lookups = 0
-        self._dirty: dict[str, dict[str, Any] | None] = {}  # shard -> its thread entries
-        self._threads: dict[str, dict[str, dict[str, Any]]] = {}  # shard -> thread entries
-        self._threads_stamp: dict[str, Any] = {}
+        self._lists: list[tuple[str, list[str]]] | None = None  # (shard, sorted ids)
+        self._sides: dict[str, dict[str, tuple[Any, Any]]] = {k: {} for k in SIDES}
+        self._dirty: set[str] = set()
         self._pending: dict[str, tuple[int, int]] = {}  # shard -> (docs, bytes) being placed
         self._loaded = False
 
@@ -158,16 +164,16 @@ class Catalog:
             stamp = list(found[name])
             summary = self.shards.get(name)
             if summary is None or summary["stamp"] != stamp:
-                summary = self._load_summary(name, stamp)
+                summary = self._cached(self.index_dir / f"{name}.json", stamp)
+                if summary is None:
+                    summary = self._rebuild(name, stamp)
                 changed = True
             fresh[name] = summary
         self.shards = fresh
         self._loaded = True
         if changed:
             self._where = None
-
-    def _index_path(self, name: str) -> Path:
-        return self.index_dir / f"{name}.json"
+            self._lists = None
 
     def _cached(self, path: Path, stamp: list[int] | None) -> dict[str, Any] | None:
         try:
@@ -179,52 +185,58 @@ class Catalog:
             return cached
         return None
 
-    def _load_summary(self, name: str, stamp: list[int]) -> dict[str, Any]:
-        summary = self._cached(self._index_path(name), stamp)
-        if summary is None:
-            summary = self._rebuild(name, stamp)
-        return summary
-
     def _rebuild(self, name: str, stamp: list[int] | None) -> dict[str, Any]:
+        """A shard's summary from the shard itself (its cached one is stale or lost)."""
         summary = summarize(self.folder, self.reader(name))
         summary["stamp"] = stamp
-        threads = summary.pop("threads", None)
-        self._save_summary(name, summary, threads)
-        if threads is not None:
-            self._threads[name] = threads
-            self._threads_stamp[name] = stamp
+        self._split(name, summary)
+        self._save(name, summary)
         return summary
 
-    def _save_summary(self, name: str, summary: dict[str, Any],
-                      threads: dict[str, Any] | None) -> None:
+    def _split(self, name: str, summary: dict[str, Any]) -> None:
+        """Move the side data (ids, threads) out of a fresh summary into memory."""
+        summary["count"] = len(summary["ids"])
+        for kind in SIDES:
+            if kind in summary:
+                self._sides[kind][name] = (summary["stamp"], summary.pop(kind))
+
+    def _save(self, name: str, summary: dict[str, Any]) -> None:
         if not self.disk:
             return
         try:  # derived data: no fsync; a lost or stale summary is rebuilt from its shard
-            if threads is not None:  # first: a summary never outlives its thread entries
-                write_private(self.index_dir / f"{name}.threads.json",
-                              orjson.dumps({"version": SUMMARY_VERSION,
-                                            "stamp": summary["stamp"], "threads": threads}),
-                              sync=False, sync_dir=False)
-            write_private(self._index_path(name), orjson.dumps(summary), sync=False,
+            for kind in SIDES:  # first, so a summary never outlives its side files
+                have = self._sides[kind].get(name)
+                if have is not None and have[0] == summary["stamp"]:
+                    write_private(self.index_dir / f"{name}.{kind}.json",
+                                  orjson.dumps({"version": SUMMARY_VERSION,
+                                                "stamp": summary["stamp"], kind: have[1]}),
+                                  sync=False, sync_dir=False)
+            write_private(self.index_dir / f"{name}.json", orjson.dumps(summary), sync=False,
                           sync_dir=False)
         except OSError:
             pass  # a read-only data folder still gets its answers, just slower next time
 
+    def _side(self, name: str, kind: str) -> Any:
+        stamp = self.shards[name]["stamp"]
+        have = self._sides[kind].get(name)
+        if have is not None and have[0] == stamp:
+            return have[1]
+        cached = self._cached(self.index_dir / f"{name}.{kind}.json", stamp)
+        if cached is None:
+            self._rebuild(name, stamp)
+            return self._sides[kind][name][1]
+        self._sides[kind][name] = (stamp, cached[kind])
+        return cached[kind]
+
     def threads(self, name: str) -> dict[str, dict[str, Any]]:
         """The thread entries of one message shard (``{thread id: entry}``)."""
-        summary = self.shards[name]
-        have = self._threads.get(name)
-        if have is not None and self._threads_stamp.get(name) == summary["stamp"]:
-            return have
-        cached = self._cached(self.index_dir / f"{name}.threads.json", summary["stamp"])
-        if cached is None:
-            self._rebuild(name, summary["stamp"])
-            threads = self._threads[name]
-        else:
-            threads = cached["threads"]
-        self._threads[name] = threads
-        self._threads_stamp[name] = summary["stamp"]
+        threads: dict[str, dict[str, Any]] = self._side(name, "threads")
         return threads
+
+    def shard_ids(self, name: str) -> list[str]:
+        """The ids of one shard, sorted."""
+        ids: list[str] = self._side(name, "ids")
+        return ids
 
     def where(self, doc_id: str) -> str | None:
         """The shard holding a document, or None.
@@ -237,30 +249,32 @@ class Catalog:
             self.refresh()
         if self._where is None and self._lookups < MAP_AFTER:
             self._lookups += 1
-            for name, summary in self.shards.items():
-                ids = summary["ids"]
+            if self._lists is None:
+                self._lists = [(name, self.shard_ids(name)) for name in self.shards]
+            for name, ids in self._lists:
                 at = bisect_left(ids, doc_id)
                 if at < len(ids) and ids[at] == doc_id:
                     return name
             return None
         if self._where is None:
             where: dict[str, str] = {}
-            for name, summary in self.shards.items():
-                where.update(dict.fromkeys(summary["ids"], name))
+            for name in self.shards:
+                where.update(dict.fromkeys(self.shard_ids(name), name))
             self._where = where
         return self._where.get(doc_id)
 
     def ids(self) -> Iterable[str]:
         if not self._loaded:
             self.refresh()
-        for summary in self.shards.values():
-            yield from summary["ids"]
+        for name in list(self.shards):
+            yield from self.shard_ids(name)
 
     # -- writing (the caller holds the store's write lock) --------------------------------
 
     def place(self, doc: dict[str, Any]) -> str:
         """The shard a new document goes to: the open one, or a new one once it is full."""
-        self.where(doc["id"])  # make sure the catalog is loaded
+        if not self._loaded:
+            self.refresh()
         size = doc_size(doc)
         if self.shards or self._pending:
             last = (max(self._pending, key=shard_number) if self._pending
@@ -268,7 +282,7 @@ class Catalog:
             summary = self.shards.get(last)
             count, nbytes = self._pending.get(last, (0, 0))
             if summary is not None:
-                count += len(summary["ids"])
+                count += summary["count"]
                 nbytes += summary["stamp"][2] if summary.get("stamp") else summary.get("bytes", 0)
             if count < shard_docs(self.folder) and (count == 0 or nbytes + size <= SHARD_BYTES):
                 docs, added = self._pending.get(last, (0, 0))
@@ -281,7 +295,8 @@ class Catalog:
         return name
 
     def written(self, name: str, shard: Shard) -> None:
-        """Record a shard this process just wrote: its new summary, in memory and on disk."""
+        """Record a shard this process just wrote: its new summary, in memory now and on
+        disk at :meth:`flush`."""
         self._pending.pop(name, None)
         old = self.shards.get(name)
         summary = summarize(self.folder, shard)
@@ -289,26 +304,24 @@ class Catalog:
         summary["stamp"] = list(stamp) if stamp else None
         if not self.disk:
             summary["bytes"] = sum(doc_size(d) for d in shard.docs(TABLES[self.folder][0]))
-        threads = summary.pop("threads", None)
-        if threads is not None:
-            self._threads[name] = threads
-            self._threads_stamp[name] = summary["stamp"]
-        self.shards[name] = summary
-        if old is None:  # a new shard: keep the catalog in shard order
-            self.shards = dict(sorted(self.shards.items(), key=lambda kv: shard_number(kv[0])))
         if self._where is not None:
             for doc_id in summary["ids"]:
                 self._where[doc_id] = name
-        self._dirty[name] = threads
+        self._split(name, summary)
+        self._lists = None
+        self.shards[name] = summary
+        if old is None:  # a new shard: keep the catalog in shard order
+            self.shards = dict(sorted(self.shards.items(), key=lambda kv: shard_number(kv[0])))
+        self._dirty.add(name)
 
     def flush(self) -> None:
         """Write the summaries of the shards written since the last flush (once per
         locked section, so a run of reviews writes each summary once)."""
-        dirty, self._dirty = self._dirty, {}
-        for name, threads in dirty.items():
+        dirty, self._dirty = self._dirty, set()
+        for name in sorted(dirty):
             summary = self.shards.get(name)
             if summary is not None:
-                self._save_summary(name, summary, threads)
+                self._save(name, summary)
 
     def forget_pending(self) -> None:
         self._pending.clear()
