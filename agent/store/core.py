@@ -872,7 +872,7 @@ class Store:
         return self.contracts_shard.docs("contracts")
 
     def threads(self, source: str | None = None) -> list[dict[str, Any]]:
-        """Threads (of one source), their month entries merged, most recent first."""
+        """Threads (of one source), their per-shard entries merged, most recent first."""
         merged: dict[str, dict[str, Any]] = {}
         cat = self.catalog("messages")
         for month in cat.names():

@@ -15,7 +15,11 @@ commands as fresh ``python -m agent`` processes (five runs, median), beside the 
 Python takes to import the command line at all.
 
     python tests/benchmarks/store_scale_bench.py [--sizes 10000,50000,200000]
-        [--shapes month,spread] [--work DIR] [--runs 5]
+        [--shapes month,spread] [--work DIR] [--runs 5] [--repeat 3]
+    python tests/benchmarks/store_scale_bench.py --upgrade 50000
+
+``--upgrade N`` only times opening (and so upgrading) a store of N messages rewritten in
+the old one-file-per-month layout (schema 1).
 
 Prints one line per run as it finishes and a table at the end. Targets (issue 14):
 time per message at the largest size within 1.2x of the smallest, in both shapes; peak
@@ -156,6 +160,40 @@ def child_read(data: Path, op: str) -> dict[str, Any]:
             "rss_mb": peak_rss_mb()}
 
 
+def to_month_layout(data: Path) -> None:
+    """Rewrite a store as schema 1 kept it (one file per month), to time the upgrade."""
+    root = data / "store"
+    for folder, table, when in (("messages", "messages", "sent_at"),
+                                ("deliverables", "deliverables", "received_at")):
+        months: dict[str, dict[str, dict[str, Any]]] = {}
+        for path in sorted((root / folder).glob("s*.json")):
+            tables = json.loads(path.read_bytes())
+            for doc in tables.get(table, {}).values():
+                month = months.setdefault(doc[when][:7], {table: {}, "threads": {}})
+                month[table][str(len(month[table]) + 1)] = doc
+            for entry in tables.get("threads", {}).values():
+                month = months.setdefault(entry["first_at"][:7], {table: {}, "threads": {}})
+                month["threads"][str(len(month["threads"]) + 1)] = entry
+            path.unlink()
+        for month, tables in months.items():
+            (root / folder / f"{month}.json").write_bytes(json.dumps(tables).encode())
+    shutil.rmtree(root / "index")
+    meta = json.loads((root / "meta.json").read_bytes())
+    for doc in meta["meta"].values():
+        doc["version"] = 1
+    (root / "meta.json").write_bytes(json.dumps(meta).encode())
+
+
+def child_upgrade(data: Path) -> dict[str, Any]:
+    from agent.store import Store
+
+    t0 = time.perf_counter()
+    store = Store(data)
+    spent = time.perf_counter() - t0
+    count = sum(len(store.catalog("messages").shard_ids(n)) for n in store.month_names())
+    return {"kind": "upgrade", "s": spent, "messages": count, "rss_mb": peak_rss_mb()}
+
+
 def run_child(*args: str) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, "--child", *args], check=True,
                          capture_output=True, text=True)
@@ -209,6 +247,8 @@ def main() -> int:
     parser.add_argument("--shapes", default="month,spread")
     parser.add_argument("--work", type=Path, help="where the stores go (default: a temp dir)")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--upgrade", type=int, default=0, metavar="N",
+                        help="only time the upgrade of a month-layout store of N messages")
     parser.add_argument("--repeat", type=int, default=3,
                         help="full syncs per size (one fewer above 50,000); medians")
     args = parser.parse_args()
@@ -216,6 +256,8 @@ def main() -> int:
         kind, data, shape, size, *rest = args.child
         if kind == "fill":
             doc = child_fill(Path(data), shape, int(size))
+        elif kind == "upgrade":
+            doc = child_upgrade(Path(data))
         elif kind == "read":
             doc = child_read(Path(data), shape)
         else:
@@ -223,6 +265,17 @@ def main() -> int:
         print(json.dumps(doc))
         return 0
     work = args.work or Path(tempfile.mkdtemp(prefix="retainer-scale-"))
+    if args.upgrade:
+        data = work / f"upgrade-{args.upgrade}" / "data"
+        shutil.rmtree(data.parent, ignore_errors=True)
+        data.parent.mkdir(parents=True)
+        run_child("fill", str(data), "spread", str(args.upgrade))
+        to_month_layout(data)
+        months = len(list((data / "store" / "messages").glob("*.json")))
+        doc = run_child("upgrade", str(data), "-", "0")
+        print(f"upgraded {doc['messages']} messages from {months} month files in "
+              f"{doc['s']:.1f} s, peak {doc['rss_mb']:.0f} MB")
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     results: list[dict[str, Any]] = []
     for shape in args.shapes.split(","):
