@@ -119,16 +119,18 @@ def child_add(data: Path, shape: str, size: int, run: int) -> dict[str, Any]:
     from agent.store import Store
 
     imported = time.perf_counter()
-    page = list(records(shape, size + run * 100, 100, size, tag=f"new{run}-"))
+    page = list(records(shape, size + run * 100, 100, size, tag=f"new{run}-{os.getpid()}-"))
     t0 = time.perf_counter()  # the sync's store work: open the store, store the page, cursor
+    c0 = time.process_time()
     store = Store(data)
     with store.writing():
         result = store.commit_page("mail", "maildir", page,
                                    owner_keys=frozenset({f"email:{OWNER}"}))
         store.update_source_state("mail", cursor=str(size + (run + 1) * 100))
     done = time.perf_counter()
+    cpu = time.process_time() - c0
     assert result.messages_new == 100, result
-    return {"kind": "add", "shape": shape, "size": size, "sync_s": done - t0,
+    return {"kind": "add", "shape": shape, "size": size, "sync_s": done - t0, "cpu_s": cpu,
             "import_s": imported - started, "rss_mb": peak_rss_mb()}
 
 
@@ -143,7 +145,7 @@ def child_read(data: Path, op: str) -> dict[str, Any]:
     from agent.stats import roster_rows
     from agent.store import Store
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     store = Store(data, create=False)
     if op == "status":
         assert store.source_states() and store.counts()
@@ -157,7 +159,7 @@ def child_read(data: Path, op: str) -> dict[str, Any]:
     else:
         assert roster_rows(store)
     return {"kind": "inner", "command": op, "s": time.perf_counter() - t0,
-            "rss_mb": peak_rss_mb()}
+            "cpu_s": time.process_time() - c0, "rss_mb": peak_rss_mb()}
 
 
 def to_month_layout(data: Path) -> None:
@@ -201,12 +203,16 @@ def run_child(*args: str) -> dict[str, Any]:
     return doc
 
 
+LAST_CPU = [0.0]
+
+
 def timed_process(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall time and peak RSS (MB) of one fresh process."""
     started = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         err = proc.stderr.read().decode() if proc.stderr else ""
@@ -232,8 +238,11 @@ def read_commands(data: Path, runs: int) -> list[dict[str, Any]]:
     rows = []
     for label, argv in commands:
         timed_process(argv, env)  # warm the page cache (and derived caches) once
-        samples = [timed_process(argv, env) for _ in range(runs)]
-        rows.append({"kind": "read", "command": label,
+        samples, cpus = [], []
+        for _ in range(runs):
+            samples.append(timed_process(argv, env))
+            cpus.append(LAST_CPU[0])
+        rows.append({"kind": "read", "command": label, "cpu_s": statistics.median(cpus),
                      "median_s": statistics.median(s[0] for s in samples),
                      "rss_mb": max(s[1] for s in samples)})
         print(json.dumps(rows[-1]), flush=True)
@@ -247,6 +256,9 @@ def main() -> int:
     parser.add_argument("--shapes", default="month,spread")
     parser.add_argument("--work", type=Path, help="where the stores go (default: a temp dir)")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-fill", action="store_true",
+                        help="reuse the largest stores already in --work: only the new "
+                             "messages and the read commands")
     parser.add_argument("--upgrade", type=int, default=0, metavar="N",
                         help="only time the upgrade of a month-layout store of N messages")
     parser.add_argument("--repeat", type=int, default=3,
@@ -279,7 +291,7 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     results: list[dict[str, Any]] = []
     for shape in args.shapes.split(","):
-        for size in sizes:
+        for size in [] if args.no_fill else sizes:
             data = work / f"{shape}-{size}" / "data"
             if data.exists():
                 shutil.rmtree(data)
@@ -297,9 +309,12 @@ def main() -> int:
             if size != sizes[-1]:
                 shutil.rmtree(data.parent)
         big = work / f"{shape}-{sizes[-1]}" / "data"
-        adds = [run_child("add", str(big), shape, str(sizes[-1]), str(r)) for r in range(3)]
+        first = 10 if args.no_fill else 0  # new messages, not those of an earlier run
+        adds = [run_child("add", str(big), shape, str(sizes[-1]), str(r))
+                for r in range(first, first + 3)]
         add = {"kind": "add", "shape": shape, "size": sizes[-1],
                "sync_s": statistics.median(a["sync_s"] for a in adds),
+               "cpu_s": statistics.median(a["cpu_s"] for a in adds),
                "import_s": statistics.median(a["import_s"] for a in adds),
                "rss_mb": max(a["rss_mb"] for a in adds)}
         results.append(add)
@@ -310,6 +325,7 @@ def main() -> int:
             inner = [run_child("read", str(big), op, "0") for _ in range(args.runs)]
             results.append({"kind": "inner", "shape": shape, "command": op,
                             "median_s": statistics.median(r["s"] for r in inner),
+                            "cpu_s": statistics.median(r["cpu_s"] for r in inner),
                             "rss_mb": max(r["rss_mb"] for r in inner)})
             print(json.dumps(results[-1]), flush=True)
     print(f"\nfull syncs (store time: commit_page + cursor, pages of {PAGE}; medians)")
@@ -324,14 +340,16 @@ def main() -> int:
                   f"{r['rss_mb']:>8.0f}")
     print("\n100 new messages into the largest store (fresh process; median of 3)")
     for r in (r for r in results if r["kind"] == "add"):
-        print(f"{r['shape']:<8}{r['size']:>10}  sync {r['sync_s']:.3f} s (+ imports "
-              f"{r['import_s']:.3f} s), peak {r['rss_mb']:.0f} MB")
-    print(f"\nread commands on the largest store (fresh process; median of {args.runs})")
+        print(f"{r['shape']:<8}{r['size']:>10}  sync {r['sync_s']:.3f} s (CPU {r['cpu_s']:.3f} s;"
+              f" + imports {r['import_s']:.3f} s), peak {r['rss_mb']:.0f} MB")
+    print(f"\nread commands on the largest store (fresh process; median of {args.runs}: wall, CPU)")
     for r in (r for r in results if r["kind"] == "read"):
-        print(f"{r['shape']:<8}{r['command']:<36}{r['median_s']:>8.3f} s{r['rss_mb']:>7.0f} MB")
-    print("\nthe store's part of each (in a fresh process, after imports; median)")
+        print(f"{r['shape']:<8}{r['command']:<36}{r['median_s']:>8.3f} s{r['cpu_s']:>8.3f} s"
+              f"{r['rss_mb']:>7.0f} MB")
+    print("\nthe store's part of each (in a fresh process, after imports; median wall, CPU)")
     for r in (r for r in results if r["kind"] == "inner"):
-        print(f"{r['shape']:<8}{r['command']:<36}{r['median_s']:>8.3f} s{r['rss_mb']:>7.0f} MB")
+        print(f"{r['shape']:<8}{r['command']:<36}{r['median_s']:>8.3f} s{r['cpu_s']:>8.3f} s"
+              f"{r['rss_mb']:>7.0f} MB")
     return 0
 
 
