@@ -66,6 +66,7 @@ def test_one_busy_month_rolls_into_bounded_shards(tmp_path, small_shards):
     files = shard_files(store)
     assert [stored_count(p) for p in files] == [50, 50, 50, 50, 30]
     assert len(store.messages()) == 230
+    assert Store(tmp_path / "d").stored_counts() == {"messages": 230, "deliverables": 0}
     stamps = {p: os.stat(p).st_mtime_ns for p in files}
     commit(store, [msg(1000, MARCH, "sam@example.com")])  # one more page
     assert [p for p in files if os.stat(p).st_mtime_ns != stamps[p]] == [files[-1]]
@@ -225,7 +226,7 @@ from pathlib import Path
 import agent.store.storage as storage
 import agent.store.migrate as migrate
 import agent.store.layout as layout
-layout.SHARD_DOCS = 50
+layout.SHARD_DOCS = 70
 layout.DELIVERABLE_SHARD_DOCS = 8
 limit = int(sys.argv[2])
 calls = 0

@@ -887,6 +887,15 @@ class Store:
                     seen["identity"] = seen.get("identity") or doc.get("identity")
         return sorted(merged.values(), key=lambda d: d["last_at"], reverse=True)
 
+    def stored_counts(self) -> dict[str, int]:
+        """How many messages and deliverables the shards hold, from their summaries
+        (no shard is opened)."""
+        out = {}
+        for folder in MONTHLY:
+            cat = self.catalog(folder)
+            out[folder] = sum(cat.shards[name]["count"] for name in cat.names())
+        return out
+
     def thread_shards(self, thread_id: str) -> list[str]:
         """The message shards holding messages of one thread, oldest first."""
         cat = self.catalog("messages")
