@@ -46,6 +46,7 @@ from typing import Any
 
 CONTRACTORS = 200
 PAGE = 200
+BLOCK = 10_000  # the largest syncs also report each block of this many messages
 PER_MONTH = 2500
 OWNER = "owner@example.com"
 START = datetime(2019, 1, 1, tzinfo=UTC)
@@ -98,6 +99,7 @@ def child_fill(data: Path, shape: str, size: int) -> dict[str, Any]:
             store.add_contractor(f"Contractor {c:03d}", [Identity("email", f"c{c}@example.com")])
     owner = frozenset({f"email:{OWNER}"})
     spent = cpu = 0.0
+    blocks: list[tuple[float, float]] = []  # (wall, CPU) of each block of 10,000 messages
     started = time.perf_counter()
     for first in range(0, size, PAGE):
         page = list(records(shape, first, min(PAGE, size - first), size))
@@ -108,9 +110,12 @@ def child_fill(data: Path, shape: str, size: int) -> dict[str, Any]:
                                       messages=first + len(page))
         spent += time.perf_counter() - t0
         cpu += time.process_time() - c0
+        if (first + len(page)) % BLOCK == 0:
+            blocks.append((spent - sum(b[0] for b in blocks), cpu - sum(b[1] for b in blocks)))
     wall = time.perf_counter() - started
     return {"kind": "full", "shape": shape, "size": size, "store_s": spent, "wall_s": wall,
             "per_msg_ms": spent / size * 1000, "cpu_ms": cpu / size * 1000,
+            "blocks_ms": [(w / BLOCK * 1000, c / BLOCK * 1000) for w, c in blocks],
             "rss_mb": peak_rss_mb()}
 
 
@@ -303,6 +308,7 @@ def main() -> int:
                 runs.append(run_child("fill", str(data), shape, str(size)))
                 print(json.dumps(runs[-1]), flush=True)
             results.append({"kind": "full", "shape": shape, "size": size, "runs": len(runs),
+                            "blocks_ms": runs[-1]["blocks_ms"],
                             **{k: statistics.median(r[k] for r in runs)
                                for k in ("store_s", "per_msg_ms", "cpu_ms")},
                             "rss_mb": max(r["rss_mb"] for r in runs)})
@@ -338,6 +344,14 @@ def main() -> int:
                   f"{r['per_msg_ms']:>8.3f}{r['per_msg_ms'] / full[0]['per_msg_ms']:>8.2f}x"
                   f"{r['cpu_ms']:>11.3f}{r['cpu_ms'] / full[0]['cpu_ms']:>8.2f}x"
                   f"{r['rss_mb']:>8.0f}")
+    print(f"\nwithin the largest sync: ms per message of its first, median and last block of "
+          f"{BLOCK} (wall / CPU)")
+    for r in (r for r in results if r["kind"] == "full" and r.get("blocks_ms")
+              and r["size"] == sizes[-1]):
+        blocks = r["blocks_ms"]
+        mid = (statistics.median(b[0] for b in blocks), statistics.median(b[1] for b in blocks))
+        print(f"{r['shape']:<8}" + "  ".join(f"{w:.3f} / {c:.3f}"
+                                             for w, c in (blocks[0], mid, blocks[-1])))
     print("\n100 new messages into the largest store (fresh process; median of 3)")
     for r in (r for r in results if r["kind"] == "add"):
         print(f"{r['shape']:<8}{r['size']:>10}  sync {r['sync_s']:.3f} s (CPU {r['cpu_s']:.3f} s;"
