@@ -281,3 +281,28 @@ def test_kill_9_during_the_upgrade_leaves_old_or_new_never_neither(tmp_path):
             break
         limit += 1
     assert seen == {"old", "new"} and limit > 5
+
+
+def test_versions_chain_across_shards_and_processes(tmp_path, monkeypatch):
+    """The latest version of a piece of work is found through the shard summaries."""
+    monkeypatch.setattr(layout, "DELIVERABLE_SHARD_DOCS", 2)
+    store = new_store(tmp_path / "d")
+
+    def version(n: int, filename: str) -> Message:
+        return Message(f"<v{n}@x>", MARCH + timedelta(days=n),
+                       Identity("email", "maria@example.com", name="Maria"),
+                       recipients=(Identity("email", "owner@example.com"),), subject="logo",
+                       thread_remote_id="<logo@x>",
+                       attachments=(Attachment(filename, "image/png", data=b"png %d" % n),))
+
+    for n, name in enumerate(["logo.png", "logo-v2.png", "other.png", "logo final.png"]):
+        commit(store, [version(n, name)])
+    commit(Store(tmp_path / "d"), [version(9, "logo_v5.png")])  # another process
+    found = {d["filename"]: d for d in Store(tmp_path / "d").deliverables()}
+    assert len(list((store.root / "deliverables").glob("s*.json"))) == 3
+    assert [found[f]["version"] for f in ("logo.png", "logo-v2.png", "logo final.png",
+                                          "logo_v5.png")] == [1, 2, 3, 4]
+    assert found["other.png"]["version"] == 1
+    assert found["logo_v5.png"]["replaces"] == found["logo final.png"]["id"]
+    assert found["logo_v5.png"]["version_of"] == found["logo.png"]["id"]
+    assert not (store.root / "versions.json").exists()

@@ -29,7 +29,7 @@ from agent.models import (
     Record,
     Submission,
 )
-from agent.store.layout import MONTH_RE, Catalog, ensure_index_dirs
+from agent.store.layout import MONTH_RE, Catalog, chain_key, ensure_index_dirs
 from agent.store.pluginstate import PluginState
 from agent.store.storage import Shard, batched_dir_sync, json_safe
 from agent.store.storage import iso as iso
@@ -103,18 +103,21 @@ class Versions:
     A new deliverable is a later version of an earlier one when its record says so
     (``replaces``), or else when it comes from the same person, in the same thread (or
     contract), with the same file name apart from version marks (:func:`work_stem`).
-    ``versions.json`` keeps the latest version of each such piece of work.
+    The latest version of each such piece of work is found through the deliverable
+    shards' summaries (:meth:`agent.store.layout.Catalog.chain`): an index written with
+    the shards, so a page does not rewrite a file that grows with every deliverable.
     """
 
-    def __init__(self, shard: Shard, lookup: Callable[[str], dict[str, Any] | None]) -> None:
-        self.shard = shard
+    def __init__(self, find: Callable[[str], dict[str, Any] | None],
+                 lookup: Callable[[str], dict[str, Any] | None]) -> None:
+        self.find = find  # the latest stored version of a piece of work, by chain key
         self.lookup = lookup  # a stored deliverable by id
         self.chains: dict[str, dict[str, Any]] = {}
         self.linked: dict[str, dict[str, Any]] = {}  # linked in this commit, by id
 
     def _chain(self, key: str) -> dict[str, Any] | None:
         if key not in self.chains:
-            found = self.shard.get("chains", key, key="key")
+            found = self.find(key)
             if found is None:
                 return None
             self.chains[key] = dict(found)
@@ -128,9 +131,7 @@ class Versions:
 
     def link(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``doc`` with ``version``, ``replaces`` and ``version_of`` set (and remembered)."""
-        where = doc.get("thread_id") or (doc.get("extra") or {}).get("contract_remote_id")
-        key = (f"{doc.get('identity')}|{where}|{doc.get('work')}"
-               if doc.get("identity") and where and doc.get("work") else None)
+        key = chain_key(doc)
         previous: dict[str, Any] | None = None
         if doc.get("replaces_remote_id"):
             previous = self._previous("d_" + short_hash(doc["source"], doc["replaces_remote_id"]))
@@ -151,8 +152,7 @@ class Versions:
         return doc
 
     def save(self) -> None:
-        if self.chains:
-            self.shard.upsert_many("chains", list(self.chains.values()), "key")
+        """Nothing to write: the chains are derived from the deliverables as stored."""
 
 
 @dataclass
@@ -827,7 +827,7 @@ class Store:
     def _upsert_deliverables(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         fresh: list[dict[str, Any]] = []
         cat = self.catalog("deliverables")
-        versions = Versions(self.shard("versions.json"), self.stored_deliverable)
+        versions = Versions(cat.chain, self.stored_deliverable)
         ordered = sorted(docs, key=lambda d: d.get("received_at") or "")
         for month, month_docs in self._placed("deliverables", ordered).items():
             shard = self.monthly_shard("deliverables", month)

@@ -42,7 +42,7 @@ DELIVERABLE_SHARD_DOCS = 250  # deliverables come one per 20-50 messages: smalle
 SHARD_BYTES = 2 << 20  # bytes per shard, at most (one bigger document gets a shard alone)
 SHARD_RE = re.compile(r"^s(\d{6,})$")
 MONTH_RE = re.compile(r"^\d{4}-\d{2}$")
-SUMMARY_VERSION = 4
+SUMMARY_VERSION = 5
 MAP_AFTER = 1000  # lookups by id answered from the sorted summaries before a map is built
 
 # per folder: the table of documents, the time field, the table of thread entries
@@ -70,6 +70,15 @@ def doc_size(doc: dict[str, Any]) -> int:
         return len(repr(doc)) + 12
 
 
+def chain_key(doc: dict[str, Any]) -> str | None:
+    """Which piece of work a deliverable is a version of: same person, same thread (or
+    contract), same file name apart from version marks; None when that is not known."""
+    where = doc.get("thread_id") or (doc.get("extra") or {}).get("contract_remote_id")
+    if doc.get("identity") and where and doc.get("work"):
+        return f"{doc.get('identity')}|{where}|{doc.get('work')}"
+    return None
+
+
 def summarize(folder: str, shard: Shard) -> dict[str, Any]:
     """The summary of one shard, from its documents (and, for messages, its thread
     entries under ``threads``, which are kept in a file of their own)."""
@@ -80,6 +89,7 @@ def summarize(folder: str, shard: Shard) -> dict[str, Any]:
     sources: set[str] = set()
     contractors: set[str] = set()
     unreviewed: list[str] = []
+    chains: dict[str, dict[str, Any]] = {}  # work -> its latest version in this shard
     first, last = "", ""
     for doc in docs:
         ids.append(doc["id"])
@@ -93,8 +103,16 @@ def summarize(folder: str, shard: Shard) -> dict[str, Any]:
             first = stamp
         if stamp > last:
             last = stamp
-        if folder == "deliverables" and doc.get("review_status") == "unreviewed":
-            unreviewed.append(doc["id"])
+        if folder == "deliverables":
+            if doc.get("review_status") == "unreviewed":
+                unreviewed.append(doc["id"])
+            key = chain_key(doc)
+            have = chains.get(key) if key else None
+            if key and (have is None or (have["latest_at"], have["version"])
+                        <= (stamp, doc.get("version") or 1)):
+                chains[key] = {"key": key, "latest": doc["id"], "latest_at": stamp,
+                               "version": doc.get("version") or 1,
+                               "root": doc.get("version_of") or doc["id"]}
     ids.sort()  # looked up by bisection
     summary: dict[str, Any] = {
         "version": SUMMARY_VERSION, "stamp": None, "ids": ids,
@@ -103,12 +121,13 @@ def summarize(folder: str, shard: Shard) -> dict[str, Any]:
     }
     if folder == "deliverables":
         summary["unreviewed"] = unreviewed
+        summary["chains"] = chains
     else:
         summary["threads"] = {doc["id"]: doc for doc in shard.docs("threads")}
     return summary
 
 
-SIDES = ("ids", "threads")  # kept beside the summary, loaded only when needed
+SIDES = ("ids", "threads", "chains")  # kept beside the summary, loaded only when needed
 
 
 class Catalog:
@@ -116,8 +135,9 @@ class Catalog:
 
     A summary is three small files: ``<shard>.json`` (what listings filter on),
     ``<shard>.ids.json`` (sorted ids: lookups by id, placing new documents) and, for
-    messages, ``<shard>.threads.json`` (thread entries). ``disk=False`` (the in-memory
-    store) keeps them only in memory.
+    messages, ``<shard>.threads.json`` (thread entries), for deliverables,
+    ``<shard>.chains.json`` (the latest version of each piece of work in the shard).
+    ``disk=False`` (the in-memory store) keeps them only in memory.
     """
 
     def __init__(self, folder: str, shard_dir: Path, index_dir: Path,
@@ -232,6 +252,18 @@ class Catalog:
         """The thread entries of one message shard (``{thread id: entry}``)."""
         threads: dict[str, dict[str, Any]] = self._side(name, "threads")
         return threads
+
+    def chain(self, key: str) -> dict[str, Any] | None:
+        """The latest stored version of one piece of work (see :func:`chain_key`)."""
+        if not self._loaded:
+            self.refresh()
+        best: dict[str, Any] | None = None
+        for name in self.shards:
+            found = self._side(name, "chains").get(key)
+            if found is not None and (best is None or (best["latest_at"], best["version"])
+                                      <= (found["latest_at"], found["version"])):
+                best = found
+        return best
 
     def shard_ids(self, name: str) -> list[str]:
         """The ids of one shard, sorted."""
