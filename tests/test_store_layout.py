@@ -306,3 +306,16 @@ def test_versions_chain_across_shards_and_processes(tmp_path, monkeypatch):
     assert found["logo_v5.png"]["replaces"] == found["logo final.png"]["id"]
     assert found["logo_v5.png"]["version_of"] == found["logo.png"]["id"]
     assert not (store.root / "versions.json").exists()
+
+
+def test_a_long_running_process_sees_shards_another_one_wrote(tmp_path, small_shards):
+    daemon, cli = new_store(tmp_path / "d"), Store(tmp_path / "d")
+    commit(daemon, [msg(n, MARCH + timedelta(hours=n)) for n in range(60)])
+    assert len(daemon.messages()) == 60  # the daemon's catalog is loaded
+    commit(cli, [msg(n, MARCH + timedelta(hours=n)) for n in range(40, 130)])
+    assert len(daemon.messages()) == 130
+    again = commit(daemon, [msg(n, MARCH + timedelta(hours=n)) for n in range(100, 140)])
+    assert (again.messages_new, again.messages_updated) == (10, 0)
+    assert sum(stored_count(p) for p in shard_files(daemon)) == 140
+    (daemon.root / "index" / "messages.generation").write_bytes(b"dirty:killed")
+    assert len(Store(tmp_path / "d").messages()) == 140  # a killed writer: every shard looked at

@@ -277,6 +277,7 @@ class Store:
         """One shard of ``messages/`` or ``deliverables/`` (``month`` is its name, e.g.
         ``s000042``), kept in a small cache so a big first sync does not hold every
         shard in memory."""
+        self.catalog(folder).will_write()  # the write path: tell other processes
         relative = f"{folder}/{month}.json"
         shard = self._monthly.pop(relative, None)
         if shard is None:
@@ -351,7 +352,7 @@ class Store:
             self._lock.release()
 
     def _cleanup(self) -> None:
-        removed = remove_orphan_temps(self.root)
+        removed = remove_orphan_temps(self.root) + remove_orphan_temps(self.root / "index")
         for folder in MONTHLY:
             removed += remove_orphan_temps(self.root / folder)
             removed += remove_orphan_temps(self._index_dirs[folder])
@@ -780,6 +781,7 @@ class Store:
         """Documents grouped by the shard each goes to: the one it is stored in, else the
         open shard (a new one once that is full)."""
         cat = self.catalog(folder)
+        cat.will_write()
         seen: dict[str, str] = {}
         out: dict[str, list[dict[str, Any]]] = {}
         for doc in docs:

@@ -155,6 +155,11 @@ class Catalog:
         self._dirty: set[str] = set()
         self._pending: dict[str, tuple[int, int]] = {}  # shard -> (docs, bytes) being placed
         self._loaded = False
+        # "dirty:<token>" while a process writes shards of this folder, "clean:<token>"
+        # after: an unchanged clean token means nothing changed since we last looked
+        self._gen_path = index_dir.parent / f"{folder}.generation"
+        self._gen_seen: bytes | None = None
+        self._writing = False
 
     # -- reading --------------------------------------------------------------------------
 
@@ -166,6 +171,14 @@ class Catalog:
         """Pick up shards written since the last look (by this or another process)."""
         if not self.disk:
             self._loaded = True
+            return
+        try:
+            generation: bytes | None = self._gen_path.read_bytes()
+        except OSError:
+            generation = None
+        if not generation or not generation.startswith(b"clean:"):
+            generation = None  # being written, or a writer was killed: look at every shard
+        elif self._loaded and generation == self._gen_seen:
             return
         found: dict[str, tuple[int, int, int]] = {}
         try:
@@ -191,6 +204,7 @@ class Catalog:
             fresh[name] = summary
         self.shards = fresh
         self._loaded = True
+        self._gen_seen = generation
         if changed:
             self._where = None
             self._lists = None
@@ -303,6 +317,22 @@ class Catalog:
 
     # -- writing (the caller holds the store's write lock) --------------------------------
 
+    def _mark(self, state: bytes) -> None:
+        if not self.disk:
+            return
+        token = state + b":" + os.urandom(8).hex().encode()
+        try:  # no fsync: only processes running now rely on it, and they die with a crash
+            write_private(self._gen_path, token, sync=False, sync_dir=False)
+        except OSError:
+            token = b""
+        self._gen_seen = token if state == b"clean" else None
+
+    def will_write(self) -> None:
+        """Called before this process writes a shard of the folder (once per section)."""
+        if not self._writing:
+            self._writing = True
+            self._mark(b"dirty")
+
     def place(self, doc: dict[str, Any]) -> str:
         """The shard a new document goes to: the open one, or a new one once it is full."""
         if not self._loaded:
@@ -354,6 +384,9 @@ class Catalog:
             summary = self.shards.get(name)
             if summary is not None:
                 self._save(name, summary)
+        if self._writing:
+            self._writing = False
+            self._mark(b"clean")
 
     def forget_pending(self) -> None:
         self._pending.clear()

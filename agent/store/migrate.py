@@ -68,6 +68,8 @@ def upgrade(store: Store) -> None:
             path.unlink()
         remove_orphan_temps(root / folder)
     count = 0
+    for folder in FOLDERS:
+        store.catalog(folder).will_write()
     with batched_dir_sync():  # every shard written and fsynced; the folders at the end
         for folder in FOLDERS:
             count += _copy(store, folder, months[folder])
