@@ -8,6 +8,7 @@ what was wrong is kept in ``extra["defects"]`` and logged once per message.
 
 from __future__ import annotations
 
+import binascii
 import codecs
 import dataclasses
 import email.utils
@@ -721,7 +722,7 @@ def message_from_bytes(
     says the sender is a contractor and the part is under ``max_attachment_bytes``;
     otherwise they are recorded with a status that says why. Never raises on bad input.
     """
-    raw = raw.replace(b"\r\n", b"\n")  # line endings aside, IMAP and Maildir agree
+    raw = crlf_to_lf(raw)  # line endings aside, IMAP and Maildir agree
     raw_header, _ = split_header(raw)
     parsed, defects = parse_message(raw)
     eight_bit = not raw.isascii()
@@ -912,12 +913,41 @@ def _charset(part: EmailMessage) -> str | None:
     return charset if isinstance(charset, str) and "\x00" not in charset else None
 
 
+def crlf_to_lf(raw: bytes) -> bytes:
+    """``raw.replace(b"\\r\\n", b"\\n")``, about twice as fast on messages made mostly of
+    short lines (base64 attachments)."""
+    if b"\r" not in raw:
+        return raw
+    return b"\n".join(raw.split(b"\r\n"))
+
+
 def _payload(part: EmailMessage) -> bytes | None:
+    fast = _base64_payload(part)
+    if fast is not None:
+        return fast
     try:
         payload = part.get_payload(decode=True)
     except Exception:
         return None
     return payload if isinstance(payload, bytes) else None
+
+
+def _base64_payload(part: EmailMessage) -> bytes | None:
+    """What ``part.get_payload(decode=True)`` returns for a well-formed base64 body (ASCII,
+    padded, only base64 characters between the line breaks), without its copies and line
+    list; None for anything else, which takes the email package's way (and its defects)."""
+    payload = getattr(part, "_payload", None)  # get_payload() decodes 8-bit text
+    if not isinstance(payload, str) or not payload.isascii():
+        return None
+    if header_str(part.get("content-transfer-encoding", "")).lower() != "base64":
+        return None
+    data = payload.encode("ascii").translate(None, b"\r\n")  # = b"".join(splitlines())
+    if len(data) % 4:
+        return None
+    try:
+        return binascii.a2b_base64(data, strict_mode=True)  # = b64decode(validate=True)
+    except binascii.Error:
+        return None
 
 
 def _declared_size(part: EmailMessage) -> int | None:
@@ -945,7 +975,7 @@ def _estimate_size(part: EmailMessage) -> int:
     if encoding != "base64":
         return len(raw)
     text = raw if isinstance(raw, str) else raw.decode("latin-1")
-    chars = len(text) - sum(text.count(ch) for ch in " \t\r\n")
+    chars = len(text) - sum(text.count(ch) for ch in " \t\r\n" if ch in text)
     return max(0, chars * 3 // 4 - min(2, len(text.rstrip()) - len(text.rstrip().rstrip("="))))
 
 

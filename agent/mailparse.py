@@ -71,7 +71,9 @@ def parse_message(raw: bytes) -> tuple[EmailMessage, list[str]]:
     Line endings are made LF first: IMAP sends CRLF, Maildir files mostly hold LF, and
     text parts (bodies, text attachments) must not differ by the way they came.
     """
-    raw, defects = repair_header(raw.replace(b"\r\n", b"\n"))
+    if b"\r" in raw:  # the reader hands over LF already: no second pass then
+        raw = raw.replace(b"\r\n", b"\n")
+    raw, defects = repair_header(raw)
     try:
         return fast_parse(raw), defects
     except Exception as exc:  # RecursionError on absurd nesting; compat32 is lenient
