@@ -15,7 +15,11 @@ the same parts whichever way it arrived. Three things happen around the parser:
 
 from __future__ import annotations
 
+import email.message
+import email.utils
+import functools
 import re
+from collections.abc import Callable
 from email.message import Message as EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from email.policy import Compat32
@@ -35,10 +39,55 @@ class UnfoldingPolicy(Compat32):
     def header_fetch_parse(self, name: str, value: str) -> Any:
         if "\n" in value:
             value = _FOLD.sub("", value)
+        if isinstance(value, str) and value.isascii():
+            return value  # what compat32 returns for a value without surrogate escapes
         return super().header_fetch_parse(name, value)
 
 
 POLICY = UnfoldingPolicy()
+
+_parseparam: Callable[[str], list[str]] = getattr(email.message, "_parseparam")
+
+
+@functools.lru_cache(maxsize=4096)
+def _params(value: str) -> tuple[tuple[str, Any], ...]:
+    """compat32's ``Message._get_params_preserve`` for one header value."""
+    params: list[tuple[str, str]] = []
+    for p in _parseparam(value):
+        try:
+            name, val = p.split("=", 1)
+            name = name.strip()
+            val = val.strip()
+        except ValueError:
+            name = p.strip()
+            val = ""
+        params.append((name, val))
+    return tuple(email.utils.decode_params(params))
+
+
+@functools.lru_cache(maxsize=1024)
+def _content_type(value: str) -> str:
+    """compat32's ``Message.get_content_type`` for a Content-Type value."""
+    ctype = value.split(";", 1)[0].strip().lower()
+    return ctype if ctype.count("/") == 1 else "text/plain"
+
+
+class Part(EmailMessage):
+    """compat32's Message, with the parsing of Content-Type and parameter values cached
+    by value: the same few values come back in every message, and the parser and the
+    reader ask for them many times per part."""
+
+    def _get_params_preserve(self, failobj: Any, header: str) -> Any:
+        value = self.get(header)
+        if isinstance(value, str):
+            return list(_params(value))
+        return super()._get_params_preserve(failobj, header)  # type: ignore[misc]
+
+    def get_content_type(self) -> str:
+        value = self.get("content-type")
+        if isinstance(value, str):
+            return _content_type(value)
+        return super().get_content_type()
 
 
 def repair_header(raw: bytes) -> tuple[bytes, list[str]]:
@@ -85,7 +134,7 @@ def parse_message(raw: bytes) -> tuple[EmailMessage, list[str]]:
 
 
 def plain_parse(raw: bytes) -> EmailMessage:
-    return BytesParser(policy=POLICY).parsebytes(raw)
+    return BytesParser(Part, policy=POLICY).parsebytes(raw)
 
 
 def fast_parse(raw: bytes) -> EmailMessage:
