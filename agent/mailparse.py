@@ -46,7 +46,7 @@ class UnfoldingPolicy(Compat32):
 
 POLICY = UnfoldingPolicy()
 
-_parseparam: Callable[[str], list[str]] = getattr(email.message, "_parseparam")
+_parseparam: Callable[[str], list[str]] = email.message._parseparam  # type: ignore[attr-defined]
 
 
 @functools.lru_cache(maxsize=4096)

@@ -8,10 +8,11 @@ generated values, and on whole header blocks (the hostile MIME corpus included).
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import os
 from datetime import UTC, datetime
-from email.parser import BytesHeaderParser
+from email.parser import BytesHeaderParser, BytesParser
 from email.policy import compat32
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,11 @@ from hypothesis import strategies as st
 
 from agent.mail import (
     HeaderInfo,
+    _base64_payload,
     _decode_header_text,
+    _payload,
     _simple_addresses,
+    crlf_to_lf,
     decode_header_value,
     fix_8bit_headers,
     header_fields,
@@ -33,6 +37,7 @@ from agent.mail import (
     parse_header_bytes,
     split_header,
 )
+from agent.mailparse import POLICY, Part
 from agent.models import Identity
 
 CORPUS = Path(__file__).parent / "data" / "mime"
@@ -240,3 +245,89 @@ def test_header_fields_read_blocks_like_the_email_parser(
 ])
 def test_header_fields_match_the_email_parser(raw: bytes) -> None:
     assert header_fields(raw) == _parser_fields(raw)
+
+
+# -- line endings and base64 bodies ----------------------------------------------------
+
+@given(st.binary(max_size=200).map(lambda b: b.replace(b"x", b"\r\n")))
+@settings(max_examples=EXAMPLES, deadline=None)
+def test_crlf_to_lf_is_replace(raw: bytes) -> None:
+    assert crlf_to_lf(raw) == raw.replace(b"\r\n", b"\n")
+
+
+def _part(cte: str, body: str) -> Any:
+    head = f"Content-Type: application/pdf\nContent-Transfer-Encoding: {cte}\n\n"
+    return BytesParser(Part, policy=POLICY).parsebytes(
+        head.encode() + body.encode("utf-8", "surrogateescape"))
+
+
+PAYLOADS = [
+    base64.encodebytes(bytes(range(256)) * 3).decode(),  # well-formed, LF lines
+    base64.encodebytes(b"%PDF-1.4 x").decode().replace("\n", "\r\n"),  # CRLF lines
+    base64.b64encode(b"abcd").decode().rstrip("="),  # padding missing
+    "QUJD\nRA=\n",  # one "=" too few
+    "QUJD*RA==\n",  # a character outside the alphabet
+    "QUJD RA==\n",  # a space
+    "QUJDRA==QUJD\n",  # padding in the middle
+    "QUJD\u00e9RA==\n",  # 8-bit text (surrogate escapes after parsing)
+    "",
+    "\n\n",
+]
+
+
+@pytest.mark.parametrize("body", PAYLOADS)
+@pytest.mark.parametrize("cte", ["base64", "BASE64", "quoted-printable", "7bit"])
+def test_base64_fast_decode_gives_the_email_packages_bytes_and_defects(cte: str,
+                                                                        body: str) -> None:
+    fast, slow = _part(cte, body), _part(cte, body)
+    assert _payload(fast) == slow.get_payload(decode=True)
+    assert [type(d) for d in fast.defects] == [type(d) for d in slow.defects]
+
+
+def test_well_formed_base64_takes_the_fast_path() -> None:
+    assert _base64_payload(_part("base64", PAYLOADS[0])) == bytes(range(256)) * 3
+    for body in PAYLOADS[2:8]:
+        assert _base64_payload(_part("base64", body)) is None  # the email package's way
+
+
+# -- the parser's message class --------------------------------------------------------
+
+CONTENT_TYPES = [
+    'text/plain; charset="utf-8"', "TEXT/HTML", "text", "a/b/c", " image/png ; name=x.png",
+    'application/pdf; name*=utf-8\'\'r%C3%A9sum%C3%A9.pdf; size=10', 'multipart/mixed; '
+    'boundary="a;b"', "text/plain; charset", "text/plain;;; x=\"y\\\"z\"", "",
+    "application/octet-stream; name*0=\"a\"; name*1=\"b.pdf\"",
+]
+
+
+@pytest.mark.parametrize("value", CONTENT_TYPES)
+def test_cached_content_type_and_params_match_compat32(value: str) -> None:
+    raw = f"Content-Type: {value}\nContent-Disposition: attachment; {value}\n\nx\n".encode()
+    fast = BytesParser(Part, policy=POLICY).parsebytes(raw)
+    slow = BytesParser(policy=POLICY).parsebytes(raw)
+    for _ in range(2):  # the second time from the cache
+        assert fast.get_content_type() == slow.get_content_type()
+        for header in ("content-type", "content-disposition", "x-missing"):
+            assert fast.get_params(header=header) == slow.get_params(header=header)
+            assert fast.get_params(header=header, unquote=False) == slow.get_params(
+                header=header, unquote=False)
+        assert fast.get_filename() == slow.get_filename()
+        assert fast.get_param("name") == slow.get_param("name")
+        assert fast.get_content_charset() == slow.get_content_charset()
+    fast.get_params(unquote=False).append(("changed", "by a caller"))
+    assert fast.get_params() == slow.get_params()  # callers get their own list
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.eml")), ids=lambda p: p.name)
+def test_part_class_reads_the_mime_corpus_like_compat32(path: Path) -> None:
+    raw = path.read_bytes()
+    fast = list(BytesParser(Part, policy=POLICY).parsebytes(raw).walk())
+    slow = list(BytesParser(policy=POLICY).parsebytes(raw).walk())
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.get_content_type() == b.get_content_type()
+        assert a.get_params() == b.get_params()
+        assert a.get_filename() == b.get_filename()
+        assert a.items() == b.items()
+        assert a.get_payload(decode=True) == b.get_payload(decode=True)
+        assert [type(d) for d in a.defects] == [type(d) for d in b.defects]
