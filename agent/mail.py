@@ -608,7 +608,7 @@ def _field(source: list[str]) -> tuple[str, str]:
 
 def split_header(raw: bytes) -> tuple[bytes, bytes]:
     """Split raw message bytes at the first blank line into header and body."""
-    for sep in (b"\r\n\r\n", b"\n\n"):
+    for sep in (b"\r\n\r\n", b"\n\n") if b"\r" in raw else (b"\n\n",):
         end = raw.find(sep)
         if end >= 0:
             return raw[:end], raw[end + len(sep):]
@@ -730,7 +730,7 @@ def message_from_bytes(
         defects.extend(header_problems(parsed))
         fix_8bit_headers(parsed)
     # the whole message: a copy in another folder has the same
-    body_digest = hashlib.sha256(raw.rstrip()).digest()
+    body_digest = hashlib.sha256(memoryview(raw)[:_stripped_length(raw)]).digest()
     info = header_info(parsed, raw_header, fallback_date, body_digest)
     wants = context.wants_attachments(info.sender) and not context.is_owner(info.sender)
     where = f"{context.source}: message {info.remote_id}"
@@ -911,6 +911,17 @@ def _charset(part: EmailMessage) -> str | None:
     except Exception:
         return None
     return charset if isinstance(charset, str) and "\x00" not in charset else None
+
+
+_RSTRIPPED = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.rstrip() strips
+
+
+def _stripped_length(raw: bytes) -> int:
+    """``len(raw.rstrip())`` without copying ``raw``."""
+    end = len(raw)
+    while end and raw[end - 1] in _RSTRIPPED:
+        end -= 1
+    return end
 
 
 def crlf_to_lf(raw: bytes) -> bytes:

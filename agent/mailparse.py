@@ -140,10 +140,13 @@ def plain_parse(raw: bytes) -> EmailMessage:
 def fast_parse(raw: bytes) -> EmailMessage:
     """:func:`plain_parse` with the stand-ins described in the module docstring (``raw``
     has LF line endings)."""
-    if _STAND_IN.encode() in raw:
-        return plain_parse(raw)
     originals: dict[str, str] = {}
     reduced = _collapse_runs(raw, originals) if len(raw) > _RUN_MIN else raw
+    # the marker already in the message: parsed plainly. The runs swapped out hold no
+    # "." (base64 only), so the message holds the marker iff the reduced bytes hold it
+    # more often than the stand-ins put in.
+    if reduced.count(_STAND_IN.encode()) != len(originals):
+        return plain_parse(raw)
     boundaries = sorted(set(_BOUNDARY.findall(reduced)), key=len, reverse=True)
     if boundaries and not any(a != b and a in b for a in boundaries for b in boundaries):
         for index, boundary in enumerate(boundaries):
@@ -203,6 +206,9 @@ def _restore(parsed: EmailMessage, originals: dict[str, str]) -> None:
     values keep the boundary stand-ins: nothing reads them after parsing)."""
 
     def back(text: str) -> str:
+        whole = originals.get(text)
+        if whole is not None:  # the payload is one stand-in (a base64 body)
+            return whole
         for token, original in originals.items():
             if token in text:
                 text = text.replace(token, original)

@@ -27,6 +27,7 @@ from agent.mail import (
     _decode_header_text,
     _payload,
     _simple_addresses,
+    _stripped_length,
     crlf_to_lf,
     decode_header_value,
     fix_8bit_headers,
@@ -331,3 +332,21 @@ def test_part_class_reads_the_mime_corpus_like_compat32(path: Path) -> None:
         assert a.items() == b.items()
         assert a.get_payload(decode=True) == b.get_payload(decode=True)
         assert [type(d) for d in a.defects] == [type(d) for d in b.defects]
+
+
+@given(st.binary(max_size=60).map(lambda b: b.replace(b"a", b" ").replace(b"b", b"\n")))
+@settings(max_examples=EXAMPLES, deadline=None)
+def test_stripped_length_is_rstrip(raw: bytes) -> None:
+    assert _stripped_length(raw) == len(raw.rstrip())
+
+
+@pytest.mark.parametrize("raw", [b"A: b\n\nbody\r\n\r\n", b"A: b\r\n\r\nx\n\ny", b"A: b\nc\n",
+                                 b"A: b\r\n\r\n", b"\n\n", b"", b"A: b\n\nx"])
+def test_split_header_prefers_crlf_blank_line(raw: bytes) -> None:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = raw.find(sep)
+        if end >= 0:
+            assert split_header(raw) == (raw[:end], raw[end + len(sep):])
+            break
+    else:
+        assert split_header(raw) == (raw, b"")
