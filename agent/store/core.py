@@ -605,22 +605,27 @@ class Store:
         target = folder / f"{sha}{suffix}"
         if not target.exists():
             tmp = self.tmp_dir / f".tmp-{sha}"
-            if att.data is not None:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(att.data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            else:
-                assert att.path is not None
-                shutil.copyfile(att.path, tmp)
-                os.chmod(tmp, 0o600)
-                fd2 = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd2)
-                finally:
-                    os.close(fd2)
-            os.replace(tmp, target)
+            try:
+                if att.data is not None:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "wb") as handle:
+                        handle.write(att.data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                else:
+                    assert att.path is not None
+                    shutil.copyfile(att.path, tmp)
+                    os.chmod(tmp, 0o600)
+                    fd2 = os.open(tmp, os.O_RDONLY)
+                    try:
+                        os.fsync(fd2)
+                    finally:
+                        os.close(fd2)
+                os.replace(tmp, target)
+            except OSError as exc:  # disk full: a domain error, and no half file left
+                tmp.unlink(missing_ok=True)
+                raise StoreError(f"could not store {filename!r} in {folder}: {exc.strerror}; "
+                                 "free some disk space and sync again") from None
             self._dirty_files = True
         return sha, str(target), size
 
