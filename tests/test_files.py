@@ -233,3 +233,45 @@ def test_fsync_dir_syncs_that_folder_and_closes_it(tmp_path, monkeypatch):
     fsync_dir(tmp_path)
     assert spy.dir_fsyncs() == [os.path.realpath(tmp_path)]
     assert fsspy.open_fds() == before
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("a\x07b.txt", "ab.txt"),  # Cc: control
+    ("a\u200bb.txt", "ab.txt"),  # Cf: zero-width space
+    ("a\udc80b.txt", "ab.txt"),  # Cs: a lone surrogate from an undecodable header
+    ("a\ue000b.txt", "ab.txt"),  # Co: private use
+    ("a\u0378b.txt", "ab.txt"),  # Cn: unassigned
+    ("Xmas.X", "Xmas.X"),  # only dots and spaces are trimmed
+    ("con .txt", "_con .txt"),
+    ("cOn", "_cOn"),
+    ("e\u0301te\u0301.txt", "\u00e9t\u00e9.txt"),  # NFC: one code point per letter
+    ("dir\\sub/file.txt", "file.txt"),
+])
+def test_sanitize_filename_character_classes(raw, expected):
+    assert sanitize_filename(raw) == expected
+
+
+def test_sanitize_filename_non_text_and_fallbacks():
+    assert sanitize_filename(None) == "attachment"  # type: ignore[arg-type]
+    assert sanitize_filename(1234) == "1234"  # type: ignore[arg-type]
+    assert sanitize_filename("///", fallback="scan.pdf") == "scan.pdf"
+    assert sanitize_filename("..", fallback=" .notes. ") == "notes"
+    assert sanitize_filename("", fallback="...") == "attachment"
+    assert sanitize_filename("", fallback="a:b") == "attachment"  # an unsafe fallback
+    assert sanitize_filename("", fallback="CON") == "_CON"
+
+
+def test_sanitize_filename_long_names_edge_cases():
+    keep16 = sanitize_filename("a" * 300 + "." + "e" * 16)
+    assert keep16.endswith("." + "e" * 16) and len(keep16.encode()) == MAX_NAME_BYTES
+    drop17 = sanitize_filename("a" * 300 + "." + "e" * 17)
+    assert drop17 == "a" * MAX_NAME_BYTES  # an "extension" that long is not kept
+    odd = sanitize_filename("é" * 300 + ".jpeg")  # the cut falls inside a character
+    assert odd == "é" * 97 + ".jpeg"
+    reserved = sanitize_filename("con." + "a" * 250 + ".pdf")
+    assert reserved.startswith("_con.a") and reserved.endswith("a.pdf")
+    assert len(reserved.encode()) == MAX_NAME_BYTES
+    exact = "b" * (MAX_NAME_BYTES - 4) + ".pdf"
+    assert sanitize_filename(exact) == exact
+    assert sanitize_filename("c" * MAX_NAME_BYTES) == "c" * MAX_NAME_BYTES
+    assert sanitize_filename("c" * (MAX_NAME_BYTES + 1)) == "c" * MAX_NAME_BYTES
