@@ -245,10 +245,15 @@ class ProbeConnector(Connector[ProbeSettings]):
         CLOSED.append(self.context.source)
 
 
+class ProbeApiConnector(ProbeConnector):
+    reads_mail = False  # an API, not mail: mail formats do not apply
+
+
 class ProbePlugin:
     @hookimpl
     def register_platforms(self, register):
         register(Platform("probe", ProbeConnector, ProbeSettings, "test probe"))
+        register(Platform("probeapi", ProbeApiConnector, ProbeSettings, "test probe, no mail"))
 
 
 def probe_engine(tmp_path: Path, sources: dict[str, dict], *plugins, agent: str = "",
@@ -267,7 +272,9 @@ emails = ["maria@example.com"]
     for name, settings in sources.items():
         settings = dict(settings)
         enabled = settings.pop("enabled", True)
-        text += f'[[sources]]\nname = "{name}"\nplatform = "probe"\nenabled = {str(enabled).lower()}\n'
+        platform = settings.pop("platform", "probe")
+        text += (f'[[sources]]\nname = "{name}"\nplatform = "{platform}"\n'
+                 f"enabled = {str(enabled).lower()}\n")
         text += "[sources.settings]\n"
         for key, value in settings.items():
             text += f"{key} = {toml_value(value)}\n"
@@ -349,6 +356,7 @@ def test_canary_from_env_is_scrubbed_from_verbose_logs(tmp_path, monkeypatch, ca
         root.setLevel(level)
     err = capsys.readouterr().err
     assert "Traceback" in err and "token plain *** refused" in err
+    assert "retainer: DEBUG: traceback for one\nTraceback" in err
     assert secret not in err and secret not in result.error
     assert secret.encode() not in all_bytes(engine.store.data_dir)
 
@@ -371,6 +379,7 @@ def test_failure_counter_counts_and_resets(tmp_path):
     assert state["failures"] == 0 and state["last_error"] is None and state["error_kind"] is None
     assert state["last_success"] == state["last_attempt"]
     assert state["last_duration"] == round(result.duration, 3) >= 0
+    assert 0 < result.duration < 600  # measured from the start of this sync
     assert state["last_error_at"]  # when it last failed stays known
 
 
@@ -464,10 +473,21 @@ def test_mail_formats_apply_to_mail_sources(tmp_path):
             register(MailFormat("drop", "probe", lambda m: m.subject.startswith("draft 0"),
                                 interpret))
 
-    engine = probe_engine(tmp_path, {"one": {"token": CANARY}}, Formats())
-    (result,) = engine.sync_all()
-    assert result.ok and result.messages_new == 2  # page 0 dropped, page 1 kept
-    assert sorted(m["subject"] for m in engine.store.messages()) == ["draft 1.0", "draft 1.1"]
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY},
+                                     "api": {"token": CANARY, "platform": "probeapi"}}, Formats())
+    one, api = engine.sync_all()
+    assert one.ok and one.messages_new == 2  # page 0 dropped, page 1 kept
+    assert sorted(m["subject"] for m in engine.store.messages(source="one")) == [
+        "draft 1.0", "draft 1.1"]
+    assert api.ok and api.messages_new == 4  # not mail: the formats leave it alone
+
+
+def test_records_stored_for_messages_without_deliverables(tmp_path):
+    recorder = Recorder()
+    engine = engine_for(tmp_path, recorder)
+    engine.sync_all(["other"])  # one newsletter: a message, no deliverable
+    assert [(b.source, len(b.messages), len(b.deliverables)) for b in recorder.batches] == [
+        ("other", 1, 0)]
 
 
 def test_disk_full_mid_page_keeps_cursor_and_loses_nothing(tmp_path, monkeypatch, caplog):
@@ -494,7 +514,7 @@ def test_disk_full_mid_page_keeps_cursor_and_loses_nothing(tmp_path, monkeypatch
             assert result.ok
             break
         if result.ok:  # the fault hit the write of the sync's outcome: logged, data all there
-            assert "could not record the sync result" in caplog.text
+            assert "feed: could not record the sync result: could not write " in caplog.text
             assert engine.store.source_state("feed")["cursor"] == {"offset": 7}
             assert len(Store(engine.store.data_dir).deliverables()) == 7
             continue
