@@ -20,6 +20,7 @@ from agent.errors import ConfigError
 
 
 @pytest.mark.parametrize(("value", "seconds"), [
+    ("1s", 1), ("1", 1), ("0.5s", 0.5),
     ("30s", 30), ("30 sec", 30), ("5m", 300), ("5 min", 300), ("1h", 3600), ("2d", 172800),
     ("45", 45), (" 90s ", 90), ("1.5m", 90), ("0.5h", 1800), (90, 90), (2.5, 2.5),
     (timedelta(minutes=2), 120),

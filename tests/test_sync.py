@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets as secrets_module
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from agent.errors import AuthError, RateLimited, SourceError, StoreError, Transi
 from agent.mailformats import MailFormat
 from agent.models import Cursor
 from agent.plugins import hookimpl, make_plugin_host
-from agent.secrets import Secret
+from agent.secrets import Secret, known_secrets
 from agent.store import Store
 from agent.sync import SyncEngine, SyncResult, redact, secret_values
 from tests.support import fsspy
@@ -291,6 +292,17 @@ def toml_value(value: object) -> str:
     return json.dumps(value)
 
 
+def fresh_canaries() -> tuple[str, str]:
+    """Two 4-character values no secret resolved in this process matches."""
+    found: list[str] = []
+    while len(found) < 2:
+        value = "~" + "".join(secrets_module.choice("ghjkmnpqrstuvwxyzGHJKLMNPQRSTUVWXYZ")
+                              for _ in range(3))  # nothing like it in a store
+        if not any(value in known or known in value for known in known_secrets()):
+            found.append(value)
+    return found[0], found[1]
+
+
 def all_bytes(folder: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
 
@@ -308,11 +320,15 @@ PROBE_ERRORS = {
 
 @pytest.mark.parametrize("kind", sorted(PROBE_ERRORS))
 def test_secret_canary_never_leaves_a_failing_source(tmp_path, caplog, kind):
-    """Each source's own 4-character token, through every place an error goes."""
+    """Each source's own 4-character token, through every place an error goes.
+
+    The tokens are plain ``SecretStr`` values no other code path knows (fresh for each
+    run), so only the engine's per-source redaction can hide them."""
+    canary, canary_2 = fresh_canaries()
     recorder = Recorder()
     engine = probe_engine(tmp_path, {
-        "one": {"token": CANARY, "fail": kind, "fail_after": 1},
-        "two": {"token": CANARY_2, "fail": kind},
+        "one": {"token": canary, "fail": kind, "fail_after": 1},
+        "two": {"token": canary_2, "fail": kind},
     }, recorder)
     CLOSED.clear()
     with caplog.at_level(logging.DEBUG):
@@ -331,9 +347,9 @@ def test_secret_canary_never_leaves_a_failing_source(tmp_path, caplog, kind):
         json.dumps(engine.store.source_states()),
     ]
     for text in outputs:
-        assert CANARY not in text and CANARY_2 not in text
-    assert CANARY.encode() not in all_bytes(engine.store.data_dir)
-    assert CANARY_2.encode() not in all_bytes(engine.store.data_dir)
+        assert canary not in text and canary_2 not in text
+    assert canary.encode() not in all_bytes(engine.store.data_dir)
+    assert canary_2.encode() not in all_bytes(engine.store.data_dir)
     assert f"one: {expected_error}" in caplog.text and f"two: {expected_error}" in caplog.text
     for name in ("one", "two"):
         assert engine.store.source_state(name)["last_error"] == expected_error
