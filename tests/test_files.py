@@ -246,6 +246,7 @@ def test_fsync_dir_syncs_that_folder_and_closes_it(tmp_path, monkeypatch):
     ("cOn", "_cOn"),
     ("e\u0301te\u0301.txt", "\u00e9t\u00e9.txt"),  # NFC: one code point per letter
     ("dir\\sub/file.txt", "file.txt"),
+    ("e\x00\u0301.txt", "\u00e9.txt"),  # NUL dropped before composing
 ])
 def test_sanitize_filename_character_classes(raw, expected):
     assert sanitize_filename(raw) == expected
@@ -275,3 +276,5 @@ def test_sanitize_filename_long_names_edge_cases():
     assert sanitize_filename(exact) == exact
     assert sanitize_filename("c" * MAX_NAME_BYTES) == "c" * MAX_NAME_BYTES
     assert sanitize_filename("c" * (MAX_NAME_BYTES + 1)) == "c" * MAX_NAME_BYTES
+    # cut back to a device name by the trimming: still never returned
+    assert_safe(sanitize_filename("CON" + " " * 250 + "x.pdf"))
