@@ -148,8 +148,8 @@ def test_disk_full_at_any_write_of_a_page_loses_nothing(tmp_path, monkeypatch):
         assert snapshot(store) == snapshot(on_disk), at  # memory is what the disk holds
         for doc in store.deliverables():
             assert Path(doc["path"]).is_file(), at  # no record points at a missing file
-        leftovers = [p for p in store.root.rglob(".tmp-*")]
-        assert leftovers == [], at
+        leftovers = [*store.root.rglob(".tmp-*"), *store.tmp_dir.rglob("*")]
+        assert leftovers == [], at  # no half-written file left behind
         commit_with_cursor(store, PAGE_2, {"n": 2})  # the page is fetched again
         again = snapshot(store)
         for part in ("messages", "deliverables", "threads", "candidates"):
