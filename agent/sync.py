@@ -164,7 +164,7 @@ class SyncEngine:
                             "(the daemon?); try again when it has finished")
             return self._finish(result, started)
         try:
-            self._run(source, settings, result)
+            self._run(source, settings, result, secrets)
         except RetainerError as exc:
             result.ok = False
             result.error = redact(str(exc), secrets)
@@ -183,10 +183,12 @@ class SyncEngine:
             result.error += f' (platform "{source.platform}" comes from plugin "{owner}")'
         return self._finish(result, started)
 
-    def _run(self, source: SourceConfig, settings: BaseModel | None, result: SyncResult) -> None:
+    def _run(self, source: SourceConfig, settings: BaseModel | None, result: SyncResult,
+             secrets: list[str]) -> None:
         platform = self.host.platform(source.platform)
-        if settings is None:
+        if settings is None:  # a disabled source, synced by name
             settings = platform.settings.model_validate(source.settings)
+            secrets.extend(secret_values(settings))  # redact its errors too
         context = self.context_for(source)
         connector: Connector[Any] = platform.connector(settings, context)
         reads_mail = bool(getattr(connector, "reads_mail", False))

@@ -4,8 +4,10 @@ import json
 import logging
 import secrets as secrets_module
 import stat
+import sys
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -198,10 +200,12 @@ class ProbeSettings(Settings):
     fail: Literal["", "auth", "transient", "rate", "source", "store", "crash"] = ""
     fail_after: int = 0
     no_cursor: bool = False
+    from_owner: bool = False
+    edition: int = 0
 
 
-class ProbeConnector(Connector[ProbeSettings]):
-    reads_mail = True
+class ProbeBase(Connector[ProbeSettings]):
+    """Pages of mail from a contractor; no ``reads_mail``: the engine's default applies."""
 
     def fetch(self, cursor: Cursor) -> Iterator[Page]:
         CONTEXTS.append(self.context)
@@ -217,10 +221,13 @@ class ProbeConnector(Connector[ProbeSettings]):
 
     def _message(self, page: int, i: int) -> Message:
         rid = f"<{self.context.source}-{page}-{i}@x>"
+        maria = Identity("email", "maria@example.com", name="Maria")
+        owner = Identity("email", "owner@example.com")
+        sender, recipient = (owner, maria) if self.settings.from_owner else (maria, owner)
+        edition = f" (edition {self.settings.edition})" if self.settings.edition else ""
         return Message(remote_id=rid, sent_at=datetime(2026, 2, 3, 10, page, i, tzinfo=UTC),
-                       sender=Identity("email", "maria@example.com", name="Maria"),
-                       recipients=(Identity("email", "owner@example.com"),),
-                       subject=f"draft {page}.{i}", thread_remote_id="<t@x>",
+                       sender=sender, recipients=(recipient,),
+                       subject=f"draft {page}.{i}{edition}", thread_remote_id="<t@x>",
                        attachments=(Attachment(f"d{page}{i}.png", data=rid.encode(),
                                                remote_id="1"),))
 
@@ -246,8 +253,12 @@ class ProbeConnector(Connector[ProbeSettings]):
         CLOSED.append(self.context.source)
 
 
-class ProbeApiConnector(ProbeConnector):
-    reads_mail = False  # an API, not mail: mail formats do not apply
+class ProbeConnector(ProbeBase):
+    reads_mail = True
+
+
+class ProbeApiConnector(ProbeBase):
+    """An API, not mail (it does not say ``reads_mail``): mail formats do not apply."""
 
 
 class ProbePlugin:
@@ -472,7 +483,7 @@ def test_busy_source_is_reported_not_waited_for(tmp_path):
     assert stat.S_IMODE(lock_path.stat().st_mode) == 0o600
     with FileLock(str(lock_path), timeout=0):
         result = engine.sync_source(engine.config.source("one"))
-    assert not result.ok and result.error_kind == "transient" and result.pages == 0
+    assert result.ok is False and result.error_kind == "transient" and result.pages == 0
     assert result.error == ("another Retainer process is syncing this source right now "
                             "(the daemon?); try again when it has finished")
     assert engine.store.source_state("one")["failures"] == 1
@@ -530,7 +541,8 @@ def test_disk_full_mid_page_keeps_cursor_and_loses_nothing(tmp_path, monkeypatch
             assert result.ok
             break
         if result.ok:  # the fault hit the write of the sync's outcome: logged, data all there
-            assert "feed: could not record the sync result: could not write " in caplog.text
+            assert any(r.getMessage().startswith("feed: could not record the sync result: "
+                                                 "could not write ") for r in caplog.records)
             assert engine.store.source_state("feed")["cursor"] == {"offset": 7}
             assert len(Store(engine.store.data_dir).deliverables()) == 7
             continue
@@ -556,3 +568,88 @@ def test_disk_full_mid_page_keeps_cursor_and_loses_nothing(tmp_path, monkeypatch
 def test_result_kinds():
     result = SyncResult(source="s", platform="p")
     assert result.ok and result.error_kind == "" and result.started_at.tzinfo is not None
+
+
+def test_disabled_source_synced_by_name_is_validated_and_redacted(tmp_path):
+    canary, _ = fresh_canaries()
+    engine = probe_engine(tmp_path, {
+        "off": {"token": canary, "enabled": False},
+        "broken": {"token": canary, "enabled": False, "fail": "auth"},
+    })
+    assert "off" not in engine.config.settings  # a disabled source is validated when used
+    (result,) = engine.sync_all(["off"])
+    assert result.ok and result.messages_new == 4
+    (failed,) = engine.sync_all(["broken"])
+    assert failed.error == "token *** refused"  # its secrets are redacted all the same
+    assert canary.encode() not in all_bytes(engine.store.data_dir)
+
+
+def test_engine_options_and_outgoing_mail(tmp_path):
+    """progress given to the constructor; the owner's own mail is stored as outgoing."""
+    seen: list[tuple[str, int, int]] = []
+    probe = probe_engine(tmp_path, {"one": {"token": CANARY, "from_owner": True}})
+    engine = SyncEngine(probe.config, probe.host, probe.store,
+                        progress=lambda source, done, total: seen.append((source, done, total)))
+    (result,) = engine.sync_all()
+    assert result.ok and seen == [("one", 1, 2), ("one", 2, 2)]
+    messages = engine.store.messages(source="one")
+    assert len(messages) == 4
+    assert {(m["direction"], m["platform"]) for m in messages} == {("out", "probe")}
+
+
+def test_updated_messages_are_counted_over_pages(tmp_path):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY}})
+    assert engine.sync_all()[0].messages_new == 4
+    edited = probe_engine(tmp_path, {"one": {"token": CANARY, "edition": 2}})
+    with edited.store.writing():
+        edited.store.update_source_state("one", cursor={})  # fetch everything again
+    (result,) = edited.sync_all()
+    assert (result.pages, result.messages_new, result.messages_updated) == (2, 0, 4)
+    assert all(m["subject"].endswith("(edition 2)") for m in edited.store.messages())
+
+
+def test_secrets_are_resolved_once_per_config_load(tmp_path):
+    calls = tmp_path / "calls.txt"
+    command = [sys.executable, "-c",
+               f"open({str(calls)!r}, 'a').write('x'); print('cmd-token')"]
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY, "env_token": {"command": command}}})
+    assert calls.read_text() == "x"
+    assert engine.sync_all()[0].ok
+    assert calls.read_text() == "x"  # the sync used the loaded settings, no second run
+
+
+def test_results_and_logs_are_exact(tmp_path, caplog):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY, "fail": "source", "fail_after": 1}})
+    with caplog.at_level(logging.DEBUG):
+        (result,) = engine.sync_all()
+    assert result.ok is False and result.as_dict()["ok"] is False
+    expected = 'one: token *** refused (platform "probe" comes from plugin "ProbePlugin")'
+    assert expected in [r.getMessage() for r in caplog.records if r.name == "retainer.sync"]
+
+
+def test_dropped_notification_names_its_source(tmp_path, caplog):
+    class Formats:
+        @hookimpl
+        def register_mail_formats(self, register):
+            register(MailFormat("drop", "probe", lambda m: True, lambda m: []))
+
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY, "pages": 1, "per_page": 1}},
+                          Formats())
+    with caplog.at_level(logging.INFO):
+        assert engine.sync_all()[0].messages_new == 0
+    assert 'one: dropped <one-0-0@x> "draft 0.0" from maria@example.com' in caplog.text
+
+
+def test_sync_times_are_utc_whatever_the_local_zone(tmp_path, monkeypatch):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY}})
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        before = datetime.now(UTC)
+        engine.sync_all()
+        after = datetime.now(UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    attempt = datetime.fromisoformat(engine.store.source_state("one")["last_attempt"])
+    assert before - timedelta(seconds=1) <= attempt <= after + timedelta(seconds=1)
