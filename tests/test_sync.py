@@ -346,7 +346,8 @@ def test_secret_canary_never_leaves_a_failing_source(tmp_path, caplog, kind):
         results = engine.sync_all()
     expected_kind, expected_error = PROBE_ERRORS[kind]
     for result in results:
-        assert not result.ok and result.error == expected_error, result.source
+        assert result.ok is False and result.error == expected_error, result.source
+        assert result.as_dict()["ok"] is False
         assert result.error_kind == expected_kind
         assert result.retry_after == (42.0 if kind == "rate" else None)
     assert [r.pages for r in results] == [1, 0]  # the first page of "one" is kept
@@ -637,7 +638,8 @@ def test_dropped_notification_names_its_source(tmp_path, caplog):
                           Formats())
     with caplog.at_level(logging.INFO):
         assert engine.sync_all()[0].messages_new == 0
-    assert 'one: dropped <one-0-0@x> "draft 0.0" from maria@example.com' in caplog.text
+    assert any(r.getMessage().startswith('one: dropped <one-0-0@x> "draft 0.0" from maria@')
+               for r in caplog.records)
 
 
 def test_sync_times_are_utc_whatever_the_local_zone(tmp_path, monkeypatch):
