@@ -72,6 +72,10 @@ class RetainerGroup(click.Group):
         except RetainerError as exc:
             from agent.secrets import scrub
 
+            if getattr(ctx.obj, "strict", False):  # --strict: the plugin author's traceback
+                import traceback
+
+                click.echo(scrub(traceback.format_exc()).rstrip(), err=True)
             click.echo(f"retainer: error: {scrub(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
 
@@ -217,6 +221,8 @@ def cli(ctx: click.Context, config_path: Path | None, strict: bool, verbose: int
     else:  # main() built it early to register plugin commands
         ctx.obj.config_path = config_path or ctx.obj.config_path
         ctx.obj.strict = ctx.obj.strict or strict
+        if ctx.obj._host is not None:
+            ctx.obj._host.strict = ctx.obj.strict
         ctx.obj.verbose = verbose
 
 
@@ -325,6 +331,54 @@ def run(app: App) -> None:
     daemon.run()
 
 
+@cli.command("auth")
+@click.argument("names", nargs=-1, required=True, metavar="SOURCE")
+@click.option("--no-browser", is_flag=True, help="No browser here: use the device code where "
+              "the provider has one (Microsoft), else print the address and take the pasted "
+              "redirect.")
+@click.option("--code", help="Finish a sign-in started with --print-url: the address the "
+              "browser landed on (or the bare code).")
+@click.option("--print-url", is_flag=True, help="Only print the sign-in address, then stop.")
+@click.pass_obj
+def auth(app: App, names: tuple[str, ...], no_browser: bool, code: str | None,
+         print_url: bool) -> None:
+    """Sign the source SOURCE in (OAuth 2.0) and save its tokens (0600) in the data folder."""
+    from agent.oauth import sign_in
+
+    if len(names) == 2:  # `retainer auth upwork SOURCE`, from before auth was host-owned
+        platform_name, source = names
+        click.echo(f"retainer: `retainer auth {platform_name} {source}` is deprecated; "
+                   f"use `retainer auth {source}`", err=True)
+    elif len(names) == 1:
+        platform_name, source = "", names[0]
+    else:
+        raise click.UsageError("give one source: retainer auth SOURCE")
+    config = app.config(only={source})
+    source_config = config.source(source)
+    if platform_name and source_config.platform != platform_name:
+        raise ConfigError(f'source "{source}" is a {source_config.platform} source, not '
+                          f"{platform_name}; run `retainer auth {source}`")
+    platform = app.host.platforms.get(source_config.platform)
+    settings = config.settings.get(source)
+    client = (platform.signin(settings, source)
+              if platform is not None and platform.signin is not None and settings is not None
+              else None)
+    if client is None:
+        hint = (' (set auth = "oauth2" in its settings to sign in with Google or Microsoft)'
+                if source_config.platform == "imap" else "")
+        raise ConfigError(f'source "{source}" does not sign in with OAuth 2.0{hint}')
+    state_dir = app.store(config).source_dir(source)
+    result = sign_in(client, state_dir, say=click.echo, no_browser=no_browser, code=code,
+                     print_url=print_url,
+                     ask=lambda prompt: str(click.prompt(prompt)))
+    if result is None:
+        return
+    who = f" as {result.who}" if result.who else ""
+    click.echo(f"Signed in to {client.provider.label}{who}. Tokens saved in {result.path} "
+               "(mode 0600).")
+    click.echo(f"Next: retainer sync {source}")
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_obj
@@ -344,6 +398,7 @@ def status(app: App, as_json: bool) -> None:
             "error_kind": state.get("error_kind"), "failures": state.get("failures", 0),
             "next_run": state.get("next_run"), "retry_at": state.get("retry_at"),
             "messages": state.get("messages", 0), "deliverables": state.get("deliverables", 0),
+            "warnings": state.get("warnings") or [],
         })
     counts = store.counts()
     if as_json:
@@ -351,7 +406,7 @@ def status(app: App, as_json: bool) -> None:
         return
     table([(r["source"], r["platform"], age(r["last_success"]) if r["last_success"] else "never",
             r["next_run"] or "-", r["messages"], r["deliverables"],
-            r["last_error"] or "") for r in rows],
+            r["last_error"] or "; ".join(r["warnings"])) for r in rows],
           ["source", "platform", "synced", "next run", "messages", "deliverables", "last error"])
     click.echo(f"\n{counts['contractors']} contractors, {counts['candidates']} candidates, "
                f"{counts['deliverables']} deliverables")
@@ -369,8 +424,9 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json([i.as_dict() for i in infos])
         return
-    table([(i.name, i.version, ", ".join(i.platforms), ", ".join(i.hooks),
-            f"FAILED: {i.error}" if i.error else "ok") for i in infos],
+    table([(i.name, i.version, ", ".join(i.platforms), ", ".join(i.hooks) or "-",
+            f"FAILED: {i.error}" if i.error else f"WARNING: {i.warning}" if i.warning else "ok")
+           for i in infos],
           ["plugin", "version", "platforms", "hooks", "state"])
 
 
@@ -636,7 +692,7 @@ def _demo_sandboxes(stack: Any, app: App, config_path: Path) -> list[str]:
             handle.write("\n# Local marketplace sandboxes started by `retainer demo`; they are\n"
                          "# gone when the demo ends, so these sources only sync during it.\n")
             handle.write(extra)
-    if "demo-upwork" in started:  # pre-issued tokens stand in for `retainer auth upwork`
+    if "demo-upwork" in started:  # pre-issued tokens stand in for `retainer auth`
         store = app.store(app.config(validate=False))
         upwork.authorize_source(store.source_dir("demo-upwork"))
     return started
@@ -716,7 +772,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     from agent.configfile import default_config_path
 
     args = list(sys.argv[1:] if argv is None else argv)
-    app = App(default_config_path(), "--strict" in args, 0)
+    strict = "--strict" in args or os.environ.get("RETAINER_STRICT") == "1"
+    app = App(default_config_path(), strict, 0)
     try:
         group = build_cli(app, command=_command_name(args))
     except RetainerError as exc:
