@@ -430,7 +430,8 @@ def test_counts_cursor_progress_and_batches(tmp_path):
     assert result.as_dict() == {
         "source": "one", "platform": "probe", "ok": True, "messages_new": 6,
         "messages_updated": 0, "deliverables_new": 6, "pages": 3, "error": "",
-        "error_kind": "", "started_at": result.as_dict()["started_at"], "duration": 1.235,
+        "error_kind": "", "warnings": [], "started_at": result.as_dict()["started_at"],
+        "duration": 1.235,
     }
     assert result.as_dict()["started_at"].endswith("Z")
 
