@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from filelock import FileLock
@@ -18,7 +18,7 @@ from pydantic import BaseModel, SecretStr
 import tests.support.feed as feed
 from agent import Attachment, Connector, Identity, Message, Page, Platform, Settings
 from agent.config import load_config
-from agent.connector import SourceContext
+from agent.connector import SourceContext, check_page
 from agent.errors import AuthError, RateLimited, SourceError, StoreError, TransientError
 from agent.mailformats import MailFormat
 from agent.models import Cursor
@@ -202,6 +202,8 @@ class ProbeSettings(Settings):
     no_cursor: bool = False
     from_owner: bool = False
     edition: int = 0
+    bad_records: int = 0  # a first page with this many things that are not records
+    warnings: int = 0  # distinct warnings to report (each twice)
 
 
 class ProbeBase(Connector[ProbeSettings]):
@@ -210,6 +212,10 @@ class ProbeBase(Connector[ProbeSettings]):
     def fetch(self, cursor: Cursor) -> Iterator[Page]:
         CONTEXTS.append(self.context)
         start = int(cursor.get("n", 0))
+        for n in range(self.settings.warnings):
+            self.context.warnings.extend([f"no access to folder {n}"] * 2)
+        if self.settings.bad_records:
+            yield Page(bad_page_records(self.settings.bad_records), {"n": 1})
         for page in range(start, self.settings.pages):
             if self.settings.fail and page >= self.settings.fail_after:
                 self._fail()
@@ -251,6 +257,10 @@ class ProbeBase(Connector[ProbeSettings]):
 
     def close(self) -> None:
         CLOSED.append(self.context.source)
+
+
+def bad_page_records(count: int) -> list[Any]:
+    return ["text", 1, 2.5, b"bytes", None, [], {}, (), True][:count]  # each a distinct problem
 
 
 class ProbeConnector(ProbeBase):
@@ -656,3 +666,25 @@ def test_sync_times_are_utc_whatever_the_local_zone(tmp_path, monkeypatch):
         time.tzset()
     attempt = datetime.fromisoformat(engine.store.source_state("one")["last_attempt"])
     assert before - timedelta(seconds=1) <= attempt <= after + timedelta(seconds=1)
+
+
+@pytest.mark.parametrize("count", [2, 7])
+def test_bad_page_is_refused_whole_and_named(tmp_path, count):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY, "bad_records": count}})
+    (result,) = engine.sync_all()
+    problems = check_page(Page(bad_page_records(count), {"n": 1}))
+    assert len(problems) == count
+    more = f" (and {count - 5} more)" if count > 5 else ""
+    assert result.ok is False and result.error == (
+        'plugin "ProbePlugin" (platform "probe") yielded a bad page (page 1): '
+        + "; ".join(problems[:5]) + more + "; nothing of it was stored. Fix the plugin (its "
+        "contract tests show the same), or disable it with RETAINER_DISABLE_PLUGINS=ProbePlugin")
+    assert engine.store.messages() == [] and "cursor" not in engine.store.source_state("one")
+
+
+def test_warnings_are_kept_distinct_and_bounded(tmp_path):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY, "warnings": 25}})
+    (result,) = engine.sync_all()
+    expected = [f"no access to folder {n}" for n in range(20)]
+    assert result.ok and result.warnings == expected
+    assert engine.store.source_state("one")["warnings"] == expected
