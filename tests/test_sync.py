@@ -668,7 +668,7 @@ def test_sync_times_are_utc_whatever_the_local_zone(tmp_path, monkeypatch):
     assert before - timedelta(seconds=1) <= attempt <= after + timedelta(seconds=1)
 
 
-@pytest.mark.parametrize("count", [2, 7])
+@pytest.mark.parametrize("count", [2, 5, 6, 7])
 def test_bad_page_is_refused_whole_and_named(tmp_path, count):
     engine = probe_engine(tmp_path, {"one": {"token": CANARY, "bad_records": count}})
     (result,) = engine.sync_all()
