@@ -42,14 +42,15 @@ def test_state_that_is_not_json_is_refused(tmp_path, bad):
 
 def test_log_is_compacted_when_mostly_dead(tmp_path):
     state = PluginState(tmp_path)
-    for n in range(COMPACT_AT):
-        state.commit({"k": n})
+    state.commit({"a": "é", "gone": 1})
+    for n in range(COMPACT_AT - 1):
+        state.commit({"k": n, "gone": None, "never": None})
     assert state.lines == COMPACT_AT  # never rewritten below COMPACT_AT lines
     assert len(state.path.read_bytes().splitlines()) == COMPACT_AT
     state.commit({"k": "last"})
     assert state.lines == 1
-    assert state.path.read_bytes() == b'{"k":"last"}\n'
-    assert PluginState(tmp_path).state == {"k": "last"}
+    assert state.path.read_bytes() == '{"a":"é","k":"last"}\n'.encode()
+    assert PluginState(tmp_path).state == {"a": "é", "k": "last"}
 
 
 def test_log_with_many_live_entries_is_not_compacted(tmp_path):
@@ -57,10 +58,11 @@ def test_log_with_many_live_entries_is_not_compacted(tmp_path):
     live = (COMPACT_AT + 1) // COMPACT_FACTOR + 1  # lines will not exceed 4 x live entries
     for n in range(live):
         state.commit({f"k{n}": n})
-    for n in range(COMPACT_AT + 1 - live):
+    for n in range(COMPACT_FACTOR * live - live):
         state.commit({"k0": n})
-    assert state.lines == COMPACT_AT + 1 and len(state.state) == live
-    assert len(state.path.read_bytes().splitlines()) == COMPACT_AT + 1
+    # exactly 4 x live entries, over COMPACT_AT: still not "many more lines than entries"
+    assert state.lines == COMPACT_FACTOR * live > COMPACT_AT and len(state.state) == live
+    assert len(state.path.read_bytes().splitlines()) == COMPACT_FACTOR * live
 
 
 def test_log_of_removed_entries_only_is_compacted(tmp_path):
