@@ -328,7 +328,21 @@ def run(app: App) -> None:
     store = app.store(config)
     daemon = Daemon(SyncEngine(config, app.host, store))
     daemon.install_signal_handlers()
-    daemon.run()
+    web = None
+    if config.agent.web:  # [agent] web = "127.0.0.1:8765": the dashboard beside the daemon
+        from agent.web import make_server, parse_address
+
+        bind, port = parse_address(config.agent.web)
+        web = make_server(config.path, config.data_dir, lambda: app.host, bind=bind,
+                          port=port).start()
+        click.echo(f"dashboard: {web.url.split('?')[0]} (access token in "
+                   f"{config.data_dir / 'web' / 'token'}; `retainer serve` prints the full URL)",
+                   err=True)
+    try:
+        daemon.run()
+    finally:
+        if web is not None:
+            web.close()
 
 
 @cli.command("auth")
@@ -701,8 +715,12 @@ def _demo_sandboxes(stack: Any, app: App, config_path: Path) -> list[str]:
 @cli.command()
 @click.option("--dir", "target", type=click.Path(path_type=Path), default=None,
               help="Where to build the demo (default: a new temporary folder).")
+@click.option("--serve", "serve_web", is_flag=True,
+              help="Then open the dashboard on the demo data (until Ctrl-C).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="With --serve: the port (default 8765, or any free one if it is taken).")
 @click.pass_context
-def demo(ctx: click.Context, target: Path | None) -> None:
+def demo(ctx: click.Context, target: Path | None, serve_web: bool, port: int | None) -> None:
     """A self-contained try-out on bundled sample data; no accounts needed.
 
     Builds a sample mailbox (and, where their plugins are installed, local marketplace
@@ -723,6 +741,9 @@ def demo(ctx: click.Context, target: Path | None) -> None:
         if sandboxes:
             click.echo(f"Started local marketplace sandboxes: {', '.join(sandboxes)}")
         ctx.invoke(sync, sources=(), as_json=False)
+    from agent.demo import seed_history
+
+    seed_history(app.store(app.quick()))
     if sandboxes:  # the config stays usable: later syncs skip the stopped sandboxes
         config_path.write_text(config_path.read_text().replace(_SANDBOX_ON, _SANDBOX_OFF))
     click.echo("\n== Review queue (oldest first) ==")
@@ -732,6 +753,12 @@ def demo(ctx: click.Context, target: Path | None) -> None:
     click.echo("\n== Candidates (wrote to you, not on the roster) ==")
     ctx.invoke(contractors_candidates, as_json=False)
     click.echo(f"\nTry: retainer --config {config_path} messages")
+    if serve_web:
+        from agent.web import demo_server
+
+        server = demo_server(config_path, app.quick().data_dir, lambda: app.host, port)
+        click.echo(f"\nRetainer dashboard on the demo data: {server.url}\nCtrl-C stops it.")
+        server.run()
 
 
 # -- entry point -----------------------------------------------------------------------------

@@ -65,6 +65,16 @@ def _month(doc: dict[str, Any]) -> str:
     return stamp[:7] if len(stamp) >= 7 else "0000-00"
 
 
+def _handled_before(doc: dict[str, Any], cutoff: str) -> None:
+    """Work received before the first-import cut-off enters the queue as handled."""
+    received = doc.get("received_at") or ""
+    if cutoff and received and received[:10] < cutoff and doc["review_status"] == "unreviewed":
+        doc["review_status"] = "approved"
+        doc["review"] = {"status": "approved", "rating": None, "feedback": "",
+                         "reviewed_at": None, "cost": None, "hours": None, "sent": [],
+                         "round": 0, "auto": f"received before review_since {cutoff}"}
+
+
 def _doc(value: dict[str, Any]) -> dict[str, Any]:
     """A JSON-safe copy of a document (datetimes as ISO strings, text valid UTF-8)."""
     safe: dict[str, Any] = json_safe(value)
@@ -324,6 +334,18 @@ class Store:
             raise StoreError(f"{self.data_dir} was written by a newer Retainer "
                              f"(schema {meta['version']}); upgrade Retainer")
 
+    # -- first import ------------------------------------------------------------------
+
+    def review_since(self) -> str:
+        """The cut-off day (``YYYY-MM-DD``): work received before it is stored as handled."""
+        doc = self.meta.get("meta", "review_since", key="name")
+        return str(doc.get("date") or "") if doc else ""
+
+    def set_review_since(self, day: str) -> None:
+        """Use ``day`` (``YYYY-MM-DD``) as the cut-off; ``""`` for none."""
+        if day != self.review_since():
+            self.meta.upsert_many("meta", [{"name": "review_since", "date": day}], "name")
+
     # -- sync state ----------------------------------------------------------------------
 
     def source_state(self, source: str) -> dict[str, Any]:
@@ -402,15 +424,44 @@ class Store:
                 "status_changed_at": stamp, "merged_into": None,
             }
         ident_docs = []
+        promoted = []
         for identity in identities:
             current = roster.identities.get(identity.key, {})
+            if current.get("first_seen") and not current.get("contractor_id"):
+                promoted.append(identity.key)  # seen before: their earlier files wait
             ident_docs.append(self._identity_doc(identity, current, doc["id"]))
             if identity.key not in doc["identities"]:
                 doc["identities"] = [*doc["identities"], identity.key]
         self.roster_shard.upsert_many("contractors", [doc])
         if ident_docs:
             self.roster_shard.upsert_many("identities", ident_docs, "key")
+        if promoted:
+            self.mark_backfill(promoted)
         return doc
+
+    # -- promotion backfill -------------------------------------------------------------
+
+    def mark_backfill(self, keys: Sequence[str]) -> None:
+        """Ask every source to fetch again the files these (newly promoted) identities
+        sent before; :meth:`backfill_locators` lists them, the next sync fetches them."""
+        for source, state in self.source_states().items():
+            pending = sorted(set(state.get("backfill") or []) | set(keys))
+            self.update_source_state(source, backfill=pending)
+
+    def backfill_locators(self, source: str) -> list[dict[str, Any]]:
+        """The ``extra`` of this source's messages from identities waiting for a backfill
+        whose files were recorded but not downloaded (oldest first)."""
+        keys = set(self.source_state(source).get("backfill") or [])
+        if not keys:
+            return []
+        found: list[tuple[str, dict[str, Any]]] = []
+        for doc in self.iter_messages():
+            if doc.get("source") != source or doc.get("identity") not in keys:
+                continue
+            if any(a.get("status") == "not_downloaded" and not a.get("inline")
+                   for a in doc.get("attachments") or ()):
+                found.append((doc.get("sent_at") or "", dict(doc.get("extra") or {})))
+        return [extra for _, extra in sorted(found, key=lambda item: item[0])]
 
     def _identity_doc(self, identity: Identity, current: dict[str, Any],
                       contractor_id: str | None) -> dict[str, Any]:
@@ -626,10 +677,11 @@ class Store:
         hire = direction == "in" and record.under_contract is True
         key = touch(counterpart, record.sent_at, hire=hire) if counterpart is not None else None
         contractor_id = roster.contractor_of(key)
-        message_id = message_id_for(source, record.remote_id)
-        thread_remote = record.thread_remote_id or record.remote_id
-        thread_id = thread_id_for(source, thread_remote)
         sent = iso(record.sent_at) or ""
+        remote_id = self._stored_remote_id(source, record, sent)
+        message_id = message_id_for(source, remote_id)
+        thread_remote = record.thread_remote_id or remote_id
+        thread_id = thread_id_for(source, thread_remote)
         attachments = []
         for index, att in enumerate(record.attachments):
             entry: dict[str, Any] = {
@@ -641,16 +693,18 @@ class Store:
                       and att.status in DELIVERABLE_STATUSES)
             if wanted:
                 doc = self._deliverable_doc(
-                    source, msg_platform, f"{record.remote_id}#{att.remote_id or index}",
+                    source, msg_platform, f"{remote_id}#{att.remote_id or index}",
                     message_id, thread_id, key, roster, att, record.sent_at, record.subject,
                     replaces=att.replaces)
+                if not record.extra.get("backfill"):
+                    _handled_before(doc, self.review_since())
                 entry["deliverable_id"] = doc["id"]
                 entry["sha256"] = doc["sha256"]
                 deliverables.append(doc)
             attachments.append(entry)
         doc = {
             "id": message_id, "source": source, "platform": msg_platform,
-            "remote_id": record.remote_id, "thread_id": thread_id,
+            "remote_id": remote_id, "thread_id": thread_id,
             "thread_remote_id": thread_remote, "contractor_id": contractor_id,
             "identity": key, "direction": direction, "sent_at": sent,
             "subject": record.subject, "text": record.text,
@@ -671,6 +725,26 @@ class Store:
         if key and not thread.get("identity"):
             thread["identity"] = key
         month_threads[thread_id] = thread
+
+    def _stored_remote_id(self, source: str, record: Message, sent: str) -> str:
+        """The id a message already has in this store: mail stored before ids named more
+        than the Message-ID (``extra["legacy_remote_id"]``) keeps its old id, so its
+        deliverables and their reviews stay as they are."""
+        legacy = record.extra.get("legacy_remote_id")
+        if not isinstance(legacy, str) or not legacy or legacy == record.remote_id:
+            return record.remote_id
+        old = self.month_shard(sent[:7] or "0000-00").get(
+            "messages", message_id_for(source, legacy))
+        if (old is None or old.get("remote_id") != legacy or old.get("sent_at") != sent
+                or (old.get("sender") or {}).get("address") != record.sender.address):
+            return record.remote_id
+        # the same message only if every file it brings is one the old record stored
+        stored = {a.get("sha256") for a in old.get("attachments") or () if a.get("sha256")}
+        for att in record.attachments if stored else ():
+            if att.status == "stored" and att.data is not None and \
+                    hashlib.sha256(att.data).hexdigest() not in stored:
+                return record.remote_id
+        return legacy
 
     def _deliverable_doc(self, source: str, platform: str, remote_id: str,
                          message_id: str | None, thread_id: str | None, key: str | None,
