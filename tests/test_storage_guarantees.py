@@ -320,3 +320,28 @@ def test_json_safe_and_iso():
         "k": {"n": "2026-01-02T03:04:05Z"},
     }
     assert json_safe("plain") == "plain" and json_safe(False) is False
+
+
+def test_upsert_tables_writes_several_tables_at_once(tmp_path, monkeypatch):
+    path = tmp_path / "s.json"
+    shard = Shard(path)
+    first = shard.upsert_tables([
+        ("a", [{"id": "1", "v": 1, "x": 1}, {"id": "2"}, {"id": "1", "v": 2}], "id"),
+        ("b", [{"name": "n", "v": 1}], "name"),
+    ])
+    assert first == [(2, 0), (1, 0)]
+    fresh = Shard(path)
+    assert fresh.docs("a") == [{"id": "1", "v": 2, "x": 1}, {"id": "2"}]
+    assert fresh.key_map("b", "name") == {"n": 1} and fresh.key_map("a") == {"1": 1, "2": 2}
+    spy = fsspy.install(monkeypatch)
+    assert shard.upsert_tables([("a", [{"id": "2"}], "id"), ("b", [], "name")]) == [(0, 0), (0, 0)]
+    assert spy.calls == []  # nothing changed: no write
+    again = shard.upsert_tables([("a", [{"id": "2", "v": 9}, {"id": "3"}], "id"),
+                                 ("b", [{"name": "m"}], "name")])
+    assert again == [(1, 1), (1, 0)]
+    assert spy.kinds() == ["fsync_file", "replace", "fsync_dir"]  # one write for both tables
+    fresh = Shard(path)
+    assert fresh.get("a", "2") == {"id": "2", "v": 9} and fresh.get("a", "3") == {"id": "3"}
+    assert fresh.get("b", "m", key="name") == {"name": "m"}
+    assert shard.get("a", "3") == {"id": "3"} and shard.key_map("b", "name") == {"n": 1, "m": 2}
+    assert fresh.key_map("a") == {"1": 1, "2": 2, "3": 3}
