@@ -107,6 +107,7 @@ class Daemon:
         engine.should_stop = self.stop_event.is_set
         self.runs: dict[str, int] = {}
         self.workers: dict[str, Worker] = {}
+        self.deadline_grace = DEADLINE_GRACE
         self._mp = multiprocessing.get_context("fork")
 
     def stop(self, *_: Any) -> None:
@@ -204,7 +205,7 @@ class Daemon:
                               name, worker.deadline)
                     self._terminate(worker, now)
                 elif (worker.terminated_at is not None and not worker.killed
-                      and now - worker.terminated_at > DEADLINE_GRACE):
+                      and now - worker.terminated_at > self.deadline_grace):
                     self._kill(worker)
                 continue
             worker.process.join(0)
