@@ -281,6 +281,13 @@ class Daemon:
         with self.engine.store.writing():
             self.engine.store.update_source_state(source.name, **changes)
 
+    def join_workers(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the running syncs to end, collecting them."""
+        until = time.monotonic() + timeout
+        while self.workers and time.monotonic() < until:
+            self.reap()
+            time.sleep(0.05)
+
     def shutdown_workers(self) -> None:
         """Ask every worker to finish its page; kill those still running after
         :data:`STOP_GRACE` seconds, so the daemon always exits within 10 s."""
@@ -290,10 +297,7 @@ class Daemon:
         for worker in self.workers.values():
             if worker.terminated_at is None:
                 self._terminate(worker, now)
-        until = now + STOP_GRACE
-        while self.workers and time.monotonic() < until:
-            self.reap()
-            time.sleep(0.05)
+        self.join_workers(STOP_GRACE)
         for worker in list(self.workers.values()):
             log.warning("%s: the sync did not stop in %.0f s; killing it (what it committed "
                         "is kept)", worker.source.name, STOP_GRACE)

@@ -183,5 +183,6 @@ def test_a_failing_notifier_never_stops_the_daemon(tmp_path: Path,
     assert [sorted(j.tags) for j in daemon.scheduler.jobs].count(["notifiers"]) == 1
     daemon.notify_job()  # the webhook is down: logged, not raised
     daemon.run_job(config.source("mail"))
+    daemon.join_workers(60)  # the sync runs in its own worker process
     assert daemon.runs == {"mail": 1}
     assert store.source_state("mail").get("last_error") in (None, "")
