@@ -3,6 +3,7 @@ JSON document on stdout and nothing else; logs and progress go to stderr."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -74,6 +75,25 @@ class RetainerGroup(click.Group):
 
             click.echo(f"retainer: error: {scrub(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except OSError as exc:  # the disk, the data folder: say which and what to do
+            from agent.secrets import scrub
+
+            log.debug("traceback", exc_info=True)
+            where = f" ({exc.filename})" if exc.filename else ""
+            hint = ("no space left; free some disk space and try again"
+                    if exc.errno == errno.ENOSPC else exc.strerror or type(exc).__name__)
+            click.echo(f"retainer: error: {scrub(hint)}{scrub(where)}", err=True)
+            ctx.exit(1)
+        except Exception as exc:  # a bug: one line, the traceback only with -v
+            from agent.secrets import scrub
+
+            log.debug("traceback", exc_info=True)
+            click.echo(f"retainer: error: unexpected {type(exc).__name__}: {scrub(str(exc))}"
+                       " (a bug in Retainer or a plugin; run with -v for the traceback and "
+                       "report it)", err=True)
+            ctx.exit(70)
 
 
 def emit_json(document: Any) -> None:
@@ -232,10 +252,19 @@ def init(app: App, force: bool) -> None:
     from agent.files import ensure_private_dir, write_private
 
     path = app.config_path
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; pass --config with a file name, e.g. "
+                          f"{path / 'config.toml'}")
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; edit it, or pass --force to overwrite it")
-    ensure_private_dir(path.parent)
-    write_private(path, STARTER_CONFIG.encode())
+    if not path.parent.exists():  # only what is missing is created (0700); an existing
+        ensure_private_dir(path.parent)  # folder keeps its mode (it may be /tmp or ~)
+    elif not path.parent.is_dir():
+        raise ConfigError(f"{path.parent} is not a folder; pass --config with another path")
+    try:
+        write_private(path, STARTER_CONFIG.encode())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the config file: {exc.strerror}") from None
     click.echo(f"wrote {path}; edit it, then run `retainer config check`")
 
 
@@ -394,7 +423,8 @@ def plugins_new(name: str, directory: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--contractor", help="Only this contractor (id, name or address).")
 @click.option("--source", help="Only this source.")
-@click.option("--limit", type=int, default=None, help="At most this many (newest first).")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="At most this many (newest first).")
 @click.pass_obj
 def messages(app: App, as_json: bool, contractor: str | None, source: str | None,
              limit: int | None) -> None:

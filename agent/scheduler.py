@@ -126,7 +126,7 @@ class Daemon:
         for source in self.engine.config.sources:
             if not source.enabled:
                 continue
-            seconds = max(1, int(min(source.every.total_seconds(), MAX_BACKOFF.total_seconds())))
+            seconds = max(1, int(source.every.total_seconds()))
             low = max(1, int(seconds * (1 - JITTER)))
             high = max(low, int(seconds * (1 + JITTER)))
             job = self.scheduler.every(low)
