@@ -7,6 +7,7 @@ fetched again next time, and the idempotent upsert absorbs the repeat.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -164,12 +165,24 @@ class SyncEngine:
                             "(the daemon?); try again when it has finished")
             return self._finish(result, started)
         try:
+            from agent.diskspace import ensure_reserve
+
+            ensure_reserve(self.store.data_dir)
             self._run(source, settings, result)
         except RetainerError as exc:
             result.ok = False
             result.error = redact(str(exc), secrets)
             result.error_kind = _kind(exc)
             result.retry_after = getattr(exc, "retry_after", None)
+        except OSError as exc:
+            result.ok = False
+            result.error_kind = "transient" if exc.errno in _NO_SPACE else "error"
+            result.error = redact(
+                f"no space left in {self.store.data_dir}; free some disk space: the next "
+                "sync goes on from the last committed page" if exc.errno in _NO_SPACE else
+                f"unexpected {type(exc).__name__}: {exc} (a bug in the plugin, or a problem "
+                "with the disk; run with -v for details)", secrets)
+            log.debug("traceback for %s", source.name, exc_info=True)
         except Exception as exc:  # a plugin bug must not take the daemon down
             result.ok = False
             result.error = redact(f"unexpected {type(exc).__name__}: {exc} "
@@ -235,13 +248,24 @@ class SyncEngine:
             changes.update(last_error=result.error, last_error_at=now, error_kind=result.error_kind,
                            failures=state.get("failures", 0) + 1)
             log.error("%s: %s", result.source, result.error)
-        try:
-            with self.store.writing():
-                self.store.update_source_state(result.source, **changes)
-        except RetainerError as exc:
-            log.error("%s: could not record the sync result: %s", result.source, exc)
+        from agent.diskspace import release_reserve
+
+        for attempt in (1, 2):
+            try:
+                with self.store.writing():
+                    self.store.update_source_state(result.source, **changes)
+                break
+            except RetainerError as exc:
+                if (attempt == 1 and "no space left" in str(exc)
+                        and release_reserve(self.store.data_dir)):
+                    continue  # the reserve made room for this one write
+                log.error("%s: could not record the sync result: %s", result.source, exc)
+                break
         self.host.call_each("source_synced", result=result)
         return result
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _kind(exc: Exception) -> str:

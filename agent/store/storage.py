@@ -9,6 +9,7 @@ another process has replaced the file.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -170,6 +171,12 @@ class AtomicStorage(Storage):  # type: ignore[misc]
                 _deferred.add(self.path.parent)
         except OSError as exc:
             self.data = None  # the file still holds the previous state; reload it
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                folder = next((p.parent for p in self.path.parents if p.name == "store"),
+                              self.path.parent)
+                raise StoreError(f"no space left in {folder} (writing {self.path.name}); "
+                                 "free some disk space: the next sync goes on from the "
+                                 "last committed page") from None
             raise StoreError(f"could not write {self.path}: {exc.strerror}; "
                              "free some disk space and sync again") from None
         self.data = data
