@@ -129,7 +129,18 @@ class SyncEngine:
             results.append(self.sync_source(source))
         return results
 
-    def context_for(self, source: SourceConfig) -> SourceContext:
+    def context_for(self, source: SourceConfig, *, syncing: bool = False) -> SourceContext:
+        """The connector's context. Only a sync (which holds the source's sync lock) gets
+        the source's scratch folder, emptied of what a killed sync left; anything else
+        (sending a reply, a test) gets a folder of its own, so it never touches the files
+        of a sync running at the same time."""
+        if syncing:
+            scratch = self.store.scratch_dir(source.name)
+        else:
+            from agent.files import ensure_private_dir, sanitize_filename
+
+            scratch = ensure_private_dir(self.store.tmp_dir / ".outside-sync"
+                                         / sanitize_filename(source.name))
         roster = self.store.roster()
         owner_keys = self.owner_keys
 
@@ -140,7 +151,7 @@ class SyncEngine:
             source=source.name,
             platform=source.platform,
             state_dir=self.store.source_dir(source.name),
-            scratch_dir=self.store.scratch_dir(source.name),
+            scratch_dir=scratch,
             max_attachment_bytes=int(self.config.agent.max_attachment_mb * 1024 * 1024),
             is_owner=is_owner,
             wants_attachments=roster.is_contractor,
@@ -200,7 +211,7 @@ class SyncEngine:
         platform = self.host.platform(source.platform)
         if settings is None:
             settings = platform.settings.model_validate(source.settings)
-        context = self.context_for(source)
+        context = self.context_for(source, syncing=True)
         connector: Connector[Any] = platform.connector(settings, context)
         reads_mail = bool(getattr(connector, "reads_mail", False))
         cursor = self.store.source_state(source.name).get("cursor") or {}

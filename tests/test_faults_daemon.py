@@ -193,3 +193,33 @@ def test_black_hole_imap_server_fails_at_the_socket_timeout(tmp_path, dovecot_ma
         proxy.cut()
     assert not result.ok and result.error_kind == "transient"
     assert time.monotonic() - started < 6
+
+
+def test_sending_never_touches_a_running_syncs_scratch(tmp_path):
+    from agent.errors import UnsupportedOperation
+    from agent.models import Identity, Outgoing
+    from agent.review import send
+
+    path = hang_config(tmp_path, mode="hold")
+    host = make_plugin_host(entrypoints=False, extra=[feed, hang])
+    config = load_config(path, host)
+    store = Store(config.data_dir)
+    engine = SyncEngine(config, host, store)
+    hang.HOLDING.clear()
+    hang.RELEASE.clear()
+    results = []
+    thread = threading.Thread(target=lambda: results.append(
+        engine.sync_source(config.source("stuck"))))
+    thread.start()
+    try:
+        assert hang.HOLDING.wait(10)
+        scratch = store.tmp_dir / "stuck"
+        assert (scratch / "download.part").exists()
+        with pytest.raises(UnsupportedOperation):  # what `review approve --send` does
+            send(config, host, Store(config.data_dir), "stuck",
+                 Outgoing(to=Identity("email", "maria@example.com"), text="thanks"))
+        assert (scratch / "download.part").exists()
+    finally:
+        hang.RELEASE.set()
+        thread.join(10)
+    assert results and results[0].ok, results[0].error
