@@ -362,9 +362,11 @@ def status(app: App, as_json: bool) -> None:
     config = app.config(validate=False)
     store = app.store(config)
     states = store.source_states()
+    committed = store.source_counts()  # counted in the store, not kept beside it
     rows = []
     for source in config.sources:
         state = states.get(source.name, {})
+        stored = committed.get(source.name, {})
         rows.append({
             "source": source.name, "platform": source.platform, "enabled": source.enabled,
             "every": str(source.every),
@@ -372,7 +374,7 @@ def status(app: App, as_json: bool) -> None:
             "last_error": state.get("last_error"), "last_error_at": state.get("last_error_at"),
             "error_kind": state.get("error_kind"), "failures": state.get("failures", 0),
             "next_run": state.get("next_run"), "retry_at": state.get("retry_at"),
-            "messages": state.get("messages", 0), "deliverables": state.get("deliverables", 0),
+            "messages": stored.get("messages", 0), "deliverables": stored.get("deliverables", 0),
         })
     counts = store.counts()
     if as_json:

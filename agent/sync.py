@@ -214,21 +214,24 @@ class SyncEngine:
         context = self.context_for(source, syncing=True)
         connector: Connector[Any] = platform.connector(settings, context)
         reads_mail = bool(getattr(connector, "reads_mail", False))
+        from agent import announce
+
+        self._announce_left_behind(source)
         cursor = self.store.source_state(source.name).get("cursor") or {}
+        journal = False
         try:
             for page in connector.fetch(cursor):
                 records: Sequence[Record] = page.records
                 if reads_mail and self.host.mail_formats:
                     records = apply_formats(self.host.mail_formats, records, source.name)
                 with self.store.writing():
+                    self.store.update_source_state(  # see agent.announce
+                        source.name, pending=announce.committing(self.store, source.name, records))
+                    journal = True
                     committed = self.store.commit_page(
                         source.name, source.platform, records, owner_keys=self.owner_keys
                     )
-                    state = self.store.source_state(source.name)
-                    changes: dict[str, Any] = {
-                        "messages": state.get("messages", 0) + committed.messages_new,
-                        "deliverables": state.get("deliverables", 0) + committed.deliverables_new,
-                    }
+                    changes: dict[str, Any] = {"pending": announce.announcing(committed)}
                     if page.cursor is not None:
                         changes["cursor"] = dict(page.cursor)
                     self.store.update_source_state(source.name, **changes)
@@ -244,8 +247,27 @@ class SyncEngine:
                 if self.should_stop():
                     result.stopped = True
                     break
+            if journal:
+                with self.store.writing():
+                    self.store.update_source_state(source.name, pending=None)
         finally:
             connector.close()
+
+    def _announce_left_behind(self, source: SourceConfig) -> None:
+        """Announce what an interrupted sync of ``source`` committed but never announced."""
+        from agent import announce
+
+        pending = self.store.source_state(source.name).get("pending")
+        if not pending:
+            return
+        messages, deliverables = announce.left_behind(self.store, pending)
+        if messages or deliverables:
+            log.info("%s: announcing %d messages and %d deliverables an interrupted sync "
+                     "stored", source.name, len(messages), len(deliverables))
+            self.host.call_each("records_stored", batch=StoredBatch(
+                source.name, messages, deliverables))
+        with self.store.writing():
+            self.store.update_source_state(source.name, pending=None)
 
     def _finish(self, result: SyncResult, started: float) -> SyncResult:
         result.duration = time.monotonic() - started
