@@ -176,7 +176,11 @@ class Daemon:
             if retry_at and iso(self.clock()) < retry_at:
                 log.debug("%s: backing off until %s", source.name, retry_at)
                 return
+            planned = [j.next_run for j in self.scheduler.get_jobs(source.name) if j.next_run]
             self._start(source)
+            if planned:  # schedule moves next_run on only after this job returns
+                late = (datetime.now() - planned[0]).total_seconds()
+                log.debug("%s: sync started %.3f s after its planned time", source.name, late)
         except Exception:
             log.exception("%s: the scheduled sync failed unexpectedly", source.name)
 

@@ -517,6 +517,13 @@ def dovecot() -> Iterator[Dovecot]:
                         "(apt-get install -y dovecot-core dovecot-imapd)")
     if shutil.which("openssl") is None:
         pytest.fail("openssl is missing: apt-get install -y openssl")
+    with running_dovecot() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_dovecot() -> Iterator[Dovecot]:
+    """A private Dovecot for as long as the block runs (also for scripts: benchmarks)."""
     user, uid, gid = _ensure_run_user()
     root = Path(tempfile.mkdtemp(prefix="retainer-dovecot-"))
     os.chmod(root, 0o755)
