@@ -35,6 +35,10 @@ class StoreError(RetainerError):
     """The local store is unreadable, locked or could not be written."""
 
 
+class NoSpace(StoreError):
+    """The disk of the data folder is full (ENOSPC or quota): the next sync may succeed."""
+
+
 class StoreLocked(StoreError):
     """Another Retainer process holds the data folder."""
 

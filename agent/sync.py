@@ -302,13 +302,13 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _kind(exc: Exception) -> str:
-    from agent.errors import RateLimited
+    from agent.errors import NoSpace, RateLimited
 
     if isinstance(exc, AuthError):
         return "auth"
     if isinstance(exc, RateLimited):
         return "rate_limited"
-    if isinstance(exc, TransientError):
+    if isinstance(exc, TransientError | NoSpace):
         return "transient"
     if isinstance(exc, SourceError):
         return "error"

@@ -22,7 +22,7 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Table
 
-from agent.errors import StoreError
+from agent.errors import NoSpace, StoreError
 from agent.files import fsync_dir, write_private
 
 Stamp = tuple[int, int, int]
@@ -173,8 +173,8 @@ class AtomicStorage(Storage):  # type: ignore[misc]
             self.data = None  # the file still holds the previous state; reload it
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 folder = next((p.parent for p in self.path.parents if p.name == "store"),
-                              self.path.parent)
-                raise StoreError(f"no space left in {folder} (writing {self.path.name}); "
+                              self.path.parent)  # the data folder
+                raise NoSpace(f"no space left in {folder} (writing {self.path.name}); "
                                  "free some disk space: the next sync goes on from the "
                                  "last committed page") from None
             raise StoreError(f"could not write {self.path}: {exc.strerror}; "
