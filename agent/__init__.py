@@ -9,7 +9,14 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.connector import Connector, Platform, Settings, SourceContext
+    from agent.connector import (
+        Connector,
+        LocalFolder,
+        LocalPath,
+        Platform,
+        Settings,
+        SourceContext,
+    )
     from agent.errors import (
         AuthError,
         ConfigError,
@@ -32,18 +39,21 @@ if TYPE_CHECKING:
         Submission,
     )
     from agent.plugins import hookimpl
+    from agent.secrets import Secret
 
 __version__ = "0.1.0"
 
 # Names are imported on first use, so `import agent.errors` (and the command line's
 # start-up) does not pay for pydantic before it needs it.
 _LAZY = {
-    **dict.fromkeys(("Connector", "Platform", "Settings", "SourceContext"), "agent.connector"),
+    **dict.fromkeys(("Connector", "LocalFolder", "LocalPath", "Platform", "Settings",
+                     "SourceContext"), "agent.connector"),
     **dict.fromkeys(("AuthError", "ConfigError", "PluginError", "RateLimited", "RetainerError",
                      "SourceError", "TransientError", "UnsupportedOperation"), "agent.errors"),
     **dict.fromkeys(("Attachment", "Contract", "Cursor", "Identity", "Message", "Outgoing",
                      "Page", "Record", "Submission"), "agent.models"),
     "hookimpl": "agent.plugins",
+    "Secret": "agent.secrets",
 }
 
 
@@ -58,7 +68,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Attachment", "AuthError", "ConfigError", "Connector", "Contract", "Cursor", "Identity",
-    "Message", "Outgoing", "Page", "Platform", "PluginError", "RateLimited", "Record",
-    "RetainerError", "Settings", "SourceContext", "SourceError", "Submission", "TransientError",
-    "UnsupportedOperation", "hookimpl",
+    "LocalFolder", "LocalPath", "Message", "Outgoing", "Page", "Platform", "PluginError",
+    "RateLimited", "Record", "RetainerError", "Secret", "Settings", "SourceContext",
+    "SourceError", "Submission", "TransientError", "UnsupportedOperation", "hookimpl",
 ]

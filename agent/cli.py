@@ -73,6 +73,10 @@ class RetainerGroup(click.Group):
         except RetainerError as exc:
             from agent.secrets import scrub
 
+            if getattr(ctx.obj, "strict", False):  # --strict: the plugin author's traceback
+                import traceback
+
+                click.echo(scrub(traceback.format_exc()).rstrip(), err=True)
             click.echo(f"retainer: error: {scrub(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -237,6 +241,8 @@ def cli(ctx: click.Context, config_path: Path | None, strict: bool, verbose: int
     else:  # main() built it early to register plugin commands
         ctx.obj.config_path = config_path or ctx.obj.config_path
         ctx.obj.strict = ctx.obj.strict or strict
+        if ctx.obj._host is not None:
+            ctx.obj._host.strict = ctx.obj.strict
         ctx.obj.verbose = verbose
 
 
@@ -375,6 +381,7 @@ def status(app: App, as_json: bool) -> None:
             "error_kind": state.get("error_kind"), "failures": state.get("failures", 0),
             "next_run": state.get("next_run"), "retry_at": state.get("retry_at"),
             "messages": stored.get("messages", 0), "deliverables": stored.get("deliverables", 0),
+            "warnings": state.get("warnings") or [],
         })
     counts = store.counts()
     if as_json:
@@ -382,7 +389,7 @@ def status(app: App, as_json: bool) -> None:
         return
     table([(r["source"], r["platform"], age(r["last_success"]) if r["last_success"] else "never",
             r["next_run"] or "-", r["messages"], r["deliverables"],
-            r["last_error"] or "") for r in rows],
+            r["last_error"] or "; ".join(r["warnings"])) for r in rows],
           ["source", "platform", "synced", "next run", "messages", "deliverables", "last error"])
     click.echo(f"\n{counts['contractors']} contractors, {counts['candidates']} candidates, "
                f"{counts['deliverables']} deliverables")
@@ -400,8 +407,9 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json([i.as_dict() for i in infos])
         return
-    table([(i.name, i.version, ", ".join(i.platforms), ", ".join(i.hooks),
-            f"FAILED: {i.error}" if i.error else "ok") for i in infos],
+    table([(i.name, i.version, ", ".join(i.platforms), ", ".join(i.hooks) or "-",
+            f"FAILED: {i.error}" if i.error else f"WARNING: {i.warning}" if i.warning else "ok")
+           for i in infos],
           ["plugin", "version", "platforms", "hooks", "state"])
 
 
@@ -748,7 +756,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     from agent.configfile import default_config_path
 
     args = list(sys.argv[1:] if argv is None else argv)
-    app = App(default_config_path(), "--strict" in args, 0)
+    strict = "--strict" in args or os.environ.get("RETAINER_STRICT") == "1"
+    app = App(default_config_path(), strict, 0)
     try:
         group = build_cli(app, command=_command_name(args))
     except RetainerError as exc:

@@ -81,9 +81,14 @@ def review_list(app: App, as_json: bool, show_all: bool) -> None:
         click.echo("Nothing to review.")
         return
     table([(r["id"], age(r["received_at"]) + (" OVERDUE" if r["overdue"] else ""),
-            r["contractor"] or "?", r["task"], r["filename"], human_size(r["size"]),
-            r["review_status"]) for r in rows],
+            r["contractor"] or "?", r["task"],
+            ("UNAVAILABLE " if r.get("status") == "unavailable" else "") + r["filename"]
+            + (f" ({r['version_label']})" if r.get("version_label") else ""),
+            human_size(r["size"]), r["review_status"]) for r in rows],
           ["id", "age", "contractor", "task", "file", "size", "review"])
+    for r in rows:  # the platform would not hand these over: say why, in full
+        if r.get("status") == "unavailable":
+            click.echo(f"{r['id']}: {r['filename']} is unavailable: {r.get('note') or 'see the platform'}")
     late = sum(r["overdue"] for r in rows)
     limit = _hours(config.review_overdue.total_seconds() / 3600)
     click.echo(f"\n{len(rows)} waiting" + (f", {late} overdue (older than {limit})" if late else ""))

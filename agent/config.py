@@ -182,7 +182,8 @@ def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | 
                 continue
             model = host.platforms[source.platform].settings
             try:
-                config.settings[source.name] = model.model_validate(source.settings)
+                config.settings[source.name] = model.model_validate(
+                    source.settings, context={"check_paths": True})
             except ValidationError as exc:
                 problems.append(_errors(path, exc, {}, prefix=f"{label}: settings."))
         if only is None:

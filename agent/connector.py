@@ -8,17 +8,30 @@ turns the remote side into :mod:`agent.models` records.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from types import MappingProxyType
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 from agent.errors import UnsupportedOperation
-from agent.models import Cursor, Identity, Outgoing, Page
+from agent.models import (
+    Attachment,
+    Contract,
+    Cursor,
+    Identity,
+    Message,
+    Outgoing,
+    Page,
+    Submission,
+)
 
 
 class Settings(BaseModel):
@@ -26,6 +39,36 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+def expand_path(value: Any) -> Any:
+    """``~`` and ``$VAR``/``${VAR}`` expanded, as a :class:`~pathlib.Path` (other values as given)."""
+    if isinstance(value, str | os.PathLike):
+        return Path(os.path.expandvars(os.fspath(value))).expanduser()
+    return value
+
+
+#: The validation context under which :data:`LocalFolder` checks the folder exists
+#: (``load_config`` passes it, so ``retainer config check`` and ``retainer sync`` do).
+CHECK_PATHS = {"check_paths": True}
+
+
+def _existing_folder(path: Path, info: ValidationInfo) -> Path:
+    if not (isinstance(info.context, dict) and info.context.get("check_paths")):
+        return path  # built in code (a test), not read from a config file
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise ValueError(f"{path} {what}; create it or fix the path")
+    return path
+
+
+#: A path setting: ``~`` and environment variables (``$HOME``, ``${DROP}``) are expanded.
+#: Use it for every file or folder a ``[sources.settings]`` table names.
+LocalPath = Annotated[Path, BeforeValidator(expand_path)]
+
+#: A :data:`LocalPath` that must name an existing folder: when the config file is read,
+#: a missing one fails ``retainer config check`` (and ``retainer sync``, the daemon's
+#: start) with the file, source and key, instead of a sync that finds nothing.
+LocalFolder = Annotated[Path, BeforeValidator(expand_path), AfterValidator(_existing_folder)]
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -47,13 +90,18 @@ class SourceContext:
     :param state_dir: a 0700 folder of this source's own under the data folder, for
         tokens and other plugin state. Write files there with :func:`agent.files.write_private`.
     :param scratch_dir: a folder for downloads in progress (same filesystem as the store).
+        It is emptied when a sync of this source starts, never during one.
     :param max_attachment_bytes: attachments larger than this are recorded with
         ``status="too_large"`` and not downloaded.
     :param is_owner: true for the owner's own identities (mail from them is outgoing).
     :param wants_attachments: true when files from this sender should be downloaded
         (the sender is a known contractor); other senders' files are recorded only.
     :param should_stop: true once the daemon was asked to stop: finish the page, return.
+    :param state: this source's committed per-item state (read-only): what earlier pages
+        set through ``Page.state``, kept up to date as pages are committed.
     :param log: the logger to use (``retainer.plugins.<platform>``); never log secrets.
+    :param warnings: what went wrong in part while the sync went on (e.g. "no access to
+        contracts"); append one line each. The host shows them in ``retainer status``.
     """
 
     source: str
@@ -66,6 +114,8 @@ class SourceContext:
     should_stop: Callable[[], bool] = _never
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("retainer.plugins"))
     options: dict[str, Any] = field(default_factory=dict)
+    state: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    warnings: list[str] = field(default_factory=list)
 
 
 class Connector(ABC, Generic[S]):
@@ -73,8 +123,9 @@ class Connector(ABC, Generic[S]):
 
     The host creates a connector with the validated settings and a
     :class:`SourceContext`, calls :meth:`fetch` with the last committed cursor
-    (``{}`` on the first sync), stores each yielded :class:`~agent.models.Page` and
-    commits its cursor, then calls :meth:`close`.
+    (``{}`` on the first sync), checks each yielded :class:`~agent.models.Page` (see
+    :func:`check_page`), stores its records, commits its cursor, calls :meth:`committed`
+    with it, and finally calls :meth:`close`.
 
     Raise :class:`~agent.errors.AuthError` when credentials are refused,
     :class:`~agent.errors.TransientError` (or :class:`~agent.errors.RateLimited`) for
@@ -91,6 +142,17 @@ class Connector(ABC, Generic[S]):
     @abstractmethod
     def fetch(self, cursor: Cursor) -> Iterator[Page]:
         """Yield pages of records newer than ``cursor``; each page carries the next cursor."""
+
+    def committed(self, page: Page) -> None:
+        """Called after ``page``'s records, state and cursor are committed to the store.
+
+        For side effects that must wait until a page is safely stored: acknowledging
+        items on the remote side, deleting the plugin's own temporary files, logging.
+        Keep *state* in ``Page.state`` instead: it is committed with the page, so it
+        survives a kill at any moment, while this call is lost if the process dies
+        between the commit and the call. An exception here fails the sync (the page
+        stays committed).
+        """
 
     def send(self, outgoing: Outgoing) -> str:
         """Send a message to a contractor's thread; return its remote id.
@@ -120,3 +182,94 @@ class Platform:
     connector: type[Connector[Any]]
     settings: type[BaseModel]
     description: str = ""
+
+
+# -- the checks the host runs on every page (and the contract kit on every record) -------
+
+
+def check_cursor(cursor: object) -> str | None:
+    """Why ``cursor`` cannot be committed (``None`` when it can: a JSON-able mapping)."""
+    if cursor is None:
+        return None
+    if not isinstance(cursor, Mapping):
+        return f"cursor {cursor!r} is a {type(cursor).__name__}, not a dict"
+    try:
+        json.dumps(dict(cursor), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return f"cursor {cursor!r} is not JSON-serializable: {exc}"
+    return None
+
+
+def check_records(records: Sequence[object], *, unique: bool = True) -> list[str]:
+    """Everything wrong with a batch of records, as sentences (empty when all is well).
+
+    The host runs this on every page it is given, in every mode, and refuses a page with
+    a problem (its cursor is not committed). Ids must be non-empty strings; with
+    ``unique`` (the contract kit) no id may repeat in the batch (the host lets a page
+    repeat one, e.g. one mail filed in two folders: the store keeps it once). *Stable*
+    ids (the same item gets the same id on every fetch) can only be seen across fetches,
+    so :class:`agent.testing.ConnectorContract` checks those.
+    """
+    problems: list[str] = []
+    seen: set[str] = set()
+    for record in records:
+        what = f"{type(record).__name__} {getattr(record, 'remote_id', '?')!r}"
+        if not isinstance(record, Message | Submission | Contract):
+            problems.append(f"{what}: not an agent.Message, agent.Submission or agent.Contract")
+            continue
+        if not isinstance(record.remote_id, str) or not record.remote_id.strip():
+            problems.append(f"{what}: remote_id must be a non-empty str")
+        key = f"{type(record).__name__}:{record.remote_id}"
+        if unique and key in seen:
+            problems.append(f"{what}: remote_id repeats in one batch")
+        seen.add(key)
+        for f in fields(record):
+            value = getattr(record, f.name)
+            if isinstance(value, datetime) and value.tzinfo is None:
+                problems.append(f"{what}: {f.name} is a naive datetime; give it a timezone "
+                                "(e.g. datetime.now(UTC))")
+        required = {"sent_at": Message, "submitted_at": Submission}
+        for name, kind in required.items():
+            if isinstance(record, kind) and not isinstance(getattr(record, name), datetime):
+                problems.append(f"{what}: {name} must be a datetime")
+        people = [getattr(record, n) for n in ("sender", "contractor") if hasattr(record, n)]
+        people += list(getattr(record, "recipients", ()))
+        for person in people:
+            if not isinstance(person, Identity) or not person.platform or not person.address:
+                problems.append(f"{what}: {person!r} must be an Identity with platform and address")
+        attachments: list[object] = list(getattr(record, "attachments", ()))
+        if isinstance(record, Submission):
+            attachments.append(record.attachment)
+        for att in attachments:
+            if not isinstance(att, Attachment):
+                problems.append(f"{what}: attachment {att!r} is not an agent.Attachment")
+            elif att.status == "stored" and att.data is None and (
+                    att.path is None or not Path(att.path).is_file()):
+                problems.append(f"{what}: attachment {att.filename!r} is 'stored' but has "
+                                "neither data nor an existing path")
+        for text_field in ("subject", "text", "title"):
+            value = getattr(record, text_field, "")
+            if not isinstance(value, str):
+                problems.append(f"{what}: {text_field} must be a str")
+    return problems
+
+
+def check_page(page: object) -> list[str]:
+    """Everything wrong with one value a connector's ``fetch`` yielded."""
+    if not isinstance(page, Page):
+        hint = (" (wrap records in agent.Page([...], cursor={...}))"
+                if isinstance(page, Message | Submission | Contract) else "")
+        return [f"fetch yielded a {type(page).__name__}, not an agent.Page{hint}"]
+    if isinstance(page.records, str | bytes) or not isinstance(page.records, Sequence):
+        return [f"Page.records must be a list of records, not {type(page.records).__name__}"]
+    problems = check_records(page.records, unique=False)
+    cursor_problem = check_cursor(page.cursor)
+    if cursor_problem:
+        problems.append(cursor_problem)
+    if page.state is not None:
+        state_problem = check_cursor(page.state)
+        if state_problem:
+            problems.append(state_problem.replace("cursor", "Page.state", 1))
+        elif not all(isinstance(key, str) and key for key in page.state):
+            problems.append("Page.state keys must be non-empty strings")
+    return problems

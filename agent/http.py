@@ -8,10 +8,13 @@ retries what is worth retrying and turns everything else into the domain errors 
   (a token bucket of depth one), so no one-second window ever holds more than
   ``rate_per_second`` requests, retries included. A 429 pushes the next allowed start
   out to the end of its ``Retry-After``.
-* **429.** ``Retry-After`` is honoured as seconds or as an HTTP date. Up to
+* **429.** ``Retry-After`` is honoured as seconds or as an HTTP date; without one the
+  wait is ``rate_limit_wait`` (60 s: Upwork unblocks "within a minute from the last
+  rate-limited request", so a short backoff only extends the block). Up to
   ``max_retry_after`` seconds the client waits and tries again (at most
   ``max_rate_limited`` times per call); a longer wait raises
-  :class:`~agent.errors.RateLimited` with ``retry_after`` so the host can schedule it.
+  :class:`~agent.errors.RateLimited` with ``retry_after`` so the host schedules the rest
+  for the next run.
 * **5xx, timeouts, dropped connections.** Retried ``max_retries`` times with exponential
   backoff and jitter, then :class:`~agent.errors.TransientError`.
 * **401/403.** :class:`~agent.errors.AuthError`. If the call passed ``refresh_auth``,
@@ -20,6 +23,11 @@ retries what is worth retrying and turns everything else into the domain errors 
 * **Other 4xx.** :class:`HttpStatusError` (a :class:`~agent.errors.SourceError`) with
   ``status`` and a short ``body`` so a plugin can tell, e.g., OAuth ``invalid_grant``.
 * **Malformed JSON.** :class:`~agent.errors.SourceError` naming the host and path.
+* **Downloads** (:meth:`HttpClient.download`) follow up to ``max_redirects`` redirects;
+  credentials go only to ``credential_hosts``. Every failure of the one file (an HTTP
+  error status, 401/403 included, a timeout, a body that is a web page or a JSON error
+  instead of the declared file, a size other than the declared one) raises
+  :class:`DownloadFailed`, so the caller can mark that file and go on.
 * **Deadline.** Each call (all its attempts, waits and body reads) ends within
   ``deadline`` seconds, give or take one read timeout: the clock is checked between
   reads of the body, and each attempt's connect/read timeout is cut to what is left.
@@ -39,7 +47,8 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -81,6 +90,26 @@ class HttpStatusError(SourceError):
         self.status = status
         self.body = body
         self.path = path
+
+
+class DownloadFailed(SourceError):
+    """One file could not be fetched; the rest of the sync can go on.
+
+    ``permanent`` is true when asking again will not help (HTTP 403, 404, 410: the file
+    was deleted or is not ours to read); otherwise the next sync tries again.
+    """
+
+    def __init__(self, reason: str, *, status: int | None = None, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.permanent = permanent
+
+
+#: answers that mean the file is gone or not ours: asking again will not help
+GONE_STATUSES = frozenset({403, 404, 410})
+_PAGE_TYPES = ("text/html", "application/xhtml+xml", "application/json", "application/problem+json")
+_PAGE_STARTS = (b"<!doctype html", b"<html", b"<?xml", b"{\"error", b"{\"errors", b"{\"message")
 
 
 class _Retry(Exception):
@@ -143,6 +172,7 @@ class HttpClient:
     :param max_retry_after: a 429 asking to wait longer than this raises
         :class:`~agent.errors.RateLimited` instead of sleeping.
     :param max_rate_limited: 429s one call absorbs before raising ``RateLimited``.
+    :param rate_limit_wait: seconds to wait after a 429 that has no ``Retry-After``.
     :param backoff: first backoff delay (seconds); doubles per retry up to ``backoff_cap``,
         then a random factor in [0.5, 1] is applied (jitter).
     :param auth_hint: appended to :class:`~agent.errors.AuthError` messages, e.g.
@@ -166,6 +196,7 @@ class HttpClient:
         deadline: float | None = None,
         max_retry_after: float = 30.0,
         max_rate_limited: int = 20,
+        rate_limit_wait: float = 60.0,
         backoff: float = 0.5,
         backoff_cap: float = 8.0,
         auth_hint: str = "",
@@ -187,6 +218,7 @@ class HttpClient:
         self.deadline = deadline if deadline is not None else timeout * (max_retries + 1) + 60.0
         self.max_retry_after = max_retry_after
         self.max_rate_limited = max_rate_limited
+        self.rate_limit_wait = rate_limit_wait
         self.backoff = backoff
         self.backoff_cap = backoff_cap
         self.auth_hint = auth_hint
@@ -268,6 +300,10 @@ class HttpClient:
         max_bytes: int,
         headers: Mapping[str, str] | None = None,
         auth_header: AuthHeader | None = None,
+        credential_hosts: Collection[str] = (),
+        expected_type: str = "",
+        expected_size: int | None = None,
+        max_redirects: int = 5,
     ) -> Path | None:
         """Stream ``url`` into a new 0600 temp file in ``dest_dir`` and return its path.
 
@@ -276,10 +312,36 @@ class HttpClient:
         caller then records the attachment as ``too_large``. The file is named with
         :data:`agent.files.TMP_PREFIX`, so a killed process's leftovers are cleaned up;
         move or delete it when done.
-        """
-        full = self._url(url)
 
-        def consume(response: requests.Response, stop_at: float) -> Path | None:
+        Redirects are followed (up to ``max_redirects``); ``auth_header`` is only sent to
+        a host in ``credential_hosts`` (``host[:port]``; default: the host of ``url``), so
+        a link or redirect to a CDN or any other site never carries the token.
+        ``expected_type``/``expected_size`` are what the platform declared for the file:
+        a web page or JSON error in place of a file of another type, or a size other
+        than the declared one, is refused. Any failure of this one file raises
+        :class:`DownloadFailed` (a 429 still raises :class:`~agent.errors.RateLimited`).
+        """
+        from urllib.parse import urljoin
+
+        full = self._url(url)
+        trusted = {h.lower() for h in credential_hosts} or {_netloc(full)}
+        declared = expected_type.split(";")[0].strip().lower()
+        sniff = bool(declared) and not (
+            declared.startswith("text/") or "xml" in declared or "json" in declared
+        )
+
+        def consume(response: requests.Response, stop_at: float) -> Path | _Redirect | None:
+            if response.status_code in _REDIRECTS:
+                location = response.headers.get("Location") or ""
+                target = urljoin(response.url or full, location)
+                if not location or not target.startswith(("http://", "https://")):
+                    raise DownloadFailed(f"{redact_url(full)} redirected to an address that is "
+                                         "not http(s)")
+                return _Redirect(target)
+            got = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if sniff and got in _PAGE_TYPES:
+                raise DownloadFailed(f"the server answered a web page or error ({got}) instead "
+                                     f"of the file ({declared})")
             length = response.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
                 response.close()
@@ -291,11 +353,17 @@ class HttpClient:
                 with os.fdopen(fd, "wb") as handle:
                     size = 0
                     for chunk in self._iter_body(response, stop_at):
+                        if size == 0 and sniff and chunk.lstrip()[:16].lower().startswith(_PAGE_STARTS):
+                            raise DownloadFailed("the server answered a web page or error instead "
+                                                 f"of the file ({declared})")
                         size += len(chunk)
                         if size > max_bytes:
                             response.close()
                             raise _TooLarge
                         handle.write(chunk)
+                if expected_size is not None and size != expected_size:
+                    raise DownloadFailed(f"got {size} bytes where {expected_size} were declared "
+                                         "(cut short or not the file)")
             except _TooLarge:
                 path.unlink(missing_ok=True)
                 return None
@@ -304,18 +372,31 @@ class HttpClient:
                 raise
             return path
 
-        result: Path | None = self._call(
-            "GET",
-            full,
-            headers=headers,
-            params=None,
-            json_body=None,
-            data=None,
-            auth_header=auth_header,
-            refresh_auth=None,
-            consume=consume,
-        )
-        return result
+        hop = full
+        headers = {"Accept": "*/*", **(headers or {})}  # a file, not the API's JSON
+        for _ in range(max_redirects + 1):
+            send_auth = auth_header if _netloc(hop) in trusted else None
+            try:
+                result: Path | _Redirect | None = self._call(
+                    "GET", hop, headers=headers, params=None, json_body=None, data=None,
+                    auth_header=send_auth, refresh_auth=None, consume=consume,
+                    follow=True, auth_errors=False,
+                )
+            except HttpStatusError as exc:
+                gone = exc.status in GONE_STATUSES
+                raise DownloadFailed(
+                    f"HTTP {exc.status} {_STATUS_WORDS.get(exc.status, '')}".strip()
+                    + ("" if gone else f" from {exc.path}"),
+                    status=exc.status, permanent=gone) from None
+            except RateLimited:
+                raise
+            except TransientError as exc:
+                raise DownloadFailed(str(exc)) from None
+            if not isinstance(result, _Redirect):
+                return result
+            self.log.debug("download %s redirects to %s", redact_url(hop), redact_url(result.location))
+            hop = result.location
+        raise DownloadFailed(f"{redact_url(full)} redirected more than {max_redirects} times")
 
     def close(self) -> None:
         """Close the session if this client created it."""
@@ -386,6 +467,8 @@ class HttpClient:
         auth_header: AuthHeader | None,
         refresh_auth: Callable[[], None] | None,
         consume: Callable[[requests.Response, float], T],
+        follow: bool = False,
+        auth_errors: bool = True,
     ) -> T:
         import requests
 
@@ -447,7 +530,7 @@ class HttpClient:
                         raise _Retry("rate limited (HTTP 429)", wait=wait, rate_limited=True)
                     if status >= 500:
                         raise _Retry(f"HTTP {status}")
-                    if status in (401, 403):
+                    if status in (401, 403) and auth_errors:
                         if refresh_auth is not None and not refreshed:
                             refreshed = True
                             self.log.info("%s -> HTTP %s; refreshing credentials once", where, status)
@@ -455,7 +538,7 @@ class HttpClient:
                             continue
                         hint = f" {self.auth_hint}" if self.auth_hint else ""
                         raise AuthError(f"{redact_url(url)} refused the credentials (HTTP {status}).{hint}")
-                    if status >= 300:
+                    if status >= 300 and not (follow and status in _REDIRECTS):
                         body = _snippet(response, stop_at, self)
                         raise HttpStatusError(
                             f"{where} returned HTTP {status}: {body or response.reason}",
@@ -474,7 +557,9 @@ class HttpClient:
                 if retry.rate_limited:
                     rate_limited += 1
                     wait = retry.wait
-                    if wait is not None and wait > self.max_retry_after:
+                    if wait is None:
+                        wait = self.rate_limit_wait
+                    if wait > self.max_retry_after:
                         raise RateLimited(
                             f"{redact_url(url)} asked us to wait {wait:.0f}s (HTTP 429); "
                             "the next sync will pick up from here.",
@@ -486,8 +571,6 @@ class HttpClient:
                             "the next sync will pick up from here.",
                             retry_after=wait,
                         ) from None
-                    if wait is None:
-                        wait = self._backoff(rate_limited)
                     self.log.info("%s rate limited; waiting %.1fs", where, wait)
                     if self._clock() + wait > stop_at:
                         raise RateLimited(
@@ -547,6 +630,20 @@ class HttpClient:
 
 class _TooLarge(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _Redirect:
+    location: str
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_STATUS_WORDS = {403: "Forbidden: no access to this file", 404: "Not Found: the file is gone",
+                 410: "Gone: the file was deleted"}
+
+
+def _netloc(url: str) -> str:
+    return urlsplit(url).netloc.lower().rpartition("@")[2]
 
 
 class _DeadlineBeforeStart(Exception):

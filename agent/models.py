@@ -19,6 +19,7 @@ AttachmentStatus: TypeAlias = Literal[
     "not_downloaded",  # skipped on purpose (e.g. sender is not a contractor)
     "delivery_waiting",  # a marketplace says work was delivered; fetch it there
     "link",  # the deliverable is a URL
+    "unavailable",  # the platform would not hand the file over (``note`` says why)
 ]
 ContractorStatus: TypeAlias = Literal["trial", "core", "bench", "retired"]
 CONTRACTOR_STATUSES: tuple[ContractorStatus, ...] = ("trial", "core", "bench", "retired")
@@ -44,8 +45,16 @@ class Attachment:
     """A file (or link) that came with a message or was submitted as work.
 
     ``filename`` is what the remote side called it; the store sanitizes it before it
-    touches the filesystem. Give the bytes as ``data`` or, for big downloads, as
-    ``path`` (a file inside ``SourceContext.scratch_dir`` the store may move).
+    touches the filesystem. Give the bytes as ``data`` or as ``path``: any readable
+    local file (a download in ``SourceContext.scratch_dir``, or a file in a synced
+    folder). The store copies it into its own files folder and never moves, changes or
+    deletes the original.
+
+    ``replaces`` names an earlier version of the same piece of work: the remote id of
+    the Submission it replaces, or for a message attachment
+    ``"<message remote_id>#<attachment remote_id>"``. Leave it empty when the platform
+    does not say; the store still links versions it can tell (same contractor, same
+    thread, same file name apart from version marks such as ``-v2`` or ``final``).
     """
 
     filename: str
@@ -58,6 +67,7 @@ class Attachment:
     status: AttachmentStatus = "stored"
     inline: bool = False  # inline images (signatures, logos) are not deliverables
     note: str = ""
+    replaces: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +79,10 @@ class Message:
     ``direction`` may be left ``None`` for mail: the host compares the sender with the
     owner's addresses. ``platform`` names the platform the conversation happened on
     when it differs from the source's (a Fiverr notification read from an inbox).
+
+    ``under_contract=True`` says the sender works for the owner under a contract on this
+    platform: the store then adds them to the roster (as ``trial``) if they are not on it.
+    Leave it ``None`` when the platform does not say; unknown senders become candidates.
     """
 
     remote_id: str
@@ -83,11 +97,20 @@ class Message:
     platform: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     html: str = ""  # the HTML body, for mail formats; not stored
+    under_contract: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """Work submitted outside a message (a marketplace milestone submission)."""
+    """Work submitted outside a message (a marketplace milestone submission).
+
+    ``under_contract`` states whether the contractor works under a contract on this
+    platform. ``True``: an unknown contractor joins the roster as ``trial`` and the file
+    is stored. ``False``: an unknown contractor becomes a candidate and the work is
+    recorded with ``status="not_downloaded"``. ``None`` (not stated) is deprecated: it
+    still hires the contractor, as before, with a warning. ``replaces`` is the remote id
+    of the Submission this one is a new version of (see :class:`Attachment`).
+    """
 
     remote_id: str
     submitted_at: datetime
@@ -99,6 +122,8 @@ class Submission:
     extra: Mapping[str, Any] = field(default_factory=dict)
     platform: str | None = None  # as for Message: when it differs from the source's
     message_remote_id: str = ""  # the message that announced it, if any
+    under_contract: bool | None = None
+    replaces: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +157,18 @@ class Page:
     the connector is asked again from the previous cursor, and the idempotent upsert
     absorbs the repeats. ``cursor=None`` leaves the stored cursor as it is.
     ``progress`` is ``(done, total)`` for a progress display, when known.
+
+    ``state`` is per-item plugin state committed with the page (e.g. ``{"logo.png":
+    "2026-03-04T09:30:00+00:00"}`` for a file already delivered): each key is set to its
+    JSON-able value, or removed when the value is ``None``. The host writes it after the
+    records and before the cursor, so it is never behind the store; the connector reads
+    the committed state as ``SourceContext.state``.
     """
 
     records: Sequence[Record]
     cursor: Cursor | None = None
     progress: tuple[int, int] | None = None
+    state: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,9 @@ Environment switches:
 * ``RETAINER_DISABLE_PLUGINS``: a comma list of plugin names not to load.
 
 A plugin that fails to import or register is reported and skipped, unless the host is
-*strict* (``retainer --strict``), which re-raises so plugin authors see the traceback.
+*strict* (``retainer --strict`` or ``RETAINER_STRICT=1``), which re-raises so plugin
+authors see the traceback. A plugin with no ``@hookimpl`` functions loads, but
+``retainer plugins`` flags it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class PluginInfo:
     platforms: list[str] = field(default_factory=list)
     hooks: list[str] = field(default_factory=list)
     error: str = ""
+    warning: str = ""  # loaded, but probably not what its author meant
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,7 +60,28 @@ class PluginInfo:
             "platforms": self.platforms,
             "hooks": self.hooks,
             "error": self.error,
+            "warning": self.warning,
         }
+
+
+NO_HOOKS = "no hook implementations: mark its functions with @agent.hookimpl"
+
+
+def plugin_name(plugin: object) -> str:
+    """The name a plugin object goes by when no entry point names it.
+
+    A module ``retainer_drop_folder`` is ``drop-folder``, the name its entry point has by
+    convention, so the contract kit, logs and ``retainer plugins`` agree.
+    """
+    name = str(getattr(plugin, "__name__", None) or type(plugin).__name__)
+    if isinstance(plugin, ModuleType):  # installed? then its entry point names it
+        for ep in metadata.entry_points(group=GROUP):
+            if ep.value == name:
+                return ep.name
+    module = name.rsplit(".", 1)[-1]
+    if module.startswith("retainer_") and len(module) > len("retainer_"):
+        return module.removeprefix("retainer_").replace("_", "-")
+    return name
 
 
 def _env_list(name: str) -> list[str] | None:
@@ -99,13 +123,16 @@ class PluginHost:
             try:
                 plugin = ep.load()
             except Exception as exc:
+                if self.strict:
+                    raise PluginError(f'plugin "{ep.name}": could not import {ep.value}: '
+                                      f"{type(exc).__name__}: {exc}") from exc
                 self._failed(info, f"could not import {ep.value}: {type(exc).__name__}: {exc}")
                 continue
             self.add(plugin, name=ep.name, info=info)
 
     def add(self, plugin: object, *, name: str | None = None, info: PluginInfo | None = None) -> None:
         """Register one plugin object (a module or an instance with hookimpls)."""
-        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        name = name or plugin_name(plugin)
         info = info or PluginInfo(name=name, module=getattr(plugin, "__name__", ""))
         info.name = name
         try:
@@ -114,10 +141,13 @@ class PluginHost:
         except Exception as exc:
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            self._failed(info, f"{type(exc).__name__}: {exc}")
+            self._failed(info, f"{type(exc).__name__}: {exc}", exc)
             return
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or ())
         self.infos[name] = info
+        if not info.hooks:
+            info.warning = NO_HOOKS
+            log.warning('plugin "%s" has %s', name, NO_HOOKS)
         self._collect_platforms(name, plugin, info)
         self._collect_mail_formats(plugin, info)
 
@@ -132,11 +162,11 @@ class PluginHost:
                 del self.platform_owner[platform]
                 del self.platforms[platform]
 
-    def _failed(self, info: PluginInfo, message: str) -> None:
+    def _failed(self, info: PluginInfo, message: str, cause: BaseException | None = None) -> None:
         info.error = message
         self.infos[info.name] = info
         if self.strict:
-            raise PluginError(f'plugin "{info.name}": {message}')
+            raise PluginError(f'plugin "{info.name}": {message}') from cause
         log.error(
             'plugin "%s" was skipped: %s (set RETAINER_DISABLE_PLUGINS=%s to silence this)',
             info.name,
@@ -155,7 +185,7 @@ class PluginHost:
             try:
                 impl.function(**_kwargs(impl, register=register))
             except Exception as exc:
-                self._failed(info, f"register_platforms failed: {type(exc).__name__}: {exc}")
+                self._failed(info, f"register_platforms failed: {type(exc).__name__}: {exc}", exc)
                 return
             for platform in found:
                 owner = self.platform_owner.get(platform.name)
@@ -184,7 +214,8 @@ class PluginHost:
             try:
                 impl.function(**_kwargs(impl, register=register))
             except Exception as exc:
-                self._failed(info, f"register_mail_formats failed: {type(exc).__name__}: {exc}")
+                self._failed(info, f"register_mail_formats failed: {type(exc).__name__}: {exc}",
+                             exc)
                 return
             self.mail_formats.extend(found)
 
@@ -261,5 +292,5 @@ def iter_hook_names() -> Iterator[str]:
     yield from hookspecs.HOOK_NAMES
 
 
-__all__ = ["GROUP", "PluginHost", "PluginInfo", "hookimpl", "make_plugin_host"]
+__all__ = ["GROUP", "PluginHost", "PluginInfo", "hookimpl", "make_plugin_host", "plugin_name"]
 

@@ -15,7 +15,7 @@ from agent.models import Identity, Outgoing
 from agent.stats import hours_between
 from agent.store import Store
 from agent.store import workflow as wf
-from agent.store.core import iso
+from agent.store.core import iso, version_label
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -36,6 +36,7 @@ def queue(store: Store, *, overdue_after: timedelta, now: datetime | None = None
         out.append(dict(
             doc, contractor=names.get(doc.get("contractor_id") or ""),
             task=doc.get("title") or "", age_hours=None if age_hours is None else round(age_hours, 1),
+            version_label=version_label(doc),
             overdue=(doc.get("review_status") == "unreviewed" and age_hours is not None
                      and age_hours > limit_hours),
         ))

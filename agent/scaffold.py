@@ -89,17 +89,27 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from agent.connector import Connector, Platform, Settings
-from agent.errors import SourceError, TransientError
-from agent.models import Attachment, Cursor, Identity, Message, Page
-from agent.plugins import hookimpl
+from agent import (
+    Attachment,
+    Connector,
+    Cursor,
+    Identity,
+    LocalFolder,
+    Message,
+    Page,
+    Platform,
+    Settings,
+    SourceError,
+    TransientError,
+    hookimpl,
+)
 from pydantic import Field
 
 
 class ${title}Settings(Settings):
     """The ``[sources.settings]`` table of a ``$platform`` source."""
 
-    path: Path
+    path: LocalFolder  # "~" and $$VARS are expanded; a missing folder fails `config check`
     page_size: int = Field(default=50, ge=1)
 
 

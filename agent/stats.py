@@ -4,7 +4,8 @@ Everything is computed from the store in one pass over its tables:
 
 * **deliverables** in the period (by ``received_at``);
 * **average rating** of the latest review of each of them;
-* **revision rate**: the share of review events that asked for changes;
+* **revision rate**: the share of review events that asked for changes; a new version of
+  a deliverable (``replaces``) counts as changes asked on the one it replaces, once;
 * **turnaround**: from the instruction sent to the contractor (``retainer instructions
   send``) to the delivery, or else from the owner's previous message in the same thread;
 * **spend**: what the marketplace reports on contracts, plus costs entered in reviews
@@ -234,6 +235,12 @@ def _work(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
             skill, hours)
     events = []
     seen: set[str] = set()
+    asked = {e["deliverable_id"] for e in facts.reviews if e["status"] == "changes_requested"}
+    for d in facts.deliverables:  # a new version answers changes asked (or implied) on the last
+        w = works.get(d.get("replaces") or "")
+        if w is not None and w.id not in asked:
+            events.append(ReviewEvent(w.contractor_id, w.skill, d.get("received_at") or "",
+                                      True, None))
     for event in facts.reviews:
         w = works.get(event["deliverable_id"])
         if w is None:

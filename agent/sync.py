@@ -13,19 +13,21 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, SecretStr
 
 from agent.config import Config, SourceConfig
-from agent.connector import Connector, SourceContext
-from agent.errors import AuthError, RetainerError, SourceError, TransientError
+from agent.connector import Connector, SourceContext, check_page
+from agent.errors import AuthError, PluginError, RetainerError, SourceError, TransientError
 from agent.mailformats import apply_formats
 from agent.models import Identity, Record
 from agent.plugins import PluginHost
 from agent.store import Store
 from agent.store.core import iso
+from agent.store.pluginstate import PluginState
 
 log = logging.getLogger("retainer.sync")
 
@@ -58,13 +60,14 @@ class SyncResult:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration: float = 0.0
     stopped: bool = False
+    warnings: list[str] = field(default_factory=list)  # parts that failed while the sync went on
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "source": self.source, "platform": self.platform, "ok": self.ok,
             "messages_new": self.messages_new, "messages_updated": self.messages_updated,
             "deliverables_new": self.deliverables_new, "pages": self.pages,
-            "error": self.error, "error_kind": self.error_kind,
+            "error": self.error, "error_kind": self.error_kind, "warnings": list(self.warnings),
             "started_at": iso(self.started_at), "duration": round(self.duration, 3),
         }
 
@@ -110,6 +113,7 @@ class SyncEngine:
         self.should_stop = should_stop
         self.progress = progress
         self.owner_keys = frozenset(f"email:{e}" for e in config.agent.owner_emails)
+        self._plugin_states: dict[str, PluginState] = {}
 
     def prepare(self) -> None:
         """Seed the roster from the config (idempotent)."""
@@ -147,7 +151,10 @@ class SyncEngine:
         def is_owner(identity: Identity) -> bool:
             return identity.key in owner_keys
 
+        state = self.store.plugin_state(source.name)
+        self._plugin_states[source.name] = state
         return SourceContext(
+            state=MappingProxyType(state.state),
             source=source.name,
             platform=source.platform,
             state_dir=self.store.source_dir(source.name),
@@ -181,11 +188,15 @@ class SyncEngine:
             ensure_reserve(self.store.data_dir)
             self._run(source, settings, result)
         except RetainerError as exc:
+            if self.host.strict and not isinstance(exc, TransientError | AuthError):
+                raise  # --strict: plugin authors see the traceback
             result.ok = False
             result.error = redact(str(exc), secrets)
             result.error_kind = _kind(exc)
             result.retry_after = getattr(exc, "retry_after", None)
         except OSError as exc:
+            if self.host.strict and exc.errno not in _NO_SPACE:
+                raise  # --strict: plugin authors see the traceback
             result.ok = False
             result.error_kind = "transient" if exc.errno in _NO_SPACE else "error"
             result.error = redact(
@@ -195,6 +206,8 @@ class SyncEngine:
                 "with the disk; run with -v for details)", secrets)
             log.debug("traceback for %s", source.name, exc_info=True)
         except Exception as exc:  # a plugin bug must not take the daemon down
+            if self.host.strict:
+                raise  # --strict: plugin authors see the traceback
             result.ok = False
             result.error = redact(f"unexpected {type(exc).__name__}: {exc} "
                                   "(a bug in the plugin; run with -v for details)", secrets)
@@ -203,7 +216,7 @@ class SyncEngine:
         finally:
             lock.release()
         owner = self.host.platform_owner.get(source.platform)
-        if owner and result.error_kind == "error":
+        if owner and result.error_kind == "error" and f'plugin "{owner}"' not in result.error:
             result.error += f' (platform "{source.platform}" comes from plugin "{owner}")'
         return self._finish(result, started)
 
@@ -212,6 +225,7 @@ class SyncEngine:
         if settings is None:
             settings = platform.settings.model_validate(source.settings)
         context = self.context_for(source, syncing=True)
+        plugin_state = self._plugin_states.pop(source.name)
         connector: Connector[Any] = platform.connector(settings, context)
         reads_mail = bool(getattr(connector, "reads_mail", False))
         from agent import announce
@@ -221,6 +235,7 @@ class SyncEngine:
         journal = False
         try:
             for page in connector.fetch(cursor):
+                self._check(source, page, result.pages)
                 records: Sequence[Record] = page.records
                 if reads_mail and self.host.mail_formats:
                     records = apply_formats(self.host.mail_formats, records, source.name)
@@ -231,11 +246,14 @@ class SyncEngine:
                     committed = self.store.commit_page(
                         source.name, source.platform, records, owner_keys=self.owner_keys
                     )
+                    if page.state:  # after the records, before the cursor
+                        plugin_state.commit(page.state)
                     changes: dict[str, Any] = {"pending": announce.announcing(committed)}
                     if page.cursor is not None:
                         changes["cursor"] = dict(page.cursor)
                     self.store.update_source_state(source.name, **changes)
                 result.pages += 1
+                connector.committed(page)
                 result.messages_new += committed.messages_new
                 result.messages_updated += committed.messages_updated
                 result.deliverables_new += committed.deliverables_new
@@ -252,6 +270,20 @@ class SyncEngine:
                     self.store.update_source_state(source.name, pending=None)
         finally:
             connector.close()
+            result.warnings = list(dict.fromkeys(context.warnings))[:20]
+
+    def _check(self, source: SourceConfig, page: object, index: int) -> None:
+        """Refuse a malformed page before anything of it is stored (in every mode)."""
+        problems = check_page(page)
+        if problems:
+            owner = self.host.platform_owner.get(source.platform, "?")
+            shown = "; ".join(dict.fromkeys(problems[:5]))
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise PluginError(
+                f'plugin "{owner}" (platform "{source.platform}") yielded a bad page '
+                f"(page {index + 1}): {shown}{more}; nothing of it was stored. "
+                "Fix the plugin (its contract tests show the same), or disable it with "
+                f"RETAINER_DISABLE_PLUGINS={owner}")
 
     def _announce_left_behind(self, source: SourceConfig) -> None:
         """Announce what an interrupted sync of ``source`` committed but never announced."""
@@ -273,7 +305,7 @@ class SyncEngine:
         result.duration = time.monotonic() - started
         now = iso(datetime.now(UTC))
         changes: dict[str, Any] = {"last_attempt": now, "last_duration": round(result.duration, 3),
-                                   "platform": result.platform}
+                                   "platform": result.platform, "warnings": result.warnings}
         if result.ok:
             changes.update(last_success=now, failures=0, last_error=None, error_kind=None)
         else:

@@ -22,26 +22,34 @@ no credentials to refuse) is switched off by setting it to ``None`` in the subcl
 
     test_auth_failure_is_auth_error = None
 
+For a plugin's own tests, :func:`run_sync` runs one real sync of a plugin into a data
+folder and returns what was stored::
+
+    from agent.testing import run_sync
+
+    def test_notes_become_messages(tmp_path):
+        (tmp_path / "drop").mkdir()
+        synced = run_sync(my_plugin_module, {"path": str(tmp_path / "drop")}, tmp_path / "data")
+        assert synced.result.ok and synced.messages() == []
+
 Fixtures for any test: ``plugin_host`` (a fresh plugin host that loads no entry
 points) and ``memory_store`` (a :class:`~agent.store.memory.MemoryStore`).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
 from agent.config import AgentSection, Config, ContractorSeed, SourceConfig
-from agent.connector import Connector
-from agent.models import Attachment, Contract, Cursor, Identity, Message, Page, Record, Submission
+from agent.connector import Connector, check_cursor, check_records
+from agent.models import Cursor, Page, Record
 from agent.plugins import PluginHost, make_plugin_host
 from agent.store import Store
 from agent.store.memory import MemoryStore
@@ -219,59 +227,8 @@ class Harness:
         return [d for d in self.store.deliverables() if d["source"] == SOURCE]
 
 
-def check_records(records: Sequence[object]) -> list[str]:
-    """Everything wrong with a connector's records, as sentences (empty when all is well)."""
-    problems: list[str] = []
-    seen: set[str] = set()
-    for record in records:
-        what = f"{type(record).__name__} {getattr(record, 'remote_id', '?')!r}"
-        if not isinstance(record, Message | Submission | Contract):
-            problems.append(f"{what}: not an agent.models Message, Submission or Contract")
-            continue
-        if not isinstance(record.remote_id, str) or not record.remote_id:
-            problems.append(f"{what}: remote_id must be a non-empty str")
-        key = record_key(record)
-        if key in seen:
-            problems.append(f"{what}: remote_id repeats within one fetch")
-        seen.add(key)
-        for f in fields(record):
-            value = getattr(record, f.name)
-            if isinstance(value, datetime) and value.tzinfo is None:
-                problems.append(f"{what}: {f.name} is a naive datetime; give it a timezone")
-        required = {"sent_at": Message, "submitted_at": Submission}
-        for name, kind in required.items():
-            if isinstance(record, kind) and not isinstance(getattr(record, name), datetime):
-                problems.append(f"{what}: {name} must be a datetime")
-        people = [getattr(record, n) for n in ("sender", "contractor") if hasattr(record, n)]
-        people += list(getattr(record, "recipients", ()))
-        for person in people:
-            if not isinstance(person, Identity) or not person.platform or not person.address:
-                problems.append(f"{what}: {person!r} must be an Identity with platform and address")
-        attachments: list[object] = list(getattr(record, "attachments", ()))
-        if isinstance(record, Submission):
-            attachments.append(record.attachment)
-        for att in attachments:
-            if not isinstance(att, Attachment):
-                problems.append(f"{what}: attachment {att!r} is not an agent.models.Attachment")
-            elif att.status == "stored" and att.data is None and (
-                    att.path is None or not Path(att.path).is_file()):
-                problems.append(f"{what}: attachment {att.filename!r} is 'stored' but has "
-                                "neither data nor an existing path")
-        for text_field in ("subject", "text", "title"):
-            value = getattr(record, text_field, "")
-            if not isinstance(value, str):
-                problems.append(f"{what}: {text_field} must be a str")
-    return problems
-
-
 def _json_cursor(cursor: Cursor | None) -> str | None:
-    if cursor is None:
-        return None
-    try:
-        json.dumps(dict(cursor))
-    except (TypeError, ValueError) as exc:
-        return f"cursor {cursor!r} is not JSON-serializable: {exc}"
-    return None
+    return check_cursor(cursor)
 
 
 class ConnectorContract:
@@ -421,6 +378,8 @@ class ConnectorContract:
         payloads = {name: f"{token} payload {i}\n".encode() for i, name in enumerate(names)}
         for name, data in payloads.items():
             payloads[name] = harness.remote.add_attachment(name, data) or data
+        # the remote fixture's own files (a fake platform's folder) may carry the names
+        already = {p for p in tmp_path.rglob(f"*evil-{token}*") if p.is_file()}
         harness.sync()
         files = harness.data_dir / "files"
         stored = [d for d in harness.deliverables() if d["id"] not in before]
@@ -434,7 +393,7 @@ class ConnectorContract:
             assert path.read_bytes() in payloads.values()
         assert sorted(Path(d["path"]).read_bytes() for d in stored) == sorted(payloads.values())
         outside = [p for p in tmp_path.rglob(f"*evil-{token}*")
-                   if harness.data_dir not in p.parents and p.is_file()]
+                   if harness.data_dir not in p.parents and p.is_file() and p not in already]
         outside += [p for p in Path("/tmp").glob(f"retainer-evil-{token}*")]
         assert not outside, f"files written outside the data folder: {outside}"
 
@@ -463,6 +422,82 @@ class ConnectorContract:
         assert not problems, "\n".join(dict.fromkeys(problems))
 
 
+# -- one sync, for a plugin's own tests ------------------------------------------------------
+
+
+@dataclass
+class Synced:
+    """What :func:`run_sync` did: the sync's result and the store it wrote."""
+
+    result: SyncResult
+    store: Store
+    source: str
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The source's stored messages, newest first, as ``retainer messages --json`` prints."""
+        return self.store.messages(source=self.source)
+
+    def deliverables(self) -> list[dict[str, Any]]:
+        """The source's stored deliverables, oldest first."""
+        return [d for d in self.store.deliverables() if d["source"] == self.source]
+
+    def contractors(self) -> list[dict[str, Any]]:
+        return self.store.contractors()
+
+    def candidates(self) -> list[dict[str, Any]]:
+        return self.store.candidates()
+
+    @property
+    def cursor(self) -> dict[str, Any]:
+        return dict(self.store.source_state(self.source).get("cursor") or {})
+
+
+def run_sync(
+    plugin: object,
+    settings: dict[str, Any],
+    data_dir: Path,
+    *,
+    platform: str | None = None,
+    contractors: Sequence[dict[str, Any]] = (RemoteFixture.contractor,),
+    owner_emails: Sequence[str] = (OWNER,),
+    source: str = "test",
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Synced:
+    """Run one real sync of ``plugin``'s platform into ``data_dir``, as ``retainer sync`` does.
+
+    :param plugin: the object with the ``@hookimpl`` functions (usually the module).
+    :param settings: the source's ``[sources.settings]`` table, validated as in a config.
+    :param data_dir: the data folder; call again with the same one for the next sync
+        (it resumes from the committed cursor).
+    :param platform: the platform to sync; may be left out when the plugin has one.
+    :param contractors: ``[[contractors]]`` tables to seed the roster with.
+
+    The host is strict: a plugin error raises with its traceback, a bad page raises
+    :class:`~agent.errors.PluginError`. Refused credentials and transient failures are
+    reported in ``result`` (``result.ok``, ``result.error_kind``), as in production.
+    """
+    host = make_plugin_host(entrypoints=False, strict=True, extra=[plugin])
+    if platform is None:
+        mine = [name for name, owner in host.platform_owner.items()
+                if host.pm.get_plugin(owner) is plugin]
+        if len(mine) != 1:
+            raise ValueError(f"the plugin provides {len(mine)} platforms ({', '.join(mine)}); "
+                             "pass platform=")
+        platform = mine[0]
+    config = Config(
+        path=data_dir.parent / "config.toml",
+        agent=AgentSection(data_dir=data_dir, owner_emails=list(owner_emails)),
+        contractors=[ContractorSeed.model_validate(c) for c in contractors],
+        sources=[SourceConfig(name=source, platform=platform, settings=settings)],
+    )
+    config.settings[source] = host.platform(platform).settings.model_validate(
+        settings, context={"check_paths": True})  # as when read from a config file
+    store = Store(data_dir)
+    engine = SyncEngine(config, host, store, should_stop=should_stop)
+    engine.prepare()
+    return Synced(engine.sync_source(config.sources[0]), store, source)
+
+
 # -- fixtures -----------------------------------------------------------------------------
 
 
@@ -485,7 +520,9 @@ __all__ = [
     "Harness",
     "ObservingStore",
     "RemoteFixture",
+    "Synced",
     "check_records",
     "memory_store",
     "plugin_host",
+    "run_sync",
 ]

@@ -27,3 +27,8 @@ PY="${PYTHON:-python3}"
 .venv/bin/ruff check agent plugins tests
 .venv/bin/mypy
 RETAINER_NO_SKIPS=1 .venv/bin/pytest "$@"
+# Upwork: the plugin's GraphQL operations and trimmed schema against the live schema,
+# when the research copy is next to the repository (it is data, never part of it).
+if [ -f ../shared/research/upwork-schema/upwork.graphql ]; then
+    .venv/bin/python tests/conformance/upwork_schema.py ../shared/research/upwork-schema/upwork.graphql
+fi

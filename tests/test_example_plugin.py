@@ -57,7 +57,8 @@ page_size = 2
         listed = json.loads(venv.retainer("--config", str(config), "plugins", "--json").stdout)
         feed = next(p for p in listed if p["name"] == "jsonfeed")
         assert feed == {"name": "jsonfeed", "version": "1.2.0", "module": "retainer_jsonfeed",
-                        "platforms": ["jsonfeed"], "hooks": ["register_platforms"], "error": ""}
+                        "platforms": ["jsonfeed"], "hooks": ["register_platforms"], "error": "",
+                        "warning": ""}
 
         synced = venv.retainer("--config", str(config), "sync", "--json", PORTAL_TOKEN=TOKEN)
         [result] = json.loads(synced.stdout)

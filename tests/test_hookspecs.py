@@ -71,34 +71,46 @@ def test_guide_minimal_plugin_is_at_most_25_lines() -> None:
     compile(code, "minimal-plugin", "exec")
 
 
+def test_every_python_block_in_the_guide_compiles() -> None:
+    text = GUIDE.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 4
+    for number, code in enumerate(blocks, 1):
+        compile(code, f"writing-plugins.md python block {number}", "exec")
+
+
 def test_guide_walkthrough_works_in_a_fresh_venv(tmp_path: Path) -> None:
     """The guide's files, as written, install, list, sync, and pass the contract kit."""
     blocks = guide_blocks()
     project = tmp_path / "retainer-inbox-folder"
-    for name in ("pyproject.toml", "retainer_inbox_folder.py", "tests/test_inbox_folder.py"):
+    for name in ("pyproject.toml", "retainer_inbox_folder.py", "tests/test_inbox_folder.py",
+                 "tests/test_inbox_folder_extra.py"):
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         (project / name).write_text(blocks[name])
     venv = Venv.create(tmp_path / "venv")
     venv.pip_install(project, tmp_path / "build")
 
-    notes = tmp_path / "maria-notes"
+    notes = tmp_path / "maria-notes"  # the guide's "~/maria-notes", with HOME=tmp_path
+    config = tmp_path / "config.toml"
+    config.write_text(blocks["config.toml"])
+    home = {"HOME": str(tmp_path)}
+    missing = venv.retainer("--config", str(config), "config", "check", check=False, **home)
+    assert missing.returncode == 1 and f"{notes} does not exist" in missing.stderr, missing
     notes.mkdir()
     (notes / "001.txt").write_text("Logo drafts are in the shared drive\n")
-    config = tmp_path / "config.toml"
-    config.write_text(blocks["config.toml"].replace("~/retainer-data", str(tmp_path / "data"))
-                      .replace("~/maria-notes", str(notes)))
     listed = json.loads(venv.retainer("--config", str(config), "plugins", "--json").stdout)
     plugin = next(p for p in listed if p["name"] == "inbox-folder")
     assert (plugin["version"], plugin["platforms"], plugin["error"]) == (
         "0.1.0", ["inbox-folder"], "")
-    synced = json.loads(venv.retainer("--config", str(config), "sync", "--json").stdout)
+    synced = json.loads(venv.retainer("--config", str(config), "sync", "--json", **home).stdout)
     assert [(r["source"], r["ok"], r["messages_new"]) for r in synced] == [("maria-notes", True, 1)]
-    again = json.loads(venv.retainer("--config", str(config), "sync", "--json").stdout)
+    again = json.loads(venv.retainer("--config", str(config), "sync", "--json", **home).stdout)
     assert again[0]["messages_new"] == 0
-    messages = json.loads(venv.retainer("--config", str(config), "messages", "--json").stdout)
+    messages = json.loads(venv.retainer("--config", str(config), "messages", "--json",
+                                        **home).stdout)
     assert [m["text"].strip() for m in messages] == ["Logo drafts are in the shared drive"]
     assert messages[0]["contractor_id"]  # Maria, from the roster
 
     done = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider",
                     str(tmp_path / "build" / project.name / "tests"), cwd=tmp_path)
-    assert "7 passed" in done.stdout, done.stdout
+    assert "8 passed" in done.stdout, done.stdout

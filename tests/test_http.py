@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from agent.errors import AuthError, RateLimited, SourceError, TransientError
-from agent.http import HttpClient, HttpStatusError, parse_retry_after, redact_url
+from agent.http import DownloadFailed, HttpClient, HttpStatusError, parse_retry_after, redact_url
 
 
 @dataclass
@@ -184,12 +184,44 @@ def test_long_retry_after_raises_rate_limited(server: Server) -> None:
     assert http.requests_made == 1
 
 
-def test_429_storm_without_header_gives_up_as_rate_limited(server: Server) -> None:
+def test_429_without_header_leaves_the_rest_to_the_next_run(server: Server) -> None:
+    """No Retry-After: a short backoff would only extend Upwork's one-minute block."""
     server.on("/q", Reply(429, b"{}"))
     http = client(server, max_rate_limited=3)
+    with pytest.raises(RateLimited) as caught:
+        http.request("GET", "/q")
+    assert http.requests_made == 1
+    assert caught.value.retry_after is not None and caught.value.retry_after >= 60
+
+
+def test_429_without_header_waits_a_full_minute_when_allowed(server: Server) -> None:
+    server.on("/q", Reply(429, b"{}"), Reply(body=b'{"ok": 1}'))
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    http = client(server, max_retry_after=120, clock=lambda: now[0], sleep=sleep)
+    assert http.request("GET", "/q") == {"ok": 1}
+    assert http.requests_made == 2 and sum(slept) >= 60
+
+
+def test_429_storm_without_header_gives_up_as_rate_limited(server: Server) -> None:
+    server.on("/q", Reply(429, b"{}"))
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    http = client(server, max_rate_limited=3, max_retry_after=120, deadline=1e6,
+                  clock=lambda: now[0], sleep=sleep)
     with pytest.raises(RateLimited):
         http.request("GET", "/q")
     assert http.requests_made == 4
+    gaps = [b.at - a.at for a, b in itertools.pairwise(server.seen)]
+    assert len(gaps) == 3 and now[0] >= 3 * 60  # each retry a minute after the last 429
 
 
 def test_5xx_retried_then_succeeds(server: Server) -> None:
@@ -350,6 +382,67 @@ def test_download_over_cap_while_streaming(server: Server, tmp_path: Path) -> No
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_download_follows_redirects_and_keeps_the_token_home(server: Server, tmp_path: Path) -> None:
+    other = Server()  # "another host": a CDN the file is redirected to
+    try:
+        other.on("/cdn/f", Reply(body=b"%PDF-1.7 data", headers={"Content-Type": "application/pdf"}))
+        server.on("/f", Reply(302, b"", {"Location": other.url + "/cdn/f"}))
+        server.on("/own", Reply(301, b"", {"Location": "/f2"}))
+        server.on("/f2", Reply(body=b"%PDF-1.7 two", headers={"Content-Type": "application/pdf"}))
+        http = client(server)
+        token = {"Authorization": "Bearer T0K"}
+        path = http.download("/f", tmp_path, max_bytes=5000, auth_header=lambda: token,
+                             expected_type="application/pdf")
+        assert path is not None and path.read_bytes() == b"%PDF-1.7 data"
+        assert server.seen[0].headers.get("Authorization") == "Bearer T0K"
+        assert "Authorization" not in other.seen[0].headers
+        again = http.download("/own", tmp_path, max_bytes=5000, auth_header=lambda: token)
+        assert again is not None and again.read_bytes() == b"%PDF-1.7 two"
+        assert server.seen[-1].headers.get("Authorization") == "Bearer T0K"  # same host
+    finally:
+        other.stop()
+
+
+@pytest.mark.parametrize("status", [403, 404, 410])
+def test_download_gone_is_a_permanent_download_failure(server: Server, tmp_path: Path,
+                                                       status: int) -> None:
+    server.on("/f", Reply(status, b'{"message": "no"}'))
+    with pytest.raises(DownloadFailed) as caught:
+        client(server).download("/f", tmp_path, max_bytes=5000,
+                                auth_header=lambda: {"Authorization": "Bearer T"})
+    assert caught.value.permanent and caught.value.status == status
+    assert not isinstance(caught.value, AuthError) and "retainer auth" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_5xx_is_a_retryable_download_failure(server: Server, tmp_path: Path) -> None:
+    server.on("/f", Reply(503))
+    with pytest.raises(DownloadFailed) as caught:
+        client(server, max_retries=1).download("/f", tmp_path, max_bytes=5000)
+    assert not caught.value.permanent
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(body=b"<!DOCTYPE html><html>Log in</html>", headers={"Content-Type": "text/html"}),
+    Reply(body=b"<!DOCTYPE html><html>Log in</html>", headers={"Content-Type": "application/pdf"}),
+    Reply(body=b'{"error": "not ready"}', headers={"Content-Type": "application/json"}),
+    Reply(body=b"%PDF short", headers={"Content-Type": "application/pdf"}),
+])
+def test_download_that_is_not_the_file_is_refused(server: Server, tmp_path: Path, reply: Reply) -> None:
+    server.on("/f", reply)
+    with pytest.raises(DownloadFailed) as caught:
+        client(server).download("/f", tmp_path, max_bytes=5000, expected_type="application/pdf",
+                                expected_size=200)
+    assert not caught.value.permanent
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_redirect_loop_ends(server: Server, tmp_path: Path) -> None:
+    server.on("/loop", Reply(302, b"", {"Location": "/loop"}))
+    with pytest.raises(DownloadFailed, match="redirected more than"):
+        client(server).download("/loop", tmp_path, max_bytes=5000)
 
 
 def test_parse_retry_after() -> None:

@@ -242,7 +242,7 @@ def test_check_records_names_each_problem() -> None:
     assert "sent_at is a naive datetime" in text
     assert "remote_id must be a non-empty str" in text
     assert "must be an Identity with platform and address" in text
-    assert "not an agent.models Message" in text
+    assert "not an agent.Message, agent.Submission or agent.Contract" in text
     assert "remote_id repeats" in text
     assert len(problems) == 5
 
@@ -377,11 +377,12 @@ def test_plugins_json_shows_version_platforms_hooks_and_load_errors(
     docs = {d["name"]: d for d in json.loads(result.stdout)}
     assert set(docs) == {"maildir", "broken", "hookraiser", "twin", "badrecords"}
     for doc in docs.values():
-        assert set(doc) == {"name", "version", "module", "platforms", "hooks", "error"}
+        assert set(doc) == {"name", "version", "module", "platforms", "hooks", "error", "warning"}
     assert docs["maildir"]["platforms"] == ["maildir"] and docs["maildir"]["error"] == ""
     assert docs["badrecords"] == {
         "name": "badrecords", "version": "0.3.0", "module": "retainer_broken_records",
-        "platforms": ["badrecords"], "hooks": ["register_platforms"], "error": ""}
+        "platforms": ["badrecords"], "hooks": ["register_platforms"], "error": "",
+        "warning": ""}
     assert "could not import retainer_broken_import" in docs["broken"]["error"]
     assert "ModuleNotFoundError" in docs["broken"]["error"]
     assert "register_platforms failed: RuntimeError: the plugin author forgot something" in (
@@ -406,8 +407,10 @@ def test_broken_plugins_are_named_and_the_rest_keeps_working(
     assert (results["mail"]["ok"], results["mail"]["messages_new"]) == (True, 1)  # ...not this one
     bad = results["bad"]
     assert (bad["ok"], bad["platform"]) == (False, "badrecords")
-    assert bad["error"] == ('bad: a connector yielded dict, which is not a Message, Submission or '
-                            'Contract (platform "badrecords" comes from plugin "badrecords")')
+    assert bad["error"].startswith(
+        'plugin "badrecords" (platform "badrecords") yielded a bad page (page 1): '
+        "dict '?': not an agent.Message, agent.Submission or agent.Contract; nothing of it "
+        "was stored."), bad["error"]
     shown = runner.invoke(cli, ["--config", str(broken_plugins.config), "messages", "--json"])
     assert [m["text"].strip() for m in json.loads(shown.stdout)] == ["still arriving"]
 

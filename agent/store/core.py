@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
+import re
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +29,7 @@ from agent.models import (
     Record,
     Submission,
 )
+from agent.store.pluginstate import PluginState
 from agent.store.storage import Shard, batched_dir_sync, json_safe
 from agent.store.storage import iso as iso
 
@@ -35,7 +39,7 @@ SCHEMA_VERSION = 1
 MONTHLY = ("messages", "deliverables")  # folders of per-month shards
 MONTHLY_CACHE = 4
 LOCK_TIMEOUT = 120.0
-DELIVERABLE_STATUSES = {"stored", "too_large", "delivery_waiting", "link"}
+DELIVERABLE_STATUSES = {"stored", "too_large", "delivery_waiting", "link", "unavailable"}
 REVIEW_STATUSES = ("unreviewed", "approved", "changes_requested")
 
 
@@ -65,6 +69,94 @@ def _doc(value: dict[str, Any]) -> dict[str, Any]:
     """A JSON-safe copy of a document (datetimes as ISO strings, text valid UTF-8)."""
     safe: dict[str, Any] = json_safe(value)
     return safe
+
+
+_VERSION_MARK = re.compile(
+    r"(?:[\s._-]+(?:v(?:er(?:sion)?)?\s*\d+|rev(?:ision)?\s*\d*|r\d+|final|draft|revised|"
+    r"updated|new|copy|\d{1,2})|\s*\(\d+\))$", re.IGNORECASE)
+
+
+def work_stem(filename: str) -> str:
+    """The name of a piece of work without version marks: ``Logo-v2 final.png`` is ``logo``."""
+    stem = Path(filename.replace("\\", "/")).stem.lower().strip()
+    while True:
+        shorter = _VERSION_MARK.sub("", stem).strip(" ._-")
+        if shorter == stem or not shorter:
+            return stem
+        stem = shorter
+
+
+def version_label(doc: dict[str, Any]) -> str:
+    """``"v2 of logo"`` for a later version of a piece of work, else ``""``."""
+    version = doc.get("version") or 1
+    return f"v{version} of {doc.get('work') or doc.get('filename')}" if version > 1 else ""
+
+
+def _warn_unstated_contract(source: str, record: Submission) -> None:
+    text = (f"{source}: Submission {record.remote_id!r} does not say whether "
+            f"{record.contractor.key} is under contract, so they join the roster as before; "
+            "set Submission(under_contract=True) when the platform has a contract with them, "
+            "or False to make them a candidate (not saying will mean False in a later version)")
+    warnings.warn(text, DeprecationWarning, stacklevel=2)
+    log.warning("%s", text)
+
+
+class Versions:
+    """Which deliverables are versions of one piece of work.
+
+    A new deliverable is a later version of an earlier one when its record says so
+    (``replaces``), or else when it comes from the same person, in the same thread (or
+    contract), with the same file name apart from version marks (:func:`work_stem`).
+    ``versions.json`` keeps the latest version of each such piece of work.
+    """
+
+    def __init__(self, shard: Shard, lookup: Callable[[str], dict[str, Any] | None]) -> None:
+        self.shard = shard
+        self.lookup = lookup  # a stored deliverable by id
+        self.chains: dict[str, dict[str, Any]] = {}
+        self.linked: dict[str, dict[str, Any]] = {}  # linked in this commit, by id
+
+    def _chain(self, key: str) -> dict[str, Any] | None:
+        if key not in self.chains:
+            found = self.shard.get("chains", key, key="key")
+            if found is None:
+                return None
+            self.chains[key] = dict(found)
+        return self.chains[key]
+
+    def _previous(self, deliverable_id: str) -> dict[str, Any]:
+        doc = self.linked.get(deliverable_id) or self.lookup(deliverable_id) or {}
+        version = doc.get("version") or 1
+        return {"id": deliverable_id, "version": version,
+                "root": doc.get("version_of") or deliverable_id}
+
+    def link(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """``doc`` with ``version``, ``replaces`` and ``version_of`` set (and remembered)."""
+        where = doc.get("thread_id") or (doc.get("extra") or {}).get("contract_remote_id")
+        key = (f"{doc.get('identity')}|{where}|{doc.get('work')}"
+               if doc.get("identity") and where and doc.get("work") else None)
+        previous: dict[str, Any] | None = None
+        if doc.get("replaces_remote_id"):
+            previous = self._previous("d_" + short_hash(doc["source"], doc["replaces_remote_id"]))
+        elif key is not None:
+            chain = self._chain(key)
+            if chain is not None and chain["latest"] != doc["id"] and (
+                    chain.get("latest_at") or "") <= (doc.get("received_at") or ""):
+                previous = {"id": chain["latest"], "version": chain["version"],
+                            "root": chain["root"]}
+        version = previous["version"] + 1 if previous else 1
+        root = previous["root"] if previous else doc["id"]
+        doc = dict(doc, version=version, replaces=previous["id"] if previous else None,
+                   version_of=root if previous else None)
+        self.linked[doc["id"]] = doc
+        if key is not None:
+            self.chains[key] = {"key": key, "latest": doc["id"], "version": version,
+                                "root": root, "latest_at": doc.get("received_at") or ""}
+        return doc
+
+    def save(self) -> None:
+        if self.chains:
+            self.shard.upsert_many("chains", list(self.chains.values()), "key")
 
 
 @dataclass
@@ -186,6 +278,11 @@ class Store:
 
     def source_dir(self, source: str) -> Path:
         return ensure_private_dir(self.data_dir / "sources" / sanitize_filename(source))
+
+    def plugin_state(self, source: str) -> PluginState:
+        """One source's committed per-item plugin state (``Page.state``); commit changes
+        with its :meth:`~agent.store.pluginstate.PluginState.commit` inside :meth:`writing`."""
+        return PluginState(self.source_dir(source))
 
     # -- locking ------------------------------------------------------------------------
 
@@ -451,16 +548,26 @@ class Store:
                 self._stage_message(source, platform, record, owner_keys, touch, roster,
                                     messages_by_month, threads, deliverables)
             elif isinstance(record, Submission):
-                key = touch(record.contractor, record.submitted_at, hire=True)
+                key = touch(record.contractor, record.submitted_at)
+                if (key and roster.contractor_of(key) is None
+                        and record.under_contract is not False):
+                    if record.under_contract is None:
+                        _warn_unstated_contract(source, record)
+                    key = touch(record.contractor, record.submitted_at, hire=True)
                 thread_id = (thread_id_for(source, record.thread_remote_id)
                              if record.thread_remote_id else None)
                 announced = (message_id_for(source, record.message_remote_id)
                              if record.message_remote_id else None)
+                att = record.attachment
+                if roster.contractor_of(key) is None and att.status == "stored":
+                    # not a contractor: the work is recorded, its file is not kept
+                    att = dataclasses.replace(att, data=None, path=None, status="not_downloaded")
                 deliverables.append(self._deliverable_doc(
                     source, record.platform or platform, record.remote_id, announced,
                     thread_id, key, roster,
-                    record.attachment, record.submitted_at, record.title,
-                    extra={"contract_remote_id": record.contract_remote_id, **record.extra}))
+                    att, record.submitted_at, record.title,
+                    extra={"contract_remote_id": record.contract_remote_id, **record.extra},
+                    replaces=record.replaces or att.replaces))
             elif isinstance(record, Contract):
                 key = touch(record.contractor, record.started_at, hire=True)
                 contracts.append(self._contract_doc(source, platform, record, key))
@@ -516,7 +623,8 @@ class Store:
             known = [r for r in others if roster.contractor_of(r.key)]
             candidates = known or others
             counterpart = candidates[0] if candidates else None
-        key = touch(counterpart, record.sent_at) if counterpart is not None else None
+        hire = direction == "in" and record.under_contract is True
+        key = touch(counterpart, record.sent_at, hire=hire) if counterpart is not None else None
         contractor_id = roster.contractor_of(key)
         message_id = message_id_for(source, record.remote_id)
         thread_remote = record.thread_remote_id or record.remote_id
@@ -534,7 +642,8 @@ class Store:
             if wanted:
                 doc = self._deliverable_doc(
                     source, msg_platform, f"{record.remote_id}#{att.remote_id or index}",
-                    message_id, thread_id, key, roster, att, record.sent_at, record.subject)
+                    message_id, thread_id, key, roster, att, record.sent_at, record.subject,
+                    replaces=att.replaces)
                 entry["deliverable_id"] = doc["id"]
                 entry["sha256"] = doc["sha256"]
                 deliverables.append(doc)
@@ -566,7 +675,8 @@ class Store:
     def _deliverable_doc(self, source: str, platform: str, remote_id: str,
                          message_id: str | None, thread_id: str | None, key: str | None,
                          roster: Roster, att: Attachment, when: datetime,
-                         title: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                         title: str, extra: dict[str, Any] | None = None,
+                         replaces: str = "") -> dict[str, Any]:
         filename = sanitize_filename(att.filename)
         sha, path, size = None, None, att.size
         if att.status == "stored":
@@ -578,9 +688,10 @@ class Store:
             "contractor_id": roster.contractor_of(key), "identity": key,
             "filename": filename, "content_type": att.content_type, "size": size,
             "sha256": sha, "path": path, "url": att.url, "status": status,
-            "flagged": status == "too_large", "note": att.note, "title": title,
+            "flagged": status in ("too_large", "unavailable"), "note": att.note, "title": title,
             "received_at": iso(when), "review_status": "unreviewed", "review": None,
-            "extra": extra or {},
+            "extra": extra or {}, "work": work_stem(att.filename),
+            "replaces_remote_id": replaces or None,
         })
 
     def _store_blob(self, att: Attachment, filename: str) -> tuple[str, str, int]:
@@ -627,7 +738,8 @@ class Store:
     def _upsert_deliverables(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         fresh: list[dict[str, Any]] = []
         by_month: dict[str, list[dict[str, Any]]] = {}
-        for doc in docs:
+        versions = Versions(self.shard("versions.json"), self.stored_deliverable)
+        for doc in sorted(docs, key=lambda d: d.get("received_at") or ""):
             by_month.setdefault(_month(doc), []).append(doc)
         for month, month_docs in by_month.items():
             shard = self.monthly_shard("deliverables", month)
@@ -640,9 +752,11 @@ class Store:
                            "review": current.get("review"),
                            **{k: v for k, v in current.items() if k not in doc}}
                 elif all(d["id"] != doc["id"] for d in fresh):
+                    doc = versions.link(doc)
                     fresh.append(doc)
                 merged.append(doc)
             shard.upsert_many("deliverables", merged)
+        versions.save()
         return fresh
 
     def save_deliverables(self, docs: list[dict[str, Any]]) -> None:

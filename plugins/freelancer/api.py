@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from agent.connector import SourceContext
 from agent.errors import AuthError, RateLimited, SourceError, TransientError
-from agent.http import HttpClient, HttpStatusError
+from agent.http import DownloadFailed, HttpClient, HttpStatusError
 from plugins.freelancer.settings import TOKEN_PAGE, FreelancerSettings
 
 JSONDict = dict[str, Any]
@@ -260,23 +260,20 @@ class FreelancerApi:
                 if isinstance(item, dict):
                     yield item
 
-    def download(self, url: str, dest_dir: Path, max_bytes: int) -> Path | None:
+    def download(self, url: str, dest_dir: Path, max_bytes: int, *, expected_type: str = "",
+                 expected_size: int | None = None) -> Path | None:
         """Stream a file into ``dest_dir``; None when it is over ``max_bytes``.
 
-        The token is only sent to the API's own host, never to a third-party address a
-        message might carry.
+        Redirects are followed; the token is only sent to the API's own host, never to a
+        CDN or a third-party address a message might carry. Any failure of this one file
+        raises :class:`~agent.http.DownloadFailed` (see :meth:`HttpClient.download`).
         """
-        same_host = urlsplit(url).netloc == self._host
         if urlsplit(url).scheme not in ("http", "https"):
-            raise SourceError(f"Freelancer.com gave an attachment address that is not "
-                              f"http(s): {url[:60]!r}")
-        try:
-            return self.http.download(url, dest_dir, max_bytes=max_bytes,
-                                      auth_header=self._auth if same_host else None)
-        except AuthError as exc:
-            raise AuthError(self._auth_message(str(exc))) from None
-        except HttpStatusError as exc:
-            raise _status_error(exc)(self._status_message(urlsplit(url).path, exc)) from None
+            raise DownloadFailed(f"Freelancer.com gave an attachment address that is not "
+                                 f"http(s): {url[:60]!r}", permanent=True)
+        return self.http.download(url, dest_dir, max_bytes=max_bytes, auth_header=self._auth,
+                                  credential_hosts=(self._host.lower(),),
+                                  expected_type=expected_type, expected_size=expected_size)
 
 
 class NotFound(SourceError):

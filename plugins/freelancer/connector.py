@@ -59,11 +59,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from agent.connector import Connector, SourceContext
-from agent.errors import SourceError
+from agent.errors import AuthError, SourceError, TransientError
 from agent.files import ensure_private_dir, sanitize_filename
+from agent.http import DownloadFailed
 from agent.models import (
     Attachment,
     Contract,
@@ -76,6 +76,7 @@ from agent.models import (
     Record,
     Submission,
 )
+from agent.text import clean_line
 from plugins.freelancer.api import FreelancerApi, NotFound, as_int
 from plugins.freelancer.settings import FreelancerSettings
 
@@ -83,7 +84,12 @@ PLATFORM = "freelancer"
 CURSOR_VERSION = 1
 RELEASE_REQUESTED = frozenset({"requested_release", "request_release", "release_requested",
                                "requested"})
-PAID = frozenset({"released", "cleared"})
+#: "Released" in the web app is ``cleared`` in the API (FAND ``isReleased()``)
+PAID = frozenset({"cleared"})
+#: every threads folder (FMCP): the default listing leaves archived threads out
+FOLDERS = ("inbox", "sent", "freelancer", "archived", "requests", "none")
+#: syncs a file that failed for a passing reason is tried again, then left ``unavailable``
+DOWNLOAD_TRIES = 5
 AWARDED = frozenset({"awarded", "accepted"})
 JSONDict = dict[str, Any]
 
@@ -146,6 +152,20 @@ class FreelancerConnector(Connector[FreelancerSettings]):
         self._downloads: set[Path] = set()
         self._listed: dict[int, JSONDict] = {}
         self._scratch = context.scratch_dir
+        #: messages with a file that failed for a passing reason: {message id: entry}
+        self._retry: dict[int, JSONDict] = {}
+        self._failed_here: list[str] = []
+
+    def _warn(self, text: str) -> None:
+        """A part of the sync failed while the rest went on: log it, show it in ``status``."""
+        self.context.log.warning("%s: %s", self.context.source, text)
+        if text not in self.context.warnings:
+            self.context.warnings.append(text)
+
+    def _snapshot(self, state: JSONDict) -> JSONDict:
+        """The cursor to commit: ``state`` plus the files to try again."""
+        state["retry"] = sorted(self._retry.values(), key=lambda e: int(e["message"]))
+        return json.loads(json.dumps(state))  # type: ignore[no-any-return]
 
     @property
     def requests_made(self) -> int:
@@ -200,7 +220,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
         if not uid:
             raise SourceError(f"{outgoing.to.address!r} is not a Freelancer.com user id and "
                               "no thread was given; nothing was sent")
-        params: JSONDict = {"members[]": [uid], "limit": 10}
+        params: JSONDict = {"members[]": [uid], "limit": 10, "folders[]": list(FOLDERS)}
         project = as_int(outgoing.extra.get("project_id"))
         if project:
             params.update({"contexts[]": [project], "context_type": "project"})
@@ -231,9 +251,9 @@ class FreelancerConnector(Connector[FreelancerSettings]):
 
     def identity(self, user_id: int) -> Identity:
         user = self.users.get(user_id) or {}
-        name = str(user.get("display_name") or user.get("public_name")
-                   or user.get("username") or "")
-        username = str(user.get("username") or "")
+        name = clean_line(user.get("display_name") or user.get("public_name")
+                          or user.get("username"))
+        username = clean_line(user.get("username"))
         profile = f"{self.api.site_url}/u/{username}" if username else ""
         return Identity(PLATFORM, str(user_id), name, profile)
 
@@ -320,10 +340,21 @@ class FreelancerConnector(Connector[FreelancerSettings]):
             state = {}
         state["v"] = CURSOR_VERSION
         self.owner_id = self._owner(state)
+        for entry in state.get("retry") or []:
+            if isinstance(entry, dict) and as_int(entry.get("message")):
+                self._retry[int(entry["message"])] = dict(entry)
         if self._contracts_due(state):
-            yield from self._sync_contracts(state)
+            try:
+                yield from self._sync_contracts(state)
+            except (AuthError, TransientError):
+                raise
+            except SourceError as exc:  # e.g. no access to projects: messages still sync
+                self._warn(f"projects, bids and milestones were not read ({exc}); messages "
+                           "and files still sync")
         if self.context.should_stop():
             return
+        if self._retry:
+            yield from self._retry_downloads(state)
         yield from self._sync_messages(state)
 
     def _owner(self, state: JSONDict) -> int:
@@ -361,29 +392,41 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                 projects[pid] = item
         ids = sorted(projects)
         bids: list[JSONDict] = []
-        milestones: list[JSONDict] = []
+        milestones: list[JSONDict] | None = []
         for chunk in _chunks(ids, page):
             for result in self.api.page_results("projects/0.1/bids/", "bids",
                                                 {"projects[]": chunk, "user_details": "true"}):
                 self._remember_users(result.get("users"))
                 bids.extend(b for b in result.get("bids") or [] if isinstance(b, dict))
-            for result in self.api.page_results("projects/0.1/milestones/", "milestones",
-                                                {"projects[]": chunk, "user_details": "true"},
-                                                items=milestone_items):
-                self._remember_users(result.get("users"))
-                milestones.extend(milestone_items(result.get("milestones")))
-        records = self._contract_records(projects, bids, milestones)
+            if milestones is None:
+                continue
+            try:
+                for result in self.api.page_results("projects/0.1/milestones/", "milestones",
+                                                    {"projects[]": chunk, "user_details": "true"},
+                                                    items=milestone_items):
+                    self._remember_users(result.get("users"))
+                    milestones.extend(milestone_items(result.get("milestones")))
+            except (AuthError, TransientError):
+                raise
+            except SourceError as exc:  # contracts without what was paid; tried next sync
+                self._warn(f"milestones were not read ({exc}); contracts, messages and files "
+                           "still sync")
+                milestones = None
+        records = self._contract_records(projects, bids, milestones or [],
+                                         spent_known=milestones is not None)
         digests: dict[str, str] = dict(state.get("contracts") or {})
         changed = [r for r in records if digests.get(r.remote_id) != _digest(r)]
         for record in changed:
             digests[record.remote_id] = _digest(record)
         hired = sorted({int(r.contractor.address) for r in records if isinstance(r, Contract)}
                        | {int(x) for x in state.get("hired") or []})
-        state.update(contracts=digests, contracts_at=time.time(), hired=hired)
-        yield Page(changed, cursor=json.loads(json.dumps(state)))
+        state.update(contracts=digests, hired=hired)
+        if milestones is not None:
+            state["contracts_at"] = time.time()
+        yield Page(changed, cursor=self._snapshot(state))
 
     def _contract_records(self, projects: dict[int, JSONDict], bids: list[JSONDict],
-                          milestones: list[JSONDict]) -> list[Record]:
+                          milestones: list[JSONDict], *, spent_known: bool = True) -> list[Record]:
         records: list[Record] = []
         awarded: dict[tuple[int, int], JSONDict] = {}
         for bid in bids:
@@ -402,13 +445,13 @@ class FreelancerConnector(Connector[FreelancerSettings]):
             currency = project.get("currency") or {}
             records.append(Contract(
                 remote_id=f"bid:{bid.get('id')}", contractor=self.identity(uid),
-                title=str(project.get("title") or ""),
+                title=clean_line(project.get("title")),
                 status=str(project.get("frontend_project_status") or project.get("status")
                            or ""),
                 kind="hourly" if hourly else "fixed",
                 started_at=_when(bid.get("time_awarded") or bid.get("time_submitted")),
                 rate=amount if hourly else None, budget=None if hourly else amount,
-                spent=round(paid.get((pid, uid), 0.0), 2),
+                spent=round(paid.get((pid, uid), 0.0), 2) if spent_known else None,
                 currency=str(currency.get("code") or "") if isinstance(currency, dict) else "",
                 extra={"project_id": pid, "bid_id": bid.get("id"),
                        "project_url": self._project_url(project),
@@ -421,7 +464,9 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                 continue
             project = projects[pid]
             award = awarded.get((pid, uid))
-            title = str(ms.get("description") or f"Milestone {ms.get('id')}")
+            # FAND names the text ``other_reason``; FSDK's fixture ``description``
+            title = (clean_line(ms.get("description")) or clean_line(ms.get("other_reason"))
+                     or f"Milestone {ms.get('id')}")
             currency = ms.get("currency") or project.get("currency") or {}
             code = str(currency.get("code") or "") if isinstance(currency, dict) else ""
             records.append(Submission(
@@ -435,6 +480,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                           "its release; review the work on Freelancer.com, then release "
                           "the milestone there").strip()),
                 title=title, contract_remote_id=f"bid:{award.get('id')}" if award else "",
+                under_contract=True,  # milestones exist only on an awarded project
                 extra={"project_id": pid, "milestone_id": ms.get("id"),
                        "amount": ms.get("amount"), "currency": code,
                        "status": ms.get("status")},
@@ -451,7 +497,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
         """List the threads updated since the cursor; return the run to do, or None."""
         since = as_int(state.get("since")) or 0
         boundary: dict[str, Any] = dict(state.get("boundary") or {})
-        params: JSONDict = {"count": "true", "message_count": "true"}
+        params: JSONDict = {"count": "true", "message_count": "true", "folders[]": list(FOLDERS)}
         if since:
             params["from_updated_time"] = since
         listed: list[tuple[int, int, int | None]] = []
@@ -493,7 +539,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                 return
             if run.get("commit_only"):
                 state.pop("run", None)
-                yield Page([], cursor=json.loads(json.dumps(state)))
+                yield Page([], cursor=self._snapshot(state))
                 return
         hired = {int(x) for x in state.get("hired") or []}
         prev_seen = {int(x) for x in run.get("prev_seen") or []}
@@ -521,7 +567,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                 state.pop("run", None)
                 state.update(since=run["to"], boundary=run["boundary"],
                              seen=sorted(set(run["seen"])))
-            yield Page(held or [], cursor=json.loads(json.dumps(state)),
+            yield Page(held or [], cursor=self._snapshot(state),
                        progress=(run["done"], total_threads))
             if self.context.should_stop():
                 return
@@ -545,12 +591,51 @@ class FreelancerConnector(Connector[FreelancerSettings]):
             if stamp == run["to"]:
                 run["seen"].append(mid)
             records.append(self._message(raw, details, hired))
+            self._note_retry(mid, as_int(raw.get("thread_id")) or 0)
         return records
 
-    def _message(self, raw: JSONDict, details: JSONDict, hired: set[int]) -> Message:
+    def _note_retry(self, mid: int, tid: int) -> None:
+        """Remember a message whose file failed for a passing reason, to read it again."""
+        failed, self._failed_here = self._failed_here, []
+        if not failed:
+            self._retry.pop(mid, None)
+            return
+        entry = self._retry.get(mid) or {"message": mid, "thread": tid, "n": 0}
+        entry["n"] = int(entry.get("n") or 0) + 1
+        if entry["n"] >= DOWNLOAD_TRIES:
+            self._warn(f"gave up on a file of message {mid} after {entry['n']} syncs ({failed[0]})")
+            self._retry.pop(mid, None)
+        else:
+            self._retry[mid] = entry
+
+    def _retry_downloads(self, state: JSONDict) -> Iterator[Page]:
+        """Read again, by id, the messages whose files failed last time (100 a request)."""
+        ids = sorted(self._retry)
+        records: list[Record] = []
+        for chunk in _chunks(ids, 100):
+            result = self.api.get("messages/0.1/messages/", {
+                "messages[]": chunk, "user_details": "true", "thread_details": "true"})
+            self._remember_users(result.get("users"))
+            details = result.get("threads")
+            details = details if isinstance(details, dict) else {}
+            found = set()
+            for raw in result.get("messages") or []:
+                mid = as_int(raw.get("id")) if isinstance(raw, dict) else None
+                if not mid or mid not in self._retry:
+                    continue
+                found.add(mid)
+                records.append(self._message(raw, details, set(), force_wanted=True))
+                self._note_retry(mid, as_int(raw.get("thread_id")) or 0)
+            for mid in set(chunk) - found:
+                self._retry.pop(mid, None)  # deleted: nothing left to fetch
+        yield Page(records, cursor=self._snapshot(state))
+
+    def _message(self, raw: JSONDict, details: JSONDict, hired: set[int], *,
+                 force_wanted: bool = False) -> Message:
         mid = as_int(raw.get("id")) or 0
         tid = as_int(raw.get("thread_id")) or 0
-        sender_id = as_int(raw.get("from_user")) or 0
+        # FAND names the sender ``from_user``; FSDK's post fixture ``from_user_id``
+        sender_id = as_int(raw.get("from_user")) or as_int(raw.get("from_user_id")) or 0
         found = details.get(str(tid))
         # thread_details, else what the threads listing said (absent in a resumed run)
         thread: JSONDict = found if isinstance(found, dict) else self._listed.get(tid, {})
@@ -558,7 +643,7 @@ class FreelancerConnector(Connector[FreelancerSettings]):
         sender = self.identity(sender_id)
         direction: Direction = "out" if sender_id == self.owner_id else "in"
         recipients = tuple(self.identity(m) for m in members if m != sender_id)
-        wanted = direction == "in" and (sender_id in hired
+        wanted = direction == "in" and (force_wanted or sender_id in hired
                                         or self.context.wants_attachments(sender))
         attachments = tuple(self._attachments(raw, tid, mid, wanted, direction))
         context = thread.get("context") if isinstance(thread.get("context"), dict) else {}
@@ -572,45 +657,58 @@ class FreelancerConnector(Connector[FreelancerSettings]):
 
     def _attachments(self, raw: JSONDict, tid: int, mid: int, wanted: bool,
                      direction: str) -> Iterable[Attachment]:
-        for item in raw.get("attachments") or []:
+        for index, item in enumerate(raw.get("attachments") or []):
             if not isinstance(item, dict):
                 continue
-            filename = str(item.get("filename") or f"attachment-{item.get('key')}")
+            remote = str(item.get("filename") or f"attachment-{item.get('key')}")
+            # ".." or "a/../b" is never a path: fetched by message id + escaped name, kept
+            # under a safe name
+            filename = sanitize_filename(clean_line(remote), fallback=f"attachment-{mid}-{index + 1}")
             guessed = mimetypes.guess_type(filename)[0] or "application/octet-stream"
             if not wanted:
                 note = ("sent by you" if direction == "out"
                         else "not downloaded: the sender is not one of your contractors")
-                yield Attachment(filename, guessed, remote_id=filename,
+                yield Attachment(filename, guessed, remote_id=remote,
                                  status="not_downloaded", note=note)
                 continue
-            info = self._files_of(tid).get((mid, filename), {})
+            info = self._files_of(tid).get((mid, remote), {})
             size = as_int(info.get("size") or info.get("file_size"))
             ctype = str(info.get("content_type") or guessed)
-            url = self.api.absolute(str(info.get("url") or
-                                        f"/api/messages/0.1/messages/{mid}/{quote(filename, safe='')}"))
+            own = f"/api/messages/0.1/messages/{mid}/{_quote_name(remote)}"
+            listed = str(info.get("url") or "")
+            url = self.api.absolute(listed if listed and remote == filename else own)
             cap = self.context.max_attachment_bytes
             if size is not None and size > cap:
-                yield self._too_large(filename, ctype, size, url, cap)
+                yield self._too_large(filename, ctype, size, url, cap, remote)
                 continue
             try:
-                path = self.api.download(url, self._scratch, cap)
-            except NotFound:
-                yield Attachment(filename, ctype, size=size, url=url, remote_id=filename,
-                                 status="not_downloaded",
-                                 note="Freelancer.com no longer has this file (HTTP 404)")
+                path = self.api.download(url, self._scratch, cap, expected_type=ctype,
+                                         expected_size=size)
+            except DownloadFailed as exc:
+                if exc.permanent:
+                    note = (f"Freelancer.com would not hand this file over ({exc.reason}); "
+                            "open the thread on Freelancer.com")
+                else:
+                    self._failed_here.append(exc.reason)
+                    note = (f"Freelancer.com did not send the file ({exc.reason}); Retainer "
+                            "tries again at the next sync")
+                self.context.log.warning("%s: file %r of message %s unavailable: %s",
+                                         self.context.source, filename, mid, exc.reason)
+                yield Attachment(filename, ctype, size=size, url=url, remote_id=remote,
+                                 status="unavailable", note=note)
                 continue
             if path is None:
-                yield self._too_large(filename, ctype, size, url, cap)
+                yield self._too_large(filename, ctype, size, url, cap, remote)
                 continue
             self._downloads.add(path)
             yield Attachment(filename, ctype, size=path.stat().st_size, path=path,
-                             url=url, remote_id=filename)
+                             url=url, remote_id=remote)
 
     @staticmethod
     def _too_large(filename: str, ctype: str, size: int | None, url: str,
-                   cap: int) -> Attachment:
+                   cap: int, remote: str) -> Attachment:
         told = f"{size} bytes" if size is not None else "more"
-        return Attachment(filename, ctype, size=size, url=url, remote_id=filename,
+        return Attachment(filename, ctype, size=size, url=url, remote_id=remote,
                           status="too_large",
                           note=(f"{told}, over the {math.ceil(cap / 1048576)} MB cap "
                                 "(agent.max_attachment_mb): not downloaded; fetch it on "
@@ -623,6 +721,12 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                 result = self.api.get(f"messages/0.1/threads/{tid}/attachments/")
             except NotFound:
                 result = {}  # the files are tried at their usual address
+            except (AuthError, TransientError):
+                raise
+            except SourceError as exc:
+                self._warn(f"the file list of thread {tid} was not read ({exc}); its files "
+                           "are tried at their usual address")
+                result = {}
             found: dict[tuple[int, str], JSONDict] = {}
             items = result.get("attachments")
             for item in items if isinstance(items, list) else []:
@@ -631,3 +735,12 @@ class FreelancerConnector(Connector[FreelancerSettings]):
                     found[key] = item
             self._thread_files[tid] = found
         return self._thread_files[tid]
+
+
+def _quote_name(filename: str) -> str:
+    """A file name as one URL path segment: everything reserved escaped, and the dots of a
+    name made only of dots too (``..`` would otherwise mean "the folder above")."""
+    from urllib.parse import quote
+
+    quoted = quote(filename, safe="")
+    return quoted.replace(".", "%2E") if set(filename) <= {"."} else quoted

@@ -51,9 +51,11 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 API = "/api"
+CDN_PATH = "/cdn/files/"  # served as "another host" (localhost instead of 127.0.0.1)
 JSONDict = dict[str, Any]
 FaultKind = Literal[
     "429", "500", "502", "503", "hang", "error200", "auth200", "malformed", "html", "revoke",
+    "refused",
 ]
 MilestoneShape = Literal["map", "list"]
 SITE = "https://www.freelancer.com"
@@ -101,7 +103,8 @@ class Fault:
         ``"hang"`` (no answer for ``hang_seconds``), ``"error200"`` (an error envelope with
         HTTP 200), ``"auth200"`` (a token error with HTTP 200), ``"malformed"`` (truncated
         JSON), ``"html"`` (a login page with HTTP 200), ``"revoke"`` (the token is revoked,
-        then the request is refused like every later one).
+        then the request is refused like every later one), ``"refused"`` (HTTP 400
+        ``NOT_ALLOWED``: this token may not read that listing, the rest works).
     :param path: only requests whose path contains this (``""``: any API request).
     :param times: how many matching requests it hits (``-1``: every one).
     :param skip: let this many matching requests through first.
@@ -198,6 +201,8 @@ def _ints(query: dict[str, list[str]], name: str) -> list[int] | None:
     """A PHP-style array parameter (``name[]=1&name[]=2``) as ints, or None if absent."""
     values = query.get(f"{name}[]")
     if values is None:
+        values = query.get(name)  # the official SDKs send ``messages=1`` without brackets
+    if values is None:
         return None
     try:
         return [int(v) for v in values]
@@ -258,6 +263,16 @@ class Sandbox:
         self.bids: dict[int, JSONDict] = {}
         self.milestones: dict[int, JSONDict] = {}
         self.posted: list[int] = []  # ids of messages created through the POST endpoint
+        #: the key a message names its sender under: FAND's ``from_user``, or
+        #: ``from_user_id`` as FSDK's post-message fixture has it
+        self.sender_key = "from_user"
+        #: (message id, filename) -> download fault: "404", "410", "403", "500", "html"
+        #: (a login page with HTTP 200), "json" (an error envelope with 200), "wrong_type"
+        #: (the bytes labelled text/html), "short" (fewer bytes than listed), "redirect"
+        #: (302 to another host, ``localhost``, serving it without auth)
+        self.file_faults: dict[tuple[int, str], str] = {}
+        #: downloads that reached the other ("CDN") host: (path, token header or "")
+        self.cdn_hits: list[tuple[str, str]] = []
         self._tokens: dict[str, _Token] = {}
         self._faults: list[Fault] = []
         self._lock = threading.RLock()
@@ -413,7 +428,8 @@ class Sandbox:
             self.milestones[mid] = {
                 "id": mid, "transaction_id": mid, "project_id": project_id,
                 "bidder_id": bidder_id, "project_owner_id": self.owner_id, "amount": amount,
-                "description": description, "status": status, "reason": "full_payment",
+                # FAND's Milestone has the text under ``other_reason`` (no ``description``)
+                "other_reason": description, "status": status, "reason": "full_payment",
                 "time_created": at, "time_updated": at,
                 "currency": {"id": 1, "code": "USD", "sign": "$"},
             }
@@ -431,7 +447,8 @@ class Sandbox:
             tid = self._new_id("thread")
             at = int(self.clock.now()) if when is None else when
             self.threads[tid] = {
-                "id": tid, "time_updated": at, "is_muted": False, "is_read": True,
+                "id": tid, "folder": "inbox", "time_updated": at, "is_muted": False,
+                "is_read": True,
                 "thread": {
                     "id": tid, "thread_type": "primary" if project_id else "private_chat",
                     "context": ({"type": "project", "id": project_id} if project_id
@@ -442,6 +459,11 @@ class Sandbox:
                 },
             }
             return tid
+
+    def archive_thread(self, thread_id: int) -> None:
+        """Move a thread to the ``archived`` folder (the default listing leaves it out)."""
+        with self._lock:
+            self.threads[thread_id]["folder"] = "archived"
 
     def add_message(self, thread_id: int, from_user: int, text: str, *,
                     files: Iterable[tuple[str, bytes, str]] = (),
@@ -653,6 +675,11 @@ class Sandbox:
             wanted = _ints(query, "threads")
             if wanted is not None:
                 threads = [t for t in threads if t["id"] in wanted]
+            folders = query.get("folders[]")
+            if folders is not None:
+                threads = [t for t in threads if t.get("folder", "inbox") in folders]
+            elif wanted is None:  # like the web inbox: archived threads only on request
+                threads = [t for t in threads if t.get("folder") != "archived"]
             with_members = _ints(query, "members")
             if with_members is not None:
                 threads = [t for t in threads
@@ -693,7 +720,7 @@ class Sandbox:
                 "size": len(f.data), "content_type": f.content_type,
                 "time_created": f.created,
                 "url": (f"{self.base_url}/api/messages/0.1/messages/{f.message_id}/"
-                        f"{quote(f.filename, safe='')}"),
+                        f"{quote_name(f.filename)}"),
             } for f in files]}
         if rest == ["messages"]:
             in_threads = _ints(query, "threads")
@@ -714,7 +741,11 @@ class Sandbox:
                         and (hi is None or updated(m) <= hi)]
             messages.sort(key=lambda m: (m["time_created"], m["id"]), reverse=True)
             page = self._page(messages, query)
-            result = {"messages": json.loads(json.dumps(page)),
+            shown = json.loads(json.dumps(page))
+            if self.sender_key != "from_user":
+                for message in shown:
+                    message[self.sender_key] = message.pop("from_user")
+            result = {"messages": shown,
                       "unfiltered_count": len(messages),
                       "users": None, "threads": None}
             if _flag(query, "user_details"):
@@ -890,6 +921,15 @@ class _Handler(BaseHTTPRequestHandler):
                                      "Too many requests; slow down",
                                      {"Retry-After": str(max(1, math.ceil(wait)))})
                 return
+            if path.startswith(CDN_PATH):  # "another host": no token needed, none wanted
+                with sandbox._lock:
+                    sandbox.cdn_hits.append((path, self.headers.get("Freelancer-OAuth-V1") or ""))
+                file = sandbox.download(API + "/messages/0.1/messages/" + path[len(CDN_PATH):])
+                if file is None:
+                    raise SandboxError(404, "ExceptionCodes.NOT_FOUND", "No such file")
+                self._send(200, file.data, file.content_type,
+                           {"Content-Disposition": content_disposition(file.filename)})
+                return
             fault = sandbox._next_fault(path)
             if fault is not None:
                 self._fault_name = fault.kind
@@ -910,8 +950,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             file = sandbox.download(path)
             if file is not None:
-                self._send(200, file.data, file.content_type,
-                           {"Content-Disposition": content_disposition(file.filename)})
+                self._file(file)
                 return
             if not path.startswith(API + "/"):
                 raise SandboxError(404, "ExceptionCodes.NOT_FOUND", f"No route for {path}")
@@ -926,6 +965,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._envelope_error(exc.status, exc.code, exc.message)
         finally:
             self._record(599)  # no answer was sent (a hang)
+
+    def _file(self, file: _File) -> None:
+        """A file's bytes, or the fault :attr:`Sandbox.file_faults` names for it."""
+        fault = self.sandbox.file_faults.get((file.message_id, file.filename), "")
+        if fault in ("404", "410", "403", "500"):
+            code = {"404": "NOT_FOUND", "410": "GONE", "403": "FORBIDDEN", "500": "UNKNOWN_ERROR"}[fault]
+            self._envelope_error(int(fault), f"ExceptionCodes.{code}", f"File unavailable ({fault})")
+            return
+        if fault == "html":
+            self._send(200, b"<!DOCTYPE html><html><body><form>Log in</form></body></html>",
+                       "text/html; charset=utf-8")
+            return
+        if fault == "json":
+            self._envelope_error(200, "ExceptionCodes.UNKNOWN_ERROR", "File not ready")
+            return
+        if fault == "redirect":
+            where = (f"http://localhost:{urlsplit(self.sandbox.base_url).port}{CDN_PATH}"
+                     f"{file.message_id}/{quote_name(file.filename)}")
+            self._send(302, b"", "text/plain", {"Location": where})
+            return
+        data = file.data[:-100] if fault == "short" else file.data
+        self._send(200, data, "text/html" if fault == "wrong_type" else file.content_type,
+                   {"Content-Disposition": content_disposition(file.filename)})
 
     def _record(self, status: int) -> None:
         """Log the request once, before its answer leaves (so a client never wins the race)."""
@@ -968,6 +1030,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"<!DOCTYPE html><html><body><form>Log in</form></body></html>",
                        "text/html; charset=utf-8")
             return 200
+        if fault.kind == "refused":
+            self._envelope_error(400, "ExceptionCodes.NOT_ALLOWED",
+                                 "You are not allowed to access this resource")
+            return 400
         if fault.kind == "revoke":
             token = self.headers.get("Freelancer-OAuth-V1")
             with sandbox._lock:
@@ -976,6 +1042,13 @@ class _Handler(BaseHTTPRequestHandler):
                     entry.revoked = True
             return 0
         return 0
+
+
+def quote_name(filename: str) -> str:
+    """A file name as one path segment: every reserved character escaped, dots too when
+    the name is only dots (``..`` would otherwise be read as "the folder above")."""
+    quoted = quote(filename, safe="")
+    return quoted.replace(".", "%2E") if set(filename) <= {"."} else quoted
 
 
 def content_disposition(filename: str) -> str:

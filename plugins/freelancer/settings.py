@@ -10,7 +10,8 @@ Example::
     token = { env = "RETAINER_FREELANCER_TOKEN" }   # a personal OAuth access token
 
 Freelancer.com issues personal access tokens to the owner of an app at
-https://www.freelancer.com/developers; the token goes in the ``Freelancer-OAuth-V1``
+https://accounts.freelancer.com/settings/develop (the developer settings: create an app,
+then its access token); the token goes in the ``Freelancer-OAuth-V1``
 header. ``base_url`` points at the real service by default; tests and ``retainer demo``
 point it at the local sandbox.
 """
@@ -26,7 +27,8 @@ from agent.connector import Settings
 from agent.secrets import Secret
 
 DEFAULT_BASE_URL = "https://www.freelancer.com"
-TOKEN_PAGE = "https://www.freelancer.com/developers"
+#: where a Freelancer.com user creates an app and its personal access token
+TOKEN_PAGE = "https://accounts.freelancer.com/settings/develop"
 
 
 def _is_loopback(host: str) -> bool:

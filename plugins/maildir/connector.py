@@ -29,9 +29,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from agent.connector import Connector, Settings, SourceContext
+from agent.connector import Connector, LocalFolder, Settings, SourceContext
 from agent.errors import SourceError
 from agent.files import write_private
 from agent.mail import message_from_bytes, parse_header_bytes, split_header
@@ -56,7 +56,7 @@ _SUBDIRS = ("new", "cur")
 class MaildirSettings(Settings):
     """``[sources.settings]`` of a ``maildir`` source.
 
-    :param path: the Maildir's root folder (``~`` is expanded).
+    :param path: the Maildir's root folder (``~`` and ``$VARS`` are expanded; it must exist).
     :param folders: folder names to read (``INBOX`` is the root folder, subfolders by
         their name, e.g. ``Sent`` or ``Clients/Acme``); default: all of them.
     :param exclude: folder names to skip (e.g. ``["Trash", "Junk"]``).
@@ -66,16 +66,11 @@ class MaildirSettings(Settings):
         ``agent.max_attachment_mb``, at least 64.
     """
 
-    path: Path
+    path: LocalFolder
     folders: list[str] | None = None
     exclude: list[str] = Field(default_factory=list)
     page_size: int = Field(default=200, ge=1, le=5000)
     max_message_mb: float | None = Field(default=None, gt=0)
-
-    @field_validator("path", mode="before")
-    @classmethod
-    def _expand(cls, value: Any) -> Path:
-        return Path(os.path.expandvars(str(value))).expanduser()
 
 
 @dataclass(frozen=True)

@@ -344,6 +344,7 @@ def delivery(message: Message, *, platform: str, contractor: Identity, url: str,
         extra=extra,
         platform=platform,
         message_remote_id=message.remote_id,
+        under_contract=True,  # work is delivered on a marketplace only under an order/contract
     )
 
 

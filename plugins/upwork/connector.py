@@ -12,9 +12,17 @@ How a sync walks the API
    the contracts (``contractList``, 10 ids a request) and pending offers (``offer``) the
    page's changed rooms point to, then ``roomStories`` for that room, paged, limited to
    ``storyCreatedDateTime_bt`` = [the room's last story time, its listed latest story].
-4. Attachments with a download link in their metadata are fetched (Bearer auth) when
-   the sender is a contractor (anyone with a contract or offer in the room, or already
-   in the roster), unless over the size cap: then they are recorded ``too_large``.
+4. Attachments with a download link in their metadata are fetched when the sender is a
+   contractor (anyone with a contract or offer in the room, or already in the roster),
+   unless over the size cap: then they are recorded ``too_large``. Redirects are
+   followed; the bearer token goes only to Upwork's own hosts. A file Upwork will not
+   hand over (403/404/410) is recorded ``unavailable`` with the reason; one that fails
+   for a passing reason (5xx, a login page or JSON error instead of the file, the wrong
+   size) is ``unavailable`` too and its story is read again by id
+   (``roomStory``) at the next sync, up to :data:`DOWNLOAD_TRIES` times.
+5. Errors next to data are partial: stories whose author cannot be resolved are
+   skipped, a contracts or offer query Upwork refuses (partner tiers without contract
+   access) is a warning in ``retainer status``, and messages and files keep syncing.
 
 Requests a sync costs
 ---------------------
@@ -60,10 +68,12 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from agent.connector import Connector, SourceContext
 from agent.errors import AuthError, RateLimited, SourceError, TransientError
-from agent.http import HttpClient
+from agent.files import sanitize_filename
+from agent.http import DownloadFailed, HttpClient
 from agent.models import (
     Attachment,
     Contract,
@@ -75,6 +85,7 @@ from agent.models import (
     Record,
     Submission,
 )
+from agent.text import clean_line
 from plugins.upwork import queries
 from plugins.upwork.oauth import TokenManager, signin_hint
 from plugins.upwork.settings import UpworkSettings
@@ -84,6 +95,12 @@ CURSOR_VERSION = 1
 REVIEW_DAYS = 14
 #: times a send is tried again when the connection is refused (nothing was sent)
 SEND_REFUSED_RETRIES = 2
+#: milestone states (``OfferMilestoneState``) that mean the owner paid the milestone
+PAID_STATES = frozenset({"Paid", "PaidByUpwork"})
+#: syncs a file that failed for a passing reason is tried again, then left ``unavailable``
+DOWNLOAD_TRIES = 5
+#: Upwork's own hosts: the only ones (besides ``api_url``'s) that get the bearer token
+UPWORK_HOSTS = ("api.upwork.com", "www.upwork.com")
 
 _URL_KEYS = ("downloadurl", "url", "link", "fileurl", "downloadlink")
 _NAME_KEYS = ("filename", "name", "title", "originalname")
@@ -204,6 +221,16 @@ class UpworkConnector(Connector[UpworkSettings]):
         )
         self._freelancers: set[str] = set()
         self._downloads: list[Path] = []
+        #: stories with a file that failed for a passing reason: {story id: entry}
+        self._retry: dict[str, dict[str, Any]] = {}
+        self._failed_here: list[str] = []  # reasons of this story's passing failures
+        self._credential_hosts = {urlsplit(settings.api_url).netloc.lower(), *UPWORK_HOSTS}
+
+    def _warn(self, text: str) -> None:
+        """A part of the sync failed while the rest went on: log it, show it in ``status``."""
+        self.context.log.warning("%s: %s", self.context.source, text)
+        if text not in self.context.warnings:
+            self.context.warnings.append(text)
 
     @property
     def requests_made(self) -> int:
@@ -211,8 +238,15 @@ class UpworkConnector(Connector[UpworkSettings]):
 
     # -- GraphQL --------------------------------------------------------------------------
 
-    def graphql(self, operation: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Run one of :data:`queries.OPERATIONS`; return ``data`` or raise on ``errors``."""
+    def graphql(self, operation: str, variables: Mapping[str, Any] | None = None, *,
+                partial: bool = False) -> dict[str, Any]:
+        """Run one of :data:`queries.OPERATIONS`; return ``data`` or raise on ``errors``.
+
+        With ``partial=True``, data that came *with* errors is returned (Upwork nulls the
+        failing field up to its nearest nullable parent and answers the rest); the errors
+        are logged and kept as warnings for ``retainer status``. Only an answer with no
+        data at all, or with the operation's root field null, raises.
+        """
         headers = {"Content-Type": "application/json"}
         if self.settings.tenant_id:
             headers["X-Upwork-API-TenantId"] = self.settings.tenant_id
@@ -231,12 +265,18 @@ class UpworkConnector(Connector[UpworkSettings]):
         if not isinstance(body, dict):
             raise SourceError(f"Upwork answered {operation} with JSON that is not an object")
         errors = body.get("errors")
+        data = body.get("data")
+        if errors and partial and isinstance(data, dict) and any(v is not None for v in data.values()):
+            listed = errors if isinstance(errors, list) else [errors]
+            first = listed[0] if isinstance(listed[0], dict) else {}
+            self._warn(f"Upwork answered {operation} with {len(listed)} error(s) next to the data "
+                       f"(first: {clean_line(first.get('message'))[:200]}); the rest was read")
+            return data
         if errors:
             failure = _graphql_failure(errors if isinstance(errors, list) else [errors], operation)
             if isinstance(failure, AuthError):
                 failure = AuthError(f"{failure} {signin_hint(self.context.source)}")
             raise failure
-        data = body.get("data")
         if not isinstance(data, dict):
             raise SourceError(f"Upwork answered {operation} without data; the API may have changed")
         return data
@@ -340,7 +380,7 @@ class UpworkConnector(Connector[UpworkSettings]):
         if not owner_id:
             viewer = self.graphql("RetainerViewer").get("user") or {}
             owner_id = str(viewer.get("id") or "")
-            owner_name = str(viewer.get("name") or "")
+            owner_name = clean_line(viewer.get("name"))
             if not owner_id:
                 raise SourceError("Upwork did not say who is signed in (user.id is empty)")
         watermark: str | None = state.get("watermark")
@@ -353,8 +393,15 @@ class UpworkConnector(Connector[UpworkSettings]):
                 "owner_name": owner_name,
                 "watermark": watermark,
                 "rooms": dict(rooms_seen),
+                "retry": list(self._retry.values()),
                 **changes,
             }
+
+        for entry in state.get("retry") or []:
+            if isinstance(entry, dict) and entry.get("story") and entry.get("room"):
+                self._retry[str(entry["story"])] = dict(entry)
+        if self._retry:
+            yield from self._retry_downloads(owner_id, snapshot)
 
         after: str | None = None
         pages = 0
@@ -372,6 +419,7 @@ class UpworkConnector(Connector[UpworkSettings]):
             listing = self.graphql(
                 "RetainerRoomList",
                 {"filter": room_filter, "pagination": pagination, "sortOrder": "DESC"},
+                partial=True,
             ).get("roomList") or {}
             rooms = [e["node"] for e in listing.get("edges") or [] if isinstance(e, dict) and e.get("node")]
             total = int(listing.get("totalCount") or len(rooms))
@@ -441,7 +489,7 @@ class UpworkConnector(Connector[UpworkSettings]):
             for u in room.get("roomUsers") or []
             if isinstance(u, dict) and isinstance(u.get("user"), dict) and u["user"].get("id")
         }
-        subject = str(room.get("roomName") or room.get("topic") or "")
+        subject = clean_line(room.get("roomName") or room.get("topic"))
         if not latest.get("id"):
             seen[room_id] = {"id": "", "t": ""}
             yield Page([], cursor=snapshot(), progress=progress)
@@ -458,7 +506,8 @@ class UpworkConnector(Connector[UpworkSettings]):
             if after:
                 story_filter["pagination"] = {"first": self.settings.page_size, "after": after}
             stories = self.graphql(
-                "RetainerRoomStories", {"filter": {"roomId_eq": room_id, "storyFilter": story_filter}}
+                "RetainerRoomStories", {"filter": {"roomId_eq": room_id, "storyFilter": story_filter}},
+                partial=True,
             ).get("roomStories") or {}
             records: list[Record] = []
             for edge in stories.get("edges") or []:
@@ -468,6 +517,7 @@ class UpworkConnector(Connector[UpworkSettings]):
                 message = self._message(node, room_id, subject, owner_id, members)
                 if message is not None:
                     records.append(message)
+                    self._note_retry(message.remote_id, room_id, subject, members)
                     created = str(node.get("createdDateTime") or "")
                     if (parse_time(created) or _EPOCH) > (parse_time(newest["t"]) or _EPOCH):
                         newest = {"id": str(node["id"]), "t": created}
@@ -522,9 +572,11 @@ class UpworkConnector(Connector[UpworkSettings]):
             if isinstance(item, dict) and item.get("key") is not None:
                 meta[str(item["key"]).lower()] = str(item.get("value") or "")
         ref = str(raw.get("objectReferenceId") or "")
-        filename = next((meta[k] for k in _NAME_KEYS if meta.get(k)), "") or (
-            f"{(raw.get('objectType') or 'file')!s}-{ref}".lower()
-        )
+        fallback = f"{clean_line(raw.get('objectType') or 'file')}-{ref}".lower()
+        # a name like "..", "." or "a/../b" is never used as a path: the file is fetched by
+        # its link (its id) and kept under a safe name
+        filename = sanitize_filename(clean_line(next((meta[k] for k in _NAME_KEYS if meta.get(k)), "")),
+                                     fallback=sanitize_filename(fallback))
         content_type = next(
             (meta[k] for k in _TYPE_KEYS if "/" in meta.get(k, "")), "application/octet-stream"
         )
@@ -547,14 +599,68 @@ class UpworkConnector(Connector[UpworkSettings]):
         )
         if not wanted:
             return Attachment(**common, status="not_downloaded")
-        path = self.http.download(
-            url, self.context.scratch_dir, max_bytes=cap, auth_header=self.tokens.auth_header
-        )
+        try:
+            path = self.http.download(
+                url, self.context.scratch_dir, max_bytes=cap, auth_header=self.tokens.auth_header,
+                credential_hosts=self._credential_hosts, expected_type=content_type,
+                expected_size=size,
+            )
+        except DownloadFailed as exc:
+            if exc.permanent:
+                note = f"Upwork would not hand this file over ({exc.reason}); open the room on Upwork"
+            else:
+                self._failed_here.append(exc.reason)
+                note = (f"Upwork did not send the file ({exc.reason}); Retainer tries again "
+                        "at the next sync")
+            self.context.log.warning("%s: file %s (%s) unavailable: %s", self.context.source,
+                                     ref, filename, exc.reason)
+            return Attachment(**common, status="unavailable", note=note)
         if path is None:
             return Attachment(**common, status="too_large", note=_too_large_note(size, cap))
         self._downloads.append(path)
         common["size"] = path.stat().st_size
         return Attachment(**common, path=path, status="stored")
+
+    def _note_retry(self, story_id: str, room_id: str, subject: str,
+                    members: Mapping[str, Mapping[str, Any]]) -> None:
+        """Remember a story whose file failed for a passing reason, to read it again next sync."""
+        failed, self._failed_here = self._failed_here, []
+        if not failed:
+            self._retry.pop(story_id, None)
+            return
+        entry = self._retry.get(story_id) or {"room": room_id, "story": story_id, "n": 0}
+        entry.update(subject=subject, n=int(entry.get("n") or 0) + 1, members={
+            uid: {"id": uid, "name": clean_line(u.get("name")), "publicUrl": str(u.get("publicUrl") or "")}
+            for uid, u in members.items()
+        })
+        if entry["n"] >= DOWNLOAD_TRIES:
+            self._warn(f"gave up on a file in story {story_id} after {entry['n']} syncs ({failed[0]})")
+            self._retry.pop(story_id, None)
+        else:
+            self._retry[story_id] = entry
+
+    def _retry_downloads(self, owner_id: str, snapshot: Callable[..., dict[str, Any]]) -> Iterator[Page]:
+        """Read again, by id, the stories whose files failed last time (one request each)."""
+        records: list[Record] = []
+        for story_id, entry in list(self._retry.items()):
+            if self.context.should_stop():
+                break
+            room_id = str(entry["room"])
+            node = self.graphql("RetainerRoomStory", {"roomId": room_id, "storyId": story_id},
+                                partial=True).get("roomStory")
+            if not isinstance(node, dict):
+                self._retry.pop(story_id, None)  # the story is gone: nothing left to fetch
+                continue
+            members = {str(k): v for k, v in (entry.get("members") or {}).items() if isinstance(v, dict)}
+            author = node.get("user")
+            if isinstance(author, dict) and author.get("id"):  # its files were wanted last time: still wanted
+                self._freelancers.add(str(author["id"]))
+            message = self._message(node, room_id, str(entry.get("subject") or ""), owner_id, members)
+            if message is not None:
+                records.append(message)
+                self._note_retry(story_id, room_id, str(entry.get("subject") or ""), members)
+        yield Page(records, cursor=snapshot())
+        self._cleanup_downloads()
 
     def _cleanup_downloads(self) -> None:
         """Temp files of pages the host has stored (it copies them into the store)."""
@@ -576,14 +682,27 @@ class UpworkConnector(Connector[UpworkSettings]):
         ids = list(by_contract)
         for start in range(0, len(ids), queries.CONTRACT_BATCH):
             batch = ids[start: start + queries.CONTRACT_BATCH]
-            data = self.graphql("RetainerContracts", {"ids": batch}).get("contractList") or {}
+            try:
+                data = self.graphql("RetainerContracts", {"ids": batch},
+                                    partial=True).get("contractList") or {}
+            except (AuthError, TransientError):
+                raise
+            except SourceError as exc:
+                self._warn(f"contracts were not read ({exc}); messages and files still sync")
+                continue
             for contract in data.get("contracts") or []:
                 if not isinstance(contract, dict) or not contract.get("id"):
                     continue
                 room = by_contract.get(str(contract["id"])) or {}
                 yield from self._contract_records(contract, room, owner_id)
         for offer_id, room in offers:
-            offer = self.graphql("RetainerOffer", {"id": offer_id}).get("offer")
+            try:
+                offer = self.graphql("RetainerOffer", {"id": offer_id}, partial=True).get("offer")
+            except (AuthError, TransientError):
+                raise
+            except SourceError as exc:
+                self._warn(f"offer {offer_id} was not read ({exc}); messages and files still sync")
+                continue
             if isinstance(offer, dict) and offer.get("id"):
                 record = self._offer_record(offer, room, owner_id)
                 if record is not None:
@@ -601,7 +720,7 @@ class UpworkConnector(Connector[UpworkSettings]):
     ) -> Iterator[Record]:
         freelancer = contract.get("freelancer") or {}
         fid = str(freelancer.get("id") or "")
-        contractor = Identity(PLATFORM, fid, str(freelancer.get("name") or ""),
+        contractor = Identity(PLATFORM, fid, clean_line(freelancer.get("name")),
                               profile_url=self._room_profile(room, fid))
         if fid:
             self._freelancers.add(fid)
@@ -626,11 +745,12 @@ class UpworkConnector(Connector[UpworkSettings]):
                 deposit, cur = _money(milestone.get("depositAmount"))
                 currency = currency or cur
                 state = str(milestone.get("state") or "")
-                if deposit is not None and state.upper() in {"PAID", "APPROVED", "RELEASED"}:
-                    spent += deposit
+                if state in PAID_STATES:
+                    paid, _ = _money(milestone.get("paid"))
+                    spent += paid if paid else (deposit or 0.0)
                 milestones.append({
                     "id": str(milestone.get("id") or ""),
-                    "description": str(milestone.get("description") or ""),
+                    "description": clean_line(milestone.get("description")),
                     "state": state,
                     "sequence": milestone.get("sequenceId"),
                     "due": milestone.get("dueDateTime"),
@@ -640,7 +760,7 @@ class UpworkConnector(Connector[UpworkSettings]):
                 submissions.extend(
                     self._submissions(milestone, contractor, str(contract["id"]), room_id, currency)
                 )
-        title = str(contract.get("title") or "")
+        title = clean_line(contract.get("title"))
         yield Contract(
             remote_id=str(contract["id"]),
             contractor=contractor,
@@ -672,7 +792,7 @@ class UpworkConnector(Connector[UpworkSettings]):
         room_id: str,
         currency: str,
     ) -> Iterator[Submission]:
-        description = str(milestone.get("description") or "milestone")
+        description = clean_line(milestone.get("description")) or "milestone"
         for event in milestone.get("submissionEvents") or []:
             if not isinstance(event, dict):
                 continue
@@ -688,6 +808,7 @@ class UpworkConnector(Connector[UpworkSettings]):
                 remote_id=f"submission:{sub_id}",
                 submitted_at=submitted_at,
                 contractor=contractor,
+                under_contract=True,  # a milestone submission is made on a contract
                 attachment=Attachment(
                     filename=f"{description}.upwork-submission",
                     content_type="application/x-upwork-submission",
@@ -735,8 +856,8 @@ class UpworkConnector(Connector[UpworkSettings]):
         return Contract(
             remote_id=f"offer:{offer['id']}",
             contractor=contractor,
-            title=str(offer.get("title") or ""),
-            status=f"offer {str(offer.get('state') or '').lower()}".strip(),
+            title=clean_line(offer.get("title")),
+            status=f"offer {str(offer.get('state') or '').lower().replace('_', ' ')}".strip(),
             kind="hourly" if rate is not None else "fixed",
             rate=rate,
             budget=budget,
@@ -753,7 +874,7 @@ def _identity(user: Mapping[str, Any]) -> Identity:
     return Identity(
         PLATFORM,
         str(user.get("id") or "unknown"),
-        str(user.get("name") or ""),
+        clean_line(user.get("name")),
         profile_url=str(user.get("publicUrl") or ""),
     )
 

@@ -1,16 +1,25 @@
 """The GraphQL operations the Upwork plugin sends, one named operation each.
 
 Only the fields Retainer reads are requested: Upwork's live schema drifts from its
-docs, and an unknown field fails the whole query with a ``FieldUndefined``
-``ValidationError``. Field names follow the schema pulled from Upwork's reference
-(``muhammedaksam/upwork-node`` ``generated-types.ts``) and third-party clients.
+docs, and an unknown field fails the whole query with a ``ValidationError`` (HTTP 200,
+no data). Every operation is checked with graphql-core against the project's trimmed
+copy of the live schema, :data:`SCHEMA_PATH` (``tests/plugins/upwork/test_schema.py``),
+and against the full live schema when a copy is at hand
+(``tests/conformance/upwork_schema.py``). Notably ``CurrentUser`` has no ``publicUrl``
+(only ``GenericUser`` does) and ``RoomEdge`` has no ``cursor`` (rooms page through
+``pageInfo.endCursor``; story edges do have one).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+#: the trimmed SDL the operations are written against (package data)
+SCHEMA_PATH = Path(__file__).with_name("schema.graphql")
+
 VIEWER = """
 query RetainerViewer {
-  user { id name publicUrl }
+  user { id name }
 }
 """
 
@@ -21,7 +30,6 @@ query RetainerRoomList($filter: RoomFilter, $pagination: Pagination, $sortOrder:
   roomList(filter: $filter, pagination: $pagination, sortOrder: $sortOrder) {{
     totalCount
     edges {{
-      cursor
       node {{
         id
         roomName
@@ -59,6 +67,20 @@ query RetainerRoomStories($filter: RoomStoryFilter) {{
 }}
 """
 
+#: one story again by id (a download that failed is retried the next sync)
+ROOM_STORY = f"""
+query RetainerRoomStory($roomId: ID!, $storyId: ID!) {{
+  roomStory(roomId: $roomId, storyId: $storyId) {{
+    id
+    createdDateTime
+    updatedDateTime
+    message
+    user {{ {_USER} }}
+    attachments {{ objectReferenceId objectType metadata {{ key value }} createdDateTime }}
+  }}
+}}
+"""
+
 _MONEY = "rawValue currency"
 
 CONTRACTS = f"""
@@ -87,6 +109,7 @@ query RetainerContracts($ids: [ID!]) {{
             sequenceId
             dueDateTime
             depositAmount {{ {_MONEY} }}
+            paid {{ {_MONEY} }}
             submissionCount
             submissionEvents {{
               submission {{ id createdDateTime amount {{ {_MONEY} }} }}
@@ -122,13 +145,14 @@ mutation RetainerSendStory($input: RoomStoryCreateInputV2!) {
 }
 """
 
-#: contractList takes at most this many ids (upwork-node: "Max size is 10").
+#: contractList takes at most this many ids (live schema: "Max size is 10").
 CONTRACT_BATCH = 10
 
 OPERATIONS = {
     "RetainerViewer": VIEWER,
     "RetainerRoomList": ROOM_LIST,
     "RetainerRoomStories": ROOM_STORIES,
+    "RetainerRoomStory": ROOM_STORY,
     "RetainerContracts": CONTRACTS,
     "RetainerOffer": OFFER,
     "RetainerSendStory": SEND_STORY,

@@ -12,23 +12,31 @@ and §6):
   expired or revoked or not registered", 400 "Missing parameters: client_id".
 * ``POST /graphql`` with ``Authorization: Bearer``; 401 for a missing or expired token.
   Answers ``{"data": ...}`` or, with HTTP 200, ``{"errors": [{message, locations,
-  extensions: {classification}}]}``. The query is parsed (a small subset of GraphQL:
-  named operations, fields, aliases, arguments, no fragments), every field is checked
-  against a trimmed copy of Upwork's schema (unknown fields give the real
-  ``FieldUndefined`` ``ValidationError``) and answers carry only the fields asked for.
-  Root fields served: ``user``, ``roomList``, ``roomStories``, ``contractList``,
-  ``offer``, and the mutation ``createRoomStoryV2(input: {roomId, message})``, which
+  extensions: {classification}}]}``. Queries are validated and executed by graphql-core
+  against the plugin's trimmed copy of Upwork's live schema (``schema.graphql``): an
+  unknown field or a wrong argument type is a ``ValidationError`` with no data, as on
+  Upwork; a resolver error nulls its field up to the nearest nullable parent and comes
+  back *with* the rest of the data. Root fields served: ``user``, ``roomList``,
+  ``roomStories``, ``roomStory``, ``contractList``, ``offer``, and the mutation
+  ``createRoomStoryV2(input: {roomId, message})``, which
   validates its input (room known and joined by the signed-in user, message a
   non-blank string of at most :data:`MESSAGE_MAX` characters), posts the story as the
   owner (it comes back from ``roomStories`` and ``latestStory`` like any other, so the
   next sync sees it as outgoing) and records it in :attr:`Sandbox.posted`. Arguments
   are read from ``variables`` (``$input``), as the plugin sends them.
-  Connections have ``totalCount``, ``edges{cursor,node}``,
-  ``pageInfo{endCursor,hasNextPage}``; cursors are opaque; stories come newest first;
+  Connections have ``totalCount``, ``edges`` (``{node}`` for rooms, ``{cursor,node}``
+  for stories) and ``pageInfo{endCursor,hasNextPage}``; cursors are opaque; stories come newest first;
   ``message`` is null on attachment-only stories; at most 100 items a page.
 * ``GET /api/v3/messages/attachments/<id>`` serves an attachment's bytes (Bearer auth).
   Its URL is in the attachment's ``metadata`` under ``downloadUrl`` (the real key is
-  unknown; the plugin also looks for ``url``/``link``).
+  unknown; the plugin also looks for ``url``/``link``). Per-file faults
+  (:attr:`Sandbox.file_faults`): 404/410/403/500, a login page with HTTP 200, a JSON
+  error with 200, the wrong content type, a short body, a redirect to another host
+  (``localhost``, which serves ``/cdn/files/<id>`` without auth and records whether
+  credentials arrived in :attr:`Sandbox.cdn_hits`).
+* Partial errors: :attr:`Sandbox.denied` (a root answers null plus ``PermissionDenied``)
+  and :attr:`Sandbox.unresolvable_authors` (a story's non-null ``user`` fails, so its
+  edge's node is null), each next to the rest of the data.
 
 Extras for tests: an injectable clock (:class:`ManualClock`), seeded realistic data,
 token expiry, fault injection (:meth:`Sandbox.inject`: HTTP status such as 429 with
@@ -75,6 +83,9 @@ AUTHORIZE_PATH = "/ab/account-security/oauth2/authorize"
 TOKEN_PATH = "/api/v3/oauth2/token"
 GRAPHQL_PATH = "/graphql"
 ATTACHMENT_PATH = "/api/v3/messages/attachments/"
+CDN_PATH = "/cdn/files/"  # served as "another host" (localhost instead of 127.0.0.1)
+LOGIN_PAGE = (b"<!DOCTYPE html><html><head><title>Log in - Upwork</title></head>"
+              b"<body><form action=\"/ab/account-security/login\">Log in</form></body></html>")
 
 
 # -- clock ---------------------------------------------------------------------------------
@@ -288,206 +299,32 @@ _FILES = [("draft-v1.pdf", "application/pdf"), ("logo-final.png", "image/png"),
           ("export.zip", "application/zip"), ("screens.fig", "application/octet-stream")]
 
 
-# -- a small GraphQL subset -------------------------------------------------------------------
+# -- GraphQL: graphql-core against the plugin's trimmed copy of Upwork's schema ------------------
 
-_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\.\.\.|[A-Za-z_][A-Za-z0-9_]*|-?\d+(?:\.\d+)?|[{}()\[\]:!$=,@]|\S')
-
-
-@dataclass
-class Sel:
-    name: str
-    alias: str
-    line: int
-    column: int
-    children: list[Sel] = field(default_factory=list)
+_SCHEMA: Any = None
+_SCHEMA_LOCK = threading.Lock()
+#: query text -> (parsed document, validation errors): parse and validate once per text
+_DOCUMENTS: dict[str, tuple[Any, list[Any]]] = {}
 
 
-class GraphQLSyntaxError(Exception):
-    def __init__(self, message: str, line: int = 1, column: int = 1) -> None:
-        super().__init__(message)
-        self.line = line
-        self.column = column
+def schema() -> Any:
+    """The :class:`graphql.GraphQLSchema` built from ``plugins/upwork/schema.graphql`` (cached)."""
+    global _SCHEMA
+    with _SCHEMA_LOCK:
+        if _SCHEMA is None:
+            from graphql import build_schema
+
+            from plugins.upwork.queries import SCHEMA_PATH
+
+            _SCHEMA = build_schema(SCHEMA_PATH.read_text(encoding="utf-8"))
+        return _SCHEMA
 
 
-def parse_operation(query: str) -> tuple[str, str | None, list[Sel]]:
-    """``(operation type, name, root selections)`` of the first operation in ``query``."""
-    tokens: list[tuple[str, int, int]] = []
-    for lineno, line in enumerate(query.split("\n"), 1):
-        code = line.split("#", 1)[0]
-        for match in _TOKEN.finditer(code):
-            if match.group() != ",":
-                tokens.append((match.group(), lineno, match.start() + 1))
-    pos = 0
+def _GraphQLError(message: str, classification: str = "ValidationError") -> Exception:
+    """A resolver error as Upwork reports it: ``extensions.classification`` set."""
+    from graphql import GraphQLError
 
-    def peek() -> str:
-        return tokens[pos][0] if pos < len(tokens) else ""
-
-    def take() -> tuple[str, int, int]:
-        nonlocal pos
-        if pos >= len(tokens):
-            raise GraphQLSyntaxError("Invalid Syntax : unexpected end of query")
-        pos += 1
-        return tokens[pos - 1]
-
-    def skip_balanced(open_: str, close: str) -> None:
-        depth = 0
-        while True:
-            tok = take()[0]
-            if tok == open_:
-                depth += 1
-            elif tok == close:
-                depth -= 1
-                if depth == 0:
-                    return
-
-    def selection_set() -> list[Sel]:
-        tok, line, col = take()
-        if tok != "{":
-            raise GraphQLSyntaxError(f"Invalid Syntax : offending token '{tok}'", line, col)
-        out: list[Sel] = []
-        while peek() != "}":
-            name, line, col = take()
-            if name == "...":
-                raise GraphQLSyntaxError("Invalid Syntax : fragments are not supported here", line, col)
-            if not re.fullmatch(r"[A-Za-z_]\w*", name):
-                raise GraphQLSyntaxError(f"Invalid Syntax : offending token '{name}'", line, col)
-            alias = name
-            if peek() == ":":
-                take()
-                name = take()[0]
-            if peek() == "(":
-                skip_balanced("(", ")")
-            children = selection_set() if peek() == "{" else []
-            out.append(Sel(name, alias, line, col, children))
-        take()
-        return out
-
-    kind = "query"
-    name: str | None = None
-    if peek() in ("query", "mutation", "subscription"):
-        kind = take()[0]
-        if re.fullmatch(r"[A-Za-z_]\w*", peek() or "-"):
-            name = take()[0]
-        if peek() == "(":
-            skip_balanced("(", ")")
-    return kind, name, selection_set()
-
-
-# Trimmed Upwork schema: type -> field -> type (scalars are lowercase names here).
-SCHEMA: dict[str, dict[str, str]] = {
-    "Query": {"user": "User", "roomList": "RoomConnection", "roomStories": "RoomStoryConnection",
-              "contractList": "ContractList", "offer": "Offer", "room": "Room",
-              "contractByTerm": "ContractDetails", "organization": "Organization"},
-    "Mutation": {"createRoomStoryV2": "RoomStory", "approveMilestone": "Milestone"},
-    "User": {f: "scalar" for f in ("id", "nid", "rid", "name", "firstName", "lastName", "email",
-                                   "photoUrl", "publicUrl")},
-    "GenericUser": {f: "scalar" for f in ("id", "nid", "rid", "name", "firstName", "lastName", "email",
-                                          "photoUrl", "publicUrl")},
-    "Organization": {"id": "scalar", "name": "scalar"},
-    "PageInfo": {"endCursor": "scalar", "hasNextPage": "scalar", "startCursor": "scalar",
-                 "hasPreviousPage": "scalar"},
-    "RoomConnection": {"totalCount": "scalar", "edges": "RoomEdge", "pageInfo": "PageInfo"},
-    "RoomEdge": {"cursor": "scalar", "node": "Room"},
-    "Room": {**{f: "scalar" for f in ("id", "roomName", "topic", "roomType", "numUnread", "numUnreadMentions",
-                                      "numUsers", "createdAtDateTime", "lastVisitedDateTime",
-                                      "lastReadDateTime", "joinDateTime", "favorite", "hidden", "muted",
-                                      "readOnly", "contractId", "offerIds")},
-             "roomUsers": "RoomUser", "owner": "GenericUser", "creator": "GenericUser",
-             "latestStory": "RoomStory", "stories": "RoomStoryConnection"},
-    "RoomUser": {"user": "GenericUser", "organization": "Organization", "role": "scalar"},
-    "RoomStoryConnection": {"totalCount": "scalar", "edges": "RoomStoryEdge", "pageInfo": "PageInfo"},
-    "RoomStoryEdge": {"cursor": "scalar", "node": "RoomStory"},
-    "RoomStory": {**{f: "scalar" for f in ("id", "createdDateTime", "updatedDateTime", "message")},
-                  "user": "GenericUser", "organization": "Organization", "room": "Room",
-                  "attachments": "MessageAttachments"},
-    "MessageAttachments": {"objectReferenceId": "scalar", "objectType": "scalar",
-                           "metadata": "StringMapElement", "createdDateTime": "scalar",
-                           "author": "RoomUser"},
-    "StringMapElement": {"key": "scalar", "value": "scalar"},
-    "Money": {"rawValue": "scalar", "currency": "scalar", "displayValue": "scalar"},
-    "ContractList": {"contracts": "ContractDetails"},
-    "ContractDetails": {**{f: "scalar" for f in ("id", "title", "status", "kind", "deliveryModel",
-                                                 "createDate", "modifyDate", "startDate", "endDate",
-                                                 "offerId", "projectId", "isPtc")},
-                        "freelancer": "ContractUser", "terms": "ContractTerms",
-                        "clientOrganization": "Organization", "vendorOrganization": "Organization",
-                        "hiringManager": "ContractUser"},
-    "ContractUser": {f: "scalar" for f in ("id", "rid", "name", "email", "nid", "photoUrl")},
-    "ContractTerms": {"hourlyTerms": "HourlyContractTerm", "fixedPriceTerms": "FixedPriceContractTerm"},
-    "HourlyContractTerm": {"id": "scalar", "hourlyRate": "Money", "weeklyHoursLimit": "scalar",
-                           "startDate": "scalar", "endDate": "scalar"},
-    "FixedPriceContractTerm": {"id": "scalar", "fixedAmount": "Money", "startDate": "scalar",
-                               "endDate": "scalar", "milestones": "Milestone"},
-    "Milestone": {**{f: "scalar" for f in ("id", "description", "instructions", "state", "sequenceId",
-                                           "dueDateTime", "createdDateTime", "modifiedDateTime",
-                                           "submissionCount", "lastSubmissionCreatedTime")},
-                  "depositAmount": "Money", "fundedAmount": "Money", "paid": "Money", "bonus": "Money",
-                  "submissionEvents": "SubmissionEvent"},
-    "SubmissionEvent": {"submission": "MilestoneSubmission", "submissionMessage": "SubmissionMessage",
-                        "revisionMessage": "SubmissionMessage"},
-    "MilestoneSubmission": {"id": "scalar", "createdDateTime": "scalar", "modifiedDateTime": "scalar",
-                            "amount": "Money", "sequenceId": "scalar"},
-    "SubmissionMessage": {"createdDateTime": "scalar", "message": "scalar"},
-    "Offer": {**{f: "scalar" for f in ("id", "title", "description", "type", "state")},
-              "offerTerms": "OfferTerms", "client": "GenericUser"},
-    "OfferTerms": {"hourlyTerms": "OfferHourlyTerms", "fixedPriceTerm": "OfferFixedTerm"},
-    "OfferHourlyTerms": {"rate": "Money", "weeklyHoursLimit": "scalar"},
-    "OfferFixedTerm": {"budget": "Money"},
-}
-SERVED_ROOTS = {"user", "roomList", "roomStories", "contractList", "offer"}
-SERVED_MUTATIONS = {"createRoomStoryV2"}
-
-
-def validate(root_type: str, selections: list[Sel]) -> list[dict[str, Any]]:
-    """Errors for unknown fields (``FieldUndefined``) or leaf/selection mismatches."""
-    errors: list[dict[str, Any]] = []
-
-    def walk(type_name: str, sels: list[Sel], path: list[str]) -> None:
-        fields = SCHEMA[type_name]
-        for sel in sels:
-            where = "/".join([*path, sel.name])
-            target = fields.get(sel.name)
-            if target is None:
-                errors.append(_validation_error(
-                    f"Validation error (FieldUndefined@[{where}]) : Field '{sel.name}' in type "
-                    f"'{type_name}' is undefined", sel))
-            elif target == "scalar" and sel.children:
-                errors.append(_validation_error(
-                    f"Validation error (SubselectionNotAllowed@[{where}]) : Subselection not allowed "
-                    f"on leaf type 'String' of field '{sel.name}'", sel))
-            elif target != "scalar" and not sel.children:
-                errors.append(_validation_error(
-                    f"Validation error (SubselectionRequired@[{where}]) : Subselection required for "
-                    f"type '{target}' of field '{sel.name}'", sel))
-            elif target != "scalar":
-                walk(target, sel.children, [*path, sel.name])
-
-    walk(root_type, selections, [])
-    return errors
-
-
-def _validation_error(message: str, sel: Sel | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"message": message, "extensions": {"classification": "ValidationError"}}
-    if sel is not None:
-        error["locations"] = [{"line": sel.line, "column": sel.column}]
-    return error
-
-
-def prune(value: Any, sels: list[Sel]) -> Any:
-    """Keep only the selected fields (by alias), recursively, like a GraphQL executor."""
-    if isinstance(value, list):
-        return [prune(v, sels) for v in value]
-    if not isinstance(value, dict):
-        return value
-    return {s.alias: prune(value.get(s.name), s.children) if s.children else value.get(s.name)
-            for s in sels}
-
-
-class _GraphQLError(Exception):
-    def __init__(self, message: str, classification: str = "ValidationError") -> None:
-        super().__init__(message)
-        self.message = message
-        self.classification = classification
+    return GraphQLError(message, extensions={"classification": classification})
 
 
 def _cursor(prefix: str, index: int) -> str:
@@ -581,6 +418,22 @@ class Sandbox:
         self.attachments: dict[str, FileAttachment] = {}
         self.posted: list[Story] = []  # stories created through createRoomStoryV2
         self.can_write = True  # False: the API key lacks the messages write scope
+        #: root field -> message: that root answers null plus a PermissionDenied error,
+        #: next to the data of the others (partner tiers without contract access)
+        self.denied: dict[str, str] = {}
+        #: story ids whose author cannot be resolved: ``RoomStory.user`` is non-null, so
+        #: the story's edge comes back as ``{"node": null}`` with an error, data alongside
+        self.unresolvable_authors: set[str] = set()
+        #: milestone ids whose (non-null) ``submissionEvents`` fail: the milestone comes back
+        #: null inside its contract, with an error, the rest of the contract alongside
+        self.broken_milestones: set[str] = set()
+        #: attachment id -> fault of its download: "404", "410", "403", "500", "html" (HTTP 200
+        #: with a login page), "json" (200 with a JSON error), "wrong_type" (the bytes, but
+        #: labelled text/html), "short" (fewer bytes than declared), "redirect" (302 to
+        #: another host, which serves it without auth), "redirect_same" (302 on this host)
+        self.file_faults: dict[str, str] = {}
+        #: requests that reached the other ("CDN") host: (path, Authorization header or "")
+        self.cdn_hits: list[tuple[str, str]] = []
         self.access_tokens: dict[str, tuple[str, datetime]] = {}
         self.refresh_tokens: dict[str, tuple[str, datetime]] = {}
         self.codes: dict[str, tuple[str, str, datetime]] = {}
@@ -764,10 +617,10 @@ class Sandbox:
         """The contractor submits the first unsubmitted active milestone (adds an event)."""
         with self.lock:
             contract = self.contracts[contract_id]
-            milestone = next(m for m in contract.milestones if m.state in ("ACTIVE", "NOT_FUNDED"))
+            milestone = next(m for m in contract.milestones if m.state in ("Active", "NotFunded"))
             sub = Submission(self._id(""), ms(self.clock()), milestone.deposit, message)
             milestone.submissions.append(sub)
-            milestone.state = "SUBMITTED"
+            milestone.state = "Submitted"
             contract.modified = self.clock()
             return sub
 
@@ -811,7 +664,8 @@ class Sandbox:
         room = Room(self._id("room_"), f"{self.users[contractor].name}, {self.owner.name}", job, created,
                     [self.owner.id, contractor])
         if offer_only:
-            offer = Offer(self._id(""), job, "SENT", "FIXED" if index % 2 else "HOURLY",
+            offer = Offer(self._id(""), job, "PENDING_VENDOR_ACCEPTANCE",
+                          "MARKET_PLACE_FIXED_PRICE" if index % 2 else "MARKET_PLACE_HOURLY",
                           None if index % 2 else 35.0, 400.0 if index % 2 else None)
             self.offers[offer.id] = offer
             room.offer_ids.append(offer.id)
@@ -844,14 +698,14 @@ class Sandbox:
                                 fixed_amount=None if hourly else 300.0 + 100 * (index % 4))
         if not hourly:
             amount = (contract.fixed_amount or 0) / 2
-            first = Milestone(self._id(""), "First draft", "PAID", 1, created + timedelta(days=7), amount,
+            first = Milestone(self._id(""), "First draft", "Paid", 1, created + timedelta(days=7), amount,
                               created)
             first.submissions.append(Submission(self._id(""), created + timedelta(days=6), amount,
                                                 "First draft attached in the room."))
-            second = Milestone(self._id(""), "Final delivery", "ACTIVE", 2, created + timedelta(days=20),
+            second = Milestone(self._id(""), "Final delivery", "Active", 2, created + timedelta(days=20),
                                amount, created)
             if index % 2 == 0:
-                second.state = "SUBMITTED"
+                second.state = "Submitted"
                 second.submissions.append(Submission(self._id(""), created + timedelta(days=19), amount,
                                                      "Final files are in the room."))
             contract.milestones = [first, second]
@@ -864,9 +718,18 @@ class Sandbox:
         return {
             "id": story.id, "createdDateTime": iso(story.created),
             "updatedDateTime": iso(story.updated or story.created), "message": story.message,
-            "user": self.users[story.user_id].as_generic(), "organization": None,
+            "user": self._story_user(story), "organization": None,
             "attachments": [self._attachment_json(a, story) for a in story.attachments],
         }
+
+    def _story_user(self, story: Story) -> Any:
+        if story.id not in self.unresolvable_authors:
+            return self.users[story.user_id].as_generic()
+
+        def fail(_info: Any) -> None:  # RoomStory.user is non-null: the story comes back null
+            raise _GraphQLError(f"Could not resolve the author of story {story.id}",
+                                "DataFetchingException")
+        return fail
 
     def _attachment_json(self, att: FileAttachment, story: Story) -> dict[str, Any]:
         size = att.size if att.declared_size is None else att.declared_size
@@ -891,19 +754,16 @@ class Sandbox:
             "owner": self.owner.as_generic(), "creator": self.owner.as_generic(),
         }
 
-    def _resolve(self, root: str, variables: dict[str, Any]) -> Any:
-        if root == "user":
-            return self.owner.as_generic()
-        if root == "roomList":
-            return self._room_list(variables)
-        if root == "roomStories":
-            return self._room_stories(variables)
-        if root == "contractList":
-            return self._contract_list(variables)
-        if root == "offer":
-            offer = self.offers.get(str(variables.get("id") or ""))
-            return self._offer_json(offer) if offer else None
-        raise _GraphQLError(f"The sandbox does not serve '{root}'", "DataFetchingException")
+    def _offer(self, args: dict[str, Any]) -> Any:
+        offer = self.offers.get(str(args.get("id") or ""))
+        return self._offer_json(offer) if offer else None
+
+    def _room_story(self, args: dict[str, Any]) -> Any:
+        room = self.rooms.get(str(args.get("roomId")))
+        if room is None:
+            raise _GraphQLError(f"Room {args.get('roomId')} not found", "DataFetchingException")
+        story = next((s for s in room.stories if s.id == str(args.get("storyId"))), None)
+        return self._story_json(story) if story else None
 
     def _create_story(self, variables: dict[str, Any]) -> dict[str, Any]:
         """``createRoomStoryV2(input: RoomStoryCreateInputV2!)``: the owner posts a story."""
@@ -995,7 +855,7 @@ class Sandbox:
         user = self.users[c.freelancer_id]
         return {
             "id": c.id, "title": c.title, "status": c.status,
-            "kind": "HOURLY" if c.hourly_rate is not None else "FIXED_PRICE",
+            "kind": None,  # ContractKind names special kinds only (WEEKLY_RETAINER, ...)
             "deliveryModel": "TALENT_MARKETPLACE", "createDate": iso(c.created),
             "modifyDate": iso(c.modified or c.created), "startDate": iso(c.start),
             "endDate": iso(c.end) if c.end else None, "offerId": c.offer_id,
@@ -1011,13 +871,22 @@ class Sandbox:
             },
         }
 
+    def _milestone_json(self, m: Milestone) -> dict[str, Any]:
+        doc = self._milestone_doc(m)
+        if m.id in self.broken_milestones:
+            def fail(_info: Any) -> None:
+                raise _GraphQLError(f"Submission history of milestone {m.id} is unavailable",
+                                    "DataFetchingException")
+            doc["submissionEvents"] = fail
+        return doc
+
     @staticmethod
-    def _milestone_json(m: Milestone) -> dict[str, Any]:
+    def _milestone_doc(m: Milestone) -> dict[str, Any]:
         return {
             "id": m.id, "description": m.description, "instructions": "", "state": m.state,
             "sequenceId": m.sequence, "dueDateTime": iso(m.due), "createdDateTime": iso(m.created),
             "depositAmount": _money(m.deposit), "fundedAmount": _money(m.deposit),
-            "paid": _money(m.deposit if m.state == "PAID" else 0.0),
+            "paid": _money(m.deposit if m.state in ("Paid", "PaidByUpwork") else 0.0),
             "submissionCount": len(m.submissions),
             "lastSubmissionCreatedTime": iso(m.submissions[-1].created) if m.submissions else None,
             "submissionEvents": [
@@ -1092,36 +961,62 @@ class Sandbox:
         except (ValueError, KeyError, TypeError):
             return 400, {"errors": [{"message": "Invalid JSON body: expected {query, variables}",
                                      "extensions": {"classification": "InvalidSyntax"}}]}
-        try:
-            kind, _name, selections = parse_operation(query)
-        except GraphQLSyntaxError as exc:
-            return 200, {"errors": [{"message": str(exc),
-                                     "locations": [{"line": exc.line, "column": exc.column}],
-                                     "extensions": {"classification": "InvalidSyntax"}}]}
-        root_type = "Mutation" if kind == "mutation" else "Query"
-        errors = validate(root_type, selections)
-        if errors:
-            return 200, {"errors": errors}
-        data: dict[str, Any] = {}
-        exec_errors: list[dict[str, Any]] = []
+        from graphql import ExecutionResult, execute, parse, validate
+        from graphql.error import GraphQLSyntaxError
+
+        operation = request.get("operationName")
+        cached = _DOCUMENTS.get(query)
+        if cached is None:
+            try:
+                document = parse(query)
+            except GraphQLSyntaxError as exc:
+                return 200, {"errors": [{**exc.formatted,
+                                         "extensions": {"classification": "InvalidSyntax"}}]}
+            cached = (document, [e.formatted for e in validate(schema(), document)])
+            if len(_DOCUMENTS) < 256:  # the plugin sends a handful of fixed operations
+                _DOCUMENTS[query] = cached
+        document, problems = cached
+        if problems:  # Upwork: HTTP 200, a ValidationError per problem, no data
+            return 200, {"errors": [{**e, "extensions": {"classification": "ValidationError"}}
+                                    for e in problems]}
         with self.lock:
-            for sel in selections:
-                try:
-                    served = SERVED_MUTATIONS if root_type == "Mutation" else SERVED_ROOTS
-                    if sel.name not in served:
-                        raise _GraphQLError(f"The sandbox does not serve '{sel.name}'",
-                                            "DataFetchingException")
-                    resolved = (self._create_story(variables) if root_type == "Mutation"
-                                else self._resolve(sel.name, variables))
-                    data[sel.alias] = prune(resolved, sel.children)
-                except _GraphQLError as exc:
-                    data[sel.alias] = None
-                    exec_errors.append({"message": exc.message, "locations": [{"line": sel.line,
-                                        "column": sel.column}], "path": [sel.alias],
-                                        "extensions": {"classification": exc.classification}})
-        if exec_errors:
-            return 200, {"errors": exec_errors, "data": data}
-        return 200, {"data": data}
+            result = execute(schema(), document, root_value=self._root(),
+                             variable_values=variables,
+                             operation_name=operation if isinstance(operation, str) else None)
+        assert isinstance(result, ExecutionResult)  # no async resolvers
+        answer: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            answer["errors"] = [
+                {**e.formatted, "extensions": e.extensions or {"classification": "ValidationError"
+                                                               if result.data is None
+                                                               else "DataFetchingException"}}
+                for e in result.errors
+            ]
+        return 200, answer
+
+    def _root(self) -> dict[str, Any]:
+        """Root resolvers: graphql-core calls them with the field's (coerced) arguments."""
+
+        def denied(name: str) -> None:
+            message = self.denied.get(name)
+            if message is not None:
+                raise _GraphQLError(message, "PermissionDenied")
+
+        def field(name: str, resolve: Callable[..., Any]) -> Callable[..., Any]:
+            def run(_info: Any, **args: Any) -> Any:
+                denied(name)
+                return resolve(args)
+            return run
+
+        return {
+            "user": field("user", lambda _a: self.owner.as_generic()),
+            "roomList": field("roomList", self._room_list),
+            "roomStories": field("roomStories", self._room_stories),
+            "roomStory": field("roomStory", self._room_story),
+            "contractList": field("contractList", self._contract_list),
+            "offer": field("offer", self._offer),
+            "createRoomStoryV2": field("createRoomStoryV2", self._create_story),
+        }
 
     def handle_token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         missing = [k for k in ("grant_type", "client_id", "client_secret") if not form.get(k)]
@@ -1291,22 +1186,56 @@ class _Handler(BaseHTTPRequestHandler):
                 hit.status = 401
                 self._json(401, {"error": "invalid_token"})
                 return
-            att = sandbox.attachments.get(path[len(ATTACHMENT_PATH):])
-            if att is None:
-                hit.status = 404
-                self._json(404, {"message": "attachment not found"})
-                return
-            hit.status = 200
-            self.send_response(200)
-            self.send_header("Content-Type", att.content_type)
-            self.send_header("Content-Length", str(att.size))
-            self.send_header("Content-Disposition", content_disposition(att.filename))
-            self.end_headers()
-            for chunk in att.content():
-                self.wfile.write(chunk)
+            self._file(sandbox, hit, path[len(ATTACHMENT_PATH):], cdn=False)
+        elif path.startswith(CDN_PATH) and self.command == "GET":
+            with sandbox.lock:
+                sandbox.cdn_hits.append((path, self.headers.get("Authorization") or ""))
+            self._file(sandbox, hit, path[len(CDN_PATH):], cdn=True)
         else:
             hit.status = 404
             self._json(404, {"message": f"no such endpoint: {self.command} {path}"})
+
+
+    def _file(self, sandbox: Sandbox, hit: Hit, att_id: str, *, cdn: bool) -> None:
+        """An attachment's bytes, or the fault :attr:`Sandbox.file_faults` names for it."""
+        att = sandbox.attachments.get(att_id)
+        if att is None:
+            hit.status = 404
+            self._json(404, {"message": "attachment not found"})
+            return
+        fault = "" if cdn else sandbox.file_faults.get(att.id, "")
+        if fault in ("404", "410", "403", "500"):
+            hit.status = int(fault)
+            self._json(hit.status, {"message": {"404": "Not Found", "410": "Gone",
+                                                "403": "Access denied", "500": "Server error"}[fault]})
+            return
+        if fault == "html":
+            hit.status = 200
+            self._send(200, LOGIN_PAGE, "text/html; charset=utf-8")
+            return
+        if fault == "json":
+            hit.status = 200
+            self._json(200, {"error": {"code": "FILE_NOT_READY", "message": "Try again later"}})
+            return
+        if fault in ("redirect", "redirect_same"):
+            host = "localhost" if fault == "redirect" else "127.0.0.1"
+            hit.status = 302
+            self._send(302, b"", "text/plain",
+                       {"Location": f"http://{host}:{sandbox.port}{CDN_PATH}{att.id}?sig=x1"})
+            return
+        size = att.size - 100 if fault == "short" else att.size
+        hit.status = 200
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html" if fault == "wrong_type" else att.content_type)
+        self.send_header("Content-Length", str(size))
+        self.send_header("Content-Disposition", content_disposition(att.filename))
+        self.end_headers()
+        left = size
+        for chunk in att.content():
+            if left <= 0:
+                break
+            self.wfile.write(chunk[:left])
+            left -= len(chunk)
 
 
 def _operation_name(query: Any) -> str | None:

@@ -300,7 +300,7 @@ def test_revoked_token_mid_sync_is_an_auth_error_and_resume_loses_nothing(tmp_pa
                     cursor = dict(page.cursor)
         conn.close()
         message = str(caught.value)
-        assert "Create a new token" in message and "developers" in message
+        assert "Create a new token at https://accounts.freelancer.com/settings/develop" in message
         assert '[sources.settings] token of "fl"' in message
         assert sandbox.token not in message
         assert cursor.get("run")  # the first batch was committed
@@ -404,7 +404,7 @@ def test_a_file_that_vanished_is_recorded_and_the_sync_goes_on(tmp_path):
         run = fetch_all(sandbox, tmp_path, wants=lambda identity: True)
         (att,) = [a for m in run.messages if m.remote_id == str(gone[0])
                   for a in m.attachments]
-        assert att.status == "not_downloaded" and "404" in att.note
+        assert att.status == "unavailable" and "HTTP 404" in att.note
         assert {m.remote_id for m in run.messages} == expected_messages(sandbox)
         assert sum(1 for m in run.messages for a in m.attachments
                    if a.status == "stored") == len(sandbox.files)

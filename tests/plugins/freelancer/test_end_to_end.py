@@ -72,7 +72,7 @@ def test_cli_revoked_token_exits_1_with_a_clear_message_and_keeps_data(tmp_path,
         sandbox.add_message(tid, sandbox.owner_id, "new after the revocation")
         sandbox.revoke_token()
         result = run_cli(config, "sync", expect=1)
-        assert "Create a new token at https://www.freelancer.com/developers" in result.output
+        assert "Create a new token at https://accounts.freelancer.com/settings/develop" in result.output
         assert 'token of "fl" points in your config' in result.output
         assert sandbox.token not in result.output
         status = json.loads(run_cli(config, "status", "--json").stdout)
