@@ -164,8 +164,9 @@ def test_desktop_notification_and_bad_config(tmp_path: Path) -> None:
     assert "logo-spring.png from Maria Lopez" in calls[0]
     bad = tmp_path / "bad"
     bad.mkdir()
-    config = config_with(bad, '[[notifiers]]\ntype = "pager"\n')
-    out = run(config, "notify", expect=1).stdout
+    config = make_workflow_config(bad, extra='[[notifiers]]\ntype = "pager"\n')
+    assert "notifiers[0]: type" in run(config, "sync", expect=1).output  # refused up front
+    out = run(config, "notify", expect=1).output
     assert "type must be one of desktop, email, webhook" in out
 
 
