@@ -81,6 +81,15 @@ class RetainerGroup(click.Group):
             ctx.exit(exc.exit_code)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except Exception:
+            if getattr(ctx.obj, "strict", False):
+                raise  # --strict: plugin authors see the traceback
+            self._one_line(ctx)
+
+    def _one_line(self, ctx: click.Context) -> None:
+        """Report the exception being handled in one line (and exit); no traceback."""
+        try:
+            raise
         except OSError as exc:  # the disk, the data folder: say which and what to do
             from agent.secrets import scrub
 
