@@ -366,7 +366,69 @@ def run(app: App) -> None:
     store = app.store(config)
     daemon = Daemon(SyncEngine(config, app.host, store))
     daemon.install_signal_handlers()
-    daemon.run()
+    web = None
+    if config.agent.web:  # [agent] web = "127.0.0.1:8765": the dashboard beside the daemon
+        from agent.web import make_server, parse_address
+
+        bind, port = parse_address(config.agent.web)
+        web = make_server(config.path, config.data_dir, lambda: app.host, bind=bind,
+                          port=port).start()
+        click.echo(f"dashboard: {web.url.split('?')[0]} (access token in "
+                   f"{config.data_dir / 'web' / 'token'}; `retainer serve` prints the full URL)",
+                   err=True)
+    try:
+        daemon.run()
+    finally:
+        if web is not None:
+            web.close()
+
+
+@cli.command("auth")
+@click.argument("names", nargs=-1, required=True, metavar="SOURCE")
+@click.option("--no-browser", is_flag=True, help="No browser here: use the device code where "
+              "the provider has one (Microsoft), else print the address and take the pasted "
+              "redirect.")
+@click.option("--code", help="Finish a sign-in started with --print-url: the address the "
+              "browser landed on (or the bare code).")
+@click.option("--print-url", is_flag=True, help="Only print the sign-in address, then stop.")
+@click.pass_obj
+def auth(app: App, names: tuple[str, ...], no_browser: bool, code: str | None,
+         print_url: bool) -> None:
+    """Sign the source SOURCE in (OAuth 2.0) and save its tokens (0600) in the data folder."""
+    from agent.oauth import sign_in
+
+    if len(names) == 2:  # `retainer auth upwork SOURCE`, from before auth was host-owned
+        platform_name, source = names
+        click.echo(f"retainer: `retainer auth {platform_name} {source}` is deprecated; "
+                   f"use `retainer auth {source}`", err=True)
+    elif len(names) == 1:
+        platform_name, source = "", names[0]
+    else:
+        raise click.UsageError("give one source: retainer auth SOURCE")
+    config = app.config(only={source})
+    source_config = config.source(source)
+    if platform_name and source_config.platform != platform_name:
+        raise ConfigError(f'source "{source}" is a {source_config.platform} source, not '
+                          f"{platform_name}; run `retainer auth {source}`")
+    platform = app.host.platforms.get(source_config.platform)
+    settings = config.settings.get(source)
+    client = (platform.signin(settings, source)
+              if platform is not None and platform.signin is not None and settings is not None
+              else None)
+    if client is None:
+        hint = (' (set auth = "oauth2" in its settings to sign in with Google or Microsoft)'
+                if source_config.platform == "imap" else "")
+        raise ConfigError(f'source "{source}" does not sign in with OAuth 2.0{hint}')
+    state_dir = app.store(config).source_dir(source)
+    result = sign_in(client, state_dir, say=click.echo, no_browser=no_browser, code=code,
+                     print_url=print_url,
+                     ask=lambda prompt: str(click.prompt(prompt)))
+    if result is None:
+        return
+    who = f" as {result.who}" if result.who else ""
+    click.echo(f"Signed in to {client.provider.label}{who}. Tokens saved in {result.path} "
+               "(mode 0600).")
+    click.echo(f"Next: retainer sync {source}")
 
 
 @cli.command()
@@ -685,7 +747,7 @@ def _demo_sandboxes(stack: Any, app: App, config_path: Path) -> list[str]:
             handle.write("\n# Local marketplace sandboxes started by `retainer demo`; they are\n"
                          "# gone when the demo ends, so these sources only sync during it.\n")
             handle.write(extra)
-    if "demo-upwork" in started:  # pre-issued tokens stand in for `retainer auth upwork`
+    if "demo-upwork" in started:  # pre-issued tokens stand in for `retainer auth`
         store = app.store(app.config(validate=False))
         upwork.authorize_source(store.source_dir("demo-upwork"))
     return started
@@ -694,8 +756,12 @@ def _demo_sandboxes(stack: Any, app: App, config_path: Path) -> list[str]:
 @cli.command()
 @click.option("--dir", "target", type=click.Path(path_type=Path), default=None,
               help="Where to build the demo (default: a new temporary folder).")
+@click.option("--serve", "serve_web", is_flag=True,
+              help="Then open the dashboard on the demo data (until Ctrl-C).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="With --serve: the port (default 8765, or any free one if it is taken).")
 @click.pass_context
-def demo(ctx: click.Context, target: Path | None) -> None:
+def demo(ctx: click.Context, target: Path | None, serve_web: bool, port: int | None) -> None:
     """A self-contained try-out on bundled sample data; no accounts needed.
 
     Builds a sample mailbox (and, where their plugins are installed, local marketplace
@@ -716,6 +782,9 @@ def demo(ctx: click.Context, target: Path | None) -> None:
         if sandboxes:
             click.echo(f"Started local marketplace sandboxes: {', '.join(sandboxes)}")
         ctx.invoke(sync, sources=(), as_json=False)
+    from agent.demo import seed_history
+
+    seed_history(app.store(app.quick()))
     if sandboxes:  # the config stays usable: later syncs skip the stopped sandboxes
         config_path.write_text(config_path.read_text().replace(_SANDBOX_ON, _SANDBOX_OFF))
     click.echo("\n== Review queue (oldest first) ==")
@@ -725,6 +794,12 @@ def demo(ctx: click.Context, target: Path | None) -> None:
     click.echo("\n== Candidates (wrote to you, not on the roster) ==")
     ctx.invoke(contractors_candidates, as_json=False)
     click.echo(f"\nTry: retainer --config {config_path} messages")
+    if serve_web:
+        from agent.web import demo_server
+
+        server = demo_server(config_path, app.quick().data_dir, lambda: app.host, port)
+        click.echo(f"\nRetainer dashboard on the demo data: {server.url}\nCtrl-C stops it.")
+        server.run()
 
 
 # -- entry point -----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class AgentSection(_Strict):
     max_attachment_mb: float = Field(default=50.0, gt=0, le=1024 * 1024, allow_inf_nan=False)
     review_overdue: timedelta = timedelta(days=3)
     log_level: str = "INFO"
+    web: str | None = None  # "127.0.0.1:8765": `retainer run` serves the dashboard there
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -53,6 +54,18 @@ class AgentSection(_Strict):
     @classmethod
     def _lower(cls, value: list[str]) -> list[str]:
         return [v.strip().lower() for v in value]
+
+    @field_validator("web")
+    @classmethod
+    def _web(cls, value: str | None) -> str | None:
+        if value:
+            from agent.web import parse_address
+
+            try:
+                parse_address(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix("agent.web: ")) from None
+        return value
 
     @field_validator("review_overdue", mode="before")
     @classmethod
@@ -231,6 +244,8 @@ owner_emails = ["me@example.com"]
 max_attachment_mb = 50
 # Unreviewed work older than this is flagged overdue.
 review_overdue = "3d"
+# `retainer run` also serves the dashboard here (`retainer serve` prints its URL).
+# web = "127.0.0.1:8765"
 
 # Optional seed roster. The store holds the live roster (`retainer contractors`).
 # [[contractors]]

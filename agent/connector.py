@@ -176,12 +176,16 @@ class Platform:
     :param connector: the :class:`Connector` subclass that syncs one source.
     :param settings: the pydantic model that validates ``[sources.settings]``.
     :param description: one line for ``retainer plugins``.
+    :param signin: for sources that sign in with OAuth 2.0: given the validated settings
+        and the source's name, the :class:`agent.oauth.OAuthClient` that
+        ``retainer auth SOURCE`` uses (``None`` when this source needs no sign-in).
     """
 
     name: str
     connector: type[Connector[Any]]
     settings: type[BaseModel]
     description: str = ""
+    signin: Callable[[Any, str], Any] | None = None
 
 
 # -- the checks the host runs on every page (and the contract kit on every record) -------

@@ -29,8 +29,12 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.files import ensure_private_dir
+
+if TYPE_CHECKING:
+    from agent.store import Store
 
 SEED = 20260105
 OWNER_NAME = "Sam Carter"
@@ -704,5 +708,105 @@ def build_demo(target_dir: Path, *, now: datetime | None = None) -> Path:
     return config
 
 
+# -- the owner's history ------------------------------------------------------------------------
+
+#: How good each freelancer's work is (the mean of the demo's ratings).
+QUALITY = {"Maria Lopez": 4.7, "Kenji Watanabe": 4.0, "Priya Raman": 4.4, "Tom Becker": 4.8,
+           "Aisha Bello": 3.3, "Lukas Nowak": 3.9, "Sofia Rossi": 3.6}
+TEMPLATES = (
+    ("design-brief", "logo", "{{task}}",
+     "# {{task}}\n\nHi {{first_name}},\n\nWhat I need: {{task}}.\n\n- PNG and SVG\n"
+     "- our colours (forest green, cream)\n\nPlease reply with the files attached.\n"),
+    ("writing-brief", "copywriting", "{{task}}",
+     "# {{task}}\n\nHi {{first_name}},\n\nPlease write: {{task}}.\n\n- about 300 words\n"
+     "- warm, plain English\n\nA DOCX back in this thread is perfect.\n"),
+    ("dev-task", "python", "{{task}}",
+     "# {{task}}\n\nHi {{first_name}},\n\nThe job: {{task}}.\n\n- tests included\n"
+     "- a short README\n\nSend a ZIP when it is ready.\n"),
+)
+_TEMPLATE_FOR = {"logo": "design-brief", "ui": "design-brief", "photography": "design-brief",
+                 "copywriting": "writing-brief", "translation": "writing-brief",
+                 "python": "dev-task", "javascript": "dev-task"}
+
+
+def seed_history(store: Store, now: datetime | None = None) -> dict[str, int]:
+    """Give the synced demo the owner's past work, read off the sample threads.
+
+    Every delivery the owner already answered in its thread becomes a review at the time of
+    the answer (approved when the answer says so, else changes requested) with a rating
+    and the hours billed; every project's opening brief becomes an instruction sent from a
+    template (two versions each). The newest deliveries stay in the review queue. Runs
+    once: a store that has reviews or instructions is left alone.
+    """
+    from agent.store import workflow as wf
+
+    if wf.review_events(store) or wf.sent_instructions(store):
+        return {"reviews": 0, "instructions": 0}
+    now = now or datetime.now(UTC)
+    rng = random.Random(SEED + 1)
+    contractors = {c["id"]: c for c in store.contractors()}
+    threads: dict[str, list[dict[str, object]]] = {}
+    for msg in store.iter_messages():
+        if msg.get("source") == SOURCE_NAME and msg.get("thread_id"):
+            threads.setdefault(str(msg["thread_id"]), []).append(msg)
+    for msgs in threads.values():
+        msgs.sort(key=lambda m: str(m.get("sent_at") or ""))
+    reviews: list[tuple[dict[str, object], dict[str, object]]] = []
+    recent = iso_days_ago(now, 12)  # the owner's last two weeks are still to be recorded
+    for doc in store.deliverables():
+        cid = doc.get("contractor_id")
+        person = contractors.get(cid or "")
+        if doc.get("source") != SOURCE_NAME or person is None or not doc.get("thread_id"):
+            continue
+        answers = [m for m in threads.get(doc["thread_id"], [])
+                   if m.get("direction") == "out" and str(m["sent_at"]) > doc["received_at"]]
+        if not answers or str(answers[0]["sent_at"]) > recent:
+            continue  # not answered yet, or lately: it waits in the queue
+        answer = answers[0]
+        approved = "Perfect" in str(answer.get("text") or "")
+        mean = QUALITY.get(person["name"], 4.0) - (0 if approved else 0.6)
+        rating = max(1, min(5, round(rng.gauss(mean, 0.6))))
+        reviews.append((doc, {
+            "status": "approved" if approved else "changes_requested", "rating": rating,
+            "feedback": "" if approved else "See my notes in the thread.",
+            "hours": float(rng.randrange(2, 12)), "cost": None,
+            "when": datetime.fromisoformat(str(answer["sent_at"]).replace("Z", "+00:00"))}))
+    sent = []
+    for msgs in threads.values():
+        opener = msgs[0]
+        cid = next((m.get("contractor_id") for m in msgs if m.get("contractor_id")), None)
+        person = contractors.get(str(cid or ""))
+        if person is None or opener.get("direction") != "out" or \
+                str(opener.get("subject") or "").lower().startswith("re:"):
+            continue
+        skill = next((s for s in person.get("skills") or [] if s in _TEMPLATE_FOR), None)
+        if skill is None:
+            continue
+        sent.append((person, _TEMPLATE_FOR[skill], opener))
+    with store.writing():
+        start = now - timedelta(days=120)
+        for index, (name, skill, subject, text) in enumerate(TEMPLATES):
+            wf.save_template(store, name, text.replace("- ", "* ", 1), skill=skill,
+                             subject=subject, when=start + timedelta(hours=index))
+            wf.save_template(store, name, text, when=start + timedelta(days=30, hours=index))
+        wf.record_reviews(store, reviews)  # type: ignore[arg-type]
+        for person, template, opener in sent:
+            current = wf.template(store, template)
+            stamp = str(opener["sent_at"])
+            version = 1 if stamp < iso_days_ago(now, 90) else 2
+            wf.record_instruction(store, {
+                "template": template, "version": version, "skill": current.get("skill"),
+                "contractor_id": person["id"], "contractor_name": person["name"],
+                "task": str(opener.get("subject") or template), "subject": opener.get("subject"),
+                "text": current["versions"][version - 1]["text"], "sent": True,
+                "source": SOURCE_NAME, "to": opener.get("identity") or "",
+                "remote_id": opener.get("remote_id"), "sent_at": stamp})
+    return {"reviews": len(reviews), "instructions": len(sent)}
+
+
+def iso_days_ago(now: datetime, days: int) -> str:
+    return (now - timedelta(days=days)).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 __all__ = ["CONTRACTORS", "OWNER_EMAILS", "build_demo", "config_text", "example_config_text",
-           "generate"]
+           "generate", "seed_history"]

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.servers.dovecot"]
+pytest_plugins = ["tests.servers.dovecot", "tests.servers.oauth"]
 
 _skipped: list[str] = []
 

@@ -130,7 +130,7 @@ def test_retainer_demo_end_to_end(tmp_path):
     for address in UNSEEDED | {a for _, a, _ in BULK_SENDERS}:
         assert address in candidates_part
         assert address not in roster_part
-    assert "winter-blend-logo-final.png" in queue_part
+    assert "inventory-sync-v2.zip" in queue_part  # the newest work waits for review
     assert "passwd" in queue_part and "../" not in queue_part
     assert "attachment name '../../etc/passwd' is unsafe" in result.stderr
     assert "dropped 2 script" in result.stderr
@@ -151,7 +151,15 @@ def test_retainer_demo_end_to_end(tmp_path):
     assert {f"email:{a}" for a in UNSEEDED} <= keys
     assert {f"email:{a}" for _, a, _ in BULK_SENDERS} <= keys
     queue = json.loads(cli(config, "deliverables", "--json", "--unreviewed").stdout)
-    assert len(queue) >= 20
+    assert len(queue) >= 10
+    # a few months of the owner's history: older work reviewed and rated, briefs sent
+    done = {d["filename"]: d for d in json.loads(cli(config, "deliverables", "--json").stdout)}
+    assert done["winter-blend-logo-final.png"]["review_status"] == "approved"
+    report = json.loads(cli(config, "report", "--json").stdout)
+    assert report["totals"]["average_rating"] is not None
+    assert report["totals"]["revision_rate"] is not None
+    assert len(report["review_latency"]) >= 4
+    assert json.loads(cli(config, "instructions", "list", "--json").stdout)
     data_dir = (target / "data").resolve()
     for item in queue:
         assert item["contractor_id"]

@@ -138,7 +138,7 @@ def test_rate_limit_spaces_request_starts(server: Server) -> None:
         http.request("GET", "/r")
     times = [s.at for s in server.seen]
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.05 - 0.01
+    assert min(gaps) >= 0.05 - 0.015  # the server's clock sees loopback jitter, not the client's slots
     # no one-second window holds more than 20 (here: 12 requests take >= 0.55 s)
     assert times[-1] - times[0] >= 11 * 0.05 - 0.02
 

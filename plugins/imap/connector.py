@@ -26,6 +26,7 @@ from __future__ import annotations
 import binascii
 import contextlib
 import copy
+import dataclasses
 import email.utils
 import logging
 import os
@@ -68,6 +69,8 @@ if TYPE_CHECKING:
 
     from imapclient import IMAPClient
 
+    from agent.oauth import TokenManager
+
 CURSOR_VERSION = 1
 #: Most bytes (as the server declares them) fetched in one part-FETCH command, and kept
 #: in one page: bigger batches are split so memory stays bounded.
@@ -85,6 +88,8 @@ MAX_DEPTH = 100
 #: The header fields Retainer keeps (the rest, Received: lines and all, is not fetched).
 HEADER_FIELDS = "DATE FROM SENDER TO CC SUBJECT MESSAGE-ID IN-REPLY-TO REFERENCES"
 META_ITEMS = f"(UID RFC822.SIZE INTERNALDATE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
+#: Where the server advertises X-GM-EXT-1 (Gmail): its message id and labels too.
+GMAIL_META_ITEMS = META_ITEMS[:-1] + " X-GM-MSGID X-GM-LABELS)"
 
 
 
@@ -95,6 +100,10 @@ def dropped() -> tuple[type[BaseException], ...]:
     return (IMAPClientAbortError, OSError, EOFError)
 
 T = TypeVar("T")
+
+
+class _TokenRefused(Exception):
+    """The server refused the OAuth access token: refresh it and log in once more."""
 
 
 class _FolderReset(Exception):
@@ -114,6 +123,7 @@ class Stats:
     downloaded: int = 0
     reconnects: int = 0
     resets: int = 0
+    gmail_repeats: int = 0  # X-GM-EXT-1: copies skipped, already read under another label
 
 
 @dataclass
@@ -428,6 +438,10 @@ class ImapConnector(Connector[ImapSettings]):
 
     #: The host applies notification-mail formats to what this connector yields.
     reads_mail: ClassVar[bool] = True
+    #: SASL mechanisms for auth = "oauth2", preferred first (the server picks from these).
+    sasl_preference: ClassVar[tuple[str, ...]] = ("OAUTHBEARER", "XOAUTH2")
+    #: epoch seconds; tests replace it to move time for token expiry.
+    wall_clock: ClassVar[Callable[[], float]] = staticmethod(time.time)
 
     def __init__(self, settings: ImapSettings, context: SourceContext) -> None:
         super().__init__(settings, context)
@@ -443,6 +457,10 @@ class ImapConnector(Connector[ImapSettings]):
         self._watchdog = Watchdog(f"imap-deadline-{context.source}")
         self._live: IMAPClient | None = None  # the connection the watchdog cuts
         self._opening_sock: socket.socket | None = None  # ... or the one being opened
+        self._oauth: TokenManager | None = None
+        #: Gmail (X-GM-EXT-1): message ids read in this sync, and (folder, uid) -> labels
+        self._gmail_seen: set[bytes] = set()
+        self._gmail_labels: dict[tuple[str, int], tuple[str, list[str]]] = {}
 
     # -- connection ----------------------------------------------------------------
 
@@ -462,6 +480,34 @@ class ImapConnector(Connector[ImapSettings]):
 
     def connect(self) -> IMAPClient:
         """Open, secure and log in a new connection (closing any old one)."""
+        try:
+            return self._connect()
+        except _TokenRefused:
+            # the access token looked valid here but the server said no (revoked, or
+            # expired early): refresh once and log in on a new connection
+            self.tokens().force_refresh()
+            try:
+                return self._connect()
+            except _TokenRefused:
+                raise AuthError(
+                    f"{self.where}: the server refused the OAuth 2.0 sign-in of "
+                    f"{self.settings.username!r} even with a fresh token; check that username "
+                    "is the signed-in account, then run "
+                    f"`retainer auth {self.context.source}`") from None
+
+    def tokens(self) -> TokenManager:
+        """The source's OAuth 2.0 tokens (auth = "oauth2")."""
+        from agent.oauth import TokenManager
+
+        if self._oauth is None:
+            client = self.settings.oauth_client(self.context.source)
+            if client is None:
+                raise SourceError(f'{self.context.source}: auth = "password" has no tokens')
+            self._oauth = TokenManager(client, self.context.state_dir,
+                                       wall_clock=type(self).wall_clock)
+        return self._oauth
+
+    def _connect(self) -> IMAPClient:
         import ssl
 
         from imapclient.exceptions import IMAPClientError
@@ -523,8 +569,12 @@ class ImapConnector(Connector[ImapSettings]):
         from imapclient.exceptions import IMAPClientError, LoginError
 
         try:
-            response = client.login(self.settings.username,
-                                    self.settings.password.get_secret_value())
+            if self.settings.auth == "oauth2":
+                response = self._oauth_login(client)
+            else:
+                password = self.settings.password
+                response = client.login(self.settings.username,
+                                        password.get_secret_value() if password else "")
         except LoginError:
             raise AuthError(
                 f"{self.where}: the server refused the login for {self.settings.username!r}; "
@@ -545,6 +595,37 @@ class ImapConnector(Connector[ImapSettings]):
             client._cached_capabilities = tuple(self.capabilities)
         else:
             self.capabilities = frozenset(client.capabilities())
+
+    def _oauth_login(self, client: IMAPClient) -> Any:
+        """SASL OAUTHBEARER (RFC 7628) or XOAUTH2, whichever the server advertises."""
+        from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+
+        from agent.oauth import choose_mechanism, oauthbearer, xoauth2
+
+        offered = [c.decode("ascii", "replace")[5:] for c in client.capabilities()
+                   if c.upper().startswith(b"AUTH=")]
+        mechanism = choose_mechanism(offered, self.sasl_preference)
+        if mechanism is None:
+            raise SourceError(f"{self.where}: the server offers no OAuth 2.0 sign-in "
+                              "(AUTH=OAUTHBEARER or AUTH=XOAUTH2); use auth = \"password\"")
+        token = self.tokens().access_token()
+        settings = self.settings
+        initial = (xoauth2(settings.username, token) if mechanism == "XOAUTH2" else
+                   oauthbearer(settings.username, token, settings.host, settings.effective_port))
+        # after a refusal the server sends an error challenge; the client answers it with
+        # an empty response (XOAUTH2) or ^A (RFC 7628) and gets the final NO at once
+        answers = iter([initial.encode(), b"" if mechanism == "XOAUTH2" else b"\x01"])
+
+        def answer(challenge: bytes) -> bytes:
+            return next(answers, b"")
+
+        try:
+            return client._command_and_check("authenticate", mechanism, answer)
+        except IMAPClientAbortError:
+            raise  # the connection dropped: the caller reconnects
+        except IMAPClientError:
+            self.log.info("%s: %s sign-in refused; refreshing the token", self.where, mechanism)
+            raise _TokenRefused() from None
 
     def _tls_error(self, exc: ssl.SSLError) -> SourceError:
         detail = getattr(exc, "verify_message", "") or exc.reason or str(exc)
@@ -570,8 +651,10 @@ class ImapConnector(Connector[ImapSettings]):
             raise UnsupportedOperation(
                 f"{self.context.source}: add a [sources.settings.smtp] table (host, security) "
                 "to send replies from this mailbox")
+        password = self.settings.password
         return smtp.send(self.settings.smtp, outgoing, username=self.settings.username,
-                         password=self.settings.password.get_secret_value())
+                         password=password.get_secret_value() if password else None,
+                         oauth=self.tokens() if self.settings.auth == "oauth2" else None)
 
     def _too_slow(self) -> TransientError:
         return TransientError(
@@ -873,8 +956,10 @@ class ImapConnector(Connector[ImapSettings]):
                     ) -> Iterator[tuple[list[Message], int]]:
         """Messages of ``uids`` in chunks of bounded size, each with its last UID."""
 
+        gmail = b"X-GM-EXT-1" in self.capabilities
+
         def meta(client: IMAPClient) -> dict[int, dict[bytes, Any]]:
-            return self._uid_fetch(client, uids, META_ITEMS)
+            return self._uid_fetch(client, uids, GMAIL_META_ITEMS if gmail else META_ITEMS)
 
         found = self._retrying(folder, meta)
         plans: list[Plan] = []
@@ -882,6 +967,8 @@ class ImapConnector(Connector[ImapSettings]):
             data = found.get(uid)
             if data is None:
                 continue  # expunged in the meantime
+            if gmail and self._gmail_repeat(folder, uid, data):
+                continue  # read in another folder (label) already
             plans.append(self._plan(uid, data, folder))
         if not plans:
             yield [], uids[-1]
@@ -890,12 +977,42 @@ class ImapConnector(Connector[ImapSettings]):
         chunk_bytes = 0
         for index, plan in enumerate(plans):
             if chunk and chunk_bytes + plan.fetch_bytes > CHUNK_BYTES:
-                yield self._finish(folder, chunk, uidvalidity), chunk[-1].uid
+                yield self._labelled(folder, self._finish(folder, chunk, uidvalidity)), chunk[-1].uid
                 chunk, chunk_bytes = [], 0
             chunk.append(plan)
             chunk_bytes += plan.fetch_bytes
             if index == len(plans) - 1:
-                yield self._finish(folder, chunk, uidvalidity), uids[-1]
+                yield self._labelled(folder, self._finish(folder, chunk, uidvalidity)), uids[-1]
+
+    def _gmail_repeat(self, folder: str, uid: int, data: dict[bytes, Any]) -> bool:
+        """Gmail: remember the message's labels; true if this sync already read it from
+        another folder (Gmail shows one message in a folder per label and in All Mail)."""
+        from imapclient.imap_utf7 import decode
+
+        msgid = data.get(b"X-GM-MSGID")
+        if not isinstance(msgid, bytes) or not msgid.isdigit():
+            return False
+        if msgid in self._gmail_seen:
+            self.stats.gmail_repeats += 1
+            return True
+        self._gmail_seen.add(msgid)
+        raw = data.get(b"X-GM-LABELS")
+        labels = [decode(v) for v in raw if isinstance(v, bytes)] if isinstance(raw, list) else []
+        self._gmail_labels[(folder, uid)] = (msgid.decode(), labels)
+        return False
+
+    def _labelled(self, folder: str, messages: list[Message]) -> list[Message]:
+        """Gmail: the labels (and Gmail's message id) on each record."""
+        if not self._gmail_labels:
+            return messages
+        out = []
+        for message in messages:
+            found = self._gmail_labels.pop((folder, int(message.extra.get("uid", 0))), None)
+            if found is not None:
+                message = dataclasses.replace(message, extra={
+                    **message.extra, "gmail_msgid": found[0], "labels": found[1]})
+            out.append(message)
+        return out
 
     def _uid_fetch(self, client: IMAPClient, uids: list[int], items: str
                    ) -> dict[int, dict[bytes, Any]]:

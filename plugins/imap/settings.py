@@ -15,6 +15,16 @@ Example::
 
 Certificates are always checked. The only way to trust a self-signed server is to name
 its certificate (or its private CA) in ``ca_file``.
+
+Gmail and Microsoft 365 sign in with OAuth 2.0 instead of a password (then run
+``retainer auth inbox`` once)::
+
+    auth = "oauth2"
+    provider = "google"                   # google | microsoft | custom
+    client_id = "1234-abc.apps.googleusercontent.com"
+    client_secret = { env = "RETAINER_GOOGLE_SECRET" }   # Google needs one; Microsoft not
+    # tenant = "common"                   # microsoft: your tenant id or domain
+    # custom: authorize_url, token_url, scopes (and device_url if it has one)
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from agent.connector import Settings
+from agent.oauth import OAuthClient, Provider, google, microsoft
 from agent.secrets import Secret
 from plugins.imap.smtp import SmtpSettings
 
@@ -54,7 +65,23 @@ class ImapSettings(Settings):
     security: Security = Field("tls", description='"tls" (implicit TLS), "starttls", or '
                                '"none" (only for a server on this machine)')
     username: str = Field(min_length=1)
-    password: Secret = Field(description="{ env = ... }, { command = [...] } or { keyring = {...} }")
+    auth: Literal["password", "oauth2"] = Field(
+        "password", description='"password", or "oauth2" for Gmail and Microsoft 365 '
+        "(then run `retainer auth SOURCE` once)")
+    password: Secret | None = Field(None, description="{ env = ... }, { command = [...] } or "
+                                    '{ keyring = {...} }; for auth = "password"')
+    provider: Literal["google", "microsoft", "custom"] | None = Field(
+        None, description='auth = "oauth2": whose sign-in (custom: name the endpoints)')
+    client_id: str | None = Field(None, min_length=1, description="the OAuth client's id")
+    client_secret: Secret | None = Field(None, description="the OAuth client's secret, where "
+                                         "the provider needs one (Google does)")
+    tenant: str = Field("common", min_length=1, description="microsoft: the tenant id or "
+                        'domain, or "common" / "organizations"')
+    authorize_url: str | None = Field(None, description="custom: the authorize endpoint")
+    token_url: str | None = Field(None, description="custom: the token endpoint")
+    device_url: str | None = Field(None, description="custom: the device-code endpoint, if any")
+    scopes: list[str] | None = Field(None, description="custom: the scopes to ask for "
+                                     "(google and microsoft have their own)")
     folders: list[str] = Field(default_factory=lambda: ["INBOX"], min_length=1,
                                description="folders to read, e.g. [\"INBOX\", \"Sent\"]")
     ca_file: Path | None = Field(None, description="PEM certificate(s) to trust instead of "
@@ -115,6 +142,56 @@ class ImapSettings(Settings):
                 '(port 993) or "starttls" (port 143)')
         return self
 
+    @model_validator(mode="after")
+    def _check_auth(self) -> ImapSettings:
+        if self.auth == "password":
+            if self.password is None:
+                raise ValueError('password is required for auth = "password" (or set '
+                                 'auth = "oauth2" for Gmail and Microsoft 365)')
+            return self
+        if self.provider is None or not self.client_id:
+            raise ValueError('auth = "oauth2" needs provider ("google", "microsoft" or '
+                             '"custom") and client_id (see the README: Gmail and Microsoft 365)')
+        if self.provider == "google" and self.client_secret is None:
+            raise ValueError('Google needs the OAuth client\'s secret too: client_secret = '
+                             '{ env = "..." }')
+        if self.provider == "custom":
+            missing = [k for k in ("authorize_url", "token_url", "scopes") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f'provider = "custom" needs {", ".join(missing)}')
+            for key in ("authorize_url", "token_url", "device_url"):
+                url = getattr(self, key)
+                if url and not (url.startswith("https://") or
+                                (url.startswith("http://") and _loopback_url(url))):
+                    raise ValueError(f"{key} must be an https:// address (http:// only for "
+                                     "a server on this machine)")
+        return self
+
+    def oauth_provider(self) -> Provider:
+        if self.provider == "google":
+            return google()
+        if self.provider == "microsoft":
+            return microsoft(self.tenant)
+        return Provider("custom", self.host, authorize_url=str(self.authorize_url),
+                        token_url=str(self.token_url), device_url=self.device_url,
+                        scopes=tuple(self.scopes or ()))
+
+    def oauth_client(self, source: str) -> OAuthClient | None:
+        """How this source signs in (``retainer auth``); ``None`` for a password."""
+        if self.auth != "oauth2":
+            return None
+        return OAuthClient(
+            source=source, provider=self.oauth_provider(), client_id=str(self.client_id),
+            client_secret=(self.client_secret.get_secret_value()
+                           if self.client_secret is not None else None),
+            timeout=min(self.timeout, 60.0))
+
     @property
     def effective_port(self) -> int:
         return self.port if self.port is not None else DEFAULT_PORTS[self.security]
+
+
+def _loopback_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return is_loopback(urlsplit(url).hostname or "")

@@ -8,6 +8,10 @@ Configured in the source's settings as an optional sub-table::
     # username and password default to the IMAP ones; from defaults to the IMAP username
     from = "Me <me@example.com>"
 
+With ``auth = "oauth2"`` on the IMAP source, sending signs in with the same OAuth 2.0
+token (SASL OAUTHBEARER or XOAUTH2, whichever the server advertises) unless the SMTP table
+names its own password.
+
 A reply carries ``In-Reply-To`` and ``References`` (the thread so far plus the message it
 answers), so the contractor's mail program files it in the same conversation.
 Certificates are always checked (``ca_file`` names a private CA's certificate).
@@ -19,7 +23,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -27,6 +31,11 @@ from agent.connector import Settings
 from agent.errors import AuthError, SourceError, TransientError
 from agent.models import Outgoing
 from agent.secrets import Secret
+
+if TYPE_CHECKING:
+    import smtplib
+
+    from agent.oauth import TokenManager
 
 SMTP_PORTS: dict[str, int] = {"tls": 465, "starttls": 587, "none": 25}
 
@@ -90,8 +99,8 @@ def build_message(outgoing: Outgoing, sender: str, *, now: datetime | None = Non
     return message
 
 
-def send(settings: SmtpSettings, outgoing: Outgoing, *, username: str, password: str | None
-         ) -> str:
+def send(settings: SmtpSettings, outgoing: Outgoing, *, username: str, password: str | None,
+         oauth: TokenManager | None = None) -> str:
     """Send ``outgoing``; return its Message-ID. Errors say what to do next."""
     import smtplib  # here, not at the top: registering the plugin stays cheap
     import ssl
@@ -114,7 +123,9 @@ def send(settings: SmtpSettings, outgoing: Outgoing, *, username: str, password:
             user = settings.username or username
             secret = (settings.password.get_secret_value() if settings.password is not None
                       else password)
-            if secret and settings.security != "none":
+            if oauth is not None and settings.password is None:
+                _oauth_login(smtp, user, oauth, settings, where)
+            elif secret and settings.security != "none":
                 smtp.login(user, secret)
             refused: dict[str, Any] = smtp.send_message(message)
     except smtplib.SMTPAuthenticationError:
@@ -128,3 +139,37 @@ def send(settings: SmtpSettings, outgoing: Outgoing, *, username: str, password:
     if refused:
         raise SourceError(f"{where} refused {', '.join(refused)}")
     return str(message["Message-ID"])
+
+
+def _oauth_login(smtp: smtplib.SMTP, user: str, oauth: TokenManager, settings: SmtpSettings,
+                 where: str) -> None:
+    """AUTH OAUTHBEARER or XOAUTH2 with the source's token; one refresh if it is refused."""
+    import smtplib
+
+    from agent.oauth import SASL_MECHANISMS, choose_mechanism, oauthbearer, xoauth2
+
+    smtp.ehlo_or_helo_if_needed()
+    mechanism = choose_mechanism(smtp.esmtp_features.get("auth", "").split(), SASL_MECHANISMS)
+    if mechanism is None:
+        raise SourceError(f"{where} offers no OAuth 2.0 sign-in (AUTH OAUTHBEARER or XOAUTH2); "
+                          "give [sources.settings.smtp] a password instead")
+    for attempt in (1, 2):
+        token = oauth.access_token()
+        initial = (xoauth2(user, token) if mechanism == "XOAUTH2" else
+                   oauthbearer(user, token, settings.host, settings.effective_port))
+        # after a refusal the server sends an error challenge; the client answers it with
+        # an empty response (XOAUTH2) or ^A (RFC 7628) and gets the final 535
+        after = "" if mechanism == "XOAUTH2" else "\x01"
+
+        def answer(challenge: bytes | None = None, initial: str = initial,
+                   after: str = after) -> str:
+            return initial if challenge is None else after
+
+        try:
+            smtp.auth(mechanism, answer, initial_response_ok=True)
+            return
+        except smtplib.SMTPAuthenticationError:
+            if attempt == 2:
+                raise AuthError(f"{where} refused the OAuth 2.0 sign-in of {user!r}; check the "
+                                f"username, then run `retainer auth {oauth.source}`") from None
+            oauth.force_refresh()

@@ -1,7 +1,7 @@
 """The Upwork platform: rooms and messages, contracts, offers, milestones and submissions.
 
 Declared in pyproject as ``[project.entry-points.retainer] upwork = "plugins.upwork"``.
-Sign a source in with ``retainer auth upwork SOURCE``. The local sandbox that tests and
+Sign a source in with ``retainer auth SOURCE``. The local sandbox that tests and
 ``retainer demo`` use is :mod:`plugins.upwork.sandbox`.
 """
 
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from agent.connector import Platform
 from agent.plugins import hookimpl
 from plugins.upwork.connector import UpworkConnector
+from plugins.upwork.oauth import signin
 from plugins.upwork.settings import UpworkSettings
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ PLATFORM = Platform(
     UpworkConnector,
     UpworkSettings,
     "Upwork rooms and messages, contracts, milestones and submitted work (GraphQL API)",
+    signin=signin,
 )
 
 

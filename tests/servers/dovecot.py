@@ -75,6 +75,9 @@ class Dovecot:
     uid: int
     gid: int
     host: str = "127.0.0.1"
+    #: set: SASL XOAUTH2 and OAUTHBEARER too, checked by an oauth2 passdb that asks this
+    #: RFC 7662 introspection URL (the tests' OAuth server, tests/servers/oauth.py)
+    oauth2_introspection: str | None = None
     _users: dict[str, str] = field(default_factory=dict)
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -107,6 +110,26 @@ class Dovecot:
         etc = self.root / "etc"
         user = self.run_user
         group = _group_name(self.gid)
+        mechanisms = "plain login"
+        oauth2 = ""
+        if self.oauth2_introspection:
+            mechanisms = "plain login xoauth2 oauthbearer"
+            # Dovecot 2.3's oauth2 passdb: POSTs token=... to the introspection URL and
+            # accepts the login when "active" is true and "username" is the login name
+            (etc / "dovecot-oauth2.conf.ext").write_text(
+                "introspection_mode = post\n"
+                f"introspection_url = {self.oauth2_introspection}\n"
+                "force_introspection = yes\n"
+                "username_attribute = username\n"
+                "active_attribute = active\n"
+                "active_value = true\n"
+                "timeout_msecs = 5000\n")
+            oauth2 = f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {etc}/dovecot-oauth2.conf.ext
+}}
+"""
         self.conf.write_text(f"""# written by tests/servers/dovecot.py
 instance_name = retainer-test-{self.port}
 base_dir = {self.root}/run
@@ -125,14 +148,15 @@ mail_location = maildir:~/Maildir
 disable_plaintext_auth = no
 # no auth penalty (delays after failed logins) for the tests' own client
 login_trusted_networks = 127.0.0.0/8
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 auth_failure_delay = 0
 verbose_proctitle = yes
 ssl = yes
 ssl_cert = <{etc}/cert.pem
 ssl_key = <{etc}/key.pem
-passdb {{
+{oauth2}passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%n {self.passwd}
 }}
 userdb {{
@@ -423,6 +447,8 @@ class Mailbox:
         if security != "none":
             found["ca_file"] = str(self.server.cert)
         found.update(extra)
+        if found.get("auth") == "oauth2":
+            del found["password"]  # signs in with a token from `retainer auth`
         return found
 
     def source_toml(self, name: str = "inbox", *, security: str = "none",
@@ -508,22 +534,15 @@ def _ensure_run_user() -> tuple[str, int, int]:
     return RUN_USER, entry.pw_uid, entry.pw_gid
 
 
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[Dovecot]:
-    """The session's private Dovecot (fails, never skips, when Dovecot is not installed)."""
+@contextlib.contextmanager
+def running_dovecot(oauth2_introspection: str | None = None) -> Iterator[Dovecot]:
+    """Start a private Dovecot; stop it (by its master PID) and remove its folder after."""
     for binary in (DOVECOT, DOVEADM):
         if not os.access(binary, os.X_OK):
             pytest.fail(f"{binary} is missing: install Dovecot for the IMAP tests "
                         "(apt-get install -y dovecot-core dovecot-imapd)")
     if shutil.which("openssl") is None:
         pytest.fail("openssl is missing: apt-get install -y openssl")
-    with running_dovecot() as server:
-        yield server
-
-
-@contextlib.contextmanager
-def running_dovecot() -> Iterator[Dovecot]:
-    """A private Dovecot for as long as the block runs (also for scripts: benchmarks)."""
     user, uid, gid = _ensure_run_user()
     root = Path(tempfile.mkdtemp(prefix="retainer-dovecot-"))
     os.chmod(root, 0o755)
@@ -532,7 +551,7 @@ def running_dovecot() -> Iterator[Dovecot]:
     cert, _key = make_cert(root / "etc")
     os.chmod(root / "etc" / "key.pem", 0o600)
     server = Dovecot(root=root, port=free_port(), tls_port=free_port(), cert=cert,
-                     run_user=user, uid=uid, gid=gid)
+                     run_user=user, uid=uid, gid=gid, oauth2_introspection=oauth2_introspection)
     if os.geteuid() == 0:
         for sub in ("run", "state", "log", "mail"):
             os.chown(root / sub, uid, gid)
@@ -544,6 +563,13 @@ def running_dovecot() -> Iterator[Dovecot]:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """The session's private Dovecot (fails, never skips, when Dovecot is not installed)."""
+    with running_dovecot() as server:
+        yield server
 
 
 @pytest.fixture

@@ -392,9 +392,9 @@ def test_the_plain_text_part_alone_gives_the_same_reading(formats, context, name
 ])
 def test_huge_html_is_handled_quickly(formats, context, html) -> None:
     original = load("fiverr-message.eml", context)
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: guards against runaway parsing, not machine load
     records = apply_formats(formats, [replace(original, html=html[:1_000_000])], "inbox")
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5
     assert len(records) == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,6 +68,15 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def sandbox() -> Iterator[Sandbox]:
     with start_sandbox(seed=11, threads=5, messages_per_thread=10) as box:
         yield box
+
+
+def _bytes_under(folder: Path) -> int:
+    """Bytes in the files of ``folder``; a temp file renamed while we look is skipped."""
+    total = 0
+    for path in folder.glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
 
 
 def state_dir(tmp_path: Path) -> Path:
@@ -156,11 +166,11 @@ def test_revoked_token_exits_1_naming_retainer_auth(sandbox: Sandbox, tmp_path: 
     sandbox.revoke_all()
     sandbox.add_story(next(iter(sandbox.rooms)), "after the revocation")
     failed = run(config, "sync", SOURCE, expect=1)
-    assert "retainer auth upwork up" in failed.output
+    assert "retainer auth up" in failed.output
     assert "oauth2v2_" not in failed.output  # no token in the message
     assert len(json.loads(run(config, "messages", "--json").stdout)) == count  # nothing lost
     status = json.loads(run(config, "status", "--json").stdout)
-    assert "retainer auth upwork up" in json.dumps(status)
+    assert "retainer auth up" in json.dumps(status)
     # sign in again, and the sync picks up where it stopped
     sandbox.authorize_source(state_dir(tmp_path))
     run(config, "sync", SOURCE)
@@ -207,8 +217,7 @@ def test_kill_9_mid_sync_then_resume(tmp_path: Path) -> None:
         while True:
             assert sync.poll() is None, "the sync finished before it could be killed; slow it down"
             assert time.monotonic() < deadline
-            stored = list((tmp_path / "data" / "store" / "messages").glob("*"))
-            if stored and sum(p.stat().st_size for p in stored) > 20_000:
+            if _bytes_under(tmp_path / "data" / "store" / "messages") > 20_000:
                 break
             time.sleep(0.05)
         sync.send_signal(signal.SIGKILL)

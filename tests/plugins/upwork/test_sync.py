@@ -236,7 +236,7 @@ def test_access_token_refreshed_before_expiry(authorized: Sandbox, tmp_path: Pat
 
 
 def test_not_signed_in_names_the_auth_command(sandbox: Sandbox, tmp_path: Path) -> None:
-    with pytest.raises(AuthError, match=r"retainer auth upwork up"):
+    with pytest.raises(AuthError, match=r"retainer auth up"):
         run_sync(connector(sandbox, tmp_path))
     assert sandbox.hits == []
 
@@ -246,7 +246,7 @@ def test_revoked_mid_sync_loses_nothing(authorized: Sandbox, tmp_path: Path) -> 
     sandbox.inject("revoke", operation="RetainerRoomStories", skip=3)
     broken = run_sync(connector(sandbox, tmp_path), raise_errors=False)
     assert isinstance(broken.error, AuthError)
-    assert "retainer auth upwork up" in str(broken.error)
+    assert "retainer auth up" in str(broken.error)
     assert "oauth2v2_" not in str(broken.error)
     # what was committed before the error is kept; a new sign-in resumes from the cursor
     done_rooms = set(broken.cursor.get("rooms", {}))
