@@ -103,7 +103,7 @@ def _review_options(func: Any) -> Any:
         click.option("--send", is_flag=True, help="Send the feedback to the contractor's thread."),
         click.option("--yes", is_flag=True, help="With --send: do not ask before sending."),
         click.option("--json", "as_json", is_flag=True, help="Print the deliverable as JSON."),
-        click.argument("deliverable_id"),
+        click.argument("deliverable_id", required=False),
     ]
     for option in reversed(options):
         func = option(func)
@@ -112,10 +112,43 @@ def _review_options(func: Any) -> Any:
 
 @review.command("approve")
 @_review_options
+@click.option("--all", "approve_all", is_flag=True,
+              help="Approve every deliverable in the queue (with --before: received before it).")
+@click.option("--before", type=click.DateTime(["%Y-%m-%d"]),
+              help="With --all: only work received before this day (YYYY-MM-DD).")
 @click.pass_obj
-def review_approve(app: App, /, **kwargs: Any) -> None:
-    """Approve a deliverable, with a rating and feedback."""
+def review_approve(app: App, /, approve_all: bool, before: datetime | None,
+                   **kwargs: Any) -> None:
+    """Approve a deliverable, with a rating and feedback; or a backlog with --all."""
+    if approve_all or before is not None:
+        _approve_backlog(app, approve_all, before, **kwargs)
+        return
     _record(app, "approved", **kwargs)
+
+
+def _approve_backlog(app: App, approve_all: bool, before: datetime | None, *,
+                     deliverable_id: str | None, rating: int | None, feedback: str,
+                     cost: float | None, hours: float | None, send: bool, yes: bool,
+                     as_json: bool) -> None:
+    from agent.store import workflow as wf
+
+    if not approve_all or deliverable_id or send:
+        raise StoreError("use `review approve --all [--before YYYY-MM-DD]` without a "
+                         "deliverable id or --send")
+    config = app.config(validate=False)
+    store = app.store(config)
+    cutoff = before.date().isoformat() if before is not None else None
+    with store.writing():
+        waiting = [d for d in store.deliverables(unreviewed=True)
+                   if cutoff is None or (d.get("received_at") or "")[:10] < cutoff]
+        done = wf.record_reviews(store, [(d, {"status": "approved", "rating": rating,
+                                              "feedback": feedback, "cost": cost,
+                                              "hours": hours}) for d in waiting])
+    if as_json:
+        emit_json({"approved": [d["id"] for d in done]})
+        return
+    when = f" received before {cutoff}" if cutoff else ""
+    click.echo(f"approved {len(done)} deliverable(s){when}")
 
 
 @review.command("changes")
@@ -126,13 +159,15 @@ def review_changes(app: App, /, **kwargs: Any) -> None:
     _record(app, "changes_requested", **kwargs)
 
 
-def _record(app: App, status: str, *, deliverable_id: str, rating: int | None, feedback: str,
-            cost: float | None, hours: float | None, send: bool, yes: bool, as_json: bool
-            ) -> None:
+def _record(app: App, status: str, *, deliverable_id: str | None, rating: int | None,
+            feedback: str, cost: float | None, hours: float | None, send: bool, yes: bool,
+            as_json: bool) -> None:
     from agent.review import feedback_text, outgoing_for, render_outgoing
     from agent.review import send as send_outgoing
     from agent.store import workflow as wf
 
+    if not deliverable_id:
+        raise StoreError("which deliverable? give its id (see `retainer review list`)")
     config = app.config(validate=send)
     store = app.store(config)
     current = store.deliverable(deliverable_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,6 +35,9 @@ class AgentSection(_Strict):
     max_attachment_mb: float = Field(default=50.0, gt=0, le=1024 * 1024, allow_inf_nan=False)
     review_overdue: timedelta = timedelta(days=3)
     log_level: str = "INFO"
+    #: Work received before this day enters the queue as already handled (first import
+    #: of an old mailbox); default: none.
+    review_since: date | None = None
     web: str | None = None  # "127.0.0.1:8765": `retainer run` serves the dashboard there
 
     @field_validator("data_dir", mode="before")

@@ -102,6 +102,9 @@ class SourceContext:
     :param log: the logger to use (``retainer.plugins.<platform>``); never log secrets.
     :param warnings: what went wrong in part while the sync went on (e.g. "no access to
         contracts"); append one line each. The host shows them in ``retainer status``.
+    :param refetch: messages to read again before new mail (the ``extra`` a mail connector
+        stored with each): earlier mail of a sender just promoted to contractor, whose
+        files were recorded but not downloaded. Connectors that cannot read messages again ignore it.
     """
 
     source: str
@@ -116,6 +119,7 @@ class SourceContext:
     options: dict[str, Any] = field(default_factory=dict)
     state: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     warnings: list[str] = field(default_factory=list)
+    refetch: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Connector(ABC, Generic[S]):

@@ -9,22 +9,23 @@ what was wrong is kept in ``extra["defects"]`` and logged once per message.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import email.utils
 import hashlib
 import io
 import logging
+import mimetypes
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header
 from email.message import Message as EmailMessage
-from email.parser import BytesHeaderParser, BytesParser
-from email.policy import compat32
 from typing import Any
 
 from agent.connector import SourceContext
 from agent.files import sanitize_filename
+from agent.mailparse import parse_message
 from agent.models import Attachment, Identity, Message
 
 log = logging.getLogger("retainer.mail")
@@ -55,6 +56,25 @@ INLINE_IMAGE_MAX = 100 * 1024
 ACTIVE_TAGS = ("script", "style", "head", "noscript", "template", "iframe", "object", "embed",
                "frame", "frameset", "applet")
 
+#: Content types that are never a contractor's work: signatures, keys, contact cards,
+#: delivery reports, read receipts and calendar invites (an invite is noted on the
+#: message instead).
+NOT_DELIVERABLE_TYPES = frozenset({
+    "application/pgp-signature", "application/pkcs7-signature",
+    "application/x-pkcs7-signature", "application/pgp-keys",
+    "text/vcard", "text/x-vcard", "text/directory",
+    "message/delivery-status", "message/global-delivery-status",
+    "message/disposition-notification", "message/global-disposition-notification",
+    "text/rfc822-headers", "message/global-headers", "message/feedback-report",
+    "text/calendar", "application/ics",
+})
+_SIGNATURE_SUFFIXES = (".p7s", ".sig", ".asc", ".vcf", ".ics")
+
+
+def is_signature_name(filename: str) -> bool:
+    """True for file names of signatures, contact cards and invites (``smime.p7s``...)."""
+    return filename.strip().lower().endswith(_SIGNATURE_SUFFIXES)
+
 
 def scrub(text: str) -> str:
     """Make ``text`` valid UTF-8 text: undecodable bytes and lone surrogates become U+FFFD,
@@ -79,16 +99,82 @@ def header_str(value: Any) -> str:
         return ""
 
 
+# Labels mailers use for a codec Python knows under another name, or for its superset
+# (as web browsers read them).
+_CHARSET_ALIASES = {
+    "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "cp936": "gb18030",
+    "big5": "big5hkscs", "x-x-big5": "big5hkscs", "ks_c_5601-1987": "cp949",
+    "euc-kr": "cp949", "iso-8859-8-i": "iso-8859-8", "iso-8859-8-e": "iso-8859-8",
+    "iso-8859-6-i": "iso-8859-6", "iso-8859-6-e": "iso-8859-6", "shift_jis": "cp932",
+    "shift-jis": "cp932", "sjis": "cp932", "x-sjis": "cp932", "tis-620": "cp874",
+    "windows-874": "cp874", "utf8": "utf-8", "unicode-1-1-utf-7": "utf-7",
+    "us-ascii": "cp1252", "ascii": "cp1252", "iso-8859-1": "cp1252", "latin1": "cp1252",
+    "latin-1": "cp1252", "ansi_x3.4-1968": "cp1252",
+}
+# Single-byte labels that 8-bit UTF-8 text is often mislabelled with.
+_WESTERN = frozenset({"cp1252", "windows-1252", "iso-8859-15"})
+# Bad bytes tolerated in the declared charset before guessing another (per 100 bytes).
+_BAD_PER_100 = 1
+
+
+def charset_codec(charset: str | None) -> str:
+    """The Python codec for a declared charset label (``""`` when unknown)."""
+    if not charset:
+        return ""
+    label = charset.strip().strip('"').lower()
+    label = _CHARSET_ALIASES.get(label, label)
+    try:
+        return codecs.lookup(label).name
+    except (LookupError, ValueError, TypeError):
+        return ""
+
+
 def decode_text(raw: bytes, charset: str | None) -> str:
-    """Decode body bytes with the declared charset, falling back without raising."""
-    for candidate in (charset, "utf-8"):
-        if not candidate:
-            continue
-        try:
-            return scrub(raw.decode(candidate))
-        except (LookupError, UnicodeError, ValueError, TypeError):
-            continue
-    return raw.decode("latin-1").replace("\x00", "")
+    """Decode text bytes, keeping the valid text when a few bytes are bad; never raises.
+
+    Declared charset first (8-bit text that is valid UTF-8 wins over a Western label);
+    with a few bad bytes, each becomes U+FFFD and the rest is kept; when most of it does
+    not fit the declared charset (or none is known), charset-normalizer guesses.
+    """
+    codec = charset_codec(charset)
+    if raw.isascii() and codec in ("", "cp1252", "utf-8", "iso8859-15"):
+        return raw.decode("ascii").replace("\x00", "")
+    candidates = ["utf-8", codec] if codec in _WESTERN or not codec else [codec]
+    for candidate in candidates:
+        text = _decoded(raw, candidate, "strict")
+        if text is not None:
+            return scrub(text)
+    if codec:
+        text = _decoded(raw, codec, "replace")
+        if text is not None and text.count("\ufffd") <= max(1, len(raw) * _BAD_PER_100 // 100):
+            return scrub(text)
+    guessed = _guess(raw) if len(raw) >= _GUESS_MIN else None
+    if guessed is not None:
+        return scrub(guessed)
+    return scrub(_decoded(raw, codec, "replace") or raw.decode("cp1252", "replace"))
+
+
+def _decoded(raw: bytes, codec: str, errors: str) -> str | None:
+    if not codec:
+        return None
+    try:
+        return raw.decode(codec, errors)
+    except (LookupError, UnicodeError, ValueError, TypeError):
+        return None
+
+
+#: Shorter texts are too short to guess a charset from.
+_GUESS_MIN = 48
+
+
+def _guess(raw: bytes) -> str | None:
+    try:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(raw).best()
+    except Exception:
+        return None
+    return str(best) if best is not None else None
 
 
 def decode_header_value(value: Any) -> str:
@@ -137,12 +223,10 @@ def fix_8bit(value: str) -> str:
         raw = value.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         return _SURROGATES.sub("\ufffd", value)
-    for charset in ("utf-8", "cp1252"):
-        try:
-            return raw.decode(charset)
-        except UnicodeDecodeError:
-            continue
-    return raw.decode("latin-1")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return decode_text(raw, None)
 
 
 def header_problems(msg: EmailMessage, *, top: bool = True) -> list[str]:
@@ -201,7 +285,9 @@ def fix_8bit_headers(msg: EmailMessage) -> None:
 def parse_addresses(values: Iterable[Any]) -> tuple[Identity, ...]:
     """Parse ``From``/``To``/``Cc`` header values into email identities."""
     found: list[Identity] = []
-    raw = [decode_header_value(v) for v in values if v]
+    # addresses are split before encoded words are decoded (RFC 2047 section 5): a
+    # decoded name may hold quotes or commas of its own
+    raw = [_one_line(fix_8bit(header_str(v))) for v in values if v]
     pairs = _simple_addresses(raw)
     if pairs is None:
         try:
@@ -210,10 +296,36 @@ def parse_addresses(values: Iterable[Any]) -> tuple[Identity, ...]:
             pairs = []
     for name, addr in pairs:
         addr = addr.strip().strip("<>").lower()
-        if "@" not in addr or _SPACE.search(addr):
+        if not _valid_address(addr):
             continue
+        name = decode_header_value(name) if "=?" in name else name
         found.append(Identity("email", addr, name=name.strip().strip('"')))
+    if not found and raw:
+        # unbalanced quotes and the like: take the bracketed address, else a bare one
+        for text in raw:
+            for addr in _ANGLE_ADDR.findall(text) or _BARE_ADDR.findall(text):
+                addr = addr.lower()
+                if _valid_address(addr):
+                    name = decode_header_value(text.split("<", 1)[0]) if "<" in text else ""
+                    found.append(Identity("email", addr, name=name.strip().strip('"')))
     return tuple(found)
+
+
+_ANGLE_ADDR = re.compile(r"<([^<>\s@]+@[^<>\s@]+)>")
+_BARE_ADDR = re.compile(r"(?<![^\s,;<(])([^\s<>()\[\],;:\"@]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+
+
+def _valid_address(addr: str) -> bool:
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or not domain or _SPACE.search(domain):
+        return False
+    # spaces only inside a quoted local part ("big bug"@example.com)
+    return not _SPACE.search(local) or (local.startswith('"') and local.endswith('"'))
+
+
+def _one_line(text: str) -> str:
+    text = text.replace("\r", "").replace("\n", " ")
+    return _WS.sub(" ", text).strip() if not text.isprintable() or "  " in text else text.strip()
 
 
 # An address made of dot-separated atoms only (no quoting, comments or domain literals),
@@ -273,6 +385,39 @@ def message_ids(value: Any) -> list[str]:
     return _MSGID.findall(decode_header_value(value))
 
 
+def own_message_id(value: Any) -> str:
+    """A Message-ID header's id, also without angle brackets (``id@host``)."""
+    ids = message_ids(value)
+    if ids:
+        return ids[0]
+    words = decode_header_value(value).split() if value else []
+    return words[0].strip("<>") if words and len(words[0]) > 2 else ""
+
+
+def received_date(values: Iterable[Any]) -> datetime | None:
+    """The date of the first ``Received`` header that has one (after its last ``;``)."""
+    for value in values:
+        text = decode_header_value(value)
+        if ";" not in text:
+            continue
+        parsed = _date_or_none(text.rsplit(";", 1)[1])
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _date_or_none(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(decode_header_value(value))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed is None:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def html_to_text(html: str) -> str:
     """Readable text from HTML. Scripts, styles and comments are dropped, never run."""
     return _html_to_text(html)[0]
@@ -308,7 +453,8 @@ def clean_text(text: str) -> str:
 
 
 _HEADER_INFO_FIELDS = frozenset(
-    {"message-id", "from", "sender", "to", "cc", "references", "in-reply-to", "date", "subject"}
+    {"message-id", "from", "sender", "to", "cc", "references", "in-reply-to", "date", "subject",
+     "received"}
 )
 
 
@@ -326,10 +472,11 @@ class HeaderInfo:
     references: tuple[str, ...]
     thread_remote_id: str
     extra: dict[str, Any] = field(default_factory=dict)
+    legacy_remote_id: str = ""  # the id versions before 2026-12 gave this message
 
 
-def header_info(headers: EmailMessage, raw_header: bytes, fallback_date: datetime | None = None
-                ) -> HeaderInfo:
+def header_info(headers: EmailMessage, raw_header: bytes, fallback_date: datetime | None = None,
+                body_digest: bytes = b"") -> HeaderInfo:
     """Extract identity, threading and date from a parsed header block.
 
     The remote id is the Message-ID (so the same mail seen twice, or under new IMAP
@@ -337,7 +484,7 @@ def header_info(headers: EmailMessage, raw_header: bytes, fallback_date: datetim
     raw header bytes.
     """
     return _info_from_fields(headers.raw_items(), headers.policy.header_fetch_parse,
-                             raw_header, fallback_date)
+                             raw_header, fallback_date, body_digest)
 
 
 def _as_is(name: str, value: Any) -> Any:
@@ -345,7 +492,7 @@ def _as_is(name: str, value: Any) -> Any:
 
 
 def _info_from_fields(items: Iterable[tuple[str, Any]], fetch: Any, raw_header: bytes,
-                      fallback_date: datetime | None) -> HeaderInfo:
+                      fallback_date: datetime | None, body_digest: bytes = b"") -> HeaderInfo:
     """:func:`header_info` on raw ``(name, value)`` fields; ``fetch`` is the policy's
     ``header_fetch_parse`` (what ``Message.get`` returns for a raw value)."""
     # One pass over the fields instead of a scan per Message.get (same values: the
@@ -363,13 +510,21 @@ def _info_from_fields(items: Iterable[tuple[str, Any]], fetch: Any, raw_header: 
     def every(key: str) -> list[Any]:
         return [fetch(name, value) for name, value in fields.get(key, ())]
 
-    ids = message_ids(first("message-id"))
-    message_id = ids[0] if ids else ""
-    remote_id = (
-        f"<{message_id}>" if message_id else "sha256:" + hashlib.sha256(raw_header).hexdigest()
-    )
+    message_id = own_message_id(first("message-id"))
     senders = parse_addresses([first("from"), first("sender")])
     sender = senders[0] if senders else Identity("email", "unknown@invalid", name="(no sender)")
+    dated = _date_or_none(first("date")) or received_date(every("received"))
+    sent_at = dated or parse_date(None, fallback_date)
+    if message_id:
+        # A Message-ID is not unique (mailers reuse them, tests copy them): the id also
+        # names the sender, the date and the content, which a copy in another folder keeps
+        # (the arrival time, a fallback for undated mail, may differ there: not used).
+        legacy = f"<{message_id}>"
+        remote_id = f"{legacy}~{identity_hash(message_id, sender.address, dated, body_digest)}"
+    else:
+        legacy = ""  # was a hash of header bytes that differed per path: not kept
+        remote_id = "sha256:" + hashlib.sha256(
+            raw_header.replace(b"\r\n", b"\n").rstrip() + b"\n\n" + body_digest).hexdigest()
     recipients = parse_addresses([*every("to"), *every("cc")])
     references = tuple(message_ids(first("references")))
     in_reply = message_ids(first("in-reply-to"))
@@ -380,12 +535,24 @@ def _info_from_fields(items: Iterable[tuple[str, Any]], fetch: Any, raw_header: 
         message_id=message_id,
         sender=sender,
         recipients=recipients,
-        sent_at=parse_date(first("date"), fallback_date),
+        sent_at=sent_at,
         subject=decode_header_value(first("subject")),
         in_reply_to=in_reply[0] if in_reply else "",
         references=references,
         thread_remote_id=thread,
+        legacy_remote_id=legacy,
     )
+
+
+def identity_hash(message_id: str, sender: str, sent_at: datetime | None,
+                  body_digest: bytes = b"") -> str:
+    """What tells two messages with the same Message-ID apart (12 hex digits): sender,
+    date and the digest of the whole message, which a copy in another folder keeps (line
+    endings aside)."""
+    stamp = "" if sent_at is None else (
+        sent_at.astimezone(UTC).isoformat() if sent_at.tzinfo else sent_at.isoformat())
+    text = f"{message_id}\x00{sender.lower()}\x00{stamp}\x00"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass") + body_digest).hexdigest()[:12]
 
 
 def parse_header_bytes(raw_header: bytes, fallback_date: datetime | None = None) -> HeaderInfo:
@@ -480,13 +647,21 @@ def _raw_name_has_nul(part: EmailMessage) -> bool:
     return "\x00" in raw or "=00" in raw
 
 
-def is_attachment(part: EmailMessage) -> bool:
-    if _disposition(part) == "attachment":
+def is_attachment(part: EmailMessage, filename: str | None = None,
+                  content_type: str | None = None) -> bool:
+    """A file rather than text of the message (``filename``, ``content_type``: the
+    part's, when already known)."""
+    disposition = _disposition(part)
+    if disposition == "attachment":
         return True
-    named = bool(part_filename(part))
-    if part.get_content_maintype() in {"text", "multipart", "message"} and not named:
+    content_type = content_type or part.get_content_type()
+    if content_type in ("text/plain", "text/html"):
+        return False  # named or not, text shown in the message is its body
+    named = bool(part_filename(part) if filename is None else filename)
+    maintype = content_type.split("/", 1)[0]
+    if maintype in {"text", "multipart", "message"} and not named:
         return False
-    return named or part.get_content_maintype() not in {"text", "multipart"}
+    return named or maintype not in {"text", "multipart"}
 
 
 def is_inline_image(part: EmailMessage, size: int | None = None) -> bool:
@@ -519,8 +694,8 @@ def walk_parts(root: EmailMessage, defects: list[str]) -> Iterator[tuple[int, Em
             return
         yield index, part
         index += 1
-        if not part.is_multipart():
-            continue
+        if not part.is_multipart() or part.get_content_type() in NOT_DELIVERABLE_TYPES:
+            continue  # a delivery report's header blocks are not parts of the message
         if depth >= MAX_DEPTH:
             defects.append("TooDeeplyNested")
             continue
@@ -541,36 +716,48 @@ def message_from_bytes(
 ) -> Message:
     """Parse one whole RFC 822 message into a :class:`Message` with its attachments.
 
+    The one reader of mail: IMAP and Maildir both call it with the message's bytes.
     Attachments are downloaded (kept in memory) only when ``context.wants_attachments``
     says the sender is a contractor and the part is under ``max_attachment_bytes``;
     otherwise they are recorded with a status that says why. Never raises on bad input.
     """
-    raw_header, raw_body = split_header(raw)
-    defects: list[str] = []
-    try:
-        parsed = BytesParser(policy=compat32).parsebytes(raw)
-    except Exception as exc:  # RecursionError on absurd nesting; compat32 is lenient
-        defects.append(f"Unparseable{type(exc).__name__}")
-        parsed = BytesHeaderParser(policy=compat32).parsebytes(raw_header + b"\n\n")
-        parsed.set_payload(raw_body)
-    defects.extend(header_problems(parsed))
-    fix_8bit_headers(parsed)
-    info = header_info(parsed, raw_header, fallback_date)
+    raw = raw.replace(b"\r\n", b"\n")  # line endings aside, IMAP and Maildir agree
+    raw_header, _ = split_header(raw)
+    parsed, defects = parse_message(raw)
+    eight_bit = not raw.isascii()
+    if eight_bit or b"=?" in raw_header:
+        defects.extend(header_problems(parsed))
+        fix_8bit_headers(parsed)
+    # the whole message: a copy in another folder has the same
+    body_digest = hashlib.sha256(raw.rstrip()).digest()
+    info = header_info(parsed, raw_header, fallback_date, body_digest)
     wants = context.wants_attachments(info.sender) and not context.is_owner(info.sender)
     where = f"{context.source}: message {info.remote_id}"
     plain: list[str] = []
     html: list[str] = []
     attachments: list[Attachment] = []
     parts: list[EmailMessage] = []
+    invite: dict[str, str] = {}
     for index, part in walk_parts(parsed, defects):
         parts.append(part)
-        if index:
+        if index and eight_bit:
             defects.extend(header_problems(part, top=False))
             fix_8bit_headers(part)
-        if part.is_multipart():
+        content_type = part.get_content_type()
+        if part.is_multipart() and content_type not in NOT_DELIVERABLE_TYPES:
             continue
-        if is_attachment(part):
-            attachments.append(_attachment(part, index, wants, context, where))
+        filename = part_filename(part)
+        if content_type in NOT_DELIVERABLE_TYPES or is_signature_name(filename):
+            if content_type in ("text/calendar", "application/ics") and not invite:
+                invite = _invite(part)
+            attachments.append(_not_work(part, index))
+            continue
+        if content_type == "application/ms-tnef" or filename.lower() == "winmail.dat":
+            attachments.extend(_tnef(part, index, wants, context, where, defects))
+            continue
+        if is_attachment(part, filename, content_type):
+            attachments.append(_attachment(part, index, wants, context, where, filename,
+                                           content_type))
             continue
         payload = _payload(part)
         if payload is None:
@@ -599,12 +786,92 @@ def message_from_bytes(
         text = text[:MAX_TEXT_CHARS]
         defects.append("TextTruncated")
     merged_extra = mail_extra(info, defects)
+    if invite:
+        merged_extra["invite"] = invite
     merged_extra.update(extra or {})
     if defects:
         log.warning("%s has MIME defects (%s); kept what could be read",
                     where, ", ".join(sorted(set(defects))))
     return build_message(info, text, attachments, merged_extra,
                          html=scrub(html_text)[:MAX_TEXT_CHARS])
+
+
+def too_large_message(head: bytes, size: int, limit: int, fallback_date: datetime | None,
+                      extra: dict[str, Any]) -> Message:
+    """A message over the size cap, kept by its header (``head``: its first bytes)."""
+    raw_header, _ = split_header(head)
+    info = parse_header_bytes(raw_header, fallback_date=fallback_date)
+    placeholder = Attachment(
+        "message.eml", "message/rfc822", size=size, remote_id="whole-message",
+        status="too_large", note=f"message over the {limit} byte cap; not read",
+    )
+    return Message(
+        remote_id=info.remote_id, sent_at=info.sent_at, sender=info.sender,
+        subject=info.subject, text="", thread_remote_id=info.thread_remote_id,
+        recipients=info.recipients, attachments=(placeholder,),
+        extra={"message_id": info.message_id, "legacy_remote_id": info.legacy_remote_id,
+               "too_large": size, **extra},
+    )
+
+
+_ICS_FIELD = re.compile(r"(?im)^(SUMMARY|DTSTART|LOCATION|METHOD)(?:;[^:\r\n]*)?:(.*(?:\r?\n[ \t].*)*)")
+
+
+def _invite(part: EmailMessage) -> dict[str, str]:
+    """What a calendar invite is about (summary, start, location, method)."""
+    payload = _payload(part) or b""
+    text = decode_text(payload[:200_000], _charset(part) or "utf-8")
+    found: dict[str, str] = {}
+    for name, value in _ICS_FIELD.findall(text):
+        key = name.lower()
+        if key not in found:
+            found[key] = re.sub(r"\r?\n[ \t]", "", value).strip()[:500]
+    return found or {"summary": ""}
+
+
+def _not_work(part: EmailMessage, index: int) -> Attachment:
+    """A signature, contact card, report or invite: listed, never a deliverable."""
+    content_type = scrub(part.get_content_type())
+    filename = part_filename(part) or f"part-{index}"
+    return Attachment(filename, content_type, size=_estimate_size(part),
+                      remote_id=f"part-{index}", status="not_downloaded",
+                      note="not work: a signature, contact card, report or invite")
+
+
+def _tnef(part: EmailMessage, index: int, wants: bool, context: SourceContext, where: str,
+          defects: list[str]) -> list[Attachment]:
+    """The files inside an Outlook winmail.dat (TNEF), each its own attachment."""
+    data = _payload(part) or b""
+    try:
+        from tnefparse import TNEF
+
+        files = [(str(a.long_filename() or a.name or ""), bytes(a.data))
+                 for a in TNEF(data).attachments]
+    except Exception:
+        defects.append("UnreadableTnef")
+        return [_attachment(part, index, wants, context, where)]
+    found: list[Attachment] = []
+    for number, (name, content) in enumerate(files, 1):
+        filename = decode_header_value(name) or f"part-{index}-{number}"
+        remote_id = f"part-{index}-{number}"
+        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        if not wants:
+            found.append(Attachment(filename, content_type, size=len(content),
+                                    remote_id=remote_id, status="not_downloaded"))
+        elif len(content) > context.max_attachment_bytes:
+            found.append(Attachment(filename, content_type, size=len(content),
+                                    remote_id=remote_id, status="too_large",
+                                    note=f"over the {context.max_attachment_bytes} byte cap"))
+        else:
+            found.append(Attachment(filename, content_type, size=len(content), data=content,
+                                    remote_id=remote_id))
+    return found
+
+
+def backfilled(message: Message) -> Message:
+    """``message`` read again for a promotion backfill: its files enter the review queue
+    with their own dates, whatever the first-import cut-off."""
+    return dataclasses.replace(message, extra={**message.extra, "backfill": True})
 
 
 def build_message(info: HeaderInfo, text: str, attachments: Iterable[Attachment],
@@ -626,6 +893,8 @@ def build_message(info: HeaderInfo, text: str, attachments: Iterable[Attachment]
 def mail_extra(info: HeaderInfo, defects: list[str]) -> dict[str, Any]:
     """The ``extra`` a mail message keeps: threading headers and MIME defects."""
     extra: dict[str, Any] = {"message_id": info.message_id}
+    if info.legacy_remote_id:
+        extra["legacy_remote_id"] = info.legacy_remote_id
     if info.in_reply_to:
         extra["in_reply_to"] = info.in_reply_to
     if info.references:
@@ -686,8 +955,8 @@ def _short(name: str, limit: int = 80) -> str:
 
 
 def _attachment(part: EmailMessage, index: int, wants: bool, context: SourceContext,
-                where: str) -> Attachment:
-    filename = part_filename(part) or f"part-{index}"
+                where: str, filename: str = "", content_type: str = "") -> Attachment:
+    filename = filename or part_filename(part) or f"part-{index}"
     safe = sanitize_filename(filename)
     if _raw_name_has_nul(part):
         log.warning("%s: attachment name %s held NUL bytes; they were removed",
@@ -695,7 +964,7 @@ def _attachment(part: EmailMessage, index: int, wants: bool, context: SourceCont
     if safe != filename:
         log.warning("%s: attachment name %s is unsafe; it will be stored as %s",
                     where, _short(filename), _short(safe))
-    content_type = scrub(part.get_content_type())
+    content_type = scrub(content_type or part.get_content_type())
     estimate = _estimate_size(part)
     inline = is_inline_image(part, estimate)
     declared = _declared_size(part)

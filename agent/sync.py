@@ -116,10 +116,15 @@ class SyncEngine:
         self._plugin_states: dict[str, PluginState] = {}
 
     def prepare(self) -> None:
-        """Seed the roster from the config (idempotent)."""
+        """Seed the roster from the config (idempotent) and fix the first-import cut-off."""
         if self.config.contractors:
             with self.store.writing():
                 self.store.seed_contractors(self.config.contractors)
+        since = self.config.agent.review_since
+        day = since.isoformat() if since else ""
+        if day != self.store.review_since():
+            with self.store.writing():
+                self.store.set_review_since(day)
 
     def sync_all(self, names: Sequence[str] = ()) -> list[SyncResult]:
         sources = [self.config.source(n) for n in names] if names else [
@@ -165,6 +170,7 @@ class SyncEngine:
             should_stop=self.should_stop,
             log=logging.getLogger(f"retainer.plugins.{source.platform}"),
             options=dict(self.config.plugins.get(source.platform, {})),
+            refetch=self.store.backfill_locators(source.name),
         )
 
     def sync_source(self, source: SourceConfig) -> SyncResult:
@@ -233,6 +239,7 @@ class SyncEngine:
         self._announce_left_behind(source)
         cursor = self.store.source_state(source.name).get("cursor") or {}
         journal = False
+        backfill = bool(self.store.source_state(source.name).get("backfill"))
         try:
             for page in connector.fetch(cursor):
                 self._check(source, page, result.pages)
@@ -268,6 +275,9 @@ class SyncEngine:
             if journal:
                 with self.store.writing():
                     self.store.update_source_state(source.name, pending=None)
+            if backfill and not result.stopped:
+                with self.store.writing():  # the promoted senders' earlier files are in
+                    self.store.update_source_state(source.name, backfill=[])
         finally:
             connector.close()
             result.warnings = list(dict.fromkeys(context.warnings))[:20]

@@ -32,3 +32,9 @@ RETAINER_NO_SKIPS=1 .venv/bin/pytest "$@"
 if [ -f ../shared/research/upwork-schema/upwork.graphql ]; then
     .venv/bin/python tests/conformance/upwork_schema.py ../shared/research/upwork-schema/upwork.graphql
 fi
+
+# Real-world mail conformance (issue 8): every file of the shared mail corpus through IMAP
+# and Maildir; fails on any defect. Runs when ../shared sits beside the clone (as in CI).
+if [ -d ../shared/corpus/mail ]; then
+    .venv/bin/python tests/conformance/realmail.py ../shared/corpus/mail
+fi

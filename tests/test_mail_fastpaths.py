@@ -9,7 +9,6 @@ generated values, and on whole header blocks (the hostile MIME corpus included).
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import os
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
@@ -28,9 +27,9 @@ from agent.mail import (
     decode_header_value,
     fix_8bit_headers,
     header_fields,
+    header_info,
     header_str,
     parse_addresses,
-    parse_date,
     parse_header_bytes,
     split_header,
 )
@@ -161,44 +160,11 @@ def test_address_fast_path_matches_getaddresses_on_generated_lists(
 
 # -- whole header blocks ------------------------------------------------------------------
 
-def _slow_addresses(values: list[Any]) -> tuple[Identity, ...]:
-    found = []
-    raw = [_decode_header_text(header_str(v)) for v in values if v]
-    for name, addr in email.utils.getaddresses(raw):
-        addr = addr.strip().strip("<>").lower()
-        if "@" in addr and not any(ch.isspace() for ch in addr):
-            found.append(Identity("email", addr, name=name.strip().strip('"')))
-    return tuple(found)
-
-
-def _slow_ids(value: Any) -> list[str]:
-    import re
-
-    return re.findall(r"<([^<>\s]+)>", _decode_header_text(header_str(value))) if value else []
-
-
 def _slow_header_info(raw_header: bytes, fallback: datetime) -> HeaderInfo:
-    """header_info as it was before the fast paths: Message.get per field."""
+    """header_info from the email parser's fields (Message.get per field)."""
     headers = BytesHeaderParser(policy=compat32).parsebytes(raw_header)
     fix_8bit_headers(headers)
-    ids = _slow_ids(headers.get("Message-ID"))
-    message_id = ids[0] if ids else ""
-    remote_id = (f"<{message_id}>" if message_id
-                 else "sha256:" + hashlib.sha256(raw_header).hexdigest())
-    senders = _slow_addresses([headers.get("From"), headers.get("Sender")])
-    sender = senders[0] if senders else Identity("email", "unknown@invalid", name="(no sender)")
-    recipients = _slow_addresses([*(headers.get_all("To") or []), *(headers.get_all("Cc") or [])])
-    references = tuple(_slow_ids(headers.get("References")))
-    in_reply = _slow_ids(headers.get("In-Reply-To"))
-    root = references[0] if references else (in_reply[0] if in_reply else message_id)
-    subject = headers.get("Subject")
-    return HeaderInfo(
-        remote_id=remote_id, message_id=message_id, sender=sender, recipients=recipients,
-        sent_at=parse_date(headers.get("Date"), fallback),
-        subject=_decode_header_text(header_str(subject)) if subject is not None else "",
-        in_reply_to=in_reply[0] if in_reply else "", references=references,
-        thread_remote_id=f"<{root}>" if root else remote_id,
-    )
+    return header_info(headers, raw_header, fallback)
 
 
 HEADER_BLOCKS = [

@@ -8,11 +8,12 @@ How one sync goes, per configured folder:
 2. Otherwise ``EXAMINE`` (read-only: flags are never changed) and ``UID SEARCH`` for the
    UIDs above the last one read. A changed UIDVALIDITY resets the folder: every message
    is read again, and the store's upsert by Message-ID keeps it from being doubled.
-3. Per batch of UIDs, one ``UID FETCH (RFC822.SIZE INTERNALDATE BODYSTRUCTURE
-   BODY.PEEK[HEADER])``. The structure says which parts to fetch: the text/plain part(s)
-   (or text/html when there is none) and, only when the sender is a contractor and the
-   part is under the size cap, the attachments. Those parts are fetched with one
-   ``UID FETCH (BODY.PEEK[1.1] BODY.PEEK[2] ...)`` per distinct part list in the batch.
+3. Per batch of UIDs, one ``UID FETCH (RFC822.SIZE INTERNALDATE)``, then the whole
+   messages with one ``UID FETCH (BODY.PEEK[])`` per chunk of at most :data:`CHUNK_BYTES`
+   (a message over :data:`STREAM_BYTES` on its own, in pieces). Each message is read by
+   :func:`agent.mail.message_from_bytes`, the reader the Maildir source uses too, so a
+   message gives the same record whichever way it arrives. A message over the message
+   cap is kept by its header (``BODY.PEEK[HEADER]``) and flagged ``too_large``.
 4. Each batch becomes a :class:`~agent.models.Page` whose cursor names the last UID in
    it; the host commits it after storing the records.
 
@@ -23,43 +24,25 @@ A connection dropped mid-sync is reopened and the interrupted command repeated, 
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import copy
 import dataclasses
-import email.utils
 import logging
-import os
 import re
 import socket
-import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from queue import Full, Queue
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from agent.connector import Connector, SourceContext
 from agent.deadline import Watchdog
 from agent.errors import AuthError, SourceError, TransientError, UnsupportedOperation
-from agent.files import sanitize_filename
-from agent.mail import (
-    MAX_TEXT_CHARS,
-    HeaderInfo,
-    build_message,
-    clean_text,
-    decode_header_value,
-    decode_text,
-    html_to_text,
-    mail_extra,
-    parse_header_bytes,
-    scrub,
-)
-from agent.models import Attachment, Cursor, Message, Outgoing, Page
+from agent.mail import backfilled, message_from_bytes, scrub, too_large_message
+from agent.models import Cursor, Message, Outgoing, Page
 from plugins.imap.settings import ImapSettings
 
 if TYPE_CHECKING:
@@ -72,25 +55,19 @@ if TYPE_CHECKING:
     from agent.oauth import TokenManager
 
 CURSOR_VERSION = 1
-#: Most bytes (as the server declares them) fetched in one part-FETCH command, and kept
-#: in one page: bigger batches are split so memory stays bounded.
+#: Most bytes (as the server declares them) fetched in one FETCH command, and kept in one
+#: page: bigger batches are split so memory stays bounded.
 CHUNK_BYTES = 24 * 1024 * 1024
-#: Attachments larger than this (encoded) are fetched on their own, in pieces of
-#: :data:`STREAM_PIECE` bytes, and decoded into a file in the scratch folder.
+#: Messages larger than this are fetched on their own, in pieces of STREAM_PIECE bytes.
 STREAM_BYTES = 8 * 1024 * 1024
 STREAM_PIECE = 4 * 1024 * 1024
-#: Text parts larger than this (encoded) are not fetched; the message gets a defect.
-MAX_TEXT_PART_BYTES = 8 * 1024 * 1024
-#: Body parts of one message looked at; the rest are ignored with a defect.
-MAX_PARTS = 1000
-MAX_DEPTH = 100
+#: Messages are read whole up to this many bytes (or twice ``agent.max_attachment_mb``);
+#: larger ones are kept by their header, as the Maildir source does.
+MIN_MESSAGE_CAP = 64 * 1024 * 1024
 
-#: The header fields Retainer keeps (the rest, Received: lines and all, is not fetched).
-HEADER_FIELDS = "DATE FROM SENDER TO CC SUBJECT MESSAGE-ID IN-REPLY-TO REFERENCES"
-META_ITEMS = f"(UID RFC822.SIZE INTERNALDATE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
+META_ITEMS = "(UID RFC822.SIZE INTERNALDATE)"
 #: Where the server advertises X-GM-EXT-1 (Gmail): its message id and labels too.
 GMAIL_META_ITEMS = META_ITEMS[:-1] + " X-GM-MSGID X-GM-LABELS)"
-
 
 
 def dropped() -> tuple[type[BaseException], ...]:
@@ -127,78 +104,12 @@ class Stats:
 
 
 @dataclass
-class Part:
-    """One leaf of a BODYSTRUCTURE."""
-
-    section: str
-    maintype: str
-    subtype: str
-    params: dict[str, str]
-    encoding: str
-    size: int
-    content_id: str = ""
-    disposition: str = ""
-    disposition_params: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def content_type(self) -> str:
-        return f"{self.maintype}/{self.subtype}"
-
-    @property
-    def filename(self) -> str:
-        name = param(self.disposition_params, "filename") or param(self.params, "name")
-        return decode_header_value(name) if name else ""
-
-    @property
-    def charset(self) -> str | None:
-        value = self.params.get("charset")
-        return value if value and "\x00" not in value else None
-
-    @property
-    def is_attachment(self) -> bool:
-        if self.disposition == "attachment":
-            return True
-        if self.maintype == "message":
-            return True
-        return self.maintype not in ("text", "multipart") or bool(self.filename)
-
-    @property
-    def is_inline_image(self) -> bool:
-        return (self.maintype == "image" and self.disposition != "attachment"
-                and (self.disposition == "inline" or bool(self.content_id)))
-
-    @property
-    def decoded_estimate(self) -> int:
-        return self.size * 3 // 4 if self.encoding == "base64" else self.size
-
-
-@dataclass
-class Plan:
-    """What to do with one message after its header and structure arrived."""
+class Meta:
+    """What the first FETCH of a batch says about one message."""
 
     uid: int
-    info: HeaderInfo
     size: int
-    text_parts: list[Part]
-    html: bool  # the text parts are HTML (there was no text/plain)
-    download: list[Part]
-    skipped: list[Attachment]  # attachment records that need no download, in order
-    order: list[Part]  # every attachment part, in message order
-    defects: list[str]
-
-    @property
-    def sections(self) -> tuple[str, ...]:
-        """The parts fetched together with other messages' (big ones come on their own)."""
-        return tuple(sorted({p.section for p in self.text_parts}
-                            | {p.section for p in self.download if p.size <= STREAM_BYTES}))
-
-    @property
-    def fetch_bytes(self) -> int:
-        return (sum(p.size for p in self.text_parts)
-                + sum(p.size for p in self.download if p.size <= STREAM_BYTES))
-
-
-# -- BODYSTRUCTURE helpers -------------------------------------------------------------
+    date: datetime | None
 
 
 def _text(value: Any) -> str:
@@ -211,160 +122,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _params(value: Any) -> dict[str, str]:
-    """``("CHARSET", "utf-8", "NAME", "x.pdf")`` -> ``{"charset": "utf-8", "name": "x.pdf"}``."""
-    found: dict[str, str] = {}
-    if not isinstance(value, tuple | list):
-        return found
-    items = list(value)
-    for index in range(0, len(items) - 1, 2):
-        key = _text(items[index]).lower()
-        if key and key not in found:
-            found[key] = _text(items[index + 1])
-    return found
-
-
-def param(params: dict[str, str], name: str) -> str:
-    """A parameter value, with RFC 2231 (``name*``, ``name*0*``...) decoded."""
-    if name in params:
-        return params[name]
-    if f"{name}*" in params:
-        return _rfc2231(params[f"{name}*"], extended=True)
-    pieces: list[tuple[int, str, bool]] = []
-    prefix = f"{name}*"
-    for key, value in params.items():
-        if not key.startswith(prefix):
-            continue
-        rest = key[len(prefix):]
-        extended = rest.endswith("*")
-        number = rest.rstrip("*")
-        if number.isdigit() and len(number) < 4:
-            pieces.append((int(number), value, extended))
-    if not pieces:
-        return ""
-    pieces.sort()
-    charset = "utf-8"
-    out = bytearray()
-    for position, (_, value, extended) in enumerate(pieces):
-        if extended:
-            if position == 0 and value.count("'") >= 2:
-                charset, _, value = value.split("'", 2)
-            out += urllib.parse.unquote_to_bytes(value)
-        else:
-            out += value.encode("utf-8", "surrogateescape")
-    return decode_text(bytes(out), charset or "utf-8")
-
-
-def _rfc2231(value: str, *, extended: bool) -> str:
-    if not extended:
-        return value
-    try:
-        charset, _language, text = email.utils.decode_rfc2231(value)
-    except Exception:
-        return value
-    if charset is None:
-        return urllib.parse.unquote(text)
-    return decode_text(urllib.parse.unquote_to_bytes(text), charset)
-
-
-def _disposition(value: Any) -> tuple[str, dict[str, str]]:
-    if isinstance(value, tuple | list) and value:
-        return _text(value[0]).lower(), _params(value[1] if len(value) > 1 else None)
-    return "", {}
-
-
 def _int(value: Any) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
         return 0
     return max(number, 0)
-
-
-def walk_structure(body: Any, defects: list[str]) -> list[Part]:
-    """The leaf parts of a BODYSTRUCTURE (as :func:`parse_fetch` returns it), with their
-    sections (``1``, ``1.2``...).
-
-    Never raises: unexpected shapes add a defect and are skipped. Does not recurse.
-    """
-    parts: list[Part] = []
-    stack: list[tuple[Any, str, int]] = [(body, "", 0)]
-    while stack:
-        node, prefix, depth = stack.pop()
-        if len(parts) >= MAX_PARTS:
-            defects.append("TooManyParts")
-            break
-        if not isinstance(node, tuple | list) or not node:
-            defects.append("BadBodyStructure")
-            continue
-        if isinstance(node[0], list):  # multipart: (child) (child) subtype params ...
-            if depth >= MAX_DEPTH:
-                defects.append("TooDeeplyNested")
-                continue
-            children = []
-            for child in node:
-                if not isinstance(child, list):
-                    break
-                children.append(child)
-            base = f"{prefix}." if prefix else ""
-            for index in range(len(children) - 1, -1, -1):
-                stack.append((children[index], f"{base}{index + 1}", depth + 1))
-            continue
-        try:
-            parts.append(_leaf(node, prefix or "1"))
-        except (IndexError, TypeError, ValueError):
-            defects.append("BadBodyStructure")
-    return parts
-
-
-def _leaf(node: Sequence[Any], section: str) -> Part:
-    maintype = _text(node[0]).lower() or "application"
-    subtype = _text(node[1]).lower() or "octet-stream"
-    params = _params(node[2])
-    content_id = _text(node[3]) if len(node) > 3 else ""
-    encoding = _text(node[5]).lower() if len(node) > 5 else ""
-    size = _int(node[6]) if len(node) > 6 else 0
-    if maintype == "text":
-        ext = 8
-    elif maintype == "message" and subtype in ("rfc822", "global"):
-        ext = 10
-    else:
-        ext = 7
-    disposition, disposition_params = "", dict[str, str]()
-    if len(node) > ext + 1:
-        disposition, disposition_params = _disposition(node[ext + 1])
-    return Part(section, maintype, subtype, params, encoding, size, content_id,
-                disposition, disposition_params)
-
-
-def decode_transfer(data: bytes, encoding: str, defects: list[str]) -> bytes:
-    """Undo a part's Content-Transfer-Encoding; never raises."""
-    if encoding == "base64":
-        try:
-            return binascii.a2b_base64(data)
-        except (binascii.Error, ValueError):
-            cleaned = bytes(b for b in data if b in _B64)
-            cleaned = cleaned[: len(cleaned) - len(cleaned) % 4]
-            defects.append("InvalidBase64")
-            try:
-                return binascii.a2b_base64(cleaned)
-            except (binascii.Error, ValueError):
-                return data
-    if encoding == "quoted-printable":
-        try:
-            return binascii.a2b_qp(data)
-        except (binascii.Error, ValueError):
-            defects.append("InvalidQuotedPrintable")
-            return data
-    return data
-
-
-_B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
-
-
-def _short(name: str, limit: int = 80) -> str:
-    return repr(name[:limit]) + ("..." if len(name) > limit else "")
-
 
 
 # -- a fast FETCH response parser -------------------------------------------------------
@@ -452,7 +215,6 @@ class ImapConnector(Connector[ImapSettings]):
         self.capabilities: frozenset[bytes] = frozenset()
         self.stats = Stats()
         self._worker: threading.Thread | None = None
-        self._scratch: set[Path] = set()  # files of big attachments not yet released
         self._stop = threading.Event()
         self._watchdog = Watchdog(f"imap-deadline-{context.source}")
         self._live: IMAPClient | None = None  # the connection the watchdog cuts
@@ -675,8 +437,6 @@ class ImapConnector(Connector[ImapSettings]):
     def close(self) -> None:
         self._watchdog.close()
         self._stop_worker()
-        for path in list(self._scratch):
-            self._forget(path)
         client, self.client = self.client, None
         if client is None:
             return
@@ -772,9 +532,7 @@ class ImapConnector(Connector[ImapSettings]):
     def fetch(self, cursor: Cursor) -> Iterator[Page]:
         """Yield pages; the next batch is fetched in a thread while the host stores this one."""
         if not self.settings.prefetch:
-            for page in self.pages(cursor):
-                yield page
-                self._release(page)
+            yield from self.pages(cursor)
             return
         self._stop.clear()
         queue: Queue[tuple[str, Any]] = Queue(maxsize=1)
@@ -805,7 +563,6 @@ class ImapConnector(Connector[ImapSettings]):
                 kind, value = queue.get()
                 if kind == "page":
                     yield value
-                    self._release(value)
                 elif kind == "done":
                     return
                 else:
@@ -838,6 +595,7 @@ class ImapConnector(Connector[ImapSettings]):
                 missing.append(name)
             else:
                 statuses[name] = status
+        yield from self._refetch()
         if missing:
             message = (f"{self.where}: folder(s) {', '.join(map(repr, missing))} not found; "
                        "fix sources.settings.folders (names are case-sensitive, subfolders "
@@ -863,6 +621,28 @@ class ImapConnector(Connector[ImapSettings]):
             total_later = sum(pending[n] for n in todo if n != name and pending[n] >= 0)
             pending[name] = -1
             yield from self._sync_folder(name, folders, statuses[name], progress, total_later)
+
+    def _refetch(self) -> Iterator[Page]:
+        """Messages the host asked for again (``context.refetch``), by folder and UID;
+        their pages carry no cursor."""
+        wanted: dict[str, list[int]] = {}
+        for extra in self.context.refetch:
+            folder, uid = extra.get("folder"), extra.get("uid")
+            if isinstance(folder, str) and isinstance(uid, int) and uid > 0:
+                wanted.setdefault(folder, []).append(uid)
+        for folder, uids in wanted.items():
+            if folder not in self.settings.folders:
+                continue
+            self.log.info("%s: reading %d earlier message(s) in %r again for their files",
+                          self.context.source, len(uids), folder)
+            self.selected = None
+            self.selected_uidvalidity = None
+            uids = sorted(set(uids))
+            for start in range(0, len(uids), self.settings.batch_size):
+                batch = uids[start:start + self.settings.batch_size]
+                for records, _last in self._read_batch(folder, batch, 0):
+                    if records:
+                        yield Page(records=[backfilled(r) for r in records], cursor=None)
 
     def _status(self, name: str) -> dict[bytes, Any] | None:
         from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
@@ -962,27 +742,28 @@ class ImapConnector(Connector[ImapSettings]):
             return self._uid_fetch(client, uids, GMAIL_META_ITEMS if gmail else META_ITEMS)
 
         found = self._retrying(folder, meta)
-        plans: list[Plan] = []
+        metas: list[Meta] = []
         for uid in uids:
             data = found.get(uid)
             if data is None:
                 continue  # expunged in the meantime
             if gmail and self._gmail_repeat(folder, uid, data):
                 continue  # read in another folder (label) already
-            plans.append(self._plan(uid, data, folder))
-        if not plans:
+            metas.append(Meta(uid, _int(data.get(b"RFC822.SIZE")),
+                              internal_date(data.get(b"INTERNALDATE"))))
+        if not metas:
             yield [], uids[-1]
             return
-        chunk: list[Plan] = []
+        chunk: list[Meta] = []
         chunk_bytes = 0
-        for index, plan in enumerate(plans):
-            if chunk and chunk_bytes + plan.fetch_bytes > CHUNK_BYTES:
-                yield self._labelled(folder, self._finish(folder, chunk, uidvalidity)), chunk[-1].uid
+        for index, item in enumerate(metas):
+            if chunk and chunk_bytes + item.size > CHUNK_BYTES:
+                yield self._labelled(folder, self._finish(folder, chunk)), chunk[-1].uid
                 chunk, chunk_bytes = [], 0
-            chunk.append(plan)
-            chunk_bytes += plan.fetch_bytes
-            if index == len(plans) - 1:
-                yield self._labelled(folder, self._finish(folder, chunk, uidvalidity)), uids[-1]
+            chunk.append(item)
+            chunk_bytes += item.size
+            if index == len(metas) - 1:
+                yield self._labelled(folder, self._finish(folder, chunk)), uids[-1]
 
     def _gmail_repeat(self, folder: str, uid: int, data: dict[bytes, Any]) -> bool:
         """Gmail: remember the message's labels; true if this sync already read it from
@@ -1024,209 +805,66 @@ class ImapConnector(Connector[ImapSettings]):
                               "will try again next sync")
         return parse_fetch(data)
 
-    def _plan(self, uid: int, data: dict[bytes, Any], folder: str) -> Plan:
-        defects: list[str] = []
-        raw_header = b""
-        for key, value in data.items():
-            if key.startswith(b"BODY[HEADER") and isinstance(value, bytes):
-                raw_header = value
-                break
-        fallback = internal_date(data.get(b"INTERNALDATE"))
-        info = parse_header_bytes(raw_header, fallback_date=fallback)
-        parts = walk_structure(data.get(b"BODYSTRUCTURE"), defects)
-        plain: list[Part] = []
-        html: list[Part] = []
-        attachments: list[Part] = []
-        for part in parts:
-            if part.maintype == "multipart":
-                continue
-            if part.is_attachment:
-                attachments.append(part)
-            elif part.subtype == "html":
-                html.append(part)
-            else:
-                plain.append(part)
-        text_parts = plain or html
-        if any(p.size > MAX_TEXT_PART_BYTES for p in text_parts):
-            defects.append("TextPartTooLarge")
-            text_parts = [p for p in text_parts if p.size <= MAX_TEXT_PART_BYTES]
-        context = self.context
-        wants = context.wants_attachments(info.sender) and not context.is_owner(info.sender)
-        download: list[Part] = []
-        skipped: list[Attachment] = []
-        where = f"{context.source}: message {info.remote_id}"
-        for part in attachments:
-            filename = part.filename or _default_name(part)
-            safe = sanitize_filename(filename)
-            if safe != filename:
-                self.log.warning("%s: attachment name %s is unsafe; it will be stored as %s",
-                                 where, _short(filename), _short(safe))
-            estimate = part.decoded_estimate
-            if part.is_inline_image or not wants:
-                skipped.append(Attachment(filename, part.content_type, size=estimate,
-                                          remote_id=f"part-{part.section}",
-                                          status="not_downloaded", inline=part.is_inline_image))
-            elif estimate > context.max_attachment_bytes:
-                self.log.warning(
-                    "%s: attachment %s (about %d bytes) is over the %d byte cap; recorded, "
-                    "not downloaded (raise agent.max_attachment_mb to keep it)",
-                    where, _short(safe), estimate, context.max_attachment_bytes)
-                skipped.append(Attachment(filename, part.content_type, size=estimate,
-                                          remote_id=f"part-{part.section}", status="too_large",
-                                          note=f"over the {context.max_attachment_bytes} byte cap"))
-            else:
-                download.append(part)
-        return Plan(uid, info, _int(data.get(b"RFC822.SIZE")), text_parts, not plain and bool(html),
-                    download, skipped, attachments, defects)
+    def max_message_bytes(self) -> int:
+        return max(2 * self.context.max_attachment_bytes, MIN_MESSAGE_CAP)
 
-    def _finish(self, folder: str, plans: list[Plan], uidvalidity: int) -> list[Message]:
-        """Fetch the parts the plans need (one FETCH per distinct section list) and build
-        the messages."""
-        groups: dict[tuple[str, ...], list[int]] = {}
-        for plan in plans:
-            if plan.sections:
-                groups.setdefault(plan.sections, []).append(plan.uid)
+    def _finish(self, folder: str, metas: list[Meta]) -> list[Message]:
+        """Fetch the messages of one chunk and read them."""
+        limit = self.max_message_bytes()
+        together = [m.uid for m in metas if m.size <= min(STREAM_BYTES, limit)]
         bodies: dict[int, dict[bytes, Any]] = {}
-        for sections, group in groups.items():
-            items = "(UID " + " ".join(f"BODY.PEEK[{s}]" for s in sections) + ")"
+        if together:
+            def whole(client: IMAPClient) -> dict[int, dict[bytes, Any]]:
+                return self._uid_fetch(client, together, "(UID BODY.PEEK[])")
 
-            def parts(client: IMAPClient, group: list[int] = group,
-                      items: str = items) -> dict[int, dict[bytes, Any]]:
-                return self._uid_fetch(client, group, items)
-
-            bodies.update(self._retrying(folder, parts))
-        messages = [self._message(plan, bodies.get(plan.uid, {}), folder) for plan in plans]
+            bodies = self._retrying(folder, whole)
+        messages: list[Message] = []
+        for item in metas:
+            extra: dict[str, Any] = {"folder": folder, "uid": item.uid}
+            if item.size > limit:
+                messages.append(self._too_large(folder, item, limit, extra))
+                continue
+            raw = (self._fetch_pieces(folder, item) if item.size > STREAM_BYTES
+                   else bodies.get(item.uid, {}).get(b"BODY[]"))
+            if not isinstance(raw, bytes):
+                continue  # expunged since the first FETCH
+            message = message_from_bytes(raw, self.context, fallback_date=item.date, extra=extra)
+            self.stats.downloaded += sum(1 for a in message.attachments if a.status == "stored")
+            messages.append(message)
         self.stats.messages += len(messages)
         return messages
 
-    def _stream(self, folder: str, uid: int, part: Part, filename: str, defects: list[str]
-                ) -> Attachment:
-        """Fetch one big part in pieces, decoding it into a file in the scratch folder."""
-        scratch = self.context.scratch_dir
-        scratch.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".imap-", suffix=".part", dir=scratch)
-        path = Path(name)
-        self._scratch.add(path)
-        decoder = _StreamDecoder(part.encoding)
-        written = offset = 0
-        with os.fdopen(fd, "wb") as handle:
-            while True:
-                item = f"(UID BODY.PEEK[{part.section}]<{offset}.{STREAM_PIECE}>)"
+    def _fetch_pieces(self, folder: str, item: Meta) -> bytes | None:
+        """A big message, fetched in pieces of :data:`STREAM_PIECE` bytes."""
+        data = bytearray()
+        while True:
+            items = f"(UID BODY.PEEK[]<{len(data)}.{STREAM_PIECE}>)"
 
-                def piece(client: IMAPClient, item: str = item) -> bytes | None:
-                    found = self._uid_fetch(client, [uid], item).get(uid, {})
-                    for key, value in found.items():
-                        if key.startswith(f"BODY[{part.section}]".encode()):
-                            return value if isinstance(value, bytes) else b""
-                    return None
+            def piece(client: IMAPClient, items: str = items) -> bytes | None:
+                found = self._uid_fetch(client, [item.uid], items).get(item.uid, {})
+                for key, value in found.items():
+                    if key.startswith(b"BODY[]"):
+                        return value if isinstance(value, bytes) else b""
+                return None
 
-                data = self._retrying(folder, piece)
-                if data is None:
-                    break
-                offset += len(data)
-                chunk = decoder.feed(data, final=len(data) < STREAM_PIECE)
-                handle.write(chunk)
-                written += len(chunk)
-                if len(data) < STREAM_PIECE or offset > part.size + STREAM_PIECE:
-                    break
-        if decoder.defect:
-            defects.append(decoder.defect)
-        if offset == 0:
-            defects.append("MissingPart")
-            self._forget(path)
-            return Attachment(filename, part.content_type, size=part.decoded_estimate,
-                              remote_id=f"part-{part.section}", status="not_downloaded",
-                              note="the server did not return this part")
-        self.stats.downloaded += 1
-        return Attachment(filename, part.content_type, size=written, path=path,
-                          remote_id=f"part-{part.section}")
+            chunk = self._retrying(folder, piece)
+            if chunk is None:
+                return None if not data else bytes(data)
+            data += chunk
+            if len(chunk) < STREAM_PIECE or len(data) > item.size + STREAM_PIECE:
+                return bytes(data)
 
-    def _forget(self, path: Path) -> None:
-        self._scratch.discard(path)
-        path.unlink(missing_ok=True)
+    def _too_large(self, folder: str, item: Meta, limit: int, extra: dict[str, Any]) -> Message:
+        def header(client: IMAPClient) -> dict[int, dict[bytes, Any]]:
+            return self._uid_fetch(client, [item.uid], "(UID BODY.PEEK[HEADER])")
 
-    def _release(self, page: Page) -> None:
-        """Delete the scratch files of a page the host has stored (it copies them)."""
-        for record in page.records:
-            for attachment in getattr(record, "attachments", ()):
-                if attachment.path is not None and attachment.path in self._scratch:
-                    self._forget(attachment.path)
-
-    def _message(self, plan: Plan, body: dict[bytes, Any], folder: str) -> Message:
-        defects = plan.defects
-        texts: list[str] = []
-        for part in plan.text_parts:
-            raw = body.get(f"BODY[{part.section}]".encode())
-            if not isinstance(raw, bytes):
-                defects.append("MissingPart")
-                continue
-            texts.append(decode_text(decode_transfer(raw, part.encoding, defects), part.charset))
-        html = ""
-        if plan.html:
-            html = scrub("\n".join(texts))[:MAX_TEXT_CHARS]
-            text = html_to_text(html)
-        else:
-            text = clean_text("\n\n".join(texts))
-        if len(text) > MAX_TEXT_CHARS:
-            text = text[:MAX_TEXT_CHARS]
-            defects.append("TextTruncated")
-        skipped = iter(plan.skipped)
-        downloads = {p.section for p in plan.download}
-        attachments: list[Attachment] = []
-        for part in plan.order:
-            if part.section not in downloads:
-                attachments.append(next(skipped))
-                continue
-            filename = part.filename or _default_name(part)
-            if part.size > STREAM_BYTES:
-                attachments.append(self._stream(folder, plan.uid, part, filename, defects))
-                continue
-            raw = body.get(f"BODY[{part.section}]".encode())
-            if not isinstance(raw, bytes):
-                defects.append("MissingPart")
-                attachments.append(Attachment(filename, part.content_type,
-                                              size=part.decoded_estimate,
-                                              remote_id=f"part-{part.section}",
-                                              status="not_downloaded",
-                                              note="the server did not return this part"))
-                continue
-            data = decode_transfer(raw, part.encoding, defects)
-            self.stats.downloaded += 1
-            attachments.append(Attachment(filename, part.content_type, size=len(data), data=data,
-                                          remote_id=f"part-{part.section}"))
-        info = plan.info
-        extra = {**mail_extra(info, defects), "folder": folder, "uid": plan.uid}
-        if defects:
-            self.log.warning("%s: message %s has MIME defects (%s); kept what could be read",
-                             self.context.source, info.remote_id, ", ".join(sorted(set(defects))))
-        return build_message(info, text, attachments, extra, html=html)
-
-
-class _StreamDecoder:
-    """Undo a transfer encoding piece by piece (pieces may split base64 groups and
-    quoted-printable escapes anywhere)."""
-
-    def __init__(self, encoding: str) -> None:
-        self.encoding = encoding
-        self.rest = b""
-        self.defect = ""
-
-    def feed(self, data: bytes, *, final: bool) -> bytes:
-        if self.encoding == "base64":
-            data = self.rest + data.translate(None, b"\r\n \t")
-            cut = len(data) if final else len(data) - len(data) % 4
-            self.rest = data[cut:]
-            defects: list[str] = []
-            out = decode_transfer(data[:cut], "base64", defects)
-            if defects:
-                self.defect = defects[0]
-            return out
-        if self.encoding == "quoted-printable":
-            data = self.rest + data
-            cut = len(data) if final else data.rfind(b"\n") + 1
-            self.rest = data[cut:]
-            return binascii.a2b_qp(data[:cut])
-        return data
+        head = self._retrying(folder, header).get(item.uid, {}).get(b"BODY[HEADER]")
+        self.log.warning(
+            "%s: message UID %d in %r is %d bytes, over the %d byte message cap; kept its "
+            "header only (raise agent.max_attachment_mb to read it)", self.context.source,
+            item.uid, folder, item.size, limit)
+        return too_large_message(head if isinstance(head, bytes) else b"", item.size, limit,
+                                 item.date, extra)
 
 
 def uid_set(uids: Sequence[int]) -> str:
@@ -1253,12 +891,6 @@ def internal_date(value: Any) -> datetime | None:
         return datetime.strptime(value.decode("ascii").strip(), "%d-%b-%Y %H:%M:%S %z")
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-def _default_name(part: Part) -> str:
-    if part.maintype == "message":
-        return f"message-{part.section}.eml"
-    return f"part-{part.section}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -34,8 +34,8 @@ from pydantic import Field
 from agent.connector import Connector, LocalFolder, Settings, SourceContext
 from agent.errors import SourceError
 from agent.files import write_private
-from agent.mail import message_from_bytes, parse_header_bytes, split_header
-from agent.models import Attachment, Cursor, Message, Page
+from agent.mail import backfilled, message_from_bytes, too_large_message
+from agent.models import Cursor, Message, Page
 
 CURSOR_VERSION = 1
 #: Keys in the cursor's ``added`` list before they are folded into a new snapshot.
@@ -316,6 +316,7 @@ class MaildirConnector(Connector[MaildirSettings]):
         state = self.load_seen(cursor)
         self.remove_old_snapshots(keep=state.snapshot_id)
         folders = self.folders()
+        yield from self._refetch(folders)
         listings: dict[str, dict[str, str]] = {}
         todo: list[tuple[Folder, str, str]] = []
         for folder in folders:
@@ -349,6 +350,26 @@ class MaildirConnector(Connector[MaildirSettings]):
         if records:
             yield self._page(state, listings, records, done, len(todo))
 
+    def _refetch(self, folders: list[Folder]) -> Iterator[Page]:
+        """Message files the host asked for again (``context.refetch``), by folder and
+        file key; their pages carry no cursor."""
+        by_name = {folder.name: folder for folder in folders}
+        wanted: dict[str, list[str]] = {}
+        for extra in self.context.refetch:
+            name, key = extra.get("folder"), extra.get("file")
+            if isinstance(name, str) and isinstance(key, str) and name in by_name:
+                wanted.setdefault(name, []).append(key)
+        for name, keys in wanted.items():
+            folder = by_name[name]
+            listing = self.list_folder(folder)
+            records = [backfilled(message) for key in keys if key in listing
+                       for message in [self.read_message(folder, listing[key])]
+                       if message is not None]
+            self.log.info("%s: read %d earlier message(s) in %s again for their files",
+                          self.context.source, len(records), name)
+            for start in range(0, len(records), self.settings.page_size):
+                yield Page(records=records[start:start + self.settings.page_size], cursor=None)
+
     def _page(self, state: SeenState, listings: dict[str, dict[str, str]],
               records: list[Message], done: int, total: int) -> Page:
         if state.added_count() >= COMPACT_AT:
@@ -378,26 +399,16 @@ class MaildirConnector(Connector[MaildirSettings]):
             return None
         self.stats.read += 1
         mtime = datetime.fromtimestamp(st.st_mtime, UTC)
-        extra = {"folder": folder.name, "flags": message_flags(path.name)}
+        extra = {"folder": folder.name, "flags": message_flags(path.name),
+                 "file": message_key(path.name)}
         if too_large:
             return self._too_large(raw, st.st_size, limit, mtime, extra, path)
         return message_from_bytes(raw, self.context, fallback_date=mtime, extra=extra)
 
     def _too_large(self, head: bytes, size: int, limit: int, mtime: datetime,
                    extra: dict[str, Any], path: Path) -> Message:
-        raw_header, _ = split_header(head)
-        info = parse_header_bytes(raw_header, fallback_date=mtime)
         self.log.warning(
             "%s: %s is %d bytes, over the %d byte message cap; kept its header only "
             "(raise sources.settings.max_message_mb to read it whole)",
             self.context.source, path, size, limit)
-        placeholder = Attachment(
-            "message.eml", "message/rfc822", size=size, remote_id="whole-message",
-            status="too_large", note=f"message over the {limit} byte cap; not read",
-        )
-        return Message(
-            remote_id=info.remote_id, sent_at=info.sent_at, sender=info.sender,
-            subject=info.subject, text="", thread_remote_id=info.thread_remote_id,
-            recipients=info.recipients, attachments=(placeholder,),
-            extra={"message_id": info.message_id, "too_large": size, **extra},
-        )
+        return too_large_message(head, size, limit, mtime, extra)

@@ -67,7 +67,7 @@ def test_sync_resync_and_listings(dovecot_mailbox: Mailbox, tmp_path: Path) -> N
     config = write_config(tmp_path, dovecot_mailbox)
     retainer(config, dovecot_mailbox, "sync")
     docs = stored(config, dovecot_mailbox)
-    assert sorted(d["remote_id"] for d in docs) == sorted(dovecot_mailbox.message_ids())
+    assert sorted(d["extra"]["legacy_remote_id"] for d in docs) == sorted(dovecot_mailbox.message_ids())
     deliverables = json.loads(retainer(config, dovecot_mailbox, "deliverables", "--json").stdout)
     # attachments on even messages; only contractors' (not i % 5 == 0) are deliverables
     expected = [i for i in range(20) if i % 2 == 0 and i % 5]
@@ -151,7 +151,7 @@ def test_sigkill_at_random_moments_then_resume(dovecot_mailbox: Mailbox, tmp_pat
             dovecot_mailbox.recreate()  # the next sync reads every message again
     retainer(config, dovecot_mailbox, "sync")
     docs = stored(config, dovecot_mailbox)
-    remote_ids = [d["remote_id"] for d in docs]
+    remote_ids = [d["extra"]["legacy_remote_id"] for d in docs]  # the Message-IDs
     in_mailbox = dovecot_mailbox.message_ids()
     assert len(in_mailbox) == next_index
     assert sorted(remote_ids) == sorted(in_mailbox)  # all of them, none twice
