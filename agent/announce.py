@@ -22,17 +22,11 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agent.models import Message, Record, Submission
-from agent.store.core import iso, message_id_for, short_hash
+from agent.store.core import message_id_for, short_hash
 
 if TYPE_CHECKING:
     from agent.store import Store
     from agent.store.core import CommitResult
-
-
-def _is_stored(store: Store, folder: str, month: str, record_id: str) -> bool:
-    if month not in store.shard_names(folder):
-        return False
-    return store.read_shard(folder, month).get(folder, record_id) is not None
 
 
 def committing(store: Store, source: str, records: Sequence[Record]) -> dict[str, Any]:
@@ -42,13 +36,11 @@ def committing(store: Store, source: str, records: Sequence[Record]) -> dict[str
     for record in records:
         if isinstance(record, Message):
             record_id = message_id_for(source, record.remote_id)
-            month = (iso(record.sent_at) or "")[:7] or "0000-00"
-            if not _is_stored(store, "messages", month, record_id):
+            if store.stored_message(record_id) is None:
                 messages.append(record_id)
         elif isinstance(record, Submission):
             record_id = "d_" + short_hash(source, record.remote_id)
-            month = (iso(record.submitted_at) or "")[:7] or "0000-00"
-            if not _is_stored(store, "deliverables", month, record_id):
+            if store.stored_deliverable(record_id) is None:
                 submissions.append(record_id)
     return {"stage": "committing", "messages": messages, "submissions": submissions}
 
