@@ -71,7 +71,7 @@ def test_read_toml_errors_say_what_to_do(tmp_path):
     assert err.value.__cause__ is None
     with pytest.raises(ConfigError) as err:
         read_toml(tmp_path)  # a folder, not a file
-    assert str(err.value) == f"{tmp_path}: cannot read the config file: Is a directory"
+    assert str(err.value) == f"{tmp_path} is a folder, not a config file; pass --config FILE"
     good = tmp_path / "good.toml"
     good.write_text('[agent]\ndata_dir = "x"\n')
     assert read_toml(good) == {"agent": {"data_dir": "x"}}

@@ -253,3 +253,42 @@ def test_validation_error_carries_the_secret_error_text(monkeypatch):
     with pytest.raises(ValidationError) as err:
         Model.model_validate({"password": {"env": "RETAINER_NOPE"}})
     assert "environment variable RETAINER_NOPE is not set; export it first" in str(err.value)
+
+def test_secret_url_is_scrubbed_in_part(monkeypatch):
+    from agent.secrets import scrub
+
+    url = "https://hooks.example.com/services/T0CANARY1/B0CANARY2/xCanaryToken42?sig=Q1w2E3r4"
+    monkeypatch.setenv("RETAINER_TEST_WEBHOOK", url)
+    Model.model_validate({"password": {"env": "RETAINER_TEST_WEBHOOK"}})
+    leaks = [
+        f"POST {url} failed",
+        "Max retries exceeded with url: /services/T0CANARY1/B0CANARY2/xCanaryToken42?sig=Q1w2E3r4",
+        "hooks.example.com/services/T0CANARY1/B0CANARY2/xCanaryToken42",
+        "url: /services/T0CANARY1/B0CANARY2/xCanaryToken42 (Caused by x)",
+        "%2Fservices%2FT0CANARY1 and xCanaryToken42 alone",
+        "query sig=Q1w2E3r4",
+    ]
+    for text in leaks:
+        out = scrub(text)
+        for part in ("CANARY", "Canary", "Q1w2E3r4"):
+            assert part not in out, (text, out)
+    assert scrub("the services page of hooks.example.com") == \
+        "the services page of hooks.example.com"  # plain words and the host stay readable
+
+
+def test_webhook_failure_does_not_print_the_url(tmp_path, monkeypatch):
+    import socket
+
+    from agent.errors import RetainerError
+    from agent.notify import WebhookNotifier, WebhookSettings
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/services/T0CANARY9/B0CANARY8/yCanaryTok77"
+    monkeypatch.setenv("RETAINER_TEST_WEBHOOK", url)
+    settings = WebhookSettings.model_validate(
+        {"type": "webhook", "url": {"env": "RETAINER_TEST_WEBHOOK"}, "timeout": 2})
+    with pytest.raises(RetainerError) as info:
+        WebhookNotifier(settings).send([])
+    assert "CANARY" not in str(info.value) and "127.0.0.1" in str(info.value)

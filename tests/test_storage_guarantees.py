@@ -178,8 +178,8 @@ def test_failed_write_reloads_the_previous_state(tmp_path, monkeypatch):
     spy.fail_fsync_at = 0
     with pytest.raises(StoreError) as err:
         storage.write(data)
-    assert str(err.value) == (f"could not write {path}: No space left on device; "
-                              "free some disk space and sync again")
+    assert str(err.value) == (f"no space left in {tmp_path} (writing s.json); free some "
+                              "disk space: the next sync goes on from the last committed page")
     assert err.value.__cause__ is None and err.value.__suppress_context__
     assert storage.read() == {"t": {"1": {"v": 1}}} == json.loads(path.read_bytes())
 

@@ -409,7 +409,7 @@ def test_failure_counter_counts_and_resets(tmp_path):
     state = engine.store.source_state("one")
     assert state["failures"] == 2 and state["last_error"] == "token *** refused"
     assert state["last_error_at"] == state["last_attempt"] and state["platform"] == "probe"
-    assert state["cursor"] == {"n": 2} and state["messages"] == 4 and state["deliverables"] == 4
+    assert state["cursor"] == {"n": 2} and len(engine.store.messages(source="one")) == 4
     fixed = probe_engine(tmp_path, {"one": {"token": CANARY}})
     result = fixed.sync_all()[0]
     assert result.ok and result.pages == 0 and result.error == "" and result.error_kind == ""
@@ -434,7 +434,7 @@ def test_counts_cursor_progress_and_batches(tmp_path):
     assert [(b.source, len(b.messages), len(b.deliverables)) for b in recorder.batches] == [
         ("one", 2, 2)] * 3
     state = engine.store.source_state("one")
-    assert (state["cursor"], state["messages"], state["deliverables"]) == ({"n": 3}, 6, 6)
+    assert state["cursor"] == {"n": 3} and len(engine.store.messages(source="one")) == 6
     assert recorder.results == [result]
     result.duration = 1.23456
     assert result.as_dict() == {
@@ -454,7 +454,7 @@ def test_page_without_cursor_keeps_the_stored_one(tmp_path):
     assert result.ok and result.messages_new == 4
     assert engine.store.source_state("one")["cursor"] == {"n": 0, "kept": True}
     assert engine.sync_all()[0].messages_new == 0  # fetched again, stored once
-    assert engine.store.source_state("one")["messages"] == 4
+    assert len(engine.store.messages(source="one")) == 4
 
 
 def test_context_handed_to_the_connector(tmp_path):
@@ -553,19 +553,19 @@ def test_disk_full_mid_page_keeps_cursor_and_loses_nothing(tmp_path, monkeypatch
             assert result.ok
             break
         if result.ok:  # the fault hit the write of the sync's outcome: logged, data all there
-            assert any(r.getMessage().startswith("feed: could not record the sync result: "
-                                                 "could not write ") for r in caplog.records)
+            assert any(r.getMessage().startswith("feed: could not record the sync result: ")
+                       and "free some disk space" in r.getMessage() for r in caplog.records)
             assert engine.store.source_state("feed")["cursor"] == {"offset": 7}
             assert len(Store(engine.store.data_dir).deliverables()) == 7
             continue
-        assert not result.ok and "free some disk space and sync again" in result.error, at
+        assert not result.ok and "free some disk space" in result.error, at
         state = engine.store.source_state("feed")
         assert state["cursor"] == cursors[result.pages], at  # no page counted twice or skipped
         assert state["failures"] == 1, at
         disk = Store(engine.store.data_dir)
         assert engine.store.messages() == disk.messages(), at
         assert engine.store.deliverables() == disk.deliverables(), at
-        assert len(disk.messages(source="feed")) >= 3 * result.pages
+        assert len(disk.messages(source="feed")) >= min(3 * result.pages, len(ITEMS))
         again = engine.sync_all(["feed"])[0]
         assert again.ok, at
         ids = [m["remote_id"] for m in Store(engine.store.data_dir).messages(source="feed")]

@@ -1082,6 +1082,12 @@ class Store:
                     seen["identity"] = seen.get("identity") or doc.get("identity")
         return sorted(merged.values(), key=lambda d: d["last_at"], reverse=True)
 
+    def source_counts(self) -> dict[str, dict[str, int]]:
+        """Messages and deliverables per source, counted in what is committed."""
+        from agent.store.counts import committed_counts
+
+        return committed_counts(self)
+
     def stored_counts(self) -> dict[str, int]:
         """How many messages and deliverables the shards hold, from their summaries
         (no shard is opened)."""
@@ -1097,10 +1103,10 @@ class Store:
         return [n for n in cat.names() if thread_id in cat.threads(n)]
 
     def counts(self) -> dict[str, int]:
-        states = self.source_states()
+        per_source = self.source_counts().values()
         return {
-            "messages": sum(s.get("messages", 0) for s in states.values()),
-            "deliverables": sum(s.get("deliverables", 0) for s in states.values()),
+            "messages": sum(c["messages"] for c in per_source),
+            "deliverables": sum(c["deliverables"] for c in per_source),
             "contractors": len(self.contractors()),
             "candidates": len(self.candidates()),
         }
