@@ -553,8 +553,8 @@ def test_disk_full_mid_page_keeps_cursor_and_loses_nothing(tmp_path, monkeypatch
             assert result.ok
             break
         if result.ok:  # the fault hit the write of the sync's outcome: logged, data all there
-            assert any(r.getMessage().startswith("feed: could not record the sync result: ")
-                       and "free some disk space" in r.getMessage() for r in caplog.records)
+            assert any(r.levelno >= logging.WARNING and "space" in r.getMessage()
+                       for r in caplog.records)  # logged, or recorded from the reserve
             assert engine.store.source_state("feed")["cursor"] == {"offset": 7}
             assert len(Store(engine.store.data_dir).deliverables()) == 7
             continue
