@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
@@ -18,7 +19,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from agent.errors import StoreError, StoreLocked
+from agent.errors import NoSpace, StoreError, StoreLocked
 from agent.files import ensure_private_dir, fsync_dir, remove_orphan_temps, sanitize_filename
 from agent.models import (
     CONTRACTOR_STATUSES,
@@ -850,6 +851,10 @@ class Store:
                 os.replace(tmp, target)
             except OSError as exc:  # disk full: a domain error, and no half file left
                 tmp.unlink(missing_ok=True)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise NoSpace(f"no space left in {self.data_dir} (writing {filename!r}); "
+                                  "free some disk space: the next sync goes on from the "
+                                  "last committed page") from None
                 raise StoreError(f"could not store {filename!r} in {folder}: {exc.strerror}; "
                                  "free some disk space and sync again") from None
             self._dirty_files = True
