@@ -7,6 +7,7 @@ before anything runs, with a message naming the file, the source and the key.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -22,6 +23,8 @@ from agent.errors import ConfigError
 
 if TYPE_CHECKING:
     from agent.plugins import PluginHost
+
+log = logging.getLogger("retainer.config")
 
 
 
@@ -227,11 +230,23 @@ def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
         except ValidationError as exc:
             problems.append(_errors(path, exc, {}, prefix=f"{label} ({kind}): "))
     known = set(host.platforms) | set(host.infos)
-    for name in config.plugins:
+    for name, table in config.plugins.items():
         if name not in known:
             problems.append(f'{path}: plugins.{name}: no installed plugin or platform is called '
                             f'"{name}" (installed: {", ".join(sorted(known)) or "none"}); '
                             "see `retainer plugins`")
+            continue
+        platform = host.platforms.get(name)
+        model = platform.options if platform else None
+        if model is None:
+            if table:
+                log.warning("%s: plugins.%s: %s declares no options model; its keys (%s) are "
+                            "not checked", path, name, name, ", ".join(sorted(table)))
+            continue
+        try:
+            model.model_validate(table)
+        except ValidationError as exc:
+            problems.append(_errors(path, exc, {}, prefix=f"plugins.{name}: "))
     return problems
 
 

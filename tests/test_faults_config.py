@@ -65,6 +65,8 @@ BAD = {
                       "notifiers[0] (desktop): evnts"),
     "notifier type": ({"tail": '[[notifiers]]\ntype = "pagr"\n'}, "notifiers[0]: type"),
     "plugins typo": ({"tail": "[plugins.fed]\nx = 1\n"}, "plugins.fed"),
+    "plugins key typo": ({"tail": "[plugins.feed]\nlabl = 1\n"}, "plugins.feed: labl"),
+    "plugins key type": ({"tail": "[plugins.feed]\nlabel = [1]\n"}, "plugins.feed: label"),
 }
 
 
@@ -158,3 +160,9 @@ def test_init_keeps_the_mode_of_an_existing_folder(tmp_path):
     assert again.exit_code == 1 and "already exists" in again.output
     assert stat.S_IMODE(shared.stat().st_mode) == 0o755
     assert os.listdir(shared) == ["x.toml"]
+
+
+def test_declared_plugin_options_pass_config_check(tmp_path):
+    config = write(tmp_path, tail='[plugins.feed]\nlabel = "studio"\n')
+    result = invoke(config, "config", "check")
+    assert result.exit_code == 0, result.output
