@@ -29,14 +29,15 @@ from agent.models import (
     Record,
     Submission,
 )
+from agent.store.layout import MONTH_RE, Catalog, chain_key, ensure_index_dirs
 from agent.store.pluginstate import PluginState
 from agent.store.storage import Shard, batched_dir_sync, json_safe
 from agent.store.storage import iso as iso
 
 log = logging.getLogger("retainer.store")
 
-SCHEMA_VERSION = 1
-MONTHLY = ("messages", "deliverables")  # folders of per-month shards
+SCHEMA_VERSION = 2  # 1: one shard per month; 2: bounded shards + summaries (layout.py)
+MONTHLY = ("messages", "deliverables")  # folders of bounded shards (once: per-month)
 MONTHLY_CACHE = 4
 LOCK_TIMEOUT = 120.0
 DELIVERABLE_STATUSES = {"stored", "too_large", "delivery_waiting", "link", "unavailable"}
@@ -58,11 +59,6 @@ def message_id_for(source: str, remote_id: str) -> str:
 
 def thread_id_for(source: str, thread_remote_id: str) -> str:
     return "t_" + short_hash(source, thread_remote_id)
-
-
-def _month(doc: dict[str, Any]) -> str:
-    stamp = doc.get("received_at") or ""
-    return stamp[:7] if len(stamp) >= 7 else "0000-00"
 
 
 def _handled_before(doc: dict[str, Any], cutoff: str) -> None:
@@ -117,18 +113,21 @@ class Versions:
     A new deliverable is a later version of an earlier one when its record says so
     (``replaces``), or else when it comes from the same person, in the same thread (or
     contract), with the same file name apart from version marks (:func:`work_stem`).
-    ``versions.json`` keeps the latest version of each such piece of work.
+    The latest version of each such piece of work is found through the deliverable
+    shards' summaries (:meth:`agent.store.layout.Catalog.chain`): an index written with
+    the shards, so a page does not rewrite a file that grows with every deliverable.
     """
 
-    def __init__(self, shard: Shard, lookup: Callable[[str], dict[str, Any] | None]) -> None:
-        self.shard = shard
+    def __init__(self, find: Callable[[str], dict[str, Any] | None],
+                 lookup: Callable[[str], dict[str, Any] | None]) -> None:
+        self.find = find  # the latest stored version of a piece of work, by chain key
         self.lookup = lookup  # a stored deliverable by id
         self.chains: dict[str, dict[str, Any]] = {}
         self.linked: dict[str, dict[str, Any]] = {}  # linked in this commit, by id
 
     def _chain(self, key: str) -> dict[str, Any] | None:
         if key not in self.chains:
-            found = self.shard.get("chains", key, key="key")
+            found = self.find(key)
             if found is None:
                 return None
             self.chains[key] = dict(found)
@@ -142,9 +141,7 @@ class Versions:
 
     def link(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``doc`` with ``version``, ``replaces`` and ``version_of`` set (and remembered)."""
-        where = doc.get("thread_id") or (doc.get("extra") or {}).get("contract_remote_id")
-        key = (f"{doc.get('identity')}|{where}|{doc.get('work')}"
-               if doc.get("identity") and where and doc.get("work") else None)
+        key = chain_key(doc)
         previous: dict[str, Any] | None = None
         if doc.get("replaces_remote_id"):
             previous = self._previous("d_" + short_hash(doc["source"], doc["replaces_remote_id"]))
@@ -165,8 +162,7 @@ class Versions:
         return doc
 
     def save(self) -> None:
-        if self.chains:
-            self.shard.upsert_many("chains", list(self.chains.values()), "key")
+        """Nothing to write: the chains are derived from the deliverables as stored."""
 
 
 @dataclass
@@ -219,11 +215,53 @@ class Store:
         self.tmp_dir = ensure_private_dir(self.data_dir / "tmp")
         for folder in MONTHLY:
             ensure_private_dir(self.root / folder)
+        self._index_dirs = ensure_index_dirs(self.root, MONTHLY)
         self._lock = FileLock(str(self.data_dir / "store.lock"), timeout=LOCK_TIMEOUT, mode=0o600)
         self._shards: dict[str, Shard] = {}
-        self._monthly: dict[str, Shard] = {}  # a few recently used monthly shards
+        self._monthly: dict[str, Shard] = {}  # a few recently used shards
+        self._catalogs: dict[str, Catalog] = {}
+        self._writing = False
         self._cleaned = False
         self._dirty_files = False
+        self._upgrade_layout()
+
+    _on_disk = True  # the in-memory store keeps its shard summaries in memory only
+
+    def _upgrade_layout(self) -> None:
+        """Move a store written by an older Retainer to the current layout (once)."""
+        if not any(MONTH_RE.match(p.stem) for folder in MONTHLY
+                   for p in (self.root / folder).glob("*.json")):
+            return
+        from agent.store.migrate import upgrade
+
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise StoreLocked(
+                f"another Retainer process has been writing to {self.data_dir} for "
+                f"{LOCK_TIMEOUT:.0f} s; wait for it to finish, or stop it"
+            ) from None
+        try:
+            upgrade(self)
+        finally:
+            self._lock.release()
+
+    def catalog(self, folder: str) -> Catalog:
+        """The shards of ``messages`` or ``deliverables`` and their summaries."""
+        cat = self._catalogs.get(folder)
+        if cat is None:
+            cat = self._catalogs[folder] = Catalog(
+                folder, self.root / folder, self._index_dirs[folder],
+                lambda name: self.read_shard(folder, name), disk=self._on_disk)
+        return cat
+
+    def _fresh(self, folder: str) -> Catalog:
+        """The catalog, checked against the files unless this process holds the write
+        lock (then it was checked on entry and only this process writes)."""
+        cat = self.catalog(folder)
+        if not self._writing:
+            cat.refresh()
+        return cat
 
     # -- files --------------------------------------------------------------------------
 
@@ -246,8 +284,10 @@ class Store:
         return self.shard("contracts.json")
 
     def monthly_shard(self, folder: str, month: str) -> Shard:
-        """The shard of one month in ``messages/`` or ``deliverables/``, kept in a small
-        cache so a big first sync does not hold every month in memory."""
+        """One shard of ``messages/`` or ``deliverables/`` (``month`` is its name, e.g.
+        ``s000042``), kept in a small cache so a big first sync does not hold every
+        shard in memory."""
+        self.catalog(folder).will_write()  # the write path: tell other processes
         relative = f"{folder}/{month}.json"
         shard = self._monthly.pop(relative, None)
         if shard is None:
@@ -261,8 +301,8 @@ class Store:
         return self.monthly_shard("messages", month)
 
     def shard_names(self, folder: str) -> list[str]:
-        """The months that have a shard in ``folder``, oldest first."""
-        return sorted(p.stem for p in (self.root / folder).glob("*.json"))
+        """The shards of ``folder``, oldest first."""
+        return self.catalog(folder).names()
 
     def month_names(self) -> list[str]:
         return self.shard_names("messages")
@@ -310,14 +350,22 @@ class Store:
             if not self._cleaned:
                 self._cleanup()
             self._ensure_schema()
+            for cat in self._catalogs.values():
+                cat.refresh()
+            self._writing = True
             yield self
         finally:
+            self._writing = False
+            for cat in self._catalogs.values():
+                cat.forget_pending()
+                cat.flush()
             self._lock.release()
 
     def _cleanup(self) -> None:
-        removed = remove_orphan_temps(self.root)
+        removed = remove_orphan_temps(self.root) + remove_orphan_temps(self.root / "index")
         for folder in MONTHLY:
             removed += remove_orphan_temps(self.root / folder)
+            removed += remove_orphan_temps(self._index_dirs[folder])
         for entry in self.tmp_dir.iterdir():
             if entry.is_file():
                 entry.unlink(missing_ok=True)
@@ -328,7 +376,8 @@ class Store:
 
     def _ensure_schema(self) -> None:
         meta = self.meta.get("meta", "schema", key="name")
-        if meta is None:
+        if meta is None or meta.get("version", 0) < SCHEMA_VERSION:
+            # new, or older but holding no month shards (_upgrade_layout moved any)
             self.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
         elif meta.get("version", 0) > SCHEMA_VERSION:
             raise StoreError(f"{self.data_dir} was written by a newer Retainer "
@@ -646,21 +695,14 @@ class Store:
         if self._dirty_files:
             fsync_dir(self.files_dir)
             self._dirty_files = False
-        for month, docs in messages_by_month.items():
-            shard = self.month_shard(month)
-            known = shard.key_map("messages")
-            fresh = list({d["id"]: d for d in docs if d["id"] not in known}.values())
-            new, updated = shard.upsert_many("messages", docs)
-            result.messages_new += new
-            result.messages_updated += updated
-            result.messages.extend(fresh)
+        if messages_by_month:
+            self._upsert_messages([d for docs in messages_by_month.values() for d in docs],
+                                  threads, result)
         if deliverables:
             result.deliverables = self._upsert_deliverables(deliverables)
             result.deliverables_new = len(result.deliverables)
         if contracts:
             self.contracts_shard.upsert_many("contracts", contracts)
-        for month, month_threads in threads.items():
-            self._upsert_threads(month, month_threads)
         if contractor_updates:
             self.roster_shard.upsert_many("contractors", list(contractor_updates.values()))
         if identity_updates:
@@ -749,8 +791,7 @@ class Store:
         legacy = record.extra.get("legacy_remote_id")
         if not isinstance(legacy, str) or not legacy or legacy == record.remote_id:
             return record.remote_id
-        old = self.month_shard(sent[:7] or "0000-00").get(
-            "messages", message_id_for(source, legacy))
+        old = self.stored_message(message_id_for(source, legacy))
         if (old is None or old.get("remote_id") != legacy or old.get("sent_at") != sent
                 or (old.get("sender") or {}).get("address") != record.sender.address):
             return record.remote_id
@@ -825,13 +866,61 @@ class Store:
             self._dirty_files = True
         return sha, str(target), size
 
+    def _placed(self, folder: str, docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        """Documents grouped by the shard each goes to: the one it is stored in, else the
+        open shard (a new one once that is full)."""
+        cat = self.catalog(folder)
+        cat.will_write()
+        seen: dict[str, str] = {}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for doc in docs:
+            name = seen.get(doc["id"]) or cat.where(doc["id"]) or cat.place(doc)
+            seen[doc["id"]] = name
+            out.setdefault(name, []).append(doc)
+        return out
+
+    def _upsert_messages(self, docs: list[dict[str, Any]],
+                         threads: dict[str, dict[str, dict[str, Any]]],
+                         result: CommitResult) -> None:
+        """Write a page's messages and their thread entries: one write per shard touched.
+
+        Threads are kept per shard beside their messages: one entry per thread and shard
+        it has messages in, merged when read (:meth:`threads`)."""
+        cat = self.catalog("messages")
+        for name, shard_docs in self._placed("messages", docs).items():
+            shard = self.monthly_shard("messages", name)
+            known = shard.key_map("messages")
+            fresh = list({d["id"]: d for d in shard_docs if d["id"] not in known}.values())
+            entries: dict[str, dict[str, Any]] = {}
+            for doc in shard_docs:
+                sent, tid = doc["sent_at"], doc["thread_id"]
+                entry = entries.get(tid)
+                if entry is None:
+                    base = threads.get(sent[:7] or "0000-00", {}).get(tid) or {}
+                    entry = entries[tid] = dict(base, first_at=sent, last_at=sent)
+                entry["first_at"] = min(entry["first_at"], sent)
+                entry["last_at"] = max(entry["last_at"], sent)
+            thread_docs = []
+            for doc in entries.values():
+                current = shard.get("threads", doc["id"])
+                if current is not None:
+                    doc = dict(current, first_at=min(current["first_at"], doc["first_at"]),
+                               last_at=max(current["last_at"], doc["last_at"]),
+                               identity=current.get("identity") or doc.get("identity"))
+                thread_docs.append(doc)
+            (new, updated), _ = shard.upsert_tables([("messages", shard_docs, "id"),
+                                                     ("threads", thread_docs, "id")])
+            cat.written(name, shard)
+            result.messages_new += new
+            result.messages_updated += updated
+            result.messages.extend(fresh)
+
     def _upsert_deliverables(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         fresh: list[dict[str, Any]] = []
-        by_month: dict[str, list[dict[str, Any]]] = {}
-        versions = Versions(self.shard("versions.json"), self.stored_deliverable)
-        for doc in sorted(docs, key=lambda d: d.get("received_at") or ""):
-            by_month.setdefault(_month(doc), []).append(doc)
-        for month, month_docs in by_month.items():
+        cat = self.catalog("deliverables")
+        versions = Versions(cat.chain, self.stored_deliverable)
+        ordered = sorted(docs, key=lambda d: d.get("received_at") or "")
+        for month, month_docs in self._placed("deliverables", ordered).items():
             shard = self.monthly_shard("deliverables", month)
             merged: list[dict[str, Any]] = []
             for doc in month_docs:
@@ -845,44 +934,38 @@ class Store:
                     doc = versions.link(doc)
                     fresh.append(doc)
                 merged.append(doc)
-            shard.upsert_many("deliverables", merged)
+            if shard.upsert_many("deliverables", merged) != (0, 0):
+                cat.written(month, shard)
         versions.save()
         return fresh
 
     def save_deliverables(self, docs: list[dict[str, Any]]) -> None:
         """Write back deliverable documents changed by the owner's workflow (reviews)."""
-        by_month: dict[str, list[dict[str, Any]]] = {}
-        for doc in docs:
-            by_month.setdefault(_month(doc), []).append(doc)
-        for month, month_docs in by_month.items():
-            self.monthly_shard("deliverables", month).upsert_many("deliverables", month_docs)
+        cat = self.catalog("deliverables")
+        for name, shard_docs in self._placed("deliverables", docs).items():
+            shard = self.monthly_shard("deliverables", name)
+            if shard.upsert_many("deliverables", shard_docs) != (0, 0):
+                cat.written(name, shard)
 
     def stored_deliverable(self, deliverable_id: str) -> dict[str, Any] | None:
         """The stored document of one deliverable, by exact id (no contractor resolution)."""
-        for month in reversed(self.shard_names("deliverables")):
-            doc = self.read_shard("deliverables", month).get("deliverables", deliverable_id)
-            if doc is not None:
-                return doc
-        return None
+        name = self._fresh("deliverables").where(deliverable_id)
+        if name is None:
+            return None
+        return self.read_shard("deliverables", name).get("deliverables", deliverable_id)
 
-    def iter_deliverables(self) -> Iterator[dict[str, Any]]:
-        """Every stored deliverable document as stored, newest month first."""
-        for month in reversed(self.shard_names("deliverables")):
-            yield from self.read_shard("deliverables", month).docs("deliverables")
+    def stored_message(self, message_id: str) -> dict[str, Any] | None:
+        """The stored document of one message, by exact id (do not mutate)."""
+        name = self._fresh("messages").where(message_id)
+        if name is None:
+            return None
+        return self.read_shard("messages", name).get("messages", message_id)
 
-    def _upsert_threads(self, month: str, threads: dict[str, dict[str, Any]]) -> None:
-        """Threads are kept per month beside their messages: one entry per thread and
-        month it was active in, merged when read (:meth:`threads`)."""
-        shard = self.month_shard(month)
-        docs = []
-        for doc in threads.values():
-            current = shard.get("threads", doc["id"])
-            if current is not None:
-                doc = dict(current, first_at=min(current["first_at"], doc["first_at"]),
-                           last_at=max(current["last_at"], doc["last_at"]),
-                           identity=current.get("identity") or doc.get("identity"))
-            docs.append(doc)
-        shard.upsert_many("threads", docs)
+    def iter_deliverables(self, shards: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every stored deliverable document as stored (of ``shards``), newest shard first."""
+        names = self.shard_names("deliverables") if shards is None else list(shards)
+        for name in reversed(names):
+            yield from self.read_shard("deliverables", name).docs("deliverables")
 
     def _contract_doc(self, source: str, platform: str, record: Contract, key: str | None
                       ) -> dict[str, Any]:
@@ -901,7 +984,7 @@ class Store:
     # -- reads ----------------------------------------------------------------------------
 
     def iter_messages(self) -> Iterator[dict[str, Any]]:
-        """Every stored message, newest month first, with its contractor resolved."""
+        """Every stored message, newest shard first, with its contractor resolved."""
         roster = self.roster()
         for month in reversed(self.month_names()):
             for doc in self.read_shard("messages", month).docs("messages"):
@@ -920,23 +1003,54 @@ class Store:
         cid = self.find_contractor(contractor)["id"] if contractor else None
         return self._newest_first(cid, source)
 
+    def _identities_of(self, roster: Roster, cid: str) -> set[str]:
+        return {key for key in roster.identities if roster.contractor_of(key) == cid}
+
     def _newest_first(self, cid: str | None, source: str | None) -> Iterator[dict[str, Any]]:
+        """Shards are read in order of their newest message; what is buffered is only the
+        messages of shards whose time ranges overlap."""
         roster = self.roster()
-        for month in reversed(self.month_names()):
-            docs = [d for d in self.read_shard("messages", month).docs("messages")
-                    if source is None or d["source"] == source]
-            docs.sort(key=lambda d: d["sent_at"], reverse=True)
-            for doc in docs:
+        cat = self.catalog("messages")
+        names = cat.names()
+        keys = self._identities_of(roster, cid) if cid is not None else set()
+        wanted = [n for n in names
+                  if (source is None or source in cat.shards[n]["sources"])
+                  and (cid is None or not keys.isdisjoint(cat.shards[n]["identities"]))]
+        wanted.sort(key=lambda n: cat.shards[n]["last"], reverse=True)
+
+        def sent(doc: dict[str, Any]) -> str:
+            stamp: str = doc["sent_at"]
+            return stamp
+
+        buffer: list[dict[str, Any]] = []
+        for pos, name in enumerate(wanted):
+            for doc in self.read_shard("messages", name).docs("messages"):
+                if source is not None and doc["source"] != source:
+                    continue
                 resolved = roster.contractor_of(doc.get("identity"))
                 if cid is None or resolved == cid:
-                    yield dict(doc, contractor_id=resolved)
+                    buffer.append(dict(doc, contractor_id=resolved))
+            buffer.sort(key=sent, reverse=True)
+            following = cat.shards[wanted[pos + 1]]["last"] if pos + 1 < len(wanted) else None
+            cut = len(buffer)
+            if following is not None:  # later shards may still hold messages this new
+                cut = next((i for i, d in enumerate(buffer) if d["sent_at"] <= following),
+                           len(buffer))
+            yield from buffer[:cut]
+            del buffer[:cut]
 
     def deliverables(self, *, unreviewed: bool = False, contractor: str | None = None
                      ) -> list[dict[str, Any]]:
         roster = self.roster()
         cid = self.find_contractor(contractor)["id"] if contractor else None
+        cat = self.catalog("deliverables")
+        keys = self._identities_of(roster, cid) if cid is not None else set()
+        shards = [n for n in cat.names()
+                  if (not unreviewed or cat.shards[n]["unreviewed"])
+                  and (cid is None or cid in cat.shards[n]["contractors"]
+                       or not keys.isdisjoint(cat.shards[n]["identities"]))]
         out = []
-        for doc in self.iter_deliverables():
+        for doc in self.iter_deliverables(shards):
             if unreviewed and doc.get("review_status") != "unreviewed":
                 continue
             resolved = roster.contractor_of(doc.get("identity")) or doc.get("contractor_id")
@@ -947,13 +1061,13 @@ class Store:
         return out
 
     def deliverable(self, ref: str) -> dict[str, Any]:
-        docs = list(self.iter_deliverables())
-        found = [d for d in docs if d["id"] == ref or d["id"].startswith(ref)
-                 or d["id"][2:].startswith(ref)]
-        if len(found) != 1:
+        found = [i for i in self._fresh("deliverables").ids()
+                 if i == ref or i.startswith(ref) or i[2:].startswith(ref)]
+        doc = self.stored_deliverable(found[0]) if len(set(found)) == 1 else None
+        if doc is None:
             what = "no deliverable" if not found else "several deliverables"
             raise StoreError(f'{what} match "{ref}"; see `retainer deliverables`')
-        return found[0]
+        return doc
 
     def update_deliverable(self, deliverable_id: str, **changes: Any) -> dict[str, Any]:
         doc = dict(self.deliverable(deliverable_id), **json_safe(changes))
@@ -964,10 +1078,11 @@ class Store:
         return self.contracts_shard.docs("contracts")
 
     def threads(self, source: str | None = None) -> list[dict[str, Any]]:
-        """Threads (of one source), their month entries merged, most recent first."""
+        """Threads (of one source), their per-shard entries merged, most recent first."""
         merged: dict[str, dict[str, Any]] = {}
-        for month in self.month_names():
-            for doc in self.read_shard("messages", month).docs("threads"):
+        cat = self.catalog("messages")
+        for month in cat.names():
+            for doc in cat.threads(month).values():
                 if source is not None and doc["source"] != source:
                     continue
                 seen = merged.get(doc["id"])
@@ -977,6 +1092,20 @@ class Store:
                     seen["last_at"] = max(seen["last_at"], doc["last_at"])
                     seen["identity"] = seen.get("identity") or doc.get("identity")
         return sorted(merged.values(), key=lambda d: d["last_at"], reverse=True)
+
+    def stored_counts(self) -> dict[str, int]:
+        """How many messages and deliverables the shards hold, from their summaries
+        (no shard is opened)."""
+        out = {}
+        for folder in MONTHLY:
+            cat = self.catalog(folder)
+            out[folder] = sum(cat.shards[name]["count"] for name in cat.names())
+        return out
+
+    def thread_shards(self, thread_id: str) -> list[str]:
+        """The message shards holding messages of one thread, oldest first."""
+        cat = self.catalog("messages")
+        return [n for n in cat.names() if thread_id in cat.threads(n)]
 
     def counts(self) -> dict[str, int]:
         states = self.source_states()

@@ -39,6 +39,8 @@ class MemoryShard(Shard):
 class MemoryStore(Store):
     """A :class:`Store` whose tables are in memory (files still go to ``data_dir/files``)."""
 
+    _on_disk = False  # shard summaries are kept in memory, beside the shards
+
     def shard(self, relative: str) -> Shard:
         shard = self._shards.get(relative)
         if shard is None:
@@ -51,11 +53,6 @@ class MemoryStore(Store):
     def read_shard(self, folder: str, month: str) -> Shard:
         return self.shard(f"{folder}/{month}.json")
 
-    def shard_names(self, folder: str) -> list[str]:
-        prefix = f"{folder}/"
-        return sorted(name.removeprefix(prefix).removesuffix(".json")
-                      for name, shard in self._shards.items()
-                      if name.startswith(prefix) and shard.db.tables())
 
 
 __all__ = ["MemoryShard", "MemoryStore"]

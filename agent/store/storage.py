@@ -221,6 +221,50 @@ class Shard:
             keys[doc[key]] = doc_id
         return len(new), len(changed)
 
+    def upsert_tables(
+        self, batches: list[tuple[str, list[dict[str, Any]], str]]
+    ) -> list[tuple[int, int]]:
+        """:meth:`upsert_many` for several tables of this file, ``(table, docs, key)``
+        each, in one write. Returns ``(inserted, updated)`` per table."""
+        plans: list[tuple[str, str, list[dict[str, Any]], dict[int, dict[str, Any]]]] = []
+        for table, docs, key in batches:
+            keys = self.key_map(table, key)
+            existing = self.db.table(table)._read_table()
+            fresh: dict[str, dict[str, Any]] = {}
+            changed: dict[int, dict[str, Any]] = {}
+            for doc in docs:
+                doc_id = keys.get(doc[key])
+                if doc_id is None:
+                    if doc[key] in fresh:
+                        fresh[doc[key]].update(doc)
+                    else:
+                        fresh[doc[key]] = doc
+                elif existing[str(doc_id)] != doc:
+                    changed[doc_id] = doc
+            plans.append((table, key, list(fresh.values()), changed))
+        counts = [(len(plan[2]), len(plan[3])) for plan in plans]
+        if not any(n or u for n, u in counts):
+            return counts
+        db = self.db
+        data = db.storage.read() or {}
+        assigned: list[list[int]] = []
+        for table, _key, new, updates in plans:
+            tbl = db.table(table)
+            new_ids = [tbl._get_next_id() for _ in new]  # type: ignore[no-untyped-call]
+            raw = data.setdefault(table, {})
+            for doc_id, doc in updates.items():
+                raw[str(doc_id)] = doc
+            for doc_id, doc in zip(new_ids, new, strict=True):
+                raw[str(doc_id)] = doc
+            assigned.append(new_ids)
+        db.storage.write(data)  # one write for every table
+        for (table, key, new, _updates), new_ids in zip(plans, assigned, strict=True):
+            db.table(table).clear_cache()
+            keys = self.key_map(table, key)
+            for doc, doc_id in zip(new, new_ids, strict=True):
+                keys[doc[key]] = doc_id
+        return counts
+
     def remove(self, table: str, record_ids: list[str], key: str = "id") -> None:
         keys = self.key_map(table, key)
         doc_ids = [keys.pop(r) for r in record_ids if r in keys]

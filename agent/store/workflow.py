@@ -8,8 +8,8 @@ The only module of the workflow features that talks to TinyDB. Layout (under ``s
                         ``outbox``: every message the owner sent through Retainer
     instructions.json   ``templates``: versioned Markdown templates; ``sent``: instructions sent
     notify.json         ``events``: which reminders went out, so none is sent twice
-    cache/threads.json  derived: per month file, each thread's owner-message times (plain
-                        JSON, rebuilt for a month whenever its file changes)
+    cache/threads.json  derived: per message shard, each thread's owner-message times (plain
+                        JSON, rebuilt for a shard whenever its file changes)
 
 Writers must hold :meth:`Store.writing`; readers need no lock.
 """
@@ -240,12 +240,16 @@ def thread_activity(store: Store) -> dict[str, dict[str, Any]]:
         except OSError:
             pass  # a read-only data folder still gets its answer, just slower next time
     out: dict[str, dict[str, Any]] = {}
+    shared: set[str] = set()  # threads whose entry is already a copy of their own
     for entry in fresh.values():
         for tid, t in entry["threads"].items():
             have = out.get(tid)
-            if have is None:
-                out[tid] = {**t, "out": list(t["out"])}
+            if have is None:  # the cache was written above: its entries may be reused
+                out[tid] = t
                 continue
+            if tid not in shared:
+                have = out[tid] = {**have, "out": list(have["out"])}
+                shared.add(tid)
             have["out"].extend(t["out"])
             if t["last_at"] >= have["last_at"]:
                 have.update(last_at=t["last_at"], last_dir=t["last_dir"], last_id=t["last_id"])
@@ -256,19 +260,15 @@ def thread_activity(store: Store) -> dict[str, dict[str, Any]]:
 
 
 def message(store: Store, message_id: str) -> dict[str, Any] | None:
-    """One stored message by id (searches the month files, newest first)."""
-    for month in reversed(store.month_names()):
-        shard = Shard(store.root / "messages" / f"{month}.json")
-        doc = shard.get("messages", message_id)
-        if doc is not None:
-            return dict(doc)
-    return None
+    """One stored message by id (the shard index says which shard holds it)."""
+    doc = store.stored_message(message_id)
+    return dict(doc) if doc is not None else None
 
 
 def thread_messages(store: Store, thread_id: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for month in store.month_names():
-        shard = Shard(store.root / "messages" / f"{month}.json")
+    for month in store.thread_shards(thread_id):
+        shard = store.read_shard("messages", month)
         out.extend(dict(d) for d in shard.docs("messages") if d.get("thread_id") == thread_id)
     out.sort(key=lambda d: d.get("sent_at") or "")
     return out

@@ -1,0 +1,396 @@
+"""Bounded shards and their small indexes (store schema 2).
+
+Messages (with their thread entries) and deliverables live in numbered shard files,
+``store/messages/s000001.json``, ``s000002.json`` ... New documents go to the last shard
+until it holds :data:`SHARD_DOCS` documents or :data:`SHARD_BYTES` bytes, then a new
+shard is started, whatever the documents' dates. A document that changes is rewritten
+in the shard it already lives in. So one page writes the shards it touched: the open one,
+bounded in size, and the few older ones that held re-fetched documents.
+
+Each shard has a summary in ``store/index/<folder>/<shard>.json``: its document ids, the
+identities, sources and contractors it holds, its time range and (deliverables) which
+ids await review; a message shard's thread entries are in ``<shard>.threads.json``.
+Summaries are derived data: each records the (inode, mtime, size) stamp of the shard it
+describes and is rebuilt from the shard when the stamp does not match (a kill between the
+shard write and the summary write, another process, a lost temp file, a copied folder).
+So the shards stay the only truth and crash-safety is that of the shards: atomic
+replace, records before cursors.
+
+Listings read the summaries (a few kB per shard) to pick the shards worth opening:
+a contractor's messages, the review queue, a thread, one document by id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agent.files import ensure_private_dir, write_private
+from agent.store.storage import Shard, file_stamp
+
+log = logging.getLogger("retainer.store")
+
+SHARD_DOCS = 1000  # messages per shard, at most
+DELIVERABLE_SHARD_DOCS = 250  # deliverables come one per 20-50 messages: smaller shards
+SHARD_BYTES = 2 << 20  # bytes per shard, at most (one bigger document gets a shard alone)
+SHARD_RE = re.compile(r"^s(\d{6,})$")
+MONTH_RE = re.compile(r"^\d{4}-\d{2}$")
+SUMMARY_VERSION = 5
+MAP_AFTER = 1000  # lookups by id answered from the sorted summaries before a map is built
+
+# per folder: the table of documents, the time field, the table of thread entries
+TABLES = {"messages": ("messages", "sent_at"), "deliverables": ("deliverables", "received_at")}
+
+
+def shard_name(number: int) -> str:
+    return f"s{number:06d}"
+
+
+def shard_number(name: str) -> int:
+    match = SHARD_RE.match(name)
+    return int(match.group(1)) if match else 0
+
+
+def shard_docs(folder: str) -> int:
+    return SHARD_DOCS if folder == "messages" else DELIVERABLE_SHARD_DOCS
+
+
+def doc_size(doc: dict[str, Any]) -> int:
+    """About how many bytes a document takes in its shard."""
+    try:
+        return len(orjson.dumps(doc)) + 12
+    except (orjson.JSONEncodeError, TypeError):
+        return len(repr(doc)) + 12
+
+
+def chain_key(doc: dict[str, Any]) -> str | None:
+    """Which piece of work a deliverable is a version of: same person, same thread (or
+    contract), same file name apart from version marks; None when that is not known."""
+    where = doc.get("thread_id") or (doc.get("extra") or {}).get("contract_remote_id")
+    if doc.get("identity") and where and doc.get("work"):
+        return f"{doc.get('identity')}|{where}|{doc.get('work')}"
+    return None
+
+
+def summarize(folder: str, shard: Shard) -> dict[str, Any]:
+    """The summary of one shard, from its documents (and, for messages, its thread
+    entries under ``threads``, which are kept in a file of their own)."""
+    table, when = TABLES[folder]
+    docs = shard.docs(table)
+    ids: list[str] = []
+    identities: set[str] = set()
+    sources: set[str] = set()
+    contractors: set[str] = set()
+    unreviewed: list[str] = []
+    chains: dict[str, dict[str, Any]] = {}  # work -> its latest version in this shard
+    first, last = "", ""
+    for doc in docs:
+        ids.append(doc["id"])
+        if doc.get("identity"):
+            identities.add(doc["identity"])
+        if doc.get("contractor_id"):
+            contractors.add(doc["contractor_id"])
+        sources.add(doc.get("source") or "")
+        stamp = doc.get(when) or ""
+        if not first or stamp < first:
+            first = stamp
+        if stamp > last:
+            last = stamp
+        if folder == "deliverables":
+            if doc.get("review_status") == "unreviewed":
+                unreviewed.append(doc["id"])
+            key = chain_key(doc)
+            have = chains.get(key) if key else None
+            if key and (have is None or (have["latest_at"], have["version"])
+                        <= (stamp, doc.get("version") or 1)):
+                chains[key] = {"key": key, "latest": doc["id"], "latest_at": stamp,
+                               "version": doc.get("version") or 1,
+                               "root": doc.get("version_of") or doc["id"]}
+    ids.sort()  # looked up by bisection
+    summary: dict[str, Any] = {
+        "version": SUMMARY_VERSION, "stamp": None, "ids": ids,
+        "identities": sorted(identities), "sources": sorted(sources),
+        "contractors": sorted(contractors), "first": first, "last": last,
+    }
+    if folder == "deliverables":
+        summary["unreviewed"] = unreviewed
+        summary["chains"] = chains
+    else:
+        summary["threads"] = {doc["id"]: doc for doc in shard.docs("threads")}
+    return summary
+
+
+SIDES = ("ids", "threads", "chains")  # kept beside the summary, loaded only when needed
+
+
+class Catalog:
+    """The shards of one folder and their summaries, in memory; lookups by id.
+
+    A summary is three small files: ``<shard>.json`` (what listings filter on),
+    ``<shard>.ids.json`` (sorted ids: lookups by id, placing new documents) and, for
+    messages, ``<shard>.threads.json`` (thread entries), for deliverables,
+    ``<shard>.chains.json`` (the latest version of each piece of work in the shard).
+    ``disk=False`` (the in-memory store) keeps them only in memory.
+    """
+
+    def __init__(self, folder: str, shard_dir: Path, index_dir: Path,
+                 reader: Callable[[str], Shard], *, disk: bool = True) -> None:
+        self.folder = folder
+        self.shard_dir = shard_dir
+        self.index_dir = index_dir
+        self.reader = reader
+        self.disk = disk
+        self.shards: dict[str, dict[str, Any]] = {}
+        self._where: dict[str, str] | None = None
+        self._lookups = 0
+        self._lists: list[tuple[str, list[str]]] | None = None  # (shard, sorted ids)
+        self._sides: dict[str, dict[str, tuple[Any, Any]]] = {k: {} for k in SIDES}
+        self._dirty: set[str] = set()
+        self._pending: dict[str, tuple[int, int]] = {}  # shard -> (docs, bytes) being placed
+        self._loaded = False
+        # "dirty:<token>" while a process writes shards of this folder, "clean:<token>"
+        # after: an unchanged clean token means nothing changed since we last looked
+        self._gen_path = index_dir.parent / f"{folder}.generation"
+        self._gen_seen: bytes | None = None
+        self._writing = False
+
+    # -- reading --------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        self.refresh()
+        return list(self.shards)
+
+    def refresh(self) -> None:
+        """Pick up shards written since the last look (by this or another process)."""
+        if not self.disk:
+            self._loaded = True
+            return
+        try:
+            generation: bytes | None = self._gen_path.read_bytes()
+        except OSError:
+            generation = None
+        if not generation or not generation.startswith(b"clean:"):
+            generation = None  # being written, or a writer was killed: look at every shard
+        elif self._loaded and generation == self._gen_seen:
+            return
+        found: dict[str, tuple[int, int, int]] = {}
+        try:
+            entries = list(os.scandir(self.shard_dir))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            name, dot, ext = entry.name.partition(".")
+            if ext != "json" or not dot or not SHARD_RE.match(name):
+                continue
+            st = entry.stat()
+            found[name] = (st.st_ino, st.st_mtime_ns, st.st_size)
+        changed = not self._loaded or set(found) != set(self.shards)
+        fresh: dict[str, dict[str, Any]] = {}
+        for name in sorted(found, key=shard_number):
+            stamp = list(found[name])
+            summary = self.shards.get(name)
+            if summary is None or summary["stamp"] != stamp:
+                summary = self._cached(self.index_dir / f"{name}.json", stamp)
+                if summary is None:
+                    summary = self._rebuild(name, stamp)
+                changed = True
+            fresh[name] = summary
+        self.shards = fresh
+        self._loaded = True
+        self._gen_seen = generation
+        if changed:
+            self._where = None
+            self._lists = None
+
+    def _cached(self, path: Path, stamp: list[int] | None) -> dict[str, Any] | None:
+        try:
+            cached = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        if (isinstance(cached, dict) and cached.get("version") == SUMMARY_VERSION
+                and cached.get("stamp") == stamp):
+            return cached
+        return None
+
+    def _rebuild(self, name: str, stamp: list[int] | None) -> dict[str, Any]:
+        """A shard's summary from the shard itself (its cached one is stale or lost)."""
+        summary = summarize(self.folder, self.reader(name))
+        summary["stamp"] = stamp
+        self._split(name, summary)
+        self._save(name, summary)
+        return summary
+
+    def _split(self, name: str, summary: dict[str, Any]) -> None:
+        """Move the side data (ids, threads) out of a fresh summary into memory."""
+        summary["count"] = len(summary["ids"])
+        for kind in SIDES:
+            if kind in summary:
+                self._sides[kind][name] = (summary["stamp"], summary.pop(kind))
+
+    def _save(self, name: str, summary: dict[str, Any]) -> None:
+        if not self.disk:
+            return
+        try:  # derived data: no fsync; a lost or stale summary is rebuilt from its shard
+            for kind in SIDES:  # first, so a summary never outlives its side files
+                have = self._sides[kind].get(name)
+                if have is not None and have[0] == summary["stamp"]:
+                    write_private(self.index_dir / f"{name}.{kind}.json",
+                                  orjson.dumps({"version": SUMMARY_VERSION,
+                                                "stamp": summary["stamp"], kind: have[1]}),
+                                  sync=False, sync_dir=False)
+            write_private(self.index_dir / f"{name}.json", orjson.dumps(summary), sync=False,
+                          sync_dir=False)
+        except OSError:
+            pass  # a read-only data folder still gets its answers, just slower next time
+
+    def _side(self, name: str, kind: str) -> Any:
+        stamp = self.shards[name]["stamp"]
+        have = self._sides[kind].get(name)
+        if have is not None and have[0] == stamp:
+            return have[1]
+        cached = self._cached(self.index_dir / f"{name}.{kind}.json", stamp)
+        if cached is None:
+            self._rebuild(name, stamp)
+            return self._sides[kind][name][1]
+        self._sides[kind][name] = (stamp, cached[kind])
+        return cached[kind]
+
+    def threads(self, name: str) -> dict[str, dict[str, Any]]:
+        """The thread entries of one message shard (``{thread id: entry}``)."""
+        threads: dict[str, dict[str, Any]] = self._side(name, "threads")
+        return threads
+
+    def chain(self, key: str) -> dict[str, Any] | None:
+        """The latest stored version of one piece of work (see :func:`chain_key`)."""
+        if not self._loaded:
+            self.refresh()
+        best: dict[str, Any] | None = None
+        for name in self.shards:
+            found = self._side(name, "chains").get(key)
+            if found is not None and (best is None or (best["latest_at"], best["version"])
+                                      <= (found["latest_at"], found["version"])):
+                best = found
+        return best
+
+    def shard_ids(self, name: str) -> list[str]:
+        """The ids of one shard, sorted."""
+        ids: list[str] = self._side(name, "ids")
+        return ids
+
+    def where(self, doc_id: str) -> str | None:
+        """The shard holding a document, or None.
+
+        The first lookups bisect each shard's sorted ids (a small sync, a review, a
+        listing: no map to build); after :data:`MAP_AFTER` of them (a big sync) an
+        ``{id: shard}`` map is built once and kept up to date.
+        """
+        if not self._loaded:
+            self.refresh()
+        if self._where is None and self._lookups < MAP_AFTER:
+            self._lookups += 1
+            if self._lists is None:
+                self._lists = [(name, self.shard_ids(name)) for name in self.shards]
+            for name, ids in self._lists:
+                at = bisect_left(ids, doc_id)
+                if at < len(ids) and ids[at] == doc_id:
+                    return name
+            return None
+        if self._where is None:
+            where: dict[str, str] = {}
+            for name in self.shards:
+                where.update(dict.fromkeys(self.shard_ids(name), name))
+            self._where = where
+        return self._where.get(doc_id)
+
+    def ids(self) -> Iterable[str]:
+        if not self._loaded:
+            self.refresh()
+        for name in list(self.shards):
+            yield from self.shard_ids(name)
+
+    # -- writing (the caller holds the store's write lock) --------------------------------
+
+    def _mark(self, state: bytes) -> None:
+        if not self.disk:
+            return
+        token = state + b":" + os.urandom(8).hex().encode()
+        try:  # no fsync: only processes running now rely on it, and they die with a crash
+            write_private(self._gen_path, token, sync=False, sync_dir=False)
+        except OSError:
+            token = b""
+        self._gen_seen = token if state == b"clean" else None
+
+    def will_write(self) -> None:
+        """Called before this process writes a shard of the folder (once per section)."""
+        if not self._writing:
+            self._writing = True
+            self._mark(b"dirty")
+
+    def place(self, doc: dict[str, Any]) -> str:
+        """The shard a new document goes to: the open one, or a new one once it is full."""
+        if not self._loaded:
+            self.refresh()
+        size = doc_size(doc)
+        if self.shards or self._pending:
+            last = (max(self._pending, key=shard_number) if self._pending
+                    else next(reversed(self.shards)))  # shards are kept in order
+            summary = self.shards.get(last)
+            count, nbytes = self._pending.get(last, (0, 0))
+            if summary is not None:
+                count += summary["count"]
+                nbytes += summary["stamp"][2] if summary.get("stamp") else summary.get("bytes", 0)
+            if count < shard_docs(self.folder) and (count == 0 or nbytes + size <= SHARD_BYTES):
+                docs, added = self._pending.get(last, (0, 0))
+                self._pending[last] = (docs + 1, added + size)
+                return last
+            name = shard_name(shard_number(last) + 1)
+        else:
+            name = shard_name(1)
+        self._pending[name] = (1, size)
+        return name
+
+    def written(self, name: str, shard: Shard) -> None:
+        """Record a shard this process just wrote: its new summary, in memory now and on
+        disk at :meth:`flush`."""
+        self._pending.pop(name, None)
+        old = self.shards.get(name)
+        summary = summarize(self.folder, shard)
+        stamp = file_stamp(shard.path) if self.disk else None
+        summary["stamp"] = list(stamp) if stamp else None
+        if not self.disk:
+            summary["bytes"] = sum(doc_size(d) for d in shard.docs(TABLES[self.folder][0]))
+        if self._where is not None:
+            for doc_id in summary["ids"]:
+                self._where[doc_id] = name
+        self._split(name, summary)
+        self._lists = None
+        self.shards[name] = summary
+        if old is None:  # a new shard: keep the catalog in shard order
+            self.shards = dict(sorted(self.shards.items(), key=lambda kv: shard_number(kv[0])))
+        self._dirty.add(name)
+
+    def flush(self) -> None:
+        """Write the summaries of the shards written since the last flush (once per
+        locked section, so a run of reviews writes each summary once)."""
+        dirty, self._dirty = self._dirty, set()
+        for name in sorted(dirty):
+            summary = self.shards.get(name)
+            if summary is not None:
+                self._save(name, summary)
+        if self._writing:
+            self._writing = False
+            self._mark(b"clean")
+
+    def forget_pending(self) -> None:
+        self._pending.clear()
+
+
+def ensure_index_dirs(root: Path, folders: Iterable[str]) -> dict[str, Path]:
+    return {folder: ensure_private_dir(root / "index" / folder) for folder in folders}

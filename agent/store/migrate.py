@@ -1,0 +1,160 @@
+"""Upgrade a store from one shard per month (schema 1) to bounded shards (schema 2).
+
+Run once, when a :class:`~agent.store.Store` is opened on a folder that still holds month
+files (``messages/2024-05.json``), under the store's write lock. Crash-safe:
+
+1. any bounded shard already in the folders is left from an upgrade that was killed
+   before its commit, so it is removed (schema 1 means it was never used);
+2. the month files are copied, one at a time, into new bounded shards beside them
+   (``s000001.json`` ...), each written atomically and fsynced, then the folders fsynced;
+3. the commit: ``meta.json`` is replaced atomically with schema 2;
+4. the month files are deleted.
+
+A kill before step 3 leaves the old layout, untouched (the next open starts again); a
+kill after it leaves the new one (the next open finishes step 4). Cursors (in
+``meta.json``) and reviews (on the deliverables, and in ``workflow.json``) are carried
+as they are: documents are copied, not rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.files import fsync_dir, remove_orphan_temps
+from agent.store.layout import (
+    MONTH_RE,
+    SHARD_BYTES,
+    SHARD_RE,
+    TABLES,
+    doc_size,
+    shard_docs,
+    shard_name,
+)
+from agent.store.storage import Shard, batched_dir_sync
+
+if TYPE_CHECKING:
+    from agent.store.core import Store
+
+log = logging.getLogger("retainer.store")
+
+FOLDERS = ("messages", "deliverables")
+
+
+def month_files(root: Path, folder: str) -> list[Path]:
+    return sorted(p for p in (root / folder).glob("*.json") if MONTH_RE.match(p.stem))
+
+
+def upgrade(store: Store) -> None:
+    """Bring ``store`` to the bounded-shard layout (hold the store's write lock)."""
+    from agent.store.core import SCHEMA_VERSION
+
+    root = store.root
+    months = {folder: month_files(root, folder) for folder in FOLDERS}
+    if not any(months.values()):
+        return  # another process upgraded it while we waited for the lock
+    meta = store.meta.get("meta", "schema", key="name")
+    if meta is not None and meta.get("version", 0) >= SCHEMA_VERSION:
+        _remove(months)  # committed; a kill came before the old files were gone
+        return
+    started = time.monotonic()
+    for folder in FOLDERS:  # never committed, so never used: start again
+        for path in (root / folder).glob("*.json"):
+            if SHARD_RE.match(path.stem):
+                path.unlink()
+        for path in (root / "index" / folder).glob("*.json"):
+            path.unlink()
+        remove_orphan_temps(root / folder)
+    count = 0
+    for folder in FOLDERS:
+        store.catalog(folder).will_write()
+    with batched_dir_sync():  # every shard written and fsynced; the folders at the end
+        for folder in FOLDERS:
+            count += _copy(store, folder, months[folder])
+    for folder in FOLDERS:
+        store.catalog(folder).flush()
+    store.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
+    _remove(months)
+    log.info("store upgraded to bounded shards: %d documents in %.1f s",
+             count, time.monotonic() - started)
+
+
+def _remove(months: dict[str, list[Path]]) -> None:
+    for folder_files in months.values():
+        for path in folder_files:
+            path.unlink(missing_ok=True)
+        if folder_files:
+            fsync_dir(folder_files[0].parent)
+
+
+def _copy(store: Store, folder: str, paths: list[Path]) -> int:
+    """Copy the documents of the month files of one folder into bounded shards, in
+    order; a document found twice (re-fetched under another month) is kept once."""
+    table, _when = TABLES[folder]
+    catalog = store.catalog(folder)
+    seen: set[str] = set()
+    batch: list[dict[str, Any]] = []
+    bases: dict[str, dict[str, Any]] = {}  # thread id -> its entry in the month file
+    size = 0
+    number = 0
+
+    def flush() -> None:
+        nonlocal number, size
+        number += 1
+        name = shard_name(number)
+        shard = Shard(store.root / folder / f"{name}.json")
+        batches = [(table, batch, "id")]
+        if folder == "messages":
+            batches.append(("threads", _thread_entries(batch, bases), "id"))
+        shard.upsert_tables(batches)
+        catalog.written(name, shard)
+        shard.drop_cache()
+        batch.clear()
+        bases.clear()
+        size = 0
+
+    for path in paths:
+        old = Shard(path)
+        month_threads = ({t["id"]: t for t in old.docs("threads")}
+                         if folder == "messages" else {})
+        for doc in old.docs(table):
+            if doc["id"] in seen:
+                continue
+            seen.add(doc["id"])
+            nbytes = doc_size(doc)
+            if batch and (len(batch) >= shard_docs(folder) or size + nbytes > SHARD_BYTES):
+                flush()
+            batch.append(doc)
+            size += nbytes
+            tid = doc.get("thread_id")
+            if tid and tid in month_threads and tid not in bases:
+                bases[tid] = month_threads[tid]
+        old.drop_cache()
+    if batch:
+        flush()
+    return len(seen)
+
+
+def _thread_entries(docs: list[dict[str, Any]], bases: dict[str, dict[str, Any]]
+                    ) -> list[dict[str, Any]]:
+    """One thread entry per thread with messages in ``docs``, spanning those messages."""
+    out: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        tid, sent = doc.get("thread_id"), doc.get("sent_at") or ""
+        if not tid:
+            continue
+        entry = out.get(tid)
+        if entry is None:
+            base = bases.get(tid) or {
+                "id": tid, "source": doc.get("source"), "platform": doc.get("platform"),
+                "remote_id": doc.get("thread_remote_id"), "subject": doc.get("subject"),
+                "identity": doc.get("identity"),
+            }
+            entry = out[tid] = dict(base, first_at=sent, last_at=sent)
+        entry["first_at"] = min(entry["first_at"], sent)
+        entry["last_at"] = max(entry["last_at"], sent)
+        if not entry.get("identity") and doc.get("identity"):
+            entry["identity"] = doc["identity"]
+    return list(out.values())

@@ -1,0 +1,371 @@
+"""Benchmark: does the store stay linear and flat from 10,000 to 200,000 messages?
+
+Two shapes of mailbox, each written from scratch at every size through the real write
+path (:meth:`Store.commit_page` in pages of 200, the maildir default, and the source's
+cursor after each page, as ``retainer sync`` does):
+
+- ``month``: every message in one calendar month (a shared agency inbox, a launch);
+- ``spread``: about 2,500 messages a month, so 200,000 span almost seven years.
+
+200 contractors, a fifth of the messages the owner's, one inbound message in 40 carries
+a file (a deliverable). Each full sync runs in its own process, so its peak RSS is its
+own. Then, on the largest store of each shape: 100 new messages as one more sync (fresh
+process, store opened, page committed, cursor moved; three runs, median), and read
+commands as fresh ``python -m agent`` processes (five runs, median), beside the time
+Python takes to import the command line at all.
+
+    python tests/benchmarks/store_scale_bench.py [--sizes 10000,50000,200000]
+        [--shapes month,spread] [--work DIR] [--runs 5] [--repeat 3]
+    python tests/benchmarks/store_scale_bench.py --upgrade 50000
+
+``--upgrade N`` only times opening (and so upgrading) a store of N messages rewritten in
+the old one-file-per-month layout (schema 1).
+
+Prints one line per run as it finishes and a table at the end. Targets (issue 14):
+time per message at the largest size within 1.2x of the smallest, in both shapes; peak
+RSS at most 150 MB for every run; 100 new messages into 200,000 within 0.3 s and
+100 MB; read commands within 0.15 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+CONTRACTORS = 200
+PAGE = 200
+BLOCK = 10_000  # the largest syncs also report each block of this many messages
+PER_MONTH = 2500
+OWNER = "owner@example.com"
+START = datetime(2019, 1, 1, tzinfo=UTC)
+WORDS = ["please", "find", "the", "revised", "draft", "attached", "and", "let", "me", "know",
+         "what", "you", "think", "about", "the", "colours", "the", "layout", "and", "the",
+         "copy", "on", "the", "second", "page", "before", "friday"]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def when_of(shape: str, i: int, total: int) -> datetime:
+    if shape == "month":  # all of them in March 2026, in order
+        return datetime(2026, 3, 1, tzinfo=UTC) + timedelta(seconds=i * (30 * 86400 / total))
+    return START + timedelta(seconds=i * (30 * 86400 / PER_MONTH))
+
+
+def records(shape: str, first: int, count: int, total: int, *, tag: str = "m") -> Iterator[Any]:
+    from agent.models import Attachment, Identity, Message
+
+    owner = Identity("email", OWNER, name="Owner")
+    for i in range(first, first + count):
+        c = (i * 7919) % CONTRACTORS
+        who = Identity("email", f"c{c}@example.com", name=f"Contractor {c:03d}")
+        when = when_of(shape, i, total)
+        thread = f"<t{c}-{i // (CONTRACTORS * 5)}@example.com>"
+        words = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(60 + i % 40))
+        if i % 5 == 0:
+            yield Message(f"<{tag}{i}@example.com>", when, owner, subject=f"Task {c}-{i}",
+                          text=words, thread_remote_id=thread, recipients=(who,),
+                          direction="out")
+            continue
+        atts: tuple[Any, ...] = ()
+        if i % 40 == 1:
+            atts = (Attachment(f"work-{i}.pdf", "application/pdf",
+                               data=b"%%PDF-1.4 deliverable %d\n" % (i % 300) * 20),)
+        yield Message(f"<{tag}{i}@example.com>", when, who, subject=f"Re: Task {c}",
+                      text=words, thread_remote_id=thread, recipients=(owner,),
+                      attachments=atts)
+
+
+def child_fill(data: Path, shape: str, size: int) -> dict[str, Any]:
+    from agent.models import Identity
+    from agent.store import Store
+
+    store = Store(data)
+    with store.writing():
+        for c in range(CONTRACTORS):
+            store.add_contractor(f"Contractor {c:03d}", [Identity("email", f"c{c}@example.com")])
+    owner = frozenset({f"email:{OWNER}"})
+    spent = cpu = 0.0
+    blocks: list[tuple[float, float]] = []  # (wall, CPU) of each block of 10,000 messages
+    started = time.perf_counter()
+    for first in range(0, size, PAGE):
+        page = list(records(shape, first, min(PAGE, size - first), size))
+        t0, c0 = time.perf_counter(), time.process_time()
+        with store.writing():
+            store.commit_page("mail", "maildir", page, owner_keys=owner)
+            store.update_source_state("mail", cursor=str(first + len(page)),
+                                      messages=first + len(page))
+        spent += time.perf_counter() - t0
+        cpu += time.process_time() - c0
+        if (first + len(page)) % BLOCK == 0:
+            blocks.append((spent - sum(b[0] for b in blocks), cpu - sum(b[1] for b in blocks)))
+    wall = time.perf_counter() - started
+    return {"kind": "full", "shape": shape, "size": size, "store_s": spent, "wall_s": wall,
+            "per_msg_ms": spent / size * 1000, "cpu_ms": cpu / size * 1000,
+            "blocks_ms": [(w / BLOCK * 1000, c / BLOCK * 1000) for w, c in blocks],
+            "rss_mb": peak_rss_mb()}
+
+
+def child_add(data: Path, shape: str, size: int, run: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    from agent.store import Store
+
+    imported = time.perf_counter()
+    page = list(records(shape, size + run * 100, 100, size, tag=f"new{run}-{os.getpid()}-"))
+    t0 = time.perf_counter()  # the sync's store work: open the store, store the page, cursor
+    c0 = time.process_time()
+    store = Store(data)
+    with store.writing():
+        result = store.commit_page("mail", "maildir", page,
+                                   owner_keys=frozenset({f"email:{OWNER}"}))
+        store.update_source_state("mail", cursor=str(size + (run + 1) * 100))
+    done = time.perf_counter()
+    cpu = time.process_time() - c0
+    assert result.messages_new == 100, result
+    return {"kind": "add", "shape": shape, "size": size, "sync_s": done - t0, "cpu_s": cpu,
+            "import_s": imported - started, "rss_mb": peak_rss_mb()}
+
+
+INNER = ("status", "deliverables --unreviewed", "messages --limit 20",
+         "messages --contractor --limit 20", "contractors")
+
+
+def child_read(data: Path, op: str) -> dict[str, Any]:
+    """The store's part of one read command, timed after the imports (fresh process)."""
+    from itertools import islice
+
+    from agent.stats import roster_rows
+    from agent.store import Store
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    store = Store(data, create=False)
+    if op == "status":
+        assert store.source_states() and store.counts()
+    elif op == "deliverables --unreviewed":
+        assert store.deliverables(unreviewed=True)
+    elif op == "messages --limit 20":
+        assert len(list(islice(store.iter_messages_newest_first(), 20))) == 20
+    elif op == "messages --contractor --limit 20":
+        assert len(list(islice(store.iter_messages_newest_first(contractor="c7@example.com"),
+                               20))) == 20
+    else:
+        assert roster_rows(store)
+    return {"kind": "inner", "command": op, "s": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - c0, "rss_mb": peak_rss_mb()}
+
+
+def to_month_layout(data: Path) -> None:
+    """Rewrite a store as schema 1 kept it (one file per month), to time the upgrade."""
+    root = data / "store"
+    for folder, table, when in (("messages", "messages", "sent_at"),
+                                ("deliverables", "deliverables", "received_at")):
+        months: dict[str, dict[str, dict[str, Any]]] = {}
+        for path in sorted((root / folder).glob("s*.json")):
+            tables = json.loads(path.read_bytes())
+            for doc in tables.get(table, {}).values():
+                month = months.setdefault(doc[when][:7], {table: {}, "threads": {}})
+                month[table][str(len(month[table]) + 1)] = doc
+            for entry in tables.get("threads", {}).values():
+                month = months.setdefault(entry["first_at"][:7], {table: {}, "threads": {}})
+                month["threads"][str(len(month["threads"]) + 1)] = entry
+            path.unlink()
+        for month, tables in months.items():
+            (root / folder / f"{month}.json").write_bytes(json.dumps(tables).encode())
+    shutil.rmtree(root / "index")
+    meta = json.loads((root / "meta.json").read_bytes())
+    for doc in meta["meta"].values():
+        doc["version"] = 1
+    (root / "meta.json").write_bytes(json.dumps(meta).encode())
+
+
+def child_upgrade(data: Path) -> dict[str, Any]:
+    from agent.store import Store
+
+    t0 = time.perf_counter()
+    store = Store(data)
+    spent = time.perf_counter() - t0
+    count = sum(len(store.catalog("messages").shard_ids(n)) for n in store.month_names())
+    return {"kind": "upgrade", "s": spent, "messages": count, "rss_mb": peak_rss_mb()}
+
+
+def run_child(*args: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], check=True,
+                         capture_output=True, text=True)
+    doc: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return doc
+
+
+LAST_CPU = [0.0]
+
+
+def timed_process(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and peak RSS (MB) of one fresh process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"{' '.join(argv)} failed: {err}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def read_commands(data: Path, runs: int) -> list[dict[str, Any]]:
+    config = data.parent / "bench.toml"
+    config.write_text(f'[agent]\ndata_dir = "{data}"\nowner_emails = ["{OWNER}"]\n')
+    env = {"RETAINER_LOAD_PLUGINS": "", "PATH": "/usr/bin:/bin", "HOME": str(data.parent)}
+    base = [sys.executable, "-m", "agent", "--config", str(config)]
+    commands = [
+        ("python -c pass", [sys.executable, "-c", "pass"]),
+        ("import agent.cli", [sys.executable, "-c", "import agent.cli"]),
+        ("status --json", [*base, "status", "--json"]),
+        ("deliverables --unreviewed --json", [*base, "deliverables", "--unreviewed", "--json"]),
+        ("messages --limit 20 --json", [*base, "messages", "--limit", "20", "--json"]),
+        ("messages --contractor --limit 20", [*base, "messages", "--contractor",
+                                              "c7@example.com", "--limit", "20", "--json"]),
+        ("contractors --json", [*base, "contractors", "--json"]),
+    ]
+    rows = []
+    for label, argv in commands:
+        timed_process(argv, env)  # warm the page cache (and derived caches) once
+        samples, cpus = [], []
+        for _ in range(runs):
+            samples.append(timed_process(argv, env))
+            cpus.append(LAST_CPU[0])
+        rows.append({"kind": "read", "command": label, "cpu_s": statistics.median(cpus),
+                     "median_s": statistics.median(s[0] for s in samples),
+                     "rss_mb": max(s[1] for s in samples)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="10000,50000,200000")
+    parser.add_argument("--shapes", default="month,spread")
+    parser.add_argument("--work", type=Path, help="where the stores go (default: a temp dir)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-fill", action="store_true",
+                        help="reuse the largest stores already in --work: only the new "
+                             "messages and the read commands")
+    parser.add_argument("--upgrade", type=int, default=0, metavar="N",
+                        help="only time the upgrade of a month-layout store of N messages")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="full syncs per size (one fewer above 50,000); medians")
+    args = parser.parse_args()
+    if args.child:
+        kind, data, shape, size, *rest = args.child
+        if kind == "fill":
+            doc = child_fill(Path(data), shape, int(size))
+        elif kind == "upgrade":
+            doc = child_upgrade(Path(data))
+        elif kind == "read":
+            doc = child_read(Path(data), shape)
+        else:
+            doc = child_add(Path(data), shape, int(size), int(rest[0]))
+        print(json.dumps(doc))
+        return 0
+    work = args.work or Path(tempfile.mkdtemp(prefix="retainer-scale-"))
+    if args.upgrade:
+        data = work / f"upgrade-{args.upgrade}" / "data"
+        shutil.rmtree(data.parent, ignore_errors=True)
+        data.parent.mkdir(parents=True)
+        run_child("fill", str(data), "spread", str(args.upgrade))
+        to_month_layout(data)
+        months = len(list((data / "store" / "messages").glob("*.json")))
+        doc = run_child("upgrade", str(data), "-", "0")
+        print(f"upgraded {doc['messages']} messages from {months} month files in "
+              f"{doc['s']:.1f} s, peak {doc['rss_mb']:.0f} MB")
+        return 0
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results: list[dict[str, Any]] = []
+    for shape in args.shapes.split(","):
+        for size in [] if args.no_fill else sizes:
+            data = work / f"{shape}-{size}" / "data"
+            if data.exists():
+                shutil.rmtree(data)
+            data.parent.mkdir(parents=True, exist_ok=True)
+            runs = []
+            for _ in range(args.repeat if size <= 50_000 else max(1, args.repeat - 1)):
+                if data.exists():
+                    shutil.rmtree(data)
+                runs.append(run_child("fill", str(data), shape, str(size)))
+                print(json.dumps(runs[-1]), flush=True)
+            results.append({"kind": "full", "shape": shape, "size": size, "runs": len(runs),
+                            "blocks_ms": runs[-1]["blocks_ms"],
+                            **{k: statistics.median(r[k] for r in runs)
+                               for k in ("store_s", "per_msg_ms", "cpu_ms")},
+                            "rss_mb": max(r["rss_mb"] for r in runs)})
+            if size != sizes[-1]:
+                shutil.rmtree(data.parent)
+        big = work / f"{shape}-{sizes[-1]}" / "data"
+        first = 10 if args.no_fill else 0  # new messages, not those of an earlier run
+        adds = [run_child("add", str(big), shape, str(sizes[-1]), str(r))
+                for r in range(first, first + 3)]
+        add = {"kind": "add", "shape": shape, "size": sizes[-1],
+               "sync_s": statistics.median(a["sync_s"] for a in adds),
+               "cpu_s": statistics.median(a["cpu_s"] for a in adds),
+               "import_s": statistics.median(a["import_s"] for a in adds),
+               "rss_mb": max(a["rss_mb"] for a in adds)}
+        results.append(add)
+        print(json.dumps(add), flush=True)
+        for row in read_commands(big, args.runs):
+            results.append(dict(row, shape=shape, size=sizes[-1]))
+        for op in INNER:
+            inner = [run_child("read", str(big), op, "0") for _ in range(args.runs)]
+            results.append({"kind": "inner", "shape": shape, "command": op,
+                            "median_s": statistics.median(r["s"] for r in inner),
+                            "cpu_s": statistics.median(r["cpu_s"] for r in inner),
+                            "rss_mb": max(r["rss_mb"] for r in inner)})
+            print(json.dumps(results[-1]), flush=True)
+    print(f"\nfull syncs (store time: commit_page + cursor, pages of {PAGE}; medians)")
+    print(f"{'shape':<8}{'messages':>10}{'runs':>5}{'store s':>9}{'ms/msg':>8}{'vs first':>9}"
+          f"{'cpu ms/msg':>11}{'vs first':>9}{'peak MB':>8}")
+    for shape in args.shapes.split(","):
+        full = [r for r in results if r["kind"] == "full" and r["shape"] == shape]
+        for r in full:
+            print(f"{shape:<8}{r['size']:>10}{r['runs']:>5}{r['store_s']:>9.1f}"
+                  f"{r['per_msg_ms']:>8.3f}{r['per_msg_ms'] / full[0]['per_msg_ms']:>8.2f}x"
+                  f"{r['cpu_ms']:>11.3f}{r['cpu_ms'] / full[0]['cpu_ms']:>8.2f}x"
+                  f"{r['rss_mb']:>8.0f}")
+    print(f"\nwithin the largest sync: ms per message of its first, median and last block of "
+          f"{BLOCK} (wall / CPU)")
+    for r in (r for r in results if r["kind"] == "full" and r.get("blocks_ms")
+              and r["size"] == sizes[-1]):
+        blocks = r["blocks_ms"]
+        mid = (statistics.median(b[0] for b in blocks), statistics.median(b[1] for b in blocks))
+        print(f"{r['shape']:<8}" + "  ".join(f"{w:.3f} / {c:.3f}"
+                                             for w, c in (blocks[0], mid, blocks[-1])))
+    print("\n100 new messages into the largest store (fresh process; median of 3)")
+    for r in (r for r in results if r["kind"] == "add"):
+        print(f"{r['shape']:<8}{r['size']:>10}  sync {r['sync_s']:.3f} s (CPU {r['cpu_s']:.3f} s;"
+              f" + imports {r['import_s']:.3f} s), peak {r['rss_mb']:.0f} MB")
+    print(f"\nread commands on the largest store (fresh process; median of {args.runs}: wall, CPU)")
+    for r in (r for r in results if r["kind"] == "read"):
+        print(f"{r['shape']:<8}{r['command']:<36}{r['median_s']:>8.3f} s{r['cpu_s']:>8.3f} s"
+              f"{r['rss_mb']:>7.0f} MB")
+    print("\nthe store's part of each (in a fresh process, after imports; median wall, CPU)")
+    for r in (r for r in results if r["kind"] == "inner"):
+        print(f"{r['shape']:<8}{r['command']:<36}{r['median_s']:>8.3f} s{r['cpu_s']:>8.3f} s"
+              f"{r['rss_mb']:>7.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""The store's layout: bounded shards, their summaries, and the upgrade from month shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.models import Attachment, Identity, Message
+from agent.store import Store, layout
+from agent.store import workflow as wf
+
+OWNER = frozenset({"email:owner@example.com"})
+MARCH = datetime(2026, 3, 4, 9, 30, tzinfo=UTC)
+PEOPLE = ("maria@example.com", "sam@example.com", "news@shop.example")
+
+
+def msg(n: int, when: datetime, sender: str = "maria@example.com", *, file: bool = False,
+        text: str = "hello") -> Message:
+    atts = (Attachment(f"logo-{n}.pdf", "application/pdf", data=b"%%PDF %d" % n),) if file else ()
+    return Message(f"<{n}@x>", when, Identity("email", sender, name=sender.split("@")[0]),
+                   recipients=(Identity("email", "owner@example.com"),), subject=f"s{n}",
+                   text=text, thread_remote_id=f"<thread-{n % 7}@x>", attachments=atts)
+
+
+def new_store(path: Path) -> Store:
+    store = Store(path)
+    with store.writing():
+        store.add_contractor("Maria Lopez", [Identity("email", "maria@example.com")])
+        store.add_contractor("Sam Chen", [Identity("email", "sam@example.com")])
+    return store
+
+
+def commit(store: Store, records: list[Message], source: str = "inbox") -> Any:
+    with store.writing():
+        return store.commit_page(source, "imap", records, owner_keys=OWNER)
+
+
+def shard_files(store: Store, folder: str = "messages") -> list[Path]:
+    return sorted((store.root / folder).glob("s*.json"))
+
+
+def stored_count(path: Path, table: str = "messages") -> int:
+    return len(json.loads(path.read_bytes()).get(table, {}))
+
+
+@pytest.fixture
+def small_shards(monkeypatch):
+    monkeypatch.setattr(layout, "SHARD_DOCS", 50)
+
+
+def test_one_busy_month_rolls_into_bounded_shards(tmp_path, small_shards):
+    store = new_store(tmp_path / "d")
+    records = [msg(n, MARCH + timedelta(minutes=n), PEOPLE[n % 3]) for n in range(230)]
+    for first in range(0, 230, 40):
+        commit(store, records[first:first + 40])
+    files = shard_files(store)
+    assert [stored_count(p) for p in files] == [50, 50, 50, 50, 30]
+    assert len(store.messages()) == 230
+    assert Store(tmp_path / "d").stored_counts() == {"messages": 230, "deliverables": 0}
+    stamps = {p: os.stat(p).st_mtime_ns for p in files}
+    commit(store, [msg(1000, MARCH, "sam@example.com")])  # one more page
+    assert [p for p in files if os.stat(p).st_mtime_ns != stamps[p]] == [files[-1]]
+
+
+def test_shards_roll_by_bytes_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "SHARD_BYTES", 20_000)
+    store = new_store(tmp_path / "d")
+    commit(store, [msg(n, MARCH, text="x" * 3000) for n in range(20)])
+    sizes = [p.stat().st_size for p in shard_files(store)]
+    assert len(sizes) >= 3 and max(sizes) < 20_000 + 4_000
+
+
+def test_refetched_message_is_updated_where_it_lives(tmp_path, small_shards):
+    store = new_store(tmp_path / "d")
+    commit(store, [msg(n, MARCH + timedelta(hours=n)) for n in range(120)])
+    again = commit(store, [msg(3, MARCH + timedelta(hours=3), text="edited")])
+    assert (again.messages_new, again.messages_updated) == (0, 1)
+    assert sum(stored_count(p) for p in shard_files(store)) == 120
+    assert wf.message(store, store.messages()[-4]["id"])["text"] == "edited"
+
+
+def test_newest_first_across_overlapping_shards(tmp_path, small_shards):
+    store = new_store(tmp_path / "d")
+    rng = random.Random(7)
+    whens = [MARCH - timedelta(days=rng.randrange(0, 900), minutes=n) for n in range(300)]
+    records = [msg(n, whens[n], PEOPLE[n % 3]) for n in range(300)]
+    for first in range(0, 300, 60):  # dates in random order: shard ranges overlap
+        commit(store, records[first:first + 60])
+    listed = [d["sent_at"] for d in store.messages()]
+    assert listed == sorted(listed, reverse=True) and len(listed) == 300
+    sam = store.find_contractor("Sam Chen")["id"]
+    top = list(islice(store.iter_messages_newest_first(contractor="Sam Chen"), 10))
+    expected = sorted((d for d in store.messages() if d["contractor_id"] == sam),
+                      key=lambda d: d["sent_at"], reverse=True)[:10]
+    assert [d["id"] for d in top] == [d["id"] for d in expected]
+    commit(store, [msg(5000, MARCH, source_flag := "maria@example.com")], source="other")
+    assert [d["sender"]["address"] for d in store.messages(source="other")] == [source_flag]
+
+
+def test_review_queue_and_lookups_use_the_summaries(tmp_path, small_shards):
+    store = new_store(tmp_path / "d")
+    commit(store, [msg(n, MARCH + timedelta(hours=n), PEOPLE[n % 2], file=n % 5 == 0)
+                   for n in range(200)])
+    queue = store.deliverables(unreviewed=True)
+    assert len(queue) == 40
+    with store.writing():
+        wf.record_review(store, queue[0]["id"], "approved", rating=5)
+    other = Store(tmp_path / "d")  # another process: sees the review through the summaries
+    assert len(other.deliverables(unreviewed=True)) == 39
+    assert other.deliverable(queue[0]["id"][:8])["review_status"] == "approved"
+    assert len(other.deliverables(contractor="Sam Chen")) == 20
+    tid = store.messages()[0]["thread_id"]
+    assert {m["thread_id"] for m in wf.thread_messages(store, tid)} == {tid}
+    assert len(wf.thread_messages(store, tid)) == len([m for m in store.messages()
+                                                      if m["thread_id"] == tid])
+
+
+def test_stale_or_lost_summaries_are_rebuilt_from_the_shards(tmp_path, small_shards):
+    store = new_store(tmp_path / "d")
+    commit(store, [msg(n, MARCH + timedelta(hours=n)) for n in range(80)])
+    index = store.root / "index" / "messages"
+    before = {p.name: p.read_bytes() for p in index.iterdir()}
+    commit(store, [msg(n, MARCH + timedelta(hours=n)) for n in range(80, 90)])
+    for name, blob in before.items():  # as if killed after the shard write, before its summary
+        (index / name).write_bytes(blob)
+    (index / "s000001.json").write_bytes(b"{not json")
+    fresh = Store(tmp_path / "d")
+    assert len(fresh.messages()) == 90
+    again = commit(fresh, [msg(n, MARCH + timedelta(hours=n)) for n in range(90)])
+    assert again.messages_new == 0
+    assert sum(stored_count(p) for p in shard_files(fresh)) == 90
+
+
+# -- the upgrade from one shard per month (schema 1) -----------------------------------------
+
+
+def write_v1(store: Store) -> None:
+    """Rewrite a store as Retainer with schema 1 kept it: one file per month."""
+    months: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for path in shard_files(store):
+        for doc in json.loads(path.read_bytes())["messages"].values():
+            month = months.setdefault(doc["sent_at"][:7], {"messages": {}, "threads": {}})
+            month["messages"][str(len(month["messages"]) + 1)] = doc
+            threads = month["threads"]
+            entry = next((t for t in threads.values() if t["id"] == doc["thread_id"]), None)
+            if entry is None:
+                threads[str(len(threads) + 1)] = {
+                    "id": doc["thread_id"], "source": doc["source"], "platform": doc["platform"],
+                    "remote_id": doc["thread_remote_id"], "subject": doc["subject"],
+                    "identity": doc["identity"], "first_at": doc["sent_at"],
+                    "last_at": doc["sent_at"]}
+            else:
+                entry["first_at"] = min(entry["first_at"], doc["sent_at"])
+                entry["last_at"] = max(entry["last_at"], doc["sent_at"])
+        path.unlink()
+    dmonths: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in shard_files(store, "deliverables"):
+        for doc in json.loads(path.read_bytes())["deliverables"].values():
+            table = dmonths.setdefault(doc["received_at"][:7], {})
+            table[str(len(table) + 1)] = doc
+        path.unlink()
+    for month, tables in months.items():
+        (store.root / "messages" / f"{month}.json").write_bytes(json.dumps(tables).encode())
+    for month, table in dmonths.items():
+        (store.root / "deliverables" / f"{month}.json").write_bytes(
+            json.dumps({"deliverables": table}).encode())
+    for path in (store.root / "index").rglob("*.json"):
+        path.unlink()
+    meta = json.loads((store.root / "meta.json").read_bytes())
+    for doc in meta["meta"].values():
+        doc["version"] = 1
+    (store.root / "meta.json").write_bytes(json.dumps(meta).encode())
+
+
+def v1_store(path: Path) -> dict[str, Any]:
+    """A schema-1 store across 14 months, with reviews and a cursor; what it must hold."""
+    store = new_store(path)
+    records = [msg(n, MARCH - timedelta(days=n * 3), PEOPLE[n % 3], file=n % 9 == 1)
+               for n in range(140)]
+    for first in range(0, 140, 35):
+        commit(store, records[first:first + 35])
+    with store.writing():
+        queue = store.deliverables(unreviewed=True)
+        wf.record_review(store, queue[0]["id"], "approved", rating=4, feedback="great")
+        wf.record_review(store, queue[1]["id"], "changes_requested", feedback="smaller")
+        store.update_source_state("inbox", cursor="uid:140")
+    expected = snapshot(store)
+    write_v1(store)
+    return expected
+
+
+def snapshot(store: Store) -> dict[str, Any]:
+    return {
+        "messages": sorted(json.dumps(m, sort_keys=True) for m in store.messages()),
+        "deliverables": sorted(json.dumps(d, sort_keys=True) for d in store.deliverables()),
+        "threads": sorted((t["id"], t["last_at"]) for t in store.threads()),
+        "cursor": store.source_state("inbox").get("cursor"),
+        "reviews": len(wf.review_events(store)),
+    }
+
+
+def test_month_store_is_upgraded_on_open_with_reviews_and_cursors(tmp_path):
+    expected = v1_store(tmp_path / "d")
+    months = sorted(p.stem for p in (tmp_path / "d/store/messages").iterdir())
+    assert months[0] == "2025-01" and len(months) == 15
+    store = Store(tmp_path / "d")
+    assert snapshot(store) == expected
+    assert not [p for p in (store.root / "messages").iterdir() if layout.MONTH_RE.match(p.stem)]
+    assert json.loads((store.root / "meta.json").read_bytes())["meta"]["1"]["version"] == 2
+    assert commit(store, [msg(3, MARCH - timedelta(days=9), PEOPLE[0])]).messages_new == 0
+
+
+CHILD = """
+import os, signal, sys
+from pathlib import Path
+import agent.store.storage as storage
+import agent.store.migrate as migrate
+import agent.store.layout as layout
+layout.SHARD_DOCS = 70
+layout.DELIVERABLE_SHARD_DOCS = 8
+limit = int(sys.argv[2])
+calls = 0
+def counted(real):
+    def wrapper(*args, **kwargs):
+        global calls
+        calls += 1
+        if calls == limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return wrapper
+storage.write_private = counted(storage.write_private)
+layout.write_private = counted(layout.write_private)
+migrate.fsync_dir = counted(migrate.fsync_dir)
+from agent.store import Store
+Store(Path(sys.argv[1]))
+print("finished", calls)
+"""
+
+
+def layout_state(root: Path, old: dict[str, bytes]) -> str:
+    version = json.loads((root / "meta.json").read_bytes())["meta"]["1"]["version"]
+    if version == 1:  # the old layout, untouched
+        now = {str(p.relative_to(root)): p.read_bytes()
+               for folder in ("messages", "deliverables") for p in (root / folder).iterdir()
+               if layout.MONTH_RE.match(p.stem)}
+        assert now == old
+        return "old"
+    assert version == 2
+    return "new"
+
+
+def test_kill_9_during_the_upgrade_leaves_old_or_new_never_neither(tmp_path):
+    """A real SIGKILL at every write of the upgrade (and between its steps)."""
+    pristine = tmp_path / "pristine"
+    expected = v1_store(pristine)
+    old = {str(p.relative_to(pristine / "store")): p.read_bytes()
+           for folder in ("messages", "deliverables") for p in (pristine / "store" / folder).iterdir()}
+    seen = set()
+    limit = 1
+    while True:
+        data = tmp_path / f"run{limit}"
+        subprocess.run(["cp", "-a", str(pristine), str(data)], check=True)
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(data), str(limit)],
+                              capture_output=True, text=True, timeout=60)
+        finished = proc.returncode == 0
+        assert finished or proc.returncode == -signal.SIGKILL, proc.stderr
+        seen.add(layout_state(data / "store", old))
+        assert snapshot(Store(data)) == expected  # the next open finishes or starts again
+        assert layout_state(data / "store", old) == "new"
+        if finished:
+            break
+        limit += 1
+    assert seen == {"old", "new"} and limit > 5
+
+
+def test_versions_chain_across_shards_and_processes(tmp_path, monkeypatch):
+    """The latest version of a piece of work is found through the shard summaries."""
+    monkeypatch.setattr(layout, "DELIVERABLE_SHARD_DOCS", 2)
+    store = new_store(tmp_path / "d")
+
+    def version(n: int, filename: str) -> Message:
+        return Message(f"<v{n}@x>", MARCH + timedelta(days=n),
+                       Identity("email", "maria@example.com", name="Maria"),
+                       recipients=(Identity("email", "owner@example.com"),), subject="logo",
+                       thread_remote_id="<logo@x>",
+                       attachments=(Attachment(filename, "image/png", data=b"png %d" % n),))
+
+    for n, name in enumerate(["logo.png", "logo-v2.png", "other.png", "logo final.png"]):
+        commit(store, [version(n, name)])
+    commit(Store(tmp_path / "d"), [version(9, "logo_v5.png")])  # another process
+    found = {d["filename"]: d for d in Store(tmp_path / "d").deliverables()}
+    assert len(list((store.root / "deliverables").glob("s*.json"))) == 3
+    assert [found[f]["version"] for f in ("logo.png", "logo-v2.png", "logo final.png",
+                                          "logo_v5.png")] == [1, 2, 3, 4]
+    assert found["other.png"]["version"] == 1
+    assert found["logo_v5.png"]["replaces"] == found["logo final.png"]["id"]
+    assert found["logo_v5.png"]["version_of"] == found["logo.png"]["id"]
+    assert not (store.root / "versions.json").exists()
+
+
+def test_a_long_running_process_sees_shards_another_one_wrote(tmp_path, small_shards):
+    daemon, cli = new_store(tmp_path / "d"), Store(tmp_path / "d")
+    commit(daemon, [msg(n, MARCH + timedelta(hours=n)) for n in range(60)])
+    assert len(daemon.messages()) == 60  # the daemon's catalog is loaded
+    commit(cli, [msg(n, MARCH + timedelta(hours=n)) for n in range(40, 130)])
+    assert len(daemon.messages()) == 130
+    again = commit(daemon, [msg(n, MARCH + timedelta(hours=n)) for n in range(100, 140)])
+    assert (again.messages_new, again.messages_updated) == (10, 0)
+    assert sum(stored_count(p) for p in shard_files(daemon)) == 140
+    (daemon.root / "index" / "messages.generation").write_bytes(b"dirty:killed")
+    assert len(Store(tmp_path / "d").messages()) == 140  # a killed writer: every shard looked at
