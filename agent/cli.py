@@ -417,6 +417,8 @@ def status(app: App, as_json: bool) -> None:
     counts = store.counts()
     since = config.agent.review_since  # as the next sync applies it (SyncEngine.prepare)
     cutoff = since.isoformat() if since else ("" if since is False else store.first_sync_day())
+    if cutoff is None and states:  # synced before the default existed: the next sync keeps it so
+        cutoff = ""
     if as_json:
         emit_json({"sources": rows, "totals": counts, "review_since": cutoff or None})
         return

@@ -166,6 +166,7 @@ def test_a_store_that_synced_before_the_default_keeps_its_queue(tmp_path: Path) 
     assert Store(tmp_path / "data").first_sync_day() is None
     assert queue(cli) == ["old.pdf", "older-but-2026.pdf"]
     write_config(config, tmp_path / "data", maildir, None)  # the upgrade: no review_since
+    assert "first import" not in cli("status").stdout  # its next sync keeps the queue
     deliver(maildir, dated("Tue, 06 Jan 2026", b"found-later.pdf"))
     cli("sync")
     assert Store(tmp_path / "data").first_sync_day() == ""  # recorded: none
