@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.configfile import CONFIG_ENV as CONFIG_ENV
+from agent.configfile import check_data_dir, default_data_dir, parse_duration, read_toml
 from agent.configfile import default_config_path as default_config_path
-from agent.configfile import default_data_dir, expand_path, parse_duration, read_toml
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ class _Strict(BaseModel):
 class AgentSection(_Strict):
     data_dir: Path = Field(default_factory=default_data_dir)
     owner_emails: list[str] = Field(default_factory=list)
-    max_attachment_mb: float = 50.0
+    max_attachment_mb: float = Field(default=50.0, gt=0, le=1024 * 1024, allow_inf_nan=False)
     review_overdue: timedelta = timedelta(days=3)
     log_level: str = "INFO"
     #: Work received before this day enters the queue as already handled (first import
@@ -43,7 +43,15 @@ class AgentSection(_Strict):
     @field_validator("data_dir", mode="before")
     @classmethod
     def _expand(cls, value: Any) -> Path:
-        return expand_path(value)
+        return check_data_dir(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> str:
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR")
+        if not isinstance(value, str) or value.strip().upper() not in levels:
+            raise ValueError(f"must be one of {', '.join(levels)}, not {value!r}")
+        return value.strip().upper()
 
     @field_validator("owner_emails")
     @classmethod
@@ -80,8 +88,8 @@ class ContractorSeed(_Strict):
     name: str
     emails: list[str] = Field(default_factory=list)
     skills: list[str] = Field(default_factory=list)
-    status: str = "trial"
-    rate: float | None = None
+    status: Literal["trial", "core", "bench", "retired"] = "trial"
+    rate: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     currency: str = "USD"
     identities: dict[str, str] = Field(default_factory=dict)  # platform -> user id
     notes: str = ""
@@ -202,9 +210,37 @@ def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | 
                     source.settings, context={"check_paths": True})
             except ValidationError as exc:
                 problems.append(_errors(path, exc, {}, prefix=f"{label}: settings."))
+        if only is None:
+            problems += _plugin_tables(path, config, host)
         if problems:
             raise ConfigError("\n".join(problems))
     return config
+
+
+def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
+    """Problems in ``[[notifiers]]`` and ``[plugins.NAME]`` tables (typos, unknown names)."""
+    from agent.notify import notifier_types
+
+    problems: list[str] = []
+    types = notifier_types(host)
+    for index, table in enumerate(config.notifiers):
+        label = f"notifiers[{index}]"
+        kind = table.get("type")
+        if kind not in types:
+            problems.append(f"{path}: {label}: type: must be one of {', '.join(sorted(types))}, "
+                            f"not {kind!r}")
+            continue
+        try:
+            types[kind].settings_model.model_validate(table)
+        except ValidationError as exc:
+            problems.append(_errors(path, exc, {}, prefix=f"{label} ({kind}): "))
+    known = set(host.platforms) | set(host.infos)
+    for name in config.plugins:
+        if name not in known:
+            problems.append(f'{path}: plugins.{name}: no installed plugin or platform is called '
+                            f'"{name}" (installed: {", ".join(sorted(known)) or "none"}); '
+                            "see `retainer plugins`")
+    return problems
 
 
 STARTER_CONFIG = '''\
