@@ -455,8 +455,12 @@ def status(app: App, as_json: bool) -> None:
             "warnings": state.get("warnings") or [],
         })
     counts = store.counts()
+    since = config.agent.review_since  # as the next sync applies it (SyncEngine.prepare)
+    cutoff = since.isoformat() if since else ("" if since is False else store.first_sync_day())
+    if cutoff is None and states:  # synced before the default existed: the next sync keeps it so
+        cutoff = ""
     if as_json:
-        emit_json({"sources": rows, "totals": counts})
+        emit_json({"sources": rows, "totals": counts, "review_since": cutoff or None})
         return
     table([(r["source"], r["platform"], age(r["last_success"]) if r["last_success"] else "never",
             r["next_run"] or "-", r["messages"], r["deliverables"],
@@ -464,6 +468,11 @@ def status(app: App, as_json: bool) -> None:
           ["source", "platform", "synced", "next run", "messages", "deliverables", "last error"])
     click.echo(f"\n{counts['contractors']} contractors, {counts['candidates']} candidates, "
                f"{counts['deliverables']} deliverables")
+    if cutoff:
+        click.echo(f"first import: work received before {cutoff} was stored as handled")
+    elif cutoff is None:
+        click.echo("first import: work received before the day of the first sync will be "
+                   "stored as handled (review_since)")
 
 
 @cli.group(invoke_without_command=True)

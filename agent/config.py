@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,8 +39,8 @@ class AgentSection(_Strict):
     review_overdue: timedelta = timedelta(days=3)
     log_level: str = "INFO"
     #: Work received before this day enters the queue as already handled (first import
-    #: of an old mailbox); default: none.
-    review_since: date | None = None
+    #: of an old mailbox). Unset: the day of the store's first sync; ``false``: none.
+    review_since: date | Literal[False] | None = None
     web: str | None = None  # "127.0.0.1:8765": `retainer run` serves the dashboard there
 
     @field_validator("data_dir", mode="before")
@@ -71,6 +71,14 @@ class AgentSection(_Strict):
                 parse_address(value)
             except ConfigError as exc:
                 raise ValueError(str(exc).removeprefix("agent.web: ")) from None
+        return value
+
+    @field_validator("review_since", mode="before")
+    @classmethod
+    def _since(cls, value: Any) -> Any:
+        if value is True or isinstance(value, datetime):
+            raise ValueError("use a day (review_since = 2026-01-01) or false (everything "
+                             "enters the queue); leave it out for the day of the first sync")
         return value
 
     @field_validator("review_overdue", mode="before")
@@ -262,6 +270,9 @@ owner_emails = ["me@example.com"]
 max_attachment_mb = 50
 # Unreviewed work older than this is flagged overdue.
 review_overdue = "3d"
+# First import: work received before this day is stored as already handled, not queued.
+# Left out: the day of the first sync. `false`: everything enters the review queue.
+# review_since = 2026-01-01
 # `retainer run` also serves the dashboard here (`retainer serve` prints its URL).
 # web = "127.0.0.1:8765"
 

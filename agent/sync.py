@@ -121,7 +121,15 @@ class SyncEngine:
             with self.store.writing():
                 self.store.seed_contractors(self.config.contractors)
         since = self.config.agent.review_since
-        day = since.isoformat() if since else ""
+        if since is None:  # default: the day of the first sync, recorded once
+            recorded = self.store.first_sync_day()
+            if recorded is None:
+                with self.store.writing():
+                    recorded = self.store.record_first_sync_day(
+                        datetime.now(UTC).date().isoformat())
+            day = recorded
+        else:  # an explicit date wins; `false`: everything enters the queue
+            day = since.isoformat() if since else ""
         if day != self.store.review_since():
             with self.store.writing():
                 self.store.set_review_since(day)

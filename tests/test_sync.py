@@ -43,6 +43,7 @@ def make_config(tmp_path: Path, **settings) -> Path:
 [agent]
 data_dir = "{tmp_path}/data"
 owner_emails = ["owner@example.com"]
+review_since = false  # the feed's work is dated before today: all of it is queued
 [[contractors]]
 name = "Maria Lopez"
 emails = ["maria@example.com"]

@@ -396,6 +396,22 @@ class Store:
         if day != self.review_since():
             self.meta.upsert_many("meta", [{"name": "review_since", "date": day}], "name")
 
+    def first_sync_day(self) -> str | None:
+        """The default cut-off recorded at the first sync (``YYYY-MM-DD``; ``""``: none,
+        for a store that synced before the default existed); ``None`` if not recorded yet."""
+        doc = self.meta.get("meta", "first_sync", key="name")
+        return str(doc.get("date") or "") if doc else None
+
+    def record_first_sync_day(self, today: str) -> str:
+        """Record the default cut-off once and return it: ``today`` for a new store,
+        ``""`` for one that synced before (its history keeps entering the queue)."""
+        recorded = self.first_sync_day()
+        if recorded is not None:
+            return recorded
+        day = "" if self.source_states() else today
+        self.meta.upsert_many("meta", [{"name": "first_sync", "date": day}], "name")
+        return day
+
     # -- sync state ----------------------------------------------------------------------
 
     def source_state(self, source: str) -> dict[str, Any]:
