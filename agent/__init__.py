@@ -13,6 +13,7 @@ if TYPE_CHECKING:
         Connector,
         LocalFolder,
         LocalPath,
+        NoOptions,
         Platform,
         Settings,
         SourceContext,
@@ -46,8 +47,8 @@ __version__ = "0.1.0"
 # Names are imported on first use, so `import agent.errors` (and the command line's
 # start-up) does not pay for pydantic before it needs it.
 _LAZY = {
-    **dict.fromkeys(("Connector", "LocalFolder", "LocalPath", "Platform", "Settings",
-                     "SourceContext"), "agent.connector"),
+    **dict.fromkeys(("Connector", "LocalFolder", "LocalPath", "NoOptions", "Platform",
+                     "Settings", "SourceContext"), "agent.connector"),
     **dict.fromkeys(("AuthError", "ConfigError", "PluginError", "RateLimited", "RetainerError",
                      "SourceError", "TransientError", "UnsupportedOperation"), "agent.errors"),
     **dict.fromkeys(("Attachment", "Contract", "Cursor", "Identity", "Message", "Outgoing",
@@ -68,7 +69,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Attachment", "AuthError", "ConfigError", "Connector", "Contract", "Cursor", "Identity",
-    "LocalFolder", "LocalPath", "Message", "Outgoing", "Page", "Platform", "PluginError",
+    "LocalFolder", "LocalPath", "Message", "NoOptions", "Outgoing", "Page", "Platform", "PluginError",
     "RateLimited", "Record", "RetainerError", "Secret", "Settings", "SourceContext",
     "SourceError", "Submission", "TransientError", "UnsupportedOperation", "hookimpl",
 ]

@@ -3,6 +3,7 @@ JSON document on stdout and nothing else; logs and progress go to stderr."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -78,6 +79,34 @@ class RetainerGroup(click.Group):
                 click.echo(scrub(traceback.format_exc()).rstrip(), err=True)
             click.echo(f"retainer: error: {scrub(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception:
+            if getattr(ctx.obj, "strict", False):
+                raise  # --strict: plugin authors see the traceback
+            self._one_line(ctx)
+
+    def _one_line(self, ctx: click.Context) -> None:
+        """Report the exception being handled in one line (and exit); no traceback."""
+        try:
+            raise
+        except OSError as exc:  # the disk, the data folder: say which and what to do
+            from agent.secrets import scrub
+
+            log.debug("traceback", exc_info=True)
+            where = f" ({exc.filename})" if exc.filename else ""
+            hint = ("no space left; free some disk space and try again"
+                    if exc.errno == errno.ENOSPC else exc.strerror or type(exc).__name__)
+            click.echo(f"retainer: error: {scrub(hint)}{scrub(where)}", err=True)
+            ctx.exit(1)
+        except Exception as exc:  # a bug: one line, the traceback only with -v
+            from agent.secrets import scrub
+
+            log.debug("traceback", exc_info=True)
+            click.echo(f"retainer: error: unexpected {type(exc).__name__}: {scrub(str(exc))}"
+                       " (a bug in Retainer or a plugin; run with -v for the traceback and "
+                       "report it)", err=True)
+            ctx.exit(70)
 
 
 def emit_json(document: Any) -> None:
@@ -238,10 +267,19 @@ def init(app: App, force: bool) -> None:
     from agent.files import ensure_private_dir, write_private
 
     path = app.config_path
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; pass --config with a file name, e.g. "
+                          f"{path / 'config.toml'}")
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; edit it, or pass --force to overwrite it")
-    ensure_private_dir(path.parent)
-    write_private(path, STARTER_CONFIG.encode())
+    if not path.parent.exists():  # only what is missing is created (0700); an existing
+        ensure_private_dir(path.parent)  # folder keeps its mode (it may be /tmp or ~)
+    elif not path.parent.is_dir():
+        raise ConfigError(f"{path.parent} is not a folder; pass --config with another path")
+    try:
+        write_private(path, STARTER_CONFIG.encode())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the config file: {exc.strerror}") from None
     click.echo(f"wrote {path}; edit it, then run `retainer config check`")
 
 
@@ -401,9 +439,11 @@ def status(app: App, as_json: bool) -> None:
     config = app.config(validate=False)
     store = app.store(config)
     states = store.source_states()
+    committed = store.source_counts()  # counted in the store, not kept beside it
     rows = []
     for source in config.sources:
         state = states.get(source.name, {})
+        stored = committed.get(source.name, {})
         rows.append({
             "source": source.name, "platform": source.platform, "enabled": source.enabled,
             "every": str(source.every),
@@ -411,12 +451,16 @@ def status(app: App, as_json: bool) -> None:
             "last_error": state.get("last_error"), "last_error_at": state.get("last_error_at"),
             "error_kind": state.get("error_kind"), "failures": state.get("failures", 0),
             "next_run": state.get("next_run"), "retry_at": state.get("retry_at"),
-            "messages": state.get("messages", 0), "deliverables": state.get("deliverables", 0),
+            "messages": stored.get("messages", 0), "deliverables": stored.get("deliverables", 0),
             "warnings": state.get("warnings") or [],
         })
     counts = store.counts()
+    since = config.agent.review_since  # as the next sync applies it (SyncEngine.prepare)
+    cutoff = since.isoformat() if since else ("" if since is False else store.first_sync_day())
+    if cutoff is None and states:  # synced before the default existed: the next sync keeps it so
+        cutoff = ""
     if as_json:
-        emit_json({"sources": rows, "totals": counts})
+        emit_json({"sources": rows, "totals": counts, "review_since": cutoff or None})
         return
     table([(r["source"], r["platform"], age(r["last_success"]) if r["last_success"] else "never",
             r["next_run"] or "-", r["messages"], r["deliverables"],
@@ -424,6 +468,11 @@ def status(app: App, as_json: bool) -> None:
           ["source", "platform", "synced", "next run", "messages", "deliverables", "last error"])
     click.echo(f"\n{counts['contractors']} contractors, {counts['candidates']} candidates, "
                f"{counts['deliverables']} deliverables")
+    if cutoff:
+        click.echo(f"first import: work received before {cutoff} was stored as handled")
+    elif cutoff is None:
+        click.echo("first import: work received before the day of the first sync will be "
+                   "stored as handled (review_since)")
 
 
 @cli.group(invoke_without_command=True)
@@ -464,7 +513,8 @@ def plugins_new(name: str, directory: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--contractor", help="Only this contractor (id, name or address).")
 @click.option("--source", help="Only this source.")
-@click.option("--limit", type=int, default=None, help="At most this many (newest first).")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="At most this many (newest first).")
 @click.pass_obj
 def messages(app: App, as_json: bool, contractor: str | None, source: str | None,
              limit: int | None) -> None:

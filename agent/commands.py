@@ -19,10 +19,16 @@ _UNITS = {"h": 1 / 24, "d": 1, "w": 7, "m": 30, "y": 365}
 
 
 def parse_since(text: str) -> timedelta:
+    from agent.errors import UsageError
+
     match = _SINCE.match(text.lower())
     if not match or float(match.group(1)) <= 0:
-        raise ConfigError(f"--since takes a period like 90d, 12w, 6m or 1y, not {text!r}")
-    return timedelta(days=float(match.group(1)) * _UNITS[match.group(2)])
+        raise UsageError(f"--since takes a period like 90d, 12w, 6m or 1y, not {text!r}")
+    days = float(match.group(1)) * _UNITS[match.group(2)]
+    if days > 100 * 365:
+        raise UsageError(f"--since {text}: at most 100y; the report compares the period "
+                         "with the one before it")
+    return timedelta(days=days)
 
 
 def _hours(value: float | None) -> str:
@@ -467,6 +473,11 @@ def report(app: App, since: str, as_json: bool, html_path: Path | None) -> None:
     from agent.report import build, write_html
 
     period = parse_since(since)
+    if html_path is not None and not html_path.parent.is_dir():
+        from agent.errors import UsageError
+
+        raise UsageError(f"--html {html_path}: there is no folder {html_path.parent}; "
+                         "create it first or choose another path")
     doc = build(app.store(), since=period)
     if html_path is not None:
         write_html(doc, html_path)

@@ -7,21 +7,24 @@ before anything runs, with a message naming the file, the source and the key.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.configfile import CONFIG_ENV as CONFIG_ENV
+from agent.configfile import check_data_dir, default_data_dir, parse_duration, read_toml
 from agent.configfile import default_config_path as default_config_path
-from agent.configfile import default_data_dir, expand_path, parse_duration, read_toml
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
     from agent.plugins import PluginHost
+
+log = logging.getLogger("retainer.config")
 
 
 
@@ -32,18 +35,26 @@ class _Strict(BaseModel):
 class AgentSection(_Strict):
     data_dir: Path = Field(default_factory=default_data_dir)
     owner_emails: list[str] = Field(default_factory=list)
-    max_attachment_mb: float = 50.0
+    max_attachment_mb: float = Field(default=50.0, gt=0, le=1024 * 1024, allow_inf_nan=False)
     review_overdue: timedelta = timedelta(days=3)
     log_level: str = "INFO"
     #: Work received before this day enters the queue as already handled (first import
-    #: of an old mailbox); default: none.
-    review_since: date | None = None
+    #: of an old mailbox). Unset: the day of the store's first sync; ``false``: none.
+    review_since: date | Literal[False] | None = None
     web: str | None = None  # "127.0.0.1:8765": `retainer run` serves the dashboard there
 
     @field_validator("data_dir", mode="before")
     @classmethod
     def _expand(cls, value: Any) -> Path:
-        return expand_path(value)
+        return check_data_dir(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> str:
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR")
+        if not isinstance(value, str) or value.strip().upper() not in levels:
+            raise ValueError(f"must be one of {', '.join(levels)}, not {value!r}")
+        return value.strip().upper()
 
     @field_validator("owner_emails")
     @classmethod
@@ -62,6 +73,14 @@ class AgentSection(_Strict):
                 raise ValueError(str(exc).removeprefix("agent.web: ")) from None
         return value
 
+    @field_validator("review_since", mode="before")
+    @classmethod
+    def _since(cls, value: Any) -> Any:
+        if value is True or isinstance(value, datetime):
+            raise ValueError("use a day (review_since = 2026-01-01) or false (everything "
+                             "enters the queue); leave it out for the day of the first sync")
+        return value
+
     @field_validator("review_overdue", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> timedelta:
@@ -72,8 +91,8 @@ class ContractorSeed(_Strict):
     name: str
     emails: list[str] = Field(default_factory=list)
     skills: list[str] = Field(default_factory=list)
-    status: str = "trial"
-    rate: float | None = None
+    status: Literal["trial", "core", "bench", "retired"] = "trial"
+    rate: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     currency: str = "USD"
     identities: dict[str, str] = Field(default_factory=dict)  # platform -> user id
     notes: str = ""
@@ -194,9 +213,49 @@ def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | 
                     source.settings, context={"check_paths": True})
             except ValidationError as exc:
                 problems.append(_errors(path, exc, {}, prefix=f"{label}: settings."))
+        if only is None:
+            problems += _plugin_tables(path, config, host)
         if problems:
             raise ConfigError("\n".join(problems))
     return config
+
+
+def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
+    """Problems in ``[[notifiers]]`` and ``[plugins.NAME]`` tables (typos, unknown names)."""
+    from agent.notify import notifier_types
+
+    problems: list[str] = []
+    types = notifier_types(host)
+    for index, table in enumerate(config.notifiers):
+        label = f"notifiers[{index}]"
+        kind = table.get("type")
+        if kind not in types:
+            problems.append(f"{path}: {label}: type: must be one of {', '.join(sorted(types))}, "
+                            f"not {kind!r}")
+            continue
+        try:
+            types[kind].settings_model.model_validate(table)
+        except ValidationError as exc:
+            problems.append(_errors(path, exc, {}, prefix=f"{label} ({kind}): "))
+    known = set(host.platforms) | set(host.infos)
+    for name, table in config.plugins.items():
+        if name not in known:
+            problems.append(f'{path}: plugins.{name}: no installed plugin or platform is called '
+                            f'"{name}" (installed: {", ".join(sorted(known)) or "none"}); '
+                            "see `retainer plugins`")
+            continue
+        platform = host.platforms.get(name)
+        model = platform.options if platform else None
+        if model is None:
+            if table:
+                log.warning("%s: plugins.%s: %s declares no options model; its keys (%s) are "
+                            "not checked", path, name, name, ", ".join(sorted(table)))
+            continue
+        try:
+            model.model_validate(table)
+        except ValidationError as exc:
+            problems.append(_errors(path, exc, {}, prefix=f"plugins.{name}: "))
+    return problems
 
 
 STARTER_CONFIG = '''\
@@ -211,6 +270,9 @@ owner_emails = ["me@example.com"]
 max_attachment_mb = 50
 # Unreviewed work older than this is flagged overdue.
 review_overdue = "3d"
+# First import: work received before this day is stored as already handled, not queued.
+# Left out: the day of the first sync. `false`: everything enters the review queue.
+# review_since = 2026-01-01
 # `retainer run` also serves the dashboard here (`retainer serve` prints its URL).
 # web = "127.0.0.1:8765"
 

@@ -5,6 +5,7 @@ Kept free of pydantic so that commands which only read the store start fast.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -19,6 +20,7 @@ CONFIG_ENV = "RETAINER_CONFIG"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
 _UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 DEFAULT_REVIEW_OVERDUE = timedelta(days=3)
+MAX_DURATION = timedelta(days=3650)  # ten years: beyond that a duration is a typo
 
 
 def default_config_path() -> Path:
@@ -47,8 +49,10 @@ def parse_duration(value: Any) -> timedelta:
         if not match:
             raise ValueError(f'"{value}" is not a duration; write e.g. "30s", "5m", "1h", "1d"')
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
+    if math.isnan(seconds) or seconds <= 0:
         raise ValueError("a duration must be positive")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f'"{value}" is too long; a duration must be at most 3650d (ten years)')
     return timedelta(seconds=seconds)
 
 
@@ -63,6 +67,12 @@ def read_toml(path: Path) -> dict[str, Any]:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+                          "save the file as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a config file; pass --config FILE") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
 
@@ -80,12 +90,35 @@ def expand_path(value: Any) -> Path:
     return Path(os.path.expandvars(str(value))).expanduser()
 
 
+def check_data_dir(value: Any) -> Path:
+    """``agent.data_dir`` as a path; ``ValueError`` unless it is a non-empty string naming
+    a folder (or nothing yet)."""
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"must be a folder path in quotes, not {type(value).__name__} {value!r}")
+    if not value.strip():
+        raise ValueError('must not be empty; e.g. data_dir = "~/.local/share/retainer"')
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    path = expand_path(value)
+    try:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} exists and is not a folder; choose another data_dir")
+    except OSError as exc:
+        raise ValueError(f"{path} cannot be checked ({exc.strerror})") from None
+    return path
+
+
 def quick_config(path: Path) -> QuickConfig:
     """``data_dir`` and ``review_overdue`` from ``path``; ``retainer config check`` validates."""
     agent = read_toml(path).get("agent", {})
     if not isinstance(agent, dict):
         raise ConfigError(f"{path}: agent: must be a table ([agent])")
-    data_dir = expand_path(agent["data_dir"]) if "data_dir" in agent else default_data_dir()
+    try:
+        data_dir = check_data_dir(agent["data_dir"]) if "data_dir" in agent else default_data_dir()
+    except ValueError as exc:
+        raise ConfigError(f"{path}: agent.data_dir: {exc}") from None
     try:
         overdue = parse_duration(agent.get("review_overdue", DEFAULT_REVIEW_OVERDUE))
     except ValueError as exc:

@@ -183,6 +183,11 @@ class Platform:
     :param signin: for sources that sign in with OAuth 2.0: given the validated settings
         and the source's name, the :class:`agent.oauth.OAuthClient` that
         ``retainer auth SOURCE`` uses (``None`` when this source needs no sign-in).
+    :param options: the pydantic model that validates the config's ``[plugins.NAME]``
+        table, handed to every source of this platform as ``SourceContext.options``.
+        :class:`NoOptions` says the platform takes none, so any key there is a typo that
+        ``retainer config check`` refuses. ``None`` (not declared): the keys pass unchecked,
+        with a warning.
     """
 
     name: str
@@ -190,6 +195,13 @@ class Platform:
     settings: type[BaseModel]
     description: str = ""
     signin: Callable[[Any, str], Any] | None = None
+    options: type[BaseModel] | None = None
+
+
+class NoOptions(BaseModel):
+    """``Platform.options`` of a platform that takes no ``[plugins.NAME]`` options."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 # -- the checks the host runs on every page (and the contract kit on every record) -------

@@ -638,6 +638,8 @@ def config_text(target: str | Path) -> str:
         f"owner_emails = [{', '.join(_toml(e) for e in OWNER_EMAILS)}]",
         "max_attachment_mb = 5",
         'review_overdue = "3d"',
+        "# Show all the sample work in the review queue (default: only work after the first sync).",
+        "review_since = false",
         "",
     ]
     for person in CONTRACTORS:

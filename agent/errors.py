@@ -17,6 +17,12 @@ class ConfigError(RetainerError):
     """The config file is missing, unreadable or invalid."""
 
 
+class UsageError(RetainerError):
+    """A command-line value is out of range or names something that is not there."""
+
+    exit_code = 2
+
+
 class SecretError(ConfigError):
     """A secret reference could not be resolved."""
 
@@ -27,6 +33,10 @@ class PluginError(RetainerError):
 
 class StoreError(RetainerError):
     """The local store is unreadable, locked or could not be written."""
+
+
+class NoSpace(StoreError):
+    """The disk of the data folder is full (ENOSPC or quota): the next sync may succeed."""
 
 
 class StoreLocked(StoreError):

@@ -180,6 +180,9 @@ class HttpClient:
     :param clock, sleep, wall_clock, rng: injectable for tests (monotonic seconds, a
         sleep function, epoch seconds for HTTP dates, a :class:`random.Random`).
     :param session: a :class:`requests.Session` to use (one is created otherwise).
+    :param should_stop: the host's stop flag (``SourceContext.should_stop``): once it is
+        true, no retry starts and no wait goes on; the call raises
+        :class:`~agent.errors.TransientError` instead.
     """
 
     def __init__(
@@ -203,6 +206,7 @@ class HttpClient:
         rng: random.Random | None = None,
         session: requests.Session | None = None,
         log: logging.Logger | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         if rate_per_second <= 0:
             raise ValueError("rate_per_second must be positive")
@@ -232,6 +236,7 @@ class HttpClient:
         self._session = session
         self.log = log or logging.getLogger("retainer.http")
         self._lock = threading.Lock()
+        self._should_stop = should_stop  # once true, no retry or wait starts
         self._next_start: float | None = None
         self.requests_made = 0  # HTTP attempts sent, retries included
 
@@ -422,7 +427,22 @@ class HttpClient:
                 raise _DeadlineBeforeStart
             self._next_start = start + interval
         if start > now:
-            self._sleep(start - now)
+            self._pause(start - now)
+
+    def _stopping(self) -> bool:
+        return self._should_stop is not None and self._should_stop()
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, in short steps when a stop flag is given (a stop ends it)."""
+        if self._should_stop is None:
+            self._sleep(seconds)
+            return
+        until = self._clock() + seconds
+        while not self._should_stop():
+            left = until - self._clock()
+            if left <= 0:
+                return
+            self._sleep(min(left, 0.1))
 
     def _hold_off(self, seconds: float) -> None:
         """Make every request wait ``seconds`` from now (after a 429)."""
@@ -458,11 +478,19 @@ class HttpClient:
         rate_limited = 0
         refreshed = False
         last_reason = ""
+        attempt = 0
         while True:
+            attempt += 1
+            if attempt > 1 and self._stopping():
+                raise TransientError(f"{where}: not retried ({last_reason or 'retry'}): "
+                                     "Retainer is stopping; the next sync goes on from here")
             try:
                 self._wait_for_slot(stop_at)
             except _DeadlineBeforeStart:
                 raise self._gave_up(where, last_reason or "the deadline passed", retries) from None
+            if attempt > 1 and self._stopping():  # the stop came during the wait
+                raise TransientError(f"{where}: not retried ({last_reason}): "
+                                     "Retainer is stopping; the next sync goes on from here")
             remaining = stop_at - self._clock()
             if remaining <= 0:
                 raise self._gave_up(where, last_reason or "the deadline passed", retries)
@@ -559,7 +587,7 @@ class HttpClient:
                 if self._clock() + delay > stop_at:
                     raise self._gave_up(where, last_reason, retries - 1) from None
                 self.log.info("%s failed (%s); retry %d in %.1fs", where, last_reason, retries, delay)
-                self._sleep(delay)
+                self._pause(delay)
 
     def _gave_up(self, where: str, reason: str, retries: int) -> TransientError:
         tries = "once" if retries == 0 else f"{retries + 1} times"

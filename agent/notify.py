@@ -211,8 +211,15 @@ class WebhookNotifier(Notifier):
         payload = {"text": digest_text(events).strip(),
                    "retainer": [{"kind": e.kind, "key": e.key, "title": e.title, **e.data}
                                 for e in events]}
-        response = requests.post(self.settings.url.get_secret_value(), json=payload,
-                                 timeout=self.settings.timeout)
+        url = self.settings.url.get_secret_value()
+        try:
+            response = requests.post(url, json=payload, timeout=self.settings.timeout)
+        except requests.RequestException as exc:  # its text holds the URL: the secret
+            from urllib.parse import urlsplit
+
+            raise RetainerError(f"webhook to {urlsplit(url).hostname} failed "
+                                f"({type(exc).__name__}); check the URL and the network"
+                                ) from None
         if response.status_code >= 300:
             raise RetainerError(f"webhook answered HTTP {response.status_code}")
 

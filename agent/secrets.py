@@ -17,6 +17,15 @@ from agent.errors import SecretError
 
 COMMAND_TIMEOUT = 30
 _KNOWN: set[str] = set()
+_PARTS: list[str] = []  # every secret and its secret parts, longest first
+
+
+def _token_like(piece: str) -> bool:
+    """A URL path segment or query value that looks like a token, not a word."""
+    if len(piece) < 6:
+        return False
+    return (len(piece) >= 16 or any(c.isdigit() for c in piece)
+            or (piece.lower() != piece and piece.upper() != piece))
 
 
 def known_secrets() -> frozenset[str]:
@@ -24,11 +33,49 @@ def known_secrets() -> frozenset[str]:
     return frozenset(_KNOWN)
 
 
+def secret_parts(secret: str) -> set[str]:
+    """``secret`` and the parts of it that are secret on their own.
+
+    For a URL (a Slack-style webhook, a URL with a token in its query) that is its path
+    and query, with and without the host, in plain and %-decoded form, and each path
+    segment or query value long enough to be a token: tools print URLs without the
+    scheme (``host/path``) or only the path (``url: /services/T0/B0/XYZ``).
+    """
+    from urllib.parse import unquote, urlsplit
+
+    parts = {secret}
+    if "://" not in secret:
+        return parts
+    try:
+        url = urlsplit(secret)
+    except ValueError:
+        return parts
+    tail = url.path + (f"?{url.query}" if url.query else "")
+    if url.path.strip("/") or url.query:
+        parts.update({tail, url.netloc + tail, url.path + ("?" if url.query else "")})
+        if url.path.strip("/"):
+            parts.add(url.path.rstrip("/"))
+        for piece in url.path.split("/") + [q.partition("=")[2] for q in url.query.split("&")]:
+            if _token_like(piece):
+                parts.add(piece)
+        if url.query:
+            parts.add(url.query)
+    parts.update({unquote(p) for p in list(parts)})
+    return {p for p in parts if len(p) >= 4 and p not in ("/", "?")}
+
+
+def _remember(secret: str) -> None:
+    if secret in _KNOWN:
+        return
+    _KNOWN.add(secret)
+    _PARTS[:] = sorted(set(_PARTS) | secret_parts(secret), key=len, reverse=True)
+
+
 def scrub(text: str) -> str:
-    """Replace every known secret value in ``text`` with ``***``."""
-    for secret in _KNOWN:
-        if secret in text:
-            text = text.replace(secret, "***")
+    """Replace every known secret value, and every secret part of one, with ``***``."""
+    for part in _PARTS:
+        if part in text:
+            text = text.replace(part, "***")
     return text
 
 
@@ -92,7 +139,7 @@ def _validate(ref: Any) -> SecretStr:
     except SecretError as exc:
         raise ValueError(str(exc)) from None
     if len(value) >= 4:
-        _KNOWN.add(value)
+        _remember(value)
     return SecretStr(value)
 
 

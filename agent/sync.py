@@ -7,6 +7,7 @@ fetched again next time, and the idempotent upsert absorbs the repeat.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -120,7 +121,15 @@ class SyncEngine:
             with self.store.writing():
                 self.store.seed_contractors(self.config.contractors)
         since = self.config.agent.review_since
-        day = since.isoformat() if since else ""
+        if since is None:  # default: the day of the first sync, recorded once
+            recorded = self.store.first_sync_day()
+            if recorded is None:
+                with self.store.writing():
+                    recorded = self.store.record_first_sync_day(
+                        datetime.now(UTC).date().isoformat())
+            day = recorded
+        else:  # an explicit date wins; `false`: everything enters the queue
+            day = since.isoformat() if since else ""
         if day != self.store.review_since():
             with self.store.writing():
                 self.store.set_review_since(day)
@@ -137,7 +146,18 @@ class SyncEngine:
             results.append(self.sync_source(source))
         return results
 
-    def context_for(self, source: SourceConfig) -> SourceContext:
+    def context_for(self, source: SourceConfig, *, syncing: bool = False) -> SourceContext:
+        """The connector's context. Only a sync (which holds the source's sync lock) gets
+        the source's scratch folder, emptied of what a killed sync left; anything else
+        (sending a reply, a test) gets a folder of its own, so it never touches the files
+        of a sync running at the same time."""
+        if syncing:
+            scratch = self.store.scratch_dir(source.name)
+        else:
+            from agent.files import ensure_private_dir, sanitize_filename
+
+            scratch = ensure_private_dir(self.store.tmp_dir / ".outside-sync"
+                                         / sanitize_filename(source.name))
         roster = self.store.roster()
         owner_keys = self.owner_keys
 
@@ -151,7 +171,7 @@ class SyncEngine:
             source=source.name,
             platform=source.platform,
             state_dir=self.store.source_dir(source.name),
-            scratch_dir=self.store.scratch_dir(source.name),
+            scratch_dir=scratch,
             max_attachment_bytes=int(self.config.agent.max_attachment_mb * 1024 * 1024),
             is_owner=is_owner,
             wants_attachments=roster.is_contractor,
@@ -177,7 +197,10 @@ class SyncEngine:
                             "(the daemon?); try again when it has finished")
             return self._finish(result, started)
         try:
-            self._run(source, settings, result)
+            from agent.diskspace import ensure_reserve
+
+            ensure_reserve(self.store.data_dir)
+            self._run(source, settings, result, secrets)
         except RetainerError as exc:
             if self.host.strict and not isinstance(exc, TransientError | AuthError):
                 raise  # --strict: plugin authors see the traceback
@@ -185,6 +208,17 @@ class SyncEngine:
             result.error = redact(str(exc), secrets)
             result.error_kind = _kind(exc)
             result.retry_after = getattr(exc, "retry_after", None)
+        except OSError as exc:
+            if self.host.strict and exc.errno not in _NO_SPACE:
+                raise  # --strict: plugin authors see the traceback
+            result.ok = False
+            result.error_kind = "transient" if exc.errno in _NO_SPACE else "error"
+            result.error = redact(
+                f"no space left in {self.store.data_dir}; free some disk space: the next "
+                "sync goes on from the last committed page" if exc.errno in _NO_SPACE else
+                f"unexpected {type(exc).__name__}: {exc} (a bug in the plugin, or a problem "
+                "with the disk; run with -v for details)", secrets)
+            log.debug("traceback for %s", source.name, exc_info=True)
         except Exception as exc:  # a plugin bug must not take the daemon down
             if self.host.strict:
                 raise  # --strict: plugin authors see the traceback
@@ -200,15 +234,21 @@ class SyncEngine:
             result.error += f' (platform "{source.platform}" comes from plugin "{owner}")'
         return self._finish(result, started)
 
-    def _run(self, source: SourceConfig, settings: BaseModel | None, result: SyncResult) -> None:
+    def _run(self, source: SourceConfig, settings: BaseModel | None, result: SyncResult,
+             secrets: list[str]) -> None:
         platform = self.host.platform(source.platform)
-        if settings is None:
+        if settings is None:  # a disabled source, synced by name
             settings = platform.settings.model_validate(source.settings)
-        context = self.context_for(source)
+            secrets.extend(secret_values(settings))  # redact its errors too
+        context = self.context_for(source, syncing=True)
         plugin_state = self._plugin_states.pop(source.name)
         connector: Connector[Any] = platform.connector(settings, context)
         reads_mail = bool(getattr(connector, "reads_mail", False))
+        from agent import announce
+
+        self._announce_left_behind(source)
         cursor = self.store.source_state(source.name).get("cursor") or {}
+        journal = False
         backfill = bool(self.store.source_state(source.name).get("backfill"))
         try:
             for page in connector.fetch(cursor):
@@ -217,16 +257,15 @@ class SyncEngine:
                 if reads_mail and self.host.mail_formats:
                     records = apply_formats(self.host.mail_formats, records, source.name)
                 with self.store.writing():
+                    self.store.update_source_state(  # see agent.announce
+                        source.name, pending=announce.committing(self.store, source.name, records))
+                    journal = True
                     committed = self.store.commit_page(
                         source.name, source.platform, records, owner_keys=self.owner_keys
                     )
                     if page.state:  # after the records, before the cursor
                         plugin_state.commit(page.state)
-                    state = self.store.source_state(source.name)
-                    changes: dict[str, Any] = {
-                        "messages": state.get("messages", 0) + committed.messages_new,
-                        "deliverables": state.get("deliverables", 0) + committed.deliverables_new,
-                    }
+                    changes: dict[str, Any] = {"pending": announce.announcing(committed)}
                     if page.cursor is not None:
                         changes["cursor"] = dict(page.cursor)
                     self.store.update_source_state(source.name, **changes)
@@ -243,6 +282,9 @@ class SyncEngine:
                 if self.should_stop():
                     result.stopped = True
                     break
+            if journal:
+                with self.store.writing():
+                    self.store.update_source_state(source.name, pending=None)
             if backfill and not result.stopped:
                 with self.store.writing():  # the promoted senders' earlier files are in
                     self.store.update_source_state(source.name, backfill=[])
@@ -263,6 +305,22 @@ class SyncEngine:
                 "Fix the plugin (its contract tests show the same), or disable it with "
                 f"RETAINER_DISABLE_PLUGINS={owner}")
 
+    def _announce_left_behind(self, source: SourceConfig) -> None:
+        """Announce what an interrupted sync of ``source`` committed but never announced."""
+        from agent import announce
+
+        pending = self.store.source_state(source.name).get("pending")
+        if not pending:
+            return
+        messages, deliverables = announce.left_behind(self.store, pending)
+        if messages or deliverables:
+            log.info("%s: announcing %d messages and %d deliverables an interrupted sync "
+                     "stored", source.name, len(messages), len(deliverables))
+            self.host.call_each("records_stored", batch=StoredBatch(
+                source.name, messages, deliverables))
+        with self.store.writing():
+            self.store.update_source_state(source.name, pending=None)
+
     def _finish(self, result: SyncResult, started: float) -> SyncResult:
         result.duration = time.monotonic() - started
         now = iso(datetime.now(UTC))
@@ -275,23 +333,34 @@ class SyncEngine:
             changes.update(last_error=result.error, last_error_at=now, error_kind=result.error_kind,
                            failures=state.get("failures", 0) + 1)
             log.error("%s: %s", result.source, result.error)
-        try:
-            with self.store.writing():
-                self.store.update_source_state(result.source, **changes)
-        except RetainerError as exc:
-            log.error("%s: could not record the sync result: %s", result.source, exc)
+        from agent.diskspace import release_reserve
+
+        for attempt in (1, 2):
+            try:
+                with self.store.writing():
+                    self.store.update_source_state(result.source, **changes)
+                break
+            except RetainerError as exc:
+                if (attempt == 1 and "no space left" in str(exc)
+                        and release_reserve(self.store.data_dir)):
+                    continue  # the reserve made room for this one write
+                log.error("%s: could not record the sync result: %s", result.source, exc)
+                break
         self.host.call_each("source_synced", result=result)
         return result
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
 def _kind(exc: Exception) -> str:
-    from agent.errors import RateLimited
+    from agent.errors import NoSpace, RateLimited
 
     if isinstance(exc, AuthError):
         return "auth"
     if isinstance(exc, RateLimited):
         return "rate_limited"
-    if isinstance(exc, TransientError):
+    if isinstance(exc, TransientError | NoSpace):
         return "transient"
     if isinstance(exc, SourceError):
         return "error"

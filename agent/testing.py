@@ -166,7 +166,8 @@ class Harness:
         host.platform(remote.platform)  # a clear error if the plugin does not provide it
         config = Config(
             path=data_dir.parent / "config.toml",
-            agent=AgentSection(data_dir=data_dir, owner_emails=[OWNER]),
+            # every record enters the queue, whatever its date (no first-import cut-off)
+            agent=AgentSection(data_dir=data_dir, owner_emails=[OWNER], review_since=False),
             contractors=[ContractorSeed.model_validate(remote.contractor)],
             sources=[SourceConfig(name=SOURCE, platform=remote.platform, settings=remote.settings())],
         )
@@ -486,7 +487,8 @@ def run_sync(
         platform = mine[0]
     config = Config(
         path=data_dir.parent / "config.toml",
-        agent=AgentSection(data_dir=data_dir, owner_emails=list(owner_emails)),
+        agent=AgentSection(data_dir=data_dir, owner_emails=list(owner_emails),
+                           review_since=False),  # every record enters the queue
         contractors=[ContractorSeed.model_validate(c) for c in contractors],
         sources=[SourceConfig(name=source, platform=platform, settings=settings)],
     )

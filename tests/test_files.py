@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import stat
+import subprocess
+import sys
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import agent.files
 from agent.files import (
     MAX_NAME_BYTES,
+    TMP_PREFIX,
     ensure_private_dir,
+    fsync_dir,
     remove_orphan_temps,
     sanitize_filename,
     write_private,
 )
+from tests.support import fsspy
 
 RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
             *(f"LPT{i}" for i in range(1, 10))}
@@ -90,14 +99,68 @@ def test_sanitize_filename_on_traversal_building_blocks(raw):
     assert_safe(sanitize_filename(raw))
 
 
-def test_write_private_is_atomic_and_0600(tmp_path):
+def test_write_private_is_atomic_and_0600(tmp_path, monkeypatch):
+    """Temp file in the same folder -> its data fsynced -> renamed over -> folder fsynced."""
+    spy = fsspy.install(monkeypatch)
     target = tmp_path / "state.json"
-    write_private(target, b"one")
-    assert target.read_bytes() == b"one" and mode(target) == 0o600
+    target.write_bytes(b"old")
     target.chmod(0o644)
-    write_private(target, b"two")
-    assert target.read_bytes() == b"two" and mode(target) == 0o600
+    folder = os.path.realpath(tmp_path)
+    write_private(target, b"new")
+    assert target.read_bytes() == b"new" and mode(target) == 0o600
+    assert spy.kinds() == ["fsync_file", "replace", "fsync_dir"]
+    data_sync, rename, dir_sync = spy.calls
+    temp = data_sync.path
+    assert os.path.dirname(temp) == folder  # same folder: the rename is atomic
+    assert os.path.basename(temp).startswith(TMP_PREFIX)  # orphan clean-up finds it
+    assert data_sync.content == b"new"  # written and flushed before the fsync
+    assert (rename.path, rename.dest) == (temp, os.path.realpath(target))
+    assert rename.content == b"new" and rename.dest_before == b"old"  # never in place
+    assert dir_sync.path == folder
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_write_private_creates_0600_whatever_the_umask(tmp_path):
+    old_umask = os.umask(0)
+    try:
+        write_private(tmp_path / "new.json", b"x")
+    finally:
+        os.umask(old_umask)
+    assert mode(tmp_path / "new.json") == 0o600
+
+
+def test_write_private_sync_options(tmp_path, monkeypatch):
+    spy = fsspy.install(monkeypatch)
+    write_private(tmp_path / "a", b"a", sync_dir=False)
+    assert spy.kinds() == ["fsync_file", "replace"]  # the caller fsyncs the folder later
+    spy.calls.clear()
+    write_private(tmp_path / "b", b"b", sync=False)
+    assert spy.kinds() == ["replace"]
+    spy.calls.clear()
+    write_private(tmp_path / "c", b"c", sync=False, sync_dir=True)
+    assert spy.kinds() == ["replace"]
+    assert (tmp_path / "a").read_bytes() == b"a" and (tmp_path / "b").read_bytes() == b"b"
+
+
+def test_write_private_closes_every_descriptor(tmp_path):
+    before = fsspy.open_fds()
+    for i in range(20):
+        write_private(tmp_path / "f", str(i).encode())
+    assert fsspy.open_fds() == before
+
+
+def test_write_private_disk_full_keeps_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "state.json"
+    write_private(target, b"old")
+    spy = fsspy.install(monkeypatch)
+    spy.fail_fsync_at = 0
+    before = fsspy.open_fds()
+    with pytest.raises(OSError) as err:
+        write_private(target, b"new")
+    assert err.value.errno == errno.ENOSPC
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+    assert "replace" not in spy.kinds() and fsspy.open_fds() == before
 
 
 def test_write_private_leaves_no_temp_on_failure(tmp_path):
@@ -105,6 +168,39 @@ def test_write_private_leaves_no_temp_on_failure(tmp_path):
     with pytest.raises(IsADirectoryError):
         write_private(tmp_path / "dir", b"x")  # cannot replace a folder with a file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]
+
+
+KILL_DURING_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from agent.files import write_private
+os.replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)  # killed before the rename
+write_private(Path(sys.argv[1]), b"half")
+"""
+
+
+def kill_during_write(target):
+    """Run write_private in a process that is killed between the fsync and the rename."""
+    repo = Path(agent.files.__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, str(target)], cwd=repo,
+                          check=False, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+
+
+def test_kill_before_rename_leaves_old_file_and_a_findable_orphan(tmp_path):
+    target = tmp_path / "state.json"
+    write_private(target, b"old")
+    kill_during_write(target)
+    kill_during_write(target)
+    assert target.read_bytes() == b"old"
+    orphans = [p for p in tmp_path.iterdir() if p.name != "state.json"]
+    assert len(orphans) == 2 and all(p.read_bytes() == b"half" for p in orphans)
+    (tmp_path / f"{TMP_PREFIX}folder").mkdir()  # not a file: left alone
+    (tmp_path / "notes.tmp").write_text("keep")
+    assert remove_orphan_temps(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{TMP_PREFIX}folder", "notes.tmp",
+                                                          "state.json"]
+    assert remove_orphan_temps(tmp_path) == 0
 
 
 def test_ensure_private_dir_makes_new_parents_0700_only(tmp_path):
@@ -128,3 +224,57 @@ def test_remove_orphan_temps(tmp_path):
     assert remove_orphan_temps(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["keep.json"]
     assert remove_orphan_temps(tmp_path / "absent") == 0
+    assert remove_orphan_temps(tmp_path / "keep.json") == 0  # not a folder
+
+
+def test_fsync_dir_syncs_that_folder_and_closes_it(tmp_path, monkeypatch):
+    spy = fsspy.install(monkeypatch)
+    before = fsspy.open_fds()
+    fsync_dir(tmp_path)
+    assert spy.dir_fsyncs() == [os.path.realpath(tmp_path)]
+    assert fsspy.open_fds() == before
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("a\x07b.txt", "ab.txt"),  # Cc: control
+    ("a\u200bb.txt", "ab.txt"),  # Cf: zero-width space
+    ("a\udc80b.txt", "ab.txt"),  # Cs: a lone surrogate from an undecodable header
+    ("a\ue000b.txt", "ab.txt"),  # Co: private use
+    ("a\u0378b.txt", "ab.txt"),  # Cn: unassigned
+    ("Xmas.X", "Xmas.X"),  # only dots and spaces are trimmed
+    ("con .txt", "_con .txt"),
+    ("cOn", "_cOn"),
+    ("e\u0301te\u0301.txt", "\u00e9t\u00e9.txt"),  # NFC: one code point per letter
+    ("dir\\sub/file.txt", "file.txt"),
+    ("e\x00\u0301.txt", "\u00e9.txt"),  # NUL dropped before composing
+])
+def test_sanitize_filename_character_classes(raw, expected):
+    assert sanitize_filename(raw) == expected
+
+
+def test_sanitize_filename_non_text_and_fallbacks():
+    assert sanitize_filename(None) == "attachment"  # type: ignore[arg-type]
+    assert sanitize_filename(1234) == "1234"  # type: ignore[arg-type]
+    assert sanitize_filename("///", fallback="scan.pdf") == "scan.pdf"
+    assert sanitize_filename("..", fallback=" .notes. ") == "notes"
+    assert sanitize_filename("", fallback="...") == "attachment"
+    assert sanitize_filename("", fallback="a:b") == "attachment"  # an unsafe fallback
+    assert sanitize_filename("", fallback="CON") == "_CON"
+
+
+def test_sanitize_filename_long_names_edge_cases():
+    keep16 = sanitize_filename("a" * 300 + "." + "e" * 16)
+    assert keep16.endswith("." + "e" * 16) and len(keep16.encode()) == MAX_NAME_BYTES
+    drop17 = sanitize_filename("a" * 300 + "." + "e" * 17)
+    assert drop17 == "a" * MAX_NAME_BYTES  # an "extension" that long is not kept
+    odd = sanitize_filename("é" * 300 + ".jpeg")  # the cut falls inside a character
+    assert odd == "é" * 97 + ".jpeg"
+    reserved = sanitize_filename("con." + "a" * 250 + ".pdf")
+    assert reserved.startswith("_con.a") and reserved.endswith("a.pdf")
+    assert len(reserved.encode()) == MAX_NAME_BYTES
+    exact = "b" * (MAX_NAME_BYTES - 4) + ".pdf"
+    assert sanitize_filename(exact) == exact
+    assert sanitize_filename("c" * MAX_NAME_BYTES) == "c" * MAX_NAME_BYTES
+    assert sanitize_filename("c" * (MAX_NAME_BYTES + 1)) == "c" * MAX_NAME_BYTES
+    # cut back to a device name by the trimming: still never returned
+    assert_safe(sanitize_filename("CON" + " " * 250 + "x.pdf"))

@@ -164,8 +164,9 @@ def test_desktop_notification_and_bad_config(tmp_path: Path) -> None:
     assert "logo-spring.png from Maria Lopez" in calls[0]
     bad = tmp_path / "bad"
     bad.mkdir()
-    config = config_with(bad, '[[notifiers]]\ntype = "pager"\n')
-    out = run(config, "notify", expect=1).stdout
+    config = make_workflow_config(bad, extra='[[notifiers]]\ntype = "pager"\n')
+    assert "notifiers[0]: type" in run(config, "sync", expect=1).output  # refused up front
+    out = run(config, "notify", expect=1).output
     assert "type must be one of desktop, email, webhook" in out
 
 
@@ -183,5 +184,6 @@ def test_a_failing_notifier_never_stops_the_daemon(tmp_path: Path,
     assert [sorted(j.tags) for j in daemon.scheduler.jobs].count(["notifiers"]) == 1
     daemon.notify_job()  # the webhook is down: logged, not raised
     daemon.run_job(config.source("mail"))
+    daemon.join_workers(60)  # the sync runs in its own worker process
     assert daemon.runs == {"mail": 1}
     assert store.source_state("mail").get("last_error") in (None, "")

@@ -85,7 +85,7 @@ def test_report_human_form_and_bad_period(config: Path) -> None:
     out = run(config, "report").stdout
     assert "Delegation report" in out and "7 deliverables" in out
     assert "Maria Lopez" in out and "REVIEW LATENCY" in out and "SKILL" in out
-    assert "--since" in run(config, "report", "--since", "soon", expect=1).output
+    assert "--since" in run(config, "report", "--since", "soon", expect=2).output
 
 
 def test_html_report_renders_in_chromium_with_labelled_charts(config: Path, tmp_path: Path) -> None:

@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import os
+import secrets as secrets_module
 import sys
 
+import keyring
 import pytest
-from pydantic import BaseModel, ValidationError
+from keyring.backend import KeyringBackend
+from keyring.backends.fail import Keyring as FailKeyring
+from pydantic import BaseModel, SecretStr, ValidationError
 
+import agent.secrets
 from agent.errors import SecretError
-from agent.secrets import Secret, resolve_secret
+from agent.secrets import Secret, known_secrets, resolve_secret, scrub
 
 
 class Model(BaseModel):
@@ -40,7 +46,8 @@ def test_failing_command_does_not_echo_output():
     ref = {"command": [sys.executable, "-c", "import sys; print('SECRET'); sys.exit(3)"]}
     with pytest.raises(SecretError) as err:
         resolve_secret(ref)
-    assert "exited with 3" in str(err.value) and "SECRET" not in str(err.value)
+    assert str(err.value) == (f"secret command {sys.executable!r} exited with 3; "
+                              "run it by hand to see why")
 
 
 def test_resolved_secrets_are_scrubbed_from_logs(monkeypatch, capsys):
@@ -59,3 +66,229 @@ def test_resolved_secrets_are_scrubbed_from_logs(monkeypatch, capsys):
         log.exception("boom")
     err = capsys.readouterr().err
     assert "CANARY" not in err and "login failed with ***" in err and "token *** refused" in err
+
+
+# -- every reference kind, and the errors that say what to do -------------------------
+
+CANARY = "Wq7z"  # four characters: the shortest secret that is scrubbed
+ONE_KEY = "a secret must be a table with one key: env, command or keyring"
+ENV_NAME = "{ env = ... } takes the name of an environment variable"
+COMMAND_LIST = '{ command = [...] } takes a list of strings, e.g. ["pass", "x"]'
+KEYRING_KEYS = "{ keyring = { service = ..., username = ... } } needs both keys"
+
+
+def fresh_canary() -> str:
+    """Four characters never resolved before in this process (known secrets are global)."""
+    while True:
+        value = secrets_module.token_urlsafe(3)
+        if value not in known_secrets():
+            return value
+
+
+@pytest.mark.parametrize(("ref", "message"), [
+    ({}, ONE_KEY),
+    ({"env": "A", "command": ["x"]}, ONE_KEY),  # two keys: which one would win?
+    (["env", "A"], ONE_KEY),
+    (42, ONE_KEY),
+    ({"env": ""}, ENV_NAME),
+    ({"env": ["A"]}, ENV_NAME),
+    ({"command": []}, COMMAND_LIST),
+    ({"command": "pass show x"}, COMMAND_LIST),
+    ({"command": ["pass", 3]}, COMMAND_LIST),
+    ({"keyring": "svc"}, KEYRING_KEYS),
+    ({"keyring": {"service": "svc"}}, KEYRING_KEYS),
+    ({"keyring": {"username": "me"}}, KEYRING_KEYS),
+    ({"vault": "x"}, "unknown secret kind 'vault': use env, command or keyring"),
+])
+def test_malformed_references_are_refused(ref, message):
+    with pytest.raises(SecretError) as err:
+        resolve_secret(ref)
+    assert str(err.value) == message
+
+
+def test_inline_refusal_explains_every_form():
+    with pytest.raises(SecretError) as err:
+        resolve_secret("hunter2")
+    assert str(err.value) == (
+        'secrets are never written inline; use { env = "NAME" }, '
+        '{ command = ["pass", "show", "x"] } or { keyring = { service = "...", '
+        'username = "..." } }')
+
+
+def test_env_secret_value_and_secretstr_passthrough(monkeypatch):
+    monkeypatch.setenv("RETAINER_TEST_SECRET", CANARY)
+    assert resolve_secret({"env": "RETAINER_TEST_SECRET"}) == CANARY
+    monkeypatch.setenv("RETAINER_TEST_SECRET", "")
+    assert resolve_secret({"env": "RETAINER_TEST_SECRET"}) == ""  # set but empty is a value
+    assert resolve_secret(SecretStr("already")) == "already"
+
+
+def test_command_output_first_line_only():
+    ref = {"command": [sys.executable, "-c", "print('line-one'); print('line-two')"]}
+    assert resolve_secret(ref) == "line-one"
+    assert resolve_secret({"command": [sys.executable, "-c", "pass"]}) == ""
+    raw = {"command": [sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'ab\\xffc')"]}
+    assert resolve_secret(raw) == "ab\ufffdc"
+
+
+def test_command_that_cannot_start_names_it():
+    with pytest.raises(SecretError, match=r"secret command '/nonexistent/pass' could not run: "
+                                          r"FileNotFoundError"):
+        resolve_secret({"command": ["/nonexistent/pass", "show"]})
+
+
+def test_command_that_would_prompt_gets_no_terminal(monkeypatch):
+    """stdin is closed: `pass`/gpg asking for a passphrase fails at once instead of waiting."""
+    reader, writer = os.pipe()  # a stdin that never ends, as a terminal would be
+    saved = os.dup(0)
+    os.dup2(reader, 0)
+    monkeypatch.setattr(agent.secrets, "COMMAND_TIMEOUT", 20)
+    try:
+        ref = {"command": [sys.executable, "-c",
+                           "import sys; data = sys.stdin.read(); print('closed' if data == '' else 'x')"]}
+        assert resolve_secret(ref) == "closed"
+        prompt = {"command": [sys.executable, "-c", "print(input('Passphrase: '))"]}
+        with pytest.raises(SecretError, match=r"exited with 1; run it by hand to see why"):
+            resolve_secret(prompt)
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, reader, writer):
+            os.close(fd)
+
+
+def test_command_that_hangs_is_cut_off(monkeypatch):
+    monkeypatch.setattr(agent.secrets, "COMMAND_TIMEOUT", 1)
+    ref = {"command": [sys.executable, "-c", "import time; time.sleep(120)"]}
+    with pytest.raises(SecretError) as err:
+        resolve_secret(ref)
+    assert str(err.value) == f"secret command {sys.executable!r} could not run: TimeoutExpired"
+
+
+def test_default_command_timeout_is_bounded():
+    assert 0 < agent.secrets.COMMAND_TIMEOUT <= 60
+
+
+# -- keyring, with a backend made for tests -------------------------------------------
+
+class MemoryKeyring(KeyringBackend):
+    """A real keyring backend that keeps its entries in a dict."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.entries.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.entries[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.entries.pop((service, username), None)
+
+
+@pytest.fixture
+def memory_keyring():
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+def test_keyring_secret(memory_keyring):
+    keyring.set_password("retainer-imap", "me@example.com", "kr-" + CANARY)
+    keyring.set_password("retainer-imap", "other@example.com", "not-this-one")
+    ref = {"keyring": {"service": "retainer-imap", "username": "me@example.com"}}
+    assert resolve_secret(ref) == "kr-" + CANARY
+    model = Model.model_validate({"password": ref})
+    assert model.password.get_secret_value() == "kr-" + CANARY
+    assert "kr-" + CANARY in known_secrets()
+
+
+def test_keyring_missing_entry(memory_keyring):
+    ref = {"keyring": {"service": "retainer-imap", "username": "nobody"}}
+    with pytest.raises(SecretError, match=r"no keyring entry for service 'retainer-imap'"):
+        resolve_secret(ref)
+
+
+def test_keyring_unavailable_suggests_env_or_command():
+    previous = keyring.get_keyring()
+    keyring.set_keyring(FailKeyring())
+    try:
+        with pytest.raises(SecretError) as err:
+            resolve_secret({"keyring": {"service": "s", "username": "u"}})
+    finally:
+        keyring.set_keyring(previous)
+    assert str(err.value) == ("the system keyring is not available (NoKeyringError); "
+                              "use { env = ... } or { command = [...] } instead")
+
+
+def test_keyring_package_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "keyring", None)
+    with pytest.raises(SecretError) as err:
+        resolve_secret({"keyring": {"service": "s", "username": "u"}})
+    assert str(err.value) == ("keyring secrets need the keyring package: "
+                              "pip install 'retainer[keyring]'")
+
+
+# -- scrubbing ----------------------------------------------------------------------
+
+def test_four_character_secret_is_scrubbed_everywhere(monkeypatch):
+    canary, other = fresh_canary(), fresh_canary() + "z"
+    monkeypatch.setenv("RETAINER_TEST_CANARY4", canary)
+    monkeypatch.setenv("RETAINER_TEST_CANARY5", other)
+    Model.model_validate({"password": {"env": "RETAINER_TEST_CANARY4"}})
+    Model.model_validate({"password": {"env": "RETAINER_TEST_CANARY5"}})
+    assert {canary, other} <= known_secrets()
+    text = scrub(f"a {canary} b {canary} c {other}.")
+    assert text == "a *** b *** c ***."
+    assert scrub("nothing secret") == "nothing secret"
+
+
+def test_validation_error_carries_the_secret_error_text(monkeypatch):
+    monkeypatch.delenv("RETAINER_NOPE", raising=False)
+    with pytest.raises(ValidationError) as err:
+        Model.model_validate({"password": {"env": "RETAINER_NOPE"}})
+    assert "environment variable RETAINER_NOPE is not set; export it first" in str(err.value)
+
+def test_secret_url_is_scrubbed_in_part(monkeypatch):
+    from agent.secrets import scrub
+
+    url = "https://hooks.example.com/services/T0CANARY1/B0CANARY2/xCanaryToken42?sig=Q1w2E3r4"
+    monkeypatch.setenv("RETAINER_TEST_WEBHOOK", url)
+    Model.model_validate({"password": {"env": "RETAINER_TEST_WEBHOOK"}})
+    leaks = [
+        f"POST {url} failed",
+        "Max retries exceeded with url: /services/T0CANARY1/B0CANARY2/xCanaryToken42?sig=Q1w2E3r4",
+        "hooks.example.com/services/T0CANARY1/B0CANARY2/xCanaryToken42",
+        "url: /services/T0CANARY1/B0CANARY2/xCanaryToken42 (Caused by x)",
+        "%2Fservices%2FT0CANARY1 and xCanaryToken42 alone",
+        "query sig=Q1w2E3r4",
+    ]
+    for text in leaks:
+        out = scrub(text)
+        for part in ("CANARY", "Canary", "Q1w2E3r4"):
+            assert part not in out, (text, out)
+    assert scrub("the services page of hooks.example.com") == \
+        "the services page of hooks.example.com"  # plain words and the host stay readable
+
+
+def test_webhook_failure_does_not_print_the_url(tmp_path, monkeypatch):
+    import socket
+
+    from agent.errors import RetainerError
+    from agent.notify import WebhookNotifier, WebhookSettings
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/services/T0CANARY9/B0CANARY8/yCanaryTok77"
+    monkeypatch.setenv("RETAINER_TEST_WEBHOOK", url)
+    settings = WebhookSettings.model_validate(
+        {"type": "webhook", "url": {"env": "RETAINER_TEST_WEBHOOK"}, "timeout": 2})
+    with pytest.raises(RetainerError) as info:
+        WebhookNotifier(settings).send([])
+    assert "CANARY" not in str(info.value) and "127.0.0.1" in str(info.value)

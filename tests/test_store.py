@@ -180,12 +180,20 @@ def test_find_contractor_errors_are_helpful(store):
 
 
 def test_orphan_temp_files_are_removed(tmp_path):
+    from tests.test_files import kill_during_write
+
     s = Store(tmp_path / "d")
-    (s.root / ".tmp-abc").write_text("partial")
-    (s.tmp_dir / "download.part").write_text("partial")
     with s.writing():
+        s.add_contractor("A", [Identity("email", "a@x.example")])
+    kill_during_write(s.root / "roster.json")  # a real orphan, named by write_private
+    kill_during_write(s.root / "messages" / "2026-01.json")
+    (s.tmp_dir / "download.part").write_text("partial")
+    assert len(list(s.root.rglob(".tmp-*"))) == 2
+    fresh = Store(tmp_path / "d")
+    with fresh.writing():
         pass
-    assert not (s.root / ".tmp-abc").exists() and not (s.tmp_dir / "download.part").exists()
+    assert list(s.root.rglob(".tmp-*")) == [] and not (s.tmp_dir / "download.part").exists()
+    assert [c["name"] for c in fresh.contractors()] == ["A"]
 
 
 def _add_many(data_dir: str, prefix: str, count: int) -> None:

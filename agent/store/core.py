@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
@@ -18,7 +19,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from agent.errors import StoreError, StoreLocked
+from agent.errors import NoSpace, StoreError, StoreLocked
 from agent.files import ensure_private_dir, fsync_dir, remove_orphan_temps, sanitize_filename
 from agent.models import (
     CONTRACTOR_STATUSES,
@@ -394,6 +395,22 @@ class Store:
         """Use ``day`` (``YYYY-MM-DD``) as the cut-off; ``""`` for none."""
         if day != self.review_since():
             self.meta.upsert_many("meta", [{"name": "review_since", "date": day}], "name")
+
+    def first_sync_day(self) -> str | None:
+        """The default cut-off recorded at the first sync (``YYYY-MM-DD``; ``""``: none,
+        for a store that synced before the default existed); ``None`` if not recorded yet."""
+        doc = self.meta.get("meta", "first_sync", key="name")
+        return str(doc.get("date") or "") if doc else None
+
+    def record_first_sync_day(self, today: str) -> str:
+        """Record the default cut-off once and return it: ``today`` for a new store,
+        ``""`` for one that synced before (its history keeps entering the queue)."""
+        recorded = self.first_sync_day()
+        if recorded is not None:
+            return recorded
+        day = "" if self.source_states() else today
+        self.meta.upsert_many("meta", [{"name": "first_sync", "date": day}], "name")
+        return day
 
     # -- sync state ----------------------------------------------------------------------
 
@@ -831,22 +848,31 @@ class Store:
         target = folder / f"{sha}{suffix}"
         if not target.exists():
             tmp = self.tmp_dir / f".tmp-{sha}"
-            if att.data is not None:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(att.data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            else:
-                assert att.path is not None
-                shutil.copyfile(att.path, tmp)
-                os.chmod(tmp, 0o600)
-                fd2 = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd2)
-                finally:
-                    os.close(fd2)
-            os.replace(tmp, target)
+            try:
+                if att.data is not None:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "wb") as handle:
+                        handle.write(att.data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                else:
+                    assert att.path is not None
+                    shutil.copyfile(att.path, tmp)
+                    os.chmod(tmp, 0o600)
+                    fd2 = os.open(tmp, os.O_RDONLY)
+                    try:
+                        os.fsync(fd2)
+                    finally:
+                        os.close(fd2)
+                os.replace(tmp, target)
+            except OSError as exc:  # disk full: a domain error, and no half file left
+                tmp.unlink(missing_ok=True)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise NoSpace(f"no space left in {self.data_dir} (writing {filename!r}); "
+                                  "free some disk space: the next sync goes on from the "
+                                  "last committed page") from None
+                raise StoreError(f"could not store {filename!r} in {folder}: {exc.strerror}; "
+                                 "free some disk space and sync again") from None
             self._dirty_files = True
         return sha, str(target), size
 
@@ -1077,6 +1103,12 @@ class Store:
                     seen["identity"] = seen.get("identity") or doc.get("identity")
         return sorted(merged.values(), key=lambda d: d["last_at"], reverse=True)
 
+    def source_counts(self) -> dict[str, dict[str, int]]:
+        """Messages and deliverables per source, counted in what is committed."""
+        from agent.store.counts import committed_counts
+
+        return committed_counts(self)
+
     def stored_counts(self) -> dict[str, int]:
         """How many messages and deliverables the shards hold, from their summaries
         (no shard is opened)."""
@@ -1092,10 +1124,10 @@ class Store:
         return [n for n in cat.names() if thread_id in cat.threads(n)]
 
     def counts(self) -> dict[str, int]:
-        states = self.source_states()
+        per_source = self.source_counts().values()
         return {
-            "messages": sum(s.get("messages", 0) for s in states.values()),
-            "deliverables": sum(s.get("deliverables", 0) for s in states.values()),
+            "messages": sum(c["messages"] for c in per_source),
+            "deliverables": sum(c["deliverables"] for c in per_source),
             "contractors": len(self.contractors()),
             "candidates": len(self.candidates()),
         }

@@ -9,6 +9,7 @@ another process has replaced the file.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Table
 
-from agent.errors import StoreError
+from agent.errors import NoSpace, StoreError
 from agent.files import fsync_dir, write_private
 
 Stamp = tuple[int, int, int]
@@ -85,6 +86,45 @@ def batched_dir_sync() -> Iterator[None]:
             fsync_dir(folder)
 
 
+#: The field each known table's documents are keyed by (``Shard.key_map``).
+TABLE_KEYS = {"sources": "source", "identities": "key", "meta": "name",
+              **{t: "id" for t in ("contractors", "messages", "threads", "deliverables",
+                                   "contracts", "reviews", "outbox", "templates", "sent",
+                                   "events")}}
+
+
+def shape_problem(data: Any) -> str:
+    """Why ``data`` is not what a store file holds, or ``""``: a non-empty object of
+    tables, each an object of numbered documents, each document an object with its key.
+
+    A file Retainer wrote always holds at least one table, so ``null``, ``{}`` or ``[]``
+    mean the file was replaced, and reading it as empty would lose what it held.
+    """
+    if not isinstance(data, dict):
+        return f"the file holds {_kind(data)}, not an object of tables"
+    if not data:
+        return "the file holds an empty object; Retainer never writes one"
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            return f'table "{name}" is {_kind(table)}, not an object'
+        key = TABLE_KEYS.get(name)
+        for doc_id, doc in table.items():
+            if not doc_id.isdigit():
+                return f'table "{name}" has a document numbered {doc_id[:40]!r}'
+            if not isinstance(doc, dict):
+                return f'document {doc_id} of table "{name}" is {_kind(doc)}'
+            if key is not None and not isinstance(doc.get(key), str):
+                return f'document {doc_id} of table "{name}" has no text "{key}"'
+    return ""
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "text", bool: "true/false"}.get(
+        type(value), "a number")
+
+
 class AtomicStorage(Storage):  # type: ignore[misc]
     """Whole-file JSON storage with atomic replace and an in-memory copy."""
 
@@ -103,13 +143,20 @@ class AtomicStorage(Storage):  # type: ignore[misc]
                 raise StoreError(f"{self.path} is empty; it was not written by Retainer. "
                                  "Move it aside and run `retainer sync` to fetch again.")
             try:
-                self.data = orjson.loads(raw)
+                data = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 raise StoreError(
                     f"{self.path} is not valid JSON ({exc}); Retainer never leaves files "
                     "half-written, so something else changed it. Move it aside "
                     "(mv it to a .corrupt name) and run `retainer sync` to fetch again."
                 ) from None
+            problem = shape_problem(data)
+            if problem:
+                raise StoreError(
+                    f"{self.path} is valid JSON but not a Retainer store file ({problem}); "
+                    "something else changed it. Move it aside (mv it to a .corrupt name) "
+                    "and run `retainer sync` to fetch again; nothing was read or written.")
+            self.data = data
         return self.data
 
     def write(self, data: dict[str, Any]) -> None:
@@ -124,6 +171,12 @@ class AtomicStorage(Storage):  # type: ignore[misc]
                 _deferred.add(self.path.parent)
         except OSError as exc:
             self.data = None  # the file still holds the previous state; reload it
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                folder = next((p.parent for p in self.path.parents if p.name == "store"),
+                              self.path.parent)  # the data folder
+                raise NoSpace(f"no space left in {folder} (writing {self.path.name}); "
+                                 "free some disk space: the next sync goes on from the "
+                                 "last committed page") from None
             raise StoreError(f"could not write {self.path}: {exc.strerror}; "
                              "free some disk space and sync again") from None
         self.data = data

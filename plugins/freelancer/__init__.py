@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.connector import Platform
+from agent.connector import NoOptions, Platform
 from agent.plugins import hookimpl
 from plugins.freelancer.connector import FreelancerConnector
 from plugins.freelancer.settings import FreelancerSettings
@@ -18,6 +18,7 @@ PLATFORM = Platform(
     FreelancerConnector,
     FreelancerSettings,
     "Freelancer.com threads, messages, files, projects, bids and milestones (REST API)",
+    options=NoOptions,
 )
 
 

@@ -69,6 +69,7 @@ class FreelancerApi:
             base_url=f"{self.site_url}/api/", rate_per_second=settings.rate_per_second,
             timeout=settings.timeout, max_retries=settings.max_retries,
             auth_hint=self.auth_hint(), session=session, log=context.log,
+            should_stop=context.should_stop,
         )
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from agent.connector import Platform
+from agent.connector import NoOptions, Platform
 from agent.plugins import hookimpl
 from plugins.imap.connector import ImapConnector
 from plugins.imap.settings import ImapSettings
@@ -29,4 +29,5 @@ def signin(settings: ImapSettings, source: str) -> OAuthClient | None:
 @hookimpl
 def register_platforms(register: Callable[[Platform], None]) -> None:
     register(Platform("imap", ImapConnector, ImapSettings,
-                      "an IMAP mailbox (any IMAP4rev1 server, over TLS)", signin=signin))
+                      "an IMAP mailbox (any IMAP4rev1 server, over TLS)", signin=signin,
+                      options=NoOptions))

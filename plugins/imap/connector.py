@@ -24,6 +24,7 @@ A connection dropped mid-sync is reopened and the interrupted command repeated, 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -38,6 +39,7 @@ from queue import Full, Queue
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from agent.connector import Connector, SourceContext
+from agent.deadline import Watchdog
 from agent.errors import AuthError, SourceError, TransientError, UnsupportedOperation
 from agent.mail import backfilled, message_from_bytes, scrub, too_large_message
 from agent.models import Cursor, Message, Outgoing, Page
@@ -214,6 +216,9 @@ class ImapConnector(Connector[ImapSettings]):
         self.stats = Stats()
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
+        self._watchdog = Watchdog(f"imap-deadline-{context.source}")
+        self._live: IMAPClient | None = None  # the connection the watchdog cuts
+        self._opening_sock: socket.socket | None = None  # ... or the one being opened
         self._oauth: TokenManager | None = None
         #: Gmail (X-GM-EXT-1): message ids read in this sync, and (folder, uid) -> labels
         self._gmail_seen: set[bytes] = set()
@@ -267,19 +272,21 @@ class ImapConnector(Connector[ImapSettings]):
     def _connect(self) -> IMAPClient:
         import ssl
 
-        from imapclient import IMAPClient
         from imapclient.exceptions import IMAPClientError
         from imapclient.imapclient import SocketTimeout
 
         self._drop()
+        self._live = None
+        self._opening_sock = None
+        _opening.connector = self
         settings = self.settings
         context = self.ssl_context() if settings.security != "none" else None
         timeout = SocketTimeout(settings.timeout, settings.timeout)
         self.stats.connects += 1
         try:
-            client = IMAPClient(settings.host, port=settings.effective_port,
-                                ssl=settings.security == "tls", ssl_context=context,
-                                timeout=timeout)
+            client = _watched_client()(settings.host, port=settings.effective_port,
+                                       ssl=settings.security == "tls", ssl_context=context,
+                                       timeout=timeout)
         except ssl.SSLCertVerificationError as exc:
             raise self._tls_error(exc) from None
         except ssl.SSLError as exc:
@@ -297,6 +304,7 @@ class ImapConnector(Connector[ImapSettings]):
         except (OSError, IMAPClientError) as exc:
             raise TransientError(f"{self.where}: cannot connect ({_reason(exc)}); will try "
                                  "again (check sources.settings.host and port)") from None
+        self._live = client
         client.normalise_times = False
         if not self.log.isEnabledFor(logging.DEBUG):
             client._imap.debug = 0  # imaplib formats every line for its debug log otherwise
@@ -410,7 +418,24 @@ class ImapConnector(Connector[ImapSettings]):
                          password=password.get_secret_value() if password else None,
                          oauth=self.tokens() if self.settings.auth == "oauth2" else None)
 
+    def _too_slow(self) -> TransientError:
+        return TransientError(
+            f"{self.where}: the server did not complete a command within "
+            f"{self.settings.operation_deadline:g} s (sources.settings.operation_deadline); "
+            "it is too slow or stuck; the next sync tries again")
+
+    def _cut(self) -> None:
+        """The watchdog's action: shut the live socket down under a blocked read."""
+        client = self._live
+        sock = getattr(getattr(client, "_imap", None), "sock", None)
+        if client is None:
+            sock = self._opening_sock  # still reading the greeting
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def close(self) -> None:
+        self._watchdog.close()
         self._stop_worker()
         client, self.client = self.client, None
         if client is None:
@@ -450,14 +475,22 @@ class ImapConnector(Connector[ImapSettings]):
         from imapclient.exceptions import IMAPClientError
 
         gone = dropped()
+        limit = self.settings.operation_deadline
         while True:
             try:
-                client = self._ready(folder) if folder else (self.client or self.connect())
-                return action(client)
+                with self._watchdog.guard(limit, self._cut):
+                    client = self._ready(folder) if folder else (self.client or self.connect())
+                    return action(client)
             except ssl.SSLCertVerificationError as exc:
                 raise self._tls_error(exc) from None
+            except TransientError:
+                if self._watchdog.fired:  # cut while connecting or logging in
+                    raise self._too_slow() from None
+                raise
             except gone as exc:
                 self._drop()
+                if self._watchdog.fired:  # a trickling server: reconnecting will not help
+                    raise self._too_slow() from None
                 if self._stop.is_set():  # the host stopped reading pages: do not reconnect
                     raise TransientError(f"{self.where}: sync stopped") from None
                 self.stats.reconnects += 1
@@ -863,6 +896,50 @@ def internal_date(value: Any) -> datetime | None:
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_opening = threading.local()  # which connector this thread is connecting for
+_WATCHED: Any = None
+
+
+def _opened(sock: socket.socket) -> None:
+    connector = getattr(_opening, "connector", None)
+    if connector is not None:
+        connector._opening_sock = sock
+
+
+def _watched_client() -> Any:
+    """An :class:`IMAPClient` whose socket is known as soon as it exists, so the watchdog
+    can cut a greeting that trickles (imaplib reads it, and asks for CAPABILITY, inside
+    the constructor)."""
+    global _WATCHED
+    if _WATCHED is not None:
+        return _WATCHED
+    from imapclient import IMAPClient, imap4, tls
+
+    class Plain(imap4.IMAP4WithTimeout):  # type: ignore[misc]
+        def _create_socket(self, timeout: float | None = None) -> socket.socket:
+            sock: socket.socket = super()._create_socket(timeout)
+            _opened(sock)
+            return sock
+
+    class Tls(tls.IMAP4_TLS):  # type: ignore[misc]
+        def _create_socket(self, timeout: float | None = None) -> socket.socket:
+            sock: socket.socket = super()._create_socket(timeout)
+            _opened(sock)
+            return sock
+
+    class Watched(IMAPClient):  # type: ignore[misc]
+        def _create_IMAP4(self) -> Any:
+            if self.stream:
+                return super()._create_IMAP4()
+            connect_timeout = getattr(self._timeout, "connect", None)
+            if self.ssl:
+                return Tls(self.host, self.port, self.ssl_context, connect_timeout)
+            return Plain(self.host, self.port, connect_timeout)
+
+    _WATCHED = Watched
+    return Watched
 
 
 def _shutdown(client: IMAPClient) -> None:

@@ -88,6 +88,9 @@ class ImapSettings(Settings):
                                  "the system's CAs, for a self-signed server")
     batch_size: int = Field(200, ge=1, le=2000, description="messages per FETCH and per page")
     timeout: float = Field(60.0, gt=0, le=3600, description="socket timeout in seconds")
+    operation_deadline: float = Field(
+        300.0, gt=0, le=86400, description="longest one IMAP command may take in total, "
+        "answer included (a server trickling bytes never trips the socket timeout)")
     prefetch: bool = Field(True, description="fetch the next batch while the last one is "
                            "being stored (a second thread; the same connection)")
     max_reconnects: int = Field(3, ge=0, le=20, description="reconnects after a dropped "

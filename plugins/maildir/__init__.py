@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.connector import Platform
+from agent.connector import NoOptions, Platform
 from agent.plugins import hookimpl
 from plugins.maildir.connector import MaildirConnector, MaildirSettings
 
@@ -22,4 +22,4 @@ __all__ = ["MaildirConnector", "MaildirSettings", "register_platforms"]
 @hookimpl
 def register_platforms(register: Callable[[Platform], None]) -> None:
     register(Platform("maildir", MaildirConnector, MaildirSettings,
-                      "a local Maildir (as mbsync or offlineimap keep it)"))
+                      "a local Maildir (as mbsync or offlineimap keep it)", options=NoOptions))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from agent.connector import Platform
+from agent.connector import NoOptions, Platform
 from agent.plugins import hookimpl
 from plugins.upwork.connector import UpworkConnector
 from plugins.upwork.oauth import signin
@@ -25,6 +25,7 @@ PLATFORM = Platform(
     UpworkSettings,
     "Upwork rooms and messages, contracts, milestones and submitted work (GraphQL API)",
     signin=signin,
+    options=NoOptions,
 )
 
 

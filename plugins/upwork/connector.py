@@ -208,6 +208,7 @@ class UpworkConnector(Connector[UpworkSettings]):
             max_retries=settings.max_retries,
             auth_hint=signin_hint(context.source),
             log=context.log,
+            should_stop=context.should_stop,
         )
         self.tokens = TokenManager(
             source=context.source,

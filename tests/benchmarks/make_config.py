@@ -35,6 +35,7 @@ def main() -> None:
         "[agent]",
         f"data_dir = {json.dumps(str(client / 'data'))}",
         'owner_emails = ["owner@studio.example"]',
+        "review_since = false  # the benchmarks list a full review queue",
         "",
     ]
     for person in contractors(bench_dir, int(env.get("BENCH_SEED", "42"))):

@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from agent import Attachment, Connector, Identity, Message, Page, Platform, Settings, hookimpl
 from agent.errors import AuthError, TransientError
 from agent.models import Cursor
@@ -23,6 +25,13 @@ class FeedSettings(Settings):
     page_size: int = 3
     fail: Literal["", "auth", "transient", "crash"] = ""
     fail_after_pages: int = 0
+
+
+class FeedOptions(BaseModel):
+    """``[plugins.feed]``: options every feed source gets (``SourceContext.options``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str = ""
 
 
 class FeedConnector(Connector[FeedSettings]):
@@ -70,7 +79,8 @@ def to_message(item: dict[str, Any]) -> Message:
 
 @hookimpl
 def register_platforms(register: Any) -> None:
-    register(Platform("feed", FeedConnector, FeedSettings, "JSON-lines test feed"))
+    register(Platform("feed", FeedConnector, FeedSettings, "JSON-lines test feed",
+                      options=FeedOptions))
 
 
 def write_feed(path: Path, items: list[dict[str, Any]], *, append: bool = False) -> None:

@@ -56,6 +56,7 @@ CONFIG = """
 data_dir = "{data}"
 owner_emails = ["{owner}"]
 review_overdue = "3d"
+review_since = false  # the sample work is dated before today: all of it is in the queue
 
 [[contractors]]
 name = "Maria Lopez"

@@ -176,7 +176,8 @@ def test_what_the_owner_sees_in_status_and_the_queue(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     with start_sandbox(seed=10, threads=8, attachment_every=1) as sandbox:
         monkeypatch.setenv(TOKEN_ENV, sandbox.token)
-        config = write_config(tmp_path, sandbox)
+        # the sandbox's work is dated before today: all of it enters the queue
+        config = write_config(tmp_path, sandbox, agent_extra="review_since = false")
         hired = {b["bidder_id"] for b in sandbox.bids.values() if b["award_status"] == "awarded"}
         gone = next(k for k in contractor_files(sandbox)
                     if sandbox.messages[k[0]]["from_user"] in hired)

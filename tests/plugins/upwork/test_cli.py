@@ -27,7 +27,8 @@ from tests.plugins.upwork.util import ROOT, SOURCE, cli_command
 SECRET_ENV = "UPWORK_SANDBOX_SECRET"
 
 
-def write_config(tmp_path: Path, base_url: str, *, max_mb: float = 50, **settings: Any) -> Path:
+def write_config(tmp_path: Path, base_url: str, *, max_mb: float = 50, agent_extra: str = "",
+                 **settings: Any) -> Path:
     extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
     path = tmp_path / "config.toml"
     path.write_text(f"""
@@ -35,6 +36,7 @@ def write_config(tmp_path: Path, base_url: str, *, max_mb: float = 50, **setting
 data_dir = "{tmp_path}/data"
 owner_emails = ["dana@northwind.example"]
 max_attachment_mb = {max_mb}
+{agent_extra}
 
 [[sources]]
 name = "{SOURCE}"

@@ -169,7 +169,8 @@ def test_what_the_owner_sees_in_status_and_the_queue(tmp_path: Path, monkeypatch
 
     monkeypatch.setenv(SECRET_ENV, DEFAULT_CLIENT_SECRET)
     with start_sandbox(seed=5, threads=7, messages_per_thread=6, attachment_every=1) as sandbox:
-        config = write_config(tmp_path, sandbox.base_url)
+        # the sandbox's work is dated before today: all of it enters the queue
+        config = write_config(tmp_path, sandbox.base_url, agent_extra="review_since = false")
         sandbox.authorize_source(state_dir(tmp_path))
         contract_rooms = {r.id for r in sandbox.rooms.values() if r.contract_id}
         gone = next(a.id for r in sandbox.rooms.values() if r.id in contract_rooms for s in r.stories

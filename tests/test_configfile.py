@@ -1,0 +1,111 @@
+"""agent.configfile: where the config lives, reading TOML, durations, the quick [agent] read."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from agent.configfile import (
+    DEFAULT_REVIEW_OVERDUE,
+    QuickConfig,
+    default_config_path,
+    default_data_dir,
+    expand_path,
+    parse_duration,
+    quick_config,
+    read_toml,
+)
+from agent.errors import ConfigError
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("1s", 1), ("1", 1), ("0.5s", 0.5),
+    ("30s", 30), ("30 sec", 30), ("5m", 300), ("5 min", 300), ("1h", 3600), ("2d", 172800),
+    ("45", 45), (" 90s ", 90), ("1.5m", 90), ("0.5h", 1800), (90, 90), (2.5, 2.5),
+    (timedelta(minutes=2), 120),
+])
+def test_durations(value, seconds):
+    assert parse_duration(value) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("value", ["0s", "0", 0, 0.0, -5, "0m"])
+def test_zero_or_negative_duration_is_refused(value):
+    with pytest.raises(ValueError, match=r"^a duration must be positive$"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize("value", ["soon", "5x", "5 m s", "-5m", "m", "", True, None, "1e3s"])
+def test_not_a_duration(value):
+    with pytest.raises(ValueError) as err:
+        parse_duration(value)
+    assert str(err.value) == f'"{value}" is not a duration; write e.g. "30s", "5m", "1h", "1d"'
+
+
+def test_config_path_from_env_then_platform(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RETAINER_CONFIG", "~/retainer.toml")
+    assert default_config_path() == tmp_path / "home" / "retainer.toml"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("RETAINER_CONFIG", "")  # empty means unset
+    assert default_config_path() == tmp_path / "xdg" / "retainer" / "config.toml"
+    monkeypatch.delenv("RETAINER_CONFIG")
+    assert default_config_path() == tmp_path / "xdg" / "retainer" / "config.toml"
+
+
+def test_default_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))
+    assert default_data_dir() == tmp_path / "share" / "retainer"
+
+
+def test_read_toml_errors_say_what_to_do(tmp_path):
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as err:
+        read_toml(missing)
+    assert str(err.value) == (f"{missing}: no config file here; run `retainer init` to write a "
+                              "starter config, or pass --config PATH")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[agent\n")
+    with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML: ") as err:
+        read_toml(broken)
+    assert err.value.__cause__ is None
+    with pytest.raises(ConfigError) as err:
+        read_toml(tmp_path)  # a folder, not a file
+    assert str(err.value) == f"{tmp_path} is a folder, not a config file; pass --config FILE"
+    good = tmp_path / "good.toml"
+    good.write_text('[agent]\ndata_dir = "x"\n')
+    assert read_toml(good) == {"agent": {"data_dir": "x"}}
+
+
+def test_quick_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RETAINER_TEST_DIR", "sub")
+    path = tmp_path / "c.toml"
+    path.write_text('[agent]\ndata_dir = "~/$RETAINER_TEST_DIR/data"\nreview_overdue = "2h"\n')
+    assert quick_config(path) == QuickConfig(path, tmp_path / "home" / "sub" / "data",
+                                             timedelta(hours=2))
+    assert expand_path("~/$RETAINER_TEST_DIR") == tmp_path / "home" / "sub"
+
+
+def test_quick_config_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))
+    path = tmp_path / "c.toml"
+    path.write_text("[[sources]]\nname = 'a'\n")
+    quick = quick_config(path)
+    assert quick.data_dir == tmp_path / "share" / "retainer"
+    assert quick.review_overdue == DEFAULT_REVIEW_OVERDUE == timedelta(days=3)
+    assert quick.path == path
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('agent = "x"\n', "agent: must be a table ([agent])"),
+    ('[agent]\nreview_overdue = "0s"\n', "agent.review_overdue: a duration must be positive"),
+    ('[agent]\nreview_overdue = "later"\n', 'agent.review_overdue: "later" is not a duration'),
+])
+def test_quick_config_errors_name_file_and_key(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        quick_config(path)
+    assert str(err.value).startswith(f"{path}: {message}")
+    assert err.value.__cause__ is None
