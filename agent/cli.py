@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from agent.errors import ConfigError, RetainerError
+from agent.humanize import age as age
+from agent.humanize import human_size as human_size
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -154,34 +156,6 @@ def _cell(value: Any) -> str:
     text = "" if value is None else str(value)
     text = text.replace("\n", " ")
     return text if len(text) <= 48 else text[:47] + "…"
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
-def age(stamp: str | None) -> str:
-    if not stamp:
-        return "-"
-    from datetime import UTC, datetime
-
-    try:
-        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return "-"
-    seconds = (datetime.now(UTC) - then).total_seconds()
-    if seconds < 3600:
-        return f"{max(seconds, 0) / 60:.0f}m"
-    if seconds < 86400 * 2:
-        return f"{seconds / 3600:.0f}h"
-    return f"{seconds / 86400:.0f}d"
 
 
 class ScrubSecrets(logging.Filter):

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
 
+from agent.humanize import age
+from agent.humanize import human_size as size
+
 DASH = "\u2013"  # an en dash for "no value"
-
-
-def age(stamp: str | None) -> str:
-    if not stamp:
-        return "-"
-    try:
-        then = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    except ValueError:
-        return "-"
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
-    seconds = (datetime.now(UTC) - then).total_seconds()
-    if seconds < 3600:
-        return f"{max(seconds, 0) / 60:.0f}m"
-    if seconds < 86400 * 2:
-        return f"{seconds / 3600:.0f}h"
-    return f"{seconds / 86400:.0f}d"
 
 
 def hours(value: float | None) -> str:
@@ -51,17 +36,6 @@ def num(value: float | None, digits: int = 1) -> str:
 
 def day(stamp: str | None) -> str:
     return (stamp or "")[:16].replace("T", " ") or "-"
-
-
-def size(value: int | None) -> str:
-    if value is None:
-        return "?"
-    amount = float(value)
-    for unit in ("B", "KB", "MB", "GB"):
-        if amount < 1024 or unit == "GB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return f"{value} B"
 
 
 def register(app: Flask) -> None:
