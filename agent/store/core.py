@@ -235,13 +235,7 @@ class Store:
             return
         from agent.store.migrate import upgrade
 
-        try:
-            self._lock.acquire()
-        except Timeout:
-            raise StoreLocked(
-                f"another Retainer process has been writing to {self.data_dir} for "
-                f"{LOCK_TIMEOUT:.0f} s; wait for it to finish, or stop it"
-            ) from None
+        self._acquire_lock()
         try:
             upgrade(self)
         finally:
@@ -337,9 +331,7 @@ class Store:
 
     # -- locking ------------------------------------------------------------------------
 
-    @contextmanager
-    def writing(self) -> Iterator[Store]:
-        """Hold the store's write lock; caches are checked against the files on entry."""
+    def _acquire_lock(self) -> None:
         try:
             self._lock.acquire()
         except Timeout:
@@ -347,6 +339,11 @@ class Store:
                 f"another Retainer process has been writing to {self.data_dir} for "
                 f"{LOCK_TIMEOUT:.0f} s; wait for it to finish, or stop it"
             ) from None
+
+    @contextmanager
+    def writing(self) -> Iterator[Store]:
+        """Hold the store's write lock; caches are checked against the files on entry."""
+        self._acquire_lock()
         try:
             if not self._cleaned:
                 self._cleanup()
