@@ -205,6 +205,7 @@ class ProbeSettings(Settings):
     edition: int = 0
     bad_records: int = 0  # a first page with this many things that are not records
     warnings: int = 0  # distinct warnings to report (each twice)
+    stranger: bool = False  # mail from someone not (yet) a contractor: files not downloaded
 
 
 class ProbeBase(Connector[ProbeSettings]):
@@ -232,11 +233,14 @@ class ProbeBase(Connector[ProbeSettings]):
         owner = Identity("email", "owner@example.com")
         sender, recipient = (owner, maria) if self.settings.from_owner else (maria, owner)
         edition = f" (edition {self.settings.edition})" if self.settings.edition else ""
+        attachment = Attachment(f"d{page}{i}.png", data=rid.encode(), remote_id="1")
+        if self.settings.stranger:
+            sender = Identity("email", "ana@example.com", name="Ana")
+            attachment = Attachment(f"d{page}{i}.png", remote_id="1", status="not_downloaded")
         return Message(remote_id=rid, sent_at=datetime(2026, 2, 3, 10, page, i, tzinfo=UTC),
                        sender=sender, recipients=(recipient,),
                        subject=f"draft {page}.{i}{edition}", thread_remote_id="<t@x>",
-                       attachments=(Attachment(f"d{page}{i}.png", data=rid.encode(),
-                                               remote_id="1"),))
+                       attachments=(attachment,), extra={"at": f"{page}-{i}"})
 
     def _fail(self) -> None:
         token = self.settings.token.get_secret_value()
@@ -689,3 +693,90 @@ def test_warnings_are_kept_distinct_and_bounded(tmp_path):
     expected = [f"no access to folder {n}" for n in range(20)]
     assert result.ok and result.warnings == expected
     assert engine.store.source_state("one")["warnings"] == expected
+
+
+def other_day_zone() -> str:
+    """A time zone whose date differs from the UTC date right now (UTC-12 before noon UTC,
+    UTC+14 after): a first-sync day taken from the local clock would show."""
+    return "Etc/GMT+12" if datetime.now(UTC).hour < 12 else "Etc/GMT-14"
+
+
+def test_first_import_cut_off_default_explicit_and_off(tmp_path, monkeypatch):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY}})
+    assert engine.store.first_sync_day() is None and engine.store.review_since() == ""
+    monkeypatch.setenv("TZ", other_day_zone())
+    time.tzset()
+    try:
+        today = datetime.now(UTC).date().isoformat()
+        assert datetime.now().date().isoformat() != today
+        assert engine.sync_all()[0].ok
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    # default: the UTC day of the first sync, recorded once; the work dated before it
+    # is stored as handled
+    assert engine.store.first_sync_day() == today and engine.store.review_since() == today
+    assert engine.store.deliverables()
+    assert all(d["review_status"] != "unreviewed" for d in engine.store.deliverables())
+    explicit = probe_engine(tmp_path, {"one": {"token": CANARY}},
+                            agent="review_since = 2026-01-06")
+    explicit.sync_all()
+    assert explicit.store.review_since() == "2026-01-06"
+    assert explicit.store.first_sync_day() == today  # the recorded default is kept
+    off = probe_engine(tmp_path, {"one": {"token": CANARY}}, agent="review_since = false")
+    off.sync_all()
+    assert off.store.review_since() == ""
+    default_again = probe_engine(tmp_path, {"one": {"token": CANARY}})
+    default_again.sync_all()
+    assert default_again.store.review_since() == today
+
+
+def test_first_import_cut_off_is_none_for_a_store_that_synced_before(tmp_path):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY}}, agent="review_since = false")
+    engine.sync_all()
+    default = probe_engine(tmp_path, {"one": {"token": CANARY}})
+    default.sync_all()  # an upgrade: the default cut-off comes after the store's first sync
+    assert default.store.first_sync_day() == "" and default.store.review_since() == ""
+
+
+def test_promoted_sender_files_are_fetched_again_then_forgotten(tmp_path):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY, "stranger": True},
+                                     "two": {"token": CANARY, "stranger": True, "pages": 0}},
+                          agent="review_since = false")
+    CONTEXTS.clear()
+    assert [r.messages_new for r in engine.sync_all()] == [4, 0]
+    assert [c.refetch for c in CONTEXTS] == [[], []] and engine.store.deliverables() == []
+    with engine.store.writing():
+        engine.store.add_contractor("Ana", [Identity("email", "ana@example.com")])
+        engine.store.update_source_state("one", cursor={})  # the probe reads them again
+    assert engine.store.source_state("one")["backfill"] == ["email:ana@example.com"]
+    assert engine.store.source_state("two")["backfill"] == ["email:ana@example.com"]
+    CONTEXTS.clear()
+    engine.should_stop = lambda: True
+    stopped = engine.sync_source(engine.config.source("one"))
+    assert stopped.stopped
+    expected = [{"at": f"{page}-{i}"} for page in range(2) for i in range(2)]  # oldest first
+    assert CONTEXTS[0].refetch == expected
+    # a sync cut short may not have fetched them all: the backfill stays asked for
+    assert engine.store.source_state("one")["backfill"] == ["email:ana@example.com"]
+    engine.should_stop = lambda: False
+    CONTEXTS.clear()
+    assert all(r.ok for r in engine.sync_all())
+    assert CONTEXTS[0].refetch == expected and CONTEXTS[1].refetch == []
+    assert engine.store.source_state("one")["backfill"] == []
+    assert engine.store.source_state("two")["backfill"] == []
+
+
+def test_context_outside_a_sync_has_a_scratch_folder_of_its_own(tmp_path):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY}},
+                          agent="max_attachment_mb = 0.25")
+    source = engine.config.source("one")
+    outside = engine.context_for(source)
+    syncing = engine.context_for(source, syncing=True)
+    assert outside.scratch_dir == engine.store.tmp_dir / ".outside-sync" / "one"
+    assert stat.S_IMODE(outside.scratch_dir.stat().st_mode) == 0o700
+    assert syncing.scratch_dir == engine.store.tmp_dir / "one"
+    for context in (outside, syncing):
+        assert (context.source, context.platform) == ("one", "probe")
+        assert context.max_attachment_bytes == 256 * 1024
+        assert context.refetch == [] and dict(context.state) == {}
