@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import secrets as secrets_module
@@ -198,7 +199,8 @@ class ProbeSettings(Settings):
     env_token: Secret | None = None
     pages: int = 2
     per_page: int = 2
-    fail: Literal["", "auth", "transient", "rate", "source", "store", "crash"] = ""
+    fail: Literal["", "auth", "transient", "rate", "source", "store", "crash", "reset",
+                  "nospace", "quota"] = ""
     fail_after: int = 0
     no_cursor: bool = False
     from_owner: bool = False
@@ -258,10 +260,15 @@ class ProbeBase(Connector[ProbeSettings]):
             raise SourceError(text)
         if kind == "store":
             raise StoreError(text)
+        if kind in OS_ERRORS:
+            raise OSError(OS_ERRORS[kind], text)
         raise RuntimeError(text)
 
     def close(self) -> None:
         CLOSED.append(self.context.source)
+
+
+OS_ERRORS = {"reset": errno.ECONNRESET, "nospace": errno.ENOSPC, "quota": errno.EDQUOT}
 
 
 def bad_page_records(count: int) -> list[Any]:
@@ -780,3 +787,36 @@ def test_context_outside_a_sync_has_a_scratch_folder_of_its_own(tmp_path):
         assert (context.source, context.platform) == ("one", "probe")
         assert context.max_attachment_bytes == 256 * 1024
         assert context.refetch == [] and dict(context.state) == {}
+
+
+@pytest.mark.parametrize("kind", sorted(OS_ERRORS))
+def test_an_os_error_from_the_plugin_is_reported_by_what_it_means(tmp_path, kind):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY, "fail": kind, "fail_after": 1}})
+    (result,) = engine.sync_all()
+    assert result.ok is False and result.pages == 1
+    assert engine.store.source_state("one")["cursor"] == {"n": 1}  # the first page stays
+    if kind == "reset":
+        assert result.error_kind == "error"
+        assert result.error == (
+            f"unexpected ConnectionResetError: [Errno {errno.ECONNRESET}] token *** refused (a bug in the "
+            "plugin, or a problem with the disk; run with -v for details) "
+            '(platform "probe" comes from plugin "ProbePlugin")')
+    else:  # a full disk (or quota) is transient: the next sync goes on
+        assert result.error_kind == "transient"
+        assert result.error == (
+            f"no space left in {engine.store.data_dir}; free some disk space: the next sync "
+            "goes on from the last committed page")
+    assert engine.store.source_state("one")["error_kind"] == result.error_kind
+
+
+@pytest.mark.parametrize("kind", sorted(OS_ERRORS))
+def test_strict_mode_raises_an_os_error_unless_the_disk_is_full(tmp_path, kind):
+    probe = probe_engine(tmp_path, {"one": {"token": CANARY, "fail": kind}})
+    host = make_plugin_host(entrypoints=False, strict=True, extra=[ProbePlugin()])
+    engine = SyncEngine(probe.config, host, probe.store)
+    if kind == "reset":  # a plugin author sees the traceback
+        with pytest.raises(OSError, match="refused"):
+            engine.sync_all()
+    else:
+        (result,) = engine.sync_all()
+        assert result.ok is False and result.error_kind == "transient"
