@@ -5,7 +5,9 @@ import json
 import logging
 import secrets as secrets_module
 import stat
+import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -820,3 +822,58 @@ def test_strict_mode_raises_an_os_error_unless_the_disk_is_full(tmp_path, kind):
     else:
         (result,) = engine.sync_all()
         assert result.ok is False and result.error_kind == "transient"
+
+
+KILLED_SYNC = """
+import os, signal, sys
+sys.path.insert(0, {cwd!r})
+from pathlib import Path
+import tests.support.feed as feed
+from agent import hookimpl
+from agent.config import load_config
+from agent.plugins import make_plugin_host
+from agent.store import Store
+from agent.sync import SyncEngine
+
+where = sys.argv[1]
+
+def audit(event, args):
+    # just before the first page's cursor (with its journal) replaces meta.json
+    if (where == "cursor" and event == "os.rename" and str(args[1]).endswith("/meta.json")
+            and b"announcing" in Path(args[0]).read_bytes()):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+class Killer:
+    @hookimpl
+    def records_stored(self, batch):
+        if where == "hook":  # the first page committed, not announced yet
+            os.kill(os.getpid(), signal.SIGKILL)
+
+host = make_plugin_host(entrypoints=False, extra=[feed, Killer()])
+config = load_config(Path({config!r}), host)
+sys.addaudithook(audit)
+SyncEngine(config, host, Store(config.data_dir)).sync_all(["feed"])
+"""
+
+
+@pytest.mark.parametrize("where", ["cursor", "hook"])
+def test_a_page_committed_by_a_killed_sync_is_announced_once_by_the_next(tmp_path, where):
+    config = make_config(tmp_path)
+    script = textwrap.dedent(KILLED_SYNC.format(cwd=str(Path.cwd()), config=str(config)))
+    killed = subprocess.run([sys.executable, "-c", script, where], capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    store = Store(tmp_path / "data")
+    assert len(store.messages(source="feed")) == 3  # the first page is in
+    pending = store.source_state("feed")["pending"]
+    assert pending["stage"] == ("committing" if where == "cursor" else "announcing")
+    assert len(pending["messages"]) == 3
+    recorder = Recorder()
+    engine = engine_for(tmp_path, recorder)
+    assert engine.sync_all(["feed"])[0].ok
+    announced = [m["id"] for b in recorder.batches for m in b.messages]
+    stored = [m["id"] for m in engine.store.messages(source="feed")]
+    assert sorted(announced) == sorted(stored) and len(stored) == 7
+    delivered = [d["id"] for b in recorder.batches for d in b.deliverables]
+    assert sorted(delivered) == sorted(d["id"] for d in engine.store.deliverables())
+    assert engine.store.source_state("feed")["pending"] is None
