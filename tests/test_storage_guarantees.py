@@ -345,3 +345,8 @@ def test_upsert_tables_writes_several_tables_at_once(tmp_path, monkeypatch):
     assert fresh.get("b", "m", key="name") == {"name": "m"}
     assert shard.get("a", "3") == {"id": "3"} and shard.key_map("b", "name") == {"n": 1, "m": 2}
     assert fresh.key_map("a") == {"1": 1, "2": 2, "3": 3}
+    # a fresh reader (no cached keys) matches by each table's own key
+    reader = Shard(path)
+    assert reader.upsert_tables([("b", [{"name": "n", "v": 2}], "name"),
+                                 ("a", [{"id": "3", "v": 1}], "id")]) == [(0, 1), (0, 1)]
+    assert Shard(path).docs("b") == [{"name": "n", "v": 2}, {"name": "m"}]
