@@ -368,3 +368,61 @@ def test_ctrl_c_during_sync_says_what_was_kept_and_exits_130(tmp_path):
             first = stored
         else:
             assert int(kept.group(2)) == stored - first
+
+
+def run_on_terminal(command: list[str], *, stream: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """Run ``command`` with ``stream`` ("stdout" or "stderr") on a pseudo-terminal; return
+    its exit code, what the terminal showed and what the other stream carried."""
+    import pty
+
+    leader, follower = pty.openpty()
+    other = subprocess.PIPE
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                               stdout=follower if stream == "stdout" else other,
+                               stderr=follower if stream == "stderr" else other,
+                               env={**os.environ, **env})
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        shown += chunk
+    out, err = process.communicate(timeout=60)
+    os.close(leader)
+    return process.returncode, shown.decode(), (out if stream == "stderr" else err).decode()
+
+
+def test_progress_bar_on_a_terminal_only_and_only_for_a_long_sync(tmp_path):
+    items = [{"id": f"<m{i}@x>", "from": "maria@example.com"} for i in range(24)]
+    feed.write_feed(tmp_path / "slow.jsonl", items)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[agent]\ndata_dir = "{tmp_path}/data"\n[[sources]]\nname = "slow"\n'
+                      f'platform = "slowfeed"\n[sources.settings]\npath = "{tmp_path}/slow.jsonl"\n'
+                      "delay = 0.25\n")
+    command = [sys.executable, "-m", "tests.support.feed_cli", "--config", str(config), "sync"]
+    code, terminal, out = run_on_terminal(command, stream="stderr", env={"COLUMNS": "80"})
+    assert code == 0, terminal
+    assert "slow [" in terminal and "24/24 100%" in terminal and "#" in terminal
+    assert "\x1b[K" in terminal  # the bar is wiped before the summary...
+    assert "slow: 24 new messages" in out  # ...which goes to stdout
+    feed.write_feed(tmp_path / "slow.jsonl", [{"id": "<new@x>", "from": "a@b.c"}], append=True)
+    code, terminal, out = run_on_terminal(command, stream="stderr", env={"COLUMNS": "80"})
+    assert code == 0 and "[" not in terminal and "1 new messages" in out  # short: no bar
+    piped = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0 and piped.stderr == ""  # no terminal, no bar
+
+
+def test_tables_on_a_terminal_are_drawn_by_rich_within_its_width(tmp_path):
+    config = wide_store(tmp_path)
+    command = [sys.executable, "-m", "tests.support.feed_cli", "--config", str(config),
+               "contractors"]
+    code, terminal, err = run_on_terminal(command, stream="stdout", env={"COLUMNS": "80"})
+    assert code == 0, terminal + err
+    assert "\x1b[1m" in terminal  # a bold header row: rich drew it
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", terminal)
+    lines = plain.replace("\r\n", "\n").splitlines()
+    assert "Bartholomew" in plain and max(len(line) for line in lines) <= 80
