@@ -426,3 +426,89 @@ def test_tables_on_a_terminal_are_drawn_by_rich_within_its_width(tmp_path):
     plain = re.sub(r"\x1b\[[0-9;]*m", "", terminal)
     lines = plain.replace("\r\n", "\n").splitlines()
     assert "Bartholomew" in plain and max(len(line) for line in lines) <= 80
+
+
+# -- every builtin platform's settings are documented where a newcomer looks ------------------
+
+BUILTIN_PLATFORMS = ("imap", "maildir", "upwork", "freelancer")
+
+
+def settings_keys(model) -> set[str]:
+    """Every key of a settings model; a nested table's as ``table.key``."""
+    from pydantic import BaseModel
+
+    keys = set()
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        nested = [t for t in (info.annotation, *getattr(info.annotation, "__args__", ()))
+                  if isinstance(t, type) and issubclass(t, BaseModel)]
+        for inner in nested:
+            keys |= {f"{key}.{k}" for k in settings_keys(inner)}
+        if not nested:
+            keys.add(key)
+    return keys
+
+
+def toml_block_keys(text: str, platform: str) -> set[str]:
+    """The settings keys (set or commented out) of the source of ``platform`` in a
+    commented TOML file."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines)
+                 if re.match(rf'#?\s*platform = "{platform}"', line))
+    keys: set[str] = set()
+    table = None
+    for line in lines[start + 1:]:
+        if re.match(r"#?\s*\[\[", line):
+            break
+        header = re.match(r"#?\s*\[sources\.settings(?:\.(\w+))?\]", line)
+        if header:
+            table = header.group(1) or ""
+            continue
+        key = re.match(r"#?\s*([a-z_]+)\s*=", line)
+        if key and table is not None:
+            keys.add(f"{table}.{key.group(1)}" if table else key.group(1))
+    return keys
+
+
+def test_every_platform_setting_in_readme_example_and_init(tmp_path):
+    from pathlib import Path
+
+    from agent.cli.starter import STARTER_CONFIG
+    from agent.plugins import make_plugin_host as real_host
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    example = (root / "configs" / "retainer.example.toml").read_text()
+    init = tmp_path / "config.toml"
+    run(init, "init")
+    assert init.read_text() == STARTER_CONFIG
+    host = real_host()
+    section = readme.split("### Settings of each platform", 1)[1].split("\n## ", 1)[0]
+    for name in BUILTIN_PLATFORMS:
+        expected = settings_keys(host.platforms[name].settings)
+        assert toml_block_keys(example, name) == expected, ("example", name)
+        assert toml_block_keys(STARTER_CONFIG, name) == expected, ("init", name)
+        paragraph = section.split(f"**{name}**:", 1)[1].split("\n\n", 1)[0]
+        documented = set(re.findall(r"`([a-z_]+)", paragraph))
+        assert {k.rsplit(".", 1)[-1] for k in expected} <= documented, ("README", name)
+    assert "**Notification emails**" in section
+
+
+def test_the_example_config_is_valid(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from agent.config import load_config
+    from agent.plugins import make_plugin_host as real_host
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "configs" / "retainer.example.toml").read_text()
+    (tmp_path / "mail").mkdir()
+    config = tmp_path / "example.toml"
+    config.write_text(text.replace("~/Mail/work", str(tmp_path / "mail")).replace(
+        "~/.local/share/retainer", str(tmp_path / "data")))
+    for name in ("RETAINER_IMAP_PASSWORD", "RETAINER_UPWORK_SECRET",
+                 "RETAINER_FREELANCER_TOKEN"):
+        monkeypatch.setenv(name, "x")
+    loaded = load_config(config, real_host(), only={"inbox", "archive", "upwork-main",
+                                                    "freelancer"})
+    assert sorted(loaded.settings) == ["archive", "freelancer", "inbox", "upwork-main"]

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 @click.pass_obj
 def init(app: App, force: bool) -> None:
     """Write a commented starter config."""
-    from agent.config import STARTER_CONFIG
+    from agent.cli.starter import STARTER_CONFIG
     from agent.files import ensure_private_dir, write_private
 
     path = app.config_path
