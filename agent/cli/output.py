@@ -1,0 +1,273 @@
+"""Everything the owner reads: JSON documents, tables, progress, and the one way sizes,
+ages, durations, money and percentages are written (the dashboard's Jinja filters are
+these same functions, see :mod:`agent.web.filters`).
+
+No heavy imports here: this module is loaded by every command, and by the dashboard.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+NONE = "-"  # what a table shows for "no value"; the dashboard passes an en dash
+
+
+# -- values as people read them ----------------------------------------------------------------
+
+
+def human_size(size: int | None) -> str:
+    """``1536`` -> ``"1.5 KB"``; ``None`` (size unknown) -> ``"?"``."""
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def parse_stamp(stamp: Any) -> datetime | None:
+    """An ISO timestamp (``Z`` or an offset; naive means UTC) as an aware datetime."""
+    if not stamp:
+        return None
+    try:
+        then = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return then if then.tzinfo is not None else then.replace(tzinfo=UTC)
+
+
+def age(stamp: str | None, *, none: str = NONE) -> str:
+    """How long ago an ISO timestamp was: ``"40m"``, ``"5h"``, ``"12d"``; ``none`` if unknown."""
+    then = parse_stamp(stamp)
+    if then is None:
+        return none
+    seconds = (datetime.now(UTC) - then).total_seconds()
+    if seconds < 3600:
+        return f"{max(seconds, 0) / 60:.0f}m"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
+
+
+def _span(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{max(seconds, 60) / 60:.0f} min"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
+def ago(stamp: str | None, *, none: str = NONE) -> str:
+    """A past moment for a table: ``"just now"``, ``"5 min ago"``, ``"3 h ago"``,
+    ``"12 d ago"`` (a future one reads like :func:`until`); ``none`` if unknown."""
+    then = parse_stamp(stamp)
+    if then is None:
+        return none
+    seconds = (datetime.now(UTC) - then).total_seconds()
+    if seconds < -60:
+        return until(stamp, none=none)
+    return "just now" if seconds < 60 else f"{_span(seconds)} ago"
+
+
+def until(stamp: str | None, *, none: str = NONE) -> str:
+    """A planned moment for a table: ``"in 4 min"``, ``"in 2 h"``; ``"due"`` once it
+    has passed; ``none`` if unknown."""
+    then = parse_stamp(stamp)
+    if then is None:
+        return none
+    seconds = (then - datetime.now(UTC)).total_seconds()
+    return "due" if seconds < 30 else f"in {_span(seconds)}"
+
+
+def hours(value: float | None, *, none: str = NONE) -> str:
+    """A duration given in hours: ``"5 h"`` below two days, else ``"3 d"`` / ``"2.5 d"``."""
+    if value is None:
+        return none
+    if value < 48:
+        return f"{value:.0f} h"
+    return f"{value / 24:.1f} d".replace(".0 d", " d")
+
+
+def pct(value: float | None, *, none: str = NONE) -> str:
+    """A fraction as a percentage: ``0.25`` -> ``"25%"``."""
+    return none if value is None else f"{value * 100:.0f}%"
+
+
+def money(value: float | None, currency: str = "", *, none: str = NONE) -> str:
+    """``1234.5`` -> ``"1,234"``; the currency is named unless it is USD."""
+    if value is None:
+        return none
+    return f"{value:,.0f}" + (f" {currency}" if currency and currency != "USD" else "")
+
+
+def num(value: float | None, digits: int = 1, *, none: str = NONE) -> str:
+    """A number with ``digits`` decimals (a rating: ``"4.5"``)."""
+    return none if value is None else f"{value:.{digits}f}"
+
+
+def day(stamp: str | None, *, none: str = NONE) -> str:
+    """An ISO timestamp to the minute, as ``2026-03-01 14:05``."""
+    return (stamp or "")[:16].replace("T", " ") or none
+
+
+# -- documents and tables ----------------------------------------------------------------------
+
+
+def emit_json(document: Any) -> None:
+    """Print one JSON document on stdout (orjson: the review queue at 50,000 messages
+    would otherwise spend most of its time in the standard library's indenting encoder)."""
+    import orjson
+
+    try:
+        data = orjson.dumps(document, default=str,
+                            option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # e.g. text with lone surrogates
+        data = json.dumps(document, indent=2, ensure_ascii=False, default=str).encode(
+            "utf-8", "replace")
+    click.echo(data.decode("utf-8"))
+
+
+def emit_json_list(items: Iterable[Any]) -> None:
+    """Print a JSON array item by item (one document on stdout, written as it is read)."""
+    import orjson
+
+    click.echo("[", nl=False)
+    separator = "\n"
+    for item in items:
+        try:
+            text = orjson.dumps(item, default=str, option=orjson.OPT_INDENT_2).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            text = json.dumps(item, indent=2, ensure_ascii=False, default=str)
+        click.echo(separator + text, nl=False)
+        separator = ",\n"
+    click.echo("\n]" if separator != "\n" else "]")
+
+
+@dataclass(frozen=True)
+class Col:
+    """A table column: ``flex`` ones are cut first (with "…") when the terminal is too
+    narrow; when that is not enough, those with a ``drop`` rank are left out, the highest
+    rank first (then the rightmost). ``right``: aligned right (numbers)."""
+
+    header: str
+    flex: bool = False
+    drop: int = 0
+    right: bool = False
+
+
+MAX_CELL = 48  # without a terminal width, cells are cut here (a table stays readable)
+GAP = 2
+
+
+def terminal_width() -> int | None:
+    """The width tables must fit: ``$COLUMNS``, else stdout's terminal; None when stdout
+    is not a terminal (a pipe or a file gets whole rows)."""
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        if sys.stdout.isatty():
+            return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+    return None
+
+
+def fit(cells: list[list[str]], cols: list[Col], width: int | None
+        ) -> tuple[list[int], list[int]]:
+    """Which columns to show (their indexes) and how wide, so a row fits ``width``.
+
+    Columns keep their natural width while they fit; then flex columns shrink (widest
+    first, not below their header or 8), then droppable columns go (highest rank first), then
+    every column shrinks down to its header."""
+    natural = [max([len(c.header)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    shown = list(range(len(cols)))
+    if width is None:
+        return shown, natural
+
+    def squeeze(floors: dict[int, int]) -> tuple[list[int], int]:
+        widths = {i: natural[i] for i in shown}
+        excess = sum(widths.values()) + GAP * (len(shown) - 1) - width
+        while excess > 0:
+            room = [i for i in shown if widths[i] > floors.get(i, widths[i])]
+            if not room:
+                break
+            i = max(room, key=lambda k: (widths[k] - floors[k], k))
+            widths[i] -= 1
+            excess -= 1
+        return [widths[i] for i in shown], excess
+
+    def flex_floors() -> dict[int, int]:
+        return {i: min(natural[i], max(len(cols[i].header), 8)) for i in shown if cols[i].flex}
+
+    widths, excess = squeeze(flex_floors())
+    droppable = sorted((i for i in shown if cols[i].drop), key=lambda i: (cols[i].drop, i))
+    while excess > 0 and droppable:
+        shown.remove(droppable.pop())
+        widths, excess = squeeze(flex_floors())
+    if excess > 0:
+        widths, excess = squeeze({i: min(natural[i], max(len(cols[i].header), 3))
+                                  for i in shown})
+    return shown, widths
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str | Col]) -> None:
+    """Print rows as aligned columns that fit the terminal (see :func:`fit`); on a
+    terminal through rich (a bold header row), elsewhere as plain text."""
+    cols = [h if isinstance(h, Col) else Col(h) for h in headers]
+    width = terminal_width()
+    cells = [[_cell(c, None if width else MAX_CELL) for c in row] for row in rows]
+    index, widths = fit(cells, cols, width)
+    hidden = len(cols) - len(index)
+    shown = [cols[i] for i in index]
+    body = [[_cut(row[i], w) for i, w in zip(index, widths, strict=True)] for row in cells]
+    heads = [_cut(c.header.upper(), w) for c, w in zip(shown, widths, strict=True)]
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
+        _rich_table(heads, body, shown, widths)
+    else:
+        for line in [heads, *body]:
+            click.echo("  ".join(
+                (text.rjust(w) if col.right else text.ljust(w))
+                for text, w, col in zip(line, widths, shown, strict=True)).rstrip())
+    if hidden:
+        click.echo(f"({hidden} column(s) left out to fit {width} columns; widen the terminal "
+                   "or use --json)", err=True)
+
+
+def _rich_table(heads: list[str], body: list[list[str]], cols: list[Col],
+                widths: list[int]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    grid = Table(box=None, pad_edge=False, padding=(0, 1), show_edge=False,
+                 header_style="bold", collapse_padding=True)
+    for head, col, w in zip(heads, cols, widths, strict=True):
+        grid.add_column(head, width=w, no_wrap=True, overflow="ellipsis",
+                        justify="right" if col.right else "left")
+    for row in body:
+        grid.add_row(*row)
+    total = sum(widths) + GAP * (len(widths) - 1)
+    console = Console(file=sys.stdout, width=total + 1, highlight=False,
+                      emoji=False, markup=False)
+    console.print(grid)
+
+
+def _cell(value: Any, limit: int | None) -> str:
+    text = "" if value is None else str(value)
+    text = text.replace("\n", " ")
+    return text if limit is None else _cut(text, limit)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
