@@ -792,9 +792,14 @@ def test_context_outside_a_sync_has_a_scratch_folder_of_its_own(tmp_path):
 
 
 @pytest.mark.parametrize("kind", sorted(OS_ERRORS))
-def test_an_os_error_from_the_plugin_is_reported_by_what_it_means(tmp_path, kind):
+def test_an_os_error_from_the_plugin_is_reported_by_what_it_means(tmp_path, kind, caplog):
     engine = probe_engine(tmp_path, {"one": {"token": CANARY, "fail": kind, "fail_after": 1}})
-    (result,) = engine.sync_all()
+    with caplog.at_level(logging.DEBUG, logger="retainer.sync"):
+        (result,) = engine.sync_all()
+    (traceback,) = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert traceback.getMessage() == "traceback for one"  # what "-v" shows
+    assert traceback.exc_info is not None and traceback.exc_info[0] is type(
+        OSError(OS_ERRORS[kind], ""))
     assert result.ok is False and result.pages == 1
     assert engine.store.source_state("one")["cursor"] == {"n": 1}  # the first page stays
     if kind == "reset":
@@ -877,3 +882,17 @@ def test_a_page_committed_by_a_killed_sync_is_announced_once_by_the_next(tmp_pat
     delivered = [d["id"] for b in recorder.batches for d in b.deliverables]
     assert sorted(delivered) == sorted(d["id"] for d in engine.store.deliverables())
     assert engine.store.source_state("feed")["pending"] is None
+
+
+def test_a_sync_with_nothing_new_writes_only_its_outcome(tmp_path, monkeypatch):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY},
+                                     "empty": {"token": CANARY, "pages": 0}})
+    assert engine.sync_all(["one"])[0].messages_new == 4
+    for name in ("one", "empty"):  # the cursor at the end; a source with nothing at all
+        spy = fsspy.install(monkeypatch)
+        (result,) = engine.sync_all([name])
+        assert result.ok and result.pages == 0
+        written = [Path(c.dest).name for c in spy.calls if c.kind == "replace"]
+        assert written == ["meta.json"]  # the outcome, no journal
+        monkeypatch.undo()
+    assert "pending" not in engine.store.source_state("empty")
