@@ -896,3 +896,17 @@ def test_a_sync_with_nothing_new_writes_only_its_outcome(tmp_path, monkeypatch):
         assert written == ["meta.json"]  # the outcome, no journal
         monkeypatch.undo()
     assert "pending" not in engine.store.source_state("empty")
+
+
+def test_a_stopped_sync_leaves_no_journal_and_nothing_is_announced_twice(tmp_path):
+    recorder = Recorder()
+    engine = engine_for(tmp_path, recorder)
+    engine.should_stop = lambda: True
+    stopped = engine.sync_source(engine.config.source("feed"))
+    assert stopped.stopped and stopped.pages == 1
+    assert engine.store.source_state("feed")["pending"] is None  # announced, journal closed
+    engine.should_stop = lambda: False
+    assert engine.sync_all(["feed"])[0].ok
+    announced = [m["id"] for b in recorder.batches for m in b.messages]
+    assert sorted(announced) == sorted(m["id"] for m in engine.store.messages(source="feed"))
+    assert len(announced) == 7
