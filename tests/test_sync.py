@@ -840,7 +840,7 @@ from agent.plugins import make_plugin_host
 from agent.store import Store
 from agent.sync import SyncEngine
 
-where = sys.argv[1]
+where, source = sys.argv[1], sys.argv[2]
 
 def audit(event, args):
     # just before the first page's cursor (with its journal) replaces meta.json
@@ -857,31 +857,38 @@ class Killer:
 host = make_plugin_host(entrypoints=False, extra=[feed, Killer()])
 config = load_config(Path({config!r}), host)
 sys.addaudithook(audit)
-SyncEngine(config, host, Store(config.data_dir)).sync_all(["feed"])
+SyncEngine(config, host, Store(config.data_dir)).sync_all([source])
 """
 
 
-@pytest.mark.parametrize("where", ["cursor", "hook"])
-def test_a_page_committed_by_a_killed_sync_is_announced_once_by_the_next(tmp_path, where):
+@pytest.mark.parametrize(("where", "source", "page"), [
+    ("cursor", "feed", 3), ("hook", "feed", 3),
+    ("hook", "other", 1)])  # a newsletter: a message, no deliverable
+def test_a_page_committed_by_a_killed_sync_is_announced_once_by_the_next(
+        tmp_path, caplog, where, source, page):
     config = make_config(tmp_path)
     script = textwrap.dedent(KILLED_SYNC.format(cwd=str(Path.cwd()), config=str(config)))
-    killed = subprocess.run([sys.executable, "-c", script, where], capture_output=True,
+    killed = subprocess.run([sys.executable, "-c", script, where, source], capture_output=True,
                             text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr
     store = Store(tmp_path / "data")
-    assert len(store.messages(source="feed")) == 3  # the first page is in
-    pending = store.source_state("feed")["pending"]
+    assert len(store.messages(source=source)) == page  # the first page is in
+    pending = store.source_state(source)["pending"]
     assert pending["stage"] == ("committing" if where == "cursor" else "announcing")
-    assert len(pending["messages"]) == 3
+    assert len(pending["messages"]) == page
     recorder = Recorder()
     engine = engine_for(tmp_path, recorder)
-    assert engine.sync_all(["feed"])[0].ok
+    with caplog.at_level(logging.INFO, logger="retainer.sync"):
+        assert engine.sync_all([source])[0].ok
+    files = page if source == "feed" else 0
+    assert f"{source}: announcing {page} messages and {files} deliverables an interrupted " \
+        "sync stored" in [r.getMessage() for r in caplog.records]
     announced = [m["id"] for b in recorder.batches for m in b.messages]
-    stored = [m["id"] for m in engine.store.messages(source="feed")]
-    assert sorted(announced) == sorted(stored) and len(stored) == 7
+    stored = [m["id"] for m in engine.store.messages(source=source)]
+    assert sorted(announced) == sorted(stored) and len(stored) == (7 if files else 1)
     delivered = [d["id"] for b in recorder.batches for d in b.deliverables]
     assert sorted(delivered) == sorted(d["id"] for d in engine.store.deliverables())
-    assert engine.store.source_state("feed")["pending"] is None
+    assert engine.store.source_state(source)["pending"] is None
 
 
 def test_a_sync_with_nothing_new_writes_only_its_outcome(tmp_path, monkeypatch):
