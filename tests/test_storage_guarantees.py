@@ -25,6 +25,7 @@ from agent.store.storage import (
     file_stamp,
     iso,
     json_safe,
+    shape_problem,
 )
 from tests.support import fsspy
 
@@ -350,3 +351,37 @@ def test_upsert_tables_writes_several_tables_at_once(tmp_path, monkeypatch):
     assert reader.upsert_tables([("b", [{"name": "n", "v": 2}], "name"),
                                  ("a", [{"id": "3", "v": 1}], "id")]) == [(0, 1), (0, 1)]
     assert Shard(path).docs("b") == [{"name": "n", "v": 2}, {"name": "m"}]
+
+
+@pytest.mark.parametrize(("data", "problem"), [
+    (None, "the file holds null, not an object of tables"),
+    ([], "the file holds a list, not an object of tables"),
+    ("x", "the file holds text, not an object of tables"),
+    (True, "the file holds true/false, not an object of tables"),
+    (5, "the file holds a number, not an object of tables"),
+    (2.5, "the file holds a number, not an object of tables"),
+    ({}, "the file holds an empty object; Retainer never writes one"),
+    ({"t": []}, 'table "t" is a list, not an object'),
+    ({"t": None}, 'table "t" is null, not an object'),
+    ({"t": {"1": {"id": "a"}, "x" * 50: {}}}, f'table "t" has a document numbered {"x" * 40!r}'),
+    ({"t": {"1": "doc"}}, 'document 1 of table "t" is text'),
+    ({"t": {"1": {}, "2": {"id": 3}}}, ""),  # a table of its own: any key
+    ({"sources": {"1": {"source": "a"}, "2": {"source": 7}}},
+     'document 2 of table "sources" has no text "source"'),
+    ({"messages": {"3": {"subject": "no id"}}}, 'document 3 of table "messages" has no text "id"'),
+    ({"meta": {"1": {"name": "schema"}}, "t": {}}, ""),  # an empty table is fine
+])
+def test_shape_problem_names_what_is_wrong(data, problem):
+    assert shape_problem(data) == problem
+
+
+def test_a_file_of_the_wrong_shape_is_refused_with_the_problem(tmp_path):
+    path = tmp_path / "roster.json"
+    path.write_text('{"contractors": {"1": {"name": "no id"}}}')
+    with pytest.raises(StoreError) as err:
+        Shard(path).docs("contractors")
+    assert str(err.value) == (
+        f"{path} is valid JSON but not a Retainer store file (document 1 of table "
+        '"contractors" has no text "id"); something else changed it. Move it aside (mv it '
+        "to a .corrupt name) and run `retainer sync` to fetch again; nothing was read or "
+        "written.")
