@@ -183,6 +183,13 @@ def test_failed_write_reloads_the_previous_state(tmp_path, monkeypatch):
                               "disk space: the next sync goes on from the last committed page")
     assert err.value.__cause__ is None and err.value.__suppress_context__
     assert storage.read() == {"t": {"1": {"v": 1}}} == json.loads(path.read_bytes())
+    # in a data folder the message names the data folder, whatever the file's depth
+    shard = tmp_path / "data" / "store" / "messages" / "s000001.json"
+    shard.parent.mkdir(parents=True)
+    spy.fail_fsync_at = spy.file_fsyncs
+    with pytest.raises(StoreError) as err:
+        AtomicStorage(shard).write({"t": {}})
+    assert str(err.value).startswith(f"no space left in {tmp_path / 'data'} (writing s000001")
 
 
 def test_shard_after_failed_upsert_matches_disk(tmp_path, monkeypatch):
