@@ -392,3 +392,30 @@ def test_a_file_of_the_wrong_shape_is_refused_with_the_problem(tmp_path):
         '"contractors" has no text "id"); something else changed it. Move it aside (mv it '
         "to a .corrupt name) and run `retainer sync` to fetch again; nothing was read or "
         "written.")
+
+
+def test_a_write_that_fails_for_another_reason_does_not_blame_the_disk_space(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder should be")
+    path = blocker / "s.json"
+    storage = AtomicStorage(path)
+    with pytest.raises(StoreError) as err:
+        storage.write({"t": {}})
+    assert str(err.value) == (
+        f"could not write {path}: Not a directory; check that its folder can be written "
+        "(permissions, a read-only or failing disk), then sync again")
+    assert storage.data is None  # nothing kept in memory as if written
+
+
+def test_a_file_that_cannot_be_stored_for_another_reason_says_so(tmp_path):
+    from agent.store.blobs import Blobs
+
+    (tmp_path / "tmp").mkdir()
+    files = tmp_path / "files"
+    files.write_text("a file where the files folder should be")
+    with pytest.raises(StoreError) as err:
+        Blobs(tmp_path, files, tmp_path / "tmp").put(Attachment("a.pdf", data=b"%PDF"), "a.pdf")
+    assert str(err.value) == (
+        f"could not store 'a.pdf' in {files}: Not a directory; check that the folder can be "
+        "written (permissions, a read-only or failing disk), then sync again")
+    assert list((tmp_path / "tmp").iterdir()) == []  # no half file left
