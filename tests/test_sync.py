@@ -887,6 +887,7 @@ def test_a_page_committed_by_a_killed_sync_is_announced_once_by_the_next(
     announced = [m["id"] for b in recorder.batches for m in b.messages]
     stored = [m["id"] for m in engine.store.messages(source=source)]
     assert sorted(announced) == sorted(stored) and len(stored) == (7 if files else 1)
+    assert {b.source for b in recorder.batches} == {source}
     delivered = [d["id"] for b in recorder.batches for d in b.deliverables]
     assert sorted(delivered) == sorted(d["id"] for d in engine.store.deliverables())
     assert engine.store.source_state(source)["pending"] is None
