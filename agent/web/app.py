@@ -92,8 +92,7 @@ def build(ctx: WebContext) -> Flask:
     from agent.web import filters, pages
 
     filters.register(app)
-    pages.register(app, ctx, access)
-    access.warm()  # the first pages are ready when the owner opens them
+    pages.register(app, ctx, access)  # it starts reading the store ahead (StoreAccess.warm)
     return app
 
 

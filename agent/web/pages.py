@@ -20,9 +20,10 @@ from markupsafe import Markup
 from agent.errors import ConfigError, RetainerError, StoreError
 from agent.files import write_private
 from agent.stats import parse_time
-from agent.store import Store
+from agent.store.core import version_label
 from agent.web import WebContext
 from agent.web import previews as pv
+from agent.web.cache import ReadModel
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -93,104 +94,59 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
 
         return load_config(ctx.config_path, ctx.host if validate else None)
 
-    # -- shared reads (memoized per state of the store, see agent.web.cache) -------------
+    # -- shared reads (the read model of agent.web.cache, refreshed once per request) --------
 
-    def stamp() -> Any:
-        if "stamp" not in g:
-            g.stamp = access.fingerprint()
-        return g.stamp
+    def model() -> ReadModel:
+        if "model" not in g:
+            g.model = access.model()
+        return g.model  # type: ignore[no-any-return]
 
-    def facts_of(store: Store, at: Any) -> Any:
-        from agent.stats import Facts
+    def queue_row(doc: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+        row = dict(doc, contractor=names.get(doc.get("contractor_id") or ""),
+                   task=doc.get("title") or "", version_label=version_label(doc))
+        row["file_kind"] = _file_kind(doc)
+        row["preview"] = pv.kind_of(doc)
+        received = parse_time(doc.get("received_at"))
+        row["_ts"] = received.timestamp() if received else None
+        return row
 
-        return access.memo("facts", lambda: Facts.load(store), at)
-
-    def roster_of(store: Store, at: Any) -> list[dict[str, Any]]:
-        from agent.stats import roster_rows as rows
-
-        return access.memo(  # type: ignore[no-any-return]
-            "roster", lambda: rows(store, facts_of(store, at)), at)
-
-    def queue_of(store: Store, at: Any, overdue_after: timedelta) -> dict[str, dict[str, Any]]:
-        from agent.review import queue
-
-        def compute() -> dict[str, dict[str, Any]]:
-            rows = {}
-            for row in queue(store, overdue_after=overdue_after):
-                row["file_kind"] = _file_kind(row)
-                row["preview"] = pv.kind_of(row)
-                received = parse_time(row.get("received_at"))
-                row["_ts"] = received.timestamp() if received else None
-                rows[row["id"]] = row
-            return rows
-
-        return access.memo(f"queue:{overdue_after.total_seconds()}", compute, at)  # type: ignore[no-any-return]
-
-    def deliverables_of(store: Store, at: Any) -> dict[str, dict[str, Any]]:
-        return access.memo(  # type: ignore[no-any-return]
-            "deliverables", lambda: {d["id"]: d for d in store.deliverables()}, at)
-
-    def messages_of(store: Store, at: Any) -> dict[str, list[dict[str, Any]]]:
-        return access.memo("messages", lambda: _messages_by_contractor(store), at)  # type: ignore[no-any-return]
-
-    def report_of(store: Store, at: Any, period: timedelta) -> dict[str, Any]:
-        from agent.report import build
-
-        return access.memo(f"report:{period.total_seconds()}",  # type: ignore[no-any-return]
-                           lambda: build(store, since=period, facts=facts_of(store, at)), at)
+    def queue_rows() -> dict[str, dict[str, Any]]:
+        return model().queue(queue_row)
 
     def facts() -> Any:
-        return facts_of(access.store, stamp())
+        return model().facts()
 
     def roster_rows() -> list[dict[str, Any]]:
-        return roster_of(access.store, stamp())
-
-    def queue_rows(overdue_after: timedelta) -> dict[str, dict[str, Any]]:
-        return queue_of(access.store, stamp(), overdue_after)
+        return model().roster_rows()
 
     def all_deliverables() -> dict[str, dict[str, Any]]:
-        return deliverables_of(access.store, stamp())
+        return model().deliverable_map()
 
     def deliverable(ref: str) -> dict[str, Any]:
-        """One deliverable by id (from the memo), else by prefix (from the store)."""
+        """One deliverable by id (from the read model), else by prefix (from the store)."""
         found = all_deliverables().get(ref)
         return found if found is not None else access.store.deliverable(ref)
 
-    def warm(store: Store) -> None:
-        """What the next pages need, computed ahead (agent.web.cache runs it after writes)."""
-        from agent.configfile import quick_config
+    def report_of(period: timedelta) -> dict[str, Any]:
+        from agent.report import build
 
-        at = access.fingerprint()
-        queue_of(store, at, quick_config(ctx.config_path).review_overdue)
-        deliverables_of(store, at)
-        roster_of(store, at)
-        report_of(store, at, timedelta(days=90))
-        messages_of(store, at)
+        return model().memo(  # type: ignore[no-any-return]
+            f"report:{period.total_seconds()}", ReadModel.FACTS,
+            lambda: build(access.store, since=period, facts=facts()), clock=True)
 
-    access.set_warmer(warm)
+    def warm(m: ReadModel) -> None:
+        """What the first pages need, read ahead when the dashboard starts."""
+        m.queue(queue_row)
+        m.roster_rows()
+        report_of_model(m, timedelta(days=90))
 
-    def reviewed(docs: list[dict[str, Any]], at_before: Any) -> None:
-        """Inside a write: patch the memos a review changes, so the queue stays warm."""
-        for key, data in access.entries(at_before):
-            if key == "deliverables":
-                for doc in docs:
-                    old = data.get(doc["id"])
-                    if old is not None:
-                        data[doc["id"]] = dict(old, review_status=doc["review_status"],
-                                               review=doc["review"])
-                access.patched(key)
-            elif key.startswith("queue:"):
-                for doc in docs:
-                    if doc["review_status"] != "unreviewed":
-                        data.pop(doc["id"], None)
-                access.patched(key)
-            elif key == "messages":
-                access.patched(key)
+    def report_of_model(m: ReadModel, period: timedelta) -> None:
+        from agent.report import build
 
-    def unchanged(*keys: str) -> None:
-        """Inside a write: these memos do not depend on what is written."""
-        for key in keys:
-            access.patched(key)
+        m.memo(f"report:{period.total_seconds()}", ReadModel.FACTS,
+               lambda: build(access.store, since=period, facts=m.facts()), clock=True)
+
+    access.warm(warm)
 
     def ignored_path() -> Path:
         from agent.web.security import web_dir
@@ -213,8 +169,8 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     def queue_page() -> str:
         with ctx.lock:
             config = quick()
-            rows = list(queue_rows(config.review_overdue).values())
-            names = {c["id"]: c["name"] for c in access.store.contractors()}
+            rows = list(queue_rows().values())
+            names = model().names
         wanted = {k: request.args.get(k, "") for k in ("contractor", "source", "kind")}
         only_overdue = request.args.get("overdue") == "1"
         late_before = time.time() - config.review_overdue.total_seconds()
@@ -247,8 +203,8 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         with ctx.lock:
             config = quick()
             doc = deliverable(deliverable_id)
-            names = {c["id"]: c["name"] for c in access.store.contractors()}
-            row = queue_rows(config.review_overdue).get(doc["id"])
+            names = model().names
+            row = queue_rows().get(doc["id"])
         late_before = time.time() - config.review_overdue.total_seconds()
         item = dict(row, overdue=row["_ts"] is not None and row["_ts"] < late_before) if row \
             else dict(doc, contractor=names.get(doc.get("contractor_id") or ""), overdue=False,
@@ -305,14 +261,11 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
                     "deliverable_id": current["id"], "contractor_id": current.get("contractor_id"),
                 }
             with access.writing() as store:
-                before = access.fingerprint()
-                docs = wf.record_reviews(store, [(current, {
+                wf.record_reviews(store, [(current, {
                     "status": status, "rating": rating, "feedback": feedback, "cost": cost,
                     "hours": hours, "when": None})])
                 if sent_entry is not None:
                     wf.record_sent(store, sent_entry, deliverable_id=current["id"])
-                    docs = [store.stored_deliverable(current["id"]) or docs[0]]
-                reviewed(docs, before)
         verdict = "approved" if status == "approved" else "changes requested"
         flash(f"{current['filename']}: {verdict}" + (f", {rating}/5" if rating else "")
               + ("; the reply was sent" if sent_entry else ""))
@@ -329,15 +282,12 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
             flash("Tick the items to approve first.")
             return redirect(back, 303)
         with ctx.lock:
-            config = quick()
-            waiting = queue_rows(config.review_overdue)
+            waiting = queue_rows()
             chosen = [waiting[i] for i in dict.fromkeys(ids) if i in waiting]
             with access.writing() as store:
-                before = access.fingerprint()
-                docs = wf.record_reviews(store, [(doc, {
+                wf.record_reviews(store, [(doc, {
                     "status": "approved", "rating": rating, "feedback": "", "when": None})
                     for doc in chosen])
-                reviewed(docs, before)
         flash(f"Approved {len(chosen)} item{'s' if len(chosen) != 1 else ''}"
               + (f" ({len(ids) - len(chosen)} were already reviewed)" if len(chosen) < len(ids)
                  else ""))
@@ -389,9 +339,9 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         task = request.args.get("task", "").strip()[:200]
         with ctx.lock:
             rows = list(roster_rows())
-            suggestions = access.memo(  # ranking reads every deliverable: once per task
-                f"suggest:{task.lower()}", lambda: rank(task, rows, facts()), stamp()) \
-                if task else []
+            suggestions = model().memo(  # ranking reads every deliverable: once per task
+                f"suggest:{task.lower()}", ReadModel.FACTS, lambda: rank(task, rows, facts()),
+                clock=True) if task else []
 
         def key(row: dict[str, Any]) -> tuple[bool, Any]:
             value = row.get(sort)
@@ -406,20 +356,18 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
 
     @app.get("/contractors/<contractor_id>")
     def contractor_page(contractor_id: str) -> str:
-        from agent.store import workflow as wf
-
         with ctx.lock:
-            store = access.store
-            doc = store.find_contractor(contractor_id)
+            m = model()
+            doc = access.store.find_contractor(contractor_id)
             cid = doc["id"]
-            row = next((r for r in roster_rows() if r["id"] == cid), dict(doc))
-            roster = store.roster()
-            identities = [roster.identities.get(k, {"key": k}) for k in doc.get("identities", [])]
-            work = [d for d in all_deliverables().values() if d.get("contractor_id") == cid]
-            messages = messages_of(store, stamp()).get(cid, [])
-            reviews = [r for r in facts().reviews if r.get("contractor_id") == cid]
-            sent = [s for s in wf.sent_instructions(store) if s.get("contractor_id") == cid]
-            templates = wf.templates(store)
+            row = m.roster_row(cid) or dict(doc)
+            assert m.roster is not None
+            identities = [m.roster.identities.get(k, {"key": k}) for k in doc.get("identities", [])]
+            work = m.deliverables_of(cid)
+            messages, message_count = m.messages_of(cid)
+            reviews = m.reviews_of(cid)
+            sent = [s for s in m.instructions() if s.get("contractor_id") == cid]
+            templates = m.templates()
         timeline = sorted(
             [{"at": m.get("sent_at") or "", "what": "message", "doc": m} for m in messages]
             + [{"at": d.get("received_at") or "", "what": "deliverable", "doc": d} for d in work]
@@ -428,7 +376,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         return render_template("contractor.html", title=doc["name"], c=doc, row=row,
                                identities=identities, timeline=timeline, reviews=reviews[-50:],
                                sent=sent, templates=templates, work_count=len(work),
-                               message_count=len(messages))
+                               message_count=message_count)
 
     @app.post("/contractors/<contractor_id>/status")
     def contractor_status(contractor_id: str) -> Any:
@@ -440,7 +388,6 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         with ctx.lock, access.writing() as store:
             doc = store.update_contractor(store.find_contractor(contractor_id)["id"],
                                           status=status)
-            unchanged("messages", "deliverables")
         flash(f"{doc['name']} is now {doc['status']}")
         return redirect(url_for("contractor_page", contractor_id=doc["id"]), 303)
 
@@ -485,7 +432,6 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
                                                      route[0], message))
             with access.writing() as wstore:
                 saved = wf.record_instruction(wstore, entry)
-                unchanged("messages", "deliverables", "queue:")
         flash(f"{doc['name']} v{version['version']} "
               f"{'sent' if mode == 'send' else 'recorded'} to {contractor['name']} ({saved['id']})")
         return redirect(url_for("contractor_page", contractor_id=contractor["id"]), 303)
@@ -544,7 +490,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     def report_doc(since_text: str) -> dict[str, Any]:
         from agent.commands import parse_since
 
-        return report_of(access.store, stamp(), parse_since(since_text))
+        return report_of(parse_since(since_text))
 
     @app.get("/report")
     def report_page() -> str:
@@ -578,7 +524,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         config = full_config(validate=False)
         with ctx.lock:
             states = access.store.source_states()
-            counts = access.store.counts()
+            counts = model().counts()
         rows = []
         for source in config.sources:
             state = states.get(source.name, {})
@@ -608,11 +554,10 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     @app.get("/templates")
     def templates_page() -> str:
         from agent.instructions import STARTER
-        from agent.store import workflow as wf
 
         with ctx.lock:
-            docs = wf.templates(access.store)
-            sent = wf.sent_instructions(access.store)
+            docs = model().templates()
+            sent = model().instructions()
         counts: dict[str, int] = {}
         for s in sent:
             counts[s.get("template", "")] = counts.get(s.get("template", ""), 0) + 1
@@ -650,7 +595,6 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
                     t["name"] == name.lower() for t in wf.templates(store)):
                 raise StoreError(f'a template "{name}" exists; open it to edit it')
             doc = wf.save_template(store, name, text, skill=skill, subject=subject)
-            unchanged("messages", "deliverables", "queue:", "facts", "roster", "report:")
         flash(f"{doc['name']}: version {doc['versions'][-1]['version']} saved")
         return redirect(url_for("template_page", name=doc["name"]), 303)
 
@@ -668,20 +612,6 @@ def _duration(value: timedelta) -> str:
     from agent.web.filters import hours
 
     return hours(value.total_seconds() / 3600)
-
-
-def _messages_by_contractor(store: Store, limit: int = 200) -> dict[str, list[dict[str, Any]]]:
-    """Each contractor's newest messages (the fields the timeline shows), in one pass."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for doc in store.iter_messages():
-        cid = doc.get("contractor_id")
-        if cid:
-            out.setdefault(cid, []).append({k: doc.get(k) for k in (
-                "id", "sent_at", "direction", "subject", "source")})
-    for docs in out.values():
-        docs.sort(key=lambda d: d.get("sent_at") or "", reverse=True)
-        del docs[limit:]
-    return out
 
 
 def _file_path(ctx: WebContext, doc: dict[str, Any]) -> Path | None:
