@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -90,16 +91,28 @@ def latency_series(facts: Facts, lo: datetime, hi: datetime) -> list[dict[str, A
             for w, v in sorted(weeks.items())]
 
 
+Metrics = Callable[[datetime, datetime, bool], dict[str, dict[str, Any]]]
+
+
 def build(store: Store, *, since: timedelta = timedelta(days=90), now: datetime | None = None,
-          facts: Facts | None = None) -> dict[str, Any]:
-    """The report for ``[now - since, now)`` with trends against the period before."""
+          facts: Facts | None = None, metrics: Metrics | None = None) -> dict[str, Any]:
+    """The report for ``[now - since, now)`` with trends against the period before.
+
+    ``metrics(since, until, by_skill)`` answers as :func:`agent.stats.compute` of ``facts``
+    does (the dashboard passes one that reuses what did not change)."""
     now = now or datetime.now(UTC)
     facts = facts or Facts.load(store)
+    loaded = facts
+
+    def computed(a: datetime, b: datetime, by_skill: bool) -> dict[str, dict[str, Any]]:
+        return compute(loaded, since=a, until=b, by_skill=by_skill)
+
+    figures = metrics or computed
     lo, prev_lo = now - since, now - 2 * since
-    current = compute(facts, since=lo, until=now)
-    previous = compute(facts, since=prev_lo, until=lo)
-    skills_now = compute(facts, since=lo, until=now, by_skill=True)
-    skills_before = compute(facts, since=prev_lo, until=lo, by_skill=True)
+    current = figures(lo, now, False)
+    previous = figures(prev_lo, lo, False)
+    skills_now = figures(lo, now, True)
+    skills_before = figures(prev_lo, lo, True)
     names = {c["id"]: c for c in facts.contractors}
     contractors = []
     for cid, row in current.items():

@@ -27,14 +27,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.store import Store
-from agent.store.storage import file_stamp
+from agent.store.storage import file_stamp, iso
 
 if TYPE_CHECKING:
-    from agent.stats import Facts
+    from agent.stats import Facts, ReviewEvent, Work
     from agent.store.core import Roster
 
 log = logging.getLogger("retainer.web")
@@ -114,6 +115,20 @@ class ReadModel:
         self._memo: dict[str, tuple[Any, Any]] = {}
         self._rows: dict[str, tuple[Any, int, dict[str, Any]]] = {}
         self._derived: dict[str, tuple[Any, Any, int, Any, Any]] = {}
+        self._slices: dict[str, Slice] = {}
+        self._slices_gens: dict[str, int] = {}
+        # indexes of the resolved deliverables, kept current shard by shard
+        self._by_cid: dict[str, dict[str, dict[str, Any]]] = {}
+        self._doc_cid: dict[str, str] = {}
+        self._by_thread: dict[str, set[str]] = {}
+        self._replaced_by: dict[str, dict[str, dict[str, Any]]] = {}
+        # what changed since the facts (documents, threads) and slices (contractors) were built
+        self._dirty_docs: set[str] = set()
+        self._dirty_threads: set[str] = set()
+        self._dirty_cids: set[str] = set()
+        self._facts_instr = -1
+        self._skills: dict[str, Any] = {}
+        self._last_derived: dict[str, Any] | None = None
         self.stats = {"shards_read": 0}
 
     # -- parts ------------------------------------------------------------------------------
@@ -149,25 +164,75 @@ class ReadModel:
 
     def _refresh_deliverables(self) -> None:
         stamps = self._stamps("deliverables")
-        changed = set(self._dparts) - set(stamps)
-        for name in changed:
-            del self._dparts[name]
+        changed = False
+        for name in set(self._dparts) - set(stamps):
+            self._docs_changed(self._dparts.pop(name)[1].docs, [])
+            changed = True
         links_gen = self.gen["links"]
         for name, stamp in stamps.items():
             have = self._dparts.get(name)
-            if have is None or have[0] != (stamp, links_gen):
-                if have is None or have[0][0] != stamp:
-                    part = DeliverablePart(
-                        list(self.store.read_shard("deliverables", name).docs("deliverables")))
-                    self.stats["shards_read"] += 1
+            if have is not None and have[0] == (stamp, links_gen):
+                continue
+            if have is None or have[0][0] != stamp:
+                part = DeliverablePart(
+                    list(self.store.read_shard("deliverables", name).docs("deliverables")))
+                self.stats["shards_read"] += 1
+            else:
+                part = DeliverablePart(have[1].raw)
+            # a document that did not change keeps its object: what was derived from it
+            # (queue rows, figures) is found again by identity
+            same = ({d["id"]: (d, r) for d, r in zip(have[1].raw, have[1].docs, strict=True)}
+                    if have is not None and have[0][1] == links_gen else {})
+            for d in part.raw:
+                old = same.get(d["id"])
+                if old is not None and old[0] == d:
+                    part.docs.append(old[1])
                 else:
-                    part = have[1]
-                part.docs = [dict(d, contractor_id=self.links.get(d.get("identity") or "")
-                                  or d.get("contractor_id")) for d in part.raw]
-                self._dparts[name] = ((stamp, links_gen), part)
-                changed.add(name)
+                    part.docs.append(dict(d, contractor_id=self.links.get(d.get("identity") or "")
+                                          or d.get("contractor_id")))
+            self._docs_changed(have[1].docs if have is not None else [], part.docs)
+            self._dparts[name] = ((stamp, links_gen), part)
+            changed = True
         if changed:
             self.gen["deliverables"] += 1
+
+    def _docs_changed(self, before: list[dict[str, Any]], after: list[dict[str, Any]]) -> None:
+        """Keep the indexes by contractor, thread and replaced work current, and note what
+        changed (for :meth:`_facts` and :meth:`_slices_now`)."""
+        now = {d["id"]: d for d in after}
+        for d in before:
+            if now.get(d["id"]) is not d:
+                self._unindex(d)
+        was = {d["id"]: d for d in before}
+        for d in after:
+            if was.get(d["id"]) is not d:
+                self._index(d)
+
+    def _index(self, d: dict[str, Any]) -> None:
+        did, cid = d["id"], d.get("contractor_id") or ""
+        self._by_cid.setdefault(cid, {})[did] = d
+        self._doc_cid[did] = cid
+        self._by_thread.setdefault(d.get("thread_id") or "", set()).add(did)
+        if d.get("replaces"):
+            self._replaced_by.setdefault(d["replaces"], {})[did] = d
+        self._dirty_docs.add(did)
+        self._dirty_cids.add(cid)
+        self._dirty_cids.add(self._cid_of(d.get("replaces")))
+
+    def _unindex(self, d: dict[str, Any]) -> None:
+        did, cid = d["id"], d.get("contractor_id") or ""
+        self._by_cid.get(cid, {}).pop(did, None)
+        self._doc_cid.pop(did, None)
+        self._by_thread.get(d.get("thread_id") or "", set()).discard(did)
+        if d.get("replaces"):
+            self._replaced_by.get(d["replaces"], {}).pop(did, None)
+        self._dirty_docs.add(did)
+        self._dirty_cids.add(cid)
+        self._dirty_cids.add(self._cid_of(d.get("replaces")))
+
+    def _cid_of(self, did: str | None) -> str:
+        """The contractor of a deliverable by id (as last indexed), ``""`` if none."""
+        return self._doc_cid.get(did or "", "")
 
     def _refresh_messages(self) -> None:
         stamps = self._stamps("messages")
@@ -200,6 +265,7 @@ class ReadModel:
             touched.update(part.activity)
             self._mparts[name] = (stamp, part)
             changed = True
+        self._dirty_threads |= touched
         for tid in touched:  # only the threads the changed shards hold are merged again
             shards = sorted(self._thread_shards.get(tid) or ())
             entries = [self._mparts[s][1].activity[tid] for s in shards
@@ -353,36 +419,178 @@ class ReadModel:
         for ins in facts.instructions:
             facts.by_contractor_instr.setdefault(ins["contractor_id"], []).append(ins)
         by_id = {c["id"]: c for c in facts.contractors}
-        instructions_gen = self.gen["instructions"]
-        kept: dict[str, tuple[Any, Any, int, Any, Any]] = {}
-        for d in facts.deliverables:
-            contractor = by_id.get(d.get("contractor_id") or "")
-            if contractor is None:
+        skills = {cid: c.get("skills") for cid, c in by_id.items()}
+        previous = self._last_derived
+        if previous is None or self._facts_instr != self.gen["instructions"]:
+            redo = set(self.deliverable_map())  # everything
+            derived: dict[str, Any] = {}
+        else:  # what the documents, threads and skills that changed touch
+            redo = set(self._dirty_docs)
+            for tid in self._dirty_threads:
+                redo |= self._by_thread.get(tid, set())
+            for cid in set(skills) | set(self._skills):
+                if skills.get(cid) != self._skills.get(cid):
+                    redo |= set(self._by_cid.get(cid, {}))
+            derived = dict(previous)
+        dmap = self.deliverable_map()
+        facts._derived = derived
+        for did in redo:
+            old = derived.pop(did, None)
+            d = dmap.get(did)
+            contractor = by_id.get(d.get("contractor_id") or "") if d is not None else None
+            if d is None or contractor is None:
                 continue
-            skills = contractor.get("skills")
-            activity = self.activity.get(d.get("thread_id") or "")
-            have = self._derived.get(d["id"])
-            if (have is not None and have[0] is d and have[1] == skills
-                    and have[2] == instructions_gen and have[3] is activity):
-                facts._derived[d["id"]] = have[4]
-                kept[d["id"]] = have
-            else:
-                kept[d["id"]] = (d, skills, instructions_gen, activity,
-                                 facts.derived(d, contractor))
-        self._derived = kept
+            if facts.derived(d, contractor) != old:
+                self._dirty_cids.add(d.get("contractor_id") or "")
+        self._dirty_docs.clear()
+        self._dirty_threads.clear()
+        self._last_derived = derived
+        self._facts_instr = self.gen["instructions"]
+        self._skills = skills
         return facts
+
+    # -- per contractor ---------------------------------------------------------------------
+
+    def slices(self) -> dict[str, Slice]:
+        """Every contractor's share of the facts, and its figures; a contractor's share is
+        computed again only when something it is made of changed."""
+        return self.memo("slices", self.FACTS, self._slices_now)  # type: ignore[no-any-return]
+
+    def _slices_now(self) -> dict[str, Slice]:
+        from agent.stats import Facts, compute, words
+
+        facts = self.facts()
+        dirty = self._dirty_cids
+        self._dirty_cids = set()
+        gens = {k: self.gen[k] for k in ("workflow", "links", "contracts", "roster")}
+        seen = self._slices_gens
+        new_events = not self._slices or any(gens[k] != seen.get(k) for k in ("workflow", "links"))
+        new_contracts = not self._slices or any(gens[k] != seen.get(k)
+                                                for k in ("contracts", "links"))
+        new_roster = gens["roster"] != seen.get("roster")
+        self._slices_gens = gens
+        events: dict[str, list[dict[str, Any]]] = {}
+        if new_events:  # a review event belongs to its deliverable's contractor
+            for e in facts.reviews:
+                events.setdefault(self._doc_cid.get(e["deliverable_id"], ""), []).append(e)
+        contracts: dict[str, list[dict[str, Any]]] = {}
+        if new_contracts:
+            for k in facts.contracts:
+                contracts.setdefault(facts.roster.contractor_of(k.get("identity")) or "",
+                                     []).append(k)
+        out: dict[str, Slice] = {}
+        for c in facts.contractors:
+            cid = c["id"]
+            old = self._slices.get(cid)
+            evs = events.get(cid, []) if new_events or old is None else old.events
+            ks = contracts.get(cid, []) if new_contracts or old is None else old.contracts
+            if (old is not None and cid not in dirty and (not new_roster or old.contractor == c)
+                    and (not new_events or old.events == evs)
+                    and (not new_contracts or old.contracts == ks)):
+                out[cid] = old
+                continue
+            own = list(self._by_cid.get(cid, {}).values())
+            extra = [r for d in own for r in self._replaced_by.get(d["id"], {}).values()
+                     if r.get("contractor_id") != cid]  # a new version by someone else
+            ds = sorted(own + extra, key=lambda d: d.get("received_at") or "")
+            sub = Facts(roster=facts.roster, contractors=[c], deliverables=ds, reviews=evs,
+                        instructions=facts.by_contractor_instr.get(cid, []), contracts=ks,
+                        activity=facts.activity)
+            sub.by_contractor_instr = {cid: sub.instructions}
+            sub._derived = {d["id"]: facts._derived[d["id"]] for d in own
+                            if d["id"] in facts._derived}
+            history: set[str] = set()
+            for d in own:
+                history |= words(f"{d.get('title', '')} {d.get('filename', '')}")
+            out[cid] = Slice(c, ds, evs, ks, sub, compute(sub)[cid], history)
+        self._slices = out
+        return out
 
     def roster_rows(self) -> list[dict[str, Any]]:
         from agent.stats import roster_rows
 
-        return self.memo("roster_rows", self.FACTS,  # type: ignore[no-any-return]
-                         lambda: roster_rows(self.store, self.facts()))
+        def build() -> list[dict[str, Any]]:
+            metrics = {cid: s.metrics for cid, s in self.slices().items()}
+            return roster_rows(self.store, self.facts(), metrics)
+
+        return self.memo("roster_rows", self.FACTS, build)  # type: ignore[no-any-return]
 
     def roster_row(self, cid: str) -> dict[str, Any] | None:
         index = self.memo("roster_index", self.FACTS,
                           lambda: {r["id"]: r for r in self.roster_rows()})
         row: dict[str, Any] | None = index.get(cid)
         return row
+
+    def suggest(self, task: str) -> list[dict[str, Any]]:
+        from agent.suggest import rank
+
+        history = {cid: s.history for cid, s in self.slices().items()}
+        return self.memo(f"suggest:{task.lower()}", self.FACTS,  # type: ignore[no-any-return]
+                         lambda: rank(task, self.roster_rows(), self.facts(), history=history),
+                         clock=True)
+
+    def report(self, period: timedelta) -> dict[str, Any]:
+        """``agent.report.build`` for the last ``period``: each contractor's figures for a
+        period computed again only when their share or what of it falls in the period
+        changed; the figures per skill from the work in the period only."""
+        from agent.report import build
+
+        def compute_report() -> dict[str, Any]:
+            now = datetime.now(UTC)
+            return build(self.store, since=period, now=now, facts=self.facts(),
+                         metrics=lambda a, b, by_skill: self._period(now, a, b, by_skill))
+
+        return self.memo(f"report:{period.total_seconds()}",  # type: ignore[no-any-return]
+                         self.FACTS, compute_report, clock=True)
+
+    def _period(self, now: datetime, since: datetime, until: datetime, by_skill: bool
+                ) -> dict[str, dict[str, Any]]:
+        from agent.stats import Facts, _work, compute
+
+        lo, hi = iso(since) or "", iso(until) or "\uffff"
+        slices = self.slices()
+        if by_skill:
+            works: list[Work] = []
+            events: list[ReviewEvent] = []
+            for s in slices.values():
+                w, e = _work(s.sub)
+                works.extend(x for x in w if lo <= x.received < hi)
+                events.extend(x for x in e if lo <= x.reviewed < hi)
+            works.sort(key=lambda x: x.received)
+            facts = self.facts()
+            view = Facts(roster=facts.roster, contractors=facts.contractors, deliverables=[],
+                         reviews=[], instructions=[], contracts=[], activity={})
+            view._cache["work"] = (works, events)
+            return compute(view, since=since, until=until, by_skill=True)
+        which = (round((since - now).total_seconds()), round((until - now).total_seconds()))
+        out = {}
+        for cid, s in slices.items():
+            w, e = _work(s.sub)
+            member = (tuple(i for i, x in enumerate(w) if lo <= x.received < hi),
+                      tuple(i for i, x in enumerate(e) if lo <= x.reviewed < hi),
+                      tuple(i for i, k in enumerate(s.contracts)
+                            if (k.get("started_at") or "") < hi
+                            and (k.get("ended_at") is None or k["ended_at"] >= lo)))
+            have = s.periods.get(which)
+            if have is None or have[0] != member:
+                s.periods[which] = (member, compute(s.sub, since=since, until=until)[cid])
+            out[cid] = s.periods[which][1]
+        return out
+
+
+@dataclass
+class Slice:
+    """One contractor's share of the facts (what :func:`agent.stats.compute` reads for
+    them), their all-time figures, the words of their work, and figures per period."""
+
+    contractor: dict[str, Any]
+    docs: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    contracts: list[dict[str, Any]]
+    sub: Facts
+    metrics: dict[str, Any]
+    history: set[str]
+    periods: dict[tuple[int, int], tuple[Any, dict[str, Any]]] = field(default_factory=dict)
 
 
 class StoreAccess:

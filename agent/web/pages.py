@@ -128,23 +128,13 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         return found if found is not None else access.store.deliverable(ref)
 
     def report_of(period: timedelta) -> dict[str, Any]:
-        from agent.report import build
-
-        return model().memo(  # type: ignore[no-any-return]
-            f"report:{period.total_seconds()}", ReadModel.FACTS,
-            lambda: build(access.store, since=period, facts=facts()), clock=True)
+        return model().report(period)
 
     def warm(m: ReadModel) -> None:
         """What the first pages need, read ahead when the dashboard starts."""
         m.queue(queue_row)
         m.roster_rows()
-        report_of_model(m, timedelta(days=90))
-
-    def report_of_model(m: ReadModel, period: timedelta) -> None:
-        from agent.report import build
-
-        m.memo(f"report:{period.total_seconds()}", ReadModel.FACTS,
-               lambda: build(access.store, since=period, facts=m.facts()), clock=True)
+        m.report(timedelta(days=90))
 
     access.warm(warm)
 
@@ -331,17 +321,13 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
 
     @app.get("/contractors")
     def roster_page() -> str:
-        from agent.suggest import rank
-
         sort = request.args.get("sort", "name")
         sort = sort if sort in SORTS else "name"
         descending = request.args.get("order", "asc") == "desc"
         task = request.args.get("task", "").strip()[:200]
         with ctx.lock:
             rows = list(roster_rows())
-            suggestions = model().memo(  # ranking reads every deliverable: once per task
-                f"suggest:{task.lower()}", ReadModel.FACTS, lambda: rank(task, rows, facts()),
-                clock=True) if task else []
+            suggestions = model().suggest(task) if task else []
 
         def key(row: dict[str, Any]) -> tuple[bool, Any]:
             value = row.get(sort)
