@@ -21,9 +21,11 @@ for, and no patching of results by hand after the dashboard's own writes.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -545,7 +547,7 @@ class ReadModel:
 
     def _period(self, now: datetime, since: datetime, until: datetime, by_skill: bool
                 ) -> dict[str, dict[str, Any]]:
-        from agent.stats import Facts, _work, compute
+        from agent.stats import Facts, compute
 
         lo, hi = iso(since) or "", iso(until) or "\uffff"
         slices = self.slices()
@@ -553,9 +555,9 @@ class ReadModel:
             works: list[Work] = []
             events: list[ReviewEvent] = []
             for s in slices.values():
-                w, e = _work(s.sub)
-                works.extend(x for x in w if lo <= x.received < hi)
-                events.extend(x for x in e if lo <= x.reviewed < hi)
+                (wa, wb), (ea, eb) = s.within(lo, hi)
+                works.extend(s.works[wa:wb])
+                events.extend(s.events_by_time[ea:eb])
             works.sort(key=lambda x: x.received)
             facts = self.facts()
             view = Facts(roster=facts.roster, contractors=facts.contractors, deliverables=[],
@@ -565,12 +567,9 @@ class ReadModel:
         which = (round((since - now).total_seconds()), round((until - now).total_seconds()))
         out = {}
         for cid, s in slices.items():
-            w, e = _work(s.sub)
-            member = (tuple(i for i, x in enumerate(w) if lo <= x.received < hi),
-                      tuple(i for i, x in enumerate(e) if lo <= x.reviewed < hi),
-                      tuple(i for i, k in enumerate(s.contracts)
-                            if (k.get("started_at") or "") < hi
-                            and (k.get("ended_at") is None or k["ended_at"] >= lo)))
+            member = (s.within(lo, hi), tuple(
+                i for i, k in enumerate(s.contracts) if (k.get("started_at") or "") < hi
+                and (k.get("ended_at") is None or k["ended_at"] >= lo)))
             have = s.periods.get(which)
             if have is None or have[0] != member:
                 s.periods[which] = (member, compute(s.sub, since=since, until=until)[cid])
@@ -591,6 +590,36 @@ class Slice:
     metrics: dict[str, Any]
     history: set[str]
     periods: dict[tuple[int, int], tuple[Any, dict[str, Any]]] = field(default_factory=dict)
+    works: list[Work] = field(default_factory=list)  # by time received
+    events_by_time: list[ReviewEvent] = field(default_factory=list)  # by time reviewed
+    _work_keys: list[str] = field(default_factory=list)
+    _event_keys: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from agent.stats import _work
+
+        works, events = _work(self.sub)
+        self.works = sorted(works, key=lambda w: w.received)
+        self.events_by_time = sorted(events, key=lambda e: e.reviewed)
+        self._work_keys = [w.received for w in self.works]
+        self._event_keys = [e.reviewed for e in self.events_by_time]
+
+    def within(self, lo: str, hi: str) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The ranges of :attr:`works` and :attr:`events_by_time` in ``[lo, hi)``."""
+        wk, ek = self._work_keys, self._event_keys
+        return ((bisect_left(wk, lo), bisect_left(wk, hi)),
+                (bisect_left(ek, lo), bisect_left(ek, hi)))
+
+
+def _settle() -> None:
+    """Take what the read model holds out of the cyclic garbage collector's sight.
+
+    The parts are long-lived and acyclic (freed by reference counting when replaced); with
+    a whole store in memory, each full collection would walk them all, a pause of several
+    hundred milliseconds at a random request. Young garbage is collected first, so only
+    live objects are frozen."""
+    gc.collect(1)
+    gc.freeze()
 
 
 class StoreAccess:
@@ -616,7 +645,10 @@ class StoreAccess:
         with self.lock:
             if self._model is None:
                 self._model = ReadModel(self.store)
+            read = self._model.stats["shards_read"]
             self._model.refresh()
+            if self._model.stats["shards_read"] != read:
+                _settle()
             return self._model
 
     @contextmanager
@@ -632,6 +664,7 @@ class StoreAccess:
             try:
                 with self.lock:
                     views(self.model())
+                    _settle()
             except Exception:  # warming is an optimization: never let it break anything
                 log.debug("reading the store ahead failed", exc_info=True)
 
