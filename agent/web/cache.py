@@ -115,7 +115,10 @@ class ReadModel:
         self.links: dict[str, str] = {}  # identity key -> contractor id (merges followed)
         self.names: dict[str, str] = {}  # contractor id -> name
         self._memo: dict[str, tuple[Any, Any]] = {}
-        self._rows: dict[str, tuple[Any, int, dict[str, Any]]] = {}
+        self._rows: dict[str, dict[str, Any]] = {}  # queue rows by deliverable id
+        self._rows_names = -1
+        self._dirty_rows: set[str] = set()
+        self._doc_map: dict[str, dict[str, Any]] = {}
         self._derived: dict[str, tuple[Any, Any, int, Any, Any]] = {}
         self._slices: dict[str, Slice] = {}
         self._slices_gens: dict[str, int] = {}
@@ -214,6 +217,8 @@ class ReadModel:
         did, cid = d["id"], d.get("contractor_id") or ""
         self._by_cid.setdefault(cid, {})[did] = d
         self._doc_cid[did] = cid
+        self._doc_map[did] = d
+        self._dirty_rows.add(did)
         self._by_thread.setdefault(d.get("thread_id") or "", set()).add(did)
         if d.get("replaces"):
             self._replaced_by.setdefault(d["replaces"], {})[did] = d
@@ -223,11 +228,15 @@ class ReadModel:
 
     def _unindex(self, d: dict[str, Any]) -> None:
         did, cid = d["id"], d.get("contractor_id") or ""
-        self._by_cid.get(cid, {}).pop(did, None)
-        self._doc_cid.pop(did, None)
-        self._by_thread.get(d.get("thread_id") or "", set()).discard(did)
-        if d.get("replaces"):
-            self._replaced_by.get(d["replaces"], {}).pop(did, None)
+        if self._doc_map.get(did) is d:  # (not when the id was indexed again meanwhile)
+            self._doc_map.pop(did)
+            self._doc_cid.pop(did, None)
+            self._by_thread.get(d.get("thread_id") or "", set()).discard(did)
+        if self._by_cid.get(cid, {}).get(did) is d:
+            del self._by_cid[cid][did]
+        self._dirty_rows.add(did)
+        if d.get("replaces") and self._replaced_by.get(d["replaces"], {}).get(did) is d:
+            del self._replaced_by[d["replaces"]][did]
         self._dirty_docs.add(did)
         self._dirty_cids.add(cid)
         self._dirty_cids.add(self._cid_of(d.get("replaces")))
@@ -302,48 +311,38 @@ class ReadModel:
 
     def deliverables(self) -> list[dict[str, Any]]:
         """Every deliverable, contractor resolved, oldest first (as ``Store.deliverables``)."""
-        def build() -> list[dict[str, Any]]:
-            out = [d for _, part in self._dparts.values() for d in part.docs]
-            out.sort(key=lambda d: d.get("received_at") or "")
-            return out
-
-        return self.memo("deliverables", ("deliverables",), build)  # type: ignore[no-any-return]
+        return self.memo("deliverables", ("deliverables",),  # type: ignore[no-any-return]
+                         lambda: sorted(self._doc_map.values(),
+                                        key=lambda d: d.get("received_at") or ""))
 
     def deliverable_map(self) -> dict[str, dict[str, Any]]:
-        return self.memo("deliverable_map", ("deliverables",),  # type: ignore[no-any-return]
-                         lambda: {d["id"]: d for d in self.deliverables()})
+        """Every deliverable by id (kept current shard by shard; do not mutate)."""
+        return self._doc_map
 
     def deliverables_of(self, cid: str) -> list[dict[str, Any]]:
-        def build() -> dict[str, list[dict[str, Any]]]:
-            out: dict[str, list[dict[str, Any]]] = {}
-            for d in self.deliverables():
-                out.setdefault(d.get("contractor_id") or "", []).append(d)
-            return out
-
-        index = self.memo("deliverables_by_contractor", ("deliverables",), build)
-        return list(index.get(cid, []))
+        return sorted(self._by_cid.get(cid, {}).values(),
+                      key=lambda d: d.get("received_at") or "")
 
     def queue(self, row_of: Callable[[dict[str, Any], dict[str, str]], dict[str, Any]]
               ) -> dict[str, dict[str, Any]]:
         """The unreviewed deliverables as queue rows, oldest first, by id. ``row_of(doc,
-        names)`` makes one row; a row is made again only when its document or the
-        contractors' names changed."""
+        names)`` makes one row; only the rows of documents that changed are made again
+        (all of them when a contractor's name changed)."""
         def build() -> dict[str, dict[str, Any]]:
-            names_gen = self.gen["names"]
-            rows: dict[str, dict[str, Any]] = {}
-            kept: dict[str, tuple[Any, int, dict[str, Any]]] = {}
-            for doc in self.deliverables():
-                if doc.get("review_status") != "unreviewed":
-                    continue
-                have = self._rows.get(doc["id"])
-                if have is not None and have[0] is doc and have[1] == names_gen:
-                    row = have[2]
-                else:
-                    row = row_of(doc, self.names)
-                kept[doc["id"]] = (doc, names_gen, row)
-                rows[doc["id"]] = row
-            self._rows = kept
-            return rows
+            if self._rows_names != self.gen["names"]:
+                self._rows_names = self.gen["names"]
+                self._rows = {d["id"]: row_of(d, self.names) for d in self._doc_map.values()
+                              if d.get("review_status") == "unreviewed"}
+            else:
+                for did in self._dirty_rows:
+                    doc = self._doc_map.get(did)
+                    if doc is not None and doc.get("review_status") == "unreviewed":
+                        self._rows[did] = row_of(doc, self.names)
+                    else:
+                        self._rows.pop(did, None)
+            self._dirty_rows.clear()
+            ordered = sorted(self._rows.values(), key=lambda r: r.get("received_at") or "")
+            return {r["id"]: r for r in ordered}
 
         return self.memo("queue", ("deliverables", "names"), build)  # type: ignore[no-any-return]
 
@@ -413,8 +412,8 @@ class ReadModel:
         from agent.stats import Facts
 
         assert self.roster is not None
-        facts = Facts(roster=self.roster, contractors=self.contractors,
-                      deliverables=self.deliverables(), reviews=self.reviews(),
+        facts = Facts(roster=self.roster, contractors=self.contractors,  # (in no order)
+                      deliverables=list(self._doc_map.values()), reviews=self.reviews(),
                       instructions=self.instructions(),
                       contracts=self.memo("contracts", ("contracts",), self.store.contracts),
                       activity=self.activity)
