@@ -38,21 +38,33 @@ def _totals(rows: dict[str, dict[str, Any]], facts: Facts, lo: datetime, hi: dat
     return out
 
 
+FirstReview = tuple[str, datetime | None, float | None]
+
+
+def first_reviews(facts: Facts) -> list[FirstReview]:
+    """Each deliverable's first review, in the order of ``facts.reviews`` (oldest first):
+    when (as stored, and parsed) and the hours from the delivery to it. Computed once per
+    :class:`Facts` (``_cache["first_reviews"]``, which the dashboard fills itself)."""
+    cached: list[FirstReview] | None = facts._cache.get("first_reviews")
+    if cached is None:
+        received = {d["id"]: d.get("received_at") for d in facts.deliverables}
+        seen: set[str] = set()
+        cached = []
+        for event in facts.reviews:
+            did = event["deliverable_id"]
+            if did in seen or did not in received:
+                continue
+            seen.add(did)
+            stamp = event.get("reviewed_at") or ""
+            cached.append((stamp, parse_time(stamp), hours_between(received[did], stamp)))
+        facts._cache["first_reviews"] = cached
+    return cached
+
+
 def _latencies(facts: Facts, lo: datetime, hi: datetime) -> list[float]:
     slo, shi = iso(lo) or "", iso(hi) or ""
-    received = {d["id"]: d.get("received_at") for d in facts.deliverables}
-    seen: set[str] = set()
-    out = []
-    for event in facts.reviews:
-        did = event["deliverable_id"]
-        if did in seen or did not in received:
-            continue
-        seen.add(did)
-        if slo <= (event.get("reviewed_at") or "") < shi:
-            value = hours_between(received[did], event["reviewed_at"])
-            if value is not None:
-                out.append(value)
-    return out
+    return [hours for stamp, _, hours in first_reviews(facts)
+            if slo <= stamp < shi and hours is not None]
 
 
 def _round1(value: float | None) -> float | None:
@@ -71,19 +83,9 @@ def _trend(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
 
 def latency_series(facts: Facts, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
     """Median review latency per week (weeks starting Monday) in the period."""
-    received = {d["id"]: d.get("received_at") for d in facts.deliverables}
     weeks: dict[str, list[float]] = {}
-    seen: set[str] = set()
-    for event in facts.reviews:
-        did = event["deliverable_id"]
-        if did in seen or did not in received:
-            continue
-        seen.add(did)
-        when = parse_time(event.get("reviewed_at"))
-        if when is None or not lo <= when < hi:
-            continue
-        value = hours_between(received[did], event["reviewed_at"])
-        if value is None:
+    for _, when, value in first_reviews(facts):
+        if when is None or not lo <= when < hi or value is None:
             continue
         start = (when - timedelta(days=when.weekday())).date().isoformat()
         weeks.setdefault(start, []).append(value)

@@ -37,6 +37,7 @@ from agent.store import Store
 from agent.store.storage import file_stamp, iso
 
 if TYPE_CHECKING:
+    from agent.report import FirstReview
     from agent.stats import Facts, ReviewEvent, Work
     from agent.store.core import Roster
 
@@ -122,6 +123,7 @@ class ReadModel:
         self._derived: dict[str, tuple[Any, Any, int, Any, Any]] = {}
         self._slices: dict[str, Slice] = {}
         self._slices_gens: dict[str, int] = {}
+        self._firsts: dict[str, tuple[str, Any, FirstReview]] = {}
         # indexes of the resolved deliverables, kept current shard by shard
         self._by_cid: dict[str, dict[str, dict[str, Any]]] = {}
         self._doc_cid: dict[str, str] = {}
@@ -443,12 +445,40 @@ class ReadModel:
                 continue
             if facts.derived(d, contractor) != old:
                 self._dirty_cids.add(d.get("contractor_id") or "")
+        facts._cache["first_reviews"] = self._first_reviews(facts)
         self._dirty_docs.clear()
         self._dirty_threads.clear()
         self._last_derived = derived
         self._facts_instr = self.gen["instructions"]
         self._skills = skills
         return facts
+
+    def _first_reviews(self, facts: Facts) -> list[FirstReview]:
+        """:func:`agent.report.first_reviews`, each entry reused while its review and its
+        delivery time are the same."""
+        from agent.stats import hours_between, parse_time
+
+        dmap = self._doc_map
+        seen: set[str] = set()
+        out: list[FirstReview] = []
+        kept: dict[str, tuple[str, Any, FirstReview]] = {}
+        for event in facts.reviews:
+            did = event["deliverable_id"]
+            d = dmap.get(did)
+            if did in seen or d is None:
+                continue
+            seen.add(did)
+            stamp = event.get("reviewed_at") or ""
+            received = d.get("received_at")
+            have = self._firsts.get(did)
+            if have is not None and have[0] == stamp and have[1] == received:
+                entry = have[2]
+            else:
+                entry = (stamp, parse_time(stamp), hours_between(received, stamp))
+            kept[did] = (stamp, received, entry)
+            out.append(entry)
+        self._firsts = kept
+        return out
 
     # -- per contractor ---------------------------------------------------------------------
 
