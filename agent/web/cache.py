@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agent.store import Store
 from agent.store.storage import file_stamp, iso
@@ -414,11 +414,12 @@ class ReadModel:
         from agent.stats import Facts
 
         assert self.roster is not None
-        facts = Facts(roster=self.roster, contractors=self.contractors,  # (in no order)
-                      deliverables=list(self._doc_map.values()), reviews=self.reviews(),
+        docs: list[Any] = list(self._doc_map.values())  # (in no order)
+        facts = Facts(roster=self.roster, contractors=cast(Any, self.contractors),
+                      deliverables=docs, reviews=cast(Any, self.reviews()),
                       instructions=self.instructions(),
                       contracts=self.memo("contracts", ("contracts",), self.store.contracts),
-                      activity=self.activity)
+                      activity=cast(Any, self.activity))
         for ins in facts.instructions:
             facts.by_contractor_instr.setdefault(ins["contractor_id"], []).append(ins)
         by_id = {c["id"]: c for c in facts.contractors}
@@ -443,7 +444,7 @@ class ReadModel:
             contractor = by_id.get(d.get("contractor_id") or "") if d is not None else None
             if d is None or contractor is None:
                 continue
-            if facts.derived(d, contractor) != old:
+            if facts.derived(cast(Any, d), contractor) != old:
                 self._dirty_cids.add(d.get("contractor_id") or "")
         facts._cache["first_reviews"] = self._first_reviews(facts)
         self._dirty_docs.clear()
@@ -500,11 +501,11 @@ class ReadModel:
                                                 for k in ("contracts", "links"))
         new_roster = gens["roster"] != seen.get("roster")
         self._slices_gens = gens
-        events: dict[str, list[dict[str, Any]]] = {}
+        events: dict[str, list[Any]] = {}
         if new_events:  # a review event belongs to its deliverable's contractor
             for e in facts.reviews:
                 events.setdefault(self._doc_cid.get(e["deliverable_id"], ""), []).append(e)
-        contracts: dict[str, list[dict[str, Any]]] = {}
+        contracts: dict[str, list[Any]] = {}
         if new_contracts:
             for k in facts.contracts:
                 contracts.setdefault(facts.roster.contractor_of(k.get("identity")) or "",
@@ -524,8 +525,10 @@ class ReadModel:
             extra = [r for d in own for r in self._replaced_by.get(d["id"], {}).values()
                      if r.get("contractor_id") != cid]  # a new version by someone else
             ds = sorted(own + extra, key=lambda d: d.get("received_at") or "")
-            sub = Facts(roster=facts.roster, contractors=[c], deliverables=ds, reviews=evs,
-                        instructions=facts.by_contractor_instr.get(cid, []), contracts=ks,
+            sub = Facts(roster=facts.roster, contractors=[c], deliverables=cast(Any, ds),
+                        reviews=cast(Any, evs),
+                        instructions=facts.by_contractor_instr.get(cid, []),
+                        contracts=cast(Any, ks),
                         activity=facts.activity)
             sub.by_contractor_instr = {cid: sub.instructions}
             sub._derived = {d["id"]: facts._derived[d["id"]] for d in own
@@ -533,7 +536,7 @@ class ReadModel:
             history: set[str] = set()
             for d in own:
                 history |= words(f"{d.get('title', '')} {d.get('filename', '')}")
-            out[cid] = Slice(c, ds, evs, ks, sub, compute(sub)[cid], history)
+            out[cid] = Slice(cast(Any, c), ds, evs, ks, sub, compute(sub)[cid], history)
         self._slices = out
         return out
 

@@ -125,7 +125,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     def deliverable(ref: str) -> dict[str, Any]:
         """One deliverable by id (from the read model), else by prefix (from the store)."""
         found = all_deliverables().get(ref)
-        return found if found is not None else access.store.deliverable(ref)
+        return found if found is not None else dict(access.store.deliverable(ref))
 
     def report_of(period: timedelta) -> dict[str, Any]:
         return model().report(period)
@@ -474,7 +474,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     # -- report -----------------------------------------------------------------------------
 
     def report_doc(since_text: str) -> dict[str, Any]:
-        from agent.commands import parse_since
+        from agent.report import parse_since
 
         return report_of(parse_since(since_text))
 
