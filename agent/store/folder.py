@@ -9,6 +9,7 @@ hold is the business of the layers built on it (roster.py, reads.py, core.py).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ SCHEMA_VERSION = 2  # 1: one shard per month; 2: bounded shards + summaries (lay
 MONTHLY = ("messages", "deliverables")  # folders of bounded shards (once: per-month)
 MONTHLY_CACHE = 4
 LOCK_TIMEOUT = 120.0
+IGNORED_FILE = "web/ignored.json"  # where older dashboards kept ignored candidates
 
 
 class StoreFolder:
@@ -53,6 +55,10 @@ class StoreFolder:
         self._cleaned = False
         self.blobs = Blobs(self.data_dir, self.files_dir, self.tmp_dir)
         self._upgrade_layout()
+        if os.path.isfile(self.data_dir / IGNORED_FILE):  # kept by an older dashboard
+            from agent.store.roster import adopt_ignored_file
+
+            adopt_ignored_file(self)
 
     _on_disk = True  # the in-memory store keeps its shard summaries in memory only
 

@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import orjson
 from flask import Flask, Response, abort, flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
 from agent.errors import ConfigError, RetainerError, StoreError
-from agent.files import write_private
 from agent.stats import parse_time
 from agent.store.core import version_label
 from agent.web import WebContext
@@ -137,17 +135,6 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         m.report(timedelta(days=90))
 
     access.warm(warm)
-
-    def ignored_path() -> Path:
-        from agent.web.security import web_dir
-
-        return web_dir(ctx.data_dir) / "ignored.json"
-
-    def ignored() -> set[str]:
-        try:
-            return set(orjson.loads(ignored_path().read_bytes()))
-        except (FileNotFoundError, orjson.JSONDecodeError, TypeError):
-            return set()
 
     # -- the review queue ------------------------------------------------------------------
 
@@ -428,12 +415,11 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     def candidates_page() -> str:
         show_ignored = request.args.get("ignored") == "1"
         with ctx.lock:
-            hidden = ignored()
-            docs = sorted(access.store.candidates(), key=lambda d: d.get("last_seen") or "",
-                          reverse=True)
-        shown = [d for d in docs if (d["key"] in hidden) == show_ignored]
+            docs = access.store.candidates(ignored=None)
+        shown = sorted((d for d in docs if bool(d.get("ignored")) == show_ignored),
+                       key=lambda d: d.get("last_seen") or "", reverse=True)
         return render_template("candidates.html", title="Candidates", docs=shown[:500],
-                               total=len(shown), hidden=len(hidden & {d["key"] for d in docs}),
+                               total=len(shown), hidden=sum(bool(d.get("ignored")) for d in docs),
                                show_ignored=show_ignored)
 
     @app.post("/candidates/promote")
@@ -461,13 +447,8 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     def ignore() -> Any:
         key = request.form.get("key", "").strip().lower()
         undo = request.form.get("undo") == "1"
-        with ctx.lock, access.writing():
-            keys = ignored()
-            if undo:
-                keys.discard(key)
-            else:
-                keys.add(key)
-            write_private(ignored_path(), orjson.dumps(sorted(keys)))
+        with ctx.lock, access.writing() as store:
+            store.ignore_candidates([key], ignored=not undo)
         flash(f"{key} is {'shown again' if undo else 'ignored'}")
         return redirect(_next_url(url_for("candidates_page")), 303)
 
