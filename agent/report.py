@@ -10,8 +10,10 @@ from __future__ import annotations
 import html
 import math
 import re
+from bisect import bisect_left
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,12 @@ def _totals(rows: dict[str, dict[str, Any]], facts: Facts, lo: datetime, hi: dat
     weight = sum(n for _, n in ratings)
     out["average_rating"] = round(sum(a * n for a, n in ratings) / weight, 2) if weight else None
     slo, shi = iso(lo) or "", iso(hi) or ""
-    events = [e for e in facts.reviews if slo <= (e.get("reviewed_at") or "") < shi]
+    keys = _sorted_keys(facts, "reviews",
+                        lambda: [e.get("reviewed_at") or "" for e in facts.reviews])
+    if keys is not None:  # oldest first, as the store lists them: the period is one slice
+        events = facts.reviews[bisect_left(keys, slo):bisect_left(keys, shi)]
+    else:
+        events = [e for e in facts.reviews if slo <= (e.get("reviewed_at") or "") < shi]
     changes = sum(e["status"] == "changes_requested" for e in events)
     out["revision_rate"] = round(changes / len(events), 3) if events else None
     out["median_review_latency_hours"] = _round1(median(_latencies(facts, lo, hi)))
@@ -79,10 +86,31 @@ def first_reviews(facts: Facts) -> list[FirstReview]:
     return cached
 
 
+def _sorted_keys(facts: Facts, name: str, keys_of: Callable[[], list[str]]
+                 ) -> list[str] | None:
+    """``keys_of()`` (once per :class:`Facts`, as ``name``) when they are in order, else
+    None."""
+    cached = facts._cache.get(f"keys:{name}")
+    if cached is None:
+        keys = keys_of()
+        ordered = all(a <= b for a, b in pairwise(keys))
+        cached = facts._cache[f"keys:{name}"] = (keys if ordered else None,)
+    found: list[str] | None = cached[0]
+    return found
+
+
+def _first_in(facts: Facts, slo: str, shi: str) -> list[FirstReview]:
+    """The first reviews whose stamp is in ``[slo, shi)`` (as text, like the other sums)."""
+    firsts = first_reviews(facts)
+    keys = _sorted_keys(facts, "first_reviews", lambda: [f[0] for f in firsts])
+    if keys is None:
+        return [f for f in firsts if slo <= f[0] < shi]
+    return firsts[bisect_left(keys, slo):bisect_left(keys, shi)]
+
+
 def _latencies(facts: Facts, lo: datetime, hi: datetime) -> list[float]:
     slo, shi = iso(lo) or "", iso(hi) or ""
-    return [hours for stamp, _, hours in first_reviews(facts)
-            if slo <= stamp < shi and hours is not None]
+    return [hours for _, _, hours in _first_in(facts, slo, shi) if hours is not None]
 
 
 def _round1(value: float | None) -> float | None:
@@ -102,7 +130,9 @@ def _trend(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
 def latency_series(facts: Facts, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
     """Median review latency per week (weeks starting Monday) in the period."""
     weeks: dict[str, list[float]] = {}
-    for _, when, value in first_reviews(facts):
+    # a day either side: text and time order can differ within a second (fractions, "Z")
+    wide = _first_in(facts, iso(lo - timedelta(days=1)) or "", iso(hi + timedelta(days=1)) or "")
+    for _, when, value in wide:
         if when is None or not lo <= when < hi or value is None:
             continue
         start = (when - timedelta(days=when.weekday())).date().isoformat()
