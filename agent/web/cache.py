@@ -124,6 +124,12 @@ class ReadModel:
         self._slices: dict[str, Slice] = {}
         self._slices_gens: dict[str, int] = {}
         self._firsts: dict[str, tuple[str, Any, FirstReview]] = {}
+        self._firsts_list: list[FirstReview] = []
+        self._firsts_from: list[Any] | None = None  # the reviews the two above were made of
+        self._event_dids: set[str] = set()  # deliverables any review names
+        self._events: dict[str, list[Any]] = {}  # review events by contractor
+        self._events_from: list[Any] | None = None
+        self._regroup_events = False
         # indexes of the resolved deliverables, kept current shard by shard
         self._by_cid: dict[str, dict[str, dict[str, Any]]] = {}
         self._doc_cid: dict[str, str] = {}
@@ -212,8 +218,11 @@ class ReadModel:
                 self._unindex(d)
         was = {d["id"]: d for d in before}
         for d in after:
-            if was.get(d["id"]) is not d:
+            old = was.get(d["id"])
+            if old is not d:
                 self._index(d)
+                if old is not None and old.get("contractor_id") != d.get("contractor_id"):
+                    self._regroup_events = True  # its reviews move to another contractor
 
     def _index(self, d: dict[str, Any]) -> None:
         did, cid = d["id"], d.get("contractor_id") or ""
@@ -460,15 +469,28 @@ class ReadModel:
         from agent.stats import hours_between, parse_time
 
         dmap = self._doc_map
-        seen: set[str] = set()
-        out: list[FirstReview] = []
-        kept: dict[str, tuple[str, Any, FirstReview]] = {}
-        for event in facts.reviews:
+        reviews = facts.reviews
+        before = self._firsts_from
+        tail = self._appended(before, reviews)
+        if tail is not None and all(  # no delivery it counts changed, none came or went
+                (did not in self._firsts or (did in dmap and dmap[did].get("received_at")
+                                             == self._firsts[did][1]))
+                and (did in self._firsts or did not in self._event_dids or did not in dmap)
+                for did in self._dirty_docs):
+            out = list(self._firsts_list)
+            kept = self._firsts
+            seen: set[str] | dict[str, Any] = kept
+            reviews = tail  # only the reviews recorded since: the others are as they were
+        else:
+            seen = set()
+            out = []
+            kept = {}
+        self._event_dids.update(e["deliverable_id"] for e in reviews)
+        for event in reviews:
             did = event["deliverable_id"]
             d = dmap.get(did)
             if did in seen or d is None:
                 continue
-            seen.add(did)
             stamp = event.get("reviewed_at") or ""
             received = d.get("received_at")
             have = self._firsts.get(did)
@@ -478,8 +500,20 @@ class ReadModel:
                 entry = (stamp, parse_time(stamp), hours_between(received, stamp))
             kept[did] = (stamp, received, entry)
             out.append(entry)
+            if isinstance(seen, set):
+                seen.add(did)
         self._firsts = kept
+        self._firsts_list = out
+        self._firsts_from = facts.reviews
         return out
+
+    @staticmethod
+    def _appended(before: list[Any] | None, after: list[Any]) -> list[Any] | None:
+        """The reviews recorded since ``before`` when they only came after it (a review
+        now: its time is the latest), else None (then everything is looked at again)."""
+        if before is None or len(after) < len(before) or after[:len(before)] != before:
+            return None
+        return after[len(before):]
 
     # -- per contractor ---------------------------------------------------------------------
 
@@ -496,15 +530,28 @@ class ReadModel:
         self._dirty_cids = set()
         gens = {k: self.gen[k] for k in ("workflow", "links", "contracts", "roster")}
         seen = self._slices_gens
-        new_events = not self._slices or any(gens[k] != seen.get(k) for k in ("workflow", "links"))
+        new_events = (not self._slices or self._regroup_events
+                      or any(gens[k] != seen.get(k) for k in ("workflow", "links")))
         new_contracts = not self._slices or any(gens[k] != seen.get(k)
                                                 for k in ("contracts", "links"))
         new_roster = gens["roster"] != seen.get("roster")
         self._slices_gens = gens
         events: dict[str, list[Any]] = {}
-        if new_events:  # a review event belongs to its deliverable's contractor
+        tail = (self._appended(self._events_from, facts.reviews)
+                if new_events and gens["links"] == seen.get("links")
+                and not self._regroup_events else None)
+        self._regroup_events = False
+        if tail is not None:  # reviews recorded since: only their contractors change
+            events = dict(self._events)
+            for e in tail:
+                cid = self._doc_cid.get(e["deliverable_id"], "")
+                events[cid] = [*events.get(cid, []), e]
+                dirty.add(cid)
+        elif new_events:  # a review event belongs to its deliverable's contractor
             for e in facts.reviews:
                 events.setdefault(self._doc_cid.get(e["deliverable_id"], ""), []).append(e)
+        if new_events:
+            self._events, self._events_from = events, facts.reviews
         contracts: dict[str, list[Any]] = {}
         if new_contracts:
             for k in facts.contracts:
@@ -517,7 +564,7 @@ class ReadModel:
             evs = events.get(cid, []) if new_events or old is None else old.events
             ks = contracts.get(cid, []) if new_contracts or old is None else old.contracts
             if (old is not None and cid not in dirty and (not new_roster or old.contractor == c)
-                    and (not new_events or old.events == evs)
+                    and (not new_events or tail is not None or old.events == evs)
                     and (not new_contracts or old.contracts == ks)):
                 out[cid] = old
                 continue

@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 import time
+from bisect import bisect_left
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,32 +148,34 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         with ctx.lock:
             config = quick()
             rows = list(queue_rows().values())
-            names = model().names
+            contractors, sources, times = model().memo(
+                "queue_facets", ("deliverables", "names"), lambda: _facets(rows, model().names))
         wanted = {k: request.args.get(k, "") for k in ("contractor", "source", "kind")}
         only_overdue = request.args.get("overdue") == "1"
         late_before = time.time() - config.review_overdue.total_seconds()
-        late = {r["id"] for r in rows if r["_ts"] is not None and r["_ts"] < late_before}
-        shown = [r for r in rows
-                 if (not wanted["contractor"] or r.get("contractor_id") == wanted["contractor"])
-                 and (not wanted["source"] or r.get("source") == wanted["source"])
-                 and (not wanted["kind"] or r["file_kind"] == wanted["kind"])
-                 and (not only_overdue or r["id"] in late)]
+
+        def late(row: dict[str, Any]) -> bool:
+            return row["_ts"] is not None and row["_ts"] < late_before
+
+        shown = rows if not any(wanted.values()) and not only_overdue else [
+            r for r in rows
+            if (not wanted["contractor"] or r.get("contractor_id") == wanted["contractor"])
+            and (not wanted["source"] or r.get("source") == wanted["source"])
+            and (not wanted["kind"] or r["file_kind"] == wanted["kind"])
+            and (not only_overdue or late(r))]
         pages = max(1, math.ceil(len(shown) / PAGE_SIZE))
         page = min(max(1, request.args.get("page", 1, type=int) or 1), pages)
-        items = [dict(r, overdue=r["id"] in late)
-                 for r in shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]]
+        items = [dict(r, overdue=late(r)) for r in shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]]
         filters = {k: v for k, v in wanted.items() if v}
         if only_overdue:
             filters["overdue"] = "1"
         here = url_for("queue_page") + "?" + urlencode(
             dict(filters, page=str(page)) if page > 1 else filters)
-        contractors = sorted({(r.get("contractor_id") or "", names.get(r.get("contractor_id") or "")
-                               or "(not on the roster)") for r in rows}, key=lambda p: p[1].lower())
         return render_template(
             "queue.html", title="Review queue", items=items, total=len(rows), shown=len(shown),
-            overdue=len(late), page=page, pages=pages,
+            overdue=bisect_left(times, late_before), page=page, pages=pages,
             filters=filters, wanted=wanted, only_overdue=only_overdue, here=here,
-            contractors=contractors, sources=sorted({r["source"] for r in rows}), kinds=KINDS,
+            contractors=contractors, sources=sources, kinds=KINDS,
             overdue_after=_duration(config.review_overdue), query=urlencode(filters))
 
     @app.get("/queue/<deliverable_id>")
@@ -564,6 +567,15 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
             doc = wf.save_template(store, name, text, skill=skill, subject=subject)
         flash(f"{doc['name']}: version {doc['versions'][-1]['version']} saved")
         return redirect(url_for("template_page", name=doc["name"]), 303)
+
+
+def _facets(rows: list[dict[str, Any]], names: dict[str, str]
+            ) -> tuple[list[tuple[str, str]], list[str], list[float]]:
+    """The queue's filter choices (contractors, sources) and its received times, sorted."""
+    contractors = sorted({(r.get("contractor_id") or "", names.get(r.get("contractor_id") or "")
+                           or "(not on the roster)") for r in rows}, key=lambda p: p[1].lower())
+    times = sorted(r["_ts"] for r in rows if r["_ts"] is not None)
+    return contractors, sorted({r["source"] for r in rows}), times
 
 
 def _every(value: timedelta) -> str:
