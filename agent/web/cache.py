@@ -25,7 +25,7 @@ import gc
 import logging
 import threading
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -125,6 +125,8 @@ class ReadModel:
         self._slices_gens: dict[str, int] = {}
         self._firsts: dict[str, tuple[str, Any, FirstReview]] = {}
         self._firsts_list: list[FirstReview] = []
+        self._firsts_keys: list[str] = []
+        self._review_ids: dict[int, tuple[list[Any], set[str]]] = {}
         self._firsts_from: list[Any] | None = None  # the reviews the two above were made of
         self._event_dids: set[str] = set()  # deliverables any review names
         self._events: dict[str, list[Any]] = {}  # review events by contractor
@@ -464,32 +466,52 @@ class ReadModel:
         return facts
 
     def _first_reviews(self, facts: Facts) -> list[FirstReview]:
-        """:func:`agent.report.first_reviews`, each entry reused while its review and its
-        delivery time are the same."""
+        """:func:`agent.report.first_reviews`: when the reviews only gained some since the
+        last look and no delivery they count changed, only the new ones are placed; else
+        all are gone through again (each entry reused while its review and delivery time
+        are the same)."""
         from agent.stats import hours_between, parse_time
 
         dmap = self._doc_map
-        reviews = facts.reviews
-        before = self._firsts_from
-        tail = self._appended(before, reviews)
-        if tail is not None and all(  # no delivery it counts changed, none came or went
-                (did not in self._firsts or (did in dmap and dmap[did].get("received_at")
-                                             == self._firsts[did][1]))
-                and (did in self._firsts or did not in self._event_dids or did not in dmap)
+        fresh = self._inserted(self._firsts_from, facts.reviews)
+        firsts = self._firsts
+        if fresh is not None and all(  # no delivery it counts changed, none came or went
+                (did not in firsts or (did in dmap and dmap[did].get("received_at")
+                                       == firsts[did][1]))
+                and (did in firsts or did not in self._event_dids or did not in dmap)
                 for did in self._dirty_docs):
-            out = list(self._firsts_list)
-            kept = self._firsts
-            seen: set[str] | dict[str, Any] = kept
-            reviews = tail  # only the reviews recorded since: the others are as they were
-        else:
-            seen = set()
-            out = []
-            kept = {}
-        self._event_dids.update(e["deliverable_id"] for e in reviews)
-        for event in reviews:
+            out, keys = self._firsts_list, self._firsts_keys
+            for event in fresh:
+                did = event["deliverable_id"]
+                d = dmap.get(did)
+                stamp = event.get("reviewed_at") or ""
+                self._event_dids.add(did)
+                if did in firsts:
+                    if stamp < firsts[did][0]:  # an earlier review came in: start again
+                        return self._all_first_reviews(facts)
+                    continue
+                if d is None:
+                    continue
+                entry = (stamp, parse_time(stamp), hours_between(d.get("received_at"), stamp))
+                firsts[did] = (stamp, d.get("received_at"), entry)
+                at = bisect_right(keys, stamp)  # (a later review of equal time goes after)
+                out.insert(at, entry)
+                keys.insert(at, stamp)
+            self._firsts_from = facts.reviews
+            return list(out)
+        return self._all_first_reviews(facts)
+
+    def _all_first_reviews(self, facts: Facts) -> list[FirstReview]:
+        from agent.stats import hours_between, parse_time
+
+        dmap = self._doc_map
+        out: list[FirstReview] = []
+        kept: dict[str, tuple[str, Any, FirstReview]] = {}
+        self._event_dids = {e["deliverable_id"] for e in facts.reviews}
+        for event in facts.reviews:
             did = event["deliverable_id"]
             d = dmap.get(did)
-            if did in seen or d is None:
+            if did in kept or d is None:
                 continue
             stamp = event.get("reviewed_at") or ""
             received = d.get("received_at")
@@ -500,20 +522,30 @@ class ReadModel:
                 entry = (stamp, parse_time(stamp), hours_between(received, stamp))
             kept[did] = (stamp, received, entry)
             out.append(entry)
-            if isinstance(seen, set):
-                seen.add(did)
         self._firsts = kept
         self._firsts_list = out
+        self._firsts_keys = [e[0] for e in out]
         self._firsts_from = facts.reviews
-        return out
+        return list(out)
 
-    @staticmethod
-    def _appended(before: list[Any] | None, after: list[Any]) -> list[Any] | None:
-        """The reviews recorded since ``before`` when they only came after it (a review
-        now: its time is the latest), else None (then everything is looked at again)."""
-        if before is None or len(after) < len(before) or after[:len(before)] != before:
+    def _inserted(self, before: list[Any] | None, after: list[Any]) -> list[Any] | None:
+        """The reviews in ``after`` that ``before`` did not have, when ``after`` is
+        ``before`` with some added (each review is recorded once and never changed), in
+        the order of ``after``; else None (then everything is looked at again)."""
+        if before is None or len(after) < len(before):
             return None
-        return after[len(before):]
+        if after[:len(before)] == before:  # (the usual case: reviews made now come last)
+            return after[len(before):]
+        ids = self._review_ids.get(id(before))
+        if ids is None or ids[0] is not before:
+            ids = (before, {e["id"] for e in before})
+            self._review_ids = {id(before): ids}
+        known = ids[1]
+        fresh = [e for e in after if e["id"] not in known]
+        if len(fresh) != len(after) - len(before) or \
+                [e for e in after if e["id"] in known] != before:
+            return None
+        return fresh
 
     # -- per contractor ---------------------------------------------------------------------
 
@@ -537,7 +569,7 @@ class ReadModel:
         new_roster = gens["roster"] != seen.get("roster")
         self._slices_gens = gens
         events: dict[str, list[Any]] = {}
-        tail = (self._appended(self._events_from, facts.reviews)
+        tail = (self._inserted(self._events_from, facts.reviews)
                 if new_events and gens["links"] == seen.get("links")
                 and not self._regroup_events else None)
         self._regroup_events = False
@@ -545,7 +577,11 @@ class ReadModel:
             events = dict(self._events)
             for e in tail:
                 cid = self._doc_cid.get(e["deliverable_id"], "")
-                events[cid] = [*events.get(cid, []), e]
+                mine = list(events.get(cid, []))
+                at = bisect_right([x.get("reviewed_at") or "" for x in mine],
+                                  e.get("reviewed_at") or "")
+                mine.insert(at, e)  # in the store's order: by time, a later one after
+                events[cid] = mine
                 dirty.add(cid)
         elif new_events:  # a review event belongs to its deliverable's contractor
             for e in facts.reviews:
