@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import statistics
 import sys
 import tempfile
@@ -175,7 +176,9 @@ def main() -> int:
             size[label] = len(response.data)
     budget = args.budget * 1000
     failed = False
-    print(f"\ndashboard opened (whole store read ahead) in {opened * 1000:.0f} ms")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\ndashboard opened (whole store read ahead) in {opened * 1000:.0f} ms; peak RSS of "
+          f"this process (dashboard, its read model, the writers) {rss:.0f} MB")
     print("writes (median ms): " + ", ".join(
         f"{k} {statistics.median(v):.0f}" for k, v in write_ms.items()))
     print(f"\nserver time (wall), median of {args.runs} (ms); budget {budget:.0f} ms for every "
