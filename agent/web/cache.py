@@ -38,7 +38,7 @@ from agent.store.storage import file_stamp, iso
 
 if TYPE_CHECKING:
     from agent.report import FirstReview
-    from agent.stats import Facts
+    from agent.stats import Facts, ReviewEvent, Work
     from agent.store.core import Roster
 
 log = logging.getLogger("retainer.web")
@@ -666,32 +666,18 @@ class ReadModel:
 
         lo, hi = iso(since) or "", iso(until) or "\uffff"
         slices = self.slices()
-        if by_skill:  # the figures of the work and reviews in the period, and only those
-            dmap = self._doc_map
-            chosen: dict[str, dict[str, Any]] = {}
-            for sl in slices.values():
-                (wa, wb), (ea, eb) = sl.within(lo, hi)
-                for d in sl.own[wa:wb]:
-                    chosen[d["id"]] = d
-                for _, version, x in sl.marks[ea:eb]:
-                    if version:  # a new version: it and the work it replaces
-                        chosen[x["id"]] = x
-                        replaced = dmap.get(x.get("replaces") or "")
-                        if replaced is not None:
-                            chosen[replaced["id"]] = replaced
-                    elif (reviewed := dmap.get(x["deliverable_id"])) is not None:
-                        chosen[reviewed["id"]] = reviewed
-            owners = {self._doc_cid.get(did, "") for did in chosen}
-            reviews = sorted((e for cid in owners if cid in slices for e in slices[cid].events
-                              if e["deliverable_id"] in chosen),
-                             key=lambda e: e.get("reviewed_at") or "")
+        if by_skill:
+            works: list[Work] = []
+            events: list[ReviewEvent] = []
+            for s in slices.values():
+                (wa, wb), (ea, eb) = s.within(lo, hi)
+                works.extend(s.works[wa:wb])
+                events.extend(s.events_by_time[ea:eb])
+            works.sort(key=lambda x: x.received)
             facts = self.facts()
-            view = Facts(roster=facts.roster, contractors=facts.contractors,
-                         deliverables=cast(Any, sorted(chosen.values(), key=lambda d: d.get(
-                             "received_at") or "")), reviews=cast(Any, reviews),
-                         instructions=facts.instructions, contracts=[], activity=facts.activity)
-            view.by_contractor_instr = facts.by_contractor_instr
-            view._derived = {did: facts._derived[did] for did in chosen if did in facts._derived}
+            view = Facts(roster=facts.roster, contractors=facts.contractors, deliverables=[],
+                         reviews=[], instructions=[], contracts=[], activity={})
+            view._cache["work"] = (works, events)
             return compute(view, since=since, until=until, by_skill=True)
         which = (round((since - now).total_seconds()), round((until - now).total_seconds()))
         out = {}
@@ -719,28 +705,22 @@ class Slice:
     metrics: dict[str, Any]
     history: set[str]
     periods: dict[tuple[int, int], tuple[Any, dict[str, Any]]] = field(default_factory=dict)
-    own: list[dict[str, Any]] = field(default_factory=list)  # their work, by time received
-    #: what may count as a review event of theirs, by time: (time, is a new version, the
-    #: review event or the deliverable that is a new version of their work)
-    marks: list[tuple[str, bool, dict[str, Any]]] = field(default_factory=list)
+    works: list[Work] = field(default_factory=list)  # by time received
+    events_by_time: list[ReviewEvent] = field(default_factory=list)  # by time reviewed
     _work_keys: list[str] = field(default_factory=list)
     _event_keys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        cid = self.contractor["id"]
-        self.own = [d for d in self.docs if d.get("contractor_id") == cid]
-        mine = {d["id"] for d in self.own}
-        marks = [(e.get("reviewed_at") or "", False, e) for e in self.events]
-        marks += [(d.get("received_at") or "", True, d) for d in self.docs
-                  if d.get("replaces") in mine]
-        marks.sort(key=lambda m: m[0])
-        self.marks = marks
-        self._work_keys = [d.get("received_at") or "" for d in self.own]
-        self._event_keys = [m[0] for m in marks]
+        from agent.stats import _work
+
+        works, events = _work(self.sub)
+        self.works = sorted(works, key=lambda w: w.received)
+        self.events_by_time = sorted(events, key=lambda e: e.reviewed)
+        self._work_keys = [w.received for w in self.works]
+        self._event_keys = [e.reviewed for e in self.events_by_time]
 
     def within(self, lo: str, hi: str) -> tuple[tuple[int, int], tuple[int, int]]:
-        """The ranges of :attr:`own` and :attr:`marks` in ``[lo, hi)``: the same ranges,
-        the same figures for a period."""
+        """The ranges of :attr:`works` and :attr:`events_by_time` in ``[lo, hi)``."""
         wk, ek = self._work_keys, self._event_keys
         return ((bisect_left(wk, lo), bisect_left(wk, hi)),
                 (bisect_left(ek, lo), bisect_left(ek, hi)))
