@@ -127,6 +127,7 @@ class ReadModel:
         self._firsts_list: list[FirstReview] = []
         self._firsts_keys: list[str] = []
         self._review_ids: dict[int, tuple[list[Any], set[str]]] = {}
+        self._last_inserted: tuple[list[Any], list[Any], list[Any] | None] | None = None
         self._firsts_from: list[Any] | None = None  # the reviews the two above were made of
         self._event_dids: set[str] = set()  # deliverables any review names
         self._events: dict[str, list[Any]] = {}  # review events by contractor
@@ -534,6 +535,14 @@ class ReadModel:
         the order of ``after``; else None (then everything is looked at again)."""
         if before is None or len(after) < len(before):
             return None
+        last = self._last_inserted
+        if last is not None and last[0] is before and last[1] is after:
+            return last[2]  # (the first reviews and the contractors' shares ask the same)
+        found = self._find_inserted(before, after)
+        self._last_inserted = (before, after, found)
+        return found
+
+    def _find_inserted(self, before: list[Any], after: list[Any]) -> list[Any] | None:
         if after[:len(before)] == before:  # (the usual case: reviews made now come last)
             return after[len(before):]
         ids = self._review_ids.get(id(before))
