@@ -11,12 +11,15 @@ a review, one deliverable shard and the workflow file. Every shard is bounded in
 the store (see :mod:`agent.store.layout`), so what one write costs the next page is
 bounded too, however big the store grows.
 
-The views are then rebuilt in memory from the parts, and the costly per-deliverable
-results (a queue row, a deliverable's kind of work and turnaround) are reused whenever
-every input they were computed from is the same object, or equal, as before. Nothing is
-served from a file older than the last look: a write by the dashboard, the CLI or the
-daemon is seen by the very next request. There is no background recomputation to wait
-for, and no patching of results by hand after the dashboard's own writes.
+The views are then rebuilt in memory from the parts, and the costly results are reused
+whenever every input they were computed from is the same object, or equal, as before: a
+queue row per deliverable, a deliverable's kind of work and turnaround, and each
+contractor's share of the figures (:class:`Slice`: their work, reviews and contracts, their
+all-time metrics, their metrics per period), so a review recomputes one contractor's
+figures, not 500. Nothing is served from a file older than the last look: a write by the
+dashboard, the CLI or the daemon is seen by the very next request. Only what depends on
+the clock as well (the report's period, `suggest`'s recency) is reused for up to a
+minute while nothing is written. There is no background recomputation to wait for.
 """
 
 from __future__ import annotations
@@ -322,12 +325,6 @@ class ReadModel:
         return value
 
     # -- deliverables -------------------------------------------------------------------------
-
-    def deliverables(self) -> list[dict[str, Any]]:
-        """Every deliverable, contractor resolved, oldest first (as ``Store.deliverables``)."""
-        return self.memo("deliverables", ("deliverables",),  # type: ignore[no-any-return]
-                         lambda: sorted(self._doc_map.values(),
-                                        key=lambda d: d.get("received_at") or ""))
 
     def deliverable_map(self) -> dict[str, dict[str, Any]]:
         """Every deliverable by id (kept current shard by shard; do not mutate)."""
