@@ -134,7 +134,8 @@ def wide_store(tmp_path):
 
 LISTINGS = [("review",), ("review", "--all"), ("deliverables",), ("contractors",),
             ("contractors", "candidates"), ("contractors", "suggest", "logo"),
-            ("messages",), ("status",), ("report",), ("plugins",)]
+            ("contractors", "show", "Maria Lopez"), ("messages",), ("status",), ("report",),
+            ("plugins",)]
 
 
 def test_tables_fit_an_80_column_terminal(tmp_path):
