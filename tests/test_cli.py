@@ -513,3 +513,19 @@ def test_the_example_config_is_valid(tmp_path, monkeypatch):
     loaded = load_config(config, real_host(), only={"inbox", "archive", "upwork-main",
                                                     "freelancer"})
     assert sorted(loaded.settings) == ["archive", "freelancer", "inbox", "upwork-main"]
+
+
+def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
+    items = [{"id": f"<m{i}@x>", "from": "maria@example.com", "subject": f"subject {i} " * 5}
+             for i in range(1000)]
+    config = make_config(tmp_path)
+    feed.write_feed(tmp_path / "feed.jsonl", items)
+    command = [sys.executable, "-m", "tests.support.feed_cli", "--config", str(config)]
+    subprocess.run([*command, "sync"], check=True, capture_output=True, timeout=300)
+    process = subprocess.Popen([*command, "messages"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith(b"ID ")  # `retainer messages | head -1`
+    process.stdout.close()
+    assert process.wait(timeout=60) == 141
+    assert process.stderr.read() == b""
