@@ -330,6 +330,8 @@ def test_no_sources_says_how_to_add_one(tmp_path):
         out = invoke(config, command).stdout
         assert f"No sources in {config}" in out and "[[sources]]" in out
         assert "retainer config check" in out
+    assert json.loads(invoke(config, "sync", "--json").stdout) == []
+    assert json.loads(invoke(config, "status", "--json").stdout)["sources"] == []
 
 
 def test_ctrl_c_during_sync_says_what_was_kept_and_exits_130(tmp_path):

@@ -40,8 +40,10 @@ def sync(app: App, sources: tuple[str, ...], as_json: bool) -> None:
     config = app.config(only=set(sources) or None)
     for name in sources:
         config.source(name)
-    if not config.sources:
-        click.echo(no_sources_hint(config.path))
+    if not config.sources:  # --json: still one document on stdout, the advice on stderr
+        if as_json:
+            emit_json([])
+        click.echo(no_sources_hint(config.path), err=as_json)
         return
     store = app.store(config)
     watch = SyncWatch(verbose=app.verbose, quiet=as_json)
