@@ -20,13 +20,12 @@ from filelock import FileLock, Timeout
 from agent.errors import StoreError, StoreLocked
 from agent.files import ensure_private_dir, remove_orphan_temps, sanitize_filename
 from agent.store.blobs import Blobs
-from agent.store.layout import MONTH_RE, Catalog, ensure_index_dirs
+from agent.store.layout import MONTH_RE, SCHEMA_VERSION, Catalog, ensure_index_dirs
 from agent.store.pluginstate import PluginState
 from agent.store.storage import Shard, Stamp, file_stamp, json_safe
 
 log = logging.getLogger("retainer.store")
 
-SCHEMA_VERSION = 2  # 1: one shard per month; 2: bounded shards + summaries (layout.py)
 MONTHLY = ("messages", "deliverables")  # folders of bounded shards (once: per-month)
 MONTHLY_CACHE = 4
 LOCK_TIMEOUT = 120.0
