@@ -332,6 +332,10 @@ def test_no_sources_says_how_to_add_one(tmp_path):
         assert "retainer config check" in out
     assert json.loads(invoke(config, "sync", "--json").stdout) == []
     assert json.loads(invoke(config, "status", "--json").stdout)["sources"] == []
+    config.write_text(f'[agent]\ndata_dir = "{tmp_path}/data"\n[[sources]]\nname = "feed"\n'
+                      f'platform = "feed"\nenabled = false\n[sources.settings]\n'
+                      f'path = "{tmp_path}/feed.jsonl"\n')
+    assert "No enabled sources" in invoke(config, "sync").stdout
 
 
 def test_ctrl_c_during_sync_says_what_was_kept_and_exits_130(tmp_path):

@@ -63,6 +63,9 @@ def sync(app: App, sources: tuple[str, ...], as_json: bool) -> None:
     else:
         for r in results:
             click.echo(f"{r.source}: {sync_line(r)}")
+        if not results and not watch.stopping.is_set():
+            click.echo(f"No enabled sources in {config.path}: set `enabled = true` on one, or "
+                       "name it (`retainer sync NAME` syncs a disabled source too).")
     if watch.stopping.is_set():
         click.echo(f"retainer: interrupted: {watch.kept()}", err=True)
         sys.exit(130)
