@@ -1,6 +1,6 @@
-"""Everything the owner reads: JSON documents, tables, progress, and the one way sizes,
-ages, durations, money and percentages are written (the dashboard's Jinja filters are
-these same functions, see :mod:`agent.web.filters`).
+"""Everything the owner reads: JSON documents, tables that fit the terminal, and the one
+way sizes, times, durations, money and percentages are written (the dashboard's Jinja
+filters are these same functions, see :mod:`agent.web.filters`).
 
 No heavy imports here: this module is loaded by every command, and by the dashboard.
 """
@@ -48,7 +48,8 @@ def parse_stamp(stamp: Any) -> datetime | None:
 
 
 def age(stamp: str | None, *, none: str = NONE) -> str:
-    """How long ago an ISO timestamp was: ``"40m"``, ``"5h"``, ``"12d"``; ``none`` if unknown."""
+    """How long ago an ISO timestamp was, compactly (the dashboard writes "ago" after it):
+    ``"40m"``, ``"5h"``, ``"12d"``; ``none`` if unknown. Tables use :func:`ago`."""
     then = parse_stamp(stamp)
     if then is None:
         return none
