@@ -156,12 +156,13 @@ def emit_json_list(items: Iterable[Any]) -> None:
 
 @dataclass(frozen=True)
 class Col:
-    """A table column: ``flex`` ones are cut first (with "…") when the terminal is too
-    narrow; when that is not enough, those with a ``drop`` rank are left out, the highest
-    rank first (then the rightmost). ``right``: aligned right (numbers)."""
+    """A table column: ``flex`` ones are cut (with "…") when the terminal is too narrow,
+    the highest ``flex`` rank first (``True`` is 1), then the widest; when that is not
+    enough, those with a ``drop`` rank are left out, the highest rank first (then the
+    rightmost). ``right``: aligned right (numbers)."""
 
     header: str
-    flex: bool = False
+    flex: int = 0
     drop: int = 0
     right: bool = False
 
@@ -203,7 +204,7 @@ def fit(cells: list[list[str]], cols: list[Col], width: int | None
             room = [i for i in shown if widths[i] > floors.get(i, widths[i])]
             if not room:
                 break
-            i = max(room, key=lambda k: (widths[k] - floors[k], k))
+            i = max(room, key=lambda k: (cols[k].flex, widths[k] - floors[k], k))
             widths[i] -= 1
             excess -= 1
         return [widths[i] for i in shown], excess
