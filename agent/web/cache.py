@@ -171,7 +171,8 @@ class ReadModel:
                  if (cid := roster.contractor_of(key)) is not None}
         if links != self.links or self.roster is None:
             self.gen["links"] += 1
-        contractors = [d for d in roster.contractors.values() if not d.get("merged_into")]
+        contractors: list[Any] = [d for d in roster.contractors.values()
+                                  if not d.get("merged_into")]
         names = {c["id"]: c["name"] for c in contractors}
         if names != self.names:
             self.gen["names"] += 1
