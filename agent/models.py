@@ -352,7 +352,6 @@ class IdentityRecord(TypedDict):
     first_seen: str | None
     last_seen: str | None
     contractor_id: str | None
-    ignored: NotRequired[bool]  # a candidate the owner chose to hide (``ignore_candidates``)
 
 
 class ContractRecord(TypedDict):

@@ -30,7 +30,6 @@ log = logging.getLogger("retainer.store")
 MONTHLY = ("messages", "deliverables")  # folders of bounded shards (once: per-month)
 MONTHLY_CACHE = 4
 LOCK_TIMEOUT = 120.0
-IGNORED_FILE = "web/ignored.json"  # where older dashboards kept ignored candidates
 DERIVED = ("index", "cache")  # folders of data derived from the shards (rebuilt when lost)
 
 
@@ -55,10 +54,6 @@ class StoreFolder:
         self._cleaned = False
         self.blobs = Blobs(self.data_dir, self.files_dir, self.tmp_dir)
         self._upgrade_layout()
-        if os.path.isfile(self.data_dir / IGNORED_FILE):  # kept by an older dashboard
-            from agent.store.roster import adopt_ignored_file
-
-            adopt_ignored_file(self)
 
     _on_disk = True  # the in-memory store keeps its shard summaries in memory only
 

@@ -10,18 +10,21 @@ contractor is a candidate. Merging keeps the merged contractor as a pointer
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 from agent.errors import StoreError
 from agent.files import fsync_dir
 from agent.models import CONTRACTOR_STATUSES, ContractorRecord, Identity, IdentityRecord
 from agent.store.documents import now_utc
-from agent.store.folder import IGNORED_FILE, StoreFolder
+from agent.store.folder import StoreFolder
 from agent.store.ids import contractor_id_for
 from agent.store.storage import iso, json_safe
 
 MERGE_HOPS = 10  # how many ``merged_into`` pointers are followed, at most
+IGNORED_FILE = "web/ignored.json"  # where older dashboards kept ignored candidates
 log = logging.getLogger("retainer.store")
 
 
@@ -51,8 +54,8 @@ def identity_doc(identity: Identity, current: IdentityRecord | None,
         "contractor_id": None,
     }
     doc["contractor_id"] = contractor_id
-    if contractor_id:
-        doc.pop("ignored", None)  # on the roster now: no longer an ignored candidate
+    if contractor_id:  # on the roster now: no longer an ignored candidate
+        cast("dict[str, Any]", doc).pop("ignored", None)
     if identity.name and not doc.get("name"):
         doc["name"] = identity.name
     if identity.profile_url:
@@ -176,6 +179,11 @@ class Roster:
 
 class RosterStore(StoreFolder):
     """The store's roster operations (``roster.json``); writers hold :meth:`writing`."""
+
+    def __init__(self, data_dir: Path, *, create: bool = True) -> None:
+        super().__init__(data_dir, create=create)
+        if os.path.isfile(self.data_dir / IGNORED_FILE):  # kept by an older dashboard
+            adopt_ignored_file(self)
 
     def roster(self) -> Roster:
         return Roster(self.identities(), self.contractors(include_merged=True))
