@@ -134,7 +134,8 @@ def wide_store(tmp_path):
 
 LISTINGS = [("review",), ("review", "--all"), ("deliverables",), ("contractors",),
             ("contractors", "candidates"), ("contractors", "suggest", "logo"),
-            ("messages",), ("status",), ("report",), ("plugins",)]
+            ("contractors", "show", "Maria Lopez"), ("messages",), ("status",), ("report",),
+            ("plugins",)]
 
 
 def test_tables_fit_an_80_column_terminal(tmp_path):
@@ -329,6 +330,12 @@ def test_no_sources_says_how_to_add_one(tmp_path):
         out = invoke(config, command).stdout
         assert f"No sources in {config}" in out and "[[sources]]" in out
         assert "retainer config check" in out
+    assert json.loads(invoke(config, "sync", "--json").stdout) == []
+    assert json.loads(invoke(config, "status", "--json").stdout)["sources"] == []
+    config.write_text(f'[agent]\ndata_dir = "{tmp_path}/data"\n[[sources]]\nname = "feed"\n'
+                      f'platform = "feed"\nenabled = false\n[sources.settings]\n'
+                      f'path = "{tmp_path}/feed.jsonl"\n')
+    assert "No enabled sources" in invoke(config, "sync").stdout
 
 
 def test_ctrl_c_during_sync_says_what_was_kept_and_exits_130(tmp_path):
@@ -512,3 +519,37 @@ def test_the_example_config_is_valid(tmp_path, monkeypatch):
     loaded = load_config(config, real_host(), only={"inbox", "archive", "upwork-main",
                                                     "freelancer"})
     assert sorted(loaded.settings) == ["archive", "freelancer", "inbox", "upwork-main"]
+
+
+def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
+    items = [{"id": f"<m{i}@x>", "from": "maria@example.com", "subject": f"subject {i} " * 5}
+             for i in range(1000)]
+    config = make_config(tmp_path)
+    feed.write_feed(tmp_path / "feed.jsonl", items)
+    command = [sys.executable, "-m", "tests.support.feed_cli", "--config", str(config)]
+    subprocess.run([*command, "sync"], check=True, capture_output=True, timeout=300)
+    process = subprocess.Popen([*command, "messages"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith(b"ID ")  # `retainer messages | head -1`
+    process.stdout.close()
+    assert process.wait(timeout=60) == 141
+    assert process.stderr.read() == b""
+
+
+def test_wide_characters_are_measured_as_the_terminal_shows_them(tmp_path):
+    from agent.cli.output import cell_width
+
+    assert cell_width("Kenji") == 5 and cell_width("山田太郎") == 8 and cell_width("Zoë") == 3
+    config = make_config(tmp_path)
+    run(config, "sync")
+    run(config, "contractors", "add", "yamada@example.jp", "--name", "山田太郎デザイン事務所の山田さん",
+        "--skill", "ロゴ", "--skill", "イラスト")
+    out = invoke(config, "contractors", env={"COLUMNS": "80"}).stdout
+    lines = out.splitlines()
+    assert max(cell_width(line) for line in lines) <= 80
+    last = lines[0].index("LAST")  # the header is ASCII: its index is its column
+    for line in lines[1:]:  # every row's LAST cell starts in that same terminal column
+        k = next(k for k in range(len(line) + 1) if cell_width(line[:k]) >= last)
+        assert cell_width(line[:k]) == last and line[k - 1] == " " and line[k] != " ", line
+        assert line[k:].startswith(("just now", "-")) or " ago" in line[k:k + 12], line

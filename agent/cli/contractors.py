@@ -45,10 +45,13 @@ def contractors_list(app: App, as_json: bool) -> None:
 
 @contractors.command("candidates")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--ignored", "show_ignored", is_flag=True,
+              help="Only those ignored in the dashboard (hidden otherwise).")
 @click.pass_obj
-def contractors_candidates(app: App, as_json: bool) -> None:
+def contractors_candidates(app: App, as_json: bool, show_ignored: bool = False) -> None:
     """People who wrote but are not on the roster (promote them with `contractors add`)."""
-    docs = sorted(app.store().candidates(), key=lambda d: d.get("last_seen") or "", reverse=True)
+    docs = sorted(app.store().candidates(ignored=show_ignored),
+                  key=lambda d: d.get("last_seen") or "", reverse=True)
     if as_json:
         emit_json(docs)
         return
@@ -81,9 +84,10 @@ def contractors_add(app: App, who: str, name: str | None, emails: tuple[str, ...
             who = f"email:{who}"
         if ":" in who:
             platform, _, address = who.partition(":")
-            seen = roster.identities.get(who.lower(), {})
-            idents.append(Identity(platform, address, name=seen.get("name", "")))
-            display = name or seen.get("name") or address
+            known = roster.identities.get(who.lower())
+            known_name = known["name"] if known else ""
+            idents.append(Identity(platform, address, name=known_name))
+            display = name or known_name or address
         else:
             display = name or who
         idents += [Identity("email", e) for e in emails]
@@ -116,10 +120,10 @@ def contractors_show(app: App, who: str, as_json: bool) -> None:
     click.echo(f"  identities: {', '.join(row.get('identities', []))}")
     click.echo(f"  skills: {', '.join(row.get('skills', [])) or '-'}; "
                f"rate {money(row.get('rate'), row.get('currency', ''))}")
-    click.echo(f"  first contact {row['first_contact'] or '-'}, last {row['last_contact'] or '-'}")
+    click.echo(f"  first contact {ago(row['first_contact'])}, last {ago(row['last_contact'])}")
     click.echo(f"  {len(msgs)} messages, {len(work)} deliverables, average rating "
-               f"{'-' if rating is None else f'{rating:.1f}'}, revisions "
-               f"{pct(row.get('revision_rate'))}, median turnaround "
+               f"{'-' if rating is None else f'{rating:.1f}'}")
+    click.echo(f"  revisions {pct(row.get('revision_rate'))}, median turnaround "
                f"{hours(row.get('median_turnaround_hours'))}, spend "
                f"{money(row.get('spend'), row.get('currency', ''))}"
                f"{' (estimated)' if row.get('spend_estimated') else ''}")

@@ -1,6 +1,6 @@
-"""Everything the owner reads: JSON documents, tables, progress, and the one way sizes,
-ages, durations, money and percentages are written (the dashboard's Jinja filters are
-these same functions, see :mod:`agent.web.filters`).
+"""Everything the owner reads: JSON documents, tables that fit the terminal, and the one
+way sizes, times, durations, money and percentages are written (the dashboard's Jinja
+filters are these same functions, see :mod:`agent.web.filters`).
 
 No heavy imports here: this module is loaded by every command, and by the dashboard.
 """
@@ -48,7 +48,8 @@ def parse_stamp(stamp: Any) -> datetime | None:
 
 
 def age(stamp: str | None, *, none: str = NONE) -> str:
-    """How long ago an ISO timestamp was: ``"40m"``, ``"5h"``, ``"12d"``; ``none`` if unknown."""
+    """How long ago an ISO timestamp was, compactly (the dashboard writes "ago" after it):
+    ``"40m"``, ``"5h"``, ``"12d"``; ``none`` if unknown. Tables use :func:`ago`."""
     then = parse_stamp(stamp)
     if then is None:
         return none
@@ -156,12 +157,13 @@ def emit_json_list(items: Iterable[Any]) -> None:
 
 @dataclass(frozen=True)
 class Col:
-    """A table column: ``flex`` ones are cut first (with "…") when the terminal is too
-    narrow; when that is not enough, those with a ``drop`` rank are left out, the highest
-    rank first (then the rightmost). ``right``: aligned right (numbers)."""
+    """A table column: ``flex`` ones are cut (with "…") when the terminal is too narrow,
+    the highest ``flex`` rank first (``True`` is 1), then the widest; when that is not
+    enough, those with a ``drop`` rank are left out, the highest rank first (then the
+    rightmost). ``right``: aligned right (numbers)."""
 
     header: str
-    flex: bool = False
+    flex: int = 0
     drop: int = 0
     right: bool = False
 
@@ -191,7 +193,8 @@ def fit(cells: list[list[str]], cols: list[Col], width: int | None
     Columns keep their natural width while they fit; then flex columns shrink (widest
     first, not below their header or 8), then droppable columns go (highest rank first), then
     every column shrinks down to its header."""
-    natural = [max([len(c.header)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    natural = [max([len(c.header)] + [cell_width(row[i]) for row in cells])
+               for i, c in enumerate(cols)]
     shown = list(range(len(cols)))
     if width is None:
         return shown, natural
@@ -203,7 +206,7 @@ def fit(cells: list[list[str]], cols: list[Col], width: int | None
             room = [i for i in shown if widths[i] > floors.get(i, widths[i])]
             if not room:
                 break
-            i = max(room, key=lambda k: (widths[k] - floors[k], k))
+            i = max(room, key=lambda k: (cols[k].flex, widths[k] - floors[k], k))
             widths[i] -= 1
             excess -= 1
         return [widths[i] for i in shown], excess
@@ -238,7 +241,7 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str | Col]) -> None:
     else:
         for line in [heads, *body]:
             click.echo("  ".join(
-                (text.rjust(w) if col.right else text.ljust(w))
+                (_pad(text, w, right=col.right))
                 for text, w, col in zip(line, widths, shown, strict=True)).rstrip())
     if hidden:
         click.echo(f"({hidden} column(s) left out to fit {width} columns; widen the terminal "
@@ -269,5 +272,29 @@ def _cell(value: Any, limit: int | None) -> str:
     return text if limit is None else _cut(text, limit)
 
 
+def cell_width(text: str) -> int:
+    """The columns ``text`` takes on a terminal: wide (CJK) characters take two,
+    combining marks none."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(ch) else
+               2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
 def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+    """``text`` within ``width`` terminal columns, "…" where it was cut."""
+    if cell_width(text) <= width:
+        return text
+    kept = ""
+    for ch in text:
+        if cell_width(kept + ch) > width - 1:
+            break
+        kept += ch
+    return kept + "…"
+
+
+def _pad(text: str, width: int, *, right: bool = False) -> str:
+    space = " " * max(width - cell_width(text), 0)
+    return space + text if right else text + space

@@ -9,10 +9,14 @@ contractor is a candidate. Merging keeps the merged contractor as a pointer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 from agent.errors import StoreError
+from agent.files import fsync_dir
 from agent.models import CONTRACTOR_STATUSES, ContractorRecord, Identity, IdentityRecord
 from agent.store.documents import now_utc
 from agent.store.folder import StoreFolder
@@ -20,6 +24,8 @@ from agent.store.ids import contractor_id_for
 from agent.store.storage import iso, json_safe
 
 MERGE_HOPS = 10  # how many ``merged_into`` pointers are followed, at most
+IGNORED_FILE = "web/ignored.json"  # where older dashboards kept ignored candidates
+log = logging.getLogger("retainer.store")
 
 
 def check_status(status: str) -> None:
@@ -29,7 +35,7 @@ def check_status(status: str) -> None:
 
 def new_contractor(cid: str, name: str, stamp: str | None, *, status: str = "trial",
                    skills: Iterable[str] = (), rate: float | None = None,
-                   currency: str = "USD", notes: str = "") -> dict[str, Any]:
+                   currency: str = "USD", notes: str = "") -> ContractorRecord:
     """A contractor document owning no identity yet."""
     return {
         "id": cid, "name": name, "status": status, "skills": sorted(set(skills)),
@@ -38,15 +44,18 @@ def new_contractor(cid: str, name: str, stamp: str | None, *, status: str = "tri
     }
 
 
-def identity_doc(identity: Identity, current: dict[str, Any],
-                 contractor_id: str | None) -> dict[str, Any]:
+def identity_doc(identity: Identity, current: IdentityRecord | None,
+                 contractor_id: str | None) -> IdentityRecord:
     """The stored identity (``current``, or a new one) owned by ``contractor_id``."""
-    doc = dict(current) if current else {
+    doc: IdentityRecord = current.copy() if current else {
         "key": identity.key, "platform": identity.platform,
         "address": identity.address.strip().lower(), "name": identity.name,
         "profile_url": identity.profile_url, "first_seen": None, "last_seen": None,
+        "contractor_id": None,
     }
     doc["contractor_id"] = contractor_id
+    if contractor_id:  # on the roster now: no longer an ignored candidate
+        cast("dict[str, Any]", doc).pop("ignored", None)
     if identity.name and not doc.get("name"):
         doc["name"] = identity.name
     if identity.profile_url:
@@ -54,18 +63,62 @@ def identity_doc(identity: Identity, current: dict[str, Any],
     return doc
 
 
-def seen_at(doc: dict[str, Any], stamp: str | None) -> None:
+def mark_ignored(doc: Mapping[str, Any], ignored: bool) -> dict[str, Any]:
+    """An identity document with the owner's "ignore this candidate" set or cleared."""
+    out = dict(doc)
+    if ignored:
+        out["ignored"] = True
+    else:
+        out.pop("ignored", None)
+    return out
+
+
+def adopt_ignored_file(store: StoreFolder) -> None:
+    """Move the candidates the dashboard once kept ignored in ``DATA/web/ignored.json``
+    into the store (the ``ignored`` mark on each identity), then remove the file.
+
+    Under the store's write lock; the roster is written (atomically) before the file is
+    removed, so a kill in between only means doing it again at the next open."""
+    import orjson
+
+    path = store.data_dir / IGNORED_FILE
+    store._acquire_lock()
+    try:
+        try:
+            keys = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return  # another process moved it meanwhile
+        except orjson.JSONDecodeError:
+            keys = []
+        if not isinstance(keys, list):
+            keys = []
+        wanted = {k.strip().lower() for k in keys if isinstance(k, str)}
+        identities = store.roster_shard.docs("identities")
+        docs = [mark_ignored(d, True) for d in identities
+                if d["key"] in wanted and not d.get("contractor_id") and not d.get("ignored")]
+        if docs:
+            store.roster_shard.upsert_many("identities", docs, "key")
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+        log.info("moved %d ignored candidates from %s into the store", len(docs), path)
+    finally:
+        store._lock.release()
+
+
+def seen_at(doc: IdentityRecord, stamp: str | None) -> None:
     """Stretch an identity's first and last seen times over ``stamp``."""
-    if stamp and (not doc.get("first_seen") or stamp < doc["first_seen"]):
+    first, last = doc.get("first_seen"), doc.get("last_seen")
+    if stamp and (not first or stamp < first):
         doc["first_seen"] = stamp
-    if stamp and (not doc.get("last_seen") or stamp > doc["last_seen"]):
+    if stamp and (not last or stamp > last):
         doc["last_seen"] = stamp
 
 
 class Roster:
     """The identities table in memory: who is a contractor, who a candidate."""
 
-    def __init__(self, identities: list[dict[str, Any]], contractors: list[dict[str, Any]]) -> None:
+    def __init__(self, identities: list[IdentityRecord], contractors: list[ContractorRecord]
+                 ) -> None:
         self.identities = {doc["key"]: doc for doc in identities}
         self.contractors = {doc["id"]: doc for doc in contractors}
         self.by_profile = {
@@ -76,13 +129,15 @@ class Roster:
         if not key:
             return None
         doc = self.identities.get(key)
-        if doc is None or not doc.get("contractor_id"):
+        cid = doc.get("contractor_id") if doc is not None else None
+        if not cid:
             return None
-        cid: str = doc["contractor_id"]
         seen = 0
-        while cid in self.contractors and self.contractors[cid].get("merged_into") \
-                and seen < MERGE_HOPS:
-            cid = self.contractors[cid]["merged_into"]
+        while cid in self.contractors and seen < MERGE_HOPS:
+            merged_into = self.contractors[cid].get("merged_into")
+            if not merged_into:
+                break
+            cid = merged_into
             seen += 1
         return cid
 
@@ -93,15 +148,16 @@ class Roster:
         """The identity keys that resolve to contractor ``cid``."""
         return {key for key in self.identities if self.contractor_of(key) == cid}
 
-    def link(self, cid: str, key: str) -> dict[str, Any]:
+    def link(self, cid: str, key: str) -> ContractorRecord:
         """Contractor ``cid`` with identity ``key`` among theirs (a copy if it changed)."""
         doc = self.contractors[cid]
         if key not in doc["identities"]:
-            doc = dict(doc, identities=[*doc["identities"], key])
+            doc = doc.copy()
+            doc["identities"] = [*doc["identities"], key]
         self.contractors[cid] = doc
         return doc
 
-    def find(self, ref: str) -> dict[str, Any]:
+    def find(self, ref: str) -> ContractorRecord:
         """A contractor by id (or unique id prefix), exact name, or identity."""
         ref_l = ref.strip().lower()
         for key in (ref_l, f"email:{ref_l}"):
@@ -124,8 +180,13 @@ class Roster:
 class RosterStore(StoreFolder):
     """The store's roster operations (``roster.json``); writers hold :meth:`writing`."""
 
+    def __init__(self, data_dir: Path, *, create: bool = True) -> None:
+        super().__init__(data_dir, create=create)
+        if os.path.isfile(self.data_dir / IGNORED_FILE):  # kept by an older dashboard
+            adopt_ignored_file(self)
+
     def roster(self) -> Roster:
-        return Roster(self.roster_shard.docs("identities"), self.roster_shard.docs("contractors"))
+        return Roster(self.identities(), self.contractors(include_merged=True))
 
     def contractors(self, *, include_merged: bool = False) -> list[ContractorRecord]:
         docs = cast("list[ContractorRecord]", self.roster_shard.docs("contractors"))
@@ -134,12 +195,34 @@ class RosterStore(StoreFolder):
     def identities(self) -> list[IdentityRecord]:
         return cast("list[IdentityRecord]", self.roster_shard.docs("identities"))
 
-    def candidates(self) -> list[IdentityRecord]:
-        return [d for d in self.identities() if not d.get("contractor_id")]
+    def candidates(self, *, ignored: bool | None = False) -> list[IdentityRecord]:
+        """Identities on no contractor's roster: those the owner did not ignore (the
+        default), only the ignored ones (``ignored=True``), or all (``ignored=None``)."""
+        return [d for d in self.identities() if not d.get("contractor_id")
+                and (ignored is None or bool(d.get("ignored")) == ignored)]
+
+    def ignore_candidates(self, keys: Iterable[str], *, ignored: bool = True
+                          ) -> list[IdentityRecord]:
+        """Hide candidates from the candidates listings (``ignored=False``: show them
+        again), in one atomic write of the roster. Hold :meth:`writing`. A key that is no
+        candidate (unknown, or on a contractor's roster) is refused before anything is
+        written; promoting an ignored candidate clears the mark."""
+        roster = self.roster()
+        changed = []
+        for key in dict.fromkeys(k.strip().lower() for k in keys):
+            doc = roster.identities.get(key)
+            if doc is None or doc.get("contractor_id"):
+                raise StoreError(f"{key} is not a candidate; see `retainer contractors "
+                                 "candidates`")
+            if bool(doc.get("ignored")) != ignored:
+                changed.append(mark_ignored(doc, ignored))
+        if changed:
+            self.roster_shard.upsert_many("identities", changed, "key")
+        return cast("list[IdentityRecord]", changed)
 
     def find_contractor(self, ref: str) -> ContractorRecord:
         """Find a contractor by id (or unique id prefix), exact name, or identity."""
-        return cast("ContractorRecord", self.roster().find(ref))
+        return self.roster().find(ref)
 
     def add_contractor(
         self,
@@ -158,27 +241,29 @@ class RosterStore(StoreFolder):
         owner_id = next((roster.contractor_of(i.key) for i in identities
                          if roster.contractor_of(i.key)), None)
         if owner_id:
-            doc = dict(roster.contractors[owner_id])
-            doc["skills"] = sorted(set(doc.get("skills", [])) | set(skills))
+            doc = roster.contractors[owner_id].copy()
+            doc["skills"] = sorted(set(doc.get("skills") or []) | set(skills))
         else:
             seed = identities[0].key if identities else f"name:{name.lower()}"
             doc = new_contractor(contractor_id_for(seed), name, iso(now_utc()), status=status,
                                  skills=skills, rate=rate, currency=currency, notes=notes)
-        ident_docs = []
+        ident_docs: list[IdentityRecord] = []
         promoted = []
         for identity in identities:
-            current = roster.identities.get(identity.key, {})
-            if current.get("first_seen") and not current.get("contractor_id"):
+            current = roster.identities.get(identity.key)
+            if current is not None and current.get("first_seen") \
+                    and not current.get("contractor_id"):
                 promoted.append(identity.key)  # seen before: their earlier files wait
             ident_docs.append(identity_doc(identity, current, doc["id"]))
             if identity.key not in doc["identities"]:
                 doc["identities"] = [*doc["identities"], identity.key]
-        self.roster_shard.upsert_many("contractors", [doc])
+        self.roster_shard.upsert_many("contractors", [cast("dict[str, Any]", doc)])
         if ident_docs:
-            self.roster_shard.upsert_many("identities", ident_docs, "key")
+            self.roster_shard.upsert_many("identities", cast("list[dict[str, Any]]", ident_docs),
+                                          "key")
         if promoted:
             self.mark_backfill(promoted)
-        return cast("ContractorRecord", doc)
+        return doc
 
     def update_contractor(self, contractor_id: str, **changes: Any) -> ContractorRecord:
         doc: dict[str, Any] = dict(self.find_contractor(contractor_id))
