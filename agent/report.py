@@ -30,8 +30,8 @@ def _totals(rows: dict[str, dict[str, Any]], facts: Facts, lo: datetime, hi: dat
     weight = sum(n for _, n in ratings)
     out["average_rating"] = round(sum(a * n for a, n in ratings) / weight, 2) if weight else None
     slo, shi = iso(lo) or "", iso(hi) or ""
-    events = [e for e in facts.reviews if slo <= (e.get("reviewed_at") or "") < shi]
-    changes = sum(e["status"] == "changes_requested" for e in events)
+    events = [m for m in facts.review_marks() if slo <= m[2] < shi]
+    changes = sum(status == "changes_requested" for _, status, _ in events)
     out["revision_rate"] = round(changes / len(events), 3) if events else None
     out["median_review_latency_hours"] = _round1(median(_latencies(facts, lo, hi)))
     return out
@@ -39,16 +39,15 @@ def _totals(rows: dict[str, dict[str, Any]], facts: Facts, lo: datetime, hi: dat
 
 def _latencies(facts: Facts, lo: datetime, hi: datetime) -> list[float]:
     slo, shi = iso(lo) or "", iso(hi) or ""
-    received = {d["id"]: d.get("received_at") for d in facts.deliverables}
+    received = facts.received_at()
     seen: set[str] = set()
     out = []
-    for event in facts.reviews:
-        did = event["deliverable_id"]
+    for did, _, reviewed_at in facts.review_marks():
         if did in seen or did not in received:
             continue
         seen.add(did)
-        if slo <= (event.get("reviewed_at") or "") < shi:
-            value = hours_between(received[did], event["reviewed_at"])
+        if slo <= reviewed_at < shi:
+            value = hours_between(received[did], reviewed_at)
             if value is not None:
                 out.append(value)
     return out
@@ -70,18 +69,17 @@ def _trend(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
 
 def latency_series(facts: Facts, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
     """Median review latency per week (weeks starting Monday) in the period."""
-    received = {d["id"]: d.get("received_at") for d in facts.deliverables}
+    received = facts.received_at()
     weeks: dict[str, list[float]] = {}
     seen: set[str] = set()
-    for event in facts.reviews:
-        did = event["deliverable_id"]
+    for did, _, reviewed_at in facts.review_marks():
         if did in seen or did not in received:
             continue
         seen.add(did)
-        when = parse_time(event.get("reviewed_at"))
+        when = parse_time(reviewed_at)
         if when is None or not lo <= when < hi:
             continue
-        value = hours_between(received[did], event["reviewed_at"])
+        value = hours_between(received[did], reviewed_at)
         if value is None:
             continue
         start = (when - timedelta(days=when.weekday())).date().isoformat()

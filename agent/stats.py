@@ -19,11 +19,12 @@ import bisect
 import re
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agent.store import Store
+from agent.store import Store, readmodels
 from agent.store import workflow as wf
 from agent.store.core import Roster, iso
 
@@ -63,37 +64,106 @@ def mean(values: Iterable[float]) -> float | None:
     return sum(data) / len(data) if data else None
 
 
-@dataclass
 class Facts:
-    """Everything the metrics need, read from the store once."""
+    """Everything the metrics need, read from the store once, each part when first used.
 
-    roster: Roster
-    contractors: list[dict[str, Any]]
-    deliverables: list[dict[str, Any]]
-    reviews: list[dict[str, Any]]
-    instructions: list[dict[str, Any]]
-    contracts: list[dict[str, Any]]
-    activity: dict[str, dict[str, Any]]
-    by_contractor_instr: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    The delegation metrics themselves (:func:`_work`: each deliverable's kind of work,
+    turnaround and review, and the review events) are kept in the store as a read model
+    (``delegation``, see :mod:`agent.store.readmodels`): a listing loads that one small
+    document instead of every deliverable shard, review and message shard, and it is
+    rebuilt from those whenever any of them changed.
+    """
+
+    def __init__(self, roster: Roster, contractors: list[dict[str, Any]],
+                 deliverables: list[dict[str, Any]] | None = None,
+                 reviews: list[dict[str, Any]] | None = None,
+                 instructions: list[dict[str, Any]] | None = None,
+                 contracts: list[dict[str, Any]] | None = None,
+                 activity: dict[str, dict[str, Any]] | None = None, *,
+                 store: Store | None = None, with_messages: bool = True) -> None:
+        self.roster = roster
+        self.contractors = contractors
+        self.store = store
+        self.with_messages = with_messages
+        self._parts: dict[str, Any] = {}
+        self._explicit = any(v is not None for v in (deliverables, reviews, instructions,
+                                                      contracts, activity))
+        for key, value in (("deliverables", deliverables), ("reviews", reviews),
+                           ("instructions", instructions), ("contracts", contracts),
+                           ("activity", activity)):
+            if value is not None:
+                self._parts[key] = value
+        self._derived: dict[str, tuple[str, float | None]] = {}
+        self._cache: dict[str, Any] = {}
 
     @classmethod
     def load(cls, store: Store, *, with_messages: bool = True) -> Facts:
-        roster = store.roster()
-        facts = cls(
-            roster=roster,
-            contractors=store.contractors(),
-            deliverables=store.deliverables(),
-            reviews=wf.review_events(store),
-            instructions=wf.sent_instructions(store),
-            contracts=store.contracts(),
-            activity=wf.thread_activity(store) if with_messages else {},
-        )
-        for ins in facts.instructions:
-            facts.by_contractor_instr.setdefault(ins["contractor_id"], []).append(ins)
-        return facts
+        return cls(store.roster(), store.contractors(), store=store,
+                   with_messages=with_messages)
 
-    _derived: dict[str, tuple[str, float | None]] = field(default_factory=dict)
-    _cache: dict[str, Any] = field(default_factory=dict)
+    def _part(self, key: str) -> Any:
+        if key not in self._parts:
+            store = self.store
+            assert store is not None, f"Facts without a store needs {key}"
+            if key == "deliverables":
+                value: Any = store.deliverables()
+            elif key == "reviews":
+                value = wf.review_events(store)
+            elif key == "instructions":
+                value = wf.sent_instructions(store)
+            elif key == "contracts":
+                value = store.contracts()
+            else:
+                value = wf.thread_activity(store) if self.with_messages else {}
+            self._parts[key] = value
+        return self._parts[key]
+
+    @property
+    def deliverables(self) -> list[dict[str, Any]]:
+        value: list[dict[str, Any]] = self._part("deliverables")
+        return value
+
+    @property
+    def reviews(self) -> list[dict[str, Any]]:
+        value: list[dict[str, Any]] = self._part("reviews")
+        return value
+
+    @property
+    def instructions(self) -> list[dict[str, Any]]:
+        value: list[dict[str, Any]] = self._part("instructions")
+        return value
+
+    @property
+    def contracts(self) -> list[dict[str, Any]]:
+        value: list[dict[str, Any]] = self._part("contracts")
+        return value
+
+    @property
+    def activity(self) -> dict[str, dict[str, Any]]:
+        value: dict[str, dict[str, Any]] = self._part("activity")
+        return value
+
+    @property
+    def by_contractor_instr(self) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] | None = self._cache.get("by_instr")
+        if found is None:
+            found = {}
+            for ins in self.instructions:
+                found.setdefault(ins["contractor_id"], []).append(ins)
+            self._cache["by_instr"] = found
+        return found
+
+    def received_at(self) -> dict[str, str | None]:
+        """Every deliverable's ``received_at``, by id."""
+        _work(self)
+        received: dict[str, str | None] = self._cache["received"]
+        return received
+
+    def review_marks(self) -> list[tuple[str, str, str]]:
+        """Every review event as ``(deliverable id, status, reviewed_at)``, oldest first."""
+        _work(self)
+        marks: list[tuple[str, str, str]] = self._cache["marks"]
+        return marks
 
     def derived(self, deliverable: dict[str, Any], contractor: dict[str, Any] | None
                 ) -> tuple[str, float | None]:
@@ -208,10 +278,56 @@ class ReviewEvent:
     latency: float | None  # only on the first review of a deliverable
 
 
+#: The delegation read model: bump when :func:`_derive` computes something else.
+WORK_VERSION = "delegation-1"
+WORK_INPUTS = ("roster", "deliverables", "workflow", "instructions", "messages")
+
+
 def _work(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
     cached = facts._cache.get("work")
     if cached is not None:
         return cached  # type: ignore[no-any-return]
+    store = facts.store
+    if store is not None and not facts._explicit:  # all from the store: the read model
+        name = "delegation" if facts.with_messages else "delegation-nomsg"
+
+        def build(store: Store) -> dict[str, Any]:
+            return _derived_doc(Facts.load(store, with_messages=facts.with_messages))
+
+        data = readmodels.view(store, name, WORK_VERSION, WORK_INPUTS, build)
+        try:
+            _adopt(facts, data)
+        except (KeyError, TypeError, ValueError):  # not what we write: build it afresh
+            _adopt(facts, build(store))
+    else:
+        _adopt(facts, _derived_doc(facts))
+    result: tuple[list[Work], list[ReviewEvent]] = facts._cache["work"]
+    return result
+
+
+def _derived_doc(facts: Facts) -> dict[str, Any]:
+    """The delegation read model: works, review events, receipt times, review marks."""
+    works, events = _derive(facts)
+    return {"works": [list(dataclasses.astuple(w)) for w in works],
+            "events": [list(dataclasses.astuple(e)) for e in events],
+            "received": {d["id"]: d.get("received_at") for d in facts.deliverables},
+            "marks": [[e["deliverable_id"], e["status"], e.get("reviewed_at") or ""]
+                      for e in facts.reviews]}
+
+
+def _adopt(facts: Facts, data: dict[str, Any]) -> None:
+    works = [Work(*row) for row in data["works"]]
+    events = [ReviewEvent(*row) for row in data["events"]]
+    received = dict(data["received"])
+    marks = [(str(a), str(b), str(c)) for a, b, c in data["marks"]]
+    facts._cache.update(work=(works, events), received=received, marks=marks)
+
+
+readmodels.register("delegation", WORK_VERSION, WORK_INPUTS,
+                    lambda store: _derived_doc(Facts.load(store)))
+
+
+def _derive(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
     by_id = {c["id"]: c for c in facts.contractors}
     works: dict[str, Work] = {}
     for d in facts.deliverables:
@@ -251,9 +367,23 @@ def _work(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
             w.contractor_id, w.skill, event.get("reviewed_at") or "",
             event["status"] == "changes_requested",
             hours_between(w.received, event.get("reviewed_at")) if first else None))
-    result = (list(works.values()), events)
-    facts._cache["work"] = result
-    return result
+    return list(works.values()), events
+
+
+def _window(facts: Facts, kind: str, items: list[Any], lo: str, hi: str) -> list[Any]:
+    """The works (by ``received``) or events (by ``reviewed``) with ``lo <= time < hi``,
+    in their original order (sums of floats then come out exactly as before)."""
+    index = facts._cache.get(f"index-{kind}")
+    if index is None or index[0] is not items:
+        attr = "received" if kind == "works" else "reviewed"
+        order = sorted(range(len(items)), key=lambda i: getattr(items[i], attr))
+        index = (items, order, [getattr(items[i], attr) for i in order])
+        facts._cache[f"index-{kind}"] = index
+    _, order, times = index
+    start, stop = bisect.bisect_left(times, lo), bisect.bisect_left(times, hi)
+    if start == 0 and stop == len(items):
+        return items
+    return [items[i] for i in sorted(order[start:stop])]
 
 
 def compute(facts: Facts, *, since: datetime | None = None, until: datetime | None = None,
@@ -273,9 +403,7 @@ def compute(facts: Facts, *, since: datetime | None = None, until: datetime | No
         for doc in facts.contractors:
             acc_for(doc["id"], doc["id"])
     works, events = _work(facts)
-    for w in works:
-        if not lo <= w.received < hi:
-            continue
+    for w in _window(facts, "works", works, lo, hi):
         acc = acc_for(w.skill if by_skill else w.contractor_id, w.contractor_id)
         acc["deliverables"] += 1
         acc[w.status if w.status in ("approved", "changes_requested") else "unreviewed"] += 1
@@ -291,9 +419,7 @@ def compute(facts: Facts, *, since: datetime | None = None, until: datetime | No
         elif w.estimated is not None:
             acc["_estimated"] += w.estimated
             acc["_has_spend"] = True
-    for e in events:
-        if not lo <= e.reviewed < hi:
-            continue
+    for e in _window(facts, "events", events, lo, hi):
         acc = acc_for(e.skill if by_skill else e.contractor_id, e.contractor_id)
         acc["_events"] += 1
         acc["_changes"] += e.changes
