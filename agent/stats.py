@@ -16,10 +16,10 @@ Everything is computed from the store in one pass over its tables:
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 import statistics
 from collections.abc import Iterable
-import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any

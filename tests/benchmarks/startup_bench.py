@@ -149,7 +149,7 @@ def main() -> int:
     print(f"\nstore: {data}  ({args.runs} runs each, fresh processes, wall medians)")
     print(f"{'command':<28}{'median s':>10}{'best s':>9}{'CPU s':>8}{'RSS MB':>8}{'cold s':>8}"
           f"  budget {args.budget} s")
-    rows = [("python -c pass (floor)", floor)] + list(results.items())
+    rows = [("python -c pass (floor)", floor), *list(results.items())]
     failed = False
     for label, runs in rows:
         wall = statistics.median(r[0] for r in runs)
