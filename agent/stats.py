@@ -327,6 +327,12 @@ readmodels.register("delegation", WORK_VERSION, WORK_INPUTS,
                     lambda store: _derived_doc(Facts.load(store)))
 
 
+def refresh_read_models(store: Store) -> list[str]:
+    """Rebuild the read models in use that the store's files no longer match (called by
+    writers after a sync or a review, outside the write lock); returns their names."""
+    return readmodels.refresh(store)
+
+
 def _derive(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
     by_id = {c["id"]: c for c in facts.contractors}
     works: dict[str, Work] = {}
