@@ -77,7 +77,7 @@ INVALID = [  # pydantic rejects each of these
 
 ODD_BUT_VALID = [  # pydantic coerces these; the plain reading leaves them to pydantic
     {"extra_agent": 'review_since = "2026-01-02"'},
-    {"extra_source": 'enabled = "yes"'},
+    {"extra_source": '[[sources]]\nname = "x"\nplatform = "imap"\nenabled = "yes"'},
 ]
 
 
