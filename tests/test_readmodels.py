@@ -215,8 +215,8 @@ def test_the_review_queue_side_is_rebuilt_when_lost_or_damaged(tmp_path: Path) -
     assert_consistent(store)
 
 
-def test_the_in_memory_store_answers_without_files() -> None:
-    store = MemoryStore()
+def test_the_in_memory_store_answers_without_files(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path / "data")
     with store.writing():
         store.add_contractor("Contractor 1", [Identity("email", "c1@example.com")],
                              skills=["logo"])
@@ -225,6 +225,7 @@ def test_the_in_memory_store_answers_without_files() -> None:
     assert rows == roster_rows(store, truth(store))
     assert rows[0]["deliverables"] > 0
     assert store.deliverables(unreviewed=True)
+    assert not readmodels.views_dir(store).exists()
 
 
 WRITER = textwrap.dedent("""

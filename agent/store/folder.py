@@ -13,9 +13,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
-
-from filelock import FileLock, Timeout
+from typing import TYPE_CHECKING, Any, Self
 
 from agent.errors import StoreError, StoreLocked
 from agent.files import ensure_private_dir, remove_orphan_temps, sanitize_filename
@@ -23,6 +21,9 @@ from agent.store.blobs import Blobs
 from agent.store.layout import MONTH_RE, Catalog, ensure_index_dirs
 from agent.store.pluginstate import PluginState
 from agent.store.storage import Shard, json_safe
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 log = logging.getLogger("retainer.store")
 
@@ -45,7 +46,7 @@ class StoreFolder:
         for folder in MONTHLY:
             ensure_private_dir(self.root / folder)
         self._index_dirs = ensure_index_dirs(self.root, MONTHLY)
-        self._lock = FileLock(str(self.data_dir / "store.lock"), timeout=LOCK_TIMEOUT, mode=0o600)
+        self._filelock: BaseFileLock | None = None
         self._shards: dict[str, Shard] = {}
         self._monthly: dict[str, Shard] = {}  # a few recently used shards
         self._catalogs: dict[str, Catalog] = {}
@@ -55,6 +56,16 @@ class StoreFolder:
         self._upgrade_layout()
 
     _on_disk = True  # the in-memory store keeps its shard summaries in memory only
+
+    @property
+    def _lock(self) -> BaseFileLock:
+        """The write lock (filelock is imported on first use: read commands never lock)."""
+        if self._filelock is None:
+            from filelock import FileLock
+
+            self._filelock = FileLock(str(self.data_dir / "store.lock"), timeout=LOCK_TIMEOUT,
+                                      mode=0o600)
+        return self._filelock
 
     def _upgrade_layout(self) -> None:
         """Move a store written by an older Retainer to the current layout (once)."""
@@ -160,6 +171,8 @@ class StoreFolder:
     # -- locking ------------------------------------------------------------------------
 
     def _acquire_lock(self) -> None:
+        from filelock import Timeout
+
         try:
             self._lock.acquire()
         except Timeout:

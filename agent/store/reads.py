@@ -101,7 +101,11 @@ class StoreReads(RosterStore):
                   and (cid is None or cid in cat.shards[n]["contractors"]
                        or not keys.isdisjoint(cat.shards[n]["identities"]))]
         out = []
-        for doc in self.iter_deliverables(shards):
+        # the review queue is read from each shard's queue side (its unreviewed documents,
+        # written with the shard: layout.Catalog.queue), not from the shards themselves
+        docs = ((doc for name in reversed(shards) for doc in cat.queue(name)) if unreviewed
+                else self.iter_deliverables(shards))
+        for doc in docs:
             if unreviewed and doc.get("review_status") != "unreviewed":
                 continue
             resolved = roster.contractor_of(doc.get("identity")) or doc.get("contractor_id")
