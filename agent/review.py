@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -146,6 +145,8 @@ def open_file(path: str) -> None:
         os.startfile(path)  # type: ignore[attr-defined]
         return
     else:
+        import shutil
+
         opener = os.environ.get("RETAINER_OPENER") or shutil.which("xdg-open")
         if not opener:
             raise StoreError(f"no xdg-open to open {path}; open it yourself")

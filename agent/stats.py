@@ -18,7 +18,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import re
-import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,8 +54,11 @@ def words(text: str) -> set[str]:
 
 
 def median(values: Iterable[float]) -> float | None:
-    data = [v for v in values if v is not None]
-    return statistics.median(data) if data else None
+    data = sorted(v for v in values if v is not None)
+    if not data:
+        return None  # as statistics.median, without importing it (decimal, fractions...)
+    half = len(data) // 2
+    return data[half] if len(data) % 2 else (data[half - 1] + data[half]) / 2
 
 
 def mean(values: Iterable[float]) -> float | None:

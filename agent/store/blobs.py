@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 from agent.errors import NoSpace, StoreError
@@ -65,6 +64,8 @@ class Blobs:
                     os.fsync(handle.fileno())
             else:
                 assert att.path is not None
+                import shutil
+
                 shutil.copyfile(att.path, tmp)
                 os.chmod(tmp, 0o600)
                 fd2 = os.open(tmp, os.O_RDONLY)

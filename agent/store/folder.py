@@ -9,7 +9,6 @@ hold is the business of the layers built on it (roster.py, reads.py, core.py).
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -155,6 +154,8 @@ class StoreFolder:
         folder = ensure_private_dir(self.tmp_dir / sanitize_filename(source))
         for entry in folder.iterdir():
             if entry.is_dir() and not entry.is_symlink():
+                import shutil
+
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
