@@ -10,12 +10,13 @@ from __future__ import annotations
 import html
 import math
 import re
+from bisect import bisect_left
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from agent.errors import UsageError
-from agent.stats import Facts, compute, hours_between, median, parse_time
+from agent.stats import Facts, compute, median, model, parse_time
 from agent.store import Store
 from agent.store.core import iso
 
@@ -47,28 +48,19 @@ def _totals(rows: dict[str, dict[str, Any]], facts: Facts, lo: datetime, hi: dat
                if r["average_rating"] is not None]
     weight = sum(n for _, n in ratings)
     out["average_rating"] = round(sum(a * n for a, n in ratings) / weight, 2) if weight else None
-    slo, shi = iso(lo) or "", iso(hi) or ""
-    events = [m for m in facts.review_marks() if slo <= m[2] < shi]
-    changes = sum(status == "changes_requested" for _, status, _ in events)
-    out["revision_rate"] = round(changes / len(events), 3) if events else None
+    data = model(facts)
+    at, stop = bisect_left(data["marks_t"], iso(lo) or ""), bisect_left(data["marks_t"], iso(hi) or "")
+    changes = sum(data["marks_x"][at:stop])
+    out["revision_rate"] = round(changes / (stop - at), 3) if stop > at else None
     out["median_review_latency_hours"] = _round1(median(_latencies(facts, lo, hi)))
     return out
 
 
 def _latencies(facts: Facts, lo: datetime, hi: datetime) -> list[float]:
+    """The latency of each deliverable's first review, for first reviews in the period."""
     slo, shi = iso(lo) or "", iso(hi) or ""
-    received = facts.received_at()
-    seen: set[str] = set()
-    out = []
-    for did, _, reviewed_at in facts.review_marks():
-        if did in seen or did not in received:
-            continue
-        seen.add(did)
-        if slo <= reviewed_at < shi:
-            value = hours_between(received[did], reviewed_at)
-            if value is not None:
-                out.append(value)
-    return out
+    return [value for at, value in model(facts)["first_reviews"]
+            if slo <= at < shi and value is not None]
 
 
 def _round1(value: float | None) -> float | None:
@@ -87,21 +79,19 @@ def _trend(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
 
 def latency_series(facts: Facts, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
     """Median review latency per week (weeks starting Monday) in the period."""
-    received = facts.received_at()
+    first = model(facts)["first_reviews"]
+    times = [at for at, _ in first]  # sorted: only a day either side of the period is parsed
+    start = bisect_left(times, iso(lo - timedelta(days=1)) or "")
+    stop = bisect_left(times, iso(hi + timedelta(days=1)) or "")
     weeks: dict[str, list[float]] = {}
-    seen: set[str] = set()
-    for did, _, reviewed_at in facts.review_marks():
-        if did in seen or did not in received:
-            continue
-        seen.add(did)
+    for reviewed_at, value in first[start:stop]:
         when = parse_time(reviewed_at)
         if when is None or not lo <= when < hi:
             continue
-        value = hours_between(received[did], reviewed_at)
         if value is None:
             continue
-        start = (when - timedelta(days=when.weekday())).date().isoformat()
-        weeks.setdefault(start, []).append(value)
+        begins = (when - timedelta(days=when.weekday())).date().isoformat()
+        weeks.setdefault(begins, []).append(value)
     return [{"week": w, "median_hours": round(median(v) or 0.0, 1), "reviews": len(v)}
             for w, v in sorted(weeks.items())]
 

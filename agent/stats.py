@@ -16,7 +16,6 @@ Everything is computed from the store in one pass over its tables:
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -155,18 +154,6 @@ class Facts:
             self._cache["by_instr"] = found
         return found
 
-    def received_at(self) -> dict[str, str | None]:
-        """Every deliverable's ``received_at``, by id."""
-        _work(self)
-        received: dict[str, str | None] = self._cache["received"]
-        return received
-
-    def review_marks(self) -> list[tuple[str, str, str]]:
-        """Every review event as ``(deliverable id, status, reviewed_at)``, oldest first."""
-        _work(self)
-        marks: list[tuple[str, str, str]] = self._cache["marks"]
-        return marks
-
     def derived(self, deliverable: dict[str, Any], contractor: dict[str, Any] | None
                 ) -> tuple[str, float | None]:
         """A deliverable's kind of work and turnaround hours, computed once per load."""
@@ -280,53 +267,101 @@ class ReviewEvent:
     latency: float | None  # only on the first review of a deliverable
 
 
-#: The delegation read model: bump when :func:`_derive` computes something else.
-WORK_VERSION = "delegation-1"
-WORK_INPUTS = ("roster", "deliverables", "workflow", "instructions", "messages")
+#: The delegation read model: bump when :func:`_model_doc` computes something else.
+MODEL_VERSION = "delegation-2"
+MODEL_INPUTS = ("roster", "deliverables", "workflow", "instructions", "messages")
+#: Columns of a group's works (sorted by receipt) and review events (sorted by review time).
+WORK_COLUMNS = ("t", "s", "r", "c", "e", "h", "i", "k")  # time, status, rating, cost,
+#                  estimated, turnaround, position among all works, contractor id
+EVENT_COLUMNS = ("t", "x", "l", "i", "k")  # time, asked for changes, latency, position, who
 
 
-def _work(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
-    cached = facts._cache.get("work")
+def model(facts: Facts) -> dict[str, Any]:
+    """The delegation metrics' inputs, grouped for windows (see :func:`_model_doc`): from
+    the store's read model when ``facts`` came from the store, else computed."""
+    cached: dict[str, Any] | None = facts._cache.get("model")
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     store = facts.store
     if store is not None and not facts._explicit:  # all from the store: the read model
         name = "delegation" if facts.with_messages else "delegation-nomsg"
+        with_messages = facts.with_messages
 
         def build(store: Store) -> dict[str, Any]:
-            return _derived_doc(Facts.load(store, with_messages=facts.with_messages))
+            return _model_doc(Facts.load(store, with_messages=with_messages))
 
-        data = readmodels.view(store, name, WORK_VERSION, WORK_INPUTS, build)
-        try:
-            _adopt(facts, data)
-        except (KeyError, TypeError, ValueError):  # not what we write: build it afresh
-            _adopt(facts, build(store))
+        data = readmodels.view(store, name, MODEL_VERSION, MODEL_INPUTS, build)
+        if not _well_formed(data):  # not what we write: build it afresh, never trust it
+            data = build(store)
     else:
-        _adopt(facts, _derived_doc(facts))
-    result: tuple[list[Work], list[ReviewEvent]] = facts._cache["work"]
-    return result
+        data = _model_doc(facts)
+    facts._cache["model"] = data
+    built: dict[str, Any] = data
+    return built
 
 
-def _derived_doc(facts: Facts) -> dict[str, Any]:
-    """The delegation read model: works, review events, receipt times, review marks."""
+def _well_formed(data: Any) -> bool:
+    try:
+        groups = [*data["contractors"].values(), *data["skills"].values()]
+        ok = all(len({len(g["works"][c]) for c in WORK_COLUMNS}) == 1
+                 and len({len(g["events"][c]) for c in EVENT_COLUMNS}) == 1 for g in groups)
+        return ok and len(data["marks_t"]) == len(data["marks_x"]) and all(
+            len(pair) == 2 for pair in data["first_reviews"])
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
+def _model_doc(facts: Facts) -> dict[str, Any]:
+    """What every window of the metrics needs, computed once from the full data.
+
+    Works and review events (:func:`_derive`) grouped by contractor and by skill, each
+    group in columns sorted by time (stable, so within a group the order of the original
+    pass is kept and float sums come out exactly as before); the review marks' times and
+    whether each asked for changes; each deliverable's first review: time and latency.
+    """
     works, events = _derive(facts)
-    return {"works": [list(dataclasses.astuple(w)) for w in works],
-            "events": [list(dataclasses.astuple(e)) for e in events],
-            "received": {d["id"]: d.get("received_at") for d in facts.deliverables},
-            "marks": [[e["deliverable_id"], e["status"], e.get("reviewed_at") or ""]
-                      for e in facts.reviews]}
+
+    def grouped(key: str) -> dict[str, Any]:
+        out: dict[str, dict[str, Any]] = {}
+        for i, w in enumerate(works):
+            g = out.setdefault(getattr(w, key), {"works": {c: [] for c in WORK_COLUMNS},
+                                                 "events": {c: [] for c in EVENT_COLUMNS}})
+            for column, value in zip(WORK_COLUMNS, (w.received, w.status, w.rating, w.cost,
+                                                    w.estimated, w.turnaround, i,
+                                                    w.contractor_id), strict=True):
+                g["works"][column].append(value)
+        for i, e in enumerate(events):
+            g = out.setdefault(getattr(e, key), {"works": {c: [] for c in WORK_COLUMNS},
+                                                 "events": {c: [] for c in EVENT_COLUMNS}})
+            for column, value in zip(EVENT_COLUMNS, (e.reviewed, int(e.changes), e.latency, i,
+                                                     e.contractor_id), strict=True):
+                g["events"][column].append(value)
+        for g in out.values():
+            for part in ("works", "events"):
+                cols = g[part]
+                order = sorted(range(len(cols["t"])), key=cols["t"].__getitem__)
+                for column in cols:
+                    cols[column] = [cols[column][j] for j in order]
+        return out
+
+    received = {d["id"]: d.get("received_at") for d in facts.deliverables}
+    marks = [(e["deliverable_id"], e["status"], e.get("reviewed_at") or "")
+             for e in facts.reviews]
+    first: list[list[Any]] = []
+    seen: set[str] = set()
+    for did, _, at in marks:
+        if did in seen or did not in received:
+            continue
+        seen.add(did)
+        first.append([at, hours_between(received[did], at)])
+    return {"contractors": grouped("contractor_id"), "skills": grouped("skill"),
+            "marks_t": [m[2] for m in marks],
+            "marks_x": [int(m[1] == "changes_requested") for m in marks],
+            "first_reviews": first}
 
 
-def _adopt(facts: Facts, data: dict[str, Any]) -> None:
-    works = [Work(*row) for row in data["works"]]
-    events = [ReviewEvent(*row) for row in data["events"]]
-    received = dict(data["received"])
-    marks = [(str(a), str(b), str(c)) for a, b, c in data["marks"]]
-    facts._cache.update(work=(works, events), received=received, marks=marks)
-
-
-readmodels.register("delegation", WORK_VERSION, WORK_INPUTS,
-                    lambda store: _derived_doc(Facts.load(store)))
+readmodels.register("delegation", MODEL_VERSION, MODEL_INPUTS,
+                    lambda store: _model_doc(Facts.load(store)))
 
 
 def refresh_read_models(store: Store) -> list[str]:
@@ -378,20 +413,51 @@ def _derive(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
     return list(works.values()), events
 
 
-def _window(facts: Facts, kind: str, items: list[Any], lo: str, hi: str) -> list[Any]:
-    """The works (by ``received``) or events (by ``reviewed``) with ``lo <= time < hi``,
-    in their original order (sums of floats then come out exactly as before)."""
-    index = facts._cache.get(f"index-{kind}")
-    if index is None or index[0] is not items:
-        attr = "received" if kind == "works" else "reviewed"
-        order = sorted(range(len(items)), key=lambda i: getattr(items[i], attr))
-        index = (items, order, [getattr(items[i], attr) for i in order])
-        facts._cache[f"index-{kind}"] = index
-    _, order, times = index
-    start, stop = bisect.bisect_left(times, lo), bisect.bisect_left(times, hi)
-    if start == 0 and stop == len(items):
-        return items
-    return [items[i] for i in sorted(order[start:stop])]
+def _span(times: list[str], lo: str, hi: str) -> tuple[int, int]:
+    return bisect.bisect_left(times, lo), bisect.bisect_left(times, hi)
+
+
+def _apply(acc: dict[str, Any], group: dict[str, Any], lo: str, hi: str) -> None:
+    """Add a group's works and events with ``lo <= time < hi`` to ``acc`` (what one pass
+    over them, in their original order, added before)."""
+    w = group["works"]
+    a, b = _span(w["t"], lo, hi)
+    if b > a:
+        status = w["s"][a:b]
+        n = b - a
+        approved, changes = status.count("approved"), status.count("changes_requested")
+        acc["deliverables"] += n
+        acc["approved"] += approved
+        acc["changes_requested"] += changes
+        acc["unreviewed"] += n - approved - changes
+        acc["reviewed"] += n - status.count("unreviewed")
+        acc["_ratings"].extend(r for r in w["r"][a:b] if r is not None)
+        acc["_turnarounds"].extend(h for h in w["h"][a:b] if h is not None)
+        for cost, estimated in zip(w["c"][a:b], w["e"][a:b], strict=True):
+            if cost is not None:
+                acc["_entered"] += cost
+                acc["_has_spend"] = True
+            elif estimated is not None:
+                acc["_estimated"] += estimated
+                acc["_has_spend"] = True
+    e = group["events"]
+    a, b = _span(e["t"], lo, hi)
+    if b > a:
+        acc["_events"] += b - a
+        acc["_changes"] += sum(e["x"][a:b])
+        acc["_latencies"].extend(x for x in e["l"][a:b] if x is not None)
+
+
+def _first_seen(group: dict[str, Any], lo: str, hi: str) -> tuple[int, int, str] | None:
+    """Where a group first shows in one pass over the window (works first, then events):
+    ``(0 or 1, position, contractor id)``, or None when nothing of it is in the window."""
+    for rank, part in enumerate(("works", "events")):
+        cols = group[part]
+        a, b = _span(cols["t"], lo, hi)
+        if b > a:
+            at = min(range(a, b), key=cols["i"].__getitem__)
+            return rank, cols["i"][at], cols["k"][at]
+    return None
 
 
 def compute(facts: Facts, *, since: datetime | None = None, until: datetime | None = None,
@@ -399,51 +465,36 @@ def compute(facts: Facts, *, since: datetime | None = None, until: datetime | No
     """Metrics per contractor id (or, with ``by_skill``, per skill) for a period."""
     lo, hi = iso(since) or "", iso(until) or "\uffff"
     by_id = {c["id"]: c for c in facts.contractors}
+    data = model(facts)
     accs: dict[str, dict[str, Any]] = {}
-
-    def acc_for(key: str, contractor_id: str) -> dict[str, Any]:
-        acc = accs.get(key)
-        if acc is None:
-            acc = accs[key] = _empty(by_id.get(contractor_id) or {})
-        return acc
-
     if not by_skill:
+        groups = data["contractors"]
         for doc in facts.contractors:
-            acc_for(doc["id"], doc["id"])
-    works, events = _work(facts)
-    for w in _window(facts, "works", works, lo, hi):
-        acc = acc_for(w.skill if by_skill else w.contractor_id, w.contractor_id)
-        acc["deliverables"] += 1
-        acc[w.status if w.status in ("approved", "changes_requested") else "unreviewed"] += 1
-        if w.status != "unreviewed":
-            acc["reviewed"] += 1
-            if w.rating is not None:
-                acc["_ratings"].append(w.rating)
-        if w.turnaround is not None:
-            acc["_turnarounds"].append(w.turnaround)
-        if w.cost is not None:
-            acc["_entered"] += w.cost
-            acc["_has_spend"] = True
-        elif w.estimated is not None:
-            acc["_estimated"] += w.estimated
-            acc["_has_spend"] = True
-    for e in _window(facts, "events", events, lo, hi):
-        acc = acc_for(e.skill if by_skill else e.contractor_id, e.contractor_id)
-        acc["_events"] += 1
-        acc["_changes"] += e.changes
-        if e.latency is not None:
-            acc["_latencies"].append(e.latency)
+            if doc["id"] not in accs:
+                accs[doc["id"]] = _empty(by_id.get(doc["id"]) or {})
+        for cid, acc in accs.items():
+            if cid in groups:
+                _apply(acc, groups[cid], lo, hi)
+    else:
+        found = []
+        for skill, group in data["skills"].items():
+            first = _first_seen(group, lo, hi)
+            if first is not None:
+                found.append((first, skill, group))
+        for (_, _, cid), skill, group in sorted(found, key=lambda item: item[0][:2]):
+            accs[skill] = acc = _empty(by_id.get(cid) or {})
+            _apply(acc, group, lo, hi)
     if not by_skill:
         for k in facts.contracts:
-            cid = facts.roster.contractor_of(k.get("identity"))
-            if cid not in accs or k.get("spent") is None:
+            owner = facts.roster.contractor_of(k.get("identity"))
+            if owner is None or owner not in accs or k.get("spent") is None:
                 continue
             start = k.get("started_at") or ""
             end = k.get("ended_at")
             if start < hi and (end is None or end >= lo):
-                accs[cid]["_platform_spend"] += float(k["spent"])
-                accs[cid]["_has_spend"] = True
-                accs[cid]["currency"] = k.get("currency") or accs[cid]["currency"]
+                accs[owner]["_platform_spend"] += float(k["spent"])
+                accs[owner]["_has_spend"] = True
+                accs[owner]["currency"] = k.get("currency") or accs[owner]["currency"]
     return {key: _finish(acc) for key, acc in accs.items()}
 
 

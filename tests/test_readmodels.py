@@ -155,14 +155,19 @@ def test_a_missing_damaged_or_foreign_model_is_rebuilt(tmp_path: Path) -> None:
 
     path.write_bytes(good[: len(good) // 2])  # cut short
     assert roster_rows(Store(store.data_dir)) == expected
-    assert orjson.loads(path.read_bytes())["data"]["works"]
+    assert orjson.loads(path.read_bytes())["data"]["contractors"]
 
     saved = orjson.loads(good)
+    data = saved["data"]
+    some = next(iter(data["contractors"]))
+    short = dict(data["contractors"][some], works=dict(data["contractors"][some]["works"],
+                                                       t=[]))
     for forged in (dict(saved, version="delegation-0"),  # written by another derivation
                    dict(saved, format=99),
                    dict(saved, inputs=saved["inputs"][:-1]),  # a file it never saw
-                   dict(saved, data={"works": [["only", "two"]], "events": [],
-                                     "received": {}, "marks": []})):  # not our shape
+                   dict(saved, data={"works": [["only", "two"]]}),  # not our shape
+                   dict(saved, data=dict(data, contractors={some: short})),  # ragged columns
+                   dict(saved, data=[1, 2])):
         path.write_bytes(orjson.dumps(forged))
         assert roster_rows(Store(store.data_dir)) == expected
 
