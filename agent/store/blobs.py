@@ -11,10 +11,13 @@ import errno
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.errors import NoSpace, StoreError
 from agent.files import fsync_dir
-from agent.models import Attachment
+
+if TYPE_CHECKING:
+    from agent.models import Attachment
 
 
 def blob_suffix(filename: str) -> str:

@@ -8,13 +8,15 @@ hold. Nothing here reads or writes a file.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.files import sanitize_filename
-from agent.models import Attachment, Contract, Message
 from agent.store.ids import deliverable_id_for, short_hash, thread_id_for
 from agent.store.storage import iso, json_safe
 from agent.store.versions import work_stem
+
+if TYPE_CHECKING:
+    from agent.models import Attachment, Contract, Message
 
 #: What an attachment's status may be for it to enter the review queue.
 DELIVERABLE_STATUSES = {"stored", "too_large", "delivery_waiting", "link", "unavailable"}

@@ -10,19 +10,23 @@ contractor is a candidate. Merging keeps the merged contractor as a pointer
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import StoreError
-from agent.models import CONTRACTOR_STATUSES, Identity
 from agent.store.documents import now_utc
 from agent.store.folder import StoreFolder
 from agent.store.ids import contractor_id_for
 from agent.store.storage import iso, json_safe
 
+if TYPE_CHECKING:
+    from agent.models import Identity
+
 MERGE_HOPS = 10  # how many ``merged_into`` pointers are followed, at most
 
 
 def check_status(status: str) -> None:
+    from agent.models import CONTRACTOR_STATUSES  # the write path only
+
     if status not in CONTRACTOR_STATUSES:
         raise StoreError(f"status must be one of {', '.join(CONTRACTOR_STATUSES)}")
 
@@ -224,6 +228,8 @@ class RosterStore(StoreFolder):
         """Make sure every contractor from the config exists (the store stays the truth)."""
         roster = self.roster()
         for seed in seeds:
+            from agent.models import Identity
+
             idents = [Identity("email", e) for e in seed.emails]
             idents += [Identity(p, uid) for p, uid in seed.identities.items()]
             known = [i for i in idents if roster.contractor_of(i.key)]
