@@ -498,9 +498,24 @@ def compute(facts: Facts, *, since: datetime | None = None, until: datetime | No
     return {key: _finish(acc) for key, acc in accs.items()}
 
 
+#: The roster read model (``retainer contractors``): bump when :func:`roster_rows` changes.
+ROSTER_VERSION = "roster-1"
+ROSTER_INPUTS = (*MODEL_INPUTS, "contracts")
+
+
 def roster_rows(store: Store, facts: Facts | None = None) -> list[dict[str, Any]]:
-    """Every contractor with identities, contact dates and all-time metrics, by name."""
-    facts = facts or Facts.load(store)
+    """Every contractor with identities, contact dates and all-time metrics, by name.
+
+    Without ``facts``, from the store's ``roster`` read model (one small document,
+    rebuilt whenever the roster, a deliverable, review, instruction, message or contract
+    changed), so listing the roster does not compute anything.
+    """
+    if facts is None:
+        rows = readmodels.view(store, "roster", ROSTER_VERSION, ROSTER_INPUTS, _roster_model)
+        if isinstance(rows, list) and all(isinstance(r, dict) and isinstance(r.get("id"), str)
+                                          and isinstance(r.get("name"), str) for r in rows):
+            return rows
+        return _roster_model(store)  # not what we write: computed afresh, never trusted
     metrics = compute(facts)
     out = []
     for doc in facts.contractors:
@@ -515,3 +530,10 @@ def roster_rows(store: Store, facts: Facts | None = None) -> list[dict[str, Any]
                         **metrics.get(doc["id"], {})))
     out.sort(key=lambda d: d["name"].lower())
     return out
+
+
+def _roster_model(store: Store) -> list[dict[str, Any]]:
+    return roster_rows(store, Facts.load(store))
+
+
+readmodels.register("roster", ROSTER_VERSION, ROSTER_INPUTS, _roster_model)

@@ -110,11 +110,15 @@ def model_path(store: Store) -> Path:
     return readmodels.views_dir(store) / "delegation.json"
 
 
+def roster_path(store: Store) -> Path:
+    return readmodels.views_dir(store) / "roster.json"
+
+
 def test_the_delegation_model_follows_syncs_reviews_and_roster_changes(tmp_path: Path) -> None:
     store = Store(tmp_path / "data")
     fill(store)
     assert_consistent(store)
-    assert model_path(store).exists()
+    assert model_path(store).exists() and roster_path(store).exists()
     facts = Facts.load(Store(store.data_dir))
     roster_rows(Store(store.data_dir), facts)
     assert "deliverables" not in facts._parts  # answered from the model, no shard parsed
@@ -140,36 +144,51 @@ def test_the_delegation_model_follows_syncs_reviews_and_roster_changes(tmp_path:
     assert_consistent(store)
 
 
+def answers(store: Store) -> Any:
+    """What the read models answer for: the roster and a report (a fresh process's view)."""
+    fresh = Store(store.data_dir)
+    return roster_rows(fresh), report.build(fresh, now=NOW, since=timedelta(days=60))
+
+
 def test_a_missing_damaged_or_foreign_model_is_rebuilt(tmp_path: Path) -> None:
     store = Store(tmp_path / "data")
     fill(store)
     review_some(store)
-    expected = roster_rows(store, truth(store))
-    path = model_path(store)
-    assert roster_rows(Store(store.data_dir)) == expected
-    good = path.read_bytes()
+    expected = (roster_rows(store, truth(store)),
+                report.build(store, now=NOW, since=timedelta(days=60), facts=truth(store)))
+    assert answers(store) == expected
+    views = readmodels.views_dir(store)
+    assert sorted(p.name for p in views.iterdir()) == ["delegation.json", "roster.json"]
+    for name in ("delegation", "roster"):
+        path = views / f"{name}.json"
+        good = path.read_bytes()
+        path.unlink()
+        assert answers(store) == expected
+        assert path.exists()
 
-    path.unlink()
-    assert roster_rows(Store(store.data_dir)) == expected
-    assert path.exists()
+        path.write_bytes(good[: len(good) // 2])  # cut short
+        assert answers(store) == expected
+        assert orjson.loads(path.read_bytes())["data"]
 
-    path.write_bytes(good[: len(good) // 2])  # cut short
-    assert roster_rows(Store(store.data_dir)) == expected
-    assert orjson.loads(path.read_bytes())["data"]["contractors"]
-
-    saved = orjson.loads(good)
-    data = saved["data"]
-    some = next(iter(data["contractors"]))
-    short = dict(data["contractors"][some], works=dict(data["contractors"][some]["works"],
-                                                       t=[]))
-    for forged in (dict(saved, version="delegation-0"),  # written by another derivation
-                   dict(saved, format=99),
-                   dict(saved, inputs=saved["inputs"][:-1]),  # a file it never saw
-                   dict(saved, data={"works": [["only", "two"]]}),  # not our shape
-                   dict(saved, data=dict(data, contractors={some: short})),  # ragged columns
-                   dict(saved, data=[1, 2])):
-        path.write_bytes(orjson.dumps(forged))
-        assert roster_rows(Store(store.data_dir)) == expected
+        saved = orjson.loads(good)
+        forgeries: list[Any] = [
+            dict(saved, version=f"{name}-0"),  # written by another derivation
+            dict(saved, format=99),
+            dict(saved, inputs=saved["inputs"][:-1]),  # a file it never saw
+            dict(saved, data={"works": [["only", "two"]]}),  # not our shape
+            dict(saved, data=[1, 2]),
+            dict(saved, data=[{"id": 1}]),
+        ]
+        if name == "delegation":
+            data = saved["data"]
+            some = next(iter(data["contractors"]))
+            group = data["contractors"][some]
+            ragged = dict(group, works=dict(group["works"], t=[]))
+            forgeries.append(dict(saved, data=dict(data, contractors={some: ragged})))
+        for forged in forgeries:
+            path.write_bytes(orjson.dumps(forged))
+            assert answers(store) == expected
+        path.write_bytes(good)
 
 
 def test_writes_of_another_process_make_the_model_stale(tmp_path: Path) -> None:
@@ -193,8 +212,10 @@ def test_refresh_rebuilds_only_models_in_use(tmp_path: Path) -> None:
     assert refresh_read_models(store) == []  # fresh
     fill(store, 60, 30)
     assert readmodels.stale(store, "delegation") is True
-    assert refresh_read_models(store) == ["delegation"]
+    assert readmodels.stale(store, "roster") is True
+    assert sorted(refresh_read_models(store)) == ["delegation", "roster"]
     assert readmodels.stale(store, "delegation") is False
+    assert readmodels.stale(store, "roster") is False
     facts = Facts.load(Store(store.data_dir))
     assert roster_rows(Store(store.data_dir), facts) == roster_rows(store, truth(store))
     assert "deliverables" not in facts._parts
