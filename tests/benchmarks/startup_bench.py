@@ -88,7 +88,7 @@ def write_config(data: Path) -> Path:
         (maildir / sub).mkdir(parents=True, exist_ok=True)
     config = data.parent / "startup.toml"
     config.write_text(f'[agent]\ndata_dir = "{data}"\nowner_emails = ["{OWNER}"]\n\n'
-                      f'[[sources]]\nname = "mail"\nplatform = "maildir"\n'
+                      f'[[sources]]\nname = "inbox"\nplatform = "maildir"\n'
                       f'[sources.settings]\npath = "{maildir}"\n')
     return config
 
