@@ -322,26 +322,27 @@ def _model_doc(facts: Facts) -> dict[str, Any]:
     works, events = _derive(facts)
 
     def grouped(key: str) -> dict[str, Any]:
-        out: dict[str, dict[str, Any]] = {}
+        works_of: dict[str, list[int]] = {}
         for i, w in enumerate(works):
-            g = out.setdefault(getattr(w, key), {"works": {c: [] for c in WORK_COLUMNS},
-                                                 "events": {c: [] for c in EVENT_COLUMNS}})
-            for column, value in zip(WORK_COLUMNS, (w.received, w.status, w.rating, w.cost,
-                                                    w.estimated, w.turnaround, i,
-                                                    w.contractor_id), strict=True):
-                g["works"][column].append(value)
+            works_of.setdefault(getattr(w, key), []).append(i)
+        events_of: dict[str, list[int]] = {}
         for i, e in enumerate(events):
-            g = out.setdefault(getattr(e, key), {"works": {c: [] for c in WORK_COLUMNS},
-                                                 "events": {c: [] for c in EVENT_COLUMNS}})
-            for column, value in zip(EVENT_COLUMNS, (e.reviewed, int(e.changes), e.latency, i,
-                                                     e.contractor_id), strict=True):
-                g["events"][column].append(value)
-        for g in out.values():
-            for part in ("works", "events"):
-                cols = g[part]
-                order = sorted(range(len(cols["t"])), key=cols["t"].__getitem__)
-                for column in cols:
-                    cols[column] = [cols[column][j] for j in order]
+            events_of.setdefault(getattr(e, key), []).append(i)
+        out: dict[str, dict[str, Any]] = {}
+        for name in [*works_of, *(n for n in events_of if n not in works_of)]:
+            ws = sorted(works_of.get(name, ()), key=lambda i: works[i].received)  # stable
+            es = sorted(events_of.get(name, ()), key=lambda i: events[i].reviewed)
+            wl = [works[i] for i in ws]
+            el = [events[i] for i in es]
+            out[name] = {
+                "works": {"t": [w.received for w in wl], "s": [w.status for w in wl],
+                          "r": [w.rating for w in wl], "c": [w.cost for w in wl],
+                          "e": [w.estimated for w in wl], "h": [w.turnaround for w in wl],
+                          "i": ws, "k": [w.contractor_id for w in wl]},
+                "events": {"t": [e.reviewed for e in el], "x": [int(e.changes) for e in el],
+                           "l": [e.latency for e in el], "i": es,
+                           "k": [e.contractor_id for e in el]},
+            }
         return out
 
     received = {d["id"]: d.get("received_at") for d in facts.deliverables}
