@@ -287,3 +287,19 @@ def test_a_writer_killed_at_any_point_leaves_consistent_reads(tmp_path: Path,
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert_consistent(store)
+
+
+def test_a_temp_file_left_by_a_killed_reader_is_removed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    fill(store)
+    roster_rows(store)
+    left = readmodels.views_dir(store) / ".tmp-killed-reader"
+    left.write_bytes(b"half a model")
+    with Store(store.data_dir).writing():
+        pass
+    assert not left.exists()
+    assert sorted(p.name for p in readmodels.views_dir(store).iterdir()) == [
+        "delegation.json", "roster.json"]
+    assert oct(readmodels.views_dir(store).stat().st_mode & 0o777) == "0o700"
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600"
+               for p in readmodels.views_dir(store).iterdir())

@@ -203,6 +203,7 @@ class StoreFolder:
 
     def _cleanup(self) -> None:
         removed = remove_orphan_temps(self.root) + remove_orphan_temps(self.root / "index")
+        removed += remove_orphan_temps(self.root / "index" / "views")  # read models
         for folder in MONTHLY:
             removed += remove_orphan_temps(self.root / folder)
             removed += remove_orphan_temps(self._index_dirs[folder])
