@@ -9,6 +9,7 @@ hold is the business of the layers built on it (roster.py, reads.py, core.py).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,17 @@ SCHEMA_VERSION = 2  # 1: one shard per month; 2: bounded shards + summaries (lay
 MONTHLY = ("messages", "deliverables")  # folders of bounded shards (once: per-month)
 MONTHLY_CACHE = 4
 LOCK_TIMEOUT = 120.0
+
+
+def _has_month_files(folder: Path) -> bool:
+    """Whether ``folder`` holds a month shard of schema 1 (``2026-03.json``); one scan,
+    no glob (every command opens the store: at 200,000 messages that is 240 names)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(e.name[:1].isdigit() and e.name.endswith(".json")
+                       and MONTH_RE.match(e.name[:-5]) for e in entries)
+    except FileNotFoundError:
+        return False
 
 
 class StoreFolder:
@@ -68,8 +80,7 @@ class StoreFolder:
 
     def _upgrade_layout(self) -> None:
         """Move a store written by an older Retainer to the current layout (once)."""
-        if not any(MONTH_RE.match(p.stem) for folder in MONTHLY
-                   for p in (self.root / folder).glob("*.json")):
+        if not any(_has_month_files(self.root / folder) for folder in MONTHLY):
             return
         from agent.store.migrate import upgrade
 
