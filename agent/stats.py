@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.store import Store, readmodels
 from agent.store import workflow as wf
 from agent.store.core import Roster, iso
+
+if TYPE_CHECKING:  # typed records: hints only, the read path does not import agent.models
+    from agent.models import ContractorRecord, ContractRecord, DeliverableRecord, ThreadActivity
+    from agent.models import ReviewEvent as StoredReview
 
 #: An instruction older than this before a delivery is not what the delivery answers.
 INSTRUCTION_WINDOW = timedelta(days=60)
@@ -75,12 +79,12 @@ class Facts:
     rebuilt from those whenever any of them changed.
     """
 
-    def __init__(self, roster: Roster, contractors: list[dict[str, Any]],
-                 deliverables: list[dict[str, Any]] | None = None,
-                 reviews: list[dict[str, Any]] | None = None,
+    def __init__(self, roster: Roster, contractors: list[ContractorRecord],
+                 deliverables: list[DeliverableRecord] | None = None,
+                 reviews: list[StoredReview] | None = None,
                  instructions: list[dict[str, Any]] | None = None,
-                 contracts: list[dict[str, Any]] | None = None,
-                 activity: dict[str, dict[str, Any]] | None = None, *,
+                 contracts: list[ContractRecord] | None = None,
+                 activity: dict[str, ThreadActivity] | None = None, *,
                  store: Store | None = None, with_messages: bool = True) -> None:
         self.roster = roster
         self.contractors = contractors
@@ -115,18 +119,18 @@ class Facts:
             elif key == "contracts":
                 value = store.contracts()
             else:
-                value = wf.thread_activity(store) if self.with_messages else {}
+                value = store.thread_activity() if self.with_messages else {}
             self._parts[key] = value
         return self._parts[key]
 
     @property
-    def deliverables(self) -> list[dict[str, Any]]:
-        value: list[dict[str, Any]] = self._part("deliverables")
+    def deliverables(self) -> list[DeliverableRecord]:
+        value: list[DeliverableRecord] = self._part("deliverables")
         return value
 
     @property
-    def reviews(self) -> list[dict[str, Any]]:
-        value: list[dict[str, Any]] = self._part("reviews")
+    def reviews(self) -> list[StoredReview]:
+        value: list[StoredReview] = self._part("reviews")
         return value
 
     @property
@@ -135,13 +139,13 @@ class Facts:
         return value
 
     @property
-    def contracts(self) -> list[dict[str, Any]]:
-        value: list[dict[str, Any]] = self._part("contracts")
+    def contracts(self) -> list[ContractRecord]:
+        value: list[ContractRecord] = self._part("contracts")
         return value
 
     @property
-    def activity(self) -> dict[str, dict[str, Any]]:
-        value: dict[str, dict[str, Any]] = self._part("activity")
+    def activity(self) -> dict[str, ThreadActivity]:
+        value: dict[str, ThreadActivity] = self._part("activity")
         return value
 
     @property
@@ -154,7 +158,7 @@ class Facts:
             self._cache["by_instr"] = found
         return found
 
-    def derived(self, deliverable: dict[str, Any], contractor: dict[str, Any] | None
+    def derived(self, deliverable: DeliverableRecord, contractor: ContractorRecord | None
                 ) -> tuple[str, float | None]:
         """A deliverable's kind of work and turnaround hours, computed once per load."""
         got = self._derived.get(deliverable["id"])
@@ -163,11 +167,11 @@ class Facts:
             self._derived[deliverable["id"]] = got
         return got
 
-    def contractor_of(self, doc: dict[str, Any]) -> str | None:
+    def contractor_of(self, doc: DeliverableRecord) -> str | None:
         return self.roster.contractor_of(doc.get("identity")) or doc.get("contractor_id")
 
 
-def answered_instruction(facts: Facts, deliverable: dict[str, Any]) -> dict[str, Any] | None:
+def answered_instruction(facts: Facts, deliverable: DeliverableRecord) -> dict[str, Any] | None:
     """The instruction a deliverable answers: the latest one sent to its contractor before it
     (in the same thread when the instruction went to a thread), within the window."""
     received = deliverable.get("received_at") or ""
@@ -185,7 +189,7 @@ def answered_instruction(facts: Facts, deliverable: dict[str, Any]) -> dict[str,
     return best
 
 
-def turnaround(facts: Facts, deliverable: dict[str, Any]) -> tuple[float | None, str | None]:
+def turnaround(facts: Facts, deliverable: DeliverableRecord) -> tuple[float | None, str | None]:
     """Hours from what asked for the work to its delivery, and what asked ("instruction",
     "message"), or (None, None) when nothing did."""
     received = deliverable.get("received_at") or ""
@@ -201,13 +205,14 @@ def turnaround(facts: Facts, deliverable: dict[str, Any]) -> tuple[float | None,
     return None, None
 
 
-def skill_of(facts: Facts, deliverable: dict[str, Any], contractor: dict[str, Any] | None) -> str:
+def skill_of(facts: Facts, deliverable: DeliverableRecord, contractor: ContractorRecord | None
+             ) -> str:
     """The kind of work a deliverable is: its instruction's skill, else the contractor's skill
     that its title or file name mentions, else the contractor's first skill."""
     ins = answered_instruction(facts, deliverable)
     if ins is not None and ins.get("skill"):
         return str(ins["skill"])
-    skills: list[str] = list((contractor or {}).get("skills") or [])
+    skills: list[str] = list(contractor["skills"] or []) if contractor else []
     text = words(f"{deliverable.get('title', '')} {deliverable.get('filename', '')}")
     for skill in skills:
         if words(skill) & text:
@@ -215,7 +220,7 @@ def skill_of(facts: Facts, deliverable: dict[str, Any], contractor: dict[str, An
     return skills[0] if skills else "other"
 
 
-def _empty(doc: dict[str, Any]) -> dict[str, Any]:
+def _empty(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "deliverables": 0, "reviewed": 0, "approved": 0, "changes_requested": 0,
         "unreviewed": 0, "average_rating": None, "revision_rate": None,
@@ -379,7 +384,7 @@ def _derive(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
         if contractor is None:
             continue
         skill, hours = facts.derived(d, contractor)
-        review = d.get("review") or {}
+        review: Mapping[str, Any] = d.get("review") or {}
         rating = review.get("rating")
         cost = review.get("cost")
         entered = review.get("hours")
@@ -488,12 +493,13 @@ def compute(facts: Facts, *, since: datetime | None = None, until: datetime | No
     if not by_skill:
         for k in facts.contracts:
             owner = facts.roster.contractor_of(k.get("identity"))
-            if owner is None or owner not in accs or k.get("spent") is None:
+            spent = k.get("spent")
+            if owner is None or owner not in accs or spent is None:
                 continue
             start = k.get("started_at") or ""
             end = k.get("ended_at")
             if start < hi and (end is None or end >= lo):
-                accs[owner]["_platform_spend"] += float(k["spent"])
+                accs[owner]["_platform_spend"] += float(spent)
                 accs[owner]["_has_spend"] = True
                 accs[owner]["currency"] = k.get("currency") or accs[owner]["currency"]
     return {key: _finish(acc) for key, acc in accs.items()}

@@ -13,8 +13,8 @@ The store is built in layers, one concern each:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from agent.store.documents import (
     DELIVERABLE_STATUSES,
@@ -32,7 +32,7 @@ from agent.store.storage import batched_dir_sync, iso, json_safe
 from agent.store.versions import Versions, version_label, work_stem
 
 if TYPE_CHECKING:
-    from agent.models import Record
+    from agent.models import DeliverableRecord, Record
     from agent.store.pages import CommitResult
 
 __all__ = [
@@ -164,15 +164,15 @@ class Store(StoreReads):
                 cat.written(month, shard)
         return fresh
 
-    def save_deliverables(self, docs: list[dict[str, Any]]) -> None:
+    def save_deliverables(self, docs: Sequence[Mapping[str, Any]]) -> None:
         """Write back deliverable documents changed by the owner's workflow (reviews)."""
         cat = self.catalog("deliverables")
-        for name, shard_docs in self._placed("deliverables", docs).items():
+        for name, shard_docs in self._placed("deliverables", [dict(d) for d in docs]).items():
             shard = self.monthly_shard("deliverables", name)
             if shard.upsert_many("deliverables", shard_docs) != (0, 0):
                 cat.written(name, shard)
 
-    def update_deliverable(self, deliverable_id: str, **changes: Any) -> dict[str, Any]:
+    def update_deliverable(self, deliverable_id: str, **changes: Any) -> DeliverableRecord:
         doc = dict(self.deliverable(deliverable_id), **json_safe(changes))
         self.save_deliverables([doc])
-        return doc
+        return cast("DeliverableRecord", doc)

@@ -18,7 +18,7 @@ import orjson
 
 from agent.files import write_private
 from agent.store.layout import SHARD_RE, shard_number
-from agent.store.storage import Stamp, file_stamp
+from agent.store.storage import Stamp
 
 if TYPE_CHECKING:
     from agent.store.folder import StoreFolder as Store
@@ -29,38 +29,36 @@ FOLDERS = ("messages", "deliverables")
 
 def committed_counts(store: Store) -> dict[str, dict[str, int]]:
     """``{source: {"messages": n, "deliverables": n}}`` from the shard files on disk."""
-    cache_path = store.root / CACHE_NAME
-    cache = _load(cache_path)
+    cache_path = store.cache_path(CACHE_NAME)
+    cache = _load(cache_path) if cache_path is not None else {}
     fresh: dict[str, Any] = {}
     totals: dict[str, dict[str, int]] = {}
     for folder in FOLDERS:
         for month, stamp in _shards(store, folder):
             relative = f"{folder}/{month}.json"
             entry = cache.get(relative)
-            if not (isinstance(entry, dict) and entry.get("stamp") == list(stamp)
-                    and isinstance(entry.get("counts"), dict)):
+            if stamp is None:  # no file to tell versions by (in memory, or just removed)
+                entry = {"counts": _count(store, folder, month)}
+            elif not (isinstance(entry, dict) and entry.get("stamp") == list(stamp)
+                      and isinstance(entry.get("counts"), dict)):
                 entry = {"stamp": list(stamp), "counts": _count(store, folder, month)}
-            fresh[relative] = entry
+            if stamp is not None:
+                fresh[relative] = entry
             for source, n in entry["counts"].items():
                 row = totals.setdefault(source, dict.fromkeys(FOLDERS, 0))
                 row[folder] += int(n)
-    if fresh != cache:
+    if cache_path is not None and fresh != cache:
         with contextlib.suppress(OSError):  # only a cache: a read-only disk just recounts
             write_private(cache_path, orjson.dumps(fresh))
     return totals
 
 
-def _shards(store: Store, folder: str) -> list[tuple[str, Stamp]]:
+def _shards(store: Store, folder: str) -> list[tuple[str, Stamp | None]]:
     """The shards of ``folder`` and their stamps, listed from the folder itself: the
     shard summaries (which :meth:`shard_names` loads) are not needed to count."""
     if not getattr(store, "_on_disk", True):  # the in-memory store: no files to list
-        out = []
-        for name in store.shard_names(folder):
-            stamp = file_stamp(store.root / folder / f"{name}.json")
-            if stamp is not None:
-                out.append((name, stamp))
-        return out
-    found = []
+        return [(name, store.shard_stamp(folder, name)) for name in store.shard_names(folder)]
+    found: list[tuple[str, Stamp | None]] = []
     try:
         entries = list(os.scandir(store.root / folder))
     except FileNotFoundError:
