@@ -100,6 +100,10 @@ class Facts:
                 self._parts[key] = value
         self._derived: dict[str, tuple[str, float | None]] = {}
         self._cache: dict[str, Any] = {}
+        # kind of work and turnaround computed by an earlier build for the same roster,
+        # instructions and messages, by deliverable id (see _build_model)
+        self._reuse: dict[str, list[Any]] = {}
+        self._derived_rows: dict[str, list[Any]] = {}
 
     @classmethod
     def load(cls, store: Store, *, with_messages: bool = True) -> Facts:
@@ -163,8 +167,17 @@ class Facts:
         """A deliverable's kind of work and turnaround hours, computed once per load."""
         got = self._derived.get(deliverable["id"])
         if got is None:
-            got = (skill_of(self, deliverable, contractor), turnaround(self, deliverable)[0])
+            key = [deliverable.get("received_at"), deliverable.get("contractor_id"),
+                   deliverable.get("thread_id"), deliverable.get("title", ""),
+                   deliverable.get("filename", "")]
+            old = self._reuse.get(deliverable["id"])
+            if (old is not None and old[:5] == key and isinstance(old[5], str)
+                    and (old[6] is None or type(old[6]) in (int, float))):  # same inputs
+                got = (old[5], old[6])
+            else:
+                got = (skill_of(self, deliverable, contractor), turnaround(self, deliverable)[0])
             self._derived[deliverable["id"]] = got
+            self._derived_rows[deliverable["id"]] = [*key, *got]
         return got
 
     def contractor_of(self, doc: DeliverableRecord) -> str | None:
@@ -293,7 +306,7 @@ def model(facts: Facts) -> dict[str, Any]:
         with_messages = facts.with_messages
 
         def build(store: Store) -> dict[str, Any]:
-            return _model_doc(Facts.load(store, with_messages=with_messages))
+            return _build_model(store, name, with_messages)
 
         data = readmodels.view(store, name, MODEL_VERSION, MODEL_INPUTS, build)
         if not _well_formed(data):  # not what we write: build it afresh, never trust it
@@ -366,8 +379,32 @@ def _model_doc(facts: Facts) -> dict[str, Any]:
             "first_reviews": first}
 
 
+#: What a deliverable's kind of work and turnaround depend on besides the deliverable.
+DERIVED_VERSION = "derived-1"
+DERIVED_INPUTS = ("roster", "instructions", "messages")
+
+
+def _build_model(store: Store, name: str, with_messages: bool = True,
+                 facts: Facts | None = None) -> dict[str, Any]:
+    """:func:`_model_doc` from the store. Each deliverable's kind of work and turnaround
+    are kept beside the model (``<name>.partial.json``) with the state of the roster,
+    instructions and messages they came from; while those are unchanged (after a review,
+    say) they are reused for deliverables whose own fields are unchanged, so the rebuild
+    reads no message shard and matches no instruction again."""
+    stamps = readmodels.input_stamps(store.root, DERIVED_INPUTS)
+    facts = facts or Facts.load(store, with_messages=with_messages)
+    previous = readmodels.load_partial(store, name, DERIVED_VERSION, DERIVED_INPUTS)
+    if isinstance(previous, dict):
+        facts._reuse = {k: v for k, v in previous.items()
+                        if isinstance(v, list) and len(v) == 7}
+    data = _model_doc(facts)
+    readmodels.save_partial(store, name, DERIVED_VERSION, DERIVED_INPUTS, stamps,
+                            facts._derived_rows)
+    return data
+
+
 readmodels.register("delegation", MODEL_VERSION, MODEL_INPUTS,
-                    lambda store: _model_doc(Facts.load(store)))
+                    lambda store: _build_model(store, "delegation"))
 
 
 def refresh_read_models(store: Store) -> list[str]:

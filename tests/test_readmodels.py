@@ -71,7 +71,7 @@ def review_some(store: Store, every: int = 2, offset: int = 0) -> None:
         for n, doc in enumerate(store.deliverables(unreviewed=True)):
             if (n + offset) % every:
                 continue
-            received = datetime.fromisoformat(doc["received_at"].replace("Z", "+00:00"))
+            received = datetime.fromisoformat(str(doc["received_at"]).replace("Z", "+00:00"))
             items.append((doc, {"status": "approved" if n % 3 else "changes_requested",
                                 "rating": 1 + n % 5, "cost": 10.5 + n,
                                 "when": received + timedelta(hours=3 + n)}))
@@ -158,15 +158,23 @@ def test_a_missing_damaged_or_foreign_model_is_rebuilt(tmp_path: Path) -> None:
                 report.build(store, now=NOW, since=timedelta(days=60), facts=truth(store)))
     assert answers(store) == expected
     views = readmodels.views_dir(store)
-    assert sorted(p.name for p in views.iterdir()) == ["delegation.json", "roster.json"]
-    for name in ("delegation", "roster"):
+    assert sorted(p.name for p in views.iterdir()) == [
+        "delegation.json", "delegation.partial.json", "roster.json"]
+    def stale_views(name: str) -> None:
+        if name == "delegation.partial":  # consulted only when the models are rebuilt
+            for view in ("delegation", "roster"):
+                (views / f"{view}.json").unlink()
+
+    for name in ("delegation", "roster", "delegation.partial"):
         path = views / f"{name}.json"
         good = path.read_bytes()
         path.unlink()
+        stale_views(name)
         assert answers(store) == expected
         assert path.exists()
 
         path.write_bytes(good[: len(good) // 2])  # cut short
+        stale_views(name)
         assert answers(store) == expected
         assert orjson.loads(path.read_bytes())["data"]
 
@@ -179,6 +187,12 @@ def test_a_missing_damaged_or_foreign_model_is_rebuilt(tmp_path: Path) -> None:
             dict(saved, data=[1, 2]),
             dict(saved, data=[{"id": 1}]),
         ]
+        if name == "delegation.partial":  # reused kinds of work and turnarounds, forged
+            first = next(iter(saved["data"]))
+            row = saved["data"][first]
+            forgeries += [dict(saved, data={first: [*row[:5], 7, "x"]}),
+                          dict(saved, data={first: row[:3]}),
+                          dict(saved, data={first: [None, *row[1:5], "forged", 99.0]})]
         if name == "delegation":
             data = saved["data"]
             some = next(iter(data["contractors"]))
@@ -187,6 +201,7 @@ def test_a_missing_damaged_or_foreign_model_is_rebuilt(tmp_path: Path) -> None:
             forgeries.append(dict(saved, data=dict(data, contractors={some: ragged})))
         for forged in forgeries:
             path.write_bytes(orjson.dumps(forged))
+            stale_views(name)
             assert answers(store) == expected
         path.write_bytes(good)
 
@@ -299,7 +314,30 @@ def test_a_temp_file_left_by_a_killed_reader_is_removed(tmp_path: Path) -> None:
         pass
     assert not left.exists()
     assert sorted(p.name for p in readmodels.views_dir(store).iterdir()) == [
-        "delegation.json", "roster.json"]
+        "delegation.json", "delegation.partial.json", "roster.json"]
     assert oct(readmodels.views_dir(store).stat().st_mode & 0o777) == "0o700"
     assert all(oct(p.stat().st_mode & 0o777) == "0o600"
                for p in readmodels.views_dir(store).iterdir())
+
+
+def test_after_a_review_the_rebuild_reuses_kinds_of_work_and_turnarounds(tmp_path: Path
+                                                                          ) -> None:
+    from agent.stats import _build_model, _model_doc
+
+    store = Store(tmp_path / "data")
+    fill(store, count=90)
+    roster_rows(store)
+    partial = readmodels.views_dir(store) / "delegation.partial.json"
+    rows = orjson.loads(partial.read_bytes())["data"]
+    assert rows and all(len(r) == 7 for r in rows.values())
+    review_some(store)  # deliverables and reviews change; roster, instructions, mail do not
+    reader = Store(store.data_dir)
+    facts = Facts.load(reader)
+    assert _build_model(reader, "delegation", facts=facts) == _model_doc(truth(store))
+    assert "activity" not in facts._parts  # no message shard was needed: all reused
+    assert roster_rows(Store(store.data_dir)) == roster_rows(store, truth(store))
+    fill(store, 90, 12)  # new mail: turnarounds are computed afresh
+    reader = Store(store.data_dir)
+    facts = Facts.load(reader)
+    assert _build_model(reader, "delegation", facts=facts) == _model_doc(truth(store))
+    assert "activity" in facts._parts

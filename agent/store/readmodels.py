@@ -156,3 +156,25 @@ def refresh(store: Store) -> list[str]:
             view(store, name, version, inputs, build)
             rebuilt.append(name)
     return rebuilt
+
+
+# -- caches of partial results, checked by the caller ----------------------------------------
+
+
+def load_partial(store: Store, name: str, version: str, inputs: Iterable[str]) -> Any:
+    """A partial result saved with :func:`save_partial`, or None unless it was saved for
+    exactly the current state of ``inputs`` (a subset of what a model depends on: e.g.
+    what each deliverable's turnaround depends on besides the deliverable itself)."""
+    if not getattr(store, "_on_disk", True):
+        return None
+    found, data = _load(views_dir(store) / f"{name}.partial.json", version,
+                        input_stamps(store.root, inputs))
+    return data if found else None
+
+
+def save_partial(store: Store, name: str, version: str, inputs: Iterable[str],
+                 stamps: list[list[Any]], data: Any) -> None:
+    """Keep a partial result computed from the state ``stamps`` of ``inputs`` (taken
+    before computing it); not kept when the inputs changed meanwhile."""
+    if getattr(store, "_on_disk", True) and stamps == input_stamps(store.root, inputs):
+        _save(store, f"{name}.partial", version, stamps, data)
