@@ -93,17 +93,20 @@ def write_config(data: Path) -> Path:
     return config
 
 
-def environment() -> dict[str, str]:
+def environment(project: Path) -> dict[str, str]:
+    """The children's environment: ``project``'s code first on the path (they run from a
+    neutral folder, so the current directory does not decide which checkout runs)."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONDONTWRITEBYTECODE", "RETAINER_CONFIG", "PYTHONPATH")}
-    env["COLUMNS"] = "120"
+           if k not in ("PYTHONDONTWRITEBYTECODE", "RETAINER_CONFIG", "PYTHONPATH", "COLUMNS")}
+    env["PYTHONPATH"] = str(project)
     return env
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     """(wall s, CPU s, peak RSS MB) of one fresh process; its output is discarded."""
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            cwd=tempfile.gettempdir())
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -123,24 +126,33 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--budget", type=float, default=0.15)
     parser.add_argument("--no-cold", action="store_true", help="skip the first-run-after-a-write row")
+    parser.add_argument("--baseline", type=Path,
+                        help="another checkout (e.g. the main branch) timed in the same rounds")
     args = parser.parse_args()
     data = args.data or Path(tempfile.mkdtemp(prefix="retainer-startup-")) / "data"
     if not (data / "store" / "meta.json").exists():
         build_store(data, args.messages)
     config = write_config(data)
-    env = environment()
-    compileall.compile_dir(str(ROOT / "agent"), quiet=1)
-    compileall.compile_dir(str(ROOT / "plugins"), quiet=1)
+    env = environment(ROOT)
+    trees = [("", env)]
+    if args.baseline is not None:
+        trees.append((" [baseline]", environment(args.baseline.resolve())))
+    for tree in {ROOT, *([args.baseline] if args.baseline else [])}:
+        compileall.compile_dir(str(Path(tree) / "agent"), quiet=1)
+        compileall.compile_dir(str(Path(tree) / "plugins"), quiet=1)
     python = sys.executable
     base = [python, "-m", "agent", "--config", str(config)]
-    for _, argv in COMMANDS:  # warm-up: bytecode, page cache, read models of a new store
-        timed([*base, *argv], env)
+    for _, tree_env in trees:  # warm-up: bytecode, page cache, read models of a new store
+        for _, argv in COMMANDS:
+            timed([*base, *argv], tree_env)
     floor: list[tuple[float, float, float]] = []
-    results: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _ in COMMANDS}
+    results: dict[str, list[tuple[float, float, float]]] = {
+        label + tag: [] for label, _ in COMMANDS for tag, _ in trees}
     for _ in range(args.runs):
         floor.append(timed([python, "-c", "pass"], env))
         for label, argv in COMMANDS:
-            results[label].append(timed([*base, *argv], env))
+            for tag, tree_env in trees:
+                results[label + tag].append(timed([*base, *argv], tree_env))
     cold: dict[str, float] = {}
     if not args.no_cold:
         for label, argv in COMMANDS[:5]:
@@ -154,7 +166,7 @@ def main() -> int:
     for label, runs in rows:
         wall = statistics.median(r[0] for r in runs)
         verdict = ""
-        if label in results:
+        if label in results and not label.endswith("[baseline]"):
             verdict = "ok" if wall <= args.budget else "OVER"
             failed |= wall > args.budget
         cold_s = f"{cold[label]:>8.3f}" if label in cold else f"{'':>8}"
