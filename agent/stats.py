@@ -286,9 +286,10 @@ class ReviewEvent:
 
 
 #: The delegation read model: bump when :func:`_model_doc` computes something else.
-MODEL_VERSION = "delegation-2"
+MODEL_VERSION = "delegation-3"
 MODEL_INPUTS = ("roster", "deliverables", "workflow", "instructions", "messages")
 #: Columns of a group's works (sorted by receipt) and review events (sorted by review time).
+#: (Position and contractor, the last two, only in the groups by skill.)
 WORK_COLUMNS = ("t", "s", "r", "c", "e", "h", "i", "k")  # time, status, rating, cost,
 #                  estimated, turnaround, position among all works, contractor id
 EVENT_COLUMNS = ("t", "x", "l", "i", "k")  # time, asked for changes, latency, position, who
@@ -320,9 +321,12 @@ def model(facts: Facts) -> dict[str, Any]:
 
 def _well_formed(data: Any) -> bool:
     try:
-        groups = [*data["contractors"].values(), *data["skills"].values()]
-        ok = all(len({len(g["works"][c]) for c in WORK_COLUMNS}) == 1
-                 and len({len(g["events"][c]) for c in EVENT_COLUMNS}) == 1 for g in groups)
+        groups: list[tuple[Any, tuple[str, ...], tuple[str, ...]]] = [
+            (g, WORK_COLUMNS[:6], EVENT_COLUMNS[:3]) for g in data["contractors"].values()]
+        groups += [(g, WORK_COLUMNS, EVENT_COLUMNS) for g in data["skills"].values()]
+        ok = all(len({len(g["works"][c]) for c in works}) == 1
+                 and len({len(g["events"][c]) for c in events}) == 1
+                 for g, works, events in groups)
         return ok and len(data["marks_t"]) == len(data["marks_x"]) and all(
             len(pair) == 2 for pair in data["first_reviews"])
     except (KeyError, TypeError, AttributeError):
@@ -352,15 +356,16 @@ def _model_doc(facts: Facts) -> dict[str, Any]:
             es = sorted(events_of.get(name, ()), key=lambda i: events[i].reviewed)
             wl = [works[i] for i in ws]
             el = [events[i] for i in es]
-            out[name] = {
+            group = out[name] = {
                 "works": {"t": [w.received for w in wl], "s": [w.status for w in wl],
                           "r": [w.rating for w in wl], "c": [w.cost for w in wl],
-                          "e": [w.estimated for w in wl], "h": [w.turnaround for w in wl],
-                          "i": ws, "k": [w.contractor_id for w in wl]},
+                          "e": [w.estimated for w in wl], "h": [w.turnaround for w in wl]},
                 "events": {"t": [e.reviewed for e in el], "x": [int(e.changes) for e in el],
-                           "l": [e.latency for e in el], "i": es,
-                           "k": [e.contractor_id for e in el]},
+                           "l": [e.latency for e in el]},
             }
+            if key == "skill":  # which contractor's currency a skill's row takes: _first_seen
+                group["works"].update(i=ws, k=[w.contractor_id for w in wl])
+                group["events"].update(i=es, k=[e.contractor_id for e in el])
         return out
 
     received = {d["id"]: d.get("received_at") for d in facts.deliverables}
