@@ -76,3 +76,32 @@ def test_current_read_models_spare_the_shards(config: Path, argv: list[str]) -> 
     parsed = probe(["--config", str(config), *argv])["parsed"]
     assert isinstance(parsed, list)
     assert not [p for p in parsed if p.startswith(("messages/", "deliverables/"))], parsed
+
+
+_TABLE = """
+from agent.cli.output import table
+rows = [(f"d_{{n:04d}}", f"Contractor {{n % 7}}", n * 10) for n in range({count})]
+table(rows, ["id", "contractor", "size"])
+"""
+
+
+@pytest.mark.parametrize("count", [5, 400])
+def test_long_tables_on_a_terminal_skip_rich(count: int) -> None:
+    """rich costs 0.2-0.3 ms a row: a short table is drawn by it, a long one printed as
+    plain rows under a bold header; both show every row, aligned, within the width."""
+    import re
+
+    from tests.test_cli import run_on_terminal
+
+    code, terminal, err = run_on_terminal([sys.executable, "-c", _TABLE.format(count=count)],
+                                          stream="stdout", env={"COLUMNS": "60"})
+    assert code == 0, err
+    assert "\x1b[1m" in terminal  # the header is bold either way
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", terminal).replace("\r\n", "\n")
+    lines = [line for line in plain.splitlines() if line.strip()]
+    assert lines[0].split() == ["ID", "CONTRACTOR", "SIZE"]
+    assert len(lines) == count + 1 and max(len(line) for line in lines) <= 60
+    assert lines[-1].split() == [f"d_{count - 1:04d}", "Contractor", str((count - 1) % 7),
+                                 str((count - 1) * 10)]
+    styled_rows = len(re.findall(r"\x1b\[", terminal))
+    assert (styled_rows > 2) == (count <= 100)  # rich styles cells; the plain path only the header
