@@ -341,3 +341,24 @@ def test_after_a_review_the_rebuild_reuses_kinds_of_work_and_turnarounds(tmp_pat
     facts = Facts.load(reader)
     assert _build_model(reader, "delegation", facts=facts) == _model_doc(truth(store))
     assert "activity" in facts._parts
+
+
+def test_a_sync_that_stored_mail_leaves_the_read_models_in_use_fresh(tmp_path: Path) -> None:
+    from tests.support.workflow_mail import OWNER as OWNER_ADDRESS
+    from tests.support.workflow_mail import TASKS, _deliver, _mail, run, synced
+
+    config = synced(tmp_path)
+    run(config, "contractors", "--json")  # a reader saved the models
+    store = Store(tmp_path / "data")
+    assert readmodels.stale(store, "roster") is False
+    task = TASKS[0]
+    _deliver(tmp_path / "Mail", _mail(task.contractor, task.name, OWNER_ADDRESS,
+                                      f"Re: {task.subject}", datetime.now(UTC),
+                                      "<late-version@example.com>", "One more version.",
+                                      attachment=("late-v2.png", b"png" * 50)), "late")
+    run(config, "sync")
+    assert readmodels.stale(store, "roster") is False  # rebuilt by the sync itself
+    assert readmodels.stale(store, "delegation") is False
+    rows = {r["name"]: r for r in orjson.loads(run(config, "contractors", "--json").stdout)}
+    assert rows == {r["name"]: r for r in roster_rows(store, truth(store))}
+    assert rows[task.name]["deliverables"] == sum(t.name == task.name for t in TASKS) + 1
