@@ -1,6 +1,7 @@
 """Per-contractor (and per-skill) metrics: what each delegation cost and what came back.
 
-Everything is computed from the store in one pass over its tables:
+Everything is computed from the store's tables (through the ``delegation`` read model,
+see :func:`model`, so a period is a bisection of time-sorted columns):
 
 * **deliverables** in the period (by ``received_at``);
 * **average rating** of the latest review of each of them;
@@ -72,11 +73,11 @@ def mean(values: Iterable[float]) -> float | None:
 class Facts:
     """Everything the metrics need, read from the store once, each part when first used.
 
-    The delegation metrics themselves (:func:`_work`: each deliverable's kind of work,
-    turnaround and review, and the review events) are kept in the store as a read model
-    (``delegation``, see :mod:`agent.store.readmodels`): a listing loads that one small
-    document instead of every deliverable shard, review and message shard, and it is
-    rebuilt from those whenever any of them changed.
+    The delegation metrics' inputs (:func:`model`: each deliverable's kind of work,
+    turnaround and review, and the review events, grouped by contractor and by skill) are
+    kept in the store as a read model (``delegation``, see :mod:`agent.store.readmodels`):
+    a listing loads that one document instead of every deliverable shard, review and
+    message shard, and it is rebuilt from those whenever any of them changed.
     """
 
     def __init__(self, roster: Roster, contractors: list[ContractorRecord],
