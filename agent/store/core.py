@@ -25,8 +25,9 @@ from agent.store.documents import (
     month_of,
     now_utc,
 )
-from agent.store.folder import LOCK_TIMEOUT, MONTHLY, MONTHLY_CACHE, SCHEMA_VERSION, StoreFolder
+from agent.store.folder import LOCK_TIMEOUT, MONTHLY, MONTHLY_CACHE, StoreFolder
 from agent.store.ids import message_id_for, short_hash, thread_id_for
+from agent.store.layout import SCHEMA_VERSION
 from agent.store.reads import StoreReads
 from agent.store.roster import Roster, RosterStore
 from agent.store.storage import batched_dir_sync, iso, json_safe

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from agent.files import fsync_dir, remove_orphan_temps
 from agent.store.layout import (
     MONTH_RE,
+    SCHEMA_VERSION,
     SHARD_BYTES,
     SHARD_RE,
     TABLES,
@@ -49,8 +50,6 @@ def month_files(root: Path, folder: str) -> list[Path]:
 
 def upgrade(store: Store) -> None:
     """Bring ``store`` to the bounded-shard layout (hold the store's write lock)."""
-    from agent.store.core import SCHEMA_VERSION
-
     root = store.root
     months = {folder: month_files(root, folder) for folder in FOLDERS}
     if not any(months.values()):
