@@ -81,9 +81,10 @@ def contractors_add(app: App, who: str, name: str | None, emails: tuple[str, ...
             who = f"email:{who}"
         if ":" in who:
             platform, _, address = who.partition(":")
-            seen = roster.identities.get(who.lower(), {})
-            idents.append(Identity(platform, address, name=seen.get("name", "")))
-            display = name or seen.get("name") or address
+            known = roster.identities.get(who.lower())
+            known_name = known["name"] if known else ""
+            idents.append(Identity(platform, address, name=known_name))
+            display = name or known_name or address
         else:
             display = name or who
         idents += [Identity("email", e) for e in emails]

@@ -96,9 +96,10 @@ class Store(StoreReads):
         if page.contracts:
             self.contracts_shard.upsert_many("contracts", _plain(page.contracts))
         if page.contractors:
-            self.roster_shard.upsert_many("contractors", list(page.contractors.values()))
+            self.roster_shard.upsert_many("contractors", _plain(list(page.contractors.values())))
         if page.identities:
-            self.roster_shard.upsert_many("identities", list(page.identities.values()), "key")
+            self.roster_shard.upsert_many("identities", _plain(list(page.identities.values())),
+                                          "key")
         return result
 
     def _placed(self, folder: str, docs: Sequence[Doc]) -> dict[str, list[Doc]]:
