@@ -11,12 +11,13 @@ import html
 import math
 import re
 from bisect import bisect_left
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from agent.errors import UsageError
-from agent.stats import Facts, compute, median, model, parse_time
+from agent.stats import Facts, compute, median, parse_time, review_marks
 from agent.store import Store
 from agent.store.core import iso
 
@@ -48,7 +49,7 @@ def _totals(rows: dict[str, dict[str, Any]], facts: Facts, lo: datetime, hi: dat
                if r["average_rating"] is not None]
     weight = sum(n for _, n in ratings)
     out["average_rating"] = round(sum(a * n for a, n in ratings) / weight, 2) if weight else None
-    data = model(facts)
+    data = review_marks(facts)
     at, stop = bisect_left(data["marks_t"], iso(lo) or ""), bisect_left(data["marks_t"], iso(hi) or "")
     changes = sum(data["marks_x"][at:stop])
     out["revision_rate"] = round(changes / (stop - at), 3) if stop > at else None
@@ -59,7 +60,7 @@ def _totals(rows: dict[str, dict[str, Any]], facts: Facts, lo: datetime, hi: dat
 def _latencies(facts: Facts, lo: datetime, hi: datetime) -> list[float]:
     """The latency of each deliverable's first review, for first reviews in the period."""
     slo, shi = iso(lo) or "", iso(hi) or ""
-    return [value for at, value in model(facts)["first_reviews"]
+    return [value for at, value in review_marks(facts)["first_reviews"]
             if slo <= at < shi and value is not None]
 
 
@@ -79,7 +80,7 @@ def _trend(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
 
 def latency_series(facts: Facts, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
     """Median review latency per week (weeks starting Monday) in the period."""
-    first = model(facts)["first_reviews"]
+    first = review_marks(facts)["first_reviews"]
     times = [at for at, _ in first]  # sorted: only a day either side of the period is parsed
     start = bisect_left(times, iso(lo - timedelta(days=1)) or "")
     stop = bisect_left(times, iso(hi + timedelta(days=1)) or "")
@@ -96,16 +97,28 @@ def latency_series(facts: Facts, lo: datetime, hi: datetime) -> list[dict[str, A
             for w, v in sorted(weeks.items())]
 
 
+Metrics = Callable[[datetime, datetime, bool], dict[str, dict[str, Any]]]
+
+
 def build(store: Store, *, since: timedelta = timedelta(days=90), now: datetime | None = None,
-          facts: Facts | None = None) -> dict[str, Any]:
-    """The report for ``[now - since, now)`` with trends against the period before."""
+          facts: Facts | None = None, metrics: Metrics | None = None) -> dict[str, Any]:
+    """The report for ``[now - since, now)`` with trends against the period before.
+
+    ``metrics(since, until, by_skill)`` answers as :func:`agent.stats.compute` of ``facts``
+    does (the dashboard passes one that reuses what did not change)."""
     now = now or datetime.now(UTC)
     facts = facts or Facts.load(store)
     lo, prev_lo = now - since, now - 2 * since
-    current = compute(facts, since=lo, until=now)
-    previous = compute(facts, since=prev_lo, until=lo)
-    skills_now = compute(facts, since=lo, until=now, by_skill=True)
-    skills_before = compute(facts, since=prev_lo, until=lo, by_skill=True)
+    loaded = facts
+
+    def computed(a: datetime, b: datetime, by_skill: bool) -> dict[str, dict[str, Any]]:
+        return compute(loaded, since=a, until=b, by_skill=by_skill)
+
+    figures = metrics or computed
+    current = figures(lo, now, False)
+    previous = figures(prev_lo, lo, False)
+    skills_now = figures(lo, now, True)
+    skills_before = figures(prev_lo, lo, True)
     names = {c["id"]: c for c in facts.contractors}
     contractors = []
     for cid, row in current.items():

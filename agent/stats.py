@@ -337,12 +337,12 @@ def _well_formed(data: Any) -> bool:
 def _model_doc(facts: Facts) -> dict[str, Any]:
     """What every window of the metrics needs, computed once from the full data.
 
-    Works and review events (:func:`_derive`) grouped by contractor and by skill, each
+    Works and review events (:func:`_work`) grouped by contractor and by skill, each
     group in columns sorted by time (stable, so within a group the order of the original
     pass is kept and float sums come out exactly as before); the review marks' times and
     whether each asked for changes; each deliverable's first review: time and latency.
     """
-    works, events = _derive(facts)
+    works, events = _work(facts)
 
     def grouped(key: str) -> dict[str, Any]:
         works_of: dict[str, list[int]] = {}
@@ -369,19 +369,44 @@ def _model_doc(facts: Facts) -> dict[str, Any]:
                 group["events"].update(i=es, k=[e.contractor_id for e in el])
         return out
 
-    received = {d["id"]: d.get("received_at") for d in facts.deliverables}
-    marks = [(e["deliverable_id"], e["status"], e.get("reviewed_at") or "")
-             for e in facts.reviews]
-    first: list[list[Any]] = []
-    seen: set[str] = set()
-    for did, _, at in marks:
-        if did in seen or did not in received:
-            continue
-        seen.add(did)
-        first.append([at, hours_between(received[did], at)])
     return {"contractors": grouped("contractor_id"), "skills": grouped("skill"),
-            "marks_t": [m[2] for m in marks],
-            "marks_x": [int(m[1] == "changes_requested") for m in marks],
+            **_marks_doc(facts)}
+
+
+def review_marks(facts: Facts) -> dict[str, Any]:
+    """The review marks' times (``marks_t``, sorted), whether each asked for changes
+    (``marks_x``), and each deliverable's first review (``first_reviews``: ``[time,
+    latency hours]``, sorted by time): from :func:`model` when ``facts`` came from the
+    store (its read model) or the model is built already, else computed on their own.
+
+    A caller that keeps the first reviews itself (the dashboard) may put them, in that
+    shape and order, in ``facts._cache["first_reviews"]`` before the first use."""
+    cached: dict[str, Any] | None = facts._cache.get("model") or facts._cache.get("marks")
+    if cached is None:
+        if facts.store is not None and not facts._explicit:
+            cached = model(facts)
+        else:
+            cached = facts._cache["marks"] = _marks_doc(facts)
+    return cached
+
+
+def _marks_doc(facts: Facts) -> dict[str, Any]:
+    # as the store lists them (oldest first), the sorts change nothing; they are stable
+    marks = [(e.get("reviewed_at") or "", e["status"] == "changes_requested",
+              e["deliverable_id"]) for e in facts.reviews]
+    first: list[list[Any]] | None = facts._cache.get("first_reviews")
+    if first is None:
+        received = {d["id"]: d.get("received_at") for d in facts.deliverables}
+        first = []
+        seen: set[str] = set()
+        for at, _, did in marks:  # a deliverable's first in the listing's order
+            if did in seen or did not in received:
+                continue
+            seen.add(did)
+            first.append([at, hours_between(received[did], at)])
+        first.sort(key=lambda f: str(f[0]))
+    marks.sort(key=lambda m: m[0])
+    return {"marks_t": [m[0] for m in marks], "marks_x": [int(m[1]) for m in marks],
             "first_reviews": first}
 
 
@@ -417,6 +442,15 @@ def refresh_read_models(store: Store) -> list[str]:
     """Rebuild the read models in use that the store's files no longer match (called by
     writers after a sync or a review, outside the write lock); returns their names."""
     return readmodels.refresh(store)
+
+
+def _work(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
+    """Each deliverable of a contractor as a :class:`Work` and the review events, once per
+    :class:`Facts` (``_cache["work"]``, which the dashboard fills for a view of a period)."""
+    cached: tuple[list[Work], list[ReviewEvent]] | None = facts._cache.get("work")
+    if cached is None:
+        cached = facts._cache["work"] = _derive(facts)
+    return cached
 
 
 def _derive(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
@@ -553,20 +587,23 @@ ROSTER_VERSION = "roster-1"
 ROSTER_INPUTS = (*MODEL_INPUTS, "contracts")
 
 
-def roster_rows(store: Store, facts: Facts | None = None) -> list[dict[str, Any]]:
-    """Every contractor with identities, contact dates and all-time metrics, by name.
+def roster_rows(store: Store, facts: Facts | None = None,
+                metrics: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every contractor with identities, contact dates and all-time metrics, by name
+    (``metrics``: :func:`compute` of ``facts``, when the caller has it already).
 
-    Without ``facts``, from the store's ``roster`` read model (one small document,
-    rebuilt whenever the roster, a deliverable, review, instruction, message or contract
-    changed), so listing the roster does not compute anything.
+    Without ``facts`` or ``metrics``, from the store's ``roster`` read model (one small
+    document, rebuilt whenever the roster, a deliverable, review, instruction, message or
+    contract changed), so listing the roster does not compute anything.
     """
-    if facts is None:
+    if facts is None and metrics is None:
         rows = readmodels.view(store, "roster", ROSTER_VERSION, ROSTER_INPUTS, _roster_model)
         if isinstance(rows, list) and all(isinstance(r, dict) and isinstance(r.get("id"), str)
                                           and isinstance(r.get("name"), str) for r in rows):
             return rows
         return _roster_model(store)  # not what we write: computed afresh, never trusted
-    metrics = compute(facts)
+    facts = facts or Facts.load(store)
+    metrics = compute(facts) if metrics is None else metrics
     out = []
     for doc in facts.contractors:
         idents = [facts.roster.identities[k] for k in doc.get("identities", [])
