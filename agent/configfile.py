@@ -10,9 +10,9 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agent.errors import ConfigError
 
@@ -124,3 +124,134 @@ def quick_config(path: Path) -> QuickConfig:
     except ValueError as exc:
         raise ConfigError(f"{path}: agent.review_overdue: {exc}") from None
     return QuickConfig(path, data_dir, overdue)
+
+
+# -- the whole file, checked without pydantic (read-only commands) ---------------------------
+
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_TOP = {"agent", "contractors", "sources", "notifiers", "plugins"}
+_AGENT = {"data_dir", "owner_emails", "max_attachment_mb", "review_overdue", "log_level",
+          "review_since", "web"}
+_SOURCE = {"name", "platform", "every", "enabled", "settings"}
+_SEED = {"name", "emails", "skills", "status", "rate", "currency", "identities", "notes"}
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class PlainSource:
+    """A ``[[sources]]`` table as :class:`agent.config.SourceConfig` reads it."""
+
+    name: str
+    platform: str
+    every: timedelta
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class PlainAgent:
+    review_since: date | Literal[False] | None
+    owner_emails: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PlainConfig:
+    """What a read-only command (``status``) needs of the whole file: the same values
+    :func:`agent.config.load_config` (``validate=False``) gives for a valid file."""
+
+    path: Path
+    data_dir: Path
+    agent: PlainAgent
+    sources: tuple[PlainSource, ...]
+
+
+def _strs(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def plain_config(path: Path) -> PlainConfig | None:
+    """The config read without pydantic (importing and building its models costs a
+    fresh process about 0.1 s), or ``None`` when the file holds anything this plain
+    reading does not accept exactly as :func:`agent.config.load_config` would: the caller
+    then loads it through pydantic, which gives the same values or the same errors.
+
+    Only canonical shapes pass (a bool where a bool is due, a TOML date for
+    ``review_since``, known keys only), so a file accepted here is one that pydantic
+    accepts with the same values.
+    """
+    data = read_toml(path)
+    if not set(data) <= _TOP:
+        return None
+    agent = data.get("agent", {})
+    if not isinstance(agent, dict) or not set(agent) <= _AGENT:
+        return None
+    try:
+        data_dir = check_data_dir(agent["data_dir"]) if "data_dir" in agent else default_data_dir()
+        if "review_overdue" in agent:
+            parse_duration(agent["review_overdue"])
+    except ValueError:
+        return None
+    emails = agent.get("owner_emails", [])
+    mb = agent.get("max_attachment_mb", 50.0)
+    level = agent.get("log_level", "INFO")
+    since = agent.get("review_since")
+    web = agent.get("web")
+    if not (_strs(emails) and _number(mb) and 0 < mb <= 1024 * 1024
+            and isinstance(level, str) and level.strip().upper() in _LEVELS
+            and (since is None or since is False
+                 or (isinstance(since, date) and not isinstance(since, datetime)))
+            and (web is None or isinstance(web, str))):
+        return None
+    if web:  # the dashboard address is checked by agent.web, which imports config: pydantic
+        return None
+    seeds = data.get("contractors", [])
+    if not isinstance(seeds, list) or not all(_plain_seed(s) for s in seeds):
+        return None
+    notifiers = data.get("notifiers", [])
+    plugins = data.get("plugins", {})
+    if not (isinstance(notifiers, list) and all(isinstance(n, dict) for n in notifiers)
+            and isinstance(plugins, dict) and all(isinstance(p, dict) for p in plugins.values())):
+        return None
+    tables = data.get("sources", [])
+    if not isinstance(tables, list):
+        return None
+    sources: list[PlainSource] = []
+    for table in tables:
+        source = _plain_source(table)
+        if source is None or any(s.name == source.name for s in sources):
+            return None
+        sources.append(source)
+    return PlainConfig(path, data_dir, PlainAgent(since, tuple(v.strip().lower() for v in emails)),
+                       tuple(sources))
+
+
+def _plain_seed(seed: Any) -> bool:
+    if not isinstance(seed, dict) or not set(seed) <= _SEED or not isinstance(seed.get("name"), str):
+        return False
+    rate = seed.get("rate")
+    idents = seed.get("identities", {})
+    return (_strs(seed.get("emails", [])) and _strs(seed.get("skills", []))
+            and seed.get("status", "trial") in ("trial", "core", "bench", "retired")
+            and (rate is None or (_number(rate) and rate >= 0))
+            and isinstance(seed.get("currency", "USD"), str)
+            and isinstance(seed.get("notes", ""), str)
+            and isinstance(idents, dict)
+            and all(isinstance(v, str) for v in idents.values()))
+
+
+def _plain_source(table: Any) -> PlainSource | None:
+    if not isinstance(table, dict) or not set(table) <= _SOURCE:
+        return None
+    name, platform = table.get("name"), table.get("platform")
+    enabled = table.get("enabled", True)
+    if not (isinstance(name, str) and _SOURCE_NAME.fullmatch(name) and isinstance(platform, str)
+            and isinstance(enabled, bool) and isinstance(table.get("settings", {}), dict)):
+        return None
+    try:
+        every = parse_duration(table["every"]) if "every" in table else timedelta(minutes=15)
+    except ValueError:
+        return None
+    return PlainSource(name, platform, every, enabled)

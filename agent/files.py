@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import unicodedata
 from pathlib import Path
 
@@ -65,6 +64,8 @@ def write_private(path: Path, data: bytes, *, sync: bool = True, sync_dir: bool 
     ``sync_dir=False`` leaves the folder's fsync (which makes the rename durable) to the
     caller, who may batch several renames in one folder before it.
     """
+    import tempfile  # here: read commands that write nothing never import it
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -13,12 +13,11 @@ import re
 from bisect import bisect_left
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from agent.errors import UsageError
-from agent.stats import Facts, compute, hours_between, median, parse_time
+from agent.stats import Facts, compute, median, parse_time, review_marks
 from agent.store import Store
 from agent.store.core import iso
 
@@ -50,67 +49,19 @@ def _totals(rows: dict[str, dict[str, Any]], facts: Facts, lo: datetime, hi: dat
                if r["average_rating"] is not None]
     weight = sum(n for _, n in ratings)
     out["average_rating"] = round(sum(a * n for a, n in ratings) / weight, 2) if weight else None
-    slo, shi = iso(lo) or "", iso(hi) or ""
-    keys = _sorted_keys(facts, "reviews",
-                        lambda: [e.get("reviewed_at") or "" for e in facts.reviews])
-    if keys is not None:  # oldest first, as the store lists them: the period is one slice
-        events = facts.reviews[bisect_left(keys, slo):bisect_left(keys, shi)]
-    else:
-        events = [e for e in facts.reviews if slo <= (e.get("reviewed_at") or "") < shi]
-    changes = sum(e["status"] == "changes_requested" for e in events)
-    out["revision_rate"] = round(changes / len(events), 3) if events else None
+    data = review_marks(facts)
+    at, stop = bisect_left(data["marks_t"], iso(lo) or ""), bisect_left(data["marks_t"], iso(hi) or "")
+    changes = sum(data["marks_x"][at:stop])
+    out["revision_rate"] = round(changes / (stop - at), 3) if stop > at else None
     out["median_review_latency_hours"] = _round1(median(_latencies(facts, lo, hi)))
     return out
 
 
-FirstReview = tuple[str, datetime | None, float | None]
-
-
-def first_reviews(facts: Facts) -> list[FirstReview]:
-    """Each deliverable's first review, in the order of ``facts.reviews`` (oldest first):
-    when (as stored, and parsed) and the hours from the delivery to it. Computed once per
-    :class:`Facts` (``_cache["first_reviews"]``, which the dashboard fills itself)."""
-    cached: list[FirstReview] | None = facts._cache.get("first_reviews")
-    if cached is None:
-        received = {d["id"]: d.get("received_at") for d in facts.deliverables}
-        seen: set[str] = set()
-        cached = []
-        for event in facts.reviews:
-            did = event["deliverable_id"]
-            if did in seen or did not in received:
-                continue
-            seen.add(did)
-            stamp = event.get("reviewed_at") or ""
-            cached.append((stamp, parse_time(stamp), hours_between(received[did], stamp)))
-        facts._cache["first_reviews"] = cached
-    return cached
-
-
-def _sorted_keys(facts: Facts, name: str, keys_of: Callable[[], list[str]]
-                 ) -> list[str] | None:
-    """``keys_of()`` (once per :class:`Facts`, as ``name``) when they are in order, else
-    None."""
-    cached = facts._cache.get(f"keys:{name}")
-    if cached is None:
-        keys = keys_of()
-        ordered = all(a <= b for a, b in pairwise(keys))
-        cached = facts._cache[f"keys:{name}"] = (keys if ordered else None,)
-    found: list[str] | None = cached[0]
-    return found
-
-
-def _first_in(facts: Facts, slo: str, shi: str) -> list[FirstReview]:
-    """The first reviews whose stamp is in ``[slo, shi)`` (as text, like the other sums)."""
-    firsts = first_reviews(facts)
-    keys = _sorted_keys(facts, "first_reviews", lambda: [f[0] for f in firsts])
-    if keys is None:
-        return [f for f in firsts if slo <= f[0] < shi]
-    return firsts[bisect_left(keys, slo):bisect_left(keys, shi)]
-
-
 def _latencies(facts: Facts, lo: datetime, hi: datetime) -> list[float]:
+    """The latency of each deliverable's first review, for first reviews in the period."""
     slo, shi = iso(lo) or "", iso(hi) or ""
-    return [hours for _, _, hours in _first_in(facts, slo, shi) if hours is not None]
+    return [value for at, value in review_marks(facts)["first_reviews"]
+            if slo <= at < shi and value is not None]
 
 
 def _round1(value: float | None) -> float | None:
@@ -129,14 +80,19 @@ def _trend(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
 
 def latency_series(facts: Facts, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
     """Median review latency per week (weeks starting Monday) in the period."""
+    first = review_marks(facts)["first_reviews"]
+    times = [at for at, _ in first]  # sorted: only a day either side of the period is parsed
+    start = bisect_left(times, iso(lo - timedelta(days=1)) or "")
+    stop = bisect_left(times, iso(hi + timedelta(days=1)) or "")
     weeks: dict[str, list[float]] = {}
-    # a day either side: text and time order can differ within a second (fractions, "Z")
-    wide = _first_in(facts, iso(lo - timedelta(days=1)) or "", iso(hi + timedelta(days=1)) or "")
-    for _, when, value in wide:
-        if when is None or not lo <= when < hi or value is None:
+    for reviewed_at, value in first[start:stop]:
+        when = parse_time(reviewed_at)
+        if when is None or not lo <= when < hi:
             continue
-        start = (when - timedelta(days=when.weekday())).date().isoformat()
-        weeks.setdefault(start, []).append(value)
+        if value is None:
+            continue
+        begins = (when - timedelta(days=when.weekday())).date().isoformat()
+        weeks.setdefault(begins, []).append(value)
     return [{"week": w, "median_hours": round(median(v) or 0.0, 1), "reviews": len(v)}
             for w, v in sorted(weeks.items())]
 
@@ -152,13 +108,13 @@ def build(store: Store, *, since: timedelta = timedelta(days=90), now: datetime 
     does (the dashboard passes one that reuses what did not change)."""
     now = now or datetime.now(UTC)
     facts = facts or Facts.load(store)
+    lo, prev_lo = now - since, now - 2 * since
     loaded = facts
 
     def computed(a: datetime, b: datetime, by_skill: bool) -> dict[str, dict[str, Any]]:
         return compute(loaded, since=a, until=b, by_skill=by_skill)
 
     figures = metrics or computed
-    lo, prev_lo = now - since, now - 2 * since
     current = figures(lo, now, False)
     previous = figures(prev_lo, lo, False)
     skills_now = figures(lo, now, True)

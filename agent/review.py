@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -12,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import StoreError, UnsupportedOperation
-from agent.models import Identity, Outgoing
-from agent.stats import hours_between
+from agent.stats import parse_time
 from agent.store import Store
 from agent.store.core import iso, version_label
 
 if TYPE_CHECKING:
     from agent.config import Config
+    from agent.models import Outgoing
     from agent.plugins import PluginHost
 
 log = logging.getLogger("retainer.review")
@@ -31,8 +30,11 @@ def queue(store: Store, *, overdue_after: timedelta, now: datetime | None = None
     names = {c["id"]: c["name"] for c in store.contractors()}
     limit_hours = overdue_after.total_seconds() / 3600
     out = []
+    end = parse_time(iso(now))  # as hours_between(received, now), now parsed once
     for doc in store.deliverables(unreviewed=not include_reviewed):
-        age_hours = hours_between(doc.get("received_at"), iso(now))
+        start = parse_time(doc.get("received_at"))
+        age_hours = (None if start is None or end is None or end < start
+                     else (end - start).total_seconds() / 3600)
         out.append(dict(
             doc, contractor=names.get(doc.get("contractor_id") or ""),
             task=doc.get("title") or "", age_hours=None if age_hours is None else round(age_hours, 1),
@@ -61,6 +63,8 @@ def outgoing_for(store: Store, deliverable: Mapping[str, Any], text: str
 
     Returns the :class:`Outgoing` and the source name it must go through.
     """
+    from agent.models import Identity, Outgoing  # replying only: listings skip it
+
     source = deliverable["source"]
     msg = store.message(deliverable["message_id"]) if deliverable.get("message_id") else None
     identity = deliverable.get("identity") or ""
@@ -149,6 +153,8 @@ def open_file(path: str) -> None:
         os.startfile(path)  # type: ignore[attr-defined]
         return
     else:
+        import shutil
+
         opener = os.environ.get("RETAINER_OPENER") or shutil.which("xdg-open")
         if not opener:
             raise StoreError(f"no xdg-open to open {path}; open it yourself")

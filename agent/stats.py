@@ -1,6 +1,7 @@
 """Per-contractor (and per-skill) metrics: what each delegation cost and what came back.
 
-Everything is computed from the store in one pass over its tables:
+Everything is computed from the store's tables (through the ``delegation`` read model,
+see :func:`model`, so a period is a bisection of time-sorted columns):
 
 * **deliverables** in the period (by ``received_at``);
 * **average rating** of the latest review of each of them;
@@ -17,17 +18,18 @@ from __future__ import annotations
 
 import bisect
 import re
-import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.models import ContractorRecord, ContractRecord, DeliverableRecord, ThreadActivity
-from agent.models import ReviewEvent as StoredReview
-from agent.store import Store
+from agent.store import Store, readmodels
 from agent.store import workflow as wf
 from agent.store.core import Roster, iso
+
+if TYPE_CHECKING:  # typed records: hints only, the read path does not import agent.models
+    from agent.models import ContractorRecord, ContractRecord, DeliverableRecord, ThreadActivity
+    from agent.models import ReviewEvent as StoredReview
 
 #: An instruction older than this before a delivery is not what the delivery answers.
 INSTRUCTION_WINDOW = timedelta(days=60)
@@ -56,8 +58,11 @@ def words(text: str) -> set[str]:
 
 
 def median(values: Iterable[float]) -> float | None:
-    data = [v for v in values if v is not None]
-    return statistics.median(data) if data else None
+    data = sorted(v for v in values if v is not None)
+    if not data:
+        return None  # as statistics.median, without importing it (decimal, fractions...)
+    half = len(data) // 2
+    return data[half] if len(data) % 2 else (data[half - 1] + data[half]) / 2
 
 
 def mean(values: Iterable[float]) -> float | None:
@@ -65,45 +70,115 @@ def mean(values: Iterable[float]) -> float | None:
     return sum(data) / len(data) if data else None
 
 
-@dataclass
 class Facts:
-    """Everything the metrics need, read from the store once."""
+    """Everything the metrics need, read from the store once, each part when first used.
 
-    roster: Roster
-    contractors: list[ContractorRecord]
-    deliverables: list[DeliverableRecord]
-    reviews: list[StoredReview]
-    instructions: list[dict[str, Any]]
-    contracts: list[ContractRecord]
-    activity: dict[str, ThreadActivity]
-    by_contractor_instr: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    The delegation metrics' inputs (:func:`model`: each deliverable's kind of work,
+    turnaround and review, and the review events, grouped by contractor and by skill) are
+    kept in the store as a read model (``delegation``, see :mod:`agent.store.readmodels`):
+    a listing loads that one document instead of every deliverable shard, review and
+    message shard, and it is rebuilt from those whenever any of them changed.
+    """
+
+    def __init__(self, roster: Roster, contractors: list[ContractorRecord],
+                 deliverables: list[DeliverableRecord] | None = None,
+                 reviews: list[StoredReview] | None = None,
+                 instructions: list[dict[str, Any]] | None = None,
+                 contracts: list[ContractRecord] | None = None,
+                 activity: dict[str, ThreadActivity] | None = None, *,
+                 store: Store | None = None, with_messages: bool = True) -> None:
+        self.roster = roster
+        self.contractors = contractors
+        self.store = store
+        self.with_messages = with_messages
+        self._parts: dict[str, Any] = {}
+        self._explicit = any(v is not None for v in (deliverables, reviews, instructions,
+                                                      contracts, activity))
+        for key, value in (("deliverables", deliverables), ("reviews", reviews),
+                           ("instructions", instructions), ("contracts", contracts),
+                           ("activity", activity)):
+            if value is not None:
+                self._parts[key] = value
+        self._derived: dict[str, tuple[str, float | None]] = {}
+        self._cache: dict[str, Any] = {}
+        # kind of work and turnaround computed by an earlier build for the same roster,
+        # instructions and messages, by deliverable id (see _build_model)
+        self._reuse: dict[str, list[Any]] = {}
+        self._derived_rows: dict[str, list[Any]] = {}
 
     @classmethod
     def load(cls, store: Store, *, with_messages: bool = True) -> Facts:
-        roster = store.roster()
-        facts = cls(
-            roster=roster,
-            contractors=store.contractors(),
-            deliverables=store.deliverables(),
-            reviews=wf.review_events(store),
-            instructions=wf.sent_instructions(store),
-            contracts=store.contracts(),
-            activity=store.thread_activity() if with_messages else {},
-        )
-        for ins in facts.instructions:
-            facts.by_contractor_instr.setdefault(ins["contractor_id"], []).append(ins)
-        return facts
+        return cls(store.roster(), store.contractors(), store=store,
+                   with_messages=with_messages)
 
-    _derived: dict[str, tuple[str, float | None]] = field(default_factory=dict)
-    _cache: dict[str, Any] = field(default_factory=dict)
+    def _part(self, key: str) -> Any:
+        if key not in self._parts:
+            store = self.store
+            assert store is not None, f"Facts without a store needs {key}"
+            if key == "deliverables":
+                value: Any = store.deliverables()
+            elif key == "reviews":
+                value = wf.review_events(store)
+            elif key == "instructions":
+                value = wf.sent_instructions(store)
+            elif key == "contracts":
+                value = store.contracts()
+            else:
+                value = store.thread_activity() if self.with_messages else {}
+            self._parts[key] = value
+        return self._parts[key]
+
+    @property
+    def deliverables(self) -> list[DeliverableRecord]:
+        value: list[DeliverableRecord] = self._part("deliverables")
+        return value
+
+    @property
+    def reviews(self) -> list[StoredReview]:
+        value: list[StoredReview] = self._part("reviews")
+        return value
+
+    @property
+    def instructions(self) -> list[dict[str, Any]]:
+        value: list[dict[str, Any]] = self._part("instructions")
+        return value
+
+    @property
+    def contracts(self) -> list[ContractRecord]:
+        value: list[ContractRecord] = self._part("contracts")
+        return value
+
+    @property
+    def activity(self) -> dict[str, ThreadActivity]:
+        value: dict[str, ThreadActivity] = self._part("activity")
+        return value
+
+    @property
+    def by_contractor_instr(self) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] | None = self._cache.get("by_instr")
+        if found is None:
+            found = {}
+            for ins in self.instructions:
+                found.setdefault(ins["contractor_id"], []).append(ins)
+            self._cache["by_instr"] = found
+        return found
 
     def derived(self, deliverable: DeliverableRecord, contractor: ContractorRecord | None
                 ) -> tuple[str, float | None]:
         """A deliverable's kind of work and turnaround hours, computed once per load."""
         got = self._derived.get(deliverable["id"])
         if got is None:
-            got = (skill_of(self, deliverable, contractor), turnaround(self, deliverable)[0])
+            key = [deliverable.get("received_at"), deliverable.get("contractor_id"),
+                   deliverable.get("thread_id"), deliverable.get("title", ""),
+                   deliverable.get("filename", "")]
+            old = self._reuse.get(deliverable["id"])
+            if (old is not None and old[:5] == key and isinstance(old[5], str)
+                    and (old[6] is None or type(old[6]) in (int, float))):  # same inputs
+                got = (old[5], old[6])
+            else:
+                got = (skill_of(self, deliverable, contractor), turnaround(self, deliverable)[0])
             self._derived[deliverable["id"]] = got
+            self._derived_rows[deliverable["id"]] = [*key, *got]
         return got
 
     def contractor_of(self, doc: DeliverableRecord) -> str | None:
@@ -211,10 +286,174 @@ class ReviewEvent:
     latency: float | None  # only on the first review of a deliverable
 
 
-def _work(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
-    cached = facts._cache.get("work")
+#: The delegation read model: bump when :func:`_model_doc` computes something else.
+MODEL_VERSION = "delegation-3"
+MODEL_INPUTS = ("roster", "deliverables", "workflow", "instructions", "messages")
+#: Columns of a group's works (sorted by receipt) and review events (sorted by review time).
+#: (Position and contractor, the last two, only in the groups by skill.)
+WORK_COLUMNS = ("t", "s", "r", "c", "e", "h", "i", "k")  # time, status, rating, cost,
+#                  estimated, turnaround, position among all works, contractor id
+EVENT_COLUMNS = ("t", "x", "l", "i", "k")  # time, asked for changes, latency, position, who
+
+
+def model(facts: Facts) -> dict[str, Any]:
+    """The delegation metrics' inputs, grouped for windows (see :func:`_model_doc`): from
+    the store's read model when ``facts`` came from the store, else computed."""
+    cached: dict[str, Any] | None = facts._cache.get("model")
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
+    store = facts.store
+    if store is not None and not facts._explicit:  # all from the store: the read model
+        name = "delegation" if facts.with_messages else "delegation-nomsg"
+        with_messages = facts.with_messages
+
+        def build(store: Store) -> dict[str, Any]:
+            return _build_model(store, name, with_messages)
+
+        data = readmodels.view(store, name, MODEL_VERSION, MODEL_INPUTS, build)
+        if not _well_formed(data):  # not what we write: build it afresh, never trust it
+            data = build(store)
+    else:
+        data = _model_doc(facts)
+    facts._cache["model"] = data
+    built: dict[str, Any] = data
+    return built
+
+
+def _well_formed(data: Any) -> bool:
+    try:
+        groups: list[tuple[Any, tuple[str, ...], tuple[str, ...]]] = [
+            (g, WORK_COLUMNS[:6], EVENT_COLUMNS[:3]) for g in data["contractors"].values()]
+        groups += [(g, WORK_COLUMNS, EVENT_COLUMNS) for g in data["skills"].values()]
+        ok = all(len({len(g["works"][c]) for c in works}) == 1
+                 and len({len(g["events"][c]) for c in events}) == 1
+                 for g, works, events in groups)
+        return ok and len(data["marks_t"]) == len(data["marks_x"]) and all(
+            len(pair) == 2 for pair in data["first_reviews"])
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
+def _model_doc(facts: Facts) -> dict[str, Any]:
+    """What every window of the metrics needs, computed once from the full data.
+
+    Works and review events (:func:`_work`) grouped by contractor and by skill, each
+    group in columns sorted by time (stable, so within a group the order of the original
+    pass is kept and float sums come out exactly as before); the review marks' times and
+    whether each asked for changes; each deliverable's first review: time and latency.
+    """
+    works, events = _work(facts)
+
+    def grouped(key: str) -> dict[str, Any]:
+        works_of: dict[str, list[int]] = {}
+        for i, w in enumerate(works):
+            works_of.setdefault(getattr(w, key), []).append(i)
+        events_of: dict[str, list[int]] = {}
+        for i, e in enumerate(events):
+            events_of.setdefault(getattr(e, key), []).append(i)
+        out: dict[str, dict[str, Any]] = {}
+        for name in [*works_of, *(n for n in events_of if n not in works_of)]:
+            ws = sorted(works_of.get(name, ()), key=lambda i: works[i].received)  # stable
+            es = sorted(events_of.get(name, ()), key=lambda i: events[i].reviewed)
+            wl = [works[i] for i in ws]
+            el = [events[i] for i in es]
+            group = out[name] = {
+                "works": {"t": [w.received for w in wl], "s": [w.status for w in wl],
+                          "r": [w.rating for w in wl], "c": [w.cost for w in wl],
+                          "e": [w.estimated for w in wl], "h": [w.turnaround for w in wl]},
+                "events": {"t": [e.reviewed for e in el], "x": [int(e.changes) for e in el],
+                           "l": [e.latency for e in el]},
+            }
+            if key == "skill":  # which contractor's currency a skill's row takes: _first_seen
+                group["works"].update(i=ws, k=[w.contractor_id for w in wl])
+                group["events"].update(i=es, k=[e.contractor_id for e in el])
+        return out
+
+    return {"contractors": grouped("contractor_id"), "skills": grouped("skill"),
+            **_marks_doc(facts)}
+
+
+def review_marks(facts: Facts) -> dict[str, Any]:
+    """The review marks' times (``marks_t``, sorted), whether each asked for changes
+    (``marks_x``), and each deliverable's first review (``first_reviews``: ``[time,
+    latency hours]``, sorted by time): from :func:`model` when ``facts`` came from the
+    store (its read model) or the model is built already, else computed on their own.
+
+    A caller that keeps the first reviews itself (the dashboard) may put them, in that
+    shape and order, in ``facts._cache["first_reviews"]`` before the first use."""
+    cached: dict[str, Any] | None = facts._cache.get("model") or facts._cache.get("marks")
+    if cached is None:
+        if facts.store is not None and not facts._explicit:
+            cached = model(facts)
+        else:
+            cached = facts._cache["marks"] = _marks_doc(facts)
+    return cached
+
+
+def _marks_doc(facts: Facts) -> dict[str, Any]:
+    # as the store lists them (oldest first), the sorts change nothing; they are stable
+    marks = [(e.get("reviewed_at") or "", e["status"] == "changes_requested",
+              e["deliverable_id"]) for e in facts.reviews]
+    first: list[list[Any]] | None = facts._cache.get("first_reviews")
+    if first is None:
+        received = {d["id"]: d.get("received_at") for d in facts.deliverables}
+        first = []
+        seen: set[str] = set()
+        for at, _, did in marks:  # a deliverable's first in the listing's order
+            if did in seen or did not in received:
+                continue
+            seen.add(did)
+            first.append([at, hours_between(received[did], at)])
+        first.sort(key=lambda f: str(f[0]))
+    marks.sort(key=lambda m: m[0])
+    return {"marks_t": [m[0] for m in marks], "marks_x": [int(m[1]) for m in marks],
+            "first_reviews": first}
+
+
+#: What a deliverable's kind of work and turnaround depend on besides the deliverable.
+DERIVED_VERSION = "derived-1"
+DERIVED_INPUTS = ("roster", "instructions", "messages")
+
+
+def _build_model(store: Store, name: str, with_messages: bool = True,
+                 facts: Facts | None = None) -> dict[str, Any]:
+    """:func:`_model_doc` from the store. Each deliverable's kind of work and turnaround
+    are kept beside the model (``<name>.partial.json``) with the state of the roster,
+    instructions and messages they came from; while those are unchanged (after a review,
+    say) they are reused for deliverables whose own fields are unchanged, so the rebuild
+    reads no message shard and matches no instruction again."""
+    stamps = readmodels.input_stamps(store.root, DERIVED_INPUTS)
+    facts = facts or Facts.load(store, with_messages=with_messages)
+    previous = readmodels.load_partial(store, name, DERIVED_VERSION, DERIVED_INPUTS)
+    if isinstance(previous, dict):
+        facts._reuse = {k: v for k, v in previous.items()
+                        if isinstance(v, list) and len(v) == 7}
+    data = _model_doc(facts)
+    readmodels.save_partial(store, name, DERIVED_VERSION, DERIVED_INPUTS, stamps,
+                            facts._derived_rows)
+    return data
+
+
+readmodels.register("delegation", MODEL_VERSION, MODEL_INPUTS,
+                    lambda store: _build_model(store, "delegation"))
+
+
+def refresh_read_models(store: Store) -> list[str]:
+    """Rebuild the read models in use that the store's files no longer match (called by
+    writers after a sync or a review, outside the write lock); returns their names."""
+    return readmodels.refresh(store)
+
+
+def _work(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
+    """Each deliverable of a contractor as a :class:`Work` and the review events, once per
+    :class:`Facts` (``_cache["work"]``, which the dashboard fills for a view of a period)."""
+    cached: tuple[list[Work], list[ReviewEvent]] | None = facts._cache.get("work")
+    if cached is None:
+        cached = facts._cache["work"] = _derive(facts)
+    return cached
+
+
+def _derive(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
     by_id = {c["id"]: c for c in facts.contractors}
     works: dict[str, Work] = {}
     for d in facts.deliverables:
@@ -254,9 +493,54 @@ def _work(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
             w.contractor_id, w.skill, event.get("reviewed_at") or "",
             event["status"] == "changes_requested",
             hours_between(w.received, event.get("reviewed_at")) if first else None))
-    result = (list(works.values()), events)
-    facts._cache["work"] = result
-    return result
+    return list(works.values()), events
+
+
+def _span(times: list[str], lo: str, hi: str) -> tuple[int, int]:
+    return bisect.bisect_left(times, lo), bisect.bisect_left(times, hi)
+
+
+def _apply(acc: dict[str, Any], group: dict[str, Any], lo: str, hi: str) -> None:
+    """Add a group's works and events with ``lo <= time < hi`` to ``acc`` (what one pass
+    over them, in their original order, added before)."""
+    w = group["works"]
+    a, b = _span(w["t"], lo, hi)
+    if b > a:
+        status = w["s"][a:b]
+        n = b - a
+        approved, changes = status.count("approved"), status.count("changes_requested")
+        acc["deliverables"] += n
+        acc["approved"] += approved
+        acc["changes_requested"] += changes
+        acc["unreviewed"] += n - approved - changes
+        acc["reviewed"] += n - status.count("unreviewed")
+        acc["_ratings"].extend(r for r in w["r"][a:b] if r is not None)
+        acc["_turnarounds"].extend(h for h in w["h"][a:b] if h is not None)
+        for cost, estimated in zip(w["c"][a:b], w["e"][a:b], strict=True):
+            if cost is not None:
+                acc["_entered"] += cost
+                acc["_has_spend"] = True
+            elif estimated is not None:
+                acc["_estimated"] += estimated
+                acc["_has_spend"] = True
+    e = group["events"]
+    a, b = _span(e["t"], lo, hi)
+    if b > a:
+        acc["_events"] += b - a
+        acc["_changes"] += sum(e["x"][a:b])
+        acc["_latencies"].extend(x for x in e["l"][a:b] if x is not None)
+
+
+def _first_seen(group: dict[str, Any], lo: str, hi: str) -> tuple[int, int, str] | None:
+    """Where a group first shows in one pass over the window (works first, then events):
+    ``(0 or 1, position, contractor id)``, or None when nothing of it is in the window."""
+    for rank, part in enumerate(("works", "events")):
+        cols = group[part]
+        a, b = _span(cols["t"], lo, hi)
+        if b > a:
+            at = min(range(a, b), key=cols["i"].__getitem__)
+            return rank, cols["i"][at], cols["k"][at]
+    return None
 
 
 def compute(facts: Facts, *, since: datetime | None = None, until: datetime | None = None,
@@ -264,63 +548,60 @@ def compute(facts: Facts, *, since: datetime | None = None, until: datetime | No
     """Metrics per contractor id (or, with ``by_skill``, per skill) for a period."""
     lo, hi = iso(since) or "", iso(until) or "\uffff"
     by_id = {c["id"]: c for c in facts.contractors}
+    data = model(facts)
     accs: dict[str, dict[str, Any]] = {}
-
-    def acc_for(key: str, contractor_id: str) -> dict[str, Any]:
-        acc = accs.get(key)
-        if acc is None:
-            acc = accs[key] = _empty(by_id.get(contractor_id) or {})
-        return acc
-
     if not by_skill:
+        groups = data["contractors"]
         for doc in facts.contractors:
-            acc_for(doc["id"], doc["id"])
-    works, events = _work(facts)
-    for w in works:
-        if not lo <= w.received < hi:
-            continue
-        acc = acc_for(w.skill if by_skill else w.contractor_id, w.contractor_id)
-        acc["deliverables"] += 1
-        acc[w.status if w.status in ("approved", "changes_requested") else "unreviewed"] += 1
-        if w.status != "unreviewed":
-            acc["reviewed"] += 1
-            if w.rating is not None:
-                acc["_ratings"].append(w.rating)
-        if w.turnaround is not None:
-            acc["_turnarounds"].append(w.turnaround)
-        if w.cost is not None:
-            acc["_entered"] += w.cost
-            acc["_has_spend"] = True
-        elif w.estimated is not None:
-            acc["_estimated"] += w.estimated
-            acc["_has_spend"] = True
-    for e in events:
-        if not lo <= e.reviewed < hi:
-            continue
-        acc = acc_for(e.skill if by_skill else e.contractor_id, e.contractor_id)
-        acc["_events"] += 1
-        acc["_changes"] += e.changes
-        if e.latency is not None:
-            acc["_latencies"].append(e.latency)
+            if doc["id"] not in accs:
+                accs[doc["id"]] = _empty(by_id.get(doc["id"]) or {})
+        for cid, acc in accs.items():
+            if cid in groups:
+                _apply(acc, groups[cid], lo, hi)
+    else:
+        found = []
+        for skill, group in data["skills"].items():
+            first = _first_seen(group, lo, hi)
+            if first is not None:
+                found.append((first, skill, group))
+        for (_, _, cid), skill, group in sorted(found, key=lambda item: item[0][:2]):
+            accs[skill] = acc = _empty(by_id.get(cid) or {})
+            _apply(acc, group, lo, hi)
     if not by_skill:
         for k in facts.contracts:
-            cid = facts.roster.contractor_of(k.get("identity"))
+            owner = facts.roster.contractor_of(k.get("identity"))
             spent = k.get("spent")
-            if cid not in accs or spent is None:
+            if owner is None or owner not in accs or spent is None:
                 continue
             start = k.get("started_at") or ""
             end = k.get("ended_at")
             if start < hi and (end is None or end >= lo):
-                accs[cid]["_platform_spend"] += float(spent)
-                accs[cid]["_has_spend"] = True
-                accs[cid]["currency"] = k.get("currency") or accs[cid]["currency"]
+                accs[owner]["_platform_spend"] += float(spent)
+                accs[owner]["_has_spend"] = True
+                accs[owner]["currency"] = k.get("currency") or accs[owner]["currency"]
     return {key: _finish(acc) for key, acc in accs.items()}
+
+
+#: The roster read model (``retainer contractors``): bump when :func:`roster_rows` changes.
+ROSTER_VERSION = "roster-1"
+ROSTER_INPUTS = (*MODEL_INPUTS, "contracts")
 
 
 def roster_rows(store: Store, facts: Facts | None = None,
                 metrics: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Every contractor with identities, contact dates and all-time metrics, by name
-    (``metrics``: :func:`compute` of ``facts``, when the caller has it already)."""
+    (``metrics``: :func:`compute` of ``facts``, when the caller has it already).
+
+    Without ``facts`` or ``metrics``, from the store's ``roster`` read model (one small
+    document, rebuilt whenever the roster, a deliverable, review, instruction, message or
+    contract changed), so listing the roster does not compute anything.
+    """
+    if facts is None and metrics is None:
+        rows = readmodels.view(store, "roster", ROSTER_VERSION, ROSTER_INPUTS, _roster_model)
+        if isinstance(rows, list) and all(isinstance(r, dict) and isinstance(r.get("id"), str)
+                                          and isinstance(r.get("name"), str) for r in rows):
+            return rows
+        return _roster_model(store)  # not what we write: computed afresh, never trusted
     facts = facts or Facts.load(store)
     metrics = compute(facts) if metrics is None else metrics
     out = []
@@ -336,3 +617,10 @@ def roster_rows(store: Store, facts: Facts | None = None,
                         **metrics.get(doc["id"], {})))
     out.sort(key=lambda d: d["name"].lower())
     return out
+
+
+def _roster_model(store: Store) -> list[dict[str, Any]]:
+    return roster_rows(store, Facts.load(store))
+
+
+readmodels.register("roster", ROSTER_VERSION, ROSTER_INPUTS, _roster_model)

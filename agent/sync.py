@@ -356,8 +356,21 @@ class SyncEngine:
                     continue  # the reserve made room for this one write
                 log.error("%s: could not record the sync result: %s", result.source, exc)
                 break
+        if result.messages_new or result.messages_updated or result.deliverables_new:
+            self._refresh_read_models(result.source)
         self.host.call_each("source_synced", result=result)
         return result
+
+    def _refresh_read_models(self, source: str) -> None:
+        """Rebuild, now, the read models a new page made stale, so the next listing finds
+        them fresh (derived data: a failure here only leaves the next read slower)."""
+        from agent.stats import refresh_read_models
+
+        try:
+            refresh_read_models(self.store)
+        except Exception as exc:  # never fail a committed sync over a cache
+            log.warning("%s: read models not refreshed (the next listing rebuilds them): "
+                        "%s: %s", source, type(exc).__name__, exc)
 
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

@@ -151,3 +151,34 @@ def test_html_report_with_0_and_500_contractors(tmp_path: Path, count: int) -> N
     else:
         assert dots == 0 and "No rated work in this period yet" in dom
         assert "No reviews in this period yet" in dom
+
+
+def test_report_from_given_facts_matches_the_read_model_whatever_the_review_order(
+        config: Path) -> None:
+    """The report of facts handed in (as the dashboard does), reviews in any order and the
+    first reviews precomputed or not, is the report of the store's read model, byte for byte."""
+    from agent.report import build
+    from agent.stats import Facts, review_marks
+
+    store = Store(config.parent / "data")
+    now = datetime.now(UTC)
+    expected = json.dumps(build(store, now=now), sort_keys=True)
+
+    def given(reviews: list) -> Facts:
+        return Facts(store.roster(), store.contractors(), store.deliverables(), reviews,
+                     wf.sent_instructions(store), store.contracts(), store.thread_activity())
+
+    reviews = wf.review_events(store)
+    assert len(reviews) == 5
+    shuffled = given(list(reversed(reviews)))
+    assert json.dumps(build(store, now=now, facts=shuffled), sort_keys=True) == expected
+    marks = review_marks(shuffled)
+    assert marks["marks_t"] == sorted(marks["marks_t"])
+    firsts = [tuple(f) for f in marks["first_reviews"]]
+    assert [f[0] for f in firsts] == sorted(f[0] for f in firsts)
+    handed = given(reviews)
+    handed._cache["first_reviews"] = firsts  # what the dashboard keeps itself
+    assert json.dumps(build(store, now=now, facts=handed), sort_keys=True) == expected
+    changed = given(reviews)
+    changed._cache["first_reviews"] = [(at, 1.0) for at, _ in firsts]  # (it is what is used)
+    assert build(store, now=now, facts=changed)["totals"]["median_review_latency_hours"] == 1.0

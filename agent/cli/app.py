@@ -16,7 +16,7 @@ from agent.errors import RetainerError
 
 if TYPE_CHECKING:
     from agent.config import Config
-    from agent.configfile import QuickConfig
+    from agent.configfile import PlainConfig, QuickConfig
     from agent.plugins import PluginHost
     from agent.store import Store
 
@@ -45,13 +45,21 @@ class App:
 
         return load_config(self.config_path, self.host if validate else None, only=only)
 
+    def plain_config(self) -> Config | PlainConfig:
+        """The whole config for a read-only command: read without pydantic when the file
+        is plainly valid, else loaded as :meth:`config` (``validate=False``) loads it."""
+        from agent.configfile import plain_config
+
+        return plain_config(self.config_path) or self.config(validate=False)
+
     def quick(self) -> QuickConfig:
         """The data folder and review settings, read without validating the whole file."""
         from agent.configfile import quick_config
 
         return quick_config(self.config_path)
 
-    def store(self, config: Config | QuickConfig | None = None, *, create: bool = True) -> Store:
+    def store(self, config: Config | QuickConfig | PlainConfig | None = None, *,
+              create: bool = True) -> Store:
         from agent.store import Store
 
         config = config or self.quick()

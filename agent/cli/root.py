@@ -89,6 +89,19 @@ def _command_name(args: Sequence[str]) -> str | None:
     return None
 
 
+def _config_arg(args: Sequence[str]) -> Path | None:
+    """The ``--config`` given before the subcommand, if any (then the default path, and
+    platformdirs with it, is not looked up)."""
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            return Path(args[i + 1])
+        if arg.startswith("--config="):
+            return Path(arg.split("=", 1)[1])
+        if not arg.startswith("-"):
+            break
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     # Retainer loads no pydantic plugins; skipping their discovery saves start-up time.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
@@ -96,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
     args = list(sys.argv[1:] if argv is None else argv)
     strict = "--strict" in args or os.environ.get("RETAINER_STRICT") == "1"
-    app = App(default_config_path(), strict, 0)
+    app = App(_config_arg(args) or default_config_path(), strict, 0)
     try:
         group = build_cli(app, command=_command_name(args))
     except RetainerError as exc:

@@ -208,7 +208,7 @@ def run(app: App) -> None:
 @click.pass_obj
 def status(app: App, as_json: bool) -> None:
     """Per source: last success, last error, next run, counts."""
-    config = app.config(validate=False)
+    config = app.plain_config()
     store = app.store(config)
     states = store.source_states()
     committed = store.source_counts()  # counted in the store, not kept beside it

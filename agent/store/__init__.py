@@ -7,7 +7,9 @@ Layout under the data folder (folders 0700, files 0600)::
     store/contracts.json               marketplace contracts, offers and orders
     store/messages/s<NNNNNN>.json      messages and their threads, bounded shards
     store/deliverables/s<NNNNNN>.json  the review queue, bounded shards
-    store/index/<folder>/s<NNNNNN>.json  each shard's summary (derived; see layout.py)
+    store/index/<folder>/s<NNNNNN>.json  each shard's summary (derived; see layout.py),
+                                       deliverables' with their review queue (.queue.json)
+    store/index/views/<name>.json      read models for listings (derived; readmodels.py)
     store/workflow.json ...            reviews, instructions, reminders (agent.store.workflow)
     files/<sha256><.ext>               deliverable files, content-addressed, deduplicated
     sources/<source>/                  plugin state (tokens)
@@ -23,8 +25,9 @@ Modules, one concern each: ``folder`` (files, caches, write lock, schema, sync s
 ``versions`` (versions of one piece of work), ``blobs`` (kept files), ``core`` (the
 write path and :class:`Store`), ``storage`` (atomic TinyDB files), ``layout`` (shards and
 their summaries), ``activity`` and ``counts`` (views derived from the shards, cached per
-shard file), ``workflow`` (reviews, templates, outbox), ``memory`` (the in-memory store
-for tests). What the read side returns is typed in :mod:`agent.models`
+shard file), ``readmodels`` (small derived documents listings read, checked against the
+files they come from), ``workflow`` (reviews, templates, outbox), ``memory`` (the
+in-memory store for tests). What the read side returns is typed in :mod:`agent.models`
 (``MessageRecord``, ``DeliverableRecord``, ...).
 
 Every file is replaced atomically; writes from several processes are serialized by a

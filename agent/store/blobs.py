@@ -10,12 +10,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.errors import NoSpace, StoreError
 from agent.files import fsync_dir
-from agent.models import Attachment
+
+if TYPE_CHECKING:
+    from agent.models import Attachment
 
 
 def blob_suffix(filename: str) -> str:
@@ -65,6 +67,8 @@ class Blobs:
                     os.fsync(handle.fileno())
             else:
                 assert att.path is not None
+                import shutil
+
                 shutil.copyfile(att.path, tmp)
                 os.chmod(tmp, 0o600)
                 fd2 = os.open(tmp, os.O_RDONLY)

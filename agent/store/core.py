@@ -14,9 +14,8 @@ The store is built in layers, one concern each:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from agent.models import DeliverableRecord, MessageRecord, Record, ThreadRecord
 from agent.store.documents import (
     DELIVERABLE_STATUSES,
     REVIEW_STATUSES,
@@ -29,11 +28,14 @@ from agent.store.documents import (
 from agent.store.folder import LOCK_TIMEOUT, MONTHLY, MONTHLY_CACHE, StoreFolder
 from agent.store.ids import message_id_for, short_hash, thread_id_for
 from agent.store.layout import SCHEMA_VERSION
-from agent.store.pages import CommitResult, PageStaging
 from agent.store.reads import StoreReads
 from agent.store.roster import Roster, RosterStore
 from agent.store.storage import batched_dir_sync, iso, json_safe
 from agent.store.versions import Versions, version_label, work_stem
+
+if TYPE_CHECKING:
+    from agent.models import DeliverableRecord, MessageRecord, Record, ThreadRecord
+    from agent.store.pages import CommitResult
 
 __all__ = [
     "DELIVERABLE_STATUSES", "LOCK_TIMEOUT", "MONTHLY", "MONTHLY_CACHE", "REVIEW_STATUSES",
@@ -41,6 +43,16 @@ __all__ = [
     "StoreReads", "Versions", "iso", "json_doc", "message_id_for", "now_utc", "short_hash",
     "thread_id_for", "version_label", "work_stem",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``CommitResult`` is re-exported from :mod:`agent.store.pages` when first asked for:
+    staging a page needs the record types, which a read command never imports."""
+    if name == "CommitResult":
+        from agent.store.pages import CommitResult
+
+        return CommitResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _plain(docs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -69,6 +81,8 @@ class Store(StoreReads):
 
     def _commit_page(self, source: str, platform: str, records: Sequence[Record],
                      owner_keys: frozenset[str]) -> CommitResult:
+        from agent.store.pages import CommitResult, PageStaging
+
         page = PageStaging(self, source, platform, owner_keys)
         for record in records:
             page.add(record)

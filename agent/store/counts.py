@@ -10,12 +10,15 @@ and a changed one always is. Losing or damaging that file only costs a recount.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from agent.files import write_private
+from agent.store.layout import SHARD_RE, shard_number
+from agent.store.storage import Stamp
 
 if TYPE_CHECKING:
     from agent.store.folder import StoreFolder as Store
@@ -31,9 +34,8 @@ def committed_counts(store: Store) -> dict[str, dict[str, int]]:
     fresh: dict[str, Any] = {}
     totals: dict[str, dict[str, int]] = {}
     for folder in FOLDERS:
-        for month in store.shard_names(folder):
+        for month, stamp in _shards(store, folder):
             relative = f"{folder}/{month}.json"
-            stamp = store.shard_stamp(folder, month)
             entry = cache.get(relative)
             if stamp is None:  # no file to tell versions by (in memory, or just removed)
                 entry = {"counts": _count(store, folder, month)}
@@ -49,6 +51,28 @@ def committed_counts(store: Store) -> dict[str, dict[str, int]]:
         with contextlib.suppress(OSError):  # only a cache: a read-only disk just recounts
             write_private(cache_path, orjson.dumps(fresh))
     return totals
+
+
+def _shards(store: Store, folder: str) -> list[tuple[str, Stamp | None]]:
+    """The shards of ``folder`` and their stamps, listed from the folder itself: the
+    shard summaries (which :meth:`shard_names` loads) are not needed to count."""
+    if not getattr(store, "_on_disk", True):  # the in-memory store: no files to list
+        return [(name, store.shard_stamp(folder, name)) for name in store.shard_names(folder)]
+    found: list[tuple[str, Stamp | None]] = []
+    try:
+        entries = list(os.scandir(store.root / folder))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        name, dot, ext = entry.name.partition(".")
+        if ext != "json" or not dot or not SHARD_RE.match(name):
+            continue
+        try:
+            st = entry.stat()
+        except FileNotFoundError:
+            continue
+        found.append((name, (st.st_ino, st.st_mtime_ns, st.st_size)))
+    return sorted(found, key=lambda item: shard_number(item[0]))
 
 
 def _count(store: Store, folder: str, month: str) -> dict[str, int]:

@@ -9,22 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from agent.files import sanitize_filename
-from agent.models import (
-    Attachment,
-    AttachmentEntry,
-    Contract,
-    ContractRecord,
-    DeliverableRecord,
-    Message,
-    MessageRecord,
-    ThreadRecord,
-)
 from agent.store.ids import deliverable_id_for, short_hash, thread_id_for
 from agent.store.storage import iso, json_safe
 from agent.store.versions import work_stem
+
+if TYPE_CHECKING:  # record types: hints only, so reading the store does not import them
+    from agent.models import (
+        Attachment,
+        AttachmentEntry,
+        Contract,
+        ContractRecord,
+        DeliverableRecord,
+        Message,
+        MessageRecord,
+        ThreadRecord,
+    )
 
 #: What an attachment's status may be for it to enter the review queue.
 DELIVERABLE_STATUSES = {"stored", "too_large", "delivery_waiting", "link", "unavailable"}

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
-
-from filelock import FileLock, Timeout
+from typing import TYPE_CHECKING, Any, Self
 
 from agent.errors import StoreError, StoreLocked
 from agent.files import ensure_private_dir, remove_orphan_temps, sanitize_filename
@@ -25,12 +22,26 @@ from agent.store.layout import MONTH_RE, SCHEMA_VERSION, Catalog, ensure_index_d
 from agent.store.pluginstate import PluginState
 from agent.store.storage import Shard, Stamp, file_stamp, json_safe
 
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
 log = logging.getLogger("retainer.store")
 
 MONTHLY = ("messages", "deliverables")  # folders of bounded shards (once: per-month)
 MONTHLY_CACHE = 4
 LOCK_TIMEOUT = 120.0
 DERIVED = ("index", "cache")  # folders of data derived from the shards (rebuilt when lost)
+
+
+def _has_month_files(folder: Path) -> bool:
+    """Whether ``folder`` holds a month shard of schema 1 (``2026-03.json``); one scan,
+    no glob (every command opens the store: at 200,000 messages that is 240 names)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(e.name[:1].isdigit() and e.name.endswith(".json")
+                       and MONTH_RE.match(e.name[:-5]) for e in entries)
+    except FileNotFoundError:
+        return False
 
 
 class StoreFolder:
@@ -46,7 +57,7 @@ class StoreFolder:
         for folder in MONTHLY:
             ensure_private_dir(self.root / folder)
         self._index_dirs = ensure_index_dirs(self.root, MONTHLY)
-        self._lock = FileLock(str(self.data_dir / "store.lock"), timeout=LOCK_TIMEOUT, mode=0o600)
+        self._filelock: BaseFileLock | None = None
         self._shards: dict[str, Shard] = {}
         self._monthly: dict[str, Shard] = {}  # a few recently used shards
         self._catalogs: dict[str, Catalog] = {}
@@ -57,10 +68,19 @@ class StoreFolder:
 
     _on_disk = True  # the in-memory store keeps its shard summaries in memory only
 
+    @property
+    def _lock(self) -> BaseFileLock:
+        """The write lock (filelock is imported on first use: read commands never lock)."""
+        if self._filelock is None:
+            from filelock import FileLock
+
+            self._filelock = FileLock(str(self.data_dir / "store.lock"), timeout=LOCK_TIMEOUT,
+                                      mode=0o600)
+        return self._filelock
+
     def _upgrade_layout(self) -> None:
         """Move a store written by an older Retainer to the current layout (once)."""
-        if not any(MONTH_RE.match(p.stem) for folder in MONTHLY
-                   for p in (self.root / folder).glob("*.json")):
+        if not any(_has_month_files(self.root / folder) for folder in MONTHLY):
             return
         from agent.store.migrate import upgrade
 
@@ -184,6 +204,8 @@ class StoreFolder:
         folder = ensure_private_dir(self.tmp_dir / sanitize_filename(source))
         for entry in folder.iterdir():
             if entry.is_dir() and not entry.is_symlink():
+                import shutil
+
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
@@ -200,6 +222,8 @@ class StoreFolder:
     # -- locking ------------------------------------------------------------------------
 
     def _acquire_lock(self) -> None:
+        from filelock import Timeout
+
         try:
             self._lock.acquire()
         except Timeout:
@@ -229,6 +253,7 @@ class StoreFolder:
 
     def _cleanup(self) -> None:
         removed = remove_orphan_temps(self.root) + remove_orphan_temps(self.root / "index")
+        removed += remove_orphan_temps(self.root / "index" / "views")  # read models
         for folder in MONTHLY:
             removed += remove_orphan_temps(self.root / folder)
             removed += remove_orphan_temps(self._index_dirs[folder])

@@ -90,6 +90,7 @@ def summarize(folder: str, shard: Shard) -> dict[str, Any]:
     sources: set[str] = set()
     contractors: set[str] = set()
     unreviewed: list[str] = []
+    queue: list[dict[str, Any]] = []  # the unreviewed documents themselves, as stored
     chains: dict[str, dict[str, Any]] = {}  # work -> its latest version in this shard
     first, last = "", ""
     for doc in docs:
@@ -107,6 +108,7 @@ def summarize(folder: str, shard: Shard) -> dict[str, Any]:
         if folder == "deliverables":
             if doc.get("review_status") == "unreviewed":
                 unreviewed.append(doc["id"])
+                queue.append(doc)
             key = chain_key(doc)
             have = chains.get(key) if key else None
             if key and (have is None or (have["latest_at"], have["version"])
@@ -123,12 +125,13 @@ def summarize(folder: str, shard: Shard) -> dict[str, Any]:
     if folder == "deliverables":
         summary["unreviewed"] = unreviewed
         summary["chains"] = chains
+        summary["queue"] = queue
     else:
         summary["threads"] = {doc["id"]: doc for doc in shard.docs("threads")}
     return summary
 
 
-SIDES = ("ids", "threads", "chains")  # kept beside the summary, loaded only when needed
+SIDES = ("ids", "threads", "chains", "queue")  # kept beside the summary, loaded when needed
 
 
 class Catalog:
@@ -137,7 +140,9 @@ class Catalog:
     A summary is three small files: ``<shard>.json`` (what listings filter on),
     ``<shard>.ids.json`` (sorted ids: lookups by id, placing new documents) and, for
     messages, ``<shard>.threads.json`` (thread entries), for deliverables,
-    ``<shard>.chains.json`` (the latest version of each piece of work in the shard).
+    ``<shard>.chains.json`` (the latest version of each piece of work in the shard) and
+    ``<shard>.queue.json`` (its unreviewed deliverables as stored: the review queue is read
+    from these, not from the shards).
     ``disk=False`` (the in-memory store) keeps them only in memory.
     """
 
@@ -279,6 +284,12 @@ class Catalog:
                                       <= (found["latest_at"], found["version"])):
                 best = found
         return best
+
+    def queue(self, name: str) -> list[dict[str, Any]]:
+        """The unreviewed deliverables of one shard, as stored, in shard order (a review
+        queue read model written with the shard; rebuilt from it when stale or lost)."""
+        docs: list[dict[str, Any]] = self._side(name, "queue")
+        return docs
 
     def shard_ids(self, name: str) -> list[str]:
         """The ids of one shard, sorted."""

@@ -7,18 +7,20 @@ worth opening, and hold one shard in memory at a time where they can.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from agent.errors import StoreError
-from agent.models import (
-    ContractRecord,
-    DeliverableRecord,
-    MessageRecord,
-    ThreadActivity,
-    ThreadRecord,
-)
 from agent.store.folder import MONTHLY
 from agent.store.roster import RosterStore
+
+if TYPE_CHECKING:  # typed records: hints only, the read path does not import agent.models
+    from agent.models import (
+        ContractRecord,
+        DeliverableRecord,
+        MessageRecord,
+        ThreadActivity,
+        ThreadRecord,
+    )
 
 
 class StoreReads(RosterStore):
@@ -134,7 +136,11 @@ class StoreReads(RosterStore):
                   and (cid is None or cid in cat.shards[n]["contractors"]
                        or not keys.isdisjoint(cat.shards[n]["identities"]))]
         out: list[DeliverableRecord] = []
-        for doc in self.iter_deliverables(shards):
+        # the review queue is read from each shard's queue side (its unreviewed documents,
+        # written with the shard: layout.Catalog.queue), not from the shards themselves
+        docs: Iterable[Any] = ((doc for name in reversed(shards) for doc in cat.queue(name))
+                               if unreviewed else self.iter_deliverables(shards))
+        for doc in docs:
             if unreviewed and doc.get("review_status") != "unreviewed":
                 continue
             resolved = roster.contractor_of(doc.get("identity")) or doc.get("contractor_id")

@@ -13,15 +13,17 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from agent.errors import StoreError
 from agent.files import fsync_dir
-from agent.models import CONTRACTOR_STATUSES, ContractorRecord, Identity, IdentityRecord
 from agent.store.documents import now_utc
 from agent.store.folder import StoreFolder
 from agent.store.ids import contractor_id_for
 from agent.store.storage import iso, json_safe
+
+if TYPE_CHECKING:
+    from agent.models import ContractorRecord, Identity, IdentityRecord
 
 MERGE_HOPS = 10  # how many ``merged_into`` pointers are followed, at most
 IGNORED_FILE = "web/ignored.json"  # where older dashboards kept ignored candidates
@@ -29,6 +31,8 @@ log = logging.getLogger("retainer.store")
 
 
 def check_status(status: str) -> None:
+    from agent.models import CONTRACTOR_STATUSES  # the write path only
+
     if status not in CONTRACTOR_STATUSES:
         raise StoreError(f"status must be one of {', '.join(CONTRACTOR_STATUSES)}")
 
@@ -309,6 +313,8 @@ class RosterStore(StoreFolder):
         """Make sure every contractor from the config exists (the store stays the truth)."""
         roster = self.roster()
         for seed in seeds:
+            from agent.models import Identity
+
             idents = [Identity("email", e) for e in seed.emails]
             idents += [Identity(p, uid) for p, uid in seed.identities.items()]
             known = [i for i in idents if roster.contractor_of(i.key)]

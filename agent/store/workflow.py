@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from agent.errors import StoreError
-from agent.models import DeliverableRecord, MessageRecord, ReviewEvent, ThreadActivity
 from agent.store.core import REVIEW_STATUSES, Store, iso, short_hash
 from agent.store.storage import Shard
+
+if TYPE_CHECKING:  # typed records: hints only
+    from agent.models import DeliverableRecord, MessageRecord, ReviewEvent, ThreadActivity
 
 
 def _now() -> datetime:

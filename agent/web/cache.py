@@ -40,9 +40,12 @@ from agent.store import Store
 from agent.store.storage import file_stamp, iso
 
 if TYPE_CHECKING:
-    from agent.report import FirstReview
     from agent.stats import Facts, ReviewEvent, Work
     from agent.store.core import Roster
+
+#: A deliverable's first review: when (as stored) and the hours from the delivery to it,
+#: sorted by time: what :func:`agent.stats.review_marks` lists as ``first_reviews``.
+FirstReview = tuple[str, "float | None"]
 
 log = logging.getLogger("retainer.web")
 
@@ -430,8 +433,6 @@ class ReadModel:
                       instructions=self.instructions(),
                       contracts=self.memo("contracts", ("contracts",), self.store.contracts),
                       activity=cast(Any, self.activity))
-        for ins in facts.instructions:
-            facts.by_contractor_instr.setdefault(ins["contractor_id"], []).append(ins)
         by_id = {c["id"]: c for c in facts.contractors}
         skills = {cid: c.get("skills") for cid, c in by_id.items()}
         previous = self._last_derived
@@ -465,11 +466,11 @@ class ReadModel:
         return facts
 
     def _first_reviews(self, facts: Facts) -> list[FirstReview]:
-        """:func:`agent.report.first_reviews`: when the reviews only gained some since the
+        """The first reviews for :func:`agent.stats.review_marks`: when the reviews only gained some since the
         last look and no delivery they count changed, only the new ones are placed; else
         all are gone through again (each entry reused while its review and delivery time
         are the same)."""
-        from agent.stats import hours_between, parse_time
+        from agent.stats import hours_between
 
         dmap = self._doc_map
         fresh = self._inserted(self._firsts_from, facts.reviews)
@@ -491,7 +492,7 @@ class ReadModel:
                     continue
                 if d is None:
                     continue
-                entry = (stamp, parse_time(stamp), hours_between(d.get("received_at"), stamp))
+                entry = (stamp, hours_between(d.get("received_at"), stamp))
                 firsts[did] = (stamp, d.get("received_at"), entry)
                 at = bisect_right(keys, stamp)  # (a later review of equal time goes after)
                 out.insert(at, entry)
@@ -501,7 +502,7 @@ class ReadModel:
         return self._all_first_reviews(facts)
 
     def _all_first_reviews(self, facts: Facts) -> list[FirstReview]:
-        from agent.stats import hours_between, parse_time
+        from agent.stats import hours_between
 
         dmap = self._doc_map
         out: list[FirstReview] = []
@@ -518,9 +519,10 @@ class ReadModel:
             if have is not None and have[0] == stamp and have[1] == received:
                 entry = have[2]
             else:
-                entry = (stamp, parse_time(stamp), hours_between(received, stamp))
+                entry = (stamp, hours_between(received, stamp))
             kept[did] = (stamp, received, entry)
             out.append(entry)
+        out.sort(key=lambda e: e[0])  # (stable: as the store lists them, nothing moves)
         self._firsts = kept
         self._firsts_list = out
         self._firsts_keys = [e[0] for e in out]
@@ -620,7 +622,6 @@ class ReadModel:
                         instructions=facts.by_contractor_instr.get(cid, []),
                         contracts=cast(Any, ks),
                         activity=facts.activity)
-            sub.by_contractor_instr = {cid: sub.instructions}
             sub._derived = {d["id"]: facts._derived[d["id"]] for d in own
                             if d["id"] in facts._derived}
             history: set[str] = set()

@@ -1,0 +1,180 @@
+"""Read models: small derived documents, so a read command need not parse every shard.
+
+A read model is one JSON file, ``store/index/views/<name>.json``, holding what some
+listing computes from the store (e.g. each deliverable reduced to what the delegation
+metrics need), together with the *stamp* (inode, mtime, size) of every store file it
+was derived from. It is used only while every one of those stamps still matches the
+files; a sync, a review, a roster change, a write killed halfway, another process or a
+copied folder all change some stamp, and then the model is rebuilt from the store and
+saved again. A missing, damaged or older-version file is rebuilt the same way. So the
+shards stay the only truth: a read model is never trusted blindly, and losing one costs
+one slow read.
+
+Checking a model costs one ``stat`` per input file (a directory scan for the shard
+folders): well under a millisecond per hundred shards.
+
+Writers keep the models in use fresh: :func:`refresh` rebuilds, once, at the end of a
+sync or a batch of reviews, every model that a reader saved before, so the next read
+command finds them current (see :meth:`Store.refresh_read_models`).
+
+Inputs are named by part: ``roster``, ``contracts``, ``workflow``, ``instructions``
+(single files) and ``messages``, ``deliverables`` (every shard of the folder).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from agent.files import ensure_private_dir, write_private
+
+if TYPE_CHECKING:
+    from agent.store.core import Store
+
+log = logging.getLogger("retainer.store")
+
+FILES = {"roster": "roster.json", "contracts": "contracts.json",
+         "workflow": "workflow.json", "instructions": "instructions.json"}
+FOLDERS = ("messages", "deliverables")
+FORMAT = 1  # the layout of a read model file itself
+
+Builder = Callable[["Store"], Any]
+#: Builders of the models that :func:`refresh` may rebuild: name -> (version, inputs, build).
+BUILDERS: dict[str, tuple[str, tuple[str, ...], Builder]] = {}
+
+
+def views_dir(store: Store) -> Path:
+    return store.root / "index" / "views"
+
+
+def input_stamps(root: Path, parts: Iterable[str]) -> list[list[Any]]:
+    """``[[relative path, inode, mtime_ns, size], ...]`` of every file of ``parts``
+    (a missing single file as ``[path, 0, 0, -1]``), in a fixed order."""
+    out: list[list[Any]] = []
+    for part in sorted(set(parts)):
+        if part in FOLDERS:
+            try:
+                entries = sorted(os.scandir(root / part), key=lambda e: e.name)
+            except FileNotFoundError:
+                entries = []
+            for entry in entries:
+                if not entry.name.endswith(".json") or entry.name.startswith("."):
+                    continue
+                st = entry.stat()
+                out.append([f"{part}/{entry.name}", st.st_ino, st.st_mtime_ns, st.st_size])
+        elif part in FILES:
+            path = root / FILES[part]
+            try:
+                st = os.stat(path)
+                out.append([FILES[part], st.st_ino, st.st_mtime_ns, st.st_size])
+            except FileNotFoundError:
+                out.append([FILES[part], 0, 0, -1])
+        else:
+            raise ValueError(f"unknown read model input {part!r}")
+    return out
+
+
+def _load(path: Path, version: str, stamps: list[list[Any]]) -> tuple[bool, Any]:
+    try:
+        saved = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return False, None
+    if (isinstance(saved, dict) and saved.get("format") == FORMAT
+            and saved.get("version") == version and saved.get("inputs") == stamps
+            and "data" in saved):
+        return True, saved["data"]
+    return False, None
+
+
+def _save(store: Store, name: str, version: str, stamps: list[list[Any]], data: Any) -> None:
+    if not getattr(store, "_on_disk", True):
+        return
+    try:  # derived data: no fsync; a lost or stale model is rebuilt from the store
+        folder = ensure_private_dir(views_dir(store))
+        write_private(folder / f"{name}.json",
+                      orjson.dumps({"format": FORMAT, "version": version, "inputs": stamps,
+                                    "data": data}), sync=False, sync_dir=False)
+    except (OSError, TypeError, orjson.JSONEncodeError) as exc:
+        log.debug("read model %s not saved: %s", name, exc)  # read-only folder: next time
+
+
+def view(store: Store, name: str, version: str, inputs: Iterable[str], build: Builder
+         ) -> Any:
+    """The read model ``name``: the saved one when its inputs are unchanged, else
+    ``build(store)`` (JSON-ready), saved for the next reader.
+
+    ``version`` names the derivation: change it whenever ``build`` computes something
+    else, so models saved by an older Retainer are rebuilt.
+    """
+    inputs = tuple(sorted(set(inputs)))
+    if not getattr(store, "_on_disk", True):  # the in-memory store: nothing to keep
+        return build(store)
+    stamps = input_stamps(store.root, inputs)
+    found, data = _load(views_dir(store) / f"{name}.json", version, stamps)
+    if found:
+        return data
+    data = build(store)
+    after = input_stamps(store.root, inputs)
+    if after == stamps:  # a writer changed the inputs meanwhile: do not keep a mix
+        _save(store, name, version, stamps, data)
+    return data
+
+
+def stale(store: Store, name: str) -> bool | None:
+    """Whether the saved model ``name`` no longer matches the store (``None``: there is
+    none, or its builder is unknown to this process)."""
+    builder = BUILDERS.get(name)
+    path = views_dir(store) / f"{name}.json"
+    if builder is None or not path.exists():
+        return None
+    version, inputs, _ = builder
+    found, _ = _load(path, version, input_stamps(store.root, inputs))
+    return not found
+
+
+def register(name: str, version: str, inputs: Iterable[str], build: Builder) -> None:
+    """Make a read model known to :func:`refresh` (done by the module that builds it)."""
+    BUILDERS[name] = (version, tuple(sorted(set(inputs))), build)
+
+
+def refresh(store: Store) -> list[str]:
+    """Rebuild every saved read model whose inputs changed; return their names.
+
+    Called by writers after their files are committed (outside any page commit: a model
+    is derived data, and a kill here only leaves it stale, so the next read rebuilds it).
+    Only registered models that a reader saved before are rebuilt: a store nobody lists
+    costs nothing.
+    """
+    rebuilt = []
+    for name, (version, inputs, build) in list(BUILDERS.items()):
+        if stale(store, name):
+            view(store, name, version, inputs, build)
+            rebuilt.append(name)
+    return rebuilt
+
+
+# -- caches of partial results, checked by the caller ----------------------------------------
+
+
+def load_partial(store: Store, name: str, version: str, inputs: Iterable[str]) -> Any:
+    """A partial result saved with :func:`save_partial`, or None unless it was saved for
+    exactly the current state of ``inputs`` (a subset of what a model depends on: e.g.
+    what each deliverable's turnaround depends on besides the deliverable itself)."""
+    if not getattr(store, "_on_disk", True):
+        return None
+    found, data = _load(views_dir(store) / f"{name}.partial.json", version,
+                        input_stamps(store.root, inputs))
+    return data if found else None
+
+
+def save_partial(store: Store, name: str, version: str, inputs: Iterable[str],
+                 stamps: list[list[Any]], data: Any) -> None:
+    """Keep a partial result computed from the state ``stamps`` of ``inputs`` (taken
+    before computing it); not kept when the inputs changed meanwhile."""
+    if getattr(store, "_on_disk", True) and stamps == input_stamps(store.root, inputs):
+        _save(store, f"{name}.partial", version, stamps, data)
