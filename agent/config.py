@@ -222,7 +222,7 @@ def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | 
 
 def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
     """Problems in ``[[notifiers]]`` and ``[plugins.NAME]`` tables (typos, unknown names)."""
-    from agent.notify import notifier_types
+    from agent.notify import known_types, notifier_types
 
     problems: list[str] = []
     types = notifier_types(host)
@@ -230,7 +230,7 @@ def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
         label = f"notifiers[{index}]"
         kind = table.get("type")
         if kind not in types:
-            problems.append(f"{path}: {label}: type: must be one of {', '.join(sorted(types))}, "
+            problems.append(f"{path}: {label}: type: must be one of {known_types(types)}, "
                             f"not {kind!r}")
             continue
         try:

@@ -91,11 +91,18 @@ def register_notifiers(register: Callable[[str, type[Notifier]], None]) -> None:
     :param register: call it as ``register("pager", PagerNotifier)``, with a subclass of
         :class:`agent.notify.Notifier` whose ``settings_model`` (a subclass of
         :class:`agent.notify.NotifierSettings`) validates the table; ``type = "pager"``
-        in a ``[[notifiers]]`` table then selects it.
+        in a ``[[notifiers]]`` table then selects it. The host rejects a name another
+        plugin already registered, naming both plugins, as it does for platforms.
 
-    Called whenever the notifiers are built (``retainer notify``, the daemon). A
+    Called once when the plugin manager starts. The builtin ``desktop``, ``email`` and
+    ``webhook`` types come through this hook too (the ``notifiers`` plugin). A
     notifier's :meth:`~agent.notify.Notifier.send` gets the due reminders as a list of
     :class:`agent.notify.Event`; an exception there is logged and the reminders stay due.
+    Example::
+
+        @agent.hookimpl
+        def register_notifiers(register):
+            register("pager", PagerNotifier)
     """
 
 

@@ -1,27 +1,13 @@
 """Reminders: overdue reviews, contractors waiting for a reply, and the periodic report.
 
-Each ``[[notifiers]]`` table in the config names a ``type`` and its options::
-
-    [[notifiers]]
-    type = "desktop"                       # notify-send, when it is installed
-
-    [[notifiers]]
-    type = "email"                         # a digest over SMTP
-    host = "smtp.example.com"
-    port = 587
-    security = "starttls"                  # "tls" | "starttls" | "none" (loopback only)
-    username = "me@example.com"
-    password = { env = "RETAINER_SMTP_PASSWORD" }
-    from = "retainer@example.com"
-    to = ["me@example.com"]
-
-    [[notifiers]]
-    type = "webhook"                       # Slack-compatible JSON: {"text": ...}
-    url = { env = "RETAINER_SLACK_WEBHOOK" }
+Each ``[[notifiers]]`` table in the config names a ``type`` and its options. The types
+come from plugins through the ``register_notifiers`` hook; the builtin ones (``desktop``,
+``email``, ``webhook``) are the :mod:`plugins.notifiers` plugin's, loaded like any other.
+This module decides what is due and records what was sent.
 
 Every notifier also takes ``events`` (default: all of ``overdue``, ``waiting``,
 ``report``), ``waiting_after`` (default ``"24h"``) and ``report_every`` (default
-``"7d"``). Plugins add notifier types with the ``register_notifiers`` hook.
+``"7d"``).
 
 Notifiers are safe to fail: each runs in its own guard, a failure is logged and
 returned, and nothing is marked as notified, so the reminder is tried again next time.
@@ -31,26 +17,19 @@ Every reminder goes out once per notifier (overdue reviews once a day).
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.errors import ConfigError, RetainerError
-from agent.secrets import Secret, scrub
-from agent.store import Store
-from agent.store import workflow as wf
-from agent.store.core import iso
+from agent.errors import ConfigError
+from agent.secrets import scrub
 
 if TYPE_CHECKING:
     from agent.config import Config
     from agent.plugins import PluginHost
+    from agent.store import Store
 
 log = logging.getLogger("retainer.notify")
 
@@ -116,132 +95,17 @@ def digest_text(events: list[Event]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-class DesktopSettings(NotifierSettings):
-    command: str = "notify-send"
-
-
-class DesktopNotifier(Notifier):
-    """A desktop notification per reminder through ``notify-send`` (skipped if absent)."""
-
-    settings_model = DesktopSettings
-    settings: DesktopSettings
-
-    def send(self, events: list[Event]) -> None:
-        command = shutil.which(self.settings.command)
-        if command is None:
-            log.info("desktop notifier: %s is not installed; skipped", self.settings.command)
-            return
-        for event in events:
-            subprocess.run([command, "--app-name=Retainer", event.title, event.text[:500]],
-                           check=True, timeout=TIMEOUT, capture_output=True)
-
-
-class EmailSettings(NotifierSettings):
-    host: str
-    port: int | None = Field(None, ge=1, le=65535)
-    security: Literal["tls", "starttls", "none"] = "starttls"
-    username: str = ""
-    password: Secret | None = None
-    from_: str = Field(alias="from")
-    to: list[str] = Field(min_length=1)
-    timeout: float = Field(TIMEOUT, gt=0, le=300)
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, value: str) -> str:
-        return value.strip()
-
-
-def smtp_send(settings: EmailSettings, message: EmailMessage) -> None:
-    """Send one message over SMTP: TLS or STARTTLS with certificate checks; plain SMTP
-    only to a server on this machine."""
-    import smtplib  # here, not at the top: most runs send no email
-    import ssl
-
-    port = settings.port or {"tls": 465, "starttls": 587, "none": 25}[settings.security]
-    if settings.security == "none" and settings.host not in ("localhost", "127.0.0.1", "::1"):
-        raise ConfigError(f'email notifier: security = "none" is only allowed for a server on '
-                          f"this machine, not {settings.host}; use tls or starttls")
-    context = ssl.create_default_context()
-    smtp: smtplib.SMTP
-    if settings.security == "tls":
-        smtp = smtplib.SMTP_SSL(settings.host, port, timeout=settings.timeout, context=context)
-    else:
-        smtp = smtplib.SMTP(settings.host, port, timeout=settings.timeout)
-    with smtp:
-        if settings.security == "starttls":
-            smtp.starttls(context=context)
-        if settings.username and settings.password is not None:
-            smtp.login(settings.username, settings.password.get_secret_value())
-        smtp.send_message(message)
-
-
-class EmailNotifier(Notifier):
-    """One digest email per run with every reminder in it."""
-
-    settings_model = EmailSettings
-    settings: EmailSettings
-
-    def send(self, events: list[Event]) -> None:
-        message = EmailMessage()
-        message["From"] = self.settings.from_
-        message["To"] = ", ".join(self.settings.to)
-        message["Subject"] = (f"Retainer: {len(events)} reminder"
-                              f"{'' if len(events) == 1 else 's'}")
-        message["Date"] = format_datetime(datetime.now(UTC))
-        message["Message-ID"] = make_msgid(domain="retainer.local")
-        message.set_content(digest_text(events))
-        smtp_send(self.settings, message)
-
-
-class WebhookSettings(NotifierSettings):
-    url: Secret
-    timeout: float = Field(TIMEOUT, gt=0, le=300)
-
-
-class WebhookNotifier(Notifier):
-    """POST ``{"text": ...}`` (Slack, Mattermost, Rocket.Chat and Discord's /slack accept it)."""
-
-    settings_model = WebhookSettings
-    settings: WebhookSettings
-
-    def send(self, events: list[Event]) -> None:
-        import requests
-
-        payload = {"text": digest_text(events).strip(),
-                   "retainer": [{"kind": e.kind, "key": e.key, "title": e.title, **e.data}
-                                for e in events]}
-        url = self.settings.url.get_secret_value()
-        try:
-            response = requests.post(url, json=payload, timeout=self.settings.timeout)
-        except requests.RequestException as exc:  # its text holds the URL: the secret
-            from urllib.parse import urlsplit
-
-            raise RetainerError(f"webhook to {urlsplit(url).hostname} failed "
-                                f"({type(exc).__name__}); check the URL and the network"
-                                ) from None
-        if response.status_code >= 300:
-            raise RetainerError(f"webhook answered HTTP {response.status_code}")
-
-
-BUILTIN: dict[str, type[Notifier]] = {"desktop": DesktopNotifier, "email": EmailNotifier,
-                                      "webhook": WebhookNotifier}
-
-
 def notifier_types(host: PluginHost | None) -> dict[str, type[Notifier]]:
-    types = dict(BUILTIN)
-    if host is not None and "register_notifiers" in _hooks(host):
-        def register(name: str, cls: type[Notifier]) -> None:
-            if not (isinstance(cls, type) and issubclass(cls, Notifier)):
-                raise RetainerError(f"register_notifiers: {name!r} is not a Notifier subclass")
-            types[name] = cls
-
-        host.call_each("register_notifiers", register=register)
-    return types
+    """The notifier types the plugins registered (``register_notifiers``), by name."""
+    return dict(host.notifiers) if host is not None else {}
 
 
-def _hooks(host: PluginHost) -> set[str]:
-    return {name for name in dir(host.pm.hook) if not name.startswith("_")}
+def known_types(types: dict[str, type[Notifier]]) -> str:
+    """The type names for an error message (or why there are none)."""
+    if types:
+        return ", ".join(sorted(types))
+    return ("(none: no plugin registers notifiers; is the builtin `notifiers` plugin "
+            "disabled? see `retainer plugins`)")
 
 
 def build_notifiers(tables: list[dict[str, Any]], host: PluginHost | None
@@ -253,7 +117,7 @@ def build_notifiers(tables: list[dict[str, Any]], host: PluginHost | None
         kind = table.get("type")
         if kind not in types:
             raise ConfigError(f"[[notifiers]] #{index}: type must be one of "
-                              f"{', '.join(sorted(types))}, not {kind!r}")
+                              f"{known_types(types)}, not {kind!r}")
         cls = types[kind]
         try:
             settings = cls.settings_model.model_validate(table)
@@ -271,6 +135,9 @@ def build_notifiers(tables: list[dict[str, Any]], host: PluginHost | None
 def collect_events(store: Store, config: Config, settings: NotifierSettings, now: datetime
                    ) -> list[Event]:
     """The reminders due now for one notifier's settings (before "already sent" filtering)."""
+    from agent.store import workflow as wf
+    from agent.store.core import iso
+
     events: list[Event] = []
     if "overdue" in settings.events:
         from agent.review import queue
@@ -336,6 +203,8 @@ def run_notifiers(config: Config, host: PluginHost | None, store: Store, *,
                   notifiers: list[Notifier] | None = None) -> list[NotifyResult]:
     """Send every reminder that is due and not yet sent. Never raises for a notifier's
     failure: it is logged and returned, and the reminders stay due."""
+    from agent.store import workflow as wf
+
     now = now or datetime.now(UTC)
     try:
         active = notifiers if notifiers is not None else build_notifiers(config.notifiers, host)
@@ -361,5 +230,3 @@ def run_notifiers(config: Config, host: PluginHost | None, store: Store, *,
         results.append(result)
     return results
 
-
-NotifierFactory = Callable[[NotifierSettings], Notifier]
