@@ -223,6 +223,7 @@ def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | 
 def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
     """Problems in ``[[notifiers]]`` and ``[plugins.NAME]`` tables (typos, unknown names)."""
     from agent.notify import known_types, notifier_types
+    from agent.plugins import current_name
 
     problems: list[str] = []
     types = notifier_types(host)
@@ -238,9 +239,10 @@ def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
         except ValidationError as exc:
             problems.append(_errors(path, exc, {}, prefix=f"{label} ({kind}): "))
     known = set(host.platforms) | set(host.infos)
-    for name, table in config.plugins.items():
+    for written, table in config.plugins.items():
+        name = current_name(written, f"{path}: plugins.{written}")
         if name not in known:
-            problems.append(f'{path}: plugins.{name}: no installed plugin or platform is called '
+            problems.append(f'{path}: plugins.{written}: no installed plugin or platform is called '
                             f'"{name}" (installed: {", ".join(sorted(known)) or "none"}); '
                             "see `retainer plugins`")
             continue

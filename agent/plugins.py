@@ -9,6 +9,9 @@ Environment switches:
   (empty: load none).
 * ``RETAINER_DISABLE_PLUGINS``: a comma list of plugin names not to load.
 
+A renamed builtin (:data:`RENAMED`) is still found by its old name in both lists and in
+the config's ``[plugins.NAME]`` tables, with a warning that says the new name.
+
 A plugin that fails to import or register is reported and skipped, unless the host is
 *strict* (``retainer --strict`` or ``RETAINER_STRICT=1``), which re-raises so plugin
 authors see the traceback. A plugin with no ``@hookimpl`` functions loads, but
@@ -86,11 +89,25 @@ def plugin_name(plugin: object) -> str:
     return name
 
 
+#: Builtin plugins that were renamed: old name -> new name.
+RENAMED: dict[str, str] = {"notifications": "marketplace-mail"}
+
+
+def current_name(name: str, where: str) -> str:
+    """``name``, or the new name of a renamed plugin (with a deprecation warning)."""
+    new = RENAMED.get(name)
+    if new is None:
+        return name
+    log.warning('%s: the plugin "%s" is now called "%s"; the old name still works for now, '
+                'but write "%s"', where, name, new, new)
+    return new
+
+
 def _env_list(name: str) -> list[str] | None:
     raw = os.environ.get(name)
     if raw is None:
         return None
-    return [part.strip() for part in raw.split(",") if part.strip()]
+    return [current_name(part.strip(), name) for part in raw.split(",") if part.strip()]
 
 
 class PluginHost:
@@ -327,5 +344,6 @@ def make_plugin_host(
     return host
 
 
-__all__ = ["GROUP", "PluginHost", "PluginInfo", "hookimpl", "make_plugin_host", "plugin_name"]
+__all__ = ["GROUP", "RENAMED", "PluginHost", "PluginInfo", "current_name", "hookimpl",
+           "make_plugin_host", "plugin_name"]
 

@@ -20,7 +20,7 @@ from agent.mail import ACTIVE_TAGS, html_to_text
 from agent.mailformats import NOTIFICATION, domain_matches
 from agent.models import Attachment, Identity, Message, Record, Submission
 
-log = logging.getLogger("retainer.plugins.notifications")
+log = logging.getLogger("retainer.plugins.marketplace_mail")
 
 #: Query parameters that tracking links use to carry the real destination.
 REDIRECT_PARAMS = ("redirect_url", "redirect", "url", "u", "target", "destination", "dest",
