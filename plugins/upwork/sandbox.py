@@ -575,9 +575,6 @@ class Sandbox:
             best = max(best, end - start + 1)
         return best
 
-    def contractor_ids(self) -> list[str]:
-        return [u for u in self.users if u != self.owner.id]
-
     def story_count(self) -> int:
         with self.lock:
             return sum(len(r.stories) for r in self.rooms.values())
@@ -612,17 +609,6 @@ class Sandbox:
     def add_room(self, *, messages: int = 3, contractor: str | None = None) -> Room:
         with self.lock:
             return self._make_room(contractor, messages, 0, 1000, False, 1.0)
-
-    def submit_milestone(self, contract_id: str, message: str = "Delivered, please review.") -> Submission:
-        """The contractor submits the first unsubmitted active milestone (adds an event)."""
-        with self.lock:
-            contract = self.contracts[contract_id]
-            milestone = next(m for m in contract.milestones if m.state in ("Active", "NotFunded"))
-            sub = Submission(self._id(""), ms(self.clock()), milestone.deposit, message)
-            milestone.submissions.append(sub)
-            milestone.state = "Submitted"
-            contract.modified = self.clock()
-            return sub
 
     # -- seeding -------------------------------------------------------------------------------
 
