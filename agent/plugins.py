@@ -327,6 +327,9 @@ def _check_platform(platform: object) -> None:
         raise PluginError(f'platform "{platform.name}": connector must subclass agent.Connector')
     if not (isinstance(platform.settings, type) and issubclass(platform.settings, BaseModel)):
         raise PluginError(f'platform "{platform.name}": settings must be a pydantic model class')
+    for hook in ("signin", "demo"):
+        if getattr(platform, hook) is not None and not callable(getattr(platform, hook)):
+            raise PluginError(f'platform "{platform.name}": {hook} must be callable or None')
 
 
 def make_plugin_host(

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,11 +20,13 @@ from agent.connector import SourceContext
 from agent.demo import (
     BULK_SENDERS,
     CONTRACTORS,
+    EXAMPLE_HEADER,
     EXAMPLE_TARGET,
+    Demo,
     build_demo,
-    example_config_text,
     generate,
 )
+from agent.errors import ConfigError
 from agent.mail import message_from_bytes
 from agent.plugins import make_plugin_host
 
@@ -48,9 +51,15 @@ def cli(config: Path | None, *args: str, cwd: Path | None = None) -> subprocess.
                           cwd=cwd or ROOT, env=env, check=False)
 
 
+def build(target: Path) -> Demo:
+    """The demo with only the maildir platform (no sandboxes to stop)."""
+    with ExitStack() as stack:
+        return build_demo(target, [plugins.maildir.PLATFORM], stack, now=NOW)
+
+
 def test_build_is_deterministic_and_small(tmp_path):
-    first = build_demo(tmp_path / "a", now=NOW)
-    build_demo(tmp_path / "b", now=NOW)
+    first = build(tmp_path / "a").config
+    build(tmp_path / "b")
     maildir_a, maildir_b = tree(tmp_path / "a" / "Maildir"), tree(tmp_path / "b" / "Maildir")
     assert maildir_a == maildir_b
     assert 250 <= len(maildir_a) <= 350
@@ -60,13 +69,18 @@ def test_build_is_deterministic_and_small(tmp_path):
 
 
 def test_refuses_to_overwrite_an_existing_demo(tmp_path):
-    build_demo(tmp_path, now=NOW)
-    with pytest.raises(Exception, match="already exists"):
-        build_demo(tmp_path, now=NOW)
+    build(tmp_path)
+    with pytest.raises(ConfigError, match="already exists"):
+        build(tmp_path)
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "Maildir").mkdir()
+    (tmp_path / "again" / "Maildir" / "cur").mkdir()
+    with pytest.raises(ConfigError, match="Maildir already exists"):
+        build(tmp_path / "again")
 
 
 def test_config_is_valid_and_matches_the_committed_example(tmp_path):
-    config_path = build_demo(tmp_path, now=NOW)
+    config_path = build(tmp_path).config
     host = make_plugin_host(entrypoints=False, extra=[plugins.maildir])
     config = load_config(config_path, host)
     assert config.data_dir == tmp_path.resolve() / "data"
@@ -74,8 +88,10 @@ def test_config_is_valid_and_matches_the_committed_example(tmp_path):
     (source,) = config.sources
     assert source.platform == "maildir"
     assert config.settings[source.name].path == tmp_path.resolve() / "Maildir"
-    assert (ROOT / "configs" / "demo.toml").read_text() == example_config_text()
-    assert EXAMPLE_TARGET in example_config_text()
+    example = EXAMPLE_HEADER + config_path.read_text().replace(str(tmp_path.resolve()),
+                                                               EXAMPLE_TARGET)
+    assert (ROOT / "configs" / "demo.toml").read_text() == example
+    assert EXAMPLE_TARGET in example
 
 
 def test_sample_mail_is_realistic():
