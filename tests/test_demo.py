@@ -2,33 +2,40 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
 import subprocess
 import sys
 import zipfile
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 import plugins.maildir
+from agent.cli import App, build_cli
 from agent.config import load_config
-from agent.connector import SourceContext
+from agent.connector import DemoContext, DemoSource, Platform, SourceContext
 from agent.demo import (
     BULK_SENDERS,
     CONTRACTORS,
     EXAMPLE_HEADER,
     EXAMPLE_TARGET,
+    LIVE_OFF,
     Demo,
     build_demo,
     generate,
 )
 from agent.errors import ConfigError
 from agent.mail import message_from_bytes
-from agent.plugins import make_plugin_host
+from agent.plugins import hookimpl, make_plugin_host
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,3 +204,74 @@ def test_retainer_demo_end_to_end(tmp_path):
 
 def generate_for(target: Path) -> list[Path]:
     return [p for p in (target / "Maildir").rglob("*") if p.is_file()]
+
+
+# -- a third-party platform offers its demo through the same interface ---------------------------
+
+
+def _load(name: str) -> ModuleType:
+    """A module of tests/example_plugin (the example third-party plugin), by path."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "example_plugin" /
+                                                  f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_third_party_platform_offers_its_demo_the_same_way(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETAINER_DEMO_PORTAL_TOKEN", "")  # restored after the test
+    feed, feed_server = _load("retainer_jsonfeed"), _load("jsonfeed_server")
+    token = "portal-demo-token"
+    stopped: list[str] = []
+
+    @contextmanager
+    def portal_demo(context: DemoContext) -> Iterator[DemoSource]:
+        assert context.folder == (tmp_path / "demo").resolve()
+        server = feed_server.FeedServer(token).start()
+        server.add("The banner for the portal", files={"portal-banner.svg": b"<svg/>"},
+                   sender="maria@lopez-studio.example", name="Maria Lopez")
+        try:
+            yield DemoSource("demo-portal", {"url": server.url,
+                                             "token": {"env": "RETAINER_DEMO_PORTAL_TOKEN"}},
+                             env={"RETAINER_DEMO_PORTAL_TOKEN": token}, live=True)
+        finally:
+            server.stop()
+            stopped.append("portal")
+
+    def broken_demo(context: DemoContext) -> Any:
+        raise RuntimeError("the sandbox binary is missing")
+
+    class Portal:
+        __name__ = "portal"
+
+        @hookimpl
+        def register_platforms(self, register: Callable[[Platform], None]) -> None:
+            register(Platform("jsonfeed", feed.JsonFeedConnector, feed.JsonFeedSettings,
+                              "a contractor portal", demo=portal_demo))
+            register(Platform("brokenfeed", feed.JsonFeedConnector, feed.JsonFeedSettings,
+                              "a demo that fails", demo=broken_demo))
+
+    host = make_plugin_host(entrypoints=False, extra=[plugins.maildir, Portal()])
+
+    def run(*args: str) -> Result:
+        app = App(tmp_path / "demo" / "retainer.toml", False, 0)
+        app._host = host
+        return CliRunner().invoke(build_cli(app), list(args), obj=app)
+
+    result = run("demo", "--dir", str(tmp_path / "demo"))
+    assert result.exit_code == 0, result.output
+    assert "Started local marketplace sandboxes: demo-portal" in result.stdout
+    assert ("the brokenfeed demo was skipped: RuntimeError: the sandbox binary is missing"
+            in result.stderr)
+    assert stopped == ["portal"]  # its server ran for the sync and stopped with the demo
+    config = (tmp_path / "demo" / "retainer.toml").read_text()
+    assert 'name = "demo-portal"\nplatform = "jsonfeed"' in config
+    assert LIVE_OFF in config and token not in config  # the secret stays in the environment
+    messages = json.loads(run("messages", "--json", "--source", "demo-portal").stdout)
+    assert [m["text"] for m in messages] == ["The banner for the portal"]
+    files = json.loads(run("deliverables", "--json").stdout)
+    assert {d["filename"] for d in files if d["source"] == "demo-portal"} == {
+        "portal-banner.svg"}  # Maria is on the demo roster: her file is work to review
