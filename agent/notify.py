@@ -50,7 +50,7 @@ class Event:
 
 
 def _duration(value: Any) -> timedelta:
-    from agent.configfile import parse_duration
+    from agent.config.file import parse_duration
 
     return parse_duration(value)
 

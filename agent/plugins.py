@@ -173,21 +173,6 @@ class PluginHost:
         self._collect_mail_formats(plugin, info)
         self._collect_notifiers(name, plugin, info)
 
-    def remove(self, name: str) -> None:
-        """Unregister a plugin and forget its platforms and notifiers (used by tests)."""
-        plugin = self.pm.get_plugin(name)
-        if plugin is not None:
-            self.pm.unregister(plugin)
-        self.infos.pop(name, None)
-        for platform, owner in list(self.platform_owner.items()):
-            if owner == name:
-                del self.platform_owner[platform]
-                del self.platforms[platform]
-        for notifier, owner in list(self.notifier_owner.items()):
-            if owner == name:
-                del self.notifier_owner[notifier]
-                del self.notifiers[notifier]
-
     def _failed(self, info: PluginInfo, message: str, cause: BaseException | None = None) -> None:
         info.error = message
         self.infos[info.name] = info

@@ -1,4 +1,4 @@
-"""agent.configfile: where the config lives, reading TOML, durations, the quick [agent] read."""
+"""agent.config.file: where the config lives, reading TOML, durations, the quick [agent] read."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from agent.configfile import (
+from agent.config.file import (
     DEFAULT_REVIEW_OVERDUE,
     QuickConfig,
     default_config_path,

@@ -16,7 +16,7 @@ from agent.errors import RetainerError
 
 if TYPE_CHECKING:
     from agent.config import Config
-    from agent.configfile import QuickConfig
+    from agent.config.file import QuickConfig
     from agent.plugins import PluginHost
     from agent.store import Store
 
@@ -47,7 +47,7 @@ class App:
 
     def quick(self) -> QuickConfig:
         """The data folder and review settings, read without validating the whole file."""
-        from agent.configfile import quick_config
+        from agent.config.file import quick_config
 
         return quick_config(self.config_path)
 

@@ -67,7 +67,7 @@ def parse_address(value: str) -> tuple[str, int]:
 
 def web_address(config_path: Path) -> tuple[str, int] | None:
     """``[agent] web`` of a config file, read without validating the rest."""
-    from agent.configfile import read_toml
+    from agent.config.file import read_toml
 
     value = (read_toml(config_path).get("agent") or {}).get("web")
     return parse_address(value) if value else None

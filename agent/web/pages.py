@@ -26,7 +26,7 @@ from agent.web import previews as pv
 
 if TYPE_CHECKING:
     from agent.config import Config
-    from agent.configfile import QuickConfig
+    from agent.config.file import QuickConfig
     from agent.web.cache import StoreAccess
 
 log = logging.getLogger("retainer.web")
@@ -84,7 +84,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True)
 
     def quick() -> QuickConfig:
-        from agent.configfile import quick_config
+        from agent.config.file import quick_config
 
         return quick_config(ctx.config_path)
 
@@ -158,7 +158,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
 
     def warm(store: Store) -> None:
         """What the next pages need, computed ahead (agent.web.cache runs it after writes)."""
-        from agent.configfile import quick_config
+        from agent.config.file import quick_config
 
         at = access.fingerprint()
         queue_of(store, at, quick_config(ctx.config_path).review_overdue)

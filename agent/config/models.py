@@ -1,4 +1,4 @@
-"""The TOML config file: loading, validation and precise error messages.
+"""The validated config: loading, validation and precise error messages.
 
 Every source's ``[sources.settings]`` table is validated against its platform's own
 settings model at start-up, so a typo fails ``retainer config check`` (and the daemon)
@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.configfile import CONFIG_ENV as CONFIG_ENV
-from agent.configfile import check_data_dir, default_data_dir, parse_duration, read_toml
-from agent.configfile import default_config_path as default_config_path
+from agent.config.file import check_data_dir, default_data_dir, parse_duration, read_toml
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
