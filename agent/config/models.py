@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.config.file import check_data_dir, default_data_dir, parse_duration, read_toml
+from agent.config.file import (
+    check_data_dir,
+    default_data_dir,
+    parse_address,
+    parse_duration,
+    read_toml,
+)
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -63,8 +69,6 @@ class AgentSection(_Strict):
     @classmethod
     def _web(cls, value: str | None) -> str | None:
         if value:
-            from agent.web import parse_address
-
             try:
                 parse_address(value)
             except ConfigError as exc:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent.config.file import LOOPBACK as LOOPBACK
+from agent.config.file import parse_address as parse_address
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("retainer.web")
 
 DEFAULT_PORT = 8765
-LOOPBACK = "127.0.0.1"
 
 
 @dataclass
@@ -47,22 +48,6 @@ class WebContext:
         if self._host is None:
             self._host = self.host_factory()
         return self._host
-
-
-def parse_address(value: str) -> tuple[str, int]:
-    """``"127.0.0.1:8765"`` (or ``":8765"``, ``"8765"``) as ``(host, port)``."""
-    text = str(value).strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = LOOPBACK, text
-    host = host.strip("[]") or LOOPBACK
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f'agent.web: "{value}" is not an address like "127.0.0.1:8765"') from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"agent.web: port {port} is out of range (1 to 65535)")
-    return host, port
 
 
 def web_address(config_path: Path) -> tuple[str, int] | None:
