@@ -36,7 +36,7 @@ from agent.store.layout import (
 from agent.store.storage import Shard, batched_dir_sync
 
 if TYPE_CHECKING:
-    from agent.store.core import Store
+    from agent.store.folder import StoreFolder as Store
 
 log = logging.getLogger("retainer.store")
 
