@@ -65,7 +65,7 @@ class StoreFolder:
 
         self._acquire_lock()
         try:
-            upgrade(self)
+            upgrade(self, SCHEMA_VERSION)
         finally:
             self._lock.release()
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.files import fsync_dir, remove_orphan_temps
 from agent.store.layout import (
@@ -36,7 +36,19 @@ from agent.store.layout import (
 from agent.store.storage import Shard, batched_dir_sync
 
 if TYPE_CHECKING:
-    from agent.store.folder import StoreFolder as Store
+    from agent.store.layout import Catalog
+
+
+class Store(Protocol):
+    """What an upgrade needs of the store folder (:class:`agent.store.folder.StoreFolder`)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def meta(self) -> Shard: ...
+
+    def catalog(self, folder: str) -> Catalog: ...
 
 log = logging.getLogger("retainer.store")
 
@@ -47,16 +59,15 @@ def month_files(root: Path, folder: str) -> list[Path]:
     return sorted(p for p in (root / folder).glob("*.json") if MONTH_RE.match(p.stem))
 
 
-def upgrade(store: Store) -> None:
-    """Bring ``store`` to the bounded-shard layout (hold the store's write lock)."""
-    from agent.store.core import SCHEMA_VERSION
-
+def upgrade(store: Store, schema_version: int) -> None:
+    """Bring ``store`` to the bounded-shard layout, schema ``schema_version`` (hold the
+    store's write lock)."""
     root = store.root
     months = {folder: month_files(root, folder) for folder in FOLDERS}
     if not any(months.values()):
         return  # another process upgraded it while we waited for the lock
     meta = store.meta.get("meta", "schema", key="name")
-    if meta is not None and meta.get("version", 0) >= SCHEMA_VERSION:
+    if meta is not None and meta.get("version", 0) >= schema_version:
         _remove(months)  # committed; a kill came before the old files were gone
         return
     started = time.monotonic()
@@ -75,7 +86,7 @@ def upgrade(store: Store) -> None:
             count += _copy(store, folder, months[folder])
     for folder in FOLDERS:
         store.catalog(folder).flush()
-    store.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
+    store.meta.upsert_many("meta", [{"name": "schema", "version": schema_version}], "name")
     _remove(months)
     log.info("store upgraded to bounded shards: %d documents in %.1f s",
              count, time.monotonic() - started)
