@@ -50,19 +50,17 @@ Use::
         sandbox.authorize_source(state_dir)     # pre-issue tokens: no browser needed
         ... settings api_url=sandbox.api_url, token_url=sandbox.token_url ...
 
-or run it in its own process: ``python -m plugins.upwork.sandbox --url-file F``.
+or run it in its own process: ``python -m tests.servers.upwork_sandbox --url-file F``.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
 import random
 import re
 import secrets
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -1243,36 +1241,3 @@ def start_sandbox(
 ) -> Sandbox:
     """Build and start a :class:`Sandbox` on a free loopback port; ``stop()`` it when done."""
     return Sandbox(seed=seed, threads=threads, messages_per_thread=messages_per_thread, **options).start()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run a sandbox in this process until SIGTERM/SIGINT (for kill tests and manual trials)."""
-    parser = argparse.ArgumentParser(prog="python -m plugins.upwork.sandbox",
-                                     description="Run the Upwork sandbox on 127.0.0.1.")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=6)
-    parser.add_argument("--messages", type=int, default=8)
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--url-file", type=Path, help="write the base URL here once listening")
-    parser.add_argument("--authorize", type=Path, metavar="STATE_DIR",
-                        help="pre-issue tokens into this source state folder")
-    args = parser.parse_args(argv)
-    sandbox = Sandbox(seed=args.seed, threads=args.threads, messages_per_thread=args.messages,
-                      latency=args.latency, port=args.port).start()
-    if args.authorize:
-        sandbox.authorize_source(args.authorize)
-    if args.url_file:
-        tmp = args.url_file.with_suffix(".tmp")
-        tmp.write_text(sandbox.base_url)
-        tmp.replace(args.url_file)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    done.wait()
-    sandbox.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
