@@ -28,12 +28,8 @@ both plugins. What a reminder holds and when it is due is the host's
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -57,6 +53,9 @@ class DesktopNotifier(Notifier):
     settings: DesktopSettings
 
     def send(self, events: list[Event]) -> None:
+        import shutil  # here, not at the top: loading the plugin stays cheap
+        import subprocess
+
         command = shutil.which(self.settings.command)
         if command is None:
             log.info("desktop notifier: %s is not installed; skipped", self.settings.command)
@@ -89,6 +88,9 @@ class EmailNotifier(Notifier):
     settings: EmailSettings
 
     def send(self, events: list[Event]) -> None:
+        from email.message import EmailMessage
+        from email.utils import format_datetime, make_msgid
+
         from agent.smtp import SmtpServer, send_message
 
         message = EmailMessage()
