@@ -4,8 +4,7 @@
   where it is (``$RETAINER_CONFIG``), reading TOML, durations, the data folder
   (:class:`~agent.config.file.QuickConfig`) for commands that only read the store.
 * :mod:`agent.config.models`: the validated config: the pydantic models of every
-  section, :func:`~agent.config.models.load_config` with its precise error messages, and
-  the starter config that ``retainer init`` writes.
+  section and :func:`~agent.config.models.load_config` with its precise error messages.
 
 The names below are imported from them on first use, so ``import agent.config.file``
 does not pay for pydantic.
@@ -19,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent.config.file import CONFIG_ENV, default_config_path, parse_duration
     from agent.config.models import (
-        STARTER_CONFIG,
         AgentSection,
         Config,
         ContractorSeed,
@@ -29,8 +27,8 @@ if TYPE_CHECKING:
 
 _LAZY = {
     **dict.fromkeys(("CONFIG_ENV", "default_config_path", "parse_duration"), "agent.config.file"),
-    **dict.fromkeys(("STARTER_CONFIG", "AgentSection", "Config", "ContractorSeed",
-                     "SourceConfig", "load_config"), "agent.config.models"),
+    **dict.fromkeys(("AgentSection", "Config", "ContractorSeed", "SourceConfig",
+                     "load_config"), "agent.config.models"),
 }
 
 
@@ -43,5 +41,5 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["CONFIG_ENV", "STARTER_CONFIG", "AgentSection", "Config", "ContractorSeed",
-           "SourceConfig", "default_config_path", "load_config", "parse_duration"]
+__all__ = ["CONFIG_ENV", "AgentSection", "Config", "ContractorSeed", "SourceConfig",
+           "default_config_path", "load_config", "parse_duration"]

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.config.file import LOOPBACK as LOOPBACK
 from agent.config.file import parse_address as parse_address
 from agent.errors import ConfigError
+from agent.web.context import DEFAULT_PORT as DEFAULT_PORT
+from agent.web.context import WebContext as WebContext
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -25,29 +26,6 @@ if TYPE_CHECKING:
     from agent.plugins import PluginHost
 
 log = logging.getLogger("retainer.web")
-
-DEFAULT_PORT = 8765
-
-
-@dataclass
-class WebContext:
-    """What the views need: where the config and data are, and the plugin host for sends."""
-
-    config_path: Path
-    data_dir: Path
-    token: str
-    host_factory: Callable[[], PluginHost]
-    port: int = DEFAULT_PORT
-    bind: str = LOOPBACK
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    syncing: dict[str, str] = field(default_factory=dict)
-    _host: PluginHost | None = None
-
-    @property
-    def host(self) -> PluginHost:
-        if self._host is None:
-            self._host = self.host_factory()
-        return self._host
 
 
 def web_address(config_path: Path) -> tuple[str, int] | None:

@@ -22,8 +22,8 @@ from agent.errors import ConfigError, RetainerError, StoreError
 from agent.files import write_private
 from agent.stats import parse_time
 from agent.store import Store
-from agent.web import WebContext
 from agent.web import previews as pv
+from agent.web.context import WebContext
 
 if TYPE_CHECKING:
     from agent.config import Config
