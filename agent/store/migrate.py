@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from agent.files import fsync_dir, remove_orphan_temps
 from agent.store.layout import (
     MONTH_RE,
+    SCHEMA_VERSION,
     SHARD_BYTES,
     SHARD_RE,
     TABLES,
@@ -36,19 +37,7 @@ from agent.store.layout import (
 from agent.store.storage import Shard, batched_dir_sync
 
 if TYPE_CHECKING:
-    from agent.store.layout import Catalog
-
-
-class Store(Protocol):
-    """What an upgrade needs of the store folder (:class:`agent.store.folder.StoreFolder`)."""
-
-    @property
-    def root(self) -> Path: ...
-
-    @property
-    def meta(self) -> Shard: ...
-
-    def catalog(self, folder: str) -> Catalog: ...
+    from agent.store.folder import StoreFolder as Store
 
 log = logging.getLogger("retainer.store")
 
@@ -59,15 +48,14 @@ def month_files(root: Path, folder: str) -> list[Path]:
     return sorted(p for p in (root / folder).glob("*.json") if MONTH_RE.match(p.stem))
 
 
-def upgrade(store: Store, schema_version: int) -> None:
-    """Bring ``store`` to the bounded-shard layout, schema ``schema_version`` (hold the
-    store's write lock)."""
+def upgrade(store: Store) -> None:
+    """Bring ``store`` to the bounded-shard layout (hold the store's write lock)."""
     root = store.root
     months = {folder: month_files(root, folder) for folder in FOLDERS}
     if not any(months.values()):
         return  # another process upgraded it while we waited for the lock
     meta = store.meta.get("meta", "schema", key="name")
-    if meta is not None and meta.get("version", 0) >= schema_version:
+    if meta is not None and meta.get("version", 0) >= SCHEMA_VERSION:
         _remove(months)  # committed; a kill came before the old files were gone
         return
     started = time.monotonic()
@@ -86,7 +74,7 @@ def upgrade(store: Store, schema_version: int) -> None:
             count += _copy(store, folder, months[folder])
     for folder in FOLDERS:
         store.catalog(folder).flush()
-    store.meta.upsert_many("meta", [{"name": "schema", "version": schema_version}], "name")
+    store.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
     _remove(months)
     log.info("store upgraded to bounded shards: %d documents in %.1f s",
              count, time.monotonic() - started)
