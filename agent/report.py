@@ -10,7 +10,10 @@ from __future__ import annotations
 import html
 import math
 import re
+from bisect import bisect_left
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -48,28 +51,66 @@ def _totals(rows: dict[str, dict[str, Any]], facts: Facts, lo: datetime, hi: dat
     weight = sum(n for _, n in ratings)
     out["average_rating"] = round(sum(a * n for a, n in ratings) / weight, 2) if weight else None
     slo, shi = iso(lo) or "", iso(hi) or ""
-    events = [e for e in facts.reviews if slo <= (e.get("reviewed_at") or "") < shi]
+    keys = _sorted_keys(facts, "reviews",
+                        lambda: [e.get("reviewed_at") or "" for e in facts.reviews])
+    if keys is not None:  # oldest first, as the store lists them: the period is one slice
+        events = facts.reviews[bisect_left(keys, slo):bisect_left(keys, shi)]
+    else:
+        events = [e for e in facts.reviews if slo <= (e.get("reviewed_at") or "") < shi]
     changes = sum(e["status"] == "changes_requested" for e in events)
     out["revision_rate"] = round(changes / len(events), 3) if events else None
     out["median_review_latency_hours"] = _round1(median(_latencies(facts, lo, hi)))
     return out
 
 
+FirstReview = tuple[str, datetime | None, float | None]
+
+
+def first_reviews(facts: Facts) -> list[FirstReview]:
+    """Each deliverable's first review, in the order of ``facts.reviews`` (oldest first):
+    when (as stored, and parsed) and the hours from the delivery to it. Computed once per
+    :class:`Facts` (``_cache["first_reviews"]``, which the dashboard fills itself)."""
+    cached: list[FirstReview] | None = facts._cache.get("first_reviews")
+    if cached is None:
+        received = {d["id"]: d.get("received_at") for d in facts.deliverables}
+        seen: set[str] = set()
+        cached = []
+        for event in facts.reviews:
+            did = event["deliverable_id"]
+            if did in seen or did not in received:
+                continue
+            seen.add(did)
+            stamp = event.get("reviewed_at") or ""
+            cached.append((stamp, parse_time(stamp), hours_between(received[did], stamp)))
+        facts._cache["first_reviews"] = cached
+    return cached
+
+
+def _sorted_keys(facts: Facts, name: str, keys_of: Callable[[], list[str]]
+                 ) -> list[str] | None:
+    """``keys_of()`` (once per :class:`Facts`, as ``name``) when they are in order, else
+    None."""
+    cached = facts._cache.get(f"keys:{name}")
+    if cached is None:
+        keys = keys_of()
+        ordered = all(a <= b for a, b in pairwise(keys))
+        cached = facts._cache[f"keys:{name}"] = (keys if ordered else None,)
+    found: list[str] | None = cached[0]
+    return found
+
+
+def _first_in(facts: Facts, slo: str, shi: str) -> list[FirstReview]:
+    """The first reviews whose stamp is in ``[slo, shi)`` (as text, like the other sums)."""
+    firsts = first_reviews(facts)
+    keys = _sorted_keys(facts, "first_reviews", lambda: [f[0] for f in firsts])
+    if keys is None:
+        return [f for f in firsts if slo <= f[0] < shi]
+    return firsts[bisect_left(keys, slo):bisect_left(keys, shi)]
+
+
 def _latencies(facts: Facts, lo: datetime, hi: datetime) -> list[float]:
     slo, shi = iso(lo) or "", iso(hi) or ""
-    received = {d["id"]: d.get("received_at") for d in facts.deliverables}
-    seen: set[str] = set()
-    out = []
-    for event in facts.reviews:
-        did = event["deliverable_id"]
-        if did in seen or did not in received:
-            continue
-        seen.add(did)
-        if slo <= (event.get("reviewed_at") or "") < shi:
-            value = hours_between(received[did], event["reviewed_at"])
-            if value is not None:
-                out.append(value)
-    return out
+    return [hours for _, _, hours in _first_in(facts, slo, shi) if hours is not None]
 
 
 def _round1(value: float | None) -> float | None:
@@ -88,19 +129,11 @@ def _trend(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
 
 def latency_series(facts: Facts, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
     """Median review latency per week (weeks starting Monday) in the period."""
-    received = {d["id"]: d.get("received_at") for d in facts.deliverables}
     weeks: dict[str, list[float]] = {}
-    seen: set[str] = set()
-    for event in facts.reviews:
-        did = event["deliverable_id"]
-        if did in seen or did not in received:
-            continue
-        seen.add(did)
-        when = parse_time(event.get("reviewed_at"))
-        if when is None or not lo <= when < hi:
-            continue
-        value = hours_between(received[did], event["reviewed_at"])
-        if value is None:
+    # a day either side: text and time order can differ within a second (fractions, "Z")
+    wide = _first_in(facts, iso(lo - timedelta(days=1)) or "", iso(hi + timedelta(days=1)) or "")
+    for _, when, value in wide:
+        if when is None or not lo <= when < hi or value is None:
             continue
         start = (when - timedelta(days=when.weekday())).date().isoformat()
         weeks.setdefault(start, []).append(value)
@@ -108,16 +141,28 @@ def latency_series(facts: Facts, lo: datetime, hi: datetime) -> list[dict[str, A
             for w, v in sorted(weeks.items())]
 
 
+Metrics = Callable[[datetime, datetime, bool], dict[str, dict[str, Any]]]
+
+
 def build(store: Store, *, since: timedelta = timedelta(days=90), now: datetime | None = None,
-          facts: Facts | None = None) -> dict[str, Any]:
-    """The report for ``[now - since, now)`` with trends against the period before."""
+          facts: Facts | None = None, metrics: Metrics | None = None) -> dict[str, Any]:
+    """The report for ``[now - since, now)`` with trends against the period before.
+
+    ``metrics(since, until, by_skill)`` answers as :func:`agent.stats.compute` of ``facts``
+    does (the dashboard passes one that reuses what did not change)."""
     now = now or datetime.now(UTC)
     facts = facts or Facts.load(store)
+    loaded = facts
+
+    def computed(a: datetime, b: datetime, by_skill: bool) -> dict[str, dict[str, Any]]:
+        return compute(loaded, since=a, until=b, by_skill=by_skill)
+
+    figures = metrics or computed
     lo, prev_lo = now - since, now - 2 * since
-    current = compute(facts, since=lo, until=now)
-    previous = compute(facts, since=prev_lo, until=lo)
-    skills_now = compute(facts, since=lo, until=now, by_skill=True)
-    skills_before = compute(facts, since=prev_lo, until=lo, by_skill=True)
+    current = figures(lo, now, False)
+    previous = figures(prev_lo, lo, False)
+    skills_now = figures(lo, now, True)
+    skills_before = figures(prev_lo, lo, True)
     names = {c["id"]: c for c in facts.contractors}
     contractors = []
     for cid, row in current.items():

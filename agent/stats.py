@@ -317,10 +317,12 @@ def compute(facts: Facts, *, since: datetime | None = None, until: datetime | No
     return {key: _finish(acc) for key, acc in accs.items()}
 
 
-def roster_rows(store: Store, facts: Facts | None = None) -> list[dict[str, Any]]:
-    """Every contractor with identities, contact dates and all-time metrics, by name."""
+def roster_rows(store: Store, facts: Facts | None = None,
+                metrics: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every contractor with identities, contact dates and all-time metrics, by name
+    (``metrics``: :func:`compute` of ``facts``, when the caller has it already)."""
     facts = facts or Facts.load(store)
-    metrics = compute(facts)
+    metrics = compute(facts) if metrics is None else metrics
     out = []
     for doc in facts.contractors:
         idents = [facts.roster.identities[k] for k in doc.get("identities", [])

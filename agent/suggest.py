@@ -22,16 +22,25 @@ from agent.stats import Facts, parse_time, words
 WEIGHTS = {"skill": 0.4, "quality": 0.25, "reliability": 0.15, "recency": 0.2}
 
 
-def rank(task: str, rows: list[dict[str, Any]], facts: Facts, *, now: datetime | None = None,
-         include_retired: bool = False, limit: int = 10) -> list[dict[str, Any]]:
-    now = now or datetime.now(UTC)
-    wanted = words(task)
+def work_words(facts: Facts) -> dict[str, set[str]]:
+    """Per contractor id, the words of the titles and file names of their deliverables."""
     history: dict[str, set[str]] = {}
     for d in facts.deliverables:
         cid = d.get("contractor_id")
         if cid:
             history.setdefault(cid, set()).update(
                 words(f"{d.get('title', '')} {d.get('filename', '')}"))
+    return history
+
+
+def rank(task: str, rows: list[dict[str, Any]], facts: Facts, *, now: datetime | None = None,
+         include_retired: bool = False, limit: int = 10,
+         history: dict[str, set[str]] | None = None) -> list[dict[str, Any]]:
+    """The ``limit`` best contractors for ``task`` (``history``: :func:`work_words` of
+    ``facts``, when the caller has it already)."""
+    now = now or datetime.now(UTC)
+    wanted = words(task)
+    history = work_words(facts) if history is None else history
     out = []
     for row in rows:
         if row.get("status") == "retired" and not include_retired:

@@ -292,3 +292,53 @@ def test_webhook_failure_does_not_print_the_url(tmp_path, monkeypatch):
     with pytest.raises(RetainerError) as info:
         WebhookNotifier(settings).send([])
     assert "CANARY" not in str(info.value) and "127.0.0.1" in str(info.value)
+
+
+@pytest.mark.parametrize(("piece", "token"), [
+    ("T0CANARY1", True),  # a digit
+    ("xCanaryToken", True),  # mixed case
+    ("abcdefghijklmnop", True),  # 16 letters: long enough to be random
+    ("abc1ef", True),  # six characters with a digit: the shortest token
+    ("abc1e", False),  # five: too short whatever it holds
+    ("services", False), ("SERVICES", False), ("abcdefghijklmno", False),  # words
+    ("", False),
+])
+def test_token_like_pieces(piece, token):
+    assert agent.secrets._token_like(piece) is token
+
+
+def test_secret_parts_of_a_url():
+    from agent.secrets import secret_parts
+
+    url = "https://hooks.example.com/services/T0AB12/xYzWq/?sig=Q1w2E3&v=words&t=%2Fa%2Fb12345"
+    assert secret_parts(url) == {
+        url,
+        "/services/T0AB12/xYzWq/?sig=Q1w2E3&v=words&t=%2Fa%2Fb12345",  # path and query
+        "/services/T0AB12/xYzWq/?sig=Q1w2E3&v=words&t=/a/b12345",  # ... %-decoded
+        "hooks.example.com/services/T0AB12/xYzWq/?sig=Q1w2E3&v=words&t=%2Fa%2Fb12345",
+        "hooks.example.com/services/T0AB12/xYzWq/?sig=Q1w2E3&v=words&t=/a/b12345",
+        "https://hooks.example.com/services/T0AB12/xYzWq/?sig=Q1w2E3&v=words&t=/a/b12345",
+        "/services/T0AB12/xYzWq/?", "/services/T0AB12/xYzWq",  # the path as printed
+        "T0AB12", "Q1w2E3", "%2Fa%2Fb12345", "/a/b12345",  # tokens, not words
+        "sig=Q1w2E3&v=words&t=%2Fa%2Fb12345", "sig=Q1w2E3&v=words&t=/a/b12345",
+    }
+    assert secret_parts("https://example.com/") == {"https://example.com/"}  # no path
+    assert secret_parts("https://example.com") == {"https://example.com"}
+    assert secret_parts("https://example.com/?k=1") == {
+        "https://example.com/?k=1", "/?k=1", "example.com/?k=1"}  # "k=1": too short
+    assert secret_parts("https://example.com/ab/") == {
+        "https://example.com/ab/", "/ab/", "example.com/ab/"}  # "/ab", "ab": too short
+    assert secret_parts("not-a-url-Secret9") == {"not-a-url-Secret9"}
+    assert secret_parts("http://[::1/x12345") == {"http://[::1/x12345"}  # unparsable
+
+
+def test_scrub_replaces_the_longest_part_first(monkeypatch):
+    monkeypatch.setattr(agent.secrets, "_KNOWN", set())
+    monkeypatch.setattr(agent.secrets, "_PARTS", [])
+    agent.secrets._remember("https://h.example/p/Tok3n9x")
+    agent.secrets._remember("https://h.example/p/Tok3n9x")  # once is enough
+    assert agent.secrets.known_secrets() == {"https://h.example/p/Tok3n9x"}
+    assert sorted(agent.secrets._PARTS, key=len, reverse=True) == agent.secrets._PARTS
+    assert scrub("GET https://h.example/p/Tok3n9x") == "GET ***"  # whole, not piece by piece
+    assert scrub("at /p/Tok3n9x now") == "at *** now"
+    assert scrub("h.example/p/ is fine") == "h.example/p/ is fine"

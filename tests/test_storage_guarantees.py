@@ -25,6 +25,7 @@ from agent.store.storage import (
     file_stamp,
     iso,
     json_safe,
+    shape_problem,
 )
 from tests.support import fsspy
 
@@ -182,6 +183,13 @@ def test_failed_write_reloads_the_previous_state(tmp_path, monkeypatch):
                               "disk space: the next sync goes on from the last committed page")
     assert err.value.__cause__ is None and err.value.__suppress_context__
     assert storage.read() == {"t": {"1": {"v": 1}}} == json.loads(path.read_bytes())
+    # in a data folder the message names the data folder, whatever the file's depth
+    shard = tmp_path / "data" / "store" / "messages" / "s000001.json"
+    shard.parent.mkdir(parents=True)
+    spy.fail_fsync_at = spy.file_fsyncs
+    with pytest.raises(StoreError) as err:
+        AtomicStorage(shard).write({"t": {}})
+    assert str(err.value).startswith(f"no space left in {tmp_path / 'data'} (writing s000001")
 
 
 def test_shard_after_failed_upsert_matches_disk(tmp_path, monkeypatch):
@@ -345,3 +353,69 @@ def test_upsert_tables_writes_several_tables_at_once(tmp_path, monkeypatch):
     assert fresh.get("b", "m", key="name") == {"name": "m"}
     assert shard.get("a", "3") == {"id": "3"} and shard.key_map("b", "name") == {"n": 1, "m": 2}
     assert fresh.key_map("a") == {"1": 1, "2": 2, "3": 3}
+    # a fresh reader (no cached keys) matches by each table's own key
+    reader = Shard(path)
+    assert reader.upsert_tables([("b", [{"name": "n", "v": 2}], "name"),
+                                 ("a", [{"id": "3", "v": 1}], "id")]) == [(0, 1), (0, 1)]
+    assert Shard(path).docs("b") == [{"name": "n", "v": 2}, {"name": "m"}]
+
+
+@pytest.mark.parametrize(("data", "problem"), [
+    (None, "the file holds null, not an object of tables"),
+    ([], "the file holds a list, not an object of tables"),
+    ("x", "the file holds text, not an object of tables"),
+    (True, "the file holds true/false, not an object of tables"),
+    (5, "the file holds a number, not an object of tables"),
+    (2.5, "the file holds a number, not an object of tables"),
+    ({}, "the file holds an empty object; Retainer never writes one"),
+    ({"t": []}, 'table "t" is a list, not an object'),
+    ({"t": None}, 'table "t" is null, not an object'),
+    ({"t": {"1": {"id": "a"}, "x" * 50: {}}}, f'table "t" has a document numbered {"x" * 40!r}'),
+    ({"t": {"1": "doc"}}, 'document 1 of table "t" is text'),
+    ({"t": {"1": {}, "2": {"id": 3}}}, ""),  # a table of its own: any key
+    ({"sources": {"1": {"source": "a"}, "2": {"source": 7}}},
+     'document 2 of table "sources" has no text "source"'),
+    ({"messages": {"3": {"subject": "no id"}}}, 'document 3 of table "messages" has no text "id"'),
+    ({"meta": {"1": {"name": "schema"}}, "t": {}}, ""),  # an empty table is fine
+])
+def test_shape_problem_names_what_is_wrong(data, problem):
+    assert shape_problem(data) == problem
+
+
+def test_a_file_of_the_wrong_shape_is_refused_with_the_problem(tmp_path):
+    path = tmp_path / "roster.json"
+    path.write_text('{"contractors": {"1": {"name": "no id"}}}')
+    with pytest.raises(StoreError) as err:
+        Shard(path).docs("contractors")
+    assert str(err.value) == (
+        f"{path} is valid JSON but not a Retainer store file (document 1 of table "
+        '"contractors" has no text "id"); something else changed it. Move it aside (mv it '
+        "to a .corrupt name) and run `retainer sync` to fetch again; nothing was read or "
+        "written.")
+
+
+def test_a_write_that_fails_for_another_reason_does_not_blame_the_disk_space(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder should be")
+    path = blocker / "s.json"
+    storage = AtomicStorage(path)
+    with pytest.raises(StoreError) as err:
+        storage.write({"t": {}})
+    assert str(err.value) == (
+        f"could not write {path}: Not a directory; check that its folder can be written "
+        "(permissions, a read-only or failing disk), then sync again")
+    assert storage.data is None  # nothing kept in memory as if written
+
+
+def test_a_file_that_cannot_be_stored_for_another_reason_says_so(tmp_path):
+    from agent.store.blobs import Blobs
+
+    (tmp_path / "tmp").mkdir()
+    files = tmp_path / "files"
+    files.write_text("a file where the files folder should be")
+    with pytest.raises(StoreError) as err:
+        Blobs(tmp_path, files, tmp_path / "tmp").put(Attachment("a.pdf", data=b"%PDF"), "a.pdf")
+    assert str(err.value) == (
+        f"could not store 'a.pdf' in {files}: Not a directory; check that the folder can be "
+        "written (permissions, a read-only or failing disk), then sync again")
+    assert list((tmp_path / "tmp").iterdir()) == []  # no half file left

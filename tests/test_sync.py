@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import secrets as secrets_module
 import stat
+import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -198,13 +201,15 @@ class ProbeSettings(Settings):
     env_token: Secret | None = None
     pages: int = 2
     per_page: int = 2
-    fail: Literal["", "auth", "transient", "rate", "source", "store", "crash"] = ""
+    fail: Literal["", "auth", "transient", "rate", "source", "store", "crash", "reset",
+                  "nospace", "quota"] = ""
     fail_after: int = 0
     no_cursor: bool = False
     from_owner: bool = False
     edition: int = 0
     bad_records: int = 0  # a first page with this many things that are not records
     warnings: int = 0  # distinct warnings to report (each twice)
+    stranger: bool = False  # mail from someone not (yet) a contractor: files not downloaded
 
 
 class ProbeBase(Connector[ProbeSettings]):
@@ -232,11 +237,14 @@ class ProbeBase(Connector[ProbeSettings]):
         owner = Identity("email", "owner@example.com")
         sender, recipient = (owner, maria) if self.settings.from_owner else (maria, owner)
         edition = f" (edition {self.settings.edition})" if self.settings.edition else ""
+        attachment = Attachment(f"d{page}{i}.png", data=rid.encode(), remote_id="1")
+        if self.settings.stranger:
+            sender = Identity("email", "ana@example.com", name="Ana")
+            attachment = Attachment(f"d{page}{i}.png", remote_id="1", status="not_downloaded")
         return Message(remote_id=rid, sent_at=datetime(2026, 2, 3, 10, page, i, tzinfo=UTC),
                        sender=sender, recipients=(recipient,),
                        subject=f"draft {page}.{i}{edition}", thread_remote_id="<t@x>",
-                       attachments=(Attachment(f"d{page}{i}.png", data=rid.encode(),
-                                               remote_id="1"),))
+                       attachments=(attachment,), extra={"at": f"{page}-{i}"})
 
     def _fail(self) -> None:
         token = self.settings.token.get_secret_value()
@@ -254,10 +262,15 @@ class ProbeBase(Connector[ProbeSettings]):
             raise SourceError(text)
         if kind == "store":
             raise StoreError(text)
+        if kind in OS_ERRORS:
+            raise OSError(OS_ERRORS[kind], text)
         raise RuntimeError(text)
 
     def close(self) -> None:
         CLOSED.append(self.context.source)
+
+
+OS_ERRORS = {"reset": errno.ECONNRESET, "nospace": errno.ENOSPC, "quota": errno.EDQUOT}
 
 
 def bad_page_records(count: int) -> list[Any]:
@@ -689,3 +702,220 @@ def test_warnings_are_kept_distinct_and_bounded(tmp_path):
     expected = [f"no access to folder {n}" for n in range(20)]
     assert result.ok and result.warnings == expected
     assert engine.store.source_state("one")["warnings"] == expected
+
+
+def other_day_zone() -> str:
+    """A time zone whose date differs from the UTC date right now (UTC-12 before noon UTC,
+    UTC+14 after): a first-sync day taken from the local clock would show."""
+    return "Etc/GMT+12" if datetime.now(UTC).hour < 12 else "Etc/GMT-14"
+
+
+def test_first_import_cut_off_default_explicit_and_off(tmp_path, monkeypatch):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY}})
+    assert engine.store.first_sync_day() is None and engine.store.review_since() == ""
+    monkeypatch.setenv("TZ", other_day_zone())
+    time.tzset()
+    try:
+        today = datetime.now(UTC).date().isoformat()
+        assert datetime.now().date().isoformat() != today
+        assert engine.sync_all()[0].ok
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    # default: the UTC day of the first sync, recorded once; the work dated before it
+    # is stored as handled
+    assert engine.store.first_sync_day() == today and engine.store.review_since() == today
+    assert engine.store.deliverables()
+    assert all(d["review_status"] != "unreviewed" for d in engine.store.deliverables())
+    explicit = probe_engine(tmp_path, {"one": {"token": CANARY}},
+                            agent="review_since = 2026-01-06")
+    explicit.sync_all()
+    assert explicit.store.review_since() == "2026-01-06"
+    assert explicit.store.first_sync_day() == today  # the recorded default is kept
+    off = probe_engine(tmp_path, {"one": {"token": CANARY}}, agent="review_since = false")
+    off.sync_all()
+    assert off.store.review_since() == ""
+    default_again = probe_engine(tmp_path, {"one": {"token": CANARY}})
+    default_again.sync_all()
+    assert default_again.store.review_since() == today
+
+
+def test_first_import_cut_off_is_none_for_a_store_that_synced_before(tmp_path):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY}}, agent="review_since = false")
+    engine.sync_all()
+    default = probe_engine(tmp_path, {"one": {"token": CANARY}})
+    default.sync_all()  # an upgrade: the default cut-off comes after the store's first sync
+    assert default.store.first_sync_day() == "" and default.store.review_since() == ""
+
+
+def test_promoted_sender_files_are_fetched_again_then_forgotten(tmp_path):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY, "stranger": True},
+                                     "two": {"token": CANARY, "stranger": True, "pages": 0}},
+                          agent="review_since = false")
+    CONTEXTS.clear()
+    assert [r.messages_new for r in engine.sync_all()] == [4, 0]
+    assert [c.refetch for c in CONTEXTS] == [[], []] and engine.store.deliverables() == []
+    with engine.store.writing():
+        engine.store.add_contractor("Ana", [Identity("email", "ana@example.com")])
+        engine.store.update_source_state("one", cursor={})  # the probe reads them again
+    assert engine.store.source_state("one")["backfill"] == ["email:ana@example.com"]
+    assert engine.store.source_state("two")["backfill"] == ["email:ana@example.com"]
+    CONTEXTS.clear()
+    engine.should_stop = lambda: True
+    stopped = engine.sync_source(engine.config.source("one"))
+    assert stopped.stopped
+    expected = [{"at": f"{page}-{i}"} for page in range(2) for i in range(2)]  # oldest first
+    assert CONTEXTS[0].refetch == expected
+    # a sync cut short may not have fetched them all: the backfill stays asked for
+    assert engine.store.source_state("one")["backfill"] == ["email:ana@example.com"]
+    engine.should_stop = lambda: False
+    CONTEXTS.clear()
+    assert all(r.ok for r in engine.sync_all())
+    assert CONTEXTS[0].refetch == expected and CONTEXTS[1].refetch == []
+    assert engine.store.source_state("one")["backfill"] == []
+    assert engine.store.source_state("two")["backfill"] == []
+
+
+def test_context_outside_a_sync_has_a_scratch_folder_of_its_own(tmp_path):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY}},
+                          agent="max_attachment_mb = 0.25")
+    source = engine.config.source("one")
+    outside = engine.context_for(source)
+    syncing = engine.context_for(source, syncing=True)
+    assert outside.scratch_dir == engine.store.tmp_dir / ".outside-sync" / "one"
+    assert stat.S_IMODE(outside.scratch_dir.stat().st_mode) == 0o700
+    assert syncing.scratch_dir == engine.store.tmp_dir / "one"
+    for context in (outside, syncing):
+        assert (context.source, context.platform) == ("one", "probe")
+        assert context.max_attachment_bytes == 256 * 1024
+        assert context.refetch == [] and dict(context.state) == {}
+
+
+@pytest.mark.parametrize("kind", sorted(OS_ERRORS))
+def test_an_os_error_from_the_plugin_is_reported_by_what_it_means(tmp_path, kind, caplog):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY, "fail": kind, "fail_after": 1}})
+    with caplog.at_level(logging.DEBUG, logger="retainer.sync"):
+        (result,) = engine.sync_all()
+    (traceback,) = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert traceback.getMessage() == "traceback for one"  # what "-v" shows
+    shown = logging.Formatter().format(traceback)  # the CLI's filter may have scrubbed it
+    assert "Traceback (most recent call last)" in shown
+    assert f"{type(OSError(OS_ERRORS[kind], '')).__name__}: [Errno" in shown
+    assert result.ok is False and result.pages == 1
+    assert engine.store.source_state("one")["cursor"] == {"n": 1}  # the first page stays
+    if kind == "reset":
+        assert result.error_kind == "error"
+        assert result.error == (
+            f"unexpected ConnectionResetError: [Errno {errno.ECONNRESET}] token *** refused (a bug in the "
+            "plugin, or a problem with the disk; run with -v for details) "
+            '(platform "probe" comes from plugin "ProbePlugin")')
+    else:  # a full disk (or quota) is transient: the next sync goes on
+        assert result.error_kind == "transient"
+        assert result.error == (
+            f"no space left in {engine.store.data_dir}; free some disk space: the next sync "
+            "goes on from the last committed page")
+    assert engine.store.source_state("one")["error_kind"] == result.error_kind
+
+
+@pytest.mark.parametrize("kind", sorted(OS_ERRORS))
+def test_strict_mode_raises_an_os_error_unless_the_disk_is_full(tmp_path, kind):
+    probe = probe_engine(tmp_path, {"one": {"token": CANARY, "fail": kind}})
+    host = make_plugin_host(entrypoints=False, strict=True, extra=[ProbePlugin()])
+    engine = SyncEngine(probe.config, host, probe.store)
+    if kind == "reset":  # a plugin author sees the traceback
+        with pytest.raises(OSError, match="refused"):
+            engine.sync_all()
+    else:
+        (result,) = engine.sync_all()
+        assert result.ok is False and result.error_kind == "transient"
+
+
+KILLED_SYNC = """
+import os, signal, sys
+sys.path.insert(0, {cwd!r})
+from pathlib import Path
+import tests.support.feed as feed
+from agent import hookimpl
+from agent.config import load_config
+from agent.plugins import make_plugin_host
+from agent.store import Store
+from agent.sync import SyncEngine
+
+where, source = sys.argv[1], sys.argv[2]
+
+def audit(event, args):
+    # just before the first page's cursor (with its journal) replaces meta.json
+    if (where == "cursor" and event == "os.rename" and str(args[1]).endswith("/meta.json")
+            and b"announcing" in Path(args[0]).read_bytes()):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+class Killer:
+    @hookimpl
+    def records_stored(self, batch):
+        if where == "hook":  # the first page committed, not announced yet
+            os.kill(os.getpid(), signal.SIGKILL)
+
+host = make_plugin_host(entrypoints=False, extra=[feed, Killer()])
+config = load_config(Path({config!r}), host)
+sys.addaudithook(audit)
+SyncEngine(config, host, Store(config.data_dir)).sync_all([source])
+"""
+
+
+@pytest.mark.parametrize(("where", "source", "page"), [
+    ("cursor", "feed", 3), ("hook", "feed", 3),
+    ("hook", "other", 1)])  # a newsletter: a message, no deliverable
+def test_a_page_committed_by_a_killed_sync_is_announced_once_by_the_next(
+        tmp_path, caplog, where, source, page):
+    config = make_config(tmp_path)
+    script = textwrap.dedent(KILLED_SYNC.format(cwd=str(Path.cwd()), config=str(config)))
+    killed = subprocess.run([sys.executable, "-c", script, where, source], capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    store = Store(tmp_path / "data")
+    assert len(store.messages(source=source)) == page  # the first page is in
+    pending = store.source_state(source)["pending"]
+    assert pending["stage"] == ("committing" if where == "cursor" else "announcing")
+    assert len(pending["messages"]) == page
+    recorder = Recorder()
+    engine = engine_for(tmp_path, recorder)
+    with caplog.at_level(logging.INFO, logger="retainer.sync"):
+        assert engine.sync_all([source])[0].ok
+    files = page if source == "feed" else 0
+    assert f"{source}: announcing {page} messages and {files} deliverables an interrupted " \
+        "sync stored" in [r.getMessage() for r in caplog.records]
+    announced = [m["id"] for b in recorder.batches for m in b.messages]
+    stored = [m["id"] for m in engine.store.messages(source=source)]
+    assert sorted(announced) == sorted(stored) and len(stored) == (7 if files else 1)
+    assert {b.source for b in recorder.batches} == {source}
+    delivered = [d["id"] for b in recorder.batches for d in b.deliverables]
+    assert sorted(delivered) == sorted(d["id"] for d in engine.store.deliverables())
+    assert engine.store.source_state(source)["pending"] is None
+
+
+def test_a_sync_with_nothing_new_writes_only_its_outcome(tmp_path, monkeypatch):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY},
+                                     "empty": {"token": CANARY, "pages": 0}})
+    assert engine.sync_all(["one"])[0].messages_new == 4
+    for name in ("one", "empty"):  # the cursor at the end; a source with nothing at all
+        spy = fsspy.install(monkeypatch)
+        (result,) = engine.sync_all([name])
+        assert result.ok and result.pages == 0
+        written = [Path(c.dest).name for c in spy.calls if c.kind == "replace"]
+        assert written == ["meta.json"]  # the outcome, no journal
+        monkeypatch.undo()
+    assert "pending" not in engine.store.source_state("empty")
+
+
+def test_a_stopped_sync_leaves_no_journal_and_nothing_is_announced_twice(tmp_path):
+    recorder = Recorder()
+    engine = engine_for(tmp_path, recorder)
+    engine.should_stop = lambda: True
+    stopped = engine.sync_source(engine.config.source("feed"))
+    assert stopped.stopped and stopped.pages == 1
+    assert engine.store.source_state("feed")["pending"] is None  # announced, journal closed
+    engine.should_stop = lambda: False
+    assert engine.sync_all(["feed"])[0].ok
+    announced = [m["id"] for b in recorder.batches for m in b.messages]
+    assert sorted(announced) == sorted(m["id"] for m in engine.store.messages(source="feed"))
+    assert len(announced) == 7

@@ -45,10 +45,13 @@ def contractors_list(app: App, as_json: bool) -> None:
 
 @contractors.command("candidates")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--ignored", "show_ignored", is_flag=True,
+              help="Only those ignored in the dashboard (hidden otherwise).")
 @click.pass_obj
-def contractors_candidates(app: App, as_json: bool) -> None:
+def contractors_candidates(app: App, as_json: bool, show_ignored: bool = False) -> None:
     """People who wrote but are not on the roster (promote them with `contractors add`)."""
-    docs = sorted(app.store().candidates(), key=lambda d: d.get("last_seen") or "", reverse=True)
+    docs = sorted(app.store().candidates(ignored=show_ignored),
+                  key=lambda d: d.get("last_seen") or "", reverse=True)
     if as_json:
         emit_json(docs)
         return

@@ -22,8 +22,10 @@ Modules, one concern each: ``folder`` (files, caches, write lock, schema, sync s
 (one page of records staged as documents), ``documents`` and ``ids`` (document shapes),
 ``versions`` (versions of one piece of work), ``blobs`` (kept files), ``core`` (the
 write path and :class:`Store`), ``storage`` (atomic TinyDB files), ``layout`` (shards and
-their summaries), ``workflow`` (reviews, templates, outbox), ``memory`` (the in-memory
-store for tests).
+their summaries), ``activity`` and ``counts`` (views derived from the shards, cached per
+shard file), ``workflow`` (reviews, templates, outbox), ``memory`` (the in-memory store
+for tests). What the read side returns is typed in :mod:`agent.models`
+(``MessageRecord``, ``DeliverableRecord``, ...).
 
 Every file is replaced atomically; writes from several processes are serialized by a
 file lock and caches are reloaded when another process replaced a file.

@@ -80,7 +80,9 @@ class Blobs:
                               "free some disk space: the next sync goes on from the "
                               "last committed page") from None
             raise StoreError(f"could not store {filename!r} in {self.files_dir}: "
-                             f"{exc.strerror}; free some disk space and sync again") from None
+                             f"{exc.strerror}; check that the folder can be written "
+                             "(permissions, a read-only or failing disk), then sync again"
+                             ) from None
 
     def sync(self) -> None:
         """Make the names of files written since the last call durable (one fsync)."""

@@ -9,10 +9,14 @@ contractor is a candidate. Merging keeps the merged contractor as a pointer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 from agent.errors import StoreError
+from agent.files import fsync_dir
 from agent.models import CONTRACTOR_STATUSES, ContractorRecord, Identity, IdentityRecord
 from agent.store.documents import now_utc
 from agent.store.folder import StoreFolder
@@ -20,6 +24,8 @@ from agent.store.ids import contractor_id_for
 from agent.store.storage import iso, json_safe
 
 MERGE_HOPS = 10  # how many ``merged_into`` pointers are followed, at most
+IGNORED_FILE = "web/ignored.json"  # where older dashboards kept ignored candidates
+log = logging.getLogger("retainer.store")
 
 
 def check_status(status: str) -> None:
@@ -48,11 +54,55 @@ def identity_doc(identity: Identity, current: IdentityRecord | None,
         "contractor_id": None,
     }
     doc["contractor_id"] = contractor_id
+    if contractor_id:  # on the roster now: no longer an ignored candidate
+        cast("dict[str, Any]", doc).pop("ignored", None)
     if identity.name and not doc.get("name"):
         doc["name"] = identity.name
     if identity.profile_url:
         doc["profile_url"] = identity.profile_url
     return doc
+
+
+def mark_ignored(doc: Mapping[str, Any], ignored: bool) -> dict[str, Any]:
+    """An identity document with the owner's "ignore this candidate" set or cleared."""
+    out = dict(doc)
+    if ignored:
+        out["ignored"] = True
+    else:
+        out.pop("ignored", None)
+    return out
+
+
+def adopt_ignored_file(store: StoreFolder) -> None:
+    """Move the candidates the dashboard once kept ignored in ``DATA/web/ignored.json``
+    into the store (the ``ignored`` mark on each identity), then remove the file.
+
+    Under the store's write lock; the roster is written (atomically) before the file is
+    removed, so a kill in between only means doing it again at the next open."""
+    import orjson
+
+    path = store.data_dir / IGNORED_FILE
+    store._acquire_lock()
+    try:
+        try:
+            keys = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return  # another process moved it meanwhile
+        except orjson.JSONDecodeError:
+            keys = []
+        if not isinstance(keys, list):
+            keys = []
+        wanted = {k.strip().lower() for k in keys if isinstance(k, str)}
+        identities = store.roster_shard.docs("identities")
+        docs = [mark_ignored(d, True) for d in identities
+                if d["key"] in wanted and not d.get("contractor_id") and not d.get("ignored")]
+        if docs:
+            store.roster_shard.upsert_many("identities", docs, "key")
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+        log.info("moved %d ignored candidates from %s into the store", len(docs), path)
+    finally:
+        store._lock.release()
 
 
 def seen_at(doc: IdentityRecord, stamp: str | None) -> None:
@@ -130,6 +180,11 @@ class Roster:
 class RosterStore(StoreFolder):
     """The store's roster operations (``roster.json``); writers hold :meth:`writing`."""
 
+    def __init__(self, data_dir: Path, *, create: bool = True) -> None:
+        super().__init__(data_dir, create=create)
+        if os.path.isfile(self.data_dir / IGNORED_FILE):  # kept by an older dashboard
+            adopt_ignored_file(self)
+
     def roster(self) -> Roster:
         return Roster(self.identities(), self.contractors(include_merged=True))
 
@@ -140,8 +195,30 @@ class RosterStore(StoreFolder):
     def identities(self) -> list[IdentityRecord]:
         return cast("list[IdentityRecord]", self.roster_shard.docs("identities"))
 
-    def candidates(self) -> list[IdentityRecord]:
-        return [d for d in self.identities() if not d.get("contractor_id")]
+    def candidates(self, *, ignored: bool | None = False) -> list[IdentityRecord]:
+        """Identities on no contractor's roster: those the owner did not ignore (the
+        default), only the ignored ones (``ignored=True``), or all (``ignored=None``)."""
+        return [d for d in self.identities() if not d.get("contractor_id")
+                and (ignored is None or bool(d.get("ignored")) == ignored)]
+
+    def ignore_candidates(self, keys: Iterable[str], *, ignored: bool = True
+                          ) -> list[IdentityRecord]:
+        """Hide candidates from the candidates listings (``ignored=False``: show them
+        again), in one atomic write of the roster. Hold :meth:`writing`. A key that is no
+        candidate (unknown, or on a contractor's roster) is refused before anything is
+        written; promoting an ignored candidate clears the mark."""
+        roster = self.roster()
+        changed = []
+        for key in dict.fromkeys(k.strip().lower() for k in keys):
+            doc = roster.identities.get(key)
+            if doc is None or doc.get("contractor_id"):
+                raise StoreError(f"{key} is not a candidate; see `retainer contractors "
+                                 "candidates`")
+            if bool(doc.get("ignored")) != ignored:
+                changed.append(mark_ignored(doc, ignored))
+        if changed:
+            self.roster_shard.upsert_many("identities", changed, "key")
+        return cast("list[IdentityRecord]", changed)
 
     def find_contractor(self, ref: str) -> ContractorRecord:
         """Find a contractor by id (or unique id prefix), exact name, or identity."""

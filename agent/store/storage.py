@@ -177,8 +177,9 @@ class AtomicStorage(Storage):  # type: ignore[misc]
                 raise NoSpace(f"no space left in {folder} (writing {self.path.name}); "
                                  "free some disk space: the next sync goes on from the "
                                  "last committed page") from None
-            raise StoreError(f"could not write {self.path}: {exc.strerror}; "
-                             "free some disk space and sync again") from None
+            raise StoreError(f"could not write {self.path}: {exc.strerror}; check that its "
+                             "folder can be written (permissions, a read-only or failing "
+                             "disk), then sync again") from None
         self.data = data
         self.stamp = file_stamp(self.path)
 

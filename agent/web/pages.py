@@ -8,21 +8,20 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from bisect import bisect_left
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import orjson
 from flask import Flask, Response, abort, flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
 from agent.errors import ConfigError, RetainerError, StoreError
-from agent.files import write_private
 from agent.stats import parse_time
-from agent.store import Store
+from agent.store.core import version_label
 from agent.web import previews as pv
+from agent.web.cache import ReadModel
 from agent.web.context import WebContext
 
 if TYPE_CHECKING:
@@ -94,115 +93,49 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
 
         return load_config(ctx.config_path, ctx.host if validate else None)
 
-    # -- shared reads (memoized per state of the store, see agent.web.cache) -------------
+    # -- shared reads (the read model of agent.web.cache, refreshed once per request) --------
 
-    def stamp() -> Any:
-        if "stamp" not in g:
-            g.stamp = access.fingerprint()
-        return g.stamp
+    def model() -> ReadModel:
+        if "model" not in g:
+            g.model = access.model()
+        return g.model  # type: ignore[no-any-return]
 
-    def facts_of(store: Store, at: Any) -> Any:
-        from agent.stats import Facts
+    def queue_row(doc: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+        row = dict(doc, contractor=names.get(doc.get("contractor_id") or ""),
+                   task=doc.get("title") or "", version_label=version_label(doc))
+        row["file_kind"] = _file_kind(doc)
+        row["preview"] = pv.kind_of(doc)
+        received = parse_time(doc.get("received_at"))
+        row["_ts"] = received.timestamp() if received else None
+        return row
 
-        return access.memo("facts", lambda: Facts.load(store), at)
-
-    def roster_of(store: Store, at: Any) -> list[dict[str, Any]]:
-        from agent.stats import roster_rows as rows
-
-        return access.memo(  # type: ignore[no-any-return]
-            "roster", lambda: rows(store, facts_of(store, at)), at)
-
-    def queue_of(store: Store, at: Any, overdue_after: timedelta) -> dict[str, dict[str, Any]]:
-        from agent.review import queue
-
-        def compute() -> dict[str, dict[str, Any]]:
-            rows = {}
-            for row in queue(store, overdue_after=overdue_after):
-                row["file_kind"] = _file_kind(row)
-                row["preview"] = pv.kind_of(row)
-                received = parse_time(row.get("received_at"))
-                row["_ts"] = received.timestamp() if received else None
-                rows[row["id"]] = row
-            return rows
-
-        return access.memo(f"queue:{overdue_after.total_seconds()}", compute, at)  # type: ignore[no-any-return]
-
-    def deliverables_of(store: Store, at: Any) -> dict[str, dict[str, Any]]:
-        return access.memo(  # type: ignore[no-any-return]
-            "deliverables", lambda: {d["id"]: d for d in store.deliverables()}, at)
-
-    def messages_of(store: Store, at: Any) -> dict[str, list[dict[str, Any]]]:
-        return access.memo("messages", lambda: _messages_by_contractor(store), at)  # type: ignore[no-any-return]
-
-    def report_of(store: Store, at: Any, period: timedelta) -> dict[str, Any]:
-        from agent.report import build
-
-        return access.memo(f"report:{period.total_seconds()}",  # type: ignore[no-any-return]
-                           lambda: build(store, since=period, facts=facts_of(store, at)), at)
+    def queue_rows() -> dict[str, dict[str, Any]]:
+        return model().queue(queue_row)
 
     def facts() -> Any:
-        return facts_of(access.store, stamp())
+        return model().facts()
 
     def roster_rows() -> list[dict[str, Any]]:
-        return roster_of(access.store, stamp())
-
-    def queue_rows(overdue_after: timedelta) -> dict[str, dict[str, Any]]:
-        return queue_of(access.store, stamp(), overdue_after)
+        return model().roster_rows()
 
     def all_deliverables() -> dict[str, dict[str, Any]]:
-        return deliverables_of(access.store, stamp())
+        return model().deliverable_map()
 
     def deliverable(ref: str) -> dict[str, Any]:
-        """One deliverable by id (from the memo), else by prefix (from the store)."""
+        """One deliverable by id (from the read model), else by prefix (from the store)."""
         found = all_deliverables().get(ref)
         return found if found is not None else dict(access.store.deliverable(ref))
 
-    def warm(store: Store) -> None:
-        """What the next pages need, computed ahead (agent.web.cache runs it after writes)."""
-        from agent.config.file import quick_config
+    def report_of(period: timedelta) -> dict[str, Any]:
+        return model().report(period)
 
-        at = access.fingerprint()
-        queue_of(store, at, quick_config(ctx.config_path).review_overdue)
-        deliverables_of(store, at)
-        roster_of(store, at)
-        report_of(store, at, timedelta(days=90))
-        messages_of(store, at)
+    def warm(m: ReadModel) -> None:
+        """What the first pages need, read ahead when the dashboard starts."""
+        m.queue(queue_row)
+        m.roster_rows()
+        m.report(timedelta(days=90))
 
-    access.set_warmer(warm)
-
-    def reviewed(docs: Sequence[Mapping[str, Any]], at_before: Any) -> None:
-        """Inside a write: patch the memos a review changes, so the queue stays warm."""
-        for key, data in access.entries(at_before):
-            if key == "deliverables":
-                for doc in docs:
-                    old = data.get(doc["id"])
-                    if old is not None:
-                        data[doc["id"]] = dict(old, review_status=doc["review_status"],
-                                               review=doc["review"])
-                access.patched(key)
-            elif key.startswith("queue:"):
-                for doc in docs:
-                    if doc["review_status"] != "unreviewed":
-                        data.pop(doc["id"], None)
-                access.patched(key)
-            elif key == "messages":
-                access.patched(key)
-
-    def unchanged(*keys: str) -> None:
-        """Inside a write: these memos do not depend on what is written."""
-        for key in keys:
-            access.patched(key)
-
-    def ignored_path() -> Path:
-        from agent.web.security import web_dir
-
-        return web_dir(ctx.data_dir) / "ignored.json"
-
-    def ignored() -> set[str]:
-        try:
-            return set(orjson.loads(ignored_path().read_bytes()))
-        except (FileNotFoundError, orjson.JSONDecodeError, TypeError):
-            return set()
+    access.warm(warm)
 
     # -- the review queue ------------------------------------------------------------------
 
@@ -214,33 +147,35 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     def queue_page() -> str:
         with ctx.lock:
             config = quick()
-            rows = list(queue_rows(config.review_overdue).values())
-            names = {c["id"]: c["name"] for c in access.store.contractors()}
+            rows = list(queue_rows().values())
+            contractors, sources, times = model().memo(
+                "queue_facets", ("deliverables", "names"), lambda: _facets(rows, model().names))
         wanted = {k: request.args.get(k, "") for k in ("contractor", "source", "kind")}
         only_overdue = request.args.get("overdue") == "1"
         late_before = time.time() - config.review_overdue.total_seconds()
-        late = {r["id"] for r in rows if r["_ts"] is not None and r["_ts"] < late_before}
-        shown = [r for r in rows
-                 if (not wanted["contractor"] or r.get("contractor_id") == wanted["contractor"])
-                 and (not wanted["source"] or r.get("source") == wanted["source"])
-                 and (not wanted["kind"] or r["file_kind"] == wanted["kind"])
-                 and (not only_overdue or r["id"] in late)]
+
+        def late(row: dict[str, Any]) -> bool:
+            return row["_ts"] is not None and row["_ts"] < late_before
+
+        shown = rows if not any(wanted.values()) and not only_overdue else [
+            r for r in rows
+            if (not wanted["contractor"] or r.get("contractor_id") == wanted["contractor"])
+            and (not wanted["source"] or r.get("source") == wanted["source"])
+            and (not wanted["kind"] or r["file_kind"] == wanted["kind"])
+            and (not only_overdue or late(r))]
         pages = max(1, math.ceil(len(shown) / PAGE_SIZE))
         page = min(max(1, request.args.get("page", 1, type=int) or 1), pages)
-        items = [dict(r, overdue=r["id"] in late)
-                 for r in shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]]
+        items = [dict(r, overdue=late(r)) for r in shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]]
         filters = {k: v for k, v in wanted.items() if v}
         if only_overdue:
             filters["overdue"] = "1"
         here = url_for("queue_page") + "?" + urlencode(
             dict(filters, page=str(page)) if page > 1 else filters)
-        contractors = sorted({(r.get("contractor_id") or "", names.get(r.get("contractor_id") or "")
-                               or "(not on the roster)") for r in rows}, key=lambda p: p[1].lower())
         return render_template(
             "queue.html", title="Review queue", items=items, total=len(rows), shown=len(shown),
-            overdue=len(late), page=page, pages=pages,
+            overdue=bisect_left(times, late_before), page=page, pages=pages,
             filters=filters, wanted=wanted, only_overdue=only_overdue, here=here,
-            contractors=contractors, sources=sorted({r["source"] for r in rows}), kinds=KINDS,
+            contractors=contractors, sources=sources, kinds=KINDS,
             overdue_after=_duration(config.review_overdue), query=urlencode(filters))
 
     @app.get("/queue/<deliverable_id>")
@@ -248,8 +183,8 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         with ctx.lock:
             config = quick()
             doc = deliverable(deliverable_id)
-            names = {c["id"]: c["name"] for c in access.store.contractors()}
-            row = queue_rows(config.review_overdue).get(doc["id"])
+            names = model().names
+            row = queue_rows().get(doc["id"])
         late_before = time.time() - config.review_overdue.total_seconds()
         item = dict(row, overdue=row["_ts"] is not None and row["_ts"] < late_before) if row \
             else dict(doc, contractor=names.get(doc.get("contractor_id") or ""), overdue=False,
@@ -306,14 +241,11 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
                     "deliverable_id": current["id"], "contractor_id": current.get("contractor_id"),
                 }
             with access.writing() as store:
-                before = access.fingerprint()
-                docs = wf.record_reviews(store, [(current, {
+                wf.record_reviews(store, [(current, {
                     "status": status, "rating": rating, "feedback": feedback, "cost": cost,
                     "hours": hours, "when": None})])
                 if sent_entry is not None:
                     wf.record_sent(store, sent_entry, deliverable_id=current["id"])
-                    docs = [store.stored_deliverable(current["id"]) or docs[0]]
-                reviewed(docs, before)
         verdict = "approved" if status == "approved" else "changes requested"
         flash(f"{current['filename']}: {verdict}" + (f", {rating}/5" if rating else "")
               + ("; the reply was sent" if sent_entry else ""))
@@ -330,15 +262,12 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
             flash("Tick the items to approve first.")
             return redirect(back, 303)
         with ctx.lock:
-            config = quick()
-            waiting = queue_rows(config.review_overdue)
+            waiting = queue_rows()
             chosen = [waiting[i] for i in dict.fromkeys(ids) if i in waiting]
             with access.writing() as store:
-                before = access.fingerprint()
-                docs = wf.record_reviews(store, [(doc, {
+                wf.record_reviews(store, [(doc, {
                     "status": "approved", "rating": rating, "feedback": "", "when": None})
                     for doc in chosen])
-                reviewed(docs, before)
         flash(f"Approved {len(chosen)} item{'s' if len(chosen) != 1 else ''}"
               + (f" ({len(ids) - len(chosen)} were already reviewed)" if len(chosen) < len(ids)
                  else ""))
@@ -382,17 +311,13 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
 
     @app.get("/contractors")
     def roster_page() -> str:
-        from agent.suggest import rank
-
         sort = request.args.get("sort", "name")
         sort = sort if sort in SORTS else "name"
         descending = request.args.get("order", "asc") == "desc"
         task = request.args.get("task", "").strip()[:200]
         with ctx.lock:
             rows = list(roster_rows())
-            suggestions = access.memo(  # ranking reads every deliverable: once per task
-                f"suggest:{task.lower()}", lambda: rank(task, rows, facts()), stamp()) \
-                if task else []
+            suggestions = model().suggest(task) if task else []
 
         def key(row: dict[str, Any]) -> tuple[bool, Any]:
             value = row.get(sort)
@@ -407,20 +332,18 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
 
     @app.get("/contractors/<contractor_id>")
     def contractor_page(contractor_id: str) -> str:
-        from agent.store import workflow as wf
-
         with ctx.lock:
-            store = access.store
-            doc = store.find_contractor(contractor_id)
+            m = model()
+            doc = access.store.find_contractor(contractor_id)
             cid = doc["id"]
-            row = next((r for r in roster_rows() if r["id"] == cid), dict(doc))
-            roster = store.roster()
-            identities = [roster.identities.get(k, {"key": k}) for k in doc.get("identities", [])]
-            work = [d for d in all_deliverables().values() if d.get("contractor_id") == cid]
-            messages = messages_of(store, stamp()).get(cid, [])
-            reviews = [r for r in facts().reviews if r.get("contractor_id") == cid]
-            sent = [s for s in wf.sent_instructions(store) if s.get("contractor_id") == cid]
-            templates = wf.templates(store)
+            row = m.roster_row(cid) or dict(doc)
+            assert m.roster is not None
+            identities = [m.roster.identities.get(k, {"key": k}) for k in doc.get("identities", [])]
+            work = m.deliverables_of(cid)
+            messages, message_count = m.messages_of(cid)
+            reviews = m.reviews_of(cid)
+            sent = [s for s in m.instructions() if s.get("contractor_id") == cid]
+            templates = m.templates()
         timeline = sorted(
             [{"at": m.get("sent_at") or "", "what": "message", "doc": m} for m in messages]
             + [{"at": d.get("received_at") or "", "what": "deliverable", "doc": d} for d in work]
@@ -429,7 +352,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         return render_template("contractor.html", title=doc["name"], c=doc, row=row,
                                identities=identities, timeline=timeline, reviews=reviews[-50:],
                                sent=sent, templates=templates, work_count=len(work),
-                               message_count=len(messages))
+                               message_count=message_count)
 
     @app.post("/contractors/<contractor_id>/status")
     def contractor_status(contractor_id: str) -> Any:
@@ -441,7 +364,6 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         with ctx.lock, access.writing() as store:
             doc = store.update_contractor(store.find_contractor(contractor_id)["id"],
                                           status=status)
-            unchanged("messages", "deliverables")
         flash(f"{doc['name']} is now {doc['status']}")
         return redirect(url_for("contractor_page", contractor_id=doc["id"]), 303)
 
@@ -486,7 +408,6 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
                                                      route[0], message))
             with access.writing() as wstore:
                 saved = wf.record_instruction(wstore, entry)
-                unchanged("messages", "deliverables", "queue:")
         flash(f"{doc['name']} v{version['version']} "
               f"{'sent' if mode == 'send' else 'recorded'} to {contractor['name']} ({saved['id']})")
         return redirect(url_for("contractor_page", contractor_id=contractor["id"]), 303)
@@ -497,12 +418,11 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     def candidates_page() -> str:
         show_ignored = request.args.get("ignored") == "1"
         with ctx.lock:
-            hidden = ignored()
-            docs = sorted(access.store.candidates(), key=lambda d: d.get("last_seen") or "",
-                          reverse=True)
-        shown = [d for d in docs if (d["key"] in hidden) == show_ignored]
+            docs = access.store.candidates(ignored=None)
+        shown = sorted((d for d in docs if bool(d.get("ignored")) == show_ignored),
+                       key=lambda d: d.get("last_seen") or "", reverse=True)
         return render_template("candidates.html", title="Candidates", docs=shown[:500],
-                               total=len(shown), hidden=len(hidden & {d["key"] for d in docs}),
+                               total=len(shown), hidden=sum(bool(d.get("ignored")) for d in docs),
                                show_ignored=show_ignored)
 
     @app.post("/candidates/promote")
@@ -530,13 +450,8 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     def ignore() -> Any:
         key = request.form.get("key", "").strip().lower()
         undo = request.form.get("undo") == "1"
-        with ctx.lock, access.writing():
-            keys = ignored()
-            if undo:
-                keys.discard(key)
-            else:
-                keys.add(key)
-            write_private(ignored_path(), orjson.dumps(sorted(keys)))
+        with ctx.lock, access.writing() as store:
+            store.ignore_candidates([key], ignored=not undo)
         flash(f"{key} is {'shown again' if undo else 'ignored'}")
         return redirect(_next_url(url_for("candidates_page")), 303)
 
@@ -545,7 +460,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     def report_doc(since_text: str) -> dict[str, Any]:
         from agent.report import parse_since
 
-        return report_of(access.store, stamp(), parse_since(since_text))
+        return report_of(parse_since(since_text))
 
     @app.get("/report")
     def report_page() -> str:
@@ -579,7 +494,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
         config = full_config(validate=False)
         with ctx.lock:
             states = access.store.source_states()
-            counts = access.store.counts()
+            counts = model().counts()
         rows = []
         for source in config.sources:
             state = states.get(source.name, {})
@@ -609,11 +524,10 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     @app.get("/templates")
     def templates_page() -> str:
         from agent.instructions import STARTER
-        from agent.store import workflow as wf
 
         with ctx.lock:
-            docs = wf.templates(access.store)
-            sent = wf.sent_instructions(access.store)
+            docs = model().templates()
+            sent = model().instructions()
         counts: dict[str, int] = {}
         for s in sent:
             counts[s.get("template", "")] = counts.get(s.get("template", ""), 0) + 1
@@ -651,9 +565,17 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
                     t["name"] == name.lower() for t in wf.templates(store)):
                 raise StoreError(f'a template "{name}" exists; open it to edit it')
             doc = wf.save_template(store, name, text, skill=skill, subject=subject)
-            unchanged("messages", "deliverables", "queue:", "facts", "roster", "report:")
         flash(f"{doc['name']}: version {doc['versions'][-1]['version']} saved")
         return redirect(url_for("template_page", name=doc["name"]), 303)
+
+
+def _facets(rows: list[dict[str, Any]], names: dict[str, str]
+            ) -> tuple[list[tuple[str, str]], list[str], list[float]]:
+    """The queue's filter choices (contractors, sources) and its received times, sorted."""
+    contractors = sorted({(r.get("contractor_id") or "", names.get(r.get("contractor_id") or "")
+                           or "(not on the roster)") for r in rows}, key=lambda p: p[1].lower())
+    times = sorted(r["_ts"] for r in rows if r["_ts"] is not None)
+    return contractors, sorted({r["source"] for r in rows}), times
 
 
 def _every(value: timedelta) -> str:
@@ -669,20 +591,6 @@ def _duration(value: timedelta) -> str:
     from agent.web.filters import hours
 
     return hours(value.total_seconds() / 3600)
-
-
-def _messages_by_contractor(store: Store, limit: int = 200) -> dict[str, list[dict[str, Any]]]:
-    """Each contractor's newest messages (the fields the timeline shows), in one pass."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for doc in store.iter_messages():
-        cid = doc.get("contractor_id")
-        if cid:
-            out.setdefault(cid, []).append({k: doc.get(k) for k in (
-                "id", "sent_at", "direction", "subject", "source")})
-    for docs in out.values():
-        docs.sort(key=lambda d: d.get("sent_at") or "", reverse=True)
-        del docs[limit:]
-    return out
 
 
 def _file_path(ctx: WebContext, doc: dict[str, Any]) -> Path | None:

@@ -3,12 +3,13 @@
     .venv/bin/python tests/mutation/run.py                      # every module in [tool.mutmut]
     .venv/bin/python tests/mutation/run.py agent/secrets.py     # one module
     .venv/bin/python tests/mutation/run.py --children 2 --keep  # reuse mutants/ from a last run
+    .venv/bin/python tests/mutation/run.py --rerun agent/sync.py  # only what was not killed
 
 mutmut (configured in pyproject.toml, [tool.mutmut]) copies the code to ``mutants/``,
 records which of the selected tests reach each function, and runs, for each mutant, only
 those tests. This script runs it under ``nice`` for one module at a time and prints the
 mutation score per module and the mutants that survived. It is a documented check
-(docs/mutation-testing.md), not part of CI: a full run takes tens of minutes.
+(docs/mutation-testing.md), not part of CI: a full run takes well over an hour.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 DETECTED = {"killed", "timeout", "caught by type check", "segfault"}
 MISSED = {"survived", "no tests", "suspicious"}
-
 
 def configured_modules() -> list[str]:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
@@ -55,15 +55,23 @@ def statuses(prefix: str) -> dict[str, str]:
     return found
 
 
+def rerun_names(module: str) -> list[str]:
+    """The mutants of ``module`` that a last run did not detect (or did not reach)."""
+    return sorted(n for n, s in statuses(prefix_of(module)).items() if s not in DETECTED)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="paths like agent/files.py (default: all)")
     parser.add_argument("--children", type=int, default=1, help="parallel mutants (default 1)")
     parser.add_argument("--keep", action="store_true",
                         help="reuse mutants/ (and its test map) from the last run")
+    parser.add_argument("--rerun", action="store_true",
+                        help="run again only the mutants the last run did not detect (after "
+                             "adding tests; implies --keep)")
     args = parser.parse_args()
     modules = args.modules or configured_modules()
-    if not args.keep:
+    if not args.keep and not args.rerun:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     (ROOT / "mutants").mkdir(exist_ok=True)
     rows: list[tuple[str, int, int, float, Counter[str]]] = []
@@ -71,7 +79,9 @@ def main() -> int:
         prefix = prefix_of(module)
         log = ROOT / "mutants" / f"run-{prefix.rstrip('.')}.log"
         started = time.monotonic()
-        mutmut("run", "--max-children", str(args.children), prefix + "*", log=log)
+        names = rerun_names(module) if args.rerun else [prefix + "*"]
+        if names:
+            mutmut("run", "--max-children", str(args.children), *names, log=log)
         minutes = (time.monotonic() - started) / 60
         found = statuses(prefix)
         counts = Counter(found.values())

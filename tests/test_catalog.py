@@ -1,0 +1,318 @@
+"""The shard catalog (agent/store/layout.py) on its own, over real shard files.
+
+What the store relies on: a new document goes to the open shard until it holds
+``shard_docs`` documents or ``SHARD_BYTES`` bytes; a document is found by id in the shard
+that holds it, before and after the id map is built; summaries say what a shard holds
+and are rebuilt from the shard whenever they do not match it; another process's writes
+are seen unless the folder's generation says nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agent.store import layout
+from agent.store.layout import Catalog, chain_key, doc_size, shard_docs, shard_name, shard_number
+from agent.store.storage import Shard, file_stamp
+
+
+def make_catalog(root: Path, folder: str = "messages", *, disk: bool = True,
+                 reads: list[str] | None = None) -> Catalog:
+    """A catalog over ``root/folder``; the names of the shards it reads go to ``reads``."""
+    shard_dir, index_dir = root / folder, root / "index" / folder
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    if not index_dir.exists():
+        index_dir.mkdir(parents=True)
+
+    def reader(name: str) -> Shard:
+        if reads is not None:
+            reads.append(name)
+        return Shard(shard_dir / f"{name}.json")
+
+    return Catalog(folder, shard_dir, index_dir, reader, disk=disk)
+
+
+def store_docs(cat: Catalog, docs: list[dict[str, Any]],
+               threads: list[dict[str, Any]] = ()) -> dict[str, list[str]]:
+    """Write documents as the store does: each to the shard holding it, else a placed one."""
+    table = layout.TABLES[cat.folder][0]
+    cat.will_write()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        out.setdefault(cat.where(doc["id"]) or cat.place(doc), []).append(doc)
+    for name, group in out.items():
+        shard = Shard(cat.shard_dir / f"{name}.json")
+        batches = [(table, group, "id")]
+        if threads and cat.folder == "messages":
+            batches.append(("threads", list(threads), "id"))
+        shard.upsert_tables(batches)
+        cat.written(name, shard)
+    cat.forget_pending()
+    cat.flush()
+    return {name: [d["id"] for d in group] for name, group in out.items()}
+
+
+def message(n: int, **extra: Any) -> dict[str, Any]:
+    return {"id": f"m{n:04d}", "source": "inbox", "identity": "email:maria@example.com",
+            "contractor_id": "c_maria", "sent_at": f"2026-03-{1 + n % 28:02d}T10:00:00",
+            "thread_id": f"t{n % 3}", **extra}
+
+
+def deliverable(n: int, **extra: Any) -> dict[str, Any]:
+    return {"id": f"d{n:04d}", "source": "inbox", "identity": "email:maria@example.com",
+            "contractor_id": "c_maria", "received_at": f"2026-03-{1 + n:02d}T10:00:00",
+            "review_status": "unreviewed", "thread_id": "t1", "work": "logo", **extra}
+
+
+def test_shard_names_numbers_and_sizes():
+    assert shard_name(7) == "s000007" and shard_name(1234567) == "s1234567"
+    assert [shard_number(n) for n in ("s000012", "s1234567", "s12345", "2024-05", "x000001")] \
+        == [12, 1234567, 0, 0, 0]
+    assert (shard_docs("messages"), shard_docs("deliverables")) == (1000, 250)
+    doc = {"id": "m1", "subject": "é"}
+    assert doc_size(doc) == len(orjson.dumps(doc)) + 12
+    odd = {"id": "m2", "when": {1, 2}}  # not JSON: still sized, by its repr
+    assert doc_size(odd) == len(repr(odd)) + 12
+    big = {"id": 2**70}  # too big for orjson
+    assert doc_size(big) == len(repr(big)) + 12
+
+
+def test_chain_key_needs_identity_place_and_work():
+    full = {"identity": "email:a@x", "thread_id": "t1", "work": "logo"}
+    assert chain_key(full) == "email:a@x|t1|logo"
+    contract = {"identity": "upwork:7", "extra": {"contract_remote_id": "c9"}, "work": "logo"}
+    assert chain_key(contract) == "upwork:7|c9|logo"
+    assert chain_key({**contract, "thread_id": "t2"}) == "upwork:7|t2|logo"  # thread first
+    for missing in ("identity", "thread_id", "work"):
+        assert chain_key({k: v for k, v in full.items() if k != missing}) is None
+    assert chain_key({**full, "thread_id": None, "extra": None}) is None
+
+
+def test_summary_of_a_deliverable_shard(tmp_path):
+    cat = make_catalog(tmp_path, "deliverables")
+    docs = [
+        deliverable(3),
+        deliverable(1, review_status="approved", version=2, version_of="d0009"),
+        deliverable(2, identity="email:sam@example.com", contractor_id=None, source=None,
+                    work="banner"),
+        deliverable(4, version=1, received_at="2026-03-09T10:00:00"),  # same time, lower
+        deliverable(5, thread_id=None, identity=None),  # no chain
+    ]
+    docs[3]["received_at"] = docs[0]["received_at"]
+    store_docs(cat, docs)
+    summary = layout.summarize("deliverables", Shard(cat.shard_dir / "s000001.json"))
+    assert summary["ids"] == ["d0001", "d0002", "d0003", "d0004", "d0005"]
+    assert summary["identities"] == ["email:maria@example.com", "email:sam@example.com"]
+    assert summary["sources"] == ["", "inbox"]
+    assert summary["contractors"] == ["c_maria"]
+    assert (summary["first"], summary["last"]) == ("2026-03-02T10:00:00", "2026-03-06T10:00:00")
+    assert summary["unreviewed"] == ["d0003", "d0002", "d0004", "d0005"]  # shard order
+    assert summary["version"] == layout.SUMMARY_VERSION and summary["stamp"] is None
+    logo = "email:maria@example.com|t1|logo"
+    assert summary["chains"] == {
+        logo: {"key": logo, "latest": "d0004", "latest_at": "2026-03-04T10:00:00",
+               "version": 1, "root": "d0004"},
+        "email:sam@example.com|t1|banner": {
+            "key": "email:sam@example.com|t1|banner", "latest": "d0002",
+            "latest_at": "2026-03-03T10:00:00", "version": 1, "root": "d0002"},
+    }
+    assert "threads" not in summary
+
+
+def test_latest_version_wins_by_time_then_version(tmp_path):
+    cat = make_catalog(tmp_path, "deliverables")
+    when = "2026-03-05T10:00:00"
+    store_docs(cat, [deliverable(1, received_at=when, version=3, version_of="d0000"),
+                     deliverable(2, received_at=when, version=2),
+                     deliverable(3, received_at="2026-03-01T10:00:00", version=9)])
+    (chain,) = layout.summarize("deliverables",
+                                Shard(cat.shard_dir / "s000001.json"))["chains"].values()
+    assert (chain["latest"], chain["version"], chain["root"]) == ("d0001", 3, "d0000")
+    assert cat.chain(chain["key"]) == chain
+    assert cat.chain("nobody|t|x") is None
+
+
+def test_summary_of_a_message_shard_keeps_its_threads(tmp_path):
+    cat = make_catalog(tmp_path)
+    threads = [{"id": "t0", "first_at": "a", "last_at": "b"}, {"id": "t1", "first_at": "c"}]
+    store_docs(cat, [message(1), message(2, sent_at=None)], threads)
+    summary = layout.summarize("messages", Shard(cat.shard_dir / "s000001.json"))
+    assert (summary["first"], summary["last"]) == ("", "2026-03-02T10:00:00")
+    assert summary["threads"] == {t["id"]: t for t in threads}
+    assert "unreviewed" not in summary and "chains" not in summary
+    assert cat.threads("s000001") == {t["id"]: t for t in threads}
+
+
+def test_new_documents_fill_the_open_shard_then_start_the_next(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "SHARD_DOCS", 3)
+    cat = make_catalog(tmp_path)
+    placed = store_docs(cat, [message(n) for n in range(5)])  # one page across two shards
+    assert placed == {"s000001": ["m0000", "m0001", "m0002"], "s000002": ["m0003", "m0004"]}
+    placed = store_docs(cat, [message(n) for n in range(3, 8)])  # two kept where they are
+    assert placed == {"s000002": ["m0003", "m0004", "m0005"], "s000003": ["m0006", "m0007"]}
+    assert cat.names() == ["s000001", "s000002", "s000003"]
+    assert [cat.shards[n]["count"] for n in cat.names()] == [3, 3, 2]
+
+
+def test_shards_roll_by_bytes_and_a_big_document_gets_one_alone(tmp_path, monkeypatch):
+    small, big = message(1), message(2, text="x" * 3000)
+    monkeypatch.setattr(layout, "SHARD_BYTES", doc_size(small) * 2 + 1)
+    for disk in (True, False):
+        cat = make_catalog(tmp_path / str(disk), disk=disk)
+        placed = store_docs(cat, [message(1), message(3), message(4)])
+        assert placed == {"s000001": ["m0001", "m0003"], "s000002": ["m0004"]}
+        assert store_docs(cat, [big]) == {"s000003": ["m0002"]}  # full: would not fit
+        assert store_docs(cat, [message(5)]) == {"s000004": ["m0005"]}
+    assert cat.shards["s000003"]["bytes"] == doc_size(big)  # in memory: counted, not stat'ed
+    assert not list((tmp_path / "False" / "index").rglob("*.*"))  # no summaries on disk
+
+
+def test_placement_counts_documents_placed_but_not_written_yet(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "SHARD_DOCS", 2)
+    cat = make_catalog(tmp_path)
+    assert [cat.place(message(n)) for n in range(5)] == [
+        "s000001", "s000001", "s000002", "s000002", "s000003"]
+    cat.forget_pending()  # the page was not written
+    assert cat.place(message(9)) == "s000001"
+
+
+def test_lookup_by_id_before_and_after_the_map_is_built(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "SHARD_DOCS", 4)
+    monkeypatch.setattr(layout, "MAP_AFTER", 3)
+    cat = make_catalog(tmp_path)
+    store_docs(cat, [message(n) for n in range(10)])
+    fresh = make_catalog(tmp_path)  # another process: bisection, then the map
+    expected = {f"m{n:04d}": f"s{1 + n // 4:06d}" for n in range(10)}
+    for _ in range(2):
+        assert {i: fresh.where(i) for i in expected} == expected
+        assert fresh.where("m9999") is None and fresh.where("") is None
+    assert fresh._where is not None  # built, and kept up to date by the writes
+    store_docs(fresh, [message(n) for n in range(10, 13)])
+    assert fresh.where("m0010") == fresh.where("m0011") == "s000003"
+    assert fresh.where("m0012") == "s000004"
+    assert list(fresh.ids()) == [*sorted(expected), "m0010", "m0011", "m0012"]
+
+
+def test_summaries_and_side_files_describe_their_shard(tmp_path):
+    cat = make_catalog(tmp_path)
+    store_docs(cat, [message(n) for n in (2, 1)], [{"id": "t1"}])
+    shard = cat.shard_dir / "s000001.json"
+    stamp = list(file_stamp(shard) or ())
+    summary = json.loads((cat.index_dir / "s000001.json").read_bytes())
+    assert summary["stamp"] == stamp and summary["count"] == 2
+    assert summary["version"] == layout.SUMMARY_VERSION
+    assert "ids" not in summary and "threads" not in summary  # kept beside it
+    ids = json.loads((cat.index_dir / "s000001.ids.json").read_bytes())
+    assert ids == {"version": layout.SUMMARY_VERSION, "stamp": stamp, "ids": ["m0001", "m0002"]}
+    threads = json.loads((cat.index_dir / "s000001.threads.json").read_bytes())
+    assert threads["threads"] == {"t1": {"id": "t1"}} and threads["stamp"] == stamp
+    assert not (cat.index_dir / "s000001.chains.json").exists()
+    reads: list[str] = []
+    fresh = make_catalog(tmp_path, reads=reads)  # another process: the summaries will do
+    assert fresh.names() == ["s000001"] and fresh.where("m0002") == "s000001"
+    assert list(fresh.threads("s000001")) == ["t1"] and fresh.shards["s000001"]["count"] == 2
+    assert reads == []
+
+
+def test_summaries_that_do_not_match_are_rebuilt(tmp_path):
+    cat = make_catalog(tmp_path)
+    store_docs(cat, [message(n) for n in range(4)], [{"id": "t1"}])
+    index = cat.index_dir
+    for damage in ("version", "stamp", "garbage", "lost"):
+        summary = json.loads((index / "s000001.json").read_bytes())
+        if damage == "version":
+            summary["version"] = layout.SUMMARY_VERSION - 1
+            summary["count"] = 99
+        elif damage == "stamp":
+            summary["stamp"] = [1, 2, 3]
+            summary["count"] = 99
+        (index / "s000001.json").write_bytes(
+            b"{" if damage == "garbage" else json.dumps(summary).encode())
+        if damage == "lost":
+            for path in index.iterdir():
+                path.unlink()
+        fresh = make_catalog(tmp_path)
+        assert fresh.names() == ["s000001"] and fresh.shards["s000001"]["count"] == 4
+        assert fresh.shard_ids("s000001") == ["m0000", "m0001", "m0002", "m0003"]
+        assert list(fresh.threads("s000001")) == ["t1"]
+        rebuilt = json.loads((index / "s000001.json").read_bytes())
+        assert rebuilt["count"] == 4 and rebuilt["version"] == layout.SUMMARY_VERSION
+
+
+@pytest.mark.parametrize("kind", ["ids", "threads"])
+def test_a_stale_side_file_is_rebuilt_from_the_shard(tmp_path, kind):
+    cat = make_catalog(tmp_path)
+    store_docs(cat, [message(n) for n in range(3)], [{"id": "t1"}])
+    side = cat.index_dir / f"s000001.{kind}.json"
+    stale = json.loads(side.read_bytes())
+    stale["stamp"] = [0, 0, 0]
+    stale[kind] = ["m9999"] if kind == "ids" else {"t9": {}}
+    side.write_bytes(json.dumps(stale).encode())
+    fresh = make_catalog(tmp_path)
+    assert fresh.where("m0002") == "s000001" and fresh.where("m9999") is None
+    assert list(fresh.threads("s000001")) == ["t1"]
+
+
+def test_another_process_writes_are_seen_unless_the_folder_is_unchanged(tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setattr(layout, "SHARD_DOCS", 2)
+    reader, writer = make_catalog(tmp_path), make_catalog(tmp_path)
+    assert reader.names() == []
+    store_docs(writer, [message(n) for n in range(3)])
+    generation = (tmp_path / "index" / "messages.generation").read_bytes()
+    assert generation.startswith(b"clean:")
+    assert reader.names() == ["s000001", "s000002"] and reader.where("m0002") == "s000002"
+    # unchanged clean generation: nothing is looked at again (a shard dropped in by hand
+    # is not seen) ...
+    Shard(tmp_path / "messages" / "s000003.json").upsert_many("messages", [message(7)])
+    assert reader.names() == ["s000001", "s000002"]
+    # ... until a writer marks the folder: then every shard is
+    writer.will_write()
+    assert (tmp_path / "index" / "messages.generation").read_bytes().startswith(b"dirty:")
+    assert reader.names() == ["s000001", "s000002", "s000003"]
+    assert reader.where("m0007") == "s000003"
+    writer.flush()
+    assert (tmp_path / "index" / "messages.generation").read_bytes() != generation
+    (tmp_path / "messages" / "s000003.json").unlink()
+    (tmp_path / "index" / "messages.generation").unlink()  # lost: look at every shard
+    assert reader.names() == ["s000001", "s000002"] and reader.where("m0007") is None
+
+
+def test_shards_are_kept_in_number_order_past_a_million(tmp_path):
+    cat = make_catalog(tmp_path)
+    for name in ("s1000000", "s999999", "s000002", "2024-05"):
+        Shard(cat.shard_dir / f"{name}.json").upsert_many("messages", [message(len(name))])
+    (cat.shard_dir / "s000003.json.tmp").write_text("{}")
+    (cat.shard_dir / "s000004").write_text("{}")
+    assert cat.names() == ["s000002", "s999999", "s1000000"]
+    assert cat.place(message(1)) == "s1000000"  # the open shard is the last by number
+
+
+def test_a_read_only_index_still_answers(tmp_path):
+    cat = make_catalog(tmp_path)
+    store_docs(cat, [message(1)])
+    index = cat.index_dir
+    for path in index.iterdir():
+        path.unlink()
+    index.rmdir()
+    index.write_text("not a folder")  # every summary write fails with an OSError
+    reads: list[str] = []
+    fresh = make_catalog(tmp_path, reads=reads)
+    assert fresh.names() == ["s000001"] and fresh.where("m0001") == "s000001"
+    assert index.read_text() == "not a folder" and reads == ["s000001"]
+    store_docs(fresh, [message(2)])  # writing goes on; only the summaries are not kept
+    assert fresh.where("m0002") == "s000001"
+
+
+def test_in_memory_catalog_writes_nothing(tmp_path):
+    cat = make_catalog(tmp_path, disk=False)
+    store_docs(cat, [message(1)])
+    cat.refresh()
+    assert cat.names() == ["s000001"] and cat.where("m0001") == "s000001"
+    assert not list((tmp_path / "index").rglob("*.*"))
+    assert cat.shards["s000001"]["stamp"] is None

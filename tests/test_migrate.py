@@ -1,0 +1,192 @@
+"""The upgrade from one shard per month (schema 1) to bounded shards (agent/store/migrate.py).
+
+Month files are written here as Retainer with schema 1 wrote them (TinyDB JSON), so each
+case can hold what a real old store may: a message re-fetched under another month, thread
+entries in the month files, messages without a thread, a killed earlier upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.files import TMP_PREFIX
+from agent.store import Store, layout, migrate
+from agent.store.migrate import _thread_entries
+from tests.support import fsspy
+
+
+def tinydb(**tables: list[dict[str, Any]]) -> bytes:
+    return json.dumps({t: {str(i + 1): d for i, d in enumerate(docs)}
+                       for t, docs in tables.items()}).encode()
+
+
+def message(n: int, month: str, thread: str | None = "t1", **extra: Any) -> dict[str, Any]:
+    return {"id": f"m{n:03d}", "source": "inbox", "platform": "imap", "remote_id": f"<{n}@x>",
+            "thread_id": thread, "thread_remote_id": f"<{thread}@x>", "subject": f"s{n}",
+            "identity": "email:maria@example.com", "contractor_id": None, "direction": "in",
+            "sent_at": f"{month}-{10 + n % 10:02d}T09:00:00+00:00", "attachments": [],
+            **extra}
+
+
+def deliverable(n: int, month: str) -> dict[str, Any]:
+    return {"id": f"d{n:03d}", "source": "inbox", "identity": "email:maria@example.com",
+            "received_at": f"{month}-{10 + n % 10:02d}T09:00:00+00:00",
+            "review_status": "approved" if n % 2 else "unreviewed", "filename": f"f{n}.png"}
+
+
+def old_store(data: Path, months: dict[str, dict[str, list[dict[str, Any]]]],
+              deliverables: dict[str, list[dict[str, Any]]] | None = None,
+              *, version: int = 1) -> Path:
+    """A data folder as schema 1 left it: ``{month: {table: docs}}`` per month file."""
+    root = data / "store"
+    for folder in ("messages", "deliverables", "index/messages", "index/deliverables"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for month, tables in months.items():
+        (root / "messages" / f"{month}.json").write_bytes(tinydb(**tables))
+    for month, docs in (deliverables or {}).items():
+        (root / "deliverables" / f"{month}.json").write_bytes(tinydb(deliverables=docs))
+    (root / "meta.json").write_bytes(tinydb(
+        meta=[{"name": "schema", "version": version}],
+        sources=[{"source": "inbox", "cursor": "uid:9"}]))
+    return root
+
+
+def shard_tables(root: Path, folder: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    return {p.stem: {t: list(docs.values()) for t, docs in json.loads(p.read_bytes()).items()}
+            for p in sorted((root / folder).glob("s*.json"))}
+
+
+def test_month_files_become_bounded_shards_each_document_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "SHARD_DOCS", 3)
+    monkeypatch.setattr(layout, "DELIVERABLE_SHARD_DOCS", 2)
+    may, june, july = "2024-05", "2024-06", "2024-07"
+    months = {
+        may: {"messages": [message(1, may), message(2, may, thread=None), message(3, may)],
+              "threads": [{"id": "t1", "subject": "from the month file", "identity": None}]},
+        june: {"messages": [message(4, june, thread="t2", identity=None),
+                            message(1, june),  # re-fetched under a later month
+                            message(5, june, thread="t2"), message(6, june)]},
+        july: {"messages": [message(7, july)], "threads": []},
+    }
+    old_store(tmp_path, months, {may: [deliverable(1, may), deliverable(2, may)],
+                                 june: [deliverable(3, june), deliverable(1, june)]})
+    store = Store(tmp_path)
+    root = store.root
+    assert sorted(p.name for p in (root / "messages").iterdir()) == [
+        "s000001.json", "s000002.json", "s000003.json"]
+    shards = shard_tables(root, "messages")
+    assert {name: [d["id"] for d in t["messages"]] for name, t in shards.items()} == {
+        "s000001": ["m001", "m002", "m003"], "s000002": ["m004", "m005", "m006"],
+        "s000003": ["m007"]}
+    assert shards["s000001"]["messages"][0]["sent_at"].startswith(may)  # the first copy kept
+    # one thread entry per thread and shard, spanning the shard's messages; the month
+    # file's entry is the base when it has one; an identity comes from the messages
+    assert shards["s000001"]["threads"] == [{
+        "id": "t1", "subject": "from the month file", "identity": "email:maria@example.com",
+        "first_at": "2024-05-11T09:00:00+00:00", "last_at": "2024-05-13T09:00:00+00:00"}]
+    assert sorted(shards["s000002"]["threads"], key=lambda t: t["id"]) == [
+        {"id": "t1", "source": "inbox", "platform": "imap", "remote_id": "<t1@x>",
+         "subject": "s6", "identity": "email:maria@example.com",
+         "first_at": "2024-06-16T09:00:00+00:00", "last_at": "2024-06-16T09:00:00+00:00"},
+        {"id": "t2", "source": "inbox", "platform": "imap", "remote_id": "<t2@x>",
+         "subject": "s4", "identity": "email:maria@example.com",
+         "first_at": "2024-06-14T09:00:00+00:00", "last_at": "2024-06-15T09:00:00+00:00"}]
+    assert {name: [d["id"] for d in t["deliverables"]]
+            for name, t in shard_tables(root, "deliverables").items()} == {
+        "s000001": ["d001", "d002"], "s000002": ["d003"]}
+    assert json.loads((root / "meta.json").read_bytes())["meta"]["1"] == {
+        "name": "schema", "version": 2}
+    assert store.source_state("inbox")["cursor"] == "uid:9"  # carried as it was
+    assert [m["id"] for m in Store(tmp_path).messages()] == [
+        "m007", "m006", "m005", "m004", "m003", "m002", "m001"]
+    assert len(Store(tmp_path).deliverables(unreviewed=True)) == 1
+    assert all(name.startswith("s") for name in os.listdir(root / "index" / "messages"))
+
+
+def test_shards_roll_by_bytes_during_the_upgrade(tmp_path, monkeypatch):
+    may = "2024-05"
+    docs = [message(n, may, text="x" * 500) for n in range(5)]
+    monkeypatch.setattr(migrate, "SHARD_BYTES", layout.doc_size(docs[0]) * 2)
+    old_store(tmp_path, {may: {"messages": docs}})
+    root = Store(tmp_path).root
+    assert [[d["id"] for d in t["messages"]] for t in shard_tables(root, "messages").values()] \
+        == [["m000", "m001"], ["m002", "m003"], ["m004"]]
+
+
+def test_a_killed_upgrade_is_started_again_from_the_month_files(tmp_path):
+    may = "2024-05"
+    root = old_store(tmp_path, {may: {"messages": [message(1, may), message(2, may)]}})
+    (root / "messages" / "s000007.json").write_bytes(tinydb(messages=[message(9, may)]))
+    (root / "deliverables" / "s000001.json").write_bytes(tinydb(deliverables=[]))
+    (root / "index" / "messages" / "s000007.json").write_bytes(b"{}")
+    (root / "messages" / f"{TMP_PREFIX}x").write_bytes(b"half a shard")
+    (root / "messages" / "notes.json").write_bytes(b"{}")  # neither a month nor a shard
+    store = Store(tmp_path)
+    assert sorted(os.listdir(root / "messages")) == ["notes.json", "s000001.json"]
+    assert os.listdir(root / "deliverables") == []
+    assert not (root / "index" / "messages" / "s000007.json").exists()
+    assert [m["id"] for m in store.messages()] == ["m002", "m001"]
+
+
+def test_a_committed_upgrade_only_removes_the_month_files(tmp_path, monkeypatch):
+    """Killed after meta.json said schema 2: the new shards are the truth, kept as they are."""
+    may = "2024-05"
+    root = old_store(tmp_path, {may: {"messages": [message(1, may)]}},
+                     {may: [deliverable(1, may)]}, version=2)
+    shard = tinydb(messages=[message(5, may)])
+    (root / "messages" / "s000001.json").write_bytes(shard)
+    spy = fsspy.install(monkeypatch)
+    store = Store(tmp_path)
+    assert os.listdir(root / "messages") == ["s000001.json"]
+    assert os.listdir(root / "deliverables") == []
+    assert (root / "messages" / "s000001.json").read_bytes() == shard
+    assert [m["id"] for m in store.messages()] == ["m005"]
+    assert {str((root / f).resolve()) for f in ("messages", "deliverables")} <= set(
+        spy.dir_fsyncs())  # the deletions made durable
+
+
+def test_the_upgrade_writes_shards_durably_before_its_commit(tmp_path, monkeypatch):
+    may = "2024-05"
+    root = old_store(tmp_path, {may: {"messages": [message(1, may)]}},
+                     {may: [deliverable(1, may)]})
+    spy = fsspy.install(monkeypatch)
+    Store(tmp_path)
+    calls = spy.calls
+    commit = next(i for i, c in enumerate(calls)
+                  if c.kind == "replace" and c.dest.endswith("/meta.json"))
+    shard_writes = [i for i, c in enumerate(calls) if c.kind == "replace"
+                    and "/s000001.json" in c.dest and "/index/" not in c.dest]
+    assert len(shard_writes) == 2 and max(shard_writes) < commit
+    folders = {str((root / f).resolve()) for f in ("messages", "deliverables")}
+    synced_before = {c.path for c in calls[:commit] if c.kind == "fsync_dir"}
+    assert folders <= synced_before
+
+
+def test_nothing_to_upgrade_leaves_the_store_alone(tmp_path):
+    store = Store(tmp_path)
+    before = sorted(str(p) for p in store.root.rglob("*"))
+    migrate.upgrade(store)
+    assert sorted(str(p) for p in store.root.rglob("*")) == before
+
+
+@pytest.mark.parametrize("first_identity", [None, "email:sam@example.com"])
+def test_thread_entries_span_their_messages(first_identity):
+    docs = [message(3, "2024-05", identity=first_identity), message(1, "2024-05"),
+            message(2, "2024-05", thread=None), message(4, "2024-05", thread="t2", sent_at=None)]
+    entries = {e["id"]: e for e in _thread_entries(docs, {})}
+    assert set(entries) == {"t1", "t2"}
+    assert (entries["t1"]["first_at"], entries["t1"]["last_at"]) == (
+        "2024-05-11T09:00:00+00:00", "2024-05-13T09:00:00+00:00")
+    # the first message's identity, else the first one a later message has
+    assert entries["t1"]["identity"] == (first_identity or "email:maria@example.com")
+    assert entries["t1"]["subject"] == "s3" and entries["t1"]["remote_id"] == "<t1@x>"
+    assert (entries["t2"]["first_at"], entries["t2"]["last_at"]) == ("", "")
+    base = {"t1": {"id": "t1", "subject": "kept", "identity": "email:ana@example.com"}}
+    assert _thread_entries(docs[:2], base) == [{
+        "id": "t1", "subject": "kept", "identity": "email:ana@example.com",
+        "first_at": "2024-05-11T09:00:00+00:00", "last_at": "2024-05-13T09:00:00+00:00"}]
