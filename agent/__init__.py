@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent.connector import (
         Connector,
+        DemoContext,
+        DemoSource,
         LocalFolder,
         LocalPath,
         NoOptions,
@@ -47,8 +49,8 @@ __version__ = "0.1.0"
 # Names are imported on first use, so `import agent.errors` (and the command line's
 # start-up) does not pay for pydantic before it needs it.
 _LAZY = {
-    **dict.fromkeys(("Connector", "LocalFolder", "LocalPath", "NoOptions", "Platform",
-                     "Settings", "SourceContext"), "agent.connector"),
+    **dict.fromkeys(("Connector", "DemoContext", "DemoSource", "LocalFolder", "LocalPath",
+                     "NoOptions", "Platform", "Settings", "SourceContext"), "agent.connector"),
     **dict.fromkeys(("AuthError", "ConfigError", "PluginError", "RateLimited", "RetainerError",
                      "SourceError", "TransientError", "UnsupportedOperation"), "agent.errors"),
     **dict.fromkeys(("Attachment", "Contract", "Cursor", "Identity", "Message", "Outgoing",
@@ -68,7 +70,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Attachment", "AuthError", "ConfigError", "Connector", "Contract", "Cursor", "Identity",
+    "Attachment", "AuthError", "ConfigError", "Connector", "Contract", "Cursor", "DemoContext",
+    "DemoSource", "Identity",
     "LocalFolder", "LocalPath", "Message", "NoOptions", "Outgoing", "Page", "Platform", "PluginError",
     "RateLimited", "Record", "RetainerError", "Secret", "Settings", "SourceContext",
     "SourceError", "Submission", "TransientError", "UnsupportedOperation", "hookimpl",

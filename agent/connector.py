@@ -13,6 +13,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -188,6 +189,10 @@ class Platform:
         :class:`NoOptions` says the platform takes none, so any key there is a typo that
         ``retainer config check`` refuses. ``None`` (not declared): the keys pass unchecked,
         with a warning.
+    :param demo: what this platform adds to ``retainer demo``: given a
+        :class:`DemoContext`, a context manager that prepares sample data (files in the
+        demo's folder, a local stand-in server), yields the :class:`DemoSource` that reads
+        it, and stops what it started on exit. ``None``: the platform has no demo.
     """
 
     name: str
@@ -196,6 +201,44 @@ class Platform:
     description: str = ""
     signin: Callable[[Any, str], Any] | None = None
     options: type[BaseModel] | None = None
+    demo: Callable[[DemoContext], AbstractContextManager[DemoSource]] | None = None
+
+
+@dataclass(frozen=True)
+class DemoContext:
+    """What ``retainer demo`` hands a platform's ``demo`` factory.
+
+    :param folder: the demo's own folder (0700); put files in a subfolder of it.
+    :param now: the demo's "now"; generated dates end here, and the same ``now`` should
+        give the same data.
+    """
+
+    folder: Path
+    now: datetime
+
+
+@dataclass(frozen=True)
+class DemoSource:
+    """One source a platform adds to the demo's config.
+
+    :param name: the source's name, e.g. ``"demo-upwork"``.
+    :param settings: its ``[sources.settings]`` table: strings, numbers, booleans, lists
+        and one-level tables such as ``{"env": "NAME"}`` for a secret.
+    :param every: how often the daemon would sync it.
+    :param env: environment variables the settings name (secrets); set while the demo
+        runs, never written to the config.
+    :param authorize: writes the source's sign-in state (tokens) into the state folder
+        it is given, standing in for ``retainer auth``.
+    :param live: its data come from a server that stops when the demo ends; the source is
+        then disabled in the config, so later syncs skip it.
+    """
+
+    name: str
+    settings: Mapping[str, Any]
+    every: str = "15m"
+    env: Mapping[str, str] = field(default_factory=dict)
+    authorize: Callable[[Path], object] | None = None
+    live: bool = False
 
 
 class NoOptions(BaseModel):

@@ -1,8 +1,11 @@
-"""The bundled demo: a generated sample Maildir and the config that reads it.
+"""The bundled demo: the owner's story, their sample mail, and the config that reads it.
 
 ``retainer demo`` calls :func:`build_demo`, syncs the result and shows the review queue
-and the roster. Everything is generated from a fixed seed, so two builds with the same
-``now`` are byte for byte the same, and nothing is downloaded.
+and the roster. The data come from the platforms, through the plugin interface: each
+platform that offers a demo (``Platform.demo``) prepares its own, as the ``maildir``
+plugin files the sample mail of :func:`generate` into a Maildir and the marketplace
+plugins start their sandboxes. Everything is generated from a fixed seed, so two builds
+with the same ``now`` are byte for byte the same, and nothing is downloaded.
 
 The sample is the mailbox of Sam Carter, who runs a small online tea shop and works with
 ten freelancers by email: designers, a copywriter, developers, a translator, a
@@ -23,17 +26,20 @@ import random
 import struct
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from agent.connector import DemoContext, DemoSource
 from agent.files import ensure_private_dir
 
 if TYPE_CHECKING:
+    from agent.connector import Platform
     from agent.models import DeliverableRecord, MessageRecord
     from agent.store import Store
 
@@ -41,9 +47,7 @@ SEED = 20260105
 OWNER_NAME = "Sam Carter"
 OWNER = "sam@brightleaf-tea.example"
 OWNER_EMAILS = (OWNER, "orders@brightleaf-tea.example")
-SOURCE_NAME = "demo-mail"
 CONFIG_NAME = "retainer.toml"
-MAILDIR_NAME = "Maildir"
 DATA_NAME = "data"
 #: What ``configs/demo.toml`` is generated for (``retainer demo --dir ~/retainer-demo``).
 EXAMPLE_TARGET = "~/retainer-demo"
@@ -599,34 +603,32 @@ def _fix_boundaries(msg: EmailMessage) -> None:
             part.set_boundary(f"==demo-{digest}-{index}==")
 
 
-# -- writing the demo --------------------------------------------------------------------------
-
-
-def write_maildir(root: Path, now: datetime) -> int:
-    """Write the sample Maildir under ``root``; return the number of messages."""
-    messages = generate(now)
-    for folder in ("", ".Sent", ".Newsletters"):
-        for sub in ("cur", "new", "tmp"):
-            ensure_private_dir(root / folder / sub if folder else root / sub)
-    for number, (when, folder, seen, raw) in enumerate(messages):
-        directory = root / f".{folder}" if folder else root
-        stamp = int(when.timestamp())
-        base = f"{stamp}.M{number:04d}P1000.demo"
-        path = directory / ("cur" if seen else "new") / (f"{base}:2,S" if seen else base)
-        tmp = directory / "tmp" / base
-        tmp.write_bytes(raw)
-        tmp.chmod(0o600)
-        os.utime(tmp, (stamp, stamp))
-        tmp.rename(path)
-    return len(messages)
+# -- building the demo --------------------------------------------------------------------------
 
 
 def _toml(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def config_text(target: str | Path) -> str:
-    """The demo config for a demo built in ``target`` (paths as given)."""
+def _toml_table(values: Mapping[str, Any]) -> str:
+    """``key = value`` lines for a flat settings table (JSON literals are valid TOML here)."""
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"{key} = {{ {inner} }}")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+LIVE_ON = "enabled = true  # a sandbox that runs while `retainer demo` runs"
+LIVE_OFF = "enabled = false  # its sandbox stopped when `retainer demo` ended"
+
+
+def config_text(target: str | Path, sources: Sequence[tuple[str, DemoSource]] = ()) -> str:
+    """The demo config for a demo built in ``target`` (paths as given), reading
+    ``sources`` (``(platform, source)`` pairs; the live ones last)."""
     base = str(target).rstrip("/")
     lines = [
         "# Retainer demo configuration, written by `retainer demo` (agent/demo.py).",
@@ -656,21 +658,24 @@ def config_text(target: str | Path) -> str:
         if person.rate is not None:
             lines.append(f"rate = {person.rate}")
         lines.append("")
-    lines += [
-        "[[sources]]",
-        f"name = {_toml(SOURCE_NAME)}",
-        'platform = "maildir"',
-        'every = "5m"',
-        "[sources.settings]",
-        f"path = {_toml(base + '/' + MAILDIR_NAME)}",
-        "",
-    ]
-    return "\n".join(lines)
+    blocks: list[str] = []
+    for platform, source in sources:
+        block = (f"[[sources]]\nname = {_toml(source.name)}\nplatform = {_toml(platform)}\n"
+                 f"every = {_toml(source.every)}\n" + (f"{LIVE_ON}\n" if source.live else "")
+                 + "[sources.settings]\n" + _toml_table(source.settings))
+        if source.live and not any(LIVE_ON in b for b in blocks):
+            block = ("# Local marketplace sandboxes started by `retainer demo`; they are\n"
+                     "# gone when the demo ends, so these sources only sync during it.\n"
+                     + block)
+        blocks.append(block)
+    return "\n".join(lines) + "\n" + "\n".join(blocks)
 
 
 EXAMPLE_HEADER = """\
 # configs/demo.toml: what `retainer demo --dir ~/retainer-demo` writes (as retainer.toml in
-# that folder), kept here as an example; tests/test_demo.py checks that they match.
+# that folder) with only the maildir platform installed, kept here as an example;
+# tests/test_demo.py checks that they match. Platforms whose plugins offer a demo (the
+# Upwork and Freelancer.com sandboxes) add their sources below it while the demo runs.
 #
 # `retainer demo` builds the sample Maildir in the folder you name (default: a new
 # temporary folder) and writes this config with absolute paths to it:
@@ -682,33 +687,87 @@ EXAMPLE_HEADER = """\
 """
 
 
-def example_config_text() -> str:
-    """The content of ``configs/demo.toml``."""
-    return EXAMPLE_HEADER + config_text(EXAMPLE_TARGET)
+@dataclass
+class Demo:
+    """A built demo: its config and the sources the platforms added to it."""
+
+    config: Path
+    sources: list[tuple[str, DemoSource]]
+    skipped: dict[str, str] = field(default_factory=dict)  # platform -> why its demo failed
+
+    @property
+    def kept(self) -> list[str]:
+        """The sources whose data stay after the demo (files, such as the sample Maildir)."""
+        return [source.name for _, source in self.sources if not source.live]
+
+    @property
+    def live(self) -> list[str]:
+        """The sources whose servers run only while the demo runs."""
+        return [source.name for _, source in self.sources if source.live]
 
 
-def build_demo(target_dir: Path, *, now: datetime | None = None) -> Path:
-    """Write the sample Maildir and its config into ``target_dir``; return the config path.
+def build_demo(target_dir: Path, platforms: Iterable[Platform], stack: ExitStack, *,
+               now: datetime | None = None, strict: bool = False) -> Demo:
+    """Build the demo in ``target_dir``: every platform that offers a demo
+    (:attr:`agent.connector.Platform.demo`) prepares its sample data, then the config that
+    reads them is written. Their servers run until ``stack`` closes.
 
-    ``now`` anchors the message dates (default: the start of the current hour, so the
+    ``now`` anchors the sample dates (default: the start of the current hour, so the
     review queue shows realistic ages); the same ``now`` always gives the same bytes.
-    The data folder (``target_dir/data``) is where ``retainer sync`` will put the store.
+    A platform whose demo fails is skipped and named in :attr:`Demo.skipped` (raised with
+    ``strict``); the data folder (``target_dir/data``) is where ``retainer sync`` will put
+    the store.
     """
-    target_dir = ensure_private_dir(Path(target_dir).expanduser().resolve())
-    if now is None:
-        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    maildir = target_dir / MAILDIR_NAME
-    if maildir.exists() and any(maildir.iterdir()):
-        from agent.errors import ConfigError
-
-        raise ConfigError(f"{maildir} already exists; pick an empty folder for the demo "
-                          "(retainer demo --dir NEW_FOLDER)")
-    write_maildir(maildir, now)
-    config = target_dir / CONFIG_NAME
+    from agent.errors import ConfigError, PluginError
     from agent.files import write_private
 
-    write_private(config, config_text(target_dir).encode())
-    return config
+    target_dir = ensure_private_dir(Path(target_dir).expanduser().resolve())
+    config = target_dir / CONFIG_NAME
+    if config.exists():
+        raise ConfigError(f"{config} already exists; pick an empty folder for the demo "
+                          "(retainer demo --dir NEW_FOLDER)")
+    if now is None:
+        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    context = DemoContext(target_dir, now)
+    sources: list[tuple[str, DemoSource]] = []
+    skipped: dict[str, str] = {}
+    for platform in platforms:
+        if platform.demo is None:
+            continue
+        try:
+            source = stack.enter_context(platform.demo(context))
+            if not isinstance(source, DemoSource):
+                raise PluginError(f"its demo yielded a {type(source).__name__}, "
+                                  "not an agent.DemoSource")
+        except ConfigError:
+            raise
+        except Exception as exc:
+            if strict:
+                raise
+            skipped[platform.name] = f"{type(exc).__name__}: {exc}"
+            continue
+        sources.append((platform.name, source))
+    if not sources:
+        raise ConfigError("no installed platform offers a demo (the maildir plugin does); "
+                          "see `retainer plugins`")
+    sources.sort(key=lambda pair: (pair[1].live, pair[1].name))
+    for _, source in sources:
+        os.environ.update(source.env)
+    write_private(config, config_text(target_dir, sources).encode())
+    if any(source.authorize for _, source in sources):
+        from agent.store import Store
+
+        store = Store(target_dir / DATA_NAME)
+        for _, source in sources:
+            if source.authorize is not None:  # pre-issued tokens stand in for `retainer auth`
+                source.authorize(store.source_dir(source.name))
+    return Demo(config, sources, skipped)
+
+
+def finish_demo(demo: Demo) -> None:
+    """Once the servers stopped: disable the live sources, so later syncs skip them."""
+    if demo.live:
+        demo.config.write_text(demo.config.read_text().replace(LIVE_ON, LIVE_OFF))
 
 
 # -- the owner's history ------------------------------------------------------------------------
@@ -732,14 +791,16 @@ _TEMPLATE_FOR = {"logo": "design-brief", "ui": "design-brief", "photography": "d
                  "python": "dev-task", "javascript": "dev-task"}
 
 
-def seed_history(store: Store, now: datetime | None = None) -> dict[str, int]:
+def seed_history(store: Store, sources: Collection[str], now: datetime | None = None
+                 ) -> dict[str, int]:
     """Give the synced demo the owner's past work, read off the sample threads.
 
     Every delivery the owner already answered in its thread becomes a review at the time of
     the answer (approved when the answer says so, else changes requested) with a rating
     and the hours billed; every project's opening brief becomes an instruction sent from a
     template (two versions each). The newest deliveries stay in the review queue. Runs
-    once: a store that has reviews or instructions is left alone.
+    once: a store that has reviews or instructions is left alone. ``sources``: the
+    sources that read the sample mail (:attr:`Demo.kept`), not the sandboxes.
     """
     from agent.store import workflow as wf
 
@@ -750,7 +811,7 @@ def seed_history(store: Store, now: datetime | None = None) -> dict[str, int]:
     contractors = {c["id"]: c for c in store.contractors()}
     threads: dict[str, list[MessageRecord]] = {}
     for msg in store.iter_messages():
-        if msg.get("source") == SOURCE_NAME and msg.get("thread_id"):
+        if msg.get("source") in sources and msg.get("thread_id"):
             threads.setdefault(str(msg["thread_id"]), []).append(msg)
     for msgs in threads.values():
         msgs.sort(key=lambda m: str(m.get("sent_at") or ""))
@@ -760,7 +821,7 @@ def seed_history(store: Store, now: datetime | None = None) -> dict[str, int]:
         cid = doc.get("contractor_id")
         person = contractors.get(cid or "")
         thread_id = doc["thread_id"]
-        if doc.get("source") != SOURCE_NAME or person is None or not thread_id:
+        if doc.get("source") not in sources or person is None or not thread_id:
             continue
         answers = [m for m in threads.get(thread_id, [])
                    if m["direction"] == "out" and m["sent_at"] > (doc["received_at"] or "")]
@@ -803,7 +864,7 @@ def seed_history(store: Store, now: datetime | None = None) -> dict[str, int]:
                 "contractor_id": person["id"], "contractor_name": person["name"],
                 "task": str(opener.get("subject") or template), "subject": opener.get("subject"),
                 "text": current["versions"][version - 1]["text"], "sent": True,
-                "source": SOURCE_NAME, "to": opener.get("identity") or "",
+                "source": opener.get("source"), "to": opener.get("identity") or "",
                 "remote_id": opener.get("remote_id"), "sent_at": stamp})
     return {"reviews": len(reviews), "instructions": len(sent)}
 
@@ -812,5 +873,5 @@ def iso_days_ago(now: datetime, days: int) -> str:
     return (now - timedelta(days=days)).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-__all__ = ["CONTRACTORS", "OWNER_EMAILS", "build_demo", "config_text", "example_config_text",
+__all__ = ["CONTRACTORS", "OWNER_EMAILS", "Demo", "build_demo", "config_text", "finish_demo",
            "generate", "seed_history"]

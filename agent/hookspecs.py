@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from agent.connector import Platform
     from agent.mailformats import MailFormat
     from agent.notify import Notifier
-    from agent.sync import StoredBatch, SyncResult
+    from agent.syncresult import StoredBatch, SyncResult
 
 hookspec = pluggy.HookspecMarker("retainer")
 
@@ -65,7 +65,7 @@ def register_commands(cli: click.Group) -> None:
 def records_stored(batch: StoredBatch) -> None:
     """React to records the store has just committed (notifiers, classifiers, exporters).
 
-    :param batch: an :class:`agent.sync.StoredBatch` with the source name and the new or
+    :param batch: an :class:`agent.syncresult.StoredBatch` with the source name and the new or
         changed messages and deliverables, as the same JSON documents the CLI prints.
 
     Called after every committed page, inside the sync. Each implementation runs in its
@@ -77,7 +77,7 @@ def records_stored(batch: StoredBatch) -> None:
 def source_synced(result: SyncResult) -> None:
     """Learn how one source's sync ended, successfully or not.
 
-    :param result: an :class:`agent.sync.SyncResult` (source, counts, error, timings).
+    :param result: an :class:`agent.syncresult.SyncResult` (source, counts, error, timings).
 
     Called once per source after each sync, from ``retainer sync`` and the daemon.
     Exceptions are logged and ignored.
@@ -91,11 +91,18 @@ def register_notifiers(register: Callable[[str, type[Notifier]], None]) -> None:
     :param register: call it as ``register("pager", PagerNotifier)``, with a subclass of
         :class:`agent.notify.Notifier` whose ``settings_model`` (a subclass of
         :class:`agent.notify.NotifierSettings`) validates the table; ``type = "pager"``
-        in a ``[[notifiers]]`` table then selects it.
+        in a ``[[notifiers]]`` table then selects it. The host rejects a name another
+        plugin already registered, naming both plugins, as it does for platforms.
 
-    Called whenever the notifiers are built (``retainer notify``, the daemon). A
+    Called once when the plugin manager starts. The builtin ``desktop``, ``email`` and
+    ``webhook`` types come through this hook too (the ``notifiers`` plugin). A
     notifier's :meth:`~agent.notify.Notifier.send` gets the due reminders as a list of
     :class:`agent.notify.Event`; an exception there is logged and the reminders stay due.
+    Example::
+
+        @agent.hookimpl
+        def register_notifiers(register):
+            register("pager", PagerNotifier)
     """
 
 

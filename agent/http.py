@@ -106,6 +106,11 @@ class DownloadFailed(SourceError):
         self.permanent = permanent
 
 
+class NotDelivered(TransientError):
+    """A write that never reached the server (its connection was refused): nothing was
+    applied, so sending it again is safe. Raised by :meth:`HttpClient.write_once`."""
+
+
 #: answers that mean the file is gone or not ours: asking again will not help
 GONE_STATUSES = frozenset({403, 404, 410})
 _PAGE_TYPES = ("text/html", "application/xhtml+xml", "application/json", "application/problem+json")
@@ -291,6 +296,35 @@ class HttpClient:
             refresh_auth=refresh_auth,
             consume=consume,
         )
+
+    def write_once(self, method: str, path_or_url: str, *, refused_retries: int = 2,
+                   **kwargs: Any) -> Any:
+        """Send a write (a POST that posts a message, say) without the usual retries.
+
+        The server may have applied a write even when no answer came back, so nothing is
+        retried after a timeout, a dropped connection or a 5xx: the
+        :class:`~agent.errors.TransientError` says it may or may not have happened. A 429
+        is waited out as usual, a 401 is retried once after ``refresh_auth`` (the server
+        did nothing), and a refused connection (nothing reached the server) is tried again
+        up to ``refused_retries`` times, then raises :class:`NotDelivered`. Takes the same
+        keyword arguments as :meth:`request`.
+        """
+        saved = self.max_retries
+        self.max_retries = 0
+        refused = 0
+        try:
+            while True:
+                try:
+                    return self.request(method, path_or_url, **kwargs)
+                except TransientError as exc:
+                    if isinstance(exc, RateLimited) or "connection refused" not in str(exc):
+                        raise
+                    refused += 1
+                    if refused > refused_retries or self._stopping():
+                        raise NotDelivered(str(exc)) from None
+                    self._pause(0.5 * refused)
+        finally:
+            self.max_retries = saved
 
     def download(
         self,

@@ -274,11 +274,6 @@ class TokenManager:
         """After the server refused the access token: refresh now, whatever the expiry says."""
         self.refresh()
 
-    def forget_cached(self) -> None:
-        """Read the token file again on next use (another process may have refreshed)."""
-        with self._lock:
-            self._tokens = None
-
 
 def _token_request(client: OAuthClient, label: str, *, what: str, grant: dict[str, str],
                    source: str) -> dict[str, Any]:

@@ -9,6 +9,9 @@ Environment switches:
   (empty: load none).
 * ``RETAINER_DISABLE_PLUGINS``: a comma list of plugin names not to load.
 
+A renamed builtin (:data:`RENAMED`) is still found by its old name in both lists and in
+the config's ``[plugins.NAME]`` tables, with a warning that says the new name.
+
 A plugin that fails to import or register is reported and skipped, unless the host is
 *strict* (``retainer --strict`` or ``RETAINER_STRICT=1``), which re-raises so plugin
 authors see the traceback. A plugin with no ``@hookimpl`` functions loads, but
@@ -17,14 +20,13 @@ authors see the traceback. A plugin with no ``@hookimpl`` functions loads, but
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 from pydantic import BaseModel
@@ -33,6 +35,9 @@ from agent import hookspecs
 from agent.connector import Connector, Platform
 from agent.errors import PluginError
 from agent.mailformats import MailFormat
+
+if TYPE_CHECKING:
+    from agent.notify import Notifier
 
 log = logging.getLogger("retainer.plugins")
 
@@ -84,11 +89,25 @@ def plugin_name(plugin: object) -> str:
     return name
 
 
+#: Builtin plugins that were renamed: old name -> new name.
+RENAMED: dict[str, str] = {"notifications": "marketplace-mail"}
+
+
+def current_name(name: str, where: str) -> str:
+    """``name``, or the new name of a renamed plugin (with a deprecation warning)."""
+    new = RENAMED.get(name)
+    if new is None:
+        return name
+    log.warning('%s: the plugin "%s" is now called "%s"; the old name still works for now, '
+                'but write "%s"', where, name, new, new)
+    return new
+
+
 def _env_list(name: str) -> list[str] | None:
     raw = os.environ.get(name)
     if raw is None:
         return None
-    return [part.strip() for part in raw.split(",") if part.strip()]
+    return [current_name(part.strip(), name) for part in raw.split(",") if part.strip()]
 
 
 class PluginHost:
@@ -106,6 +125,8 @@ class PluginHost:
         self.platform_owner: dict[str, str] = {}
         self.infos: dict[str, PluginInfo] = {}
         self.mail_formats: list[MailFormat] = []
+        self.notifiers: dict[str, type[Notifier]] = {}
+        self.notifier_owner: dict[str, str] = {}
 
     # -- loading ---------------------------------------------------------------------
 
@@ -150,17 +171,7 @@ class PluginHost:
             log.warning('plugin "%s" has %s', name, NO_HOOKS)
         self._collect_platforms(name, plugin, info)
         self._collect_mail_formats(plugin, info)
-
-    def remove(self, name: str) -> None:
-        """Unregister a plugin and forget its platforms (used by tests)."""
-        plugin = self.pm.get_plugin(name)
-        if plugin is not None:
-            self.pm.unregister(plugin)
-        self.infos.pop(name, None)
-        for platform, owner in list(self.platform_owner.items()):
-            if owner == name:
-                del self.platform_owner[platform]
-                del self.platforms[platform]
+        self._collect_notifiers(name, plugin, info)
 
     def _failed(self, info: PluginInfo, message: str, cause: BaseException | None = None) -> None:
         info.error = message
@@ -199,6 +210,41 @@ class PluginHost:
                 self.platforms[platform.name] = platform
                 self.platform_owner[platform.name] = name
                 info.platforms.append(platform.name)
+
+    def _collect_notifiers(self, name: str, plugin: object, info: PluginInfo) -> None:
+        impls = self._impls("register_notifiers", plugin)
+        if not impls:
+            return
+        from agent.notify import Notifier  # only when a plugin has notifiers
+
+        for impl in impls:
+            found: list[tuple[str, type[Notifier]]] = []
+
+            def register(kind: str, cls: type[Notifier],
+                         found: list[tuple[str, type[Notifier]]] = found) -> None:
+                if not isinstance(kind, str) or not kind or kind != kind.strip().lower():
+                    raise PluginError(f"notifier name {kind!r} must be lowercase and not empty")
+                if not (isinstance(cls, type) and issubclass(cls, Notifier)):
+                    raise PluginError(f'notifier "{kind}": register() takes a subclass of '
+                                      f"agent.notify.Notifier, not {cls!r}")
+                found.append((kind, cls))
+
+            try:
+                impl.function(**_kwargs(impl, register=register))
+            except Exception as exc:
+                self._failed(info, f"register_notifiers failed: {type(exc).__name__}: {exc}", exc)
+                return
+            for kind, cls in found:
+                owner = self.notifier_owner.get(kind)
+                if owner is not None:
+                    self._failed(
+                        info,
+                        f'notifier "{kind}" is already provided by plugin "{owner}"; '
+                        f'disable one of "{owner}" and "{name}"',
+                    )
+                    continue
+                self.notifiers[kind] = cls
+                self.notifier_owner[kind] = name
 
     def _collect_mail_formats(self, plugin: object, info: PluginInfo) -> None:
         for impl in self._impls("register_mail_formats", plugin):
@@ -266,6 +312,9 @@ def _check_platform(platform: object) -> None:
         raise PluginError(f'platform "{platform.name}": connector must subclass agent.Connector')
     if not (isinstance(platform.settings, type) and issubclass(platform.settings, BaseModel)):
         raise PluginError(f'platform "{platform.name}": settings must be a pydantic model class')
+    for hook in ("signin", "demo"):
+        if getattr(platform, hook) is not None and not callable(getattr(platform, hook)):
+            raise PluginError(f'platform "{platform.name}": {hook} must be callable or None')
 
 
 def make_plugin_host(
@@ -283,14 +332,6 @@ def make_plugin_host(
     return host
 
 
-def import_plugin(path: str) -> ModuleType:
-    """Import a plugin module by dotted path (helper for tests and ``--plugin``)."""
-    return importlib.import_module(path)
-
-
-def iter_hook_names() -> Iterator[str]:
-    yield from hookspecs.HOOK_NAMES
-
-
-__all__ = ["GROUP", "PluginHost", "PluginInfo", "hookimpl", "make_plugin_host", "plugin_name"]
+__all__ = ["GROUP", "RENAMED", "PluginHost", "PluginInfo", "current_name", "hookimpl",
+           "make_plugin_host", "plugin_name"]
 

@@ -144,7 +144,7 @@ class Daemon:
     def notify_job(self) -> None:
         """One reminder run. Never raises: a failing notifier never stops a sync."""
         try:
-            from agent.notify import run_notifiers
+            from agent.reminders import run_notifiers
 
             run_notifiers(self.engine.config, self.engine.host, self.engine.store,
                           now=self.clock())

@@ -11,7 +11,6 @@ import errno
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -28,6 +27,8 @@ from agent.plugins import PluginHost
 from agent.store import Store
 from agent.store.core import iso
 from agent.store.pluginstate import PluginState
+from agent.syncresult import StoredBatch as StoredBatch
+from agent.syncresult import SyncResult as SyncResult
 
 log = logging.getLogger("retainer.sync")
 
@@ -36,44 +37,6 @@ ProgressCallback = Callable[[str, int, int], None]
 #: ``progress`` (done, total) if the connector gave one: the command line's ``-v`` lines,
 #: its progress bar and its account of what a Ctrl-C kept.
 PageCallback = Callable[["SyncResult", "tuple[int, int] | None"], None]
-
-
-@dataclass
-class StoredBatch:
-    """Records one committed page added or changed (passed to ``records_stored``)."""
-
-    source: str
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    deliverables: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class SyncResult:
-    """How one source's sync ended (passed to ``source_synced``)."""
-
-    source: str
-    platform: str
-    ok: bool = True
-    messages_new: int = 0
-    messages_updated: int = 0
-    deliverables_new: int = 0
-    pages: int = 0
-    error: str = ""
-    error_kind: str = ""  # "auth", "transient", "rate_limited", "error"
-    retry_after: float | None = None
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    duration: float = 0.0
-    stopped: bool = False
-    warnings: list[str] = field(default_factory=list)  # parts that failed while the sync went on
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source, "platform": self.platform, "ok": self.ok,
-            "messages_new": self.messages_new, "messages_updated": self.messages_updated,
-            "deliverables_new": self.deliverables_new, "pages": self.pages,
-            "error": self.error, "error_kind": self.error_kind, "warnings": list(self.warnings),
-            "started_at": iso(self.started_at), "duration": round(self.duration, 3),
-        }
 
 
 def secret_values(settings: BaseModel | None) -> list[str]:

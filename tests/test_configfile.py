@@ -1,4 +1,4 @@
-"""agent.configfile: where the config lives, reading TOML, durations, the quick [agent] read."""
+"""agent.config.file: where the config lives, reading TOML, durations, the quick [agent] read."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from datetime import timedelta
 
 import pytest
 
-from agent.configfile import (
+from agent.config.file import (
     DEFAULT_REVIEW_OVERDUE,
     QuickConfig,
     default_config_path,
     default_data_dir,
     expand_path,
+    parse_address,
     parse_duration,
     quick_config,
     read_toml,
@@ -109,3 +110,23 @@ def test_quick_config_errors_name_file_and_key(tmp_path, text, message):
         quick_config(path)
     assert str(err.value).startswith(f"{path}: {message}")
     assert err.value.__cause__ is None
+
+
+@pytest.mark.parametrize(("value", "address"), [
+    ("127.0.0.1:8765", ("127.0.0.1", 8765)), ("8766", ("127.0.0.1", 8766)),
+    (":8767", ("127.0.0.1", 8767)), (" [::1]:9000 ", ("::1", 9000)),
+    ("0.0.0.0:0", ("0.0.0.0", 0)), ("localhost:65535", ("localhost", 65535)),
+])
+def test_parse_address(value, address):
+    assert parse_address(value) == address
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("localhost:http", 'agent.web: "localhost:http" is not an address like "127.0.0.1:8765"'),
+    ("127.0.0.1:65536", "agent.web: port 65536 is out of range (1 to 65535)"),
+    ("-1", "agent.web: port -1 is out of range (1 to 65535)"),
+])
+def test_parse_address_errors_say_what_is_wrong(value, message):
+    with pytest.raises(ConfigError) as info:
+        parse_address(value)
+    assert str(info.value) == message

@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 import plugins.maildir
+from agent.cli import App, build_cli
 from agent.config import load_config
-from agent.connector import SourceContext
+from agent.connector import DemoContext, DemoSource, Platform, SourceContext
 from agent.demo import (
     BULK_SENDERS,
     CONTRACTORS,
+    EXAMPLE_HEADER,
     EXAMPLE_TARGET,
+    LIVE_OFF,
+    Demo,
     build_demo,
-    example_config_text,
     generate,
 )
+from agent.errors import ConfigError
 from agent.mail import message_from_bytes
-from agent.plugins import make_plugin_host
+from agent.plugins import hookimpl, make_plugin_host
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,9 +58,15 @@ def cli(config: Path | None, *args: str, cwd: Path | None = None) -> subprocess.
                           cwd=cwd or ROOT, env=env, check=False)
 
 
+def build(target: Path) -> Demo:
+    """The demo with only the maildir platform (no sandboxes to stop)."""
+    with ExitStack() as stack:
+        return build_demo(target, [plugins.maildir.PLATFORM], stack, now=NOW)
+
+
 def test_build_is_deterministic_and_small(tmp_path):
-    first = build_demo(tmp_path / "a", now=NOW)
-    build_demo(tmp_path / "b", now=NOW)
+    first = build(tmp_path / "a").config
+    build(tmp_path / "b")
     maildir_a, maildir_b = tree(tmp_path / "a" / "Maildir"), tree(tmp_path / "b" / "Maildir")
     assert maildir_a == maildir_b
     assert 250 <= len(maildir_a) <= 350
@@ -60,13 +76,18 @@ def test_build_is_deterministic_and_small(tmp_path):
 
 
 def test_refuses_to_overwrite_an_existing_demo(tmp_path):
-    build_demo(tmp_path, now=NOW)
-    with pytest.raises(Exception, match="already exists"):
-        build_demo(tmp_path, now=NOW)
+    build(tmp_path)
+    with pytest.raises(ConfigError, match="already exists"):
+        build(tmp_path)
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "Maildir").mkdir()
+    (tmp_path / "again" / "Maildir" / "cur").mkdir()
+    with pytest.raises(ConfigError, match="Maildir already exists"):
+        build(tmp_path / "again")
 
 
 def test_config_is_valid_and_matches_the_committed_example(tmp_path):
-    config_path = build_demo(tmp_path, now=NOW)
+    config_path = build(tmp_path).config
     host = make_plugin_host(entrypoints=False, extra=[plugins.maildir])
     config = load_config(config_path, host)
     assert config.data_dir == tmp_path.resolve() / "data"
@@ -74,8 +95,10 @@ def test_config_is_valid_and_matches_the_committed_example(tmp_path):
     (source,) = config.sources
     assert source.platform == "maildir"
     assert config.settings[source.name].path == tmp_path.resolve() / "Maildir"
-    assert (ROOT / "configs" / "demo.toml").read_text() == example_config_text()
-    assert EXAMPLE_TARGET in example_config_text()
+    example = EXAMPLE_HEADER + config_path.read_text().replace(str(tmp_path.resolve()),
+                                                               EXAMPLE_TARGET)
+    assert (ROOT / "configs" / "demo.toml").read_text() == example
+    assert EXAMPLE_TARGET in example
 
 
 def test_sample_mail_is_realistic():
@@ -181,3 +204,74 @@ def test_retainer_demo_end_to_end(tmp_path):
 
 def generate_for(target: Path) -> list[Path]:
     return [p for p in (target / "Maildir").rglob("*") if p.is_file()]
+
+
+# -- a third-party platform offers its demo through the same interface ---------------------------
+
+
+def _load(name: str) -> ModuleType:
+    """A module of tests/example_plugin (the example third-party plugin), by path."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "example_plugin" /
+                                                  f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_third_party_platform_offers_its_demo_the_same_way(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETAINER_DEMO_PORTAL_TOKEN", "")  # restored after the test
+    feed, feed_server = _load("retainer_jsonfeed"), _load("jsonfeed_server")
+    token = "portal-demo-token"
+    stopped: list[str] = []
+
+    @contextmanager
+    def portal_demo(context: DemoContext) -> Iterator[DemoSource]:
+        assert context.folder == (tmp_path / "demo").resolve()
+        server = feed_server.FeedServer(token).start()
+        server.add("The banner for the portal", files={"portal-banner.svg": b"<svg/>"},
+                   sender="maria@lopez-studio.example", name="Maria Lopez")
+        try:
+            yield DemoSource("demo-portal", {"url": server.url,
+                                             "token": {"env": "RETAINER_DEMO_PORTAL_TOKEN"}},
+                             env={"RETAINER_DEMO_PORTAL_TOKEN": token}, live=True)
+        finally:
+            server.stop()
+            stopped.append("portal")
+
+    def broken_demo(context: DemoContext) -> Any:
+        raise RuntimeError("the sandbox binary is missing")
+
+    class Portal:
+        __name__ = "portal"
+
+        @hookimpl
+        def register_platforms(self, register: Callable[[Platform], None]) -> None:
+            register(Platform("jsonfeed", feed.JsonFeedConnector, feed.JsonFeedSettings,
+                              "a contractor portal", demo=portal_demo))
+            register(Platform("brokenfeed", feed.JsonFeedConnector, feed.JsonFeedSettings,
+                              "a demo that fails", demo=broken_demo))
+
+    host = make_plugin_host(entrypoints=False, extra=[plugins.maildir, Portal()])
+
+    def run(*args: str) -> Result:
+        app = App(tmp_path / "demo" / "retainer.toml", False, 0)
+        app._host = host
+        return CliRunner().invoke(build_cli(app), list(args), obj=app)
+
+    result = run("demo", "--dir", str(tmp_path / "demo"))
+    assert result.exit_code == 0, result.output
+    assert "Started local marketplace sandboxes: demo-portal" in result.stdout
+    assert ("the brokenfeed demo was skipped: RuntimeError: the sandbox binary is missing"
+            in result.stderr)
+    assert stopped == ["portal"]  # its server ran for the sync and stopped with the demo
+    config = (tmp_path / "demo" / "retainer.toml").read_text()
+    assert 'name = "demo-portal"\nplatform = "jsonfeed"' in config
+    assert LIVE_OFF in config and token not in config  # the secret stays in the environment
+    messages = json.loads(run("messages", "--json", "--source", "demo-portal").stdout)
+    assert [m["text"] for m in messages] == ["The banner for the portal"]
+    files = json.loads(run("deliverables", "--json").stdout)
+    assert {d["filename"] for d in files if d["source"] == "demo-portal"} == {
+        "portal-banner.svg"}  # Maria is on the demo roster: her file is work to review

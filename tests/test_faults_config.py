@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import plugins.notifiers
 import tests.support.feed as feed
 from agent.cli import App, cli
 from agent.plugins import make_plugin_host
@@ -23,7 +24,7 @@ def run(config: Path, *args: str, expect: int = 0):
 
 def invoke(config: Path, *args: str):
     app = App(config, False, 0)
-    app._host = make_plugin_host(entrypoints=False, extra=[feed])
+    app._host = make_plugin_host(entrypoints=False, extra=[feed, plugins.notifiers])
     return CliRunner().invoke(cli, ["--config", str(config), *args], obj=app)
 
 

@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 
 from agent.errors import AuthError, RateLimited, SourceError, TransientError
-from agent.http import DownloadFailed, HttpClient, HttpStatusError, parse_retry_after, redact_url
+from agent.http import (
+    DownloadFailed,
+    HttpClient,
+    HttpStatusError,
+    NotDelivered,
+    parse_retry_after,
+    redact_url,
+)
 
 
 @dataclass
@@ -456,3 +463,29 @@ def test_parse_retry_after() -> None:
 
 def test_redact_url() -> None:
     assert redact_url("https://user:pw@api.x.com:8443/a/b?token=1#f") == "api.x.com:8443/a/b"
+
+
+def test_write_once_never_repeats_what_the_server_may_have_applied(server: Server) -> None:
+    server.on("/post", Reply(502), Reply(body=b'{"id": 1}'))
+    http = client(server, max_retries=4)
+    with pytest.raises(TransientError, match="HTTP 502") as info:
+        http.write_once("POST", "/post", json={"message": "hi"})
+    assert not isinstance(info.value, NotDelivered)  # it may have been posted
+    assert http.requests_made == 1 and http.max_retries == 4  # restored for the reads
+    server.on("/slow", Reply(delay=1.0))
+    slow = client(server, timeout=0.2, max_retries=3)
+    with pytest.raises(TransientError, match="timed out"):
+        slow.write_once("POST", "/slow", json={})
+    assert slow.requests_made == 1
+    server.on("/limited", Reply(429, headers={"Retry-After": "0"}), Reply(body=b'{"id": 2}'))
+    assert http.write_once("POST", "/limited", json={}) == {"id": 2}  # a 429 applied nothing
+
+
+def test_write_once_tries_a_refused_connection_again_then_says_nothing_was_sent() -> None:
+    pauses: list[float] = []
+    http = HttpClient(base_url="http://127.0.0.1:9", max_retries=4, timeout=1,
+                      rate_per_second=1000.0, sleep=pauses.append)
+    with pytest.raises(NotDelivered, match="connection refused"):
+        http.write_once("POST", "/x", json={}, refused_retries=2)
+    assert http.requests_made == 3
+    assert [p for p in pauses if p >= 0.5] == [0.5, 1.0]  # no backoff of the client's own

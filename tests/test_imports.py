@@ -1,8 +1,8 @@
 """No import cycles in ``agent/``: the modules form a graph whose arrows all run one way.
 
 Every import counts, also one inside a function (a lazy import still ties the two
-modules together), except those under ``if TYPE_CHECKING:`` (annotations only). The
-few arrows still being taken apart are listed in ``KNOWN``; a new cycle fails this test.
+modules together), except those under ``if TYPE_CHECKING:`` (annotations only). A
+cycle fails this test.
 """
 
 from __future__ import annotations
@@ -11,19 +11,6 @@ import ast
 from pathlib import Path
 
 AGENT = Path(__file__).resolve().parent.parent / "agent"
-
-#: Arrows that still run the wrong way (each a lazy import from a lower layer up); each
-#: closes a cycle being taken apart elsewhere in issue 12:
-#: config checking [[notifiers]] through notify, and the dashboard address through web
-#: (item 1, notifiers through the hooks); the dashboard's modules importing their own
-#: package's __init__. Remove an entry when its import is gone; never add one.
-KNOWN = {
-    ("agent.config", "agent.notify"),
-    ("agent.config", "agent.web"),
-    ("agent.web.app", "agent.web"),
-    ("agent.web.pages", "agent.web"),
-}
-
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(AGENT.parent).with_suffix("").parts)
@@ -105,9 +92,8 @@ def agent_graph() -> dict[str, set[str]]:
     return {module_name(f): runtime_imports(f, modules) for f in files}
 
 
-def test_no_new_import_cycles_in_agent():
-    graph = {m: {t for t in targets if (m, t) not in KNOWN} for m, targets in agent_graph().items()}
-    found = cycles(graph)
+def test_no_import_cycles_in_agent():
+    found = cycles(agent_graph())
     assert not found, f"import cycles: {[sorted(c) for c in found]}"
 
 

@@ -187,3 +187,59 @@ def test_a_failing_notifier_never_stops_the_daemon(tmp_path: Path,
     daemon.join_workers(60)  # the sync runs in its own worker process
     assert daemon.runs == {"mail": 1}
     assert store.source_state("mail").get("last_error") in (None, "")
+
+
+# -- the builtin notifiers are a plugin like any other -------------------------------------------
+
+
+def test_builtin_notifiers_come_through_the_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    host = make_plugin_host()
+    assert {k: host.notifier_owner[k] for k in ("desktop", "email", "webhook")} == {
+        "desktop": "notifiers", "email": "notifiers", "webhook": "notifiers"}
+    assert "register_notifiers" in host.infos["notifiers"].hooks
+    monkeypatch.setenv("RETAINER_DISABLE_PLUGINS", "notifiers")
+    without = make_plugin_host()
+    assert not set(without.notifiers) & {"desktop", "email", "webhook"}
+    from agent.errors import ConfigError
+    from agent.notify import build_notifiers
+
+    with pytest.raises(ConfigError, match="is the builtin `notifiers` plugin disabled"):
+        build_notifiers([{"type": "desktop"}], without)
+
+
+def test_a_notifier_name_taken_twice_names_both_plugins() -> None:
+    import plugins.notifiers
+    from agent.errors import PluginError
+    from agent.notify import Event, Notifier
+    from agent.plugins import hookimpl
+
+    class LoudEmail(Notifier):
+        def send(self, events: list[Event]) -> None:
+            raise AssertionError("never chosen")
+
+    class Rival:
+        __name__ = "rival"
+
+        @hookimpl
+        def register_notifiers(self, register: Any) -> None:
+            register("email", LoudEmail)
+            register("sms", LoudEmail)
+
+    host = make_plugin_host(entrypoints=False, extra=[plugins.notifiers, Rival()])
+    assert host.notifiers["email"] is plugins.notifiers.EmailNotifier  # not replaced
+    assert host.notifiers["sms"] is LoudEmail  # its other names still count
+    assert host.infos["rival"].error == ('notifier "email" is already provided by plugin '
+                                         '"notifiers"; disable one of "notifiers" and "rival"')
+    with pytest.raises(PluginError, match='notifier "email" is already provided by plugin'):
+        make_plugin_host(entrypoints=False, strict=True, extra=[plugins.notifiers, Rival()])
+
+    class NotANotifier:
+        __name__ = "wrong"
+
+        @hookimpl
+        def register_notifiers(self, register: Any) -> None:
+            register("pager", dict)
+
+    host = make_plugin_host(entrypoints=False, extra=[NotANotifier()])
+    assert "subclass of agent.notify.Notifier" in host.infos["wrong"].error
+    assert "pager" not in host.notifiers

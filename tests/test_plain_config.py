@@ -1,4 +1,4 @@
-"""The pydantic-free reading of the config (``agent.configfile.plain_config``, used by
+"""The pydantic-free reading of the config (``agent.config.file.plain_config``, used by
 ``retainer status``): for every file it accepts, the values are those of
 ``load_config(validate=False)``; every file pydantic rejects, it hands back (``None``),
 so the command reports the same error as before."""
@@ -12,7 +12,7 @@ import pytest
 
 from agent.cli.starter import STARTER_CONFIG
 from agent.config import load_config
-from agent.configfile import plain_config
+from agent.config.file import plain_config
 from agent.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -302,7 +302,7 @@ def test_message_under_contract_hires_its_sender(store: Store) -> None:
 
 def test_builtin_marketplaces_state_the_contract() -> None:
     root = Path(__file__).resolve().parents[1] / "plugins"
-    for path in ("upwork/connector.py", "freelancer/connector.py", "notifications/common.py"):
+    for path in ("upwork/connector.py", "freelancer/connector.py", "marketplace_mail/common.py"):
         assert "under_contract=True" in (root / path).read_text(), path
 
 

@@ -280,7 +280,7 @@ def test_webhook_failure_does_not_print_the_url(tmp_path, monkeypatch):
     import socket
 
     from agent.errors import RetainerError
-    from agent.notify import WebhookNotifier, WebhookSettings
+    from plugins.notifiers import WebhookNotifier, WebhookSettings
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))

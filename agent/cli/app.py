@@ -16,7 +16,7 @@ from agent.errors import RetainerError
 
 if TYPE_CHECKING:
     from agent.config import Config
-    from agent.configfile import PlainConfig, QuickConfig
+    from agent.config.file import PlainConfig, QuickConfig
     from agent.plugins import PluginHost
     from agent.store import Store
 
@@ -48,13 +48,13 @@ class App:
     def plain_config(self) -> Config | PlainConfig:
         """The whole config for a read-only command: read without pydantic when the file
         is plainly valid, else loaded as :meth:`config` (``validate=False``) loads it."""
-        from agent.configfile import plain_config
+        from agent.config.file import plain_config
 
         return plain_config(self.config_path) or self.config(validate=False)
 
     def quick(self) -> QuickConfig:
         """The data folder and review settings, read without validating the whole file."""
-        from agent.configfile import quick_config
+        from agent.config.file import quick_config
 
         return quick_config(self.config_path)
 

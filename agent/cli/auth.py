@@ -35,15 +35,15 @@ def auth(app: App, names: tuple[str, ...], no_browser: bool, code: str | None,
     if platform_name and source_config.platform != platform_name:
         raise ConfigError(f'source "{source}" is a {source_config.platform} source, not '
                           f"{platform_name}; run `retainer auth {source}`")
-    platform = app.host.platforms.get(source_config.platform)
+    platform = app.host.platform(source_config.platform)  # names the missing plugin
     settings = config.settings.get(source)
+    # the platform's sign-in flow, offered through the plugin interface (Platform.signin);
+    # it may raise a ConfigError that says what to set instead
     client = (platform.signin(settings, source)
-              if platform is not None and platform.signin is not None and settings is not None
-              else None)
+              if platform.signin is not None and settings is not None else None)
     if client is None:
-        hint = (' (set auth = "oauth2" in its settings to sign in with Google or Microsoft)'
-                if source_config.platform == "imap" else "")
-        raise ConfigError(f'source "{source}" does not sign in with OAuth 2.0{hint}')
+        raise ConfigError(f'source "{source}" does not sign in with OAuth 2.0 (its platform, '
+                          f"{source_config.platform}, needs no `retainer auth`)")
     state_dir = app.store(config).source_dir(source)
     result = sign_in(client, state_dir, say=click.echo, no_browser=no_browser, code=code,
                      print_url=print_url,

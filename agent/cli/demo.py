@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -13,57 +10,6 @@ from agent.cli.app import App
 from agent.cli.contractors import contractors_candidates, contractors_list
 from agent.cli.listings import deliverables
 from agent.cli.syncing import sync
-
-
-def _toml_table(values: dict[str, Any]) -> str:
-    """``key = value`` lines for a flat settings table (JSON literals are valid TOML here)."""
-    lines = []
-    for key, value in values.items():
-        if isinstance(value, dict):
-            inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
-            lines.append(f"{key} = {{ {inner} }}")
-        else:
-            lines.append(f"{key} = {json.dumps(value)}")
-    return "\n".join(lines) + "\n"
-
-
-_SANDBOX_ON = "enabled = true  # a sandbox that runs while `retainer demo` runs"
-_SANDBOX_OFF = "enabled = false  # its sandbox stopped when `retainer demo` ended"
-
-
-def _demo_sandboxes(stack: Any, app: App, config_path: Path) -> list[str]:
-    """Start the marketplace sandboxes whose plugins are installed; add them as sources."""
-    started: list[str] = []
-    extra = ""
-    if "upwork" in app.host.platforms:
-        from plugins.upwork.sandbox import start_sandbox as start_upwork
-
-        upwork = stack.enter_context(start_upwork(seed=7, threads=5, messages_per_thread=6))
-        os.environ["RETAINER_DEMO_UPWORK_SECRET"] = upwork.client_secret
-        settings = upwork.settings(client_secret={"env": "RETAINER_DEMO_UPWORK_SECRET"})
-        extra += ('\n[[sources]]\nname = "demo-upwork"\nplatform = "upwork"\nevery = "15m"\n'
-                  f"{_SANDBOX_ON}\n[sources.settings]\n" + _toml_table(settings))
-        started.append("demo-upwork")
-    if "freelancer" in app.host.platforms:
-        from plugins.freelancer.sandbox import start_sandbox as start_freelancer
-
-        freelancer = start_freelancer(seed=7, threads=5, messages_per_thread=6)
-        stack.callback(freelancer.stop)
-        os.environ["RETAINER_DEMO_FREELANCER_TOKEN"] = freelancer.token
-        settings = {"token": {"env": "RETAINER_DEMO_FREELANCER_TOKEN"},
-                    "base_url": freelancer.base_url}
-        extra += ('\n[[sources]]\nname = "demo-freelancer"\nplatform = "freelancer"\n'
-                  f'every = "15m"\n{_SANDBOX_ON}\n[sources.settings]\n' + _toml_table(settings))
-        started.append("demo-freelancer")
-    if extra:
-        with config_path.open("a") as handle:
-            handle.write("\n# Local marketplace sandboxes started by `retainer demo`; they are\n"
-                         "# gone when the demo ends, so these sources only sync during it.\n")
-            handle.write(extra)
-    if "demo-upwork" in started:  # pre-issued tokens stand in for `retainer auth`
-        store = app.store(app.config(validate=False))
-        upwork.authorize_source(store.source_dir("demo-upwork"))
-    return started
 
 
 @click.command()
@@ -77,29 +23,30 @@ def _demo_sandboxes(stack: Any, app: App, config_path: Path) -> list[str]:
 def demo(ctx: click.Context, target: Path | None, serve_web: bool, port: int | None) -> None:
     """A self-contained try-out on bundled sample data; no accounts needed.
 
-    Builds a sample mailbox (and, where their plugins are installed, local marketplace
-    sandboxes) in a fresh folder, syncs it, and shows the review queue and the roster.
+    Every installed platform that offers a demo adds its part in a fresh folder (the
+    maildir plugin a sample mailbox, the marketplace plugins local sandboxes); then it
+    syncs them and shows the review queue and the roster.
     """
     import tempfile
     from contextlib import ExitStack
 
-    from agent.demo import build_demo
+    from agent.demo import build_demo, finish_demo, seed_history
 
     app: App = ctx.obj
     folder = target or Path(tempfile.mkdtemp(prefix="retainer-demo-"))
     click.echo(f"Building the demo in {folder} ...")
-    config_path = build_demo(folder)
-    app.config_path = config_path
-    with ExitStack() as stack:
-        sandboxes = _demo_sandboxes(stack, app, config_path)
-        if sandboxes:
-            click.echo(f"Started local marketplace sandboxes: {', '.join(sandboxes)}")
+    with ExitStack() as stack:  # the platforms' demo servers run until the sync is done
+        built = build_demo(folder, list(app.host.platforms.values()), stack,
+                           strict=app.host.strict)
+        for platform, why in built.skipped.items():
+            click.echo(f"retainer: the {platform} demo was skipped: {why}", err=True)
+        app.config_path = built.config
+        if built.live:
+            click.echo(f"Started local marketplace sandboxes: {', '.join(built.live)}")
         ctx.invoke(sync, sources=(), as_json=False)
-    from agent.demo import seed_history
-
-    seed_history(app.store(app.quick()))
-    if sandboxes:  # the config stays usable: later syncs skip the stopped sandboxes
-        config_path.write_text(config_path.read_text().replace(_SANDBOX_ON, _SANDBOX_OFF))
+    config_path = built.config
+    seed_history(app.store(app.quick()), built.kept)
+    finish_demo(built)  # the config stays usable: later syncs skip the stopped sandboxes
     click.echo("\n== Review queue (oldest first) ==")
     ctx.invoke(deliverables, as_json=False, unreviewed=True, contractor=None)
     click.echo("\n== Roster ==")

@@ -76,7 +76,7 @@ def _report_table(rows: list[dict[str, Any]], key: str, header: str) -> None:
 def notify(app: App, dry_run: bool, as_json: bool) -> None:
     """Send due reminders through the configured [[notifiers]] once (the daemon does this
     every 15 minutes). Exit 1 if a notifier failed."""
-    from agent.notify import run_notifiers
+    from agent.reminders import run_notifiers
 
     config = app.config(validate=False)
     results = run_notifiers(config, app.host, app.store(config), dry_run=dry_run)

@@ -39,7 +39,7 @@ from agent.errors import RetainerError
 def cli(ctx: click.Context, config_path: Path | None, strict: bool, verbose: int,
         quiet: bool) -> None:
     """Keep your freelancers, their messages and their deliverables in one reviewed place."""
-    from agent.configfile import default_config_path
+    from agent.config.file import default_config_path
 
     strict = strict or os.environ.get("RETAINER_STRICT") == "1"
     setup_logging(-1 if quiet else verbose)
@@ -105,7 +105,7 @@ def _config_arg(args: Sequence[str]) -> Path | None:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     # Retainer loads no pydantic plugins; skipping their discovery saves start-up time.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
-    from agent.configfile import default_config_path
+    from agent.config.file import default_config_path
 
     args = list(sys.argv[1:] if argv is None else argv)
     strict = "--strict" in args or os.environ.get("RETAINER_STRICT") == "1"

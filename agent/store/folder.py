@@ -141,9 +141,6 @@ class StoreFolder:
         self._monthly[relative] = shard  # most recently used last
         return shard
 
-    def month_shard(self, month: str) -> Shard:
-        return self.monthly_shard("messages", month)
-
     def shard_names(self, folder: str) -> list[str]:
         """The shards of ``folder``, oldest first."""
         return self.catalog(folder).names()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.files import fsync_dir, remove_orphan_temps
 from agent.store.layout import (
@@ -37,7 +37,20 @@ from agent.store.layout import (
 from agent.store.storage import Shard, batched_dir_sync
 
 if TYPE_CHECKING:
-    from agent.store.folder import StoreFolder as Store
+    from agent.store.layout import Catalog
+
+
+class Store(Protocol):
+    """What an upgrade needs of the store folder (:class:`agent.store.folder.StoreFolder`,
+    named by this protocol only, so the folder's import of this module is the one arrow)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def meta(self) -> Shard: ...
+
+    def catalog(self, folder: str) -> Catalog: ...
 
 log = logging.getLogger("retainer.store")
 

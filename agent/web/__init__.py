@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent.config.file import LOOPBACK as LOOPBACK
+from agent.config.file import parse_address as parse_address
 from agent.errors import ConfigError
+from agent.web.context import DEFAULT_PORT as DEFAULT_PORT
+from agent.web.context import WebContext as WebContext
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -24,50 +27,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("retainer.web")
 
-DEFAULT_PORT = 8765
-LOOPBACK = "127.0.0.1"
-
-
-@dataclass
-class WebContext:
-    """What the views need: where the config and data are, and the plugin host for sends."""
-
-    config_path: Path
-    data_dir: Path
-    token: str
-    host_factory: Callable[[], PluginHost]
-    port: int = DEFAULT_PORT
-    bind: str = LOOPBACK
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    syncing: dict[str, str] = field(default_factory=dict)
-    _host: PluginHost | None = None
-
-    @property
-    def host(self) -> PluginHost:
-        if self._host is None:
-            self._host = self.host_factory()
-        return self._host
-
-
-def parse_address(value: str) -> tuple[str, int]:
-    """``"127.0.0.1:8765"`` (or ``":8765"``, ``"8765"``) as ``(host, port)``."""
-    text = str(value).strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = LOOPBACK, text
-    host = host.strip("[]") or LOOPBACK
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f'agent.web: "{value}" is not an address like "127.0.0.1:8765"') from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"agent.web: port {port} is out of range (1 to 65535)")
-    return host, port
-
 
 def web_address(config_path: Path) -> tuple[str, int] | None:
     """``[agent] web`` of a config file, read without validating the rest."""
-    from agent.configfile import read_toml
+    from agent.config.file import read_toml
 
     value = (read_toml(config_path).get("agent") or {}).get("web")
     return parse_address(value) if value else None

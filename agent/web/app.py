@@ -12,9 +12,9 @@ from flask import Flask, Response, abort, g, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from agent.errors import RetainerError
-from agent.web import WebContext
 from agent.web import security as sec
 from agent.web.cache import StoreAccess
+from agent.web.context import WebContext
 
 STATIC = Path(__file__).with_name("static")
 TEMPLATES = Path(__file__).with_name("templates")

@@ -20,13 +20,13 @@ from markupsafe import Markup
 from agent.errors import ConfigError, RetainerError, StoreError
 from agent.stats import parse_time
 from agent.store.core import version_label
-from agent.web import WebContext
 from agent.web import previews as pv
 from agent.web.cache import ReadModel
+from agent.web.context import WebContext
 
 if TYPE_CHECKING:
     from agent.config import Config
-    from agent.configfile import QuickConfig
+    from agent.config.file import QuickConfig
     from agent.web.cache import StoreAccess
 
 log = logging.getLogger("retainer.web")
@@ -84,7 +84,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True)
 
     def quick() -> QuickConfig:
-        from agent.configfile import quick_config
+        from agent.config.file import quick_config
 
         return quick_config(ctx.config_path)
 

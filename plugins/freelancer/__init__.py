@@ -1,7 +1,8 @@
 """The Freelancer.com platform: messages, files, projects, bids and milestones.
 
 Declared in pyproject as ``[project.entry-points.retainer] freelancer = "plugins.freelancer"``.
-The local sandbox that tests and ``retainer demo`` use is :mod:`plugins.freelancer.sandbox`.
+``retainer demo`` starts the local sandbox (:mod:`plugins.freelancer.sandbox`, which the
+tests use too) through ``Platform.demo``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from agent.connector import NoOptions, Platform
 from agent.plugins import hookimpl
 from plugins.freelancer.connector import FreelancerConnector
+from plugins.freelancer.demo import demo
 from plugins.freelancer.settings import FreelancerSettings
 
 PLATFORM = Platform(
@@ -19,6 +21,7 @@ PLATFORM = Platform(
     FreelancerSettings,
     "Freelancer.com threads, messages, files, projects, bids and milestones (REST API)",
     options=NoOptions,
+    demo=demo,
 )
 
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from agent.connector import SourceContext
 from agent.errors import AuthError, RateLimited, SourceError, TransientError
-from agent.http import DownloadFailed, HttpClient, HttpStatusError
+from agent.http import DownloadFailed, HttpClient, HttpStatusError, NotDelivered
 from plugins.freelancer.settings import TOKEN_PAGE, FreelancerSettings
 
 JSONDict = dict[str, Any]
@@ -132,41 +132,27 @@ class FreelancerApi:
         tried again up to :data:`REFUSED_RETRIES` times. ``what`` names the write in
         messages, e.g. ``"the message to thread 12"``.
         """
-        saved = self.http.max_retries
-        self.http.max_retries = 0
-        refused = 0
         try:
-            while True:
-                try:
-                    body = self.http.request("POST", path, data=dict(form),
-                                             auth_header=self._auth)
-                    break
-                except AuthError as exc:
-                    raise AuthError(f"{self._auth_message(str(exc))} {what} was not sent."
-                                    ) from None
-                except RateLimited as exc:
-                    raise RateLimited(f"Freelancer.com rate-limited {what}; it was not sent. "
-                                      "Send it again in a minute.",
-                                      retry_after=exc.retry_after) from None
-                except TransientError as exc:
-                    if "connection refused" in str(exc):
-                        refused += 1
-                        if refused <= REFUSED_RETRIES:
-                            self._sleep(0.5 * refused)
-                            continue
-                        raise TransientError(
-                            f"could not reach Freelancer.com (connection refused); {what} "
-                            "was not sent. Check the network and send it again.") from None
-                    raise TransientError(
-                        f"Freelancer.com did not confirm {what} ({exc}). It may or may not "
-                        "have been posted: check the thread on Freelancer.com before "
-                        "sending it again.") from None
-                except HttpStatusError as exc:
-                    raise _status_error(exc)(
-                        f"{self._status_message(path, exc)}. {what[:1].upper()}{what[1:]} "
-                        "was not sent.") from None
-        finally:
-            self.http.max_retries = saved
+            body = self.http.write_once("POST", path, data=dict(form), auth_header=self._auth,
+                                        refused_retries=REFUSED_RETRIES)
+        except AuthError as exc:
+            raise AuthError(f"{self._auth_message(str(exc))} {what} was not sent.") from None
+        except RateLimited as exc:
+            raise RateLimited(f"Freelancer.com rate-limited {what}; it was not sent. "
+                              "Send it again in a minute.", retry_after=exc.retry_after) from None
+        except NotDelivered:
+            raise TransientError(
+                f"could not reach Freelancer.com (connection refused); {what} "
+                "was not sent. Check the network and send it again.") from None
+        except TransientError as exc:
+            raise TransientError(
+                f"Freelancer.com did not confirm {what} ({exc}). It may or may not "
+                "have been posted: check the thread on Freelancer.com before "
+                "sending it again.") from None
+        except HttpStatusError as exc:
+            raise _status_error(exc)(
+                f"{self._status_message(path, exc)}. {what[:1].upper()}{what[1:]} "
+                "was not sent.") from None
         try:
             return self._unwrap(path, body)
         except _RetryableEnvelope as exc:

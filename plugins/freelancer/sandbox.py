@@ -29,21 +29,19 @@ the token's user is a member of the thread (404 ``THREAD_NOT_FOUND`` otherwise),
 message is not blank (400 ``MISSING_ARGUMENT``) nor longer than :data:`MESSAGE_MAX`,
 posts it as that user (so a later sync sees it, bumping the thread's ``time_updated``)
 and answers the new message object; :attr:`Sandbox.posted` lists the ids. Every API request is
-logged in :attr:`Sandbox.requests` for assertions. ``python -m plugins.freelancer.sandbox``
+logged in :attr:`Sandbox.requests` for assertions. ``python -m tests.servers.freelancer_sandbox``
 runs one in the foreground and writes its address and token as one JSON line.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
 import secrets
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -1066,33 +1064,4 @@ def start_sandbox(seed: int = 1, threads: int = 8, messages_per_thread: int = 6,
                    **options).start()
 
 
-def main(argv: list[str] | None = None,
-         write: Callable[[str], Any] = sys.stdout.write) -> int:
-    """Run a sandbox in the foreground until killed; write ``{"base_url", "token"}`` first."""
-    parser = argparse.ArgumentParser(prog="python -m plugins.freelancer.sandbox")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--messages-per-thread", type=int, default=6)
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--attachment-every", type=int, default=3)
-    args = parser.parse_args(argv)
-    sandbox = start_sandbox(seed=args.seed, threads=args.threads,
-                            messages_per_thread=args.messages_per_thread,
-                            latency=args.latency, attachment_every=args.attachment_every)
-    write(json.dumps({"base_url": sandbox.base_url, "token": sandbox.token,
-                      "owner_id": sandbox.owner_id}) + "\n")
-    sys.stdout.flush()
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sandbox.stop()
-    return 0
-
-
 __all__ = ["Clock", "Fault", "LoggedRequest", "Sandbox", "start_sandbox"]
-
-if __name__ == "__main__":
-    sys.exit(main())

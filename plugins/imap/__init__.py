@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent.connector import NoOptions, Platform
+from agent.errors import ConfigError
 from agent.plugins import hookimpl
 from plugins.imap.connector import ImapConnector
 from plugins.imap.settings import ImapSettings
@@ -21,9 +22,13 @@ if TYPE_CHECKING:
 __all__ = ["ImapConnector", "ImapSettings", "register_platforms"]
 
 
-def signin(settings: ImapSettings, source: str) -> OAuthClient | None:
+def signin(settings: ImapSettings, source: str) -> OAuthClient:
     """``retainer auth SOURCE`` for a mailbox with auth = "oauth2"."""
-    return settings.oauth_client(source)
+    client = settings.oauth_client(source)
+    if client is None:
+        raise ConfigError(f'source "{source}" does not sign in with OAuth 2.0 (set auth = '
+                          '"oauth2" in its settings to sign in with Google or Microsoft)')
+    return client
 
 
 @hookimpl

@@ -29,7 +29,6 @@ Gmail and Microsoft 365 sign in with OAuth 2.0 instead of a password (then run
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -39,21 +38,11 @@ from pydantic import Field, field_validator, model_validator
 from agent.connector import Settings
 from agent.oauth import OAuthClient, Provider, google, microsoft
 from agent.secrets import Secret
+from agent.smtp import is_loopback
 from plugins.imap.smtp import SmtpSettings
 
 Security = Literal["tls", "starttls", "none"]
 DEFAULT_PORTS: dict[str, int] = {"tls": 993, "starttls": 143, "none": 143}
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    host = host.strip().strip("[]").lower()
-    if host in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ImapSettings(Settings):

@@ -23,21 +23,17 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from agent.connector import Settings
-from agent.errors import AuthError, SourceError, TransientError
 from agent.models import Outgoing
 from agent.secrets import Secret
+from agent.smtp import SMTP_PORTS, is_loopback
 
 if TYPE_CHECKING:
-    import smtplib
-
     from agent.oauth import TokenManager
-
-SMTP_PORTS: dict[str, int] = {"tls": 465, "starttls": 587, "none": 25}
 
 
 class SmtpSettings(Settings):
@@ -64,8 +60,6 @@ class SmtpSettings(Settings):
 
     @model_validator(mode="after")
     def _plain_only_locally(self) -> SmtpSettings:
-        from plugins.imap.settings import is_loopback
-
         if self.security == "none" and not is_loopback(self.host):
             raise ValueError(f'security = "none" would send mail to {self.host} unencrypted; '
                              'it is only allowed for a server on this machine')
@@ -102,74 +96,16 @@ def build_message(outgoing: Outgoing, sender: str, *, now: datetime | None = Non
 def send(settings: SmtpSettings, outgoing: Outgoing, *, username: str, password: str | None,
          oauth: TokenManager | None = None) -> str:
     """Send ``outgoing``; return its Message-ID. Errors say what to do next."""
-    import smtplib  # here, not at the top: registering the plugin stays cheap
-    import ssl
+    from agent.smtp import SmtpServer, send_message
 
-    sender = settings.from_ or username
-    message = build_message(outgoing, sender)
-    context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file
-                                         else None)
-    where = f"{settings.host}:{settings.effective_port}"
-    try:
-        smtp: smtplib.SMTP
-        if settings.security == "tls":
-            smtp = smtplib.SMTP_SSL(settings.host, settings.effective_port,
-                                    timeout=settings.timeout, context=context)
-        else:
-            smtp = smtplib.SMTP(settings.host, settings.effective_port, timeout=settings.timeout)
-        with smtp:
-            if settings.security == "starttls":
-                smtp.starttls(context=context)
-            user = settings.username or username
-            secret = (settings.password.get_secret_value() if settings.password is not None
-                      else password)
-            if oauth is not None and settings.password is None:
-                _oauth_login(smtp, user, oauth, settings, where)
-            elif secret and settings.security != "none":
-                smtp.login(user, secret)
-            refused: dict[str, Any] = smtp.send_message(message)
-    except smtplib.SMTPAuthenticationError:
-        raise AuthError(f"{where} refused the SMTP login; check the username and password "
-                        "in [sources.settings.smtp]") from None
-    except smtplib.SMTPRecipientsRefused:
-        raise SourceError(f"{where} refused the recipient {outgoing.to.address}") from None
-    except (OSError, smtplib.SMTPException) as exc:
-        raise TransientError(f"could not send through {where}: {type(exc).__name__}: {exc}; "
-                             "nothing was sent, try again") from None
-    if refused:
-        raise SourceError(f"{where} refused {', '.join(refused)}")
+    message = build_message(outgoing, settings.from_ or username)
+    own_password = settings.password.get_secret_value() if settings.password is not None else None
+    server = SmtpServer(
+        settings.host, settings.port, settings.security,
+        username=settings.username or username,
+        password=own_password if own_password is not None or oauth is not None else password,
+        oauth=oauth if settings.password is None else None,
+        ca_file=settings.ca_file, timeout=settings.timeout,
+        settings="[sources.settings.smtp]")
+    send_message(server, message)
     return str(message["Message-ID"])
-
-
-def _oauth_login(smtp: smtplib.SMTP, user: str, oauth: TokenManager, settings: SmtpSettings,
-                 where: str) -> None:
-    """AUTH OAUTHBEARER or XOAUTH2 with the source's token; one refresh if it is refused."""
-    import smtplib
-
-    from agent.oauth import SASL_MECHANISMS, choose_mechanism, oauthbearer, xoauth2
-
-    smtp.ehlo_or_helo_if_needed()
-    mechanism = choose_mechanism(smtp.esmtp_features.get("auth", "").split(), SASL_MECHANISMS)
-    if mechanism is None:
-        raise SourceError(f"{where} offers no OAuth 2.0 sign-in (AUTH OAUTHBEARER or XOAUTH2); "
-                          "give [sources.settings.smtp] a password instead")
-    for attempt in (1, 2):
-        token = oauth.access_token()
-        initial = (xoauth2(user, token) if mechanism == "XOAUTH2" else
-                   oauthbearer(user, token, settings.host, settings.effective_port))
-        # after a refusal the server sends an error challenge; the client answers it with
-        # an empty response (XOAUTH2) or ^A (RFC 7628) and gets the final 535
-        after = "" if mechanism == "XOAUTH2" else "\x01"
-
-        def answer(challenge: bytes | None = None, initial: str = initial,
-                   after: str = after) -> str:
-            return initial if challenge is None else after
-
-        try:
-            smtp.auth(mechanism, answer, initial_response_ok=True)
-            return
-        except smtplib.SMTPAuthenticationError:
-            if attempt == 2:
-                raise AuthError(f"{where} refused the OAuth 2.0 sign-in of {user!r}; check the "
-                                f"username, then run `retainer auth {oauth.source}`") from None
-            oauth.force_refresh()

@@ -15,11 +15,16 @@ from collections.abc import Callable
 from agent.connector import NoOptions, Platform
 from agent.plugins import hookimpl
 from plugins.maildir.connector import MaildirConnector, MaildirSettings
+from plugins.maildir.demo import demo
 
-__all__ = ["MaildirConnector", "MaildirSettings", "register_platforms"]
+__all__ = ["PLATFORM", "MaildirConnector", "MaildirSettings", "register_platforms"]
+
+
+PLATFORM = Platform("maildir", MaildirConnector, MaildirSettings,
+                    "a local Maildir (as mbsync or offlineimap keep it)", options=NoOptions,
+                    demo=demo)
 
 
 @hookimpl
 def register_platforms(register: Callable[[Platform], None]) -> None:
-    register(Platform("maildir", MaildirConnector, MaildirSettings,
-                      "a local Maildir (as mbsync or offlineimap keep it)", options=NoOptions))
+    register(PLATFORM)

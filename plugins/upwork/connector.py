@@ -73,7 +73,7 @@ from urllib.parse import urlsplit
 from agent.connector import Connector, SourceContext
 from agent.errors import AuthError, RateLimited, SourceError, TransientError
 from agent.files import sanitize_filename
-from agent.http import DownloadFailed, HttpClient
+from agent.http import DownloadFailed, HttpClient, NotDelivered
 from agent.models import (
     Attachment,
     Contract,
@@ -328,41 +328,29 @@ class UpworkConnector(Connector[UpworkSettings]):
         payload = {"query": queries.OPERATIONS[operation], "variables": dict(variables),
                    "operationName": operation}
         self.tokens.auth_header()  # refresh an expiring token now, with the usual retries
-        saved = self.http.max_retries
-        self.http.max_retries = 0
         try:
-            refused = 0
-            while True:
-                try:
-                    body = self.http.request(
-                        "POST", self.settings.api_url, headers=headers, json=payload,
-                        auth_header=self.tokens.auth_header, refresh_auth=self.tokens.force_refresh,
-                    )
-                    break
-                except AuthError as exc:
-                    raise AuthError(f"{exc} The message to {where} was not sent.") from None
-                except RateLimited as exc:
-                    raise RateLimited(
-                        f"Upwork rate-limited the message to {where}; it was not sent. "
-                        "Send it again in a minute.", retry_after=exc.retry_after) from None
-                except TransientError as exc:
-                    if "connection refused" in str(exc):
-                        refused += 1
-                        if refused <= SEND_REFUSED_RETRIES:
-                            time.sleep(0.5 * refused)
-                            continue
-                        raise TransientError(
-                            f"could not reach Upwork (connection refused); the message to "
-                            f"{where} was not sent. Check the network and send it again."
-                        ) from None
-                    raise TransientError(
-                        f"Upwork did not confirm the message to {where} ({exc}). It may or may "
-                        "not have been posted: check the room on Upwork before sending it again."
-                    ) from None
-                except SourceError as exc:
-                    raise SourceError(f"{exc} The message to {where} was not sent.") from None
-        finally:
-            self.http.max_retries = saved
+            body = self.http.write_once(
+                "POST", self.settings.api_url, headers=headers, json=payload,
+                auth_header=self.tokens.auth_header, refresh_auth=self.tokens.force_refresh,
+                refused_retries=SEND_REFUSED_RETRIES)
+        except AuthError as exc:
+            raise AuthError(f"{exc} The message to {where} was not sent.") from None
+        except RateLimited as exc:
+            raise RateLimited(
+                f"Upwork rate-limited the message to {where}; it was not sent. "
+                "Send it again in a minute.", retry_after=exc.retry_after) from None
+        except NotDelivered:
+            raise TransientError(
+                f"could not reach Upwork (connection refused); the message to "
+                f"{where} was not sent. Check the network and send it again."
+            ) from None
+        except TransientError as exc:
+            raise TransientError(
+                f"Upwork did not confirm the message to {where} ({exc}). It may or may "
+                "not have been posted: check the room on Upwork before sending it again."
+            ) from None
+        except SourceError as exc:
+            raise SourceError(f"{exc} The message to {where} was not sent.") from None
         if not isinstance(body, dict):
             raise SourceError(
                 f"Upwork answered the message to {where} with JSON that is not an object; it "

@@ -50,19 +50,17 @@ Use::
         sandbox.authorize_source(state_dir)     # pre-issue tokens: no browser needed
         ... settings api_url=sandbox.api_url, token_url=sandbox.token_url ...
 
-or run it in its own process: ``python -m plugins.upwork.sandbox --url-file F``.
+or run it in its own process: ``python -m tests.servers.upwork_sandbox --url-file F``.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
 import random
 import re
 import secrets
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -575,9 +573,6 @@ class Sandbox:
             best = max(best, end - start + 1)
         return best
 
-    def contractor_ids(self) -> list[str]:
-        return [u for u in self.users if u != self.owner.id]
-
     def story_count(self) -> int:
         with self.lock:
             return sum(len(r.stories) for r in self.rooms.values())
@@ -612,17 +607,6 @@ class Sandbox:
     def add_room(self, *, messages: int = 3, contractor: str | None = None) -> Room:
         with self.lock:
             return self._make_room(contractor, messages, 0, 1000, False, 1.0)
-
-    def submit_milestone(self, contract_id: str, message: str = "Delivered, please review.") -> Submission:
-        """The contractor submits the first unsubmitted active milestone (adds an event)."""
-        with self.lock:
-            contract = self.contracts[contract_id]
-            milestone = next(m for m in contract.milestones if m.state in ("Active", "NotFunded"))
-            sub = Submission(self._id(""), ms(self.clock()), milestone.deposit, message)
-            milestone.submissions.append(sub)
-            milestone.state = "Submitted"
-            contract.modified = self.clock()
-            return sub
 
     # -- seeding -------------------------------------------------------------------------------
 
@@ -1257,36 +1241,3 @@ def start_sandbox(
 ) -> Sandbox:
     """Build and start a :class:`Sandbox` on a free loopback port; ``stop()`` it when done."""
     return Sandbox(seed=seed, threads=threads, messages_per_thread=messages_per_thread, **options).start()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run a sandbox in this process until SIGTERM/SIGINT (for kill tests and manual trials)."""
-    parser = argparse.ArgumentParser(prog="python -m plugins.upwork.sandbox",
-                                     description="Run the Upwork sandbox on 127.0.0.1.")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=6)
-    parser.add_argument("--messages", type=int, default=8)
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--url-file", type=Path, help="write the base URL here once listening")
-    parser.add_argument("--authorize", type=Path, metavar="STATE_DIR",
-                        help="pre-issue tokens into this source state folder")
-    args = parser.parse_args(argv)
-    sandbox = Sandbox(seed=args.seed, threads=args.threads, messages_per_thread=args.messages,
-                      latency=args.latency, port=args.port).start()
-    if args.authorize:
-        sandbox.authorize_source(args.authorize)
-    if args.url_file:
-        tmp = args.url_file.with_suffix(".tmp")
-        tmp.write_text(sandbox.base_url)
-        tmp.replace(args.url_file)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    done.wait()
-    sandbox.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

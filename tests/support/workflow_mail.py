@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 
 import plugins.imap
 import plugins.maildir
+import plugins.notifiers
 from agent.cli import App, build_cli
 from agent.plugins import make_plugin_host
 
@@ -150,7 +151,7 @@ def make_workflow_config(tmp_path: Path, extra: str = "") -> Path:
 
 
 def host_plugins() -> list[Any]:
-    return [plugins.maildir, plugins.imap]
+    return [plugins.maildir, plugins.imap, plugins.notifiers]
 
 
 def run(config: Path, *args: str, expect: int = 0, input: str | None = None,

@@ -108,7 +108,7 @@ def test_engine_resumes_after_a_failure_mid_sync_without_duplicates(tmp_path, to
 
 
 def _sandbox_process(args: list[str]) -> tuple[subprocess.Popen[str], dict]:
-    proc = subprocess.Popen([sys.executable, "-m", "plugins.freelancer.sandbox", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.freelancer_sandbox", *args],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()

@@ -191,7 +191,7 @@ def test_not_an_upwork_source(sandbox: Sandbox, tmp_path: Path) -> None:
 def start_sandbox_process(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
     url_file = tmp_path / "sandbox.url"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "plugins.upwork.sandbox", "--url-file", str(url_file), *args],
+        [sys.executable, "-m", "tests.servers.upwork_sandbox", "--url-file", str(url_file), *args],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     deadline = time.monotonic() + 20

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from agent.mailformats import MailFormat
 from agent.plugins import hookimpl
-from plugins.notifications import fiverr, freelancer, upwork
+from plugins.marketplace_mail import fiverr, freelancer, upwork
 
 FORMATS: tuple[MailFormat, ...] = (fiverr.FORMAT, upwork.FORMAT, freelancer.FORMAT)
 

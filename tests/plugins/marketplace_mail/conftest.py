@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import plugins.notifications
+import plugins.marketplace_mail
 from agent.connector import SourceContext
 from agent.mail import message_from_bytes
 from agent.mailformats import MailFormat, apply_formats
@@ -19,7 +19,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "data" / "notifications"
 
 @pytest.fixture
 def formats() -> list[MailFormat]:
-    host = make_plugin_host(entrypoints=False, extra=[plugins.notifications])
+    host = make_plugin_host(entrypoints=False, extra=[plugins.marketplace_mail])
     assert [f.name for f in host.mail_formats] == ["fiverr", "upwork", "freelancer"]
     return host.mail_formats
 

@@ -18,9 +18,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from agent.mail import ACTIVE_TAGS, html_to_text
 from agent.mailformats import NOTIFICATION, domain_matches
-from agent.models import Attachment, Identity, Message, Record, Submission
+from agent.models import Attachment, Identity, Message, Submission
 
-log = logging.getLogger("retainer.plugins.notifications")
+log = logging.getLogger("retainer.plugins.marketplace_mail")
 
 #: Query parameters that tracking links use to carry the real destination.
 REDIRECT_PARAMS = ("redirect_url", "redirect", "url", "u", "target", "destination", "dest",
@@ -354,5 +354,3 @@ def numbered(message: Message, count: int) -> list[str]:
     get ``#2``, ``#3``..."""
     return [message.remote_id if i == 0 else f"{message.remote_id}#{i + 1}" for i in range(count)]
 
-
-Records = list[Record]

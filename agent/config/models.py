@@ -1,4 +1,4 @@
-"""The TOML config file: loading, validation and precise error messages.
+"""The validated config: loading, validation and precise error messages.
 
 Every source's ``[sources.settings]`` table is validated against its platform's own
 settings model at start-up, so a typo fails ``retainer config check`` (and the daemon)
@@ -16,9 +16,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.configfile import CONFIG_ENV as CONFIG_ENV
-from agent.configfile import check_data_dir, default_data_dir, parse_duration, read_toml
-from agent.configfile import default_config_path as default_config_path
+from agent.config.file import (
+    check_data_dir,
+    default_data_dir,
+    parse_address,
+    parse_duration,
+    read_toml,
+)
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -65,8 +69,6 @@ class AgentSection(_Strict):
     @classmethod
     def _web(cls, value: str | None) -> str | None:
         if value:
-            from agent.web import parse_address
-
             try:
                 parse_address(value)
             except ConfigError as exc:
@@ -255,7 +257,8 @@ def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | 
 
 def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
     """Problems in ``[[notifiers]]`` and ``[plugins.NAME]`` tables (typos, unknown names)."""
-    from agent.notify import notifier_types
+    from agent.notify import known_types, notifier_types
+    from agent.plugins import current_name
 
     problems: list[str] = []
     types = notifier_types(host)
@@ -263,7 +266,7 @@ def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
         label = f"notifiers[{index}]"
         kind = table.get("type")
         if kind not in types:
-            problems.append(f"{path}: {label}: type: must be one of {', '.join(sorted(types))}, "
+            problems.append(f"{path}: {label}: type: must be one of {known_types(types)}, "
                             f"not {kind!r}")
             continue
         try:
@@ -272,9 +275,10 @@ def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
             problems.append(_errors(path, exc, {}, prefix=f"{label} ({kind}): ",
                                           model=types[kind].settings_model))
     known = set(host.platforms) | set(host.infos)
-    for name, table in config.plugins.items():
+    for written, table in config.plugins.items():
+        name = current_name(written, f"{path}: plugins.{written}")
         if name not in known:
-            problems.append(f'{path}: plugins.{name}: no installed plugin or platform is called '
+            problems.append(f'{path}: plugins.{written}: no installed plugin or platform is called '
                             f'"{name}" (installed: {", ".join(sorted(known)) or "none"}); '
                             "see `retainer plugins`")
             continue

@@ -11,11 +11,11 @@ from datetime import timedelta
 
 import pytest
 
-import plugins.notifications
+import plugins.marketplace_mail
 from agent.mailformats import NOTIFICATION, MailFormat, apply_formats, domain_matches
 from agent.models import Attachment, Identity, Message, Submission
 from agent.plugins import hookimpl, make_plugin_host
-from tests.plugins.notifications.conftest import SAMPLES, load, messages, submissions
+from tests.plugins.marketplace_mail.conftest import SAMPLES, load, messages, submissions
 
 ROBOTS = ("noreply@e.fiverr.com", "team@announce.fiverr.com", "donotreply@upwork.com",
           "noreply@notifications.freelancer.com", "noreply@freelancer.com")
@@ -450,7 +450,7 @@ class PeoplePerHour:
 
 
 def test_another_plugin_adds_a_marketplace_without_touching_the_core(context) -> None:
-    host = make_plugin_host(entrypoints=False, extra=[plugins.notifications, PeoplePerHour()])
+    host = make_plugin_host(entrypoints=False, extra=[plugins.marketplace_mail, PeoplePerHour()])
     assert [f.name for f in host.mail_formats] == ["fiverr", "upwork", "freelancer",
                                                    "peopleperhour"]
     pph = replace(load("plain-client.eml", context),

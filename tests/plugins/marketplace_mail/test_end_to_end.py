@@ -5,6 +5,7 @@ real listing commands."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -12,13 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 import plugins.maildir
-import plugins.notifications
+import plugins.marketplace_mail
 from agent.cli import App, cli
+from agent.errors import ConfigError
 from agent.plugins import make_plugin_host
-from tests.plugins.notifications.conftest import SAMPLES
+from tests.plugins.marketplace_mail.conftest import SAMPLES
 
 OWNER = "sam@brightbakery.example"
 ROBOT_WORDS = ("fiverr", "upwork", "freelancer", "noreply", "donotreply", "no-reply")
@@ -27,7 +30,7 @@ ROBOT_WORDS = ("fiverr", "upwork", "freelancer", "noreply", "donotreply", "no-re
 def run(config: Path, *args: str, expect: int = 0) -> Any:
     app = App(config, False, 0)
     app._host = make_plugin_host(entrypoints=False,
-                                 extra=[plugins.maildir, plugins.notifications])
+                                 extra=[plugins.maildir, plugins.marketplace_mail])
     result = CliRunner().invoke(cli, ["--config", str(config), *args], obj=app)
     assert result.exit_code == expect, result.output + str(result.exception)
     return result
@@ -132,7 +135,7 @@ def test_notifications_synced_from_a_maildir(tmp_path: Path) -> None:
 
 
 def test_without_the_plugin_the_robots_would_be_candidates(tmp_path: Path) -> None:
-    """The control experiment: the same Maildir without the notifications plugin."""
+    """The control experiment: the same Maildir without the marketplace-mail plugin."""
     make_maildir(tmp_path / "Mail", ["fiverr-message.eml", "fiverr-delivered.eml"])
     config = make_config(tmp_path)
     app = App(config, False, 0)
@@ -156,7 +159,7 @@ def test_real_command_line_in_a_subprocess(tmp_path: Path) -> None:
 
     def retainer(*args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "tests.plugins.notifications.cli_main", "--config",
+            [sys.executable, "-m", "tests.plugins.marketplace_mail.cli_main", "--config",
              str(config), *args], cwd=root, env=env, capture_output=True, text=True,
             timeout=120)
         assert done.returncode == 0, done.stderr
@@ -164,7 +167,7 @@ def test_real_command_line_in_a_subprocess(tmp_path: Path) -> None:
 
     retainer("sync")
     plugins_listed = {p["name"]: p for p in json.loads(retainer("plugins", "--json"))}
-    assert plugins_listed["notifications"]["hooks"] == ["register_mail_formats"]
+    assert plugins_listed["marketplace-mail"]["hooks"] == ["register_mail_formats"]
     roster = json.loads(retainer("contractors", "--json"))
     assert [(c["name"], c["platforms"]) for c in roster] == [("Pixel Craft", ["fiverr"])]
     candidates = json.loads(retainer("contractors", "candidates", "--json"))
@@ -174,3 +177,31 @@ def test_real_command_line_in_a_subprocess(tmp_path: Path) -> None:
     queue = json.loads(retainer("deliverables", "--json", "--unreviewed"))
     assert [(d["status"], d["contractor_id"]) for d in queue] == [
         ("delivery_waiting", roster[0]["id"])]
+
+
+def test_the_old_plugin_name_still_works_with_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The plugin was called "notifications": env switches and [plugins.NAME] still take it."""
+    from agent.config import load_config
+
+    monkeypatch.delenv("RETAINER_LOAD_PLUGINS", raising=False)
+    monkeypatch.setenv("RETAINER_DISABLE_PLUGINS", "notifications")
+    with caplog.at_level(logging.WARNING, logger="retainer.plugins"):
+        host = make_plugin_host()
+    assert "marketplace-mail" not in host.infos and "maildir" in host.infos
+    assert 'the plugin "notifications" is now called "marketplace-mail"' in caplog.text
+    monkeypatch.setenv("RETAINER_DISABLE_PLUGINS", "")
+    monkeypatch.setenv("RETAINER_LOAD_PLUGINS", "maildir,notifications")
+    assert sorted(make_plugin_host().infos) == ["maildir", "marketplace-mail"]
+
+    (tmp_path / "Mail").mkdir()
+    config = make_config(tmp_path)
+    config.write_text(config.read_text() + "\n[plugins.notifications]\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="retainer.plugins"):
+        load_config(config, make_plugin_host())  # accepted, not "no installed plugin"
+    assert "plugins.notifications: the plugin \"notifications\" is now called" in caplog.text
+    config.write_text(config.read_text().replace("[plugins.notifications]", "[plugins.nosuch]"))
+    with pytest.raises(ConfigError, match=r"plugins\.nosuch: no installed plugin"):
+        load_config(config, make_plugin_host())

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from agent.mailformats import MailFormat, domain_matches, sender_domain
 from agent.models import Identity, Message, Record
-from plugins.notifications.common import (
+from plugins.marketplace_mail.common import (
     Mail,
     classify,
     delivery,

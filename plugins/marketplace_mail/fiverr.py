@@ -33,7 +33,7 @@ from datetime import timedelta
 
 from agent.mailformats import MailFormat, domain_matches, sender_domain
 from agent.models import Identity, Message, Record
-from plugins.notifications.common import (
+from plugins.marketplace_mail.common import (
     Mail,
     classify,
     delivery,

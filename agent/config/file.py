@@ -21,6 +21,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
 _UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 DEFAULT_REVIEW_OVERDUE = timedelta(days=3)
 MAX_DURATION = timedelta(days=3650)  # ten years: beyond that a duration is a typo
+LOOPBACK = "127.0.0.1"
 
 
 def default_config_path() -> Path:
@@ -124,6 +125,22 @@ def quick_config(path: Path) -> QuickConfig:
     except ValueError as exc:
         raise ConfigError(f"{path}: agent.review_overdue: {exc}") from None
     return QuickConfig(path, data_dir, overdue)
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8765"`` (or ``":8765"``, ``"8765"``) as ``(host, port)``."""
+    text = str(value).strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = LOOPBACK, text
+    host = host.strip("[]") or LOOPBACK
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f'agent.web: "{value}" is not an address like "127.0.0.1:8765"') from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"agent.web: port {port} is out of range (1 to 65535)")
+    return host, port
 
 
 # -- the whole file, checked without pydantic (read-only commands) ---------------------------
