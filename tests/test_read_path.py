@@ -19,7 +19,7 @@ import pytest
 from tests.support.workflow_mail import synced
 
 #: Modules a read command must leave unimported (each costs a fresh process time).
-HEAVY = ("pydantic", "pluggy", "filelock", "agent.plugins", "agent.config", "agent.connector",
+HEAVY = ("pydantic", "pluggy", "filelock", "agent.plugins", "agent.config.models", "agent.connector",
          "agent.models", "agent.store.pages", "importlib.metadata", "statistics", "rich")
 
 READS = [["status"], ["status", "--json"], ["review"], ["review", "--json"], ["contractors"],
