@@ -352,6 +352,7 @@ class IdentityRecord(TypedDict):
     first_seen: str | None
     last_seen: str | None
     contractor_id: str | None
+    ignored: NotRequired[bool]  # a candidate the owner chose to hide
 
 
 class ContractRecord(TypedDict):
