@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, get_origin, get_type_hints
 
 import pytest
 
@@ -76,8 +76,9 @@ def png(name: str, data: bytes, remote_id: str = "1") -> Attachment:
 
 def assert_shape(doc: Mapping[str, Any], record: Any) -> None:
     """``doc`` has every required key of the TypedDict ``record`` and no unknown key."""
-    required: frozenset[str] = record.__required_keys__
-    allowed = required | record.__optional_keys__
+    hints = get_type_hints(record, include_extras=True)  # agent.models postpones annotations
+    allowed = set(hints)
+    required = {key for key, hint in hints.items() if get_origin(hint) is not NotRequired}
     assert required <= doc.keys(), (record.__name__, sorted(required - doc.keys()))
     assert doc.keys() <= allowed, (record.__name__, sorted(doc.keys() - allowed))
 
