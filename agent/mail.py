@@ -474,6 +474,7 @@ class HeaderInfo:
     thread_remote_id: str
     extra: dict[str, Any] = field(default_factory=dict)
     legacy_remote_id: str = ""  # the id versions before 2026-12 gave this message
+    legacy_header_ids: list[str] = field(default_factory=list)  # the same, lacking a Message-ID
 
 
 def header_info(headers: EmailMessage, raw_header: bytes, fallback_date: datetime | None = None,
@@ -606,6 +607,34 @@ def _field(source: list[str]) -> tuple[str, str]:
     return name, value.rstrip("\r\n")
 
 
+#: The header fields versions before 2026-12 fetched over IMAP (``BODY[HEADER.FIELDS]``).
+_OLD_IMAP_FIELDS = frozenset({b"date", b"from", b"sender", b"to", b"cc", b"subject",
+                              b"message-id", b"in-reply-to", b"references"})
+
+
+def old_header_ids(raw: bytes) -> list[str]:
+    """The ids versions before 2026-12 could have given a message without a Message-ID
+    (``raw`` with LF line endings): the sha256 of its header block as a Maildir file held
+    it (LF or CRLF), or of the header fields they fetched over IMAP as the server returns
+    them (those lines in their order, CRLF, then a blank line). A store written then keeps
+    those ids when the message is read again (on either path: the list is the same)."""
+    header, _ = split_header(raw)
+    lines = header.split(b"\n")
+    kept: list[bytes] = []
+    keep = False
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                kept.append(line + b"\r\n")
+            continue
+        name, colon, _ = line.partition(b":")
+        keep = bool(colon) and name.strip().lower() in _OLD_IMAP_FIELDS
+        if keep:
+            kept.append(line + b"\r\n")
+    return ["sha256:" + hashlib.sha256(block).hexdigest()
+            for block in (header, b"\r\n".join(lines), b"".join(kept) + b"\r\n")]
+
+
 def split_header(raw: bytes) -> tuple[bytes, bytes]:
     """Split raw message bytes at the first blank line into header and body."""
     for sep in (b"\r\n\r\n", b"\n\n") if b"\r" in raw else (b"\n\n",):
@@ -732,6 +761,8 @@ def message_from_bytes(
     # the whole message: a copy in another folder has the same
     body_digest = hashlib.sha256(memoryview(raw)[:_stripped_length(raw)]).digest()
     info = header_info(parsed, raw_header, fallback_date, body_digest)
+    if not info.message_id:
+        info.legacy_header_ids = old_header_ids(raw)
     wants = context.wants_attachments(info.sender) and not context.is_owner(info.sender)
     where = f"{context.source}: message {info.remote_id}"
     plain: list[str] = []
@@ -896,6 +927,8 @@ def mail_extra(info: HeaderInfo, defects: list[str]) -> dict[str, Any]:
     extra: dict[str, Any] = {"message_id": info.message_id}
     if info.legacy_remote_id:
         extra["legacy_remote_id"] = info.legacy_remote_id
+    if info.legacy_header_ids:
+        extra["legacy_header_ids"] = info.legacy_header_ids
     if info.in_reply_to:
         extra["in_reply_to"] = info.in_reply_to
     if info.references:
