@@ -900,6 +900,17 @@ def _tnef(part: EmailMessage, index: int, wants: bool, context: SourceContext, w
     return found
 
 
+def _anyone(identity: Identity) -> bool:
+    return True
+
+
+def backfill_context(context: SourceContext) -> SourceContext:
+    """``context`` for reading messages again for a promotion backfill: their files are
+    downloaded whoever sent the email (a marketplace's notification about the person
+    just promoted comes from the marketplace's own address)."""
+    return dataclasses.replace(context, wants_attachments=_anyone)
+
+
 def backfilled(message: Message) -> Message:
     """``message`` read again for a promotion backfill: its files enter the review queue
     with their own dates, whatever the first-import cut-off."""

@@ -41,7 +41,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from agent.connector import Connector, SourceContext
 from agent.deadline import Watchdog
 from agent.errors import AuthError, SourceError, TransientError, UnsupportedOperation
-from agent.mail import backfilled, message_from_bytes, scrub, too_large_message
+from agent.mail import (
+    backfill_context,
+    backfilled,
+    message_from_bytes,
+    scrub,
+    too_large_message,
+)
 from agent.models import Cursor, Message, Outgoing, Page
 from plugins.imap.settings import ImapSettings
 
@@ -640,7 +646,7 @@ class ImapConnector(Connector[ImapSettings]):
             uids = sorted(set(uids))
             for start in range(0, len(uids), self.settings.batch_size):
                 batch = uids[start:start + self.settings.batch_size]
-                for records, _last in self._read_batch(folder, batch, 0):
+                for records, _last in self._read_batch(folder, batch, 0, backfill=True):
                     if records:
                         yield Page(records=[backfilled(r) for r in records], cursor=None)
 
@@ -732,9 +738,10 @@ class ImapConnector(Connector[ImapSettings]):
     def _cursor(folders: dict[str, dict[str, int]]) -> dict[str, Any]:
         return {"v": CURSOR_VERSION, "folders": copy.deepcopy(folders)}
 
-    def _read_batch(self, folder: str, uids: list[int], uidvalidity: int
-                    ) -> Iterator[tuple[list[Message], int]]:
-        """Messages of ``uids`` in chunks of bounded size, each with its last UID."""
+    def _read_batch(self, folder: str, uids: list[int], uidvalidity: int, *,
+                    backfill: bool = False) -> Iterator[tuple[list[Message], int]]:
+        """Messages of ``uids`` in chunks of bounded size, each with its last UID
+        (``backfill``: read again for a promotion, every file downloaded)."""
 
         gmail = b"X-GM-EXT-1" in self.capabilities
 
@@ -758,12 +765,12 @@ class ImapConnector(Connector[ImapSettings]):
         chunk_bytes = 0
         for index, item in enumerate(metas):
             if chunk and chunk_bytes + item.size > CHUNK_BYTES:
-                yield self._labelled(folder, self._finish(folder, chunk)), chunk[-1].uid
+                yield self._labelled(folder, self._finish(folder, chunk, backfill)), chunk[-1].uid
                 chunk, chunk_bytes = [], 0
             chunk.append(item)
             chunk_bytes += item.size
             if index == len(metas) - 1:
-                yield self._labelled(folder, self._finish(folder, chunk)), uids[-1]
+                yield self._labelled(folder, self._finish(folder, chunk, backfill)), uids[-1]
 
     def _gmail_repeat(self, folder: str, uid: int, data: dict[bytes, Any]) -> bool:
         """Gmail: remember the message's labels; true if this sync already read it from
@@ -808,8 +815,9 @@ class ImapConnector(Connector[ImapSettings]):
     def max_message_bytes(self) -> int:
         return max(2 * self.context.max_attachment_bytes, MIN_MESSAGE_CAP)
 
-    def _finish(self, folder: str, metas: list[Meta]) -> list[Message]:
+    def _finish(self, folder: str, metas: list[Meta], backfill: bool = False) -> list[Message]:
         """Fetch the messages of one chunk and read them."""
+        reading = backfill_context(self.context) if backfill else self.context
         limit = self.max_message_bytes()
         together = [m.uid for m in metas if m.size <= min(STREAM_BYTES, limit)]
         bodies: dict[int, dict[bytes, Any]] = {}
@@ -828,7 +836,7 @@ class ImapConnector(Connector[ImapSettings]):
                    else bodies.get(item.uid, {}).get(b"BODY[]"))
             if not isinstance(raw, bytes):
                 continue  # expunged since the first FETCH
-            message = message_from_bytes(raw, self.context, fallback_date=item.date, extra=extra)
+            message = message_from_bytes(raw, reading, fallback_date=item.date, extra=extra)
             self.stats.downloaded += sum(1 for a in message.attachments if a.status == "stored")
             messages.append(message)
         self.stats.messages += len(messages)
