@@ -1069,3 +1069,75 @@ def _attachment(part: EmailMessage, index: int, wants: bool, context: SourceCont
                           note=f"over the {context.max_attachment_bytes} byte cap")
     data = _payload(part) or b""
     return Attachment(filename, content_type, size=len(data), data=data, remote_id=remote_id)
+
+
+#: Fewer messages than this are read in this process (starting workers costs more).
+POOL_MIN_BATCH = 32
+
+_worker_context: SourceContext | None = None  # set in each forked reader process
+
+
+def _start_reader(context: SourceContext) -> None:
+    global _worker_context
+    _worker_context = context
+
+
+def _read_in_worker(item: tuple[bytes, datetime | None, dict[str, Any], bool]) -> Message:
+    raw, fallback_date, extra, backfill = item
+    assert _worker_context is not None
+    context = backfill_context(_worker_context) if backfill else _worker_context
+    return message_from_bytes(raw, context, fallback_date=fallback_date, extra=extra)
+
+
+class ReaderPool:
+    """:func:`message_from_bytes` over many messages, in ``processes`` forked worker
+    processes while this one fetches and stores (the reader is most of a big sync's
+    CPU), results in order. Workers are forked when the first big batch comes, so they
+    hold ``context`` as it is then; with ``processes=0``, few messages, or no ``fork``
+    on this system, messages are read here. Close it when done."""
+
+    def __init__(self, context: SourceContext, processes: int) -> None:
+        self.context = context
+        self.processes = processes
+        self._pool: Any = None
+        self._broken = False
+
+    def read(self, items: list[tuple[bytes, datetime | None, dict[str, Any], bool]]
+             ) -> list[Message]:
+        """``(raw, fallback_date, extra, backfill)`` per message -> its record."""
+        if self.processes > 0 and not self._broken and len(items) >= POOL_MIN_BATCH:
+            pool = self._start()
+            if pool is not None:
+                from concurrent.futures.process import BrokenProcessPool
+
+                size = max(1, min(16, len(items) // (self.processes * 4)))
+                try:
+                    return list(pool.map(_read_in_worker, items, chunksize=size))
+                except BrokenProcessPool:  # a worker died (killed, out of memory)
+                    log.warning("%s: a mail reader process died; reading in this process "
+                                "for the rest of the sync", self.context.source)
+                    self._broken = True
+                    self.close()
+        return [message_from_bytes(raw, backfill_context(self.context) if backfill
+                                   else self.context, fallback_date=date, extra=extra)
+                for raw, date, extra, backfill in items]
+
+    def _start(self) -> Any:
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            try:
+                fork = multiprocessing.get_context("fork")
+            except ValueError:  # no fork (Windows): read here
+                self._broken = True
+                return None
+            self._pool = ProcessPoolExecutor(self.processes, mp_context=fork,
+                                             initializer=_start_reader,
+                                             initargs=(self.context,))
+        return self._pool
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -41,13 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from agent.connector import Connector, SourceContext
 from agent.deadline import Watchdog
 from agent.errors import AuthError, SourceError, TransientError, UnsupportedOperation
-from agent.mail import (
-    backfill_context,
-    backfilled,
-    message_from_bytes,
-    scrub,
-    too_large_message,
-)
+from agent.mail import ReaderPool, backfilled, scrub, too_large_message
 from agent.models import Cursor, Message, Outgoing, Page
 from plugins.imap.settings import ImapSettings
 
@@ -221,6 +215,7 @@ class ImapConnector(Connector[ImapSettings]):
         self.capabilities: frozenset[bytes] = frozenset()
         self.stats = Stats()
         self._worker: threading.Thread | None = None
+        self._pool: ReaderPool | None = None  # reads fetched messages in other processes
         self._stop = threading.Event()
         self._watchdog = Watchdog(f"imap-deadline-{context.source}")
         self._live: IMAPClient | None = None  # the connection the watchdog cuts
@@ -443,6 +438,9 @@ class ImapConnector(Connector[ImapSettings]):
     def close(self) -> None:
         self._watchdog.close()
         self._stop_worker()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
         client, self.client = self.client, None
         if client is None:
             return
@@ -817,7 +815,6 @@ class ImapConnector(Connector[ImapSettings]):
 
     def _finish(self, folder: str, metas: list[Meta], backfill: bool = False) -> list[Message]:
         """Fetch the messages of one chunk and read them."""
-        reading = backfill_context(self.context) if backfill else self.context
         limit = self.max_message_bytes()
         together = [m.uid for m in metas if m.size <= min(STREAM_BYTES, limit)]
         bodies: dict[int, dict[bytes, Any]] = {}
@@ -826,21 +823,31 @@ class ImapConnector(Connector[ImapSettings]):
                 return self._uid_fetch(client, together, "(UID BODY.PEEK[])")
 
             bodies = self._retrying(folder, whole)
-        messages: list[Message] = []
+        slots: list[Message | None] = []  # in UID order; None: read below
+        items: list[tuple[bytes, datetime | None, dict[str, Any], bool]] = []
         for item in metas:
             extra: dict[str, Any] = {"folder": folder, "uid": item.uid}
             if item.size > limit:
-                messages.append(self._too_large(folder, item, limit, extra))
+                slots.append(self._too_large(folder, item, limit, extra))
                 continue
             raw = (self._fetch_pieces(folder, item) if item.size > STREAM_BYTES
                    else bodies.get(item.uid, {}).get(b"BODY[]"))
             if not isinstance(raw, bytes):
                 continue  # expunged since the first FETCH
-            message = message_from_bytes(raw, reading, fallback_date=item.date, extra=extra)
-            self.stats.downloaded += sum(1 for a in message.attachments if a.status == "stored")
-            messages.append(message)
+            items.append((raw, item.date, extra, backfill))
+            slots.append(None)
+        del bodies
+        read = iter(self._reader().read(items))
+        messages = [slot if slot is not None else next(read) for slot in slots]
+        self.stats.downloaded += sum(1 for m in messages for a in m.attachments
+                                     if a.status == "stored")
         self.stats.messages += len(messages)
         return messages
+
+    def _reader(self) -> ReaderPool:
+        if self._pool is None:
+            self._pool = ReaderPool(self.context, self.settings.reader_processes)
+        return self._pool
 
     def _fetch_pieces(self, folder: str, item: Meta) -> bytes | None:
         """A big message, fetched in pieces of :data:`STREAM_PIECE` bytes."""
