@@ -9,15 +9,33 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agent.errors import UsageError
 from agent.stats import Facts, compute, hours_between, median, parse_time
 from agent.store import Store
 from agent.store.core import iso
 
 TOTAL_KEYS = ("deliverables", "reviewed", "approved", "changes_requested", "unreviewed")
+
+
+_SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([hdwmy])\s*$")
+_UNITS = {"h": 1 / 24, "d": 1, "w": 7, "m": 30, "y": 365}
+
+
+def parse_since(text: str) -> timedelta:
+    """``--since 90d`` (or ``12w``, ``6m``, ``1y``, ``36h``) as a period."""
+    match = _SINCE.match(text.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise UsageError(f"--since takes a period like 90d, 12w, 6m or 1y, not {text!r}")
+    days = float(match.group(1)) * _UNITS[match.group(2)]
+    if days > 100 * 365:
+        raise UsageError(f"--since {text}: at most 100y; the report compares the period "
+                         "with the one before it")
+    return timedelta(days=days)
 
 
 def _totals(rows: dict[str, dict[str, Any]], facts: Facts, lo: datetime, hi: datetime

@@ -48,7 +48,7 @@ def test_queue_human_form(config: Path) -> None:
     assert lines[0].split()[:4] == ["ID", "AGE", "CONTRACTOR", "TASK"]
     assert "logo-spring.png" in lines[1] and "OVERDUE" in lines[1]
     assert "checkout-design.pdf" in out
-    assert "7 waiting, 6 overdue (older than 3d)" in out
+    assert "7 waiting, 6 overdue (older than 3 d)" in out
 
 
 def test_approve_and_changes_record_rating_feedback_and_time(config: Path) -> None:

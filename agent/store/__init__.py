@@ -17,6 +17,14 @@ Bounded shards keep every write small whatever the dates: a page of new mail rew
 the open shard (and any that held re-fetched documents), not a month or the whole store.
 Stores with one shard per month (schema 1) are upgraded when opened (migrate.py).
 
+Modules, one concern each: ``folder`` (files, caches, write lock, schema, sync state),
+``roster`` (contractors and candidates), ``reads`` (listings and lookups), ``pages``
+(one page of records staged as documents), ``documents`` and ``ids`` (document shapes),
+``versions`` (versions of one piece of work), ``blobs`` (kept files), ``core`` (the
+write path and :class:`Store`), ``storage`` (atomic TinyDB files), ``layout`` (shards and
+their summaries), ``workflow`` (reviews, templates, outbox), ``memory`` (the in-memory
+store for tests).
+
 Every file is replaced atomically; writes from several processes are serialized by a
 file lock and caches are reloaded when another process replaced a file.
 """

@@ -19,7 +19,7 @@ from agent.files import write_private
 from agent.store.storage import file_stamp
 
 if TYPE_CHECKING:
-    from agent.store.core import Store
+    from agent.store.folder import StoreFolder as Store
 
 CACHE_NAME = ".counts.json"
 FOLDERS = ("messages", "deliverables")

@@ -21,7 +21,7 @@ messages with one Message-ID in two months were stored under one id in both mont
 them apart: a document found again under an id already copied is the same message
 re-fetched (kept once) when sender, subject, text and files agree; otherwise it is another
 message and gets its own ids (:func:`repaired_remote_id`), reviews and all, which a later
-read of that message finds again (``Store._stored_remote_id``).
+read of that message finds again (``PageStaging._stored_remote_id``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.files import fsync_dir, remove_orphan_temps
+from agent.store.ids import deliverable_id_for, message_id_for, short_hash
 from agent.store.layout import (
     MONTH_RE,
     SHARD_BYTES,
@@ -44,7 +45,7 @@ from agent.store.layout import (
 from agent.store.storage import Shard, batched_dir_sync
 
 if TYPE_CHECKING:
-    from agent.store.core import Store
+    from agent.store.folder import StoreFolder as Store
 
 log = logging.getLogger("retainer.store")
 
@@ -102,8 +103,6 @@ def _remove(months: dict[str, list[Path]]) -> None:
 def repaired_remote_id(remote_id: str, sent_at: str, sender: str) -> str:
     """The id of a message that shared its old id with another message: the old id and
     what tells the two apart (its date and sender), as a later read of it finds again."""
-    from agent.store.core import short_hash
-
     return f"{remote_id}~r{short_hash(sent_at, sender.lower())[:12]}"
 
 
@@ -119,8 +118,6 @@ def _signature(doc: dict[str, Any]) -> tuple[Any, ...]:
 def _collisions(paths: list[Path]) -> dict[tuple[str, str], tuple[str, str]]:
     """The messages stored under an id another message had in an earlier month:
     ``(old id, sent_at) -> (new id, new remote id)``."""
-    from agent.store.core import message_id_for
-
     first: dict[str, tuple[Any, ...]] = {}
     taken: set[str] = set()
     repairs: dict[tuple[str, str], tuple[str, str]] = {}
@@ -152,8 +149,6 @@ def _repaired(folder: str, doc: dict[str, Any],
               renamed: dict[tuple[str, str], str]) -> dict[str, Any] | None:
     """``doc`` under its own ids if it belongs to a message that shared its id with
     another one; None if it is not such a document."""
-    from agent.store.core import short_hash
-
     if folder == "deliverables":
         found = repairs.get((doc.get("message_id") or "", doc.get("received_at") or ""))
         if found is None:
@@ -161,7 +156,7 @@ def _repaired(folder: str, doc: dict[str, Any],
         message_id, remote = found
         part = str(doc.get("remote_id") or "").rpartition("#")[2]
         new_remote = f"{remote}#{part}"
-        new = dict(doc, id="d_" + short_hash(doc["source"], new_remote),
+        new = dict(doc, id=deliverable_id_for(doc["source"], new_remote),
                    remote_id=new_remote, message_id=message_id)
         renamed[(doc["id"], doc.get("received_at") or "")] = new["id"]
         return new

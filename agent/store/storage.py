@@ -243,42 +243,17 @@ class Shard:
 
         Returns ``(inserted, updated)``; unchanged documents cost nothing.
         """
-        keys = self.key_map(table, key)
-        existing = self.db.table(table)._read_table()
-        new: list[dict[str, Any]] = []
-        changed: dict[int, dict[str, Any]] = {}
-        pending: dict[str, dict[str, Any]] = {}
-        for doc in docs:
-            doc_id = keys.get(doc[key])
-            if doc_id is None:
-                if doc[key] in pending:
-                    pending[doc[key]].update(doc)
-                else:
-                    pending[doc[key]] = doc
-                    new.append(doc)
-            elif existing[str(doc_id)] != doc:
-                changed[doc_id] = doc
-        if not new and not changed:
-            return 0, 0
-        tbl = self.db.table(table)
-        new_ids = [tbl._get_next_id() for _ in new]  # type: ignore[no-untyped-call]
-
-        def apply(table_data: dict[int, Any]) -> None:
-            for doc_id, doc in changed.items():
-                table_data[doc_id] = doc
-            for doc_id, doc in zip(new_ids, new, strict=True):
-                table_data[doc_id] = doc
-
-        tbl._update_table(apply)  # one write for inserts and updates together
-        for doc, doc_id in zip(new, new_ids, strict=True):
-            keys[doc[key]] = doc_id
-        return len(new), len(changed)
+        return self.upsert_tables([(table, docs, key)])[0]
 
     def upsert_tables(
         self, batches: list[tuple[str, list[dict[str, Any]], str]]
     ) -> list[tuple[int, int]]:
         """:meth:`upsert_many` for several tables of this file, ``(table, docs, key)``
-        each, in one write. Returns ``(inserted, updated)`` per table."""
+        each, in one write. Returns ``(inserted, updated)`` per table.
+
+        Documents are matched by ``doc[key]``; a page naming one new key twice stores
+        one document (the later fields win). Nothing is written when nothing changed.
+        """
         plans: list[tuple[str, str, list[dict[str, Any]], dict[int, dict[str, Any]]]] = []
         for table, docs, key in batches:
             keys = self.key_map(table, key)
@@ -299,12 +274,13 @@ class Shard:
         if not any(n or u for n, u in counts):
             return counts
         db = self.db
-        data = db.storage.read() or {}
+        # a new top level and new tables: the copy in memory changes only once written
+        data = dict(db.storage.read() or {})
         assigned: list[list[int]] = []
         for table, _key, new, updates in plans:
             tbl = db.table(table)
             new_ids = [tbl._get_next_id() for _ in new]  # type: ignore[no-untyped-call]
-            raw = data.setdefault(table, {})
+            raw = data[table] = dict(data.get(table) or {})
             for doc_id, doc in updates.items():
                 raw[str(doc_id)] = doc
             for doc_id, doc in zip(new_ids, new, strict=True):

@@ -542,7 +542,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     # -- report -----------------------------------------------------------------------------
 
     def report_doc(since_text: str) -> dict[str, Any]:
-        from agent.commands import parse_since
+        from agent.report import parse_since
 
         return report_of(access.store, stamp(), parse_since(since_text))
 

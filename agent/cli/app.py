@@ -1,0 +1,132 @@
+"""What every command shares: the :class:`App` handed to it through ``click.pass_obj``,
+the group class that turns errors into one line on stderr, and logging set-up."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from agent.errors import RetainerError
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.configfile import QuickConfig
+    from agent.plugins import PluginHost
+    from agent.store import Store
+
+log = logging.getLogger("retainer")
+
+
+@dataclass
+class App:
+    """What every command gets through ``click.pass_obj``."""
+
+    config_path: Path
+    strict: bool
+    verbose: int
+    _host: PluginHost | None = None
+
+    @property
+    def host(self) -> PluginHost:
+        if self._host is None:
+            from agent.plugins import make_plugin_host
+
+            self._host = make_plugin_host(strict=self.strict)
+        return self._host
+
+    def config(self, *, validate: bool = True, only: set[str] | None = None) -> Config:
+        from agent.config import load_config
+
+        return load_config(self.config_path, self.host if validate else None, only=only)
+
+    def quick(self) -> QuickConfig:
+        """The data folder and review settings, read without validating the whole file."""
+        from agent.configfile import quick_config
+
+        return quick_config(self.config_path)
+
+    def store(self, config: Config | QuickConfig | None = None, *, create: bool = True) -> Store:
+        from agent.store import Store
+
+        config = config or self.quick()
+        return Store(config.data_dir, create=create)
+
+
+class RetainerGroup(click.Group):
+    """Turns domain errors into one clear line on stderr and their exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RetainerError as exc:
+            from agent.secrets import scrub
+
+            if getattr(ctx.obj, "strict", False):  # --strict: the plugin author's traceback
+                import traceback
+
+                click.echo(scrub(traceback.format_exc()).rstrip(), err=True)
+            click.echo(f"retainer: error: {scrub(str(exc))}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception:
+            if getattr(ctx.obj, "strict", False):
+                raise  # --strict: plugin authors see the traceback
+            self._one_line(ctx)
+
+    def _one_line(self, ctx: click.Context) -> None:
+        """Report the exception being handled in one line (and exit); no traceback."""
+        try:
+            raise
+        except OSError as exc:  # the disk, the data folder: say which and what to do
+            from agent.secrets import scrub
+
+            log.debug("traceback", exc_info=True)
+            where = f" ({exc.filename})" if exc.filename else ""
+            hint = ("no space left; free some disk space and try again"
+                    if exc.errno == errno.ENOSPC else exc.strerror or type(exc).__name__)
+            click.echo(f"retainer: error: {scrub(hint)}{scrub(where)}", err=True)
+            ctx.exit(1)
+        except Exception as exc:  # a bug: one line, the traceback only with -v
+            from agent.secrets import scrub
+
+            log.debug("traceback", exc_info=True)
+            click.echo(f"retainer: error: unexpected {type(exc).__name__}: {scrub(str(exc))}"
+                       " (a bug in Retainer or a plugin; run with -v for the traceback and "
+                       "report it)", err=True)
+            ctx.exit(70)
+
+class ScrubSecrets(logging.Filter):
+    """Last line of defence: no resolved secret reaches the log, whatever a plugin logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from agent.secrets import known_secrets, scrub
+
+        if known_secrets():
+            record.msg = scrub(record.getMessage())
+            record.args = None
+            if record.exc_info and record.exc_info[1] is not None:
+                record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
+        return True
+
+
+def setup_logging(verbose: int, *, daemon: bool = False) -> None:
+    level = logging.DEBUG if verbose > 0 else logging.INFO if daemon else logging.WARNING
+    if verbose < 0:
+        level = logging.ERROR
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = ("%(asctime)s %(levelname)s %(name)s: %(message)s" if daemon
+           else "retainer: %(levelname)s: %(message)s")
+    handler.setFormatter(logging.Formatter(fmt))
+    handler.addFilter(ScrubSecrets())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+

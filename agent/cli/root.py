@@ -1,0 +1,106 @@
+"""The ``retainer`` group: global options, every builtin command, the plugins' commands
+(``register_commands``), and :func:`main`, the console-script entry point."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from agent.cli import (
+    auth,
+    configure,
+    contractors,
+    demo,
+    instructions,
+    listings,
+    plugins,
+    report,
+    review,
+    serve,
+    syncing,
+)
+from agent.cli.app import App, RetainerGroup, setup_logging
+from agent.errors import RetainerError
+
+
+@click.group(cls=RetainerGroup)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Config file (default: $RETAINER_CONFIG or the user config folder).")
+@click.option("--strict", is_flag=True, help="Let plugin errors raise (for plugin authors).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for everything).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.version_option(package_name="retainer")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, strict: bool, verbose: int,
+        quiet: bool) -> None:
+    """Keep your freelancers, their messages and their deliverables in one reviewed place."""
+    from agent.configfile import default_config_path
+
+    strict = strict or os.environ.get("RETAINER_STRICT") == "1"
+    setup_logging(-1 if quiet else verbose)
+    if ctx.obj is None:
+        ctx.obj = App(config_path or default_config_path(), strict, verbose)
+    else:  # main() built it early to register plugin commands
+        ctx.obj.config_path = config_path or ctx.obj.config_path
+        ctx.obj.strict = ctx.obj.strict or strict
+        if ctx.obj._host is not None:
+            ctx.obj._host.strict = ctx.obj.strict
+        ctx.obj.verbose = verbose
+
+
+for _command in (
+    configure.init, configure.config_group,
+    syncing.sync, syncing.run, syncing.status, auth.auth,
+    plugins.plugins, listings.messages, listings.deliverables,
+    contractors.contractors, review.review, instructions.instructions,
+    report.report, report.notify, serve.serve, demo.demo,
+):
+    cli.add_command(_command)
+
+
+def build_cli(app: App | None = None, *, command: str | None = None) -> click.Group:
+    """The command group with the plugins' commands added (``register_commands``).
+
+    When ``command`` names a builtin command, plugins are not loaded here: a listing
+    command then starts without importing every plugin (they load later if needed).
+    """
+    if app is not None and (command is None or command not in cli.commands):
+        app.host.call_each("register_commands", cli=cli)
+    return cli
+
+
+def _command_name(args: Sequence[str]) -> str | None:
+    """The subcommand in ``args`` (the first word that is not a global option)."""
+    takes_value = {"--config"}
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg in takes_value:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    # Retainer loads no pydantic plugins; skipping their discovery saves start-up time.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
+    from agent.configfile import default_config_path
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    strict = "--strict" in args or os.environ.get("RETAINER_STRICT") == "1"
+    app = App(default_config_path(), strict, 0)
+    try:
+        group = build_cli(app, command=_command_name(args))
+    except RetainerError as exc:
+        click.echo(f"retainer: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    group.main(args=args, prog_name="retainer", obj=app)
+    sys.exit(0)

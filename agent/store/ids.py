@@ -1,0 +1,31 @@
+"""The ids of stored documents: short hashes of where a record came from.
+
+The same record from the same source always gets the same id, which is what makes
+storing a page twice change nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def short_hash(*parts: str) -> str:
+    return hashlib.blake2b("\x00".join(parts).encode("utf-8", "surrogatepass"),
+                           digest_size=8).hexdigest()
+
+
+def message_id_for(source: str, remote_id: str) -> str:
+    return "m_" + short_hash(source, remote_id)
+
+
+def thread_id_for(source: str, thread_remote_id: str) -> str:
+    return "t_" + short_hash(source, thread_remote_id)
+
+
+def deliverable_id_for(source: str, remote_id: str) -> str:
+    return "d_" + short_hash(source, remote_id)
+
+
+def contractor_id_for(seed: str) -> str:
+    """A new contractor's id, from the identity key (or ``name:<name>``) they start with."""
+    return "c_" + short_hash(seed)[:10]
