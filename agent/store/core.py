@@ -63,8 +63,12 @@ class Store(StoreReads):
     def _commit_page(self, source: str, platform: str, records: Sequence[Record],
                      owner_keys: frozenset[str]) -> CommitResult:
         page = PageStaging(self, source, platform, owner_keys)
-        for record in records:
-            page.add(record)
+        try:
+            for record in records:
+                page.add(record)
+        except BaseException:
+            self.blobs.discard()  # files written for this page, not kept
+            raise
         result = CommitResult()
         self.blobs.sync()  # blobs were written while staging: their names first, then documents
         if page.messages:
