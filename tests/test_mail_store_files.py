@@ -20,8 +20,9 @@ WHEN = datetime(2026, 3, 4, 9, 30, tzinfo=UTC)
 
 def page(count: int) -> list[Message]:
     files = [(Attachment(f"f{n}.pdf", "application/pdf", data=b"%%PDF %d" % n),
-              Attachment(f"again{n}.pdf", "application/pdf", data=b"%%PDF %d" % n))
-             for n in range(count)]  # each file twice: stored once
+              Attachment(f"again{n}.pdf", "application/pdf", data=b"%%PDF %d" % n),
+              Attachment(f"same{n}.txt", "text/plain", data=b"%%PDF %d" % n))
+             for n in range(count)]  # each file twice (stored once), and as .txt
     return [Message(f"<{n}@x>", WHEN, Identity("email", "maria@example.com"),
                     recipients=(Identity("email", "owner@example.com"),), subject=f"s{n}",
                     attachments=files[n]) for n in range(count)]
@@ -43,10 +44,10 @@ def test_a_pages_files_are_fsynced_together_before_renames_and_documents(
     files = os.path.realpath(store.files_dir)
     renames = [i for i, c in enumerate(spy.calls) if c.kind == "replace"
                and os.path.dirname(c.dest) == files]
-    assert len(renames) == 12  # a file sent twice is written once
+    assert len(renames) == 24  # a file sent twice is written once (per extension)
     blob_syncs = [i for i, c in enumerate(spy.calls) if c.kind == "fsync_file"
                   and os.path.dirname(c.path) == os.path.realpath(store.tmp_dir)]
-    assert len(blob_syncs) == 12 and max(blob_syncs) < min(renames)  # all bytes, then names
+    assert len(blob_syncs) == 24 and max(blob_syncs) < min(renames)  # all bytes, then names
     folder_sync = next(i for i, c in enumerate(spy.calls)
                        if c.kind == "fsync_dir" and c.path == files)
     first_document = min(i for i, c in enumerate(spy.calls) if c.kind == "replace"
@@ -54,6 +55,7 @@ def test_a_pages_files_are_fsynced_together_before_renames_and_documents(
     assert max(renames) < folder_sync < first_document
     for doc in store.deliverables():
         assert Path(doc["path"]).read_bytes().startswith(b"%PDF")
+        assert Path(doc["path"]).suffix == Path(doc["filename"]).suffix
     assert os.listdir(store.tmp_dir) == []
 
 
@@ -77,4 +79,4 @@ def test_a_full_disk_while_staging_leaves_no_temp_file(
     assert store.deliverables() == [] and list(store.iter_messages()) == []
     with store.writing():  # the page comes again and is stored whole
         store.commit_page("inbox", "imap", page(5), owner_keys=OWNER)
-    assert len(store.deliverables()) == 10 and len(os.listdir(store.files_dir)) == 5
+    assert len(store.deliverables()) == 15 and len(os.listdir(store.files_dir)) == 10

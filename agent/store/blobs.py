@@ -56,12 +56,13 @@ class Blobs:
         sha = digest.hexdigest()
         target = self.files_dir / f"{sha}{blob_suffix(filename)}"
         if target not in self._pending and not target.exists():
-            self._pending[target] = (self._write(att, filename, sha), filename)
+            self._pending[target] = (self._write(att, filename, target.name), filename)
         return sha, str(target), size
 
-    def _write(self, att: Attachment, filename: str, sha: str) -> Path:
-        """The temp file with the attachment's bytes (not fsynced yet: :meth:`sync`)."""
-        tmp = self.tmp_dir / f".tmp-{sha}"
+    def _write(self, att: Attachment, filename: str, name: str) -> Path:
+        """The temp file with the attachment's bytes (not fsynced yet: :meth:`sync`),
+        one per target name (the same bytes may come under two extensions)."""
+        tmp = self.tmp_dir / f".tmp-{name}"
         try:
             if att.data is not None:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
