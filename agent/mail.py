@@ -1071,8 +1071,9 @@ def _attachment(part: EmailMessage, index: int, wants: bool, context: SourceCont
     return Attachment(filename, content_type, size=len(data), data=data, remote_id=remote_id)
 
 
-#: Fewer messages than this are read in this process (starting workers costs more).
-POOL_MIN_BATCH = 32
+#: Fewer messages than this are read in this process: starting the workers and handing
+#: them the messages costs more than reading a small incremental batch here.
+POOL_MIN_BATCH = 150
 
 _worker_context: SourceContext | None = None  # set in each forked reader process
 
