@@ -166,13 +166,46 @@ def _location(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
     return ".".join(parts)
 
 
-def _errors(path: Path, exc: ValidationError, data: dict[str, Any], prefix: str = "") -> str:
+def _errors(path: Path, exc: ValidationError, data: dict[str, Any], prefix: str = "",
+            model: type[BaseModel] | None = None) -> str:
     lines = []
     for err in exc.errors(include_url=False, include_input=False):
         where = _location(tuple(err["loc"]), data)
         message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden" and model is not None:
+            message = _unknown_key(str(err["loc"][-1]), _keys_at(model, tuple(err["loc"][:-1])))
         lines.append(f"{path}: {prefix}{where}: {message}")
     return "\n".join(lines)
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    """``unknown key `hots`; did you mean `host`?`` (or the keys there are)."""
+    import difflib
+
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key `{key}`; did you mean `{close[0]}`?"
+    return f"unknown key `{key}`" + (f" (known keys: {', '.join(known)})" if known else "")
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model (or the model nested at ``loc`` in it) accepts."""
+    import typing
+
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list: its type was found with the list
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            return []
+        current = fields[part].annotation
+        while typing.get_origin(current) is not None:  # list[X], X | None, Annotated[X, ...]
+            inner = [a for a in typing.get_args(current)
+                     if isinstance(a, type) and issubclass(a, BaseModel)]
+            current = inner[0] if inner else typing.get_args(current)[0]
+    fields = getattr(current, "model_fields", {})
+    return sorted(info.alias or name for name, info in fields.items())
 
 
 def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | None = None
@@ -185,7 +218,7 @@ def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | 
     try:
         parsed = _File.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_errors(path, exc, data)) from None
+        raise ConfigError(_errors(path, exc, data, model=_File)) from None
     seen: set[str] = set()
     for index, source in enumerate(parsed.sources):
         if source.name in seen:
@@ -212,7 +245,7 @@ def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | 
                 config.settings[source.name] = model.model_validate(
                     source.settings, context={"check_paths": True})
             except ValidationError as exc:
-                problems.append(_errors(path, exc, {}, prefix=f"{label}: settings."))
+                problems.append(_errors(path, exc, {}, prefix=f"{label}: settings.", model=model))
         if only is None:
             problems += _plugin_tables(path, config, host)
         if problems:
@@ -236,7 +269,8 @@ def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
         try:
             types[kind].settings_model.model_validate(table)
         except ValidationError as exc:
-            problems.append(_errors(path, exc, {}, prefix=f"{label} ({kind}): "))
+            problems.append(_errors(path, exc, {}, prefix=f"{label} ({kind}): ",
+                                          model=types[kind].settings_model))
     known = set(host.platforms) | set(host.infos)
     for name, table in config.plugins.items():
         if name not in known:
@@ -254,51 +288,5 @@ def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
         try:
             model.model_validate(table)
         except ValidationError as exc:
-            problems.append(_errors(path, exc, {}, prefix=f"plugins.{name}: "))
+            problems.append(_errors(path, exc, {}, prefix=f"plugins.{name}: ", model=model))
     return problems
-
-
-STARTER_CONFIG = '''\
-# Retainer configuration. Reference: README.md ("Configuration").
-
-[agent]
-# The store and the deliverable files live here (created 0700).
-data_dir = "~/.local/share/retainer"
-# Your own addresses: mail from them is outgoing, mail to them is incoming.
-owner_emails = ["me@example.com"]
-# Attachments larger than this are recorded but not downloaded.
-max_attachment_mb = 50
-# Unreviewed work older than this is flagged overdue.
-review_overdue = "3d"
-# First import: work received before this day is stored as already handled, not queued.
-# Left out: the day of the first sync. `false`: everything enters the review queue.
-# review_since = 2026-01-01
-# `retainer run` also serves the dashboard here (`retainer serve` prints its URL).
-# web = "127.0.0.1:8765"
-
-# Optional seed roster. The store holds the live roster (`retainer contractors`).
-# [[contractors]]
-# name = "Maria Lopez"
-# emails = ["maria@example.com"]
-# skills = ["logo", "illustration"]
-
-# One [[sources]] table per account. `every` is how often `retainer run` syncs it.
-# [[sources]]
-# name = "inbox"
-# platform = "imap"
-# every = "5m"
-# [sources.settings]
-# host = "imap.example.com"
-# port = 993
-# security = "tls"          # "tls" | "starttls" | "none" (127.0.0.1 only)
-# username = "me@example.com"
-# password = { env = "RETAINER_IMAP_PASSWORD" }   # never inline: env, command or keyring
-# folders = ["INBOX"]
-
-# [[sources]]
-# name = "archive"
-# platform = "maildir"
-# every = "10m"
-# [sources.settings]
-# path = "~/Mail/work"
-'''

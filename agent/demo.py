@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from agent.files import ensure_private_dir
 
 if TYPE_CHECKING:
+    from agent.models import DeliverableRecord, MessageRecord
     from agent.store import Store
 
 SEED = 20260105
@@ -747,21 +748,22 @@ def seed_history(store: Store, now: datetime | None = None) -> dict[str, int]:
     now = now or datetime.now(UTC)
     rng = random.Random(SEED + 1)
     contractors = {c["id"]: c for c in store.contractors()}
-    threads: dict[str, list[dict[str, object]]] = {}
+    threads: dict[str, list[MessageRecord]] = {}
     for msg in store.iter_messages():
         if msg.get("source") == SOURCE_NAME and msg.get("thread_id"):
             threads.setdefault(str(msg["thread_id"]), []).append(msg)
     for msgs in threads.values():
         msgs.sort(key=lambda m: str(m.get("sent_at") or ""))
-    reviews: list[tuple[dict[str, object], dict[str, object]]] = []
+    reviews: list[tuple[DeliverableRecord, dict[str, object]]] = []
     recent = iso_days_ago(now, 12)  # the owner's last two weeks are still to be recorded
     for doc in store.deliverables():
         cid = doc.get("contractor_id")
         person = contractors.get(cid or "")
-        if doc.get("source") != SOURCE_NAME or person is None or not doc.get("thread_id"):
+        thread_id = doc["thread_id"]
+        if doc.get("source") != SOURCE_NAME or person is None or not thread_id:
             continue
-        answers = [m for m in threads.get(doc["thread_id"], [])
-                   if m.get("direction") == "out" and str(m["sent_at"]) > doc["received_at"]]
+        answers = [m for m in threads.get(thread_id, [])
+                   if m["direction"] == "out" and m["sent_at"] > (doc["received_at"] or "")]
         if not answers or str(answers[0]["sent_at"]) > recent:
             continue  # not answered yet, or lately: it waits in the queue
         answer = answers[0]

@@ -8,6 +8,7 @@ Placeholders every send fills: ``{{name}}`` (the contractor's name), ``{{first_n
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,7 +47,7 @@ def fill(text: str, values: dict[str, str]) -> str:
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
 
-def values_for(contractor: dict[str, Any], task: str, extra: dict[str, str],
+def values_for(contractor: Mapping[str, Any], task: str, extra: dict[str, str],
                now: datetime | None = None) -> dict[str, str]:
     name = contractor.get("name") or ""
     values = {"name": name, "first_name": name.split()[0] if name else "",
@@ -65,7 +66,8 @@ def parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def route_for(contractor: dict[str, Any], recent: list[dict[str, Any]]) -> tuple[str, Identity, str]:
+def route_for(contractor: Mapping[str, Any], recent: Sequence[Mapping[str, Any]]
+              ) -> tuple[str, Identity, str]:
     """Where to send: the source, identity and thread of the latest message with them."""
     for msg in recent:
         ident = msg.get("identity") or ""

@@ -1,7 +1,12 @@
-"""The typed records connectors yield and the store keeps.
+"""The typed records connectors yield, and the documents the store gives back.
 
-Connectors build these frozen dataclasses; only :mod:`agent.store` turns them into
+Connectors build the frozen dataclasses; only :mod:`agent.store` turns them into
 TinyDB documents. Times are timezone-aware :class:`~datetime.datetime` values.
+
+What the store's read side returns is typed with the :class:`~typing.TypedDict` classes
+at the end (:class:`MessageRecord`, :class:`DeliverableRecord`, ...): plain JSON objects
+as stored, so ``--json`` output keeps its shape, with their keys known to mypy. Times
+there are ISO 8601 text in UTC (``2026-03-04T09:30:00Z``).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NotRequired, TypeAlias, TypedDict
 
 Direction: TypeAlias = Literal["in", "out"]
 AttachmentStatus: TypeAlias = Literal[
@@ -182,3 +187,189 @@ class Outgoing:
     in_reply_to: str = ""  # e.g. the Message-ID header for mail
     references: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+# -- what the store's read side returns -------------------------------------------------------
+
+
+class SenderRef(TypedDict):
+    address: str
+    name: str
+    platform: str
+
+
+class RecipientRef(TypedDict):
+    address: str
+    name: str
+
+
+class AttachmentEntry(TypedDict):
+    """One attachment as its message records it; a deliverable's id when one was made."""
+
+    filename: str
+    content_type: str
+    size: int | None
+    status: str
+    inline: bool
+    deliverable_id: NotRequired[str]
+    sha256: NotRequired[str | None]
+
+
+class MessageRecord(TypedDict):
+    """A stored message. ``contractor_id`` is resolved through the roster in listings."""
+
+    id: str
+    source: str
+    platform: str
+    remote_id: str
+    thread_id: str
+    thread_remote_id: str
+    contractor_id: str | None
+    identity: str | None  # the counterpart's identity key; None for the owner's own mail
+    direction: str  # "in" or "out"
+    sent_at: str
+    subject: str
+    text: str
+    sender: SenderRef
+    recipients: list[RecipientRef]
+    attachments: list[AttachmentEntry]
+    extra: dict[str, Any]
+
+
+class ThreadRecord(TypedDict):
+    """A conversation: its first and last message times over every shard it is in."""
+
+    id: str
+    source: str
+    platform: str
+    remote_id: str
+    subject: str
+    identity: str | None
+    first_at: str
+    last_at: str
+
+
+class ThreadActivity(TypedDict):
+    """Per thread: the owner's message times (sorted) and the last message."""
+
+    out: list[str]
+    last_at: str
+    last_dir: str
+    identity: str | None
+    last_id: str | None
+
+
+class SentRef(TypedDict):
+    outbox_id: str
+    sent_at: str | None
+    remote_id: str | None
+
+
+class ReviewState(TypedDict):
+    """A deliverable's current review (``auto``: why it was approved without one)."""
+
+    status: str
+    rating: int | None
+    feedback: str
+    reviewed_at: str | None
+    cost: float | None
+    hours: float | None
+    sent: list[SentRef]
+    round: int
+    auto: NotRequired[str]
+
+
+class DeliverableRecord(TypedDict):
+    """A piece of work in the review queue; ``version*`` link versions of one work."""
+
+    id: str
+    source: str
+    platform: str
+    remote_id: str
+    message_id: str | None
+    thread_id: str | None
+    contractor_id: str | None
+    identity: str | None
+    filename: str
+    content_type: str
+    size: int | None
+    sha256: str | None
+    path: str | None
+    url: str
+    status: str
+    flagged: bool
+    note: str
+    title: str
+    received_at: str | None
+    review_status: str  # "unreviewed", "approved" or "changes_requested"
+    review: ReviewState | None
+    extra: dict[str, Any]
+    work: str
+    replaces_remote_id: str | None
+    version: NotRequired[int]
+    replaces: NotRequired[str | None]
+    version_of: NotRequired[str | None]
+
+
+class ReviewEvent(TypedDict):
+    """One review as it happened (a deliverable can be reviewed more than once)."""
+
+    id: str
+    deliverable_id: str
+    status: str
+    rating: int | None
+    feedback: str
+    reviewed_at: str | None
+    received_at: str | None
+    identity: str | None
+    contractor_id: str | None
+
+
+class ContractorRecord(TypedDict):
+    """A person the owner works with; ``merged_into`` points to who they became."""
+
+    id: str
+    name: str
+    status: str
+    skills: list[str]
+    rate: float | None
+    currency: str
+    notes: str
+    identities: list[str]
+    created_at: str | None
+    status_changed_at: str | None
+    merged_into: str | None
+
+
+class IdentityRecord(TypedDict):
+    """An address or platform account; without ``contractor_id``, a candidate."""
+
+    key: str
+    platform: str
+    address: str
+    name: str
+    profile_url: str
+    first_seen: str | None
+    last_seen: str | None
+    contractor_id: str | None
+
+
+class ContractRecord(TypedDict):
+    """A marketplace contract, offer or order."""
+
+    id: str
+    source: str
+    platform: str
+    remote_id: str
+    identity: str | None
+    title: str
+    status: str
+    kind: str
+    started_at: str | None
+    ended_at: str | None
+    rate: float | None
+    budget: float | None
+    spent: float | None
+    currency: str
+    thread_id: str | None
+    extra: dict[str, Any]

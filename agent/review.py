@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,6 @@ from agent.errors import StoreError, UnsupportedOperation
 from agent.models import Identity, Outgoing
 from agent.stats import hours_between
 from agent.store import Store
-from agent.store import workflow as wf
 from agent.store.core import iso, version_label
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def queue(store: Store, *, overdue_after: timedelta, now: datetime | None = None
     return out
 
 
-def feedback_text(deliverable: dict[str, Any], status: str, rating: int | None, feedback: str
+def feedback_text(deliverable: Mapping[str, Any], status: str, rating: int | None, feedback: str
                   ) -> str:
     """The reply body: the owner's words, plus a one-line verdict for the file."""
     verdict = "approved" if status == "approved" else "needs changes"
@@ -55,13 +55,14 @@ def feedback_text(deliverable: dict[str, Any], status: str, rating: int | None, 
     return f"{body}\n\n-- \n{head}\n"
 
 
-def outgoing_for(store: Store, deliverable: dict[str, Any], text: str) -> tuple[Outgoing, str]:
+def outgoing_for(store: Store, deliverable: Mapping[str, Any], text: str
+                 ) -> tuple[Outgoing, str]:
     """The reply to the message (or thread) a deliverable came with, threaded properly.
 
     Returns the :class:`Outgoing` and the source name it must go through.
     """
     source = deliverable["source"]
-    msg = wf.message(store, deliverable["message_id"]) if deliverable.get("message_id") else None
+    msg = store.message(deliverable["message_id"]) if deliverable.get("message_id") else None
     identity = deliverable.get("identity") or ""
     platform, _, address = identity.partition(":")
     if msg is not None and msg.get("direction") == "in":
@@ -72,8 +73,9 @@ def outgoing_for(store: Store, deliverable: dict[str, Any], text: str) -> tuple[
         to = Identity(platform, address)
     else:
         raise StoreError(f"{deliverable['id']} has no known sender to reply to")
-    extra = dict((msg or {}).get("extra") or {})
-    subject = (msg or {}).get("subject") or deliverable.get("title") or deliverable["filename"]
+    extra: dict[str, Any] = dict(msg["extra"] or {}) if msg is not None else {}
+    subject = (msg["subject"] if msg is not None else "") or deliverable.get("title") \
+        or deliverable["filename"]
     if not subject.lower().startswith("re:"):
         subject = f"Re: {subject}"
     message_id = _bracketed(str(extra.get("message_id") or ""))
@@ -84,14 +86,15 @@ def outgoing_for(store: Store, deliverable: dict[str, Any], text: str) -> tuple[
     if message_id and message_id not in references:
         references = (*references, message_id)
     details = deliverable.get("extra") or {}
-    thread_remote = (msg or {}).get("thread_remote_id") or details.get("thread_remote_id") or ""
+    thread_remote = ((msg["thread_remote_id"] if msg is not None else "")
+                     or details.get("thread_remote_id") or "")
     if not thread_remote and deliverable.get("thread_id"):  # the thread the store knows
         thread_remote = next((t["remote_id"] for t in store.threads(source)
                               if t["id"] == deliverable["thread_id"]), "")
     outgoing = Outgoing(to=to, text=text, subject=subject, thread_remote_id=thread_remote,
                         in_reply_to=message_id, references=references,
                         extra={"deliverable_id": deliverable["id"],
-                               "remote_id": (msg or {}).get("remote_id", ""),
+                               "remote_id": msg["remote_id"] if msg is not None else "",
                                "project_id": details.get("project_id")})
     return outgoing, source
 

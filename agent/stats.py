@@ -18,11 +18,13 @@ from __future__ import annotations
 import bisect
 import re
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agent.models import ContractorRecord, ContractRecord, DeliverableRecord, ThreadActivity
+from agent.models import ReviewEvent as StoredReview
 from agent.store import Store
 from agent.store import workflow as wf
 from agent.store.core import Roster, iso
@@ -68,12 +70,12 @@ class Facts:
     """Everything the metrics need, read from the store once."""
 
     roster: Roster
-    contractors: list[dict[str, Any]]
-    deliverables: list[dict[str, Any]]
-    reviews: list[dict[str, Any]]
+    contractors: list[ContractorRecord]
+    deliverables: list[DeliverableRecord]
+    reviews: list[StoredReview]
     instructions: list[dict[str, Any]]
-    contracts: list[dict[str, Any]]
-    activity: dict[str, dict[str, Any]]
+    contracts: list[ContractRecord]
+    activity: dict[str, ThreadActivity]
     by_contractor_instr: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
@@ -86,7 +88,7 @@ class Facts:
             reviews=wf.review_events(store),
             instructions=wf.sent_instructions(store),
             contracts=store.contracts(),
-            activity=wf.thread_activity(store) if with_messages else {},
+            activity=store.thread_activity() if with_messages else {},
         )
         for ins in facts.instructions:
             facts.by_contractor_instr.setdefault(ins["contractor_id"], []).append(ins)
@@ -95,7 +97,7 @@ class Facts:
     _derived: dict[str, tuple[str, float | None]] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict)
 
-    def derived(self, deliverable: dict[str, Any], contractor: dict[str, Any] | None
+    def derived(self, deliverable: DeliverableRecord, contractor: ContractorRecord | None
                 ) -> tuple[str, float | None]:
         """A deliverable's kind of work and turnaround hours, computed once per load."""
         got = self._derived.get(deliverable["id"])
@@ -104,11 +106,11 @@ class Facts:
             self._derived[deliverable["id"]] = got
         return got
 
-    def contractor_of(self, doc: dict[str, Any]) -> str | None:
+    def contractor_of(self, doc: DeliverableRecord) -> str | None:
         return self.roster.contractor_of(doc.get("identity")) or doc.get("contractor_id")
 
 
-def answered_instruction(facts: Facts, deliverable: dict[str, Any]) -> dict[str, Any] | None:
+def answered_instruction(facts: Facts, deliverable: DeliverableRecord) -> dict[str, Any] | None:
     """The instruction a deliverable answers: the latest one sent to its contractor before it
     (in the same thread when the instruction went to a thread), within the window."""
     received = deliverable.get("received_at") or ""
@@ -126,7 +128,7 @@ def answered_instruction(facts: Facts, deliverable: dict[str, Any]) -> dict[str,
     return best
 
 
-def turnaround(facts: Facts, deliverable: dict[str, Any]) -> tuple[float | None, str | None]:
+def turnaround(facts: Facts, deliverable: DeliverableRecord) -> tuple[float | None, str | None]:
     """Hours from what asked for the work to its delivery, and what asked ("instruction",
     "message"), or (None, None) when nothing did."""
     received = deliverable.get("received_at") or ""
@@ -142,13 +144,14 @@ def turnaround(facts: Facts, deliverable: dict[str, Any]) -> tuple[float | None,
     return None, None
 
 
-def skill_of(facts: Facts, deliverable: dict[str, Any], contractor: dict[str, Any] | None) -> str:
+def skill_of(facts: Facts, deliverable: DeliverableRecord, contractor: ContractorRecord | None
+             ) -> str:
     """The kind of work a deliverable is: its instruction's skill, else the contractor's skill
     that its title or file name mentions, else the contractor's first skill."""
     ins = answered_instruction(facts, deliverable)
     if ins is not None and ins.get("skill"):
         return str(ins["skill"])
-    skills: list[str] = list((contractor or {}).get("skills") or [])
+    skills: list[str] = list(contractor["skills"] or []) if contractor else []
     text = words(f"{deliverable.get('title', '')} {deliverable.get('filename', '')}")
     for skill in skills:
         if words(skill) & text:
@@ -156,7 +159,7 @@ def skill_of(facts: Facts, deliverable: dict[str, Any], contractor: dict[str, An
     return skills[0] if skills else "other"
 
 
-def _empty(doc: dict[str, Any]) -> dict[str, Any]:
+def _empty(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "deliverables": 0, "reviewed": 0, "approved": 0, "changes_requested": 0,
         "unreviewed": 0, "average_rating": None, "revision_rate": None,
@@ -219,7 +222,7 @@ def _work(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:
         if contractor is None:
             continue
         skill, hours = facts.derived(d, contractor)
-        review = d.get("review") or {}
+        review: Mapping[str, Any] = d.get("review") or {}
         rating = review.get("rating")
         cost = review.get("cost")
         entered = review.get("hours")
@@ -302,12 +305,13 @@ def compute(facts: Facts, *, since: datetime | None = None, until: datetime | No
     if not by_skill:
         for k in facts.contracts:
             cid = facts.roster.contractor_of(k.get("identity"))
-            if cid not in accs or k.get("spent") is None:
+            spent = k.get("spent")
+            if cid not in accs or spent is None:
                 continue
             start = k.get("started_at") or ""
             end = k.get("ended_at")
             if start < hi and (end is None or end >= lo):
-                accs[cid]["_platform_spend"] += float(k["spent"])
+                accs[cid]["_platform_spend"] += float(spent)
                 accs[cid]["_has_spend"] = True
                 accs[cid]["currency"] = k.get("currency") or accs[cid]["currency"]
     return {key: _finish(acc) for key, acc in accs.items()}

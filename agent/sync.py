@@ -32,6 +32,10 @@ from agent.store.pluginstate import PluginState
 log = logging.getLogger("retainer.sync")
 
 ProgressCallback = Callable[[str, int, int], None]
+#: Called after each committed page with the source's running result and the page's
+#: ``progress`` (done, total) if the connector gave one: the command line's ``-v`` lines,
+#: its progress bar and its account of what a Ctrl-C kept.
+PageCallback = Callable[["SyncResult", "tuple[int, int] | None"], None]
 
 
 @dataclass
@@ -106,12 +110,14 @@ class SyncEngine:
         *,
         should_stop: Callable[[], bool] = lambda: False,
         progress: ProgressCallback | None = None,
+        on_page: PageCallback | None = None,
     ) -> None:
         self.config = config
         self.host = host
         self.store = store
         self.should_stop = should_stop
         self.progress = progress
+        self.on_page = on_page
         self.owner_keys = frozenset(f"email:{e}" for e in config.agent.owner_emails)
         self._plugin_states: dict[str, PluginState] = {}
 
@@ -279,6 +285,8 @@ class SyncEngine:
                         source.name, committed.messages, committed.deliverables))
                 if self.progress is not None and page.progress is not None:
                     self.progress(source.name, *page.progress)
+                if self.on_page is not None:
+                    self.on_page(result, page.progress)
                 if self.should_stop():
                     result.stopped = True
                     break
@@ -323,6 +331,8 @@ class SyncEngine:
 
     def _finish(self, result: SyncResult, started: float) -> SyncResult:
         result.duration = time.monotonic() - started
+        if result.error.startswith(f"{result.source}: "):  # shown beside the source's name:
+            result.error = result.error[len(result.source) + 2:]  # never "inbox: inbox: ..."
         now = iso(datetime.now(UTC))
         changes: dict[str, Any] = {"last_attempt": now, "last_duration": round(result.duration, 3),
                                    "platform": result.platform, "warnings": result.warnings}

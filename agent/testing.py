@@ -49,7 +49,15 @@ import pytest
 
 from agent.config import AgentSection, Config, ContractorSeed, SourceConfig
 from agent.connector import Connector, check_cursor, check_records
-from agent.models import Cursor, Page, Record
+from agent.models import (
+    ContractorRecord,
+    Cursor,
+    DeliverableRecord,
+    IdentityRecord,
+    MessageRecord,
+    Page,
+    Record,
+)
 from agent.plugins import PluginHost, make_plugin_host
 from agent.store import Store
 from agent.store.memory import MemoryStore
@@ -218,13 +226,13 @@ class Harness:
     def cursor(self) -> dict[str, Any]:
         return dict(self.store.source_state(SOURCE).get("cursor") or {})
 
-    def messages(self) -> list[dict[str, Any]]:
+    def messages(self) -> list[MessageRecord]:
         return self.store.messages(source=SOURCE)
 
     def texts(self) -> list[str]:
         return [m.get("text") or "" for m in self.messages()]
 
-    def deliverables(self) -> list[dict[str, Any]]:
+    def deliverables(self) -> list[DeliverableRecord]:
         return [d for d in self.store.deliverables() if d["source"] == SOURCE]
 
 
@@ -389,10 +397,12 @@ class ConnectorContract:
             name = doc["filename"]
             assert name and "/" not in name and "\\" not in name and not name.startswith("."), name
             assert "\u202e" not in name and name not in (".", ".."), name
+            assert doc["path"] is not None, doc  # a stored file has a path
             path = Path(doc["path"]).resolve()
             assert path.parent == files.resolve(), path
             assert path.read_bytes() in payloads.values()
-        assert sorted(Path(d["path"]).read_bytes() for d in stored) == sorted(payloads.values())
+        assert sorted(Path(d["path"] or "").read_bytes() for d in stored) == sorted(
+            payloads.values())
         outside = [p for p in tmp_path.rglob(f"*evil-{token}*")
                    if harness.data_dir not in p.parents and p.is_file() and p not in already]
         outside += [p for p in Path("/tmp").glob(f"retainer-evil-{token}*")]
@@ -434,18 +444,18 @@ class Synced:
     store: Store
     source: str
 
-    def messages(self) -> list[dict[str, Any]]:
+    def messages(self) -> list[MessageRecord]:
         """The source's stored messages, newest first, as ``retainer messages --json`` prints."""
         return self.store.messages(source=self.source)
 
-    def deliverables(self) -> list[dict[str, Any]]:
+    def deliverables(self) -> list[DeliverableRecord]:
         """The source's stored deliverables, oldest first."""
         return [d for d in self.store.deliverables() if d["source"] == self.source]
 
-    def contractors(self) -> list[dict[str, Any]]:
+    def contractors(self) -> list[ContractorRecord]:
         return self.store.contractors()
 
-    def candidates(self) -> list[dict[str, Any]]:
+    def candidates(self) -> list[IdentityRecord]:
         return self.store.candidates()
 
     @property

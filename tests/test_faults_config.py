@@ -164,5 +164,6 @@ def test_init_keeps_the_mode_of_an_existing_folder(tmp_path):
 
 def test_declared_plugin_options_pass_config_check(tmp_path):
     config = write(tmp_path, tail='[plugins.feed]\nlabel = "studio"\n')
+    (tmp_path / "feed.jsonl").touch()  # config check: every path a setting names exists
     result = invoke(config, "config", "check")
     assert result.exit_code == 0, result.output

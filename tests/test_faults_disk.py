@@ -91,5 +91,5 @@ def test_disk_full_from_the_command_line_is_one_line(tmp_path, full_disk):
     run(config_path, "sync", "other")
     full_disk(tmp_path / "data")
     result = run(config_path, "sync", "feed", expect=1)
-    assert f"feed: FAILED: no space left in {tmp_path / 'data'}" in result.output
+    assert f"retainer: error: feed: no space left in {tmp_path / 'data'}" in result.output
     assert "Traceback" not in result.output

@@ -228,7 +228,8 @@ def test_strict_raises_a_fetch_error_with_its_traceback(crashing_config: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     runner = CliRunner()
     plain = runner.invoke(cli, ["--config", str(crashing_config), "sync"])
-    assert plain.exit_code == 1 and "FAILED: unexpected KeyError" in plain.stderr
+    assert plain.exit_code == 1 and "c: failed (error)" in plain.stdout
+    assert "retainer: error: c: unexpected KeyError" in plain.stderr
     strict = runner.invoke(cli, ["--config", str(crashing_config), "--strict", "sync"])
     assert isinstance(strict.exception, KeyError), strict.output
     monkeypatch.setenv("RETAINER_STRICT", "1")

@@ -45,8 +45,8 @@ def test_queue_lists_every_delivery_oldest_first_with_overdue_flags(config: Path
 def test_queue_human_form(config: Path) -> None:
     out = run(config, "review").stdout
     lines = out.splitlines()
-    assert lines[0].split()[:4] == ["ID", "AGE", "CONTRACTOR", "TASK"]
-    assert "logo-spring.png" in lines[1] and "OVERDUE" in lines[1]
+    assert lines[0].split()[:4] == ["ID", "RECEIVED", "CONTRACTOR", "TASK"]
+    assert "logo-spring.png" in lines[1] and "d ago OVERDUE" in lines[1]
     assert "checkout-design.pdf" in out
     assert "7 waiting, 6 overdue (older than 3 d)" in out
 

@@ -395,7 +395,7 @@ def test_canary_from_env_is_scrubbed_from_verbose_logs(tmp_path, monkeypatch, ca
         root.setLevel(level)
     err = capsys.readouterr().err
     assert "Traceback" in err and "token plain *** refused" in err
-    assert "retainer: DEBUG: traceback for one\nTraceback" in err
+    assert "retainer: debug: traceback for one\nTraceback" in err
     assert secret not in err and secret not in result.error
     assert secret.encode() not in all_bytes(engine.store.data_dir)
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from agent.plugins import PluginHost
     from agent.store import Store
 
-log = logging.getLogger("retainer")
+log = logging.getLogger("retainer.cli")
 
 
 @dataclass
@@ -59,7 +59,14 @@ class App:
 
 
 class RetainerGroup(click.Group):
-    """Turns domain errors into one clear line on stderr and their exit code."""
+    """Turns domain errors into one clear line on stderr and their exit code; with no
+    arguments at all, prints its help on stdout and exits 0."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:
+            click.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -117,16 +124,36 @@ class ScrubSecrets(logging.Filter):
         return True
 
 
+class _Plain(logging.Formatter):
+    """``retainer: warning: ...``: the same shape as the command line's own errors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"retainer: {record.levelname.lower()}: {super().format(record)}"
+
+
 def setup_logging(verbose: int, *, daemon: bool = False) -> None:
-    level = logging.DEBUG if verbose > 0 else logging.INFO if daemon else logging.WARNING
+    """``-q``: errors only; default: warnings (the daemon: info); ``-v``: info, with the
+    sync's per-page lines and tracebacks; ``-vv``: everything, protocol lines included."""
     if verbose < 0:
         level = logging.ERROR
+    elif verbose >= 2:
+        level = logging.DEBUG
+    elif verbose == 1 or daemon:
+        level = logging.INFO
+    else:
+        level = logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    fmt = ("%(asctime)s %(levelname)s %(name)s: %(message)s" if daemon
-           else "retainer: %(levelname)s: %(message)s")
-    handler.setFormatter(logging.Formatter(fmt))
+    if daemon:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(_Plain("%(message)s"))
     handler.addFilter(ScrubSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in TRACEBACKS:  # -v shows the tracebacks that error messages point to
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 1 else logging.NOTSET)
 
+
+#: Loggers whose debug records are tracebacks ("run with -v for the traceback").
+TRACEBACKS = ("retainer.cli", "retainer.sync")

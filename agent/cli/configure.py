@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,13 +13,16 @@ from agent.cli.app import App
 from agent.cli.output import emit_json
 from agent.errors import ConfigError
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 
 @click.command()
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
 @click.pass_obj
 def init(app: App, force: bool) -> None:
     """Write a commented starter config."""
-    from agent.config import STARTER_CONFIG
+    from agent.cli.starter import STARTER_CONFIG
     from agent.files import ensure_private_dir, write_private
 
     path = app.config_path
@@ -50,6 +54,12 @@ def config_check(app: App, as_json: bool) -> None:
     """Validate the config and every source's settings (secrets redacted)."""
     try:
         config = app.config()
+        problems = [f'{config.path}: sources[{index}] ("{source.name}"): settings.{problem}'
+                    for index, source in enumerate(config.sources)
+                    if source.name in config.settings
+                    for problem in missing_paths(config.settings[source.name])]
+        if problems:
+            raise ConfigError("\n".join(problems))
     except ConfigError as exc:
         if as_json:
             emit_json({"ok": False, "errors": str(exc).splitlines()})
@@ -79,3 +89,19 @@ def config_check(app: App, as_json: bool) -> None:
             click.echo(f"    {key} = {json.dumps(value)}")
 
 
+
+
+def missing_paths(settings: BaseModel, prefix: str = "") -> list[str]:
+    """Every file or folder a source's settings name (``Path`` values, nested tables
+    too) that does not exist, as ``key: problem`` lines."""
+    from pydantic import BaseModel
+
+    problems = []
+    for name, info in type(settings).model_fields.items():
+        value = getattr(settings, name, None)
+        key = f"{prefix}{info.alias or name}"
+        if isinstance(value, BaseModel):
+            problems += missing_paths(value, f"{key}.")
+        elif isinstance(value, Path) and not value.exists():
+            problems.append(f"{key}: {value} does not exist; create it or fix the path")
+    return problems

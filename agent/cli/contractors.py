@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agent.cli.app import App
-from agent.cli.output import age, emit_json, hours, money, pct, table
+from agent.cli.output import Col, ago, emit_json, hours, money, pct, table
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,8 +52,8 @@ def contractors_candidates(app: App, as_json: bool) -> None:
     if as_json:
         emit_json(docs)
         return
-    table([(d["key"], d.get("name", ""), age(d.get("last_seen"))) for d in docs],
-          ["identity", "name", "last seen"])
+    table([(d["key"], d.get("name", ""), ago(d.get("last_seen"))) for d in docs],
+          [Col("identity", flex=True), Col("name", flex=True), "last seen"])
 
 
 @contractors.command("add")
@@ -167,14 +167,17 @@ def contractors_merge(app: App, keep: str, other: str) -> None:
 
 def roster_table(rows: list[dict[str, Any]]) -> None:
     table([(r["id"], r["name"], r["status"], ", ".join(r["platforms"]),
-            ", ".join(r.get("skills", [])), money(r.get("rate")), age(r["first_contact"]),
-            age(r["last_contact"]), r.get("deliverables", 0),
+            ", ".join(r.get("skills", [])), money(r.get("rate")), ago(r["first_contact"]),
+            ago(r["last_contact"]), r.get("deliverables", 0),
             "-" if r.get("average_rating") is None else f"{r['average_rating']:.1f}",
             pct(r.get("revision_rate")), hours(r.get("median_turnaround_hours")),
             money(r.get("spend"), r.get("currency", "")) + ("*" if r.get("spend_estimated") else "")
             ) for r in rows],
-          ["id", "name", "status", "platforms", "skills", "rate", "first", "last", "work",
-           "rating", "revisions", "turnaround", "spend"])
+          ["id", Col("name", flex=True), "status", Col("platforms", flex=True, drop=4),
+           Col("skills", flex=True, drop=3), Col("rate", right=True, drop=5),
+           Col("first", drop=6), "last", Col("work", right=True),
+           Col("rating", right=True, drop=1), Col("revisions", right=True, drop=2),
+           Col("turnaround", right=True, drop=2), Col("spend", right=True)])
 
 
 @contractors.command("suggest")
@@ -202,10 +205,13 @@ def contractors_suggest(app: App, task: str, as_json: bool, limit: int,
     table([(f"{r['score']:.2f}", r["name"], r["status"], ", ".join(r["skills"]),
             "-" if r["average_rating"] is None else f"{r['average_rating']:.1f}",
             pct(r["revision_rate"]), hours(r["median_turnaround_hours"]), r["deliverables"],
-            money(r["cost_per_deliverable"]), money(r["rate"]), age(r["last_contact"]))
+            money(r["cost_per_deliverable"]), money(r["rate"]), ago(r["last_contact"]))
            for r in ranked],
-          ["score", "name", "status", "skills", "rating", "revisions", "turnaround", "work",
-           "cost/piece", "rate", "last"])
+          [Col("score", right=True), Col("name", flex=True), Col("status", drop=3),
+           Col("skills", flex=True), Col("rating", right=True),
+           Col("revisions", right=True, drop=2), Col("turnaround", right=True, drop=2),
+           Col("work", right=True), Col("cost/piece", right=True, drop=1),
+           Col("rate", right=True, drop=4), Col("last", drop=5)])
     if all(r["parts"]["skill"] == 0 for r in ranked):
         click.echo(f'\nNobody has done "{task}" yet; these are your best people overall.')
 

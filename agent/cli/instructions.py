@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from agent.cli.app import App
-from agent.cli.output import age, emit_json, table
+from agent.cli.output import Col, ago, emit_json, table
 from agent.errors import ConfigError, StoreError
 
 
@@ -106,8 +106,9 @@ def instructions_list(app: App, as_json: bool) -> None:
         click.echo("No templates yet: `retainer instructions add NAME`.")
         return
     table([(r["name"], f"v{r['version']}", r["skill"] or "-", r["sent"],
-            age(r["last_sent"]) if r["last_sent"] else "never") for r in rows],
-          ["name", "version", "skill", "sent", "last sent"])
+            ago(r["last_sent"], none="never")) for r in rows],
+          [Col("name", flex=True), "version", Col("skill", flex=True), Col("sent", right=True),
+           "last sent"])
 
 
 @instructions.command("show")

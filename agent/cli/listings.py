@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from agent.cli.app import App
-from agent.cli.output import age, emit_json, emit_json_list, human_size, table
+from agent.cli.output import Col, ago, emit_json, emit_json_list, human_size, table
 
 
 @click.command()
@@ -27,28 +27,35 @@ def messages(app: App, as_json: bool, contractor: str | None, source: str | None
         return
     docs = list(islice(found, limit))
     names = {c["id"]: c["name"] for c in store.contractors()}
-    table([(d["id"], d["sent_at"][:16].replace("T", " "), d["source"], d["direction"],
+    table([(d["id"], ago(d["sent_at"]), d["source"], d["direction"],
             names.get(d["contractor_id"] or "", d["sender"]["name"] or d["sender"]["address"]),
             d["subject"]) for d in docs],
-          ["id", "sent", "source", "dir", "who", "subject"])
+          ["id", "sent", Col("source", flex=True, drop=2), Col("dir", drop=1),
+           Col("who", flex=True), Col("subject", flex=True)])
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--unreviewed", is_flag=True, help="Only the review queue.")
 @click.option("--contractor", help="Only this contractor (id, name or address).")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="At most this many (the first ones listed: with --unreviewed, the oldest).")
 @click.pass_obj
-def deliverables(app: App, as_json: bool, unreviewed: bool, contractor: str | None) -> None:
+def deliverables(app: App, as_json: bool, unreviewed: bool, contractor: str | None,
+                 limit: int | None = None) -> None:
     """Stored deliverables; with --unreviewed, the review queue (oldest first)."""
     store = app.store()
     docs = store.deliverables(unreviewed=unreviewed, contractor=contractor)
+    if limit is not None:
+        docs = docs[:limit]
     if as_json:
         emit_json(docs)
         return
     names = {c["id"]: c["name"] for c in store.contractors()}
-    table([(d["id"], age(d["received_at"]), names.get(d["contractor_id"] or "", "?"),
+    table([(d["id"], ago(d["received_at"]), names.get(d["contractor_id"] or "", "?"),
             d["filename"], human_size(d["size"]), d["review_status"],
             "FLAGGED: " + d["status"] if d.get("flagged") else d["status"]) for d in docs],
-          ["id", "age", "contractor", "file", "size", "review", "status"])
+          ["id", "received", Col("contractor", flex=True), Col("file", flex=True),
+           Col("size", right=True, drop=2), "review", Col("status", flex=True, drop=1)])
 
 

@@ -7,9 +7,12 @@ No heavy imports here: this module is loaded by every command, and by the dashbo
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +58,36 @@ def age(stamp: str | None, *, none: str = NONE) -> str:
     if seconds < 86400 * 2:
         return f"{seconds / 3600:.0f}h"
     return f"{seconds / 86400:.0f}d"
+
+
+def _span(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{max(seconds, 60) / 60:.0f} min"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
+def ago(stamp: str | None, *, none: str = NONE) -> str:
+    """A past moment for a table: ``"just now"``, ``"5 min ago"``, ``"3 h ago"``,
+    ``"12 d ago"`` (a future one reads like :func:`until`); ``none`` if unknown."""
+    then = parse_stamp(stamp)
+    if then is None:
+        return none
+    seconds = (datetime.now(UTC) - then).total_seconds()
+    if seconds < -60:
+        return until(stamp, none=none)
+    return "just now" if seconds < 60 else f"{_span(seconds)} ago"
+
+
+def until(stamp: str | None, *, none: str = NONE) -> str:
+    """A planned moment for a table: ``"in 4 min"``, ``"in 2 h"``; ``"due"`` once it
+    has passed; ``none`` if unknown."""
+    then = parse_stamp(stamp)
+    if then is None:
+        return none
+    seconds = (then - datetime.now(UTC)).total_seconds()
+    return "due" if seconds < 30 else f"in {_span(seconds)}"
 
 
 def hours(value: float | None, *, none: str = NONE) -> str:
@@ -121,32 +154,120 @@ def emit_json_list(items: Iterable[Any]) -> None:
     click.echo("\n]" if separator != "\n" else "]")
 
 
-def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
-    """Print aligned columns (cells are cut to 48 characters)."""
-    cells = [[_cell(c) for c in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in cells:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    for row in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+@dataclass(frozen=True)
+class Col:
+    """A table column: ``flex`` ones are cut first (with "…") when the terminal is too
+    narrow; when that is not enough, those with a ``drop`` rank are left out, the highest
+    rank first (then the rightmost). ``right``: aligned right (numbers)."""
+
+    header: str
+    flex: bool = False
+    drop: int = 0
+    right: bool = False
 
 
-def _cell(value: Any) -> str:
+MAX_CELL = 48  # without a terminal width, cells are cut here (a table stays readable)
+GAP = 2
+
+
+def terminal_width() -> int | None:
+    """The width tables must fit: ``$COLUMNS``, else stdout's terminal; None when stdout
+    is not a terminal (a pipe or a file gets whole rows)."""
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        if sys.stdout.isatty():
+            return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+    return None
+
+
+def fit(cells: list[list[str]], cols: list[Col], width: int | None
+        ) -> tuple[list[int], list[int]]:
+    """Which columns to show (their indexes) and how wide, so a row fits ``width``.
+
+    Columns keep their natural width while they fit; then flex columns shrink (widest
+    first, not below their header or 8), then droppable columns go (highest rank first), then
+    every column shrinks down to its header."""
+    natural = [max([len(c.header)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    shown = list(range(len(cols)))
+    if width is None:
+        return shown, natural
+
+    def squeeze(floors: dict[int, int]) -> tuple[list[int], int]:
+        widths = {i: natural[i] for i in shown}
+        excess = sum(widths.values()) + GAP * (len(shown) - 1) - width
+        while excess > 0:
+            room = [i for i in shown if widths[i] > floors.get(i, widths[i])]
+            if not room:
+                break
+            i = max(room, key=lambda k: (widths[k] - floors[k], k))
+            widths[i] -= 1
+            excess -= 1
+        return [widths[i] for i in shown], excess
+
+    def flex_floors() -> dict[int, int]:
+        return {i: min(natural[i], max(len(cols[i].header), 8)) for i in shown if cols[i].flex}
+
+    widths, excess = squeeze(flex_floors())
+    droppable = sorted((i for i in shown if cols[i].drop), key=lambda i: (cols[i].drop, i))
+    while excess > 0 and droppable:
+        shown.remove(droppable.pop())
+        widths, excess = squeeze(flex_floors())
+    if excess > 0:
+        widths, excess = squeeze({i: min(natural[i], max(len(cols[i].header), 3))
+                                  for i in shown})
+    return shown, widths
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str | Col]) -> None:
+    """Print rows as aligned columns that fit the terminal (see :func:`fit`); on a
+    terminal through rich (a bold header row), elsewhere as plain text."""
+    cols = [h if isinstance(h, Col) else Col(h) for h in headers]
+    width = terminal_width()
+    cells = [[_cell(c, None if width else MAX_CELL) for c in row] for row in rows]
+    index, widths = fit(cells, cols, width)
+    hidden = len(cols) - len(index)
+    shown = [cols[i] for i in index]
+    body = [[_cut(row[i], w) for i, w in zip(index, widths, strict=True)] for row in cells]
+    heads = [_cut(c.header.upper(), w) for c, w in zip(shown, widths, strict=True)]
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
+        _rich_table(heads, body, shown, widths)
+    else:
+        for line in [heads, *body]:
+            click.echo("  ".join(
+                (text.rjust(w) if col.right else text.ljust(w))
+                for text, w, col in zip(line, widths, shown, strict=True)).rstrip())
+    if hidden:
+        click.echo(f"({hidden} column(s) left out to fit {width} columns; widen the terminal "
+                   "or use --json)", err=True)
+
+
+def _rich_table(heads: list[str], body: list[list[str]], cols: list[Col],
+                widths: list[int]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    grid = Table(box=None, pad_edge=False, padding=(0, 1), show_edge=False,
+                 header_style="bold", collapse_padding=True)
+    for head, col, w in zip(heads, cols, widths, strict=True):
+        grid.add_column(head, width=w, no_wrap=True, overflow="ellipsis",
+                        justify="right" if col.right else "left")
+    for row in body:
+        grid.add_row(*row)
+    total = sum(widths) + GAP * (len(widths) - 1)
+    console = Console(file=sys.stdout, width=total + 1, highlight=False,
+                      emoji=False, markup=False)
+    console.print(grid)
+
+
+def _cell(value: Any, limit: int | None) -> str:
     text = "" if value is None else str(value)
     text = text.replace("\n", " ")
-    return text if len(text) <= 48 else text[:47] + "…"
+    return text if limit is None else _cut(text, limit)
 
 
-def progress_printer() -> Callable[[str, int, int], None] | None:
-    if not sys.stderr.isatty():
-        return None
-
-    def show(source: str, done: int, total: int) -> None:
-        percent = 100 * done / total if total else 100.0
-        sys.stderr.write(f"\r{source}: {done}/{total} ({percent:.0f}%)   ")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"

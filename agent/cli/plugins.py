@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from agent.cli.app import App
-from agent.cli.output import emit_json, table
+from agent.cli.output import Col, emit_json, table
 
 
 @click.group(invoke_without_command=True)
@@ -25,7 +25,8 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     table([(i.name, i.version, ", ".join(i.platforms), ", ".join(i.hooks) or "-",
             f"FAILED: {i.error}" if i.error else f"WARNING: {i.warning}" if i.warning else "ok")
            for i in infos],
-          ["plugin", "version", "platforms", "hooks", "state"])
+          [Col("plugin", flex=True), Col("version", drop=2), Col("platforms", flex=True),
+           Col("hooks", flex=True, drop=1), Col("state", flex=True)])
 
 
 @plugins.command("new")

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from agent.cli.app import App
-from agent.cli.output import emit_json, hours, money, pct, table
+from agent.cli.output import Col, emit_json, hours, money, pct, table
 
 
 @click.command("report")
@@ -38,8 +38,8 @@ def report(app: App, since: str, as_json: bool, html_path: Path | None) -> None:
     t = doc["totals"]
     click.echo(f"Delegation report {doc['since'][:10]} to {doc['until'][:10]}")
     click.echo(f"  {t['deliverables']} deliverables, spend {money(t['spend'])}, average rating "
-               f"{'-' if t['average_rating'] is None else t['average_rating']}, revisions "
-               f"{pct(t['revision_rate'])}, your review latency "
+               f"{'-' if t['average_rating'] is None else t['average_rating']},")
+    click.echo(f"  revisions {pct(t['revision_rate'])}, your review latency "
                f"{hours(t['median_review_latency_hours'])}, {t['unreviewed']} waiting\n")
     active = [r for r in doc["contractors"] if r["deliverables"] or r.get("spend")]
     if active:
@@ -61,8 +61,10 @@ def _report_table(rows: list[dict[str, Any]], key: str, header: str) -> None:
             "-" if r["average_rating"] is None else f"{r['average_rating']:.1f}",
             pct(r["revision_rate"]), hours(r["median_turnaround_hours"]),
             hours(r["median_review_latency_hours"]), trend(r)) for r in rows],
-          [header, "work", "spend", "rating", "revisions", "turnaround", "review latency",
-           "trend"])
+          [Col(header, flex=True), Col("work", right=True), Col("spend", right=True),
+           Col("rating", right=True), Col("revisions", right=True, drop=2),
+           Col("turnaround", right=True), Col("review latency", right=True, drop=1),
+           Col("trend", right=True, drop=3)])
 
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from agent.cli.app import App
-from agent.cli.output import age, emit_json, hours, human_size, table
+from agent.cli.output import Col, ago, emit_json, hours, human_size, table
 from agent.errors import StoreError
 
 
@@ -39,12 +39,16 @@ def review_list(app: App, as_json: bool, show_all: bool) -> None:
     if not rows:
         click.echo("Nothing to review.")
         return
-    table([(r["id"], age(r["received_at"]) + (" OVERDUE" if r["overdue"] else ""),
+    columns: list[str | Col] = ["id", "received", Col("contractor", flex=True),
+                                Col("task", flex=True, drop=1), Col("file", flex=True),
+                                Col("size", right=True, drop=2)]
+    table([(r["id"], ago(r["received_at"]) + (" OVERDUE" if r["overdue"] else ""),
             r["contractor"] or "?", r["task"],
             ("UNAVAILABLE " if r.get("status") == "unavailable" else "") + r["filename"]
             + (f" ({r['version_label']})" if r.get("version_label") else ""),
-            human_size(r["size"]), r["review_status"]) for r in rows],
-          ["id", "age", "contractor", "task", "file", "size", "review"])
+            human_size(r["size"]), *([r["review_status"]] if show_all else []))
+           for r in rows],
+          columns + (["review"] if show_all else []))
     for r in rows:  # the platform would not hand these over: say why, in full
         if r.get("status") == "unavailable":
             click.echo(f"{r['id']}: {r['filename']} is unavailable: {r.get('note') or 'see the platform'}")

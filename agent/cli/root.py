@@ -44,13 +44,13 @@ def cli(ctx: click.Context, config_path: Path | None, strict: bool, verbose: int
     strict = strict or os.environ.get("RETAINER_STRICT") == "1"
     setup_logging(-1 if quiet else verbose)
     if ctx.obj is None:
-        ctx.obj = App(config_path or default_config_path(), strict, verbose)
+        ctx.obj = App(config_path or default_config_path(), strict, -1 if quiet else verbose)
     else:  # main() built it early to register plugin commands
         ctx.obj.config_path = config_path or ctx.obj.config_path
         ctx.obj.strict = ctx.obj.strict or strict
         if ctx.obj._host is not None:
             ctx.obj._host.strict = ctx.obj.strict
-        ctx.obj.verbose = verbose
+        ctx.obj.verbose = -1 if quiet else verbose
 
 
 for _command in (

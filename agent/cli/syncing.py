@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from agent.cli.app import App, setup_logging
-from agent.cli.output import age, emit_json, progress_printer, table
+from agent.cli.output import Col, ago, emit_json, table, until
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from agent.sync import SyncResult
 
 
 @click.command()
@@ -15,26 +29,131 @@ from agent.cli.output import age, emit_json, progress_printer, table
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.pass_obj
 def sync(app: App, sources: tuple[str, ...], as_json: bool) -> None:
-    """Sync once: every enabled source, or the named ones. Exit 1 if any failed."""
+    """Sync once: every enabled source, or the named ones. Exit 1 if any failed.
+
+    The summary goes to stdout, errors to stderr; -v adds a line per stored page. Ctrl-C
+    stops after the page being stored (twice: at once) and exits 130; every committed
+    page is kept and the next sync goes on from there.
+    """
     from agent.sync import SyncEngine
 
     config = app.config(only=set(sources) or None)
     for name in sources:
         config.source(name)
+    if not config.sources:
+        click.echo(no_sources_hint(config.path))
+        return
     store = app.store(config)
-    engine = SyncEngine(config, app.host, store, progress=progress_printer())
-    results = engine.sync_all(sources)
+    watch = SyncWatch(verbose=app.verbose, quiet=as_json)
+    engine = SyncEngine(config, app.host, store, should_stop=watch.stopping.is_set,
+                        on_page=watch.page)
+    with watch.ctrl_c():
+        try:
+            results = engine.sync_all(sources)
+        except KeyboardInterrupt:  # the second Ctrl-C: the page being fetched is dropped
+            watch.clear()
+            click.echo(f"retainer: interrupted: {watch.kept()}", err=True)
+            sys.exit(130)
+    watch.clear()
     if as_json:
         emit_json([r.as_dict() for r in results])
     else:
         for r in results:
-            if r.ok:
-                click.echo(f"{r.source}: {r.messages_new} new messages, "
-                           f"{r.deliverables_new} new deliverables ({r.duration:.1f} s)", err=True)
-            else:
-                click.echo(f"{r.source}: FAILED: {r.error}", err=True)
+            click.echo(f"{r.source}: {sync_line(r)}")
+    if watch.stopping.is_set():
+        click.echo(f"retainer: interrupted: {watch.kept()}", err=True)
+        sys.exit(130)
     if any(not r.ok for r in results):
         sys.exit(1)
+
+
+def sync_line(result: SyncResult) -> str:
+    """One source's outcome: what it stored, or that it failed (the error is on stderr)."""
+    stored = (f"{result.messages_new:,} new messages, {result.deliverables_new:,} new "
+              f"deliverables")
+    if result.ok and result.stopped:
+        return f"stopped after {result.pages:,} page(s); {stored} kept ({result.duration:.1f} s)"
+    if result.ok:
+        return f"{stored} ({result.duration:.1f} s)"
+    kept = f"; {stored} kept from {result.pages:,} page(s)" if result.pages else ""
+    return f"failed ({result.error_kind or 'error'}){kept}"
+
+
+def no_sources_hint(path: Path) -> str:
+    return (f"No sources in {path}. Add one, e.g.:\n\n"
+            '[[sources]]\nname = "inbox"\nplatform = "imap"     # or maildir, upwork, '
+            'freelancer: `retainer plugins`\n[sources.settings]\nhost = "imap.example.com"\n'
+            'username = "me@example.com"\npassword = { env = "RETAINER_IMAP_PASSWORD" }\n\n'
+            "Every platform's settings: README.md (\"Platforms\") and "
+            "configs/retainer.example.toml; then `retainer config check`.")
+
+
+class SyncWatch:
+    """What the command line shows while a sync runs: a line per page with -v, a progress
+    bar on a terminal for a long sync, and on Ctrl-C what was kept."""
+
+    def __init__(self, *, verbose: int, quiet: bool) -> None:
+        self.verbose = verbose
+        self.stopping = threading.Event()
+        self.latest: dict[str, SyncResult] = {}
+        self.started = time.monotonic()
+        self.bar = (not quiet and verbose == 0 and sys.stderr.isatty()
+                    and not os.environ.get("RETAINER_NO_PROGRESS"))
+        self._drawn = False
+
+    def page(self, result: SyncResult, progress: tuple[int, int] | None) -> None:
+        if result.source not in self.latest:
+            self.started = time.monotonic()
+        self.latest[result.source] = result
+        if self.verbose > 0:
+            where = f" ({progress[0]:,}/{progress[1]:,})" if progress and progress[1] else ""
+            click.echo(f"{result.source}: page {result.pages:,} stored{where}: "
+                       f"{result.messages_new:,} new messages, {result.messages_updated:,} "
+                       f"updated, {result.deliverables_new:,} new deliverables so far", err=True)
+        elif self.bar and progress and progress[1] and time.monotonic() - self.started >= 1:
+            self._draw(result.source, *progress)
+
+    def _draw(self, source: str, done: int, total: int) -> None:
+        width = shutil.get_terminal_size((80, 24)).columns
+        counts = f" {done:,}/{total:,} {100 * done / total:3.0f}%"
+        label = source[:20]
+        size = max(width - len(label) - len(counts) - 5, 10)
+        filled = round(size * min(done / total, 1))
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'-' * (size - filled)}]{counts}")
+        sys.stderr.flush()
+        self._drawn = True
+
+    def clear(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._drawn = False
+
+    def kept(self) -> str:
+        pages = sum(r.pages for r in self.latest.values())
+        new = sum(r.messages_new for r in self.latest.values())
+        files = sum(r.deliverables_new for r in self.latest.values())
+        return (f"kept {pages:,} committed page(s): {new:,} new messages and {files:,} new "
+                "deliverables stored; the next `retainer sync` goes on from there")
+
+    @contextmanager
+    def ctrl_c(self) -> Iterator[None]:
+        """The first Ctrl-C stops after the page being stored; a second one at once."""
+        def first(signum: int, frame: FrameType | None) -> None:
+            self.stopping.set()
+            self.clear()
+            click.echo("retainer: stopping after the page being stored (Ctrl-C again to stop "
+                       "at once)", err=True)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals only reach the main thread (a test calling in from another)
+            return
+        previous = signal.signal(signal.SIGINT, first)
+        try:
+            yield
+        finally:  # once stopping, a further Ctrl-C must not cut the account of what was kept
+            signal.signal(signal.SIGINT, signal.SIG_IGN if self.stopping.is_set() else previous)
 
 
 @click.command()
@@ -96,10 +215,16 @@ def status(app: App, as_json: bool) -> None:
     if as_json:
         emit_json({"sources": rows, "totals": counts, "review_since": cutoff or None})
         return
-    table([(r["source"], r["platform"], age(r["last_success"]) if r["last_success"] else "never",
-            r["next_run"] or "-", r["messages"], r["deliverables"],
-            r["last_error"] or "; ".join(r["warnings"])) for r in rows],
-          ["source", "platform", "synced", "next run", "messages", "deliverables", "last error"])
+    if not rows:
+        click.echo(no_sources_hint(config.path))
+        return
+    table([(r["source"], r["platform"], ago(r["last_success"], none="never"),
+            until(r["next_run"]) if r["enabled"] else "disabled", f"{r['messages']:,}",
+            f"{r['deliverables']:,}", r["last_error"] or "; ".join(r["warnings"]))
+           for r in rows],
+          [Col("source", flex=True), Col("platform", drop=1), "synced", "next run",
+           Col("messages", right=True), Col("deliverables", right=True),
+           Col("last error", flex=True)])
     click.echo(f"\n{counts['contractors']} contractors, {counts['candidates']} candidates, "
                f"{counts['deliverables']} deliverables")
     if cutoff:

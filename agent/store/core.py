@@ -13,13 +13,14 @@ The store is built in layers, one concern each:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
-from agent.models import Record
+from agent.models import DeliverableRecord, MessageRecord, Record, ThreadRecord
 from agent.store.documents import (
     DELIVERABLE_STATUSES,
     REVIEW_STATUSES,
+    Doc,
     json_doc,
     merge_thread_entries,
     month_of,
@@ -39,6 +40,11 @@ __all__ = [
     "StoreReads", "Versions", "iso", "json_doc", "message_id_for", "now_utc", "short_hash",
     "thread_id_for", "version_label", "work_stem",
 ]
+
+
+def _plain(docs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Typed records as the shard files take them (the same objects: JSON dicts)."""
+    return cast("list[dict[str, Any]]", list(docs))
 
 
 class Store(StoreReads):
@@ -74,31 +80,31 @@ class Store(StoreReads):
         if page.messages:
             self._upsert_messages(page.message_docs(), page.threads, result)
         if page.deliverables:
-            result.deliverables = self._upsert_deliverables(page.deliverables)
+            result.deliverables = self._upsert_deliverables(_plain(page.deliverables))
             result.deliverables_new = len(result.deliverables)
         if page.contracts:
-            self.contracts_shard.upsert_many("contracts", page.contracts)
+            self.contracts_shard.upsert_many("contracts", _plain(page.contracts))
         if page.contractors:
             self.roster_shard.upsert_many("contractors", list(page.contractors.values()))
         if page.identities:
             self.roster_shard.upsert_many("identities", list(page.identities.values()), "key")
         return result
 
-    def _placed(self, folder: str, docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    def _placed(self, folder: str, docs: Sequence[Doc]) -> dict[str, list[Doc]]:
         """Documents grouped by the shard each goes to: the one it is stored in, else the
         open shard (a new one once that is full)."""
         cat = self.catalog(folder)
         cat.will_write()
         seen: dict[str, str] = {}
-        out: dict[str, list[dict[str, Any]]] = {}
+        out: dict[str, list[Doc]] = {}
         for doc in docs:
             name = seen.get(doc["id"]) or cat.where(doc["id"]) or cat.place(doc)
             seen[doc["id"]] = name
             out.setdefault(name, []).append(doc)
         return out
 
-    def _upsert_messages(self, docs: list[dict[str, Any]],
-                         threads: dict[str, dict[str, dict[str, Any]]],
+    def _upsert_messages(self, docs: list[MessageRecord],
+                         threads: dict[str, dict[str, ThreadRecord]],
                          result: CommitResult) -> None:
         """Write a page's messages and their thread entries: one write per shard touched.
 
@@ -109,27 +115,27 @@ class Store(StoreReads):
             shard = self.monthly_shard("messages", name)
             known = shard.key_map("messages")
             fresh = list({d["id"]: d for d in shard_docs if d["id"] not in known}.values())
-            entries: dict[str, dict[str, Any]] = {}
-            for doc in shard_docs:
-                sent, tid = doc["sent_at"], doc["thread_id"]
+            entries: dict[str, ThreadRecord] = {}  # this shard's part of each thread
+            for msg in shard_docs:
+                sent, tid = msg["sent_at"], msg["thread_id"]
                 entry = entries.get(tid)
-                if entry is None:
-                    base = threads.get(month_of(sent), {}).get(tid) or {}
-                    entry = entries[tid] = dict(base, first_at=sent, last_at=sent)
+                if entry is None:  # every staged message's thread was staged with it
+                    entry = entries[tid] = threads[month_of(sent)][tid].copy()
+                    entry["first_at"] = entry["last_at"] = sent
                 entry["first_at"] = min(entry["first_at"], sent)
                 entry["last_at"] = max(entry["last_at"], sent)
-            thread_docs = []
-            for doc in entries.values():
-                current = shard.get("threads", doc["id"])
+            thread_docs: list[ThreadRecord] = []
+            for thread in entries.values():
+                current = shard.get("threads", thread["id"])
                 if current is not None:
-                    doc = merge_thread_entries(current, doc)
-                thread_docs.append(doc)
-            (new, updated), _ = shard.upsert_tables([("messages", shard_docs, "id"),
-                                                     ("threads", thread_docs, "id")])
+                    thread = merge_thread_entries(cast("ThreadRecord", current), thread)
+                thread_docs.append(thread)
+            (new, updated), _ = shard.upsert_tables([("messages", _plain(shard_docs), "id"),
+                                                     ("threads", _plain(thread_docs), "id")])
             cat.written(name, shard)
             result.messages_new += new
             result.messages_updated += updated
-            result.messages.extend(fresh)
+            result.messages.extend(_plain(fresh))
 
     def _upsert_deliverables(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         fresh: list[dict[str, Any]] = []
@@ -154,15 +160,15 @@ class Store(StoreReads):
                 cat.written(month, shard)
         return fresh
 
-    def save_deliverables(self, docs: list[dict[str, Any]]) -> None:
+    def save_deliverables(self, docs: Sequence[Mapping[str, Any]]) -> None:
         """Write back deliverable documents changed by the owner's workflow (reviews)."""
         cat = self.catalog("deliverables")
-        for name, shard_docs in self._placed("deliverables", docs).items():
+        for name, shard_docs in self._placed("deliverables", [dict(d) for d in docs]).items():
             shard = self.monthly_shard("deliverables", name)
             if shard.upsert_many("deliverables", shard_docs) != (0, 0):
                 cat.written(name, shard)
 
-    def update_deliverable(self, deliverable_id: str, **changes: Any) -> dict[str, Any]:
+    def update_deliverable(self, deliverable_id: str, **changes: Any) -> DeliverableRecord:
         doc = dict(self.deliverable(deliverable_id), **json_safe(changes))
         self.save_deliverables([doc])
-        return doc
+        return cast("DeliverableRecord", doc)

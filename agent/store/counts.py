@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agent.files import write_private
-from agent.store.storage import file_stamp
 
 if TYPE_CHECKING:
     from agent.store.folder import StoreFolder as Store
@@ -27,26 +26,26 @@ FOLDERS = ("messages", "deliverables")
 
 def committed_counts(store: Store) -> dict[str, dict[str, int]]:
     """``{source: {"messages": n, "deliverables": n}}`` from the shard files on disk."""
-    cache_path = store.root / CACHE_NAME
-    cache = _load(cache_path)
+    cache_path = store.cache_path(CACHE_NAME)
+    cache = _load(cache_path) if cache_path is not None else {}
     fresh: dict[str, Any] = {}
     totals: dict[str, dict[str, int]] = {}
     for folder in FOLDERS:
         for month in store.shard_names(folder):
             relative = f"{folder}/{month}.json"
-            path = store.root / relative
-            stamp = file_stamp(path)
-            if stamp is None:
-                continue
+            stamp = store.shard_stamp(folder, month)
             entry = cache.get(relative)
-            if not (isinstance(entry, dict) and entry.get("stamp") == list(stamp)
-                    and isinstance(entry.get("counts"), dict)):
+            if stamp is None:  # no file to tell versions by (in memory, or just removed)
+                entry = {"counts": _count(store, folder, month)}
+            elif not (isinstance(entry, dict) and entry.get("stamp") == list(stamp)
+                      and isinstance(entry.get("counts"), dict)):
                 entry = {"stamp": list(stamp), "counts": _count(store, folder, month)}
-            fresh[relative] = entry
+            if stamp is not None:
+                fresh[relative] = entry
             for source, n in entry["counts"].items():
                 row = totals.setdefault(source, dict.fromkeys(FOLDERS, 0))
                 row[folder] += int(n)
-    if fresh != cache:
+    if cache_path is not None and fresh != cache:
         with contextlib.suppress(OSError):  # only a cache: a read-only disk just recounts
             write_private(cache_path, orjson.dumps(fresh))
     return totals

@@ -7,11 +7,21 @@ hold. Nothing here reads or writes a file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from agent.files import sanitize_filename
-from agent.models import Attachment, Contract, Message
+from agent.models import (
+    Attachment,
+    AttachmentEntry,
+    Contract,
+    ContractRecord,
+    DeliverableRecord,
+    Message,
+    MessageRecord,
+    ThreadRecord,
+)
 from agent.store.ids import deliverable_id_for, short_hash, thread_id_for
 from agent.store.storage import iso, json_safe
 from agent.store.versions import work_stem
@@ -25,10 +35,12 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def json_doc(value: dict[str, Any]) -> dict[str, Any]:
+Doc = TypeVar("Doc", bound=Mapping[str, Any])
+
+
+def json_doc(value: Doc) -> Doc:
     """A JSON-safe copy of a document (datetimes as ISO strings, text valid UTF-8)."""
-    safe: dict[str, Any] = json_safe(value)
-    return safe
+    return cast("Doc", json_safe(value))
 
 
 def month_of(sent: str) -> str:
@@ -36,7 +48,7 @@ def month_of(sent: str) -> str:
     return sent[:7] or "0000-00"
 
 
-def handled_before(doc: dict[str, Any], cutoff: str) -> None:
+def handled_before(doc: DeliverableRecord, cutoff: str) -> None:
     """Work received before the first-import cut-off enters the queue as handled."""
     received = doc.get("received_at") or ""
     if cutoff and received and received[:10] < cutoff and doc["review_status"] == "unreviewed":
@@ -46,7 +58,7 @@ def handled_before(doc: dict[str, Any], cutoff: str) -> None:
                          "round": 0, "auto": f"received before review_since {cutoff}"}
 
 
-def attachment_entry(att: Attachment) -> dict[str, Any]:
+def attachment_entry(att: Attachment) -> AttachmentEntry:
     """What a message document says about one of its attachments."""
     return {"filename": sanitize_filename(att.filename), "content_type": att.content_type,
             "size": att.size, "status": att.status, "inline": att.inline}
@@ -55,7 +67,7 @@ def attachment_entry(att: Attachment) -> dict[str, Any]:
 def message_doc(source: str, platform: str, record: Message, *, message_id: str,
                 remote_id: str, thread_id: str, thread_remote_id: str, direction: str,
                 identity: str | None, contractor_id: str | None, sent: str,
-                attachments: list[dict[str, Any]]) -> dict[str, Any]:
+                attachments: list[AttachmentEntry]) -> MessageRecord:
     sender = record.sender
     return {
         "id": message_id, "source": source, "platform": platform,
@@ -72,13 +84,13 @@ def message_doc(source: str, platform: str, record: Message, *, message_id: str,
 
 
 def thread_entry(source: str, platform: str, thread_id: str, remote_id: str, subject: str,
-                 identity: str | None, sent: str) -> dict[str, Any]:
+                 identity: str | None, sent: str) -> ThreadRecord:
     """A thread's entry in one message shard, before any message widened its time range."""
     return {"id": thread_id, "source": source, "platform": platform, "remote_id": remote_id,
             "subject": subject, "identity": identity, "first_at": sent, "last_at": sent}
 
 
-def widen_thread(entry: dict[str, Any], sent: str, identity: str | None) -> None:
+def widen_thread(entry: ThreadRecord, sent: str, identity: str | None) -> None:
     """Stretch a thread entry over one more message (sent at ``sent``, from ``identity``)."""
     entry["first_at"] = min(entry["first_at"], sent)
     entry["last_at"] = max(entry["last_at"], sent)
@@ -86,23 +98,25 @@ def widen_thread(entry: dict[str, Any], sent: str, identity: str | None) -> None
         entry["identity"] = identity
 
 
-def merge_thread_entries(current: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+def merge_thread_entries(current: ThreadRecord, new: ThreadRecord) -> ThreadRecord:
     """A stored thread entry with a page's entry for the same thread and shard folded in."""
-    return dict(current, first_at=min(current["first_at"], new["first_at"]),
-                last_at=max(current["last_at"], new["last_at"]),
-                identity=current.get("identity") or new.get("identity"))
+    merged = current.copy()
+    merged["first_at"] = min(current["first_at"], new["first_at"])
+    merged["last_at"] = max(current["last_at"], new["last_at"])
+    merged["identity"] = current.get("identity") or new.get("identity")
+    return merged
 
 
 def deliverable_doc(source: str, platform: str, remote_id: str, *, message_id: str | None,
                     thread_id: str | None, identity: str | None, contractor_id: str | None,
                     att: Attachment, blob: tuple[str | None, str | None, int | None],
                     when: datetime, title: str, extra: dict[str, Any] | None = None,
-                    replaces: str = "") -> dict[str, Any]:
+                    replaces: str = "") -> DeliverableRecord:
     """A deliverable as it enters the review queue; ``blob`` is (sha256, path, size) of
     the kept file, or (None, None, the size the platform gave) when none is kept."""
     sha, path, size = blob
     status = att.status
-    return json_doc({
+    doc: DeliverableRecord = {
         "id": deliverable_id_for(source, remote_id), "source": source, "platform": platform,
         "remote_id": remote_id, "message_id": message_id, "thread_id": thread_id,
         "contractor_id": contractor_id, "identity": identity,
@@ -112,19 +126,21 @@ def deliverable_doc(source: str, platform: str, remote_id: str, *, message_id: s
         "received_at": iso(when), "review_status": "unreviewed", "review": None,
         "extra": extra or {}, "work": work_stem(att.filename),
         "replaces_remote_id": replaces or None,
-    })
+    }
+    return json_doc(doc)
 
 
 def contract_doc(source: str, platform: str, record: Contract, identity: str | None
-                 ) -> dict[str, Any]:
-    return json_doc({
+                 ) -> ContractRecord:
+    doc: ContractRecord = {
         "id": "k_" + short_hash(source, record.remote_id), "source": source,
         "platform": platform, "remote_id": record.remote_id, "identity": identity,
         "title": record.title, "status": record.status, "kind": record.kind,
-        "started_at": record.started_at, "ended_at": record.ended_at,
+        "started_at": iso(record.started_at), "ended_at": iso(record.ended_at),
         "rate": record.rate, "budget": record.budget, "spent": record.spent,
         "currency": record.currency,
         "thread_id": (thread_id_for(source, record.thread_remote_id)
                       if record.thread_remote_id else None),
         "extra": dict(record.extra),
-    })
+    }
+    return json_doc(doc)

@@ -22,7 +22,7 @@ from agent.files import ensure_private_dir, remove_orphan_temps, sanitize_filena
 from agent.store.blobs import Blobs
 from agent.store.layout import MONTH_RE, Catalog, ensure_index_dirs
 from agent.store.pluginstate import PluginState
-from agent.store.storage import Shard, json_safe
+from agent.store.storage import Shard, Stamp, file_stamp, json_safe
 
 log = logging.getLogger("retainer.store")
 
@@ -134,6 +134,16 @@ class StoreFolder:
         """A shard for one pass of reading (not cached, so listings stay small in memory)."""
         relative = f"{folder}/{month}.json"
         return self._monthly.get(relative) or Shard(self.root / relative)
+
+    def shard_stamp(self, folder: str, name: str) -> Stamp | None:
+        """What identifies the current version of one shard's file (inode, mtime, size),
+        for caches derived from it; None when it cannot be told (then read the shard)."""
+        return file_stamp(self.root / folder / f"{name}.json")
+
+    def cache_path(self, relative: str) -> Path | None:
+        """Where a cache derived from the shards lives (under ``store/``); None for a
+        store that keeps no files of its own."""
+        return self.root / relative
 
     def scratch_dir(self, source: str) -> Path:
         """An empty folder for one source's downloads in progress (same filesystem as files/).

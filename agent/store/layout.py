@@ -26,7 +26,7 @@ import logging
 import os
 import re
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ def shard_docs(folder: str) -> int:
     return SHARD_DOCS if folder == "messages" else DELIVERABLE_SHARD_DOCS
 
 
-def doc_size(doc: dict[str, Any]) -> int:
+def doc_size(doc: Mapping[str, Any]) -> int:
     """About how many bytes a document takes in its shard."""
     try:
         return len(orjson.dumps(doc)) + 12
@@ -333,7 +333,7 @@ class Catalog:
             self._writing = True
             self._mark(b"dirty")
 
-    def place(self, doc: dict[str, Any]) -> str:
+    def place(self, doc: Mapping[str, Any]) -> str:
         """The shard a new document goes to: the open one, or a new one once it is full."""
         if not self._loaded:
             self.refresh()

@@ -14,7 +14,7 @@ from tinydb import TinyDB
 from tinydb.storages import MemoryStorage
 
 from agent.store.core import Store
-from agent.store.storage import Shard
+from agent.store.storage import Shard, Stamp
 
 
 class MemoryShard(Shard):
@@ -52,6 +52,14 @@ class MemoryStore(Store):
 
     def read_shard(self, folder: str, month: str) -> Shard:
         return self.shard(f"{folder}/{month}.json")
+
+    def shard_stamp(self, folder: str, name: str) -> Stamp | None:
+        """No file to tell versions apart: derived data is computed from the shard."""
+        return None
+
+    def cache_path(self, relative: str) -> Path | None:
+        """No cache files: only deliverable files and the write lock touch ``data_dir``."""
+        return None
 
 
 

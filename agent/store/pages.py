@@ -19,7 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 from agent.errors import StoreError
 from agent.files import sanitize_filename
-from agent.models import Attachment, Contract, Identity, Message, Record, Submission
+from agent.models import (
+    Attachment,
+    AttachmentEntry,
+    Contract,
+    ContractRecord,
+    DeliverableRecord,
+    Identity,
+    Message,
+    MessageRecord,
+    Record,
+    Submission,
+    ThreadRecord,
+)
 from agent.store.documents import (
     DELIVERABLE_STATUSES,
     attachment_entry,
@@ -75,10 +87,10 @@ class PageStaging:
         self.roster = store.roster()
         self.identities: dict[str, dict[str, Any]] = {}  # changed, by key
         self.contractors: dict[str, dict[str, Any]] = {}  # changed, by id
-        self.messages: dict[str, list[dict[str, Any]]] = {}  # by month sent
-        self.threads: dict[str, dict[str, dict[str, Any]]] = {}  # month -> thread id -> entry
-        self.deliverables: list[dict[str, Any]] = []
-        self.contracts: list[dict[str, Any]] = []
+        self.messages: dict[str, list[MessageRecord]] = {}  # by month sent
+        self.threads: dict[str, dict[str, ThreadRecord]] = {}  # month -> thread id -> entry
+        self.deliverables: list[DeliverableRecord] = []
+        self.contracts: list[ContractRecord] = []
 
     def add(self, record: Record) -> None:
         if isinstance(record, Message):
@@ -174,7 +186,7 @@ class PageStaging:
         message_id = message_id_for(source, remote_id)
         thread_remote = record.thread_remote_id or remote_id
         thread_id = thread_id_for(source, thread_remote)
-        attachments = []
+        attachments: list[AttachmentEntry] = []
         for index, att in enumerate(record.attachments):
             entry = attachment_entry(att)
             wanted = (direction == "in" and contractor_id is not None and not att.inline
@@ -233,7 +245,7 @@ class PageStaging:
     def _deliverable(self, platform: str, remote_id: str, message_id: str | None,
                      thread_id: str | None, key: str | None, att: Attachment,
                      when: datetime, title: str, extra: dict[str, Any] | None = None,
-                     replaces: str = "") -> dict[str, Any]:
+                     replaces: str = "") -> DeliverableRecord:
         """A deliverable document; a stored attachment's file is kept first."""
         blob: tuple[str | None, str | None, int | None] = (None, None, att.size)
         if att.status == "stored":
@@ -243,6 +255,6 @@ class PageStaging:
             identity=key, contractor_id=self.roster.contractor_of(key), att=att, blob=blob,
             when=when, title=title, extra=extra, replaces=replaces)
 
-    def message_docs(self) -> list[dict[str, Any]]:
+    def message_docs(self) -> list[MessageRecord]:
         """The staged messages, grouped by the month they were sent in."""
         return [doc for docs in self.messages.values() for doc in docs]

@@ -7,9 +7,16 @@ worth opening, and hold one shard in memory at a time where they can.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from agent.errors import StoreError
+from agent.models import (
+    ContractRecord,
+    DeliverableRecord,
+    MessageRecord,
+    ThreadActivity,
+    ThreadRecord,
+)
 from agent.store.folder import MONTHLY
 from agent.store.roster import RosterStore
 
@@ -17,39 +24,66 @@ from agent.store.roster import RosterStore
 class StoreReads(RosterStore):
     """The read side of :class:`~agent.store.Store` (no lock needed)."""
 
-    def stored_deliverable(self, deliverable_id: str) -> dict[str, Any] | None:
+    def stored_deliverable(self, deliverable_id: str) -> DeliverableRecord | None:
         """The stored document of one deliverable, by exact id (no contractor resolution)."""
         name = self._fresh("deliverables").where(deliverable_id)
         if name is None:
             return None
-        return self.read_shard("deliverables", name).get("deliverables", deliverable_id)
+        doc = self.read_shard("deliverables", name).get("deliverables", deliverable_id)
+        return cast("DeliverableRecord | None", doc)
 
-    def stored_message(self, message_id: str) -> dict[str, Any] | None:
+    def stored_message(self, message_id: str) -> MessageRecord | None:
         """The stored document of one message, by exact id (do not mutate)."""
         name = self._fresh("messages").where(message_id)
         if name is None:
             return None
-        return self.read_shard("messages", name).get("messages", message_id)
+        return cast("MessageRecord | None",
+                    self.read_shard("messages", name).get("messages", message_id))
 
-    def iter_deliverables(self, shards: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+    def message(self, message_id: str) -> MessageRecord | None:
+        """One message by id, as stored (a copy), or None."""
+        doc = self.stored_message(message_id)
+        return cast("MessageRecord", dict(doc)) if doc is not None else None
+
+    def thread_messages(self, thread_id: str) -> list[MessageRecord]:
+        """The messages of one thread, oldest first (copies, as stored)."""
+        out: list[MessageRecord] = []
+        for name in self.thread_shards(thread_id):
+            out.extend(cast("MessageRecord", dict(d))
+                       for d in self.read_shard("messages", name).docs("messages")
+                       if d.get("thread_id") == thread_id)
+        out.sort(key=lambda d: d.get("sent_at") or "")
+        return out
+
+    def thread_activity(self) -> dict[str, ThreadActivity]:
+        """Per thread: the owner's message times (sorted), the last message's direction,
+        id and time, and the counterpart's identity (see :mod:`agent.store.activity`)."""
+        from agent.store.activity import thread_activity
+
+        return thread_activity(self)
+
+    def iter_deliverables(self, shards: Iterable[str] | None = None
+                          ) -> Iterator[DeliverableRecord]:
         """Every stored deliverable document as stored (of ``shards``), newest shard first."""
         names = self.shard_names("deliverables") if shards is None else list(shards)
         for name in reversed(names):
-            yield from self.read_shard("deliverables", name).docs("deliverables")
+            docs = self.read_shard("deliverables", name).docs("deliverables")
+            yield from cast("list[DeliverableRecord]", docs)
 
-    def iter_messages(self) -> Iterator[dict[str, Any]]:
+    def iter_messages(self) -> Iterator[MessageRecord]:
         """Every stored message, newest shard first, with its contractor resolved."""
         roster = self.roster()
         for month in reversed(self.month_names()):
             for doc in self.read_shard("messages", month).docs("messages"):
-                yield dict(doc, contractor_id=roster.contractor_of(doc.get("identity")))
+                yield cast("MessageRecord",
+                           dict(doc, contractor_id=roster.contractor_of(doc.get("identity"))))
 
     def messages(self, *, contractor: str | None = None, source: str | None = None
-                 ) -> list[dict[str, Any]]:
+                 ) -> list[MessageRecord]:
         return list(self.iter_messages_newest_first(contractor=contractor, source=source))
 
     def iter_messages_newest_first(self, *, contractor: str | None = None,
-                                   source: str | None = None) -> Iterator[dict[str, Any]]:
+                                   source: str | None = None) -> Iterator[MessageRecord]:
         """Messages newest first, one month in memory at a time (for big listings).
 
         An unknown ``contractor`` raises at once, before anything is yielded.
@@ -57,7 +91,7 @@ class StoreReads(RosterStore):
         cid = self.find_contractor(contractor)["id"] if contractor else None
         return self._newest_first(cid, source)
 
-    def _newest_first(self, cid: str | None, source: str | None) -> Iterator[dict[str, Any]]:
+    def _newest_first(self, cid: str | None, source: str | None) -> Iterator[MessageRecord]:
         """Shards are read in order of their newest message; what is buffered is only the
         messages of shards whose time ranges overlap."""
         roster = self.roster()
@@ -69,18 +103,17 @@ class StoreReads(RosterStore):
                   and (cid is None or not keys.isdisjoint(cat.shards[n]["identities"]))]
         wanted.sort(key=lambda n: cat.shards[n]["last"], reverse=True)
 
-        def sent(doc: dict[str, Any]) -> str:
-            stamp: str = doc["sent_at"]
-            return stamp
+        def sent(doc: MessageRecord) -> str:
+            return doc["sent_at"]
 
-        buffer: list[dict[str, Any]] = []
+        buffer: list[MessageRecord] = []
         for pos, name in enumerate(wanted):
             for doc in self.read_shard("messages", name).docs("messages"):
                 if source is not None and doc["source"] != source:
                     continue
                 resolved = roster.contractor_of(doc.get("identity"))
                 if cid is None or resolved == cid:
-                    buffer.append(dict(doc, contractor_id=resolved))
+                    buffer.append(cast("MessageRecord", dict(doc, contractor_id=resolved)))
             buffer.sort(key=sent, reverse=True)
             following = cat.shards[wanted[pos + 1]]["last"] if pos + 1 < len(wanted) else None
             cut = len(buffer)
@@ -91,7 +124,7 @@ class StoreReads(RosterStore):
             del buffer[:cut]
 
     def deliverables(self, *, unreviewed: bool = False, contractor: str | None = None
-                     ) -> list[dict[str, Any]]:
+                     ) -> list[DeliverableRecord]:
         roster = self.roster()
         cid = self.find_contractor(contractor)["id"] if contractor else None
         cat = self.catalog("deliverables")
@@ -100,18 +133,18 @@ class StoreReads(RosterStore):
                   if (not unreviewed or cat.shards[n]["unreviewed"])
                   and (cid is None or cid in cat.shards[n]["contractors"]
                        or not keys.isdisjoint(cat.shards[n]["identities"]))]
-        out = []
+        out: list[DeliverableRecord] = []
         for doc in self.iter_deliverables(shards):
             if unreviewed and doc.get("review_status") != "unreviewed":
                 continue
             resolved = roster.contractor_of(doc.get("identity")) or doc.get("contractor_id")
             if cid is not None and resolved != cid:
                 continue
-            out.append(dict(doc, contractor_id=resolved))
+            out.append(cast("DeliverableRecord", dict(doc, contractor_id=resolved)))
         out.sort(key=lambda d: d.get("received_at") or "")
         return out
 
-    def deliverable(self, ref: str) -> dict[str, Any]:
+    def deliverable(self, ref: str) -> DeliverableRecord:
         found = [i for i in self._fresh("deliverables").ids()
                  if i == ref or i.startswith(ref) or i[2:].startswith(ref)]
         doc = self.stored_deliverable(found[0]) if len(set(found)) == 1 else None
@@ -120,12 +153,12 @@ class StoreReads(RosterStore):
             raise StoreError(f'{what} match "{ref}"; see `retainer deliverables`')
         return doc
 
-    def contracts(self) -> list[dict[str, Any]]:
-        return self.contracts_shard.docs("contracts")
+    def contracts(self) -> list[ContractRecord]:
+        return cast("list[ContractRecord]", self.contracts_shard.docs("contracts"))
 
-    def threads(self, source: str | None = None) -> list[dict[str, Any]]:
+    def threads(self, source: str | None = None) -> list[ThreadRecord]:
         """Threads (of one source), their per-shard entries merged, most recent first."""
-        merged: dict[str, dict[str, Any]] = {}
+        merged: dict[str, ThreadRecord] = {}
         cat = self.catalog("messages")
         for month in cat.names():
             for doc in cat.threads(month).values():
@@ -133,7 +166,7 @@ class StoreReads(RosterStore):
                     continue
                 seen = merged.get(doc["id"])
                 if seen is None:
-                    merged[doc["id"]] = dict(doc)
+                    merged[doc["id"]] = cast("ThreadRecord", dict(doc))
                 else:
                     seen["last_at"] = max(seen["last_at"], doc["last_at"])
                     seen["identity"] = seen.get("identity") or doc.get("identity")

@@ -10,10 +10,10 @@ contractor is a candidate. Merging keeps the merged contractor as a pointer
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from agent.errors import StoreError
-from agent.models import CONTRACTOR_STATUSES, Identity
+from agent.models import CONTRACTOR_STATUSES, ContractorRecord, Identity, IdentityRecord
 from agent.store.documents import now_utc
 from agent.store.folder import StoreFolder
 from agent.store.ids import contractor_id_for
@@ -127,19 +127,19 @@ class RosterStore(StoreFolder):
     def roster(self) -> Roster:
         return Roster(self.roster_shard.docs("identities"), self.roster_shard.docs("contractors"))
 
-    def contractors(self, *, include_merged: bool = False) -> list[dict[str, Any]]:
-        docs = self.roster_shard.docs("contractors")
+    def contractors(self, *, include_merged: bool = False) -> list[ContractorRecord]:
+        docs = cast("list[ContractorRecord]", self.roster_shard.docs("contractors"))
         return [d for d in docs if include_merged or not d.get("merged_into")]
 
-    def identities(self) -> list[dict[str, Any]]:
-        return self.roster_shard.docs("identities")
+    def identities(self) -> list[IdentityRecord]:
+        return cast("list[IdentityRecord]", self.roster_shard.docs("identities"))
 
-    def candidates(self) -> list[dict[str, Any]]:
+    def candidates(self) -> list[IdentityRecord]:
         return [d for d in self.identities() if not d.get("contractor_id")]
 
-    def find_contractor(self, ref: str) -> dict[str, Any]:
+    def find_contractor(self, ref: str) -> ContractorRecord:
         """Find a contractor by id (or unique id prefix), exact name, or identity."""
-        return self.roster().find(ref)
+        return cast("ContractorRecord", self.roster().find(ref))
 
     def add_contractor(
         self,
@@ -151,7 +151,7 @@ class RosterStore(StoreFolder):
         rate: float | None = None,
         currency: str = "USD",
         notes: str = "",
-    ) -> dict[str, Any]:
+    ) -> ContractorRecord:
         """Create a contractor (or extend the one that already owns an identity)."""
         check_status(status)
         roster = self.roster()
@@ -178,19 +178,19 @@ class RosterStore(StoreFolder):
             self.roster_shard.upsert_many("identities", ident_docs, "key")
         if promoted:
             self.mark_backfill(promoted)
-        return doc
+        return cast("ContractorRecord", doc)
 
-    def update_contractor(self, contractor_id: str, **changes: Any) -> dict[str, Any]:
-        doc = dict(self.find_contractor(contractor_id))
+    def update_contractor(self, contractor_id: str, **changes: Any) -> ContractorRecord:
+        doc: dict[str, Any] = dict(self.find_contractor(contractor_id))
         if "status" in changes:
             check_status(changes["status"])
             if changes["status"] != doc["status"]:
                 doc["status_changed_at"] = iso(now_utc())
         doc.update(json_safe(changes))
         self.roster_shard.upsert_many("contractors", [doc])
-        return doc
+        return cast("ContractorRecord", doc)
 
-    def demote(self, ref: str) -> dict[str, Any]:
+    def demote(self, ref: str) -> ContractorRecord:
         """Turn a contractor back into candidates (their identities stay, unlinked)."""
         doc = self.find_contractor(ref)
         roster = self.roster()
@@ -201,10 +201,10 @@ class RosterStore(StoreFolder):
         self.roster_shard.remove("contractors", [doc["id"]])
         return doc
 
-    def merge_contractors(self, keep_ref: str, other_ref: str) -> dict[str, Any]:
+    def merge_contractors(self, keep_ref: str, other_ref: str) -> ContractorRecord:
         """Merge ``other`` into ``keep``: identities, skills and history follow."""
-        keep = dict(self.find_contractor(keep_ref))
-        other = dict(self.find_contractor(other_ref))
+        keep: dict[str, Any] = dict(self.find_contractor(keep_ref))
+        other: dict[str, Any] = dict(self.find_contractor(other_ref))
         if keep["id"] == other["id"]:
             raise StoreError("those are the same contractor")
         roster = self.roster()
@@ -218,7 +218,7 @@ class RosterStore(StoreFolder):
         other["identities"] = []
         self.roster_shard.upsert_many("identities", moved, "key")
         self.roster_shard.upsert_many("contractors", [keep, other])
-        return keep
+        return cast("ContractorRecord", keep)
 
     def seed_contractors(self, seeds: Iterable[Any]) -> None:
         """Make sure every contractor from the config exists (the store stays the truth)."""

@@ -215,25 +215,33 @@ class Shard:
     def table(self, name: str) -> Table:
         return self.db.table(name)
 
+    def _raw(self, table: str) -> dict[str, Any]:
+        """One table as stored, ``{document number (text): document}`` (do not mutate).
+
+        Read from the storage's data, not through TinyDB's private table API, so the
+        store depends only on TinyDB's public interface (``Storage``, ``TinyDB.table``).
+        """
+        data = self.db.storage.read()
+        raw: dict[str, Any] = (data or {}).get(table) or {}
+        return raw
+
     def key_map(self, table: str, key: str = "id") -> dict[str, int]:
         """``{doc[key]: doc_id}`` for a table, cached until the file changes."""
-        db = self.db
+        _ = self.db  # first: reloads, forgetting the cached keys, if the file was replaced
         if table not in self._keys:
-            raw = db.table(table)._read_table()
+            raw = self._raw(table)
             self._keys[table] = {doc[key]: int(doc_id) for doc_id, doc in raw.items()}
         return self._keys[table]
 
     def docs(self, table: str) -> list[dict[str, Any]]:
         """All documents of a table as plain dicts (no copies: do not mutate)."""
-        raw: dict[str, Any] = self.db.table(table)._read_table()
-        return list(raw.values())
+        return list(self._raw(table).values())
 
     def get(self, table: str, record_id: str, key: str = "id") -> dict[str, Any] | None:
         doc_id = self.key_map(table, key).get(record_id)
         if doc_id is None:
             return None
-        raw: dict[str, Any] = self.db.table(table)._read_table()
-        doc: dict[str, Any] = raw[str(doc_id)]
+        doc: dict[str, Any] = self._raw(table)[str(doc_id)]
         return doc
 
     def upsert_many(
@@ -257,7 +265,7 @@ class Shard:
         plans: list[tuple[str, str, list[dict[str, Any]], dict[int, dict[str, Any]]]] = []
         for table, docs, key in batches:
             keys = self.key_map(table, key)
-            existing = self.db.table(table)._read_table()
+            existing = self._raw(table)
             fresh: dict[str, dict[str, Any]] = {}
             changed: dict[int, dict[str, Any]] = {}
             for doc in docs:
@@ -278,9 +286,9 @@ class Shard:
         data = dict(db.storage.read() or {})
         assigned: list[list[int]] = []
         for table, _key, new, updates in plans:
-            tbl = db.table(table)
-            new_ids = [tbl._get_next_id() for _ in new]  # type: ignore[no-untyped-call]
             raw = data[table] = dict(data.get(table) or {})
+            first = max(map(int, raw), default=0) + 1  # numbers are never reused while held
+            new_ids = list(range(first, first + len(new)))
             for doc_id, doc in updates.items():
                 raw[str(doc_id)] = doc
             for doc_id, doc in zip(new_ids, new, strict=True):

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ def work_stem(filename: str) -> str:
         stem = shorter
 
 
-def version_label(doc: dict[str, Any]) -> str:
+def version_label(doc: Mapping[str, Any]) -> str:
     """``"v2 of logo"`` for a later version of a piece of work, else ``""``."""
     version = doc.get("version") or 1
     return f"v{version} of {doc.get('work') or doc.get('filename')}" if version > 1 else ""
@@ -43,8 +43,8 @@ class Versions:
     the shards, so a page does not rewrite a file that grows with every deliverable.
     """
 
-    def __init__(self, find: Callable[[str], dict[str, Any] | None],
-                 lookup: Callable[[str], dict[str, Any] | None]) -> None:
+    def __init__(self, find: Callable[[str], Mapping[str, Any] | None],
+                 lookup: Callable[[str], Mapping[str, Any] | None]) -> None:
         self.find = find  # the latest stored version of a piece of work, by chain key
         self.lookup = lookup  # a stored deliverable by id
         self.chains: dict[str, dict[str, Any]] = {}
@@ -59,7 +59,8 @@ class Versions:
         return self.chains[key]
 
     def _previous(self, deliverable_id: str) -> dict[str, Any]:
-        doc = self.linked.get(deliverable_id) or self.lookup(deliverable_id) or {}
+        doc: Mapping[str, Any] = (self.linked.get(deliverable_id) or self.lookup(deliverable_id)
+                                  or {})
         version = doc.get("version") or 1
         return {"id": deliverable_id, "version": version,
                 "root": doc.get("version_of") or deliverable_id}

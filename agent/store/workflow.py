@@ -2,30 +2,29 @@
 
 The only module of the workflow features that talks to TinyDB. Layout (under ``store/``)::
 
-    deliverables.json   each deliverable's current ``review_status`` and ``review`` (kept on
+    deliverables/       each deliverable's current ``review_status`` and ``review`` (kept on
                         re-sync by :meth:`Store._upsert_deliverables`)
     workflow.json       ``reviews``: every review event (a deliverable can be reviewed twice);
                         ``outbox``: every message the owner sent through Retainer
     instructions.json   ``templates``: versioned Markdown templates; ``sent``: instructions sent
     notify.json         ``events``: which reminders went out, so none is sent twice
-    cache/threads.json  derived: per message shard, each thread's owner-message times (plain
-                        JSON, rebuilt for a shard whenever its file changes)
 
+Messages and deliverables are read through :class:`~agent.store.Store` methods only
+(:meth:`~agent.store.Store.message`, :meth:`~agent.store.Store.thread_messages`,
+:meth:`~agent.store.Store.thread_activity`, ...), never from their shard files here.
 Writers must hold :meth:`Store.writing`; readers need no lock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
-
-import orjson
+from typing import Any, cast
 
 from agent.errors import StoreError
-from agent.files import ensure_private_dir, remove_orphan_temps, write_private
+from agent.models import DeliverableRecord, MessageRecord, ReviewEvent, ThreadActivity
 from agent.store.core import REVIEW_STATUSES, Store, iso, short_hash
-from agent.store.storage import Shard, file_stamp
+from agent.store.storage import Shard
 
 
 def _now() -> datetime:
@@ -57,7 +56,7 @@ def record_review(
     cost: float | None = None,
     hours: float | None = None,
     when: datetime | None = None,
-) -> dict[str, Any]:
+) -> DeliverableRecord:
     """Record a review on a deliverable (hold :meth:`Store.writing`); return the deliverable."""
     current = store.deliverable(deliverable_id)
     return record_reviews(store, [(current, {
@@ -65,12 +64,12 @@ def record_review(
         "when": when})])[0]
 
 
-def record_reviews(store: Store, items: list[tuple[dict[str, Any], dict[str, Any]]]
-                   ) -> list[dict[str, Any]]:
+def record_reviews(store: Store, items: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]
+                   ) -> list[DeliverableRecord]:
     """Record many reviews in two writes: ``(deliverable doc, {status, rating, feedback,
     cost, hours, when})`` pairs. Hold :meth:`Store.writing`."""
-    docs: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
+    docs: list[DeliverableRecord] = []
+    events: list[ReviewEvent] = []
     for current, r in items:
         status, rating = r["status"], r.get("rating")
         if status not in REVIEW_STATUSES or status == "unreviewed":
@@ -78,7 +77,7 @@ def record_reviews(store: Store, items: list[tuple[dict[str, Any], dict[str, Any
         if rating is not None and not 1 <= rating <= 5:
             raise StoreError("a rating is a whole number from 1 to 5")
         stamp = iso(r.get("when") or _now())
-        previous = current.get("review") or {}
+        previous: Mapping[str, Any] = current.get("review") or {}
         review = {
             "status": status, "rating": rating, "feedback": r.get("feedback", ""),
             "reviewed_at": stamp,
@@ -90,7 +89,7 @@ def record_reviews(store: Store, items: list[tuple[dict[str, Any], dict[str, Any
         stored = store.stored_deliverable(current["id"])
         if stored is None:
             raise StoreError(f"no deliverable {current['id']}; see `retainer deliverables`")
-        docs.append(dict(stored, review_status=status, review=review))
+        docs.append(cast("DeliverableRecord", dict(stored, review_status=status, review=review)))
         events.append({
             "id": "r_" + short_hash(current["id"], str(stamp), str(review["round"])),
             "deliverable_id": current["id"], "status": status, "rating": rating,
@@ -99,13 +98,13 @@ def record_reviews(store: Store, items: list[tuple[dict[str, Any], dict[str, Any
             "contractor_id": current.get("contractor_id"),
         })
     store.save_deliverables(docs)
-    _workflow(store).upsert_many("reviews", events)
+    _workflow(store).upsert_many("reviews", cast("list[dict[str, Any]]", events))
     return docs
 
 
-def review_events(store: Store) -> list[dict[str, Any]]:
+def review_events(store: Store) -> list[ReviewEvent]:
     """Every review ever recorded, oldest first (do not mutate)."""
-    docs = _workflow(store).docs("reviews")
+    docs = cast("list[ReviewEvent]", _workflow(store).docs("reviews"))
     return sorted(docs, key=lambda d: d.get("reviewed_at") or "")
 
 
@@ -119,7 +118,7 @@ def record_sent(store: Store, entry: dict[str, Any], *, deliverable_id: str | No
     _workflow(store).upsert_many("outbox", [doc])
     if deliverable_id is not None:
         current = store.deliverable(deliverable_id)
-        review = dict(current.get("review") or {})
+        review: dict[str, Any] = dict(current.get("review") or {})
         review["sent"] = [*(review.get("sent") or []), {"outbox_id": doc["id"], "sent_at": stamp,
                                                        "remote_id": doc.get("remote_id")}]
         store.update_deliverable(current["id"], review=review)
@@ -180,98 +179,22 @@ def sent_instructions(store: Store) -> list[dict[str, Any]]:
     return sorted(_instructions(store).docs("sent"), key=lambda d: d.get("sent_at") or "")
 
 
-# -- message-derived indexes --------------------------------------------------------------------
+# -- reads kept for callers of the first workflow API ----------------------------------------
 
 
-INDEX_VERSION = 1
+def thread_activity(store: Store) -> dict[str, ThreadActivity]:
+    """:meth:`Store.thread_activity <agent.store.Store.thread_activity>`."""
+    return store.thread_activity()
 
 
-def _month_summary(shard: Shard) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for doc in shard.docs("messages"):
-        entry = out.get(doc["thread_id"])
-        if entry is None:
-            entry = out[doc["thread_id"]] = {"out": [], "last_at": "", "last_dir": "",
-                                             "identity": None, "last_id": None}
-        sent = doc.get("sent_at") or ""
-        if doc.get("direction") == "out":
-            entry["out"].append(sent)
-        if sent >= entry["last_at"]:
-            entry["last_at"] = sent
-            entry["last_dir"] = doc.get("direction")
-            entry["last_id"] = doc["id"]
-        if doc.get("identity") and not entry["identity"]:
-            entry["identity"] = doc["identity"]
-    return out
+def message(store: Store, message_id: str) -> MessageRecord | None:
+    """:meth:`Store.message <agent.store.Store.message>`."""
+    return store.message(message_id)
 
 
-def thread_activity(store: Store) -> dict[str, dict[str, Any]]:
-    """Per thread: the owner's message times (sorted) and the last message's direction.
-
-    Built from the month files and kept in ``store/cache/threads.json``, one summary per
-    month file validated by that file's (inode, mtime, size): only months changed since
-    the last call are read again. The cache is derived data, replaced atomically; losing
-    it costs one full read.
-    """
-    cache_dir = ensure_private_dir(store.root / "cache")
-    cache_path = cache_dir / "threads.json"
-    try:
-        cached = orjson.loads(cache_path.read_bytes())
-        if cached.get("version") != INDEX_VERSION:
-            cached = {}
-    except (OSError, orjson.JSONDecodeError):
-        cached = {}
-    months: dict[str, Any] = cached.get("months") or {}
-    fresh: dict[str, Any] = {}
-    changed = False
-    for month in store.month_names():
-        path = store.root / "messages" / f"{month}.json"
-        stamp = file_stamp(path)
-        entry = months.get(month)
-        if entry is None or stamp is None or tuple(entry["stamp"]) != stamp:
-            entry = {"stamp": list(stamp or (0, 0, 0)), "threads": _month_summary(Shard(path))}
-            changed = True
-        fresh[month] = entry
-    if changed or set(fresh) != set(months):
-        try:
-            remove_orphan_temps(cache_dir)
-            write_private(cache_path, orjson.dumps({"version": INDEX_VERSION, "months": fresh}),
-                          sync=False)
-        except OSError:
-            pass  # a read-only data folder still gets its answer, just slower next time
-    out: dict[str, dict[str, Any]] = {}
-    shared: set[str] = set()  # threads whose entry is already a copy of their own
-    for entry in fresh.values():
-        for tid, t in entry["threads"].items():
-            have = out.get(tid)
-            if have is None:  # the cache was written above: its entries may be reused
-                out[tid] = t
-                continue
-            if tid not in shared:
-                have = out[tid] = {**have, "out": list(have["out"])}
-                shared.add(tid)
-            have["out"].extend(t["out"])
-            if t["last_at"] >= have["last_at"]:
-                have.update(last_at=t["last_at"], last_dir=t["last_dir"], last_id=t["last_id"])
-            have["identity"] = have["identity"] or t["identity"]
-    for t in out.values():
-        t["out"].sort()
-    return out
-
-
-def message(store: Store, message_id: str) -> dict[str, Any] | None:
-    """One stored message by id (the shard index says which shard holds it)."""
-    doc = store.stored_message(message_id)
-    return dict(doc) if doc is not None else None
-
-
-def thread_messages(store: Store, thread_id: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for month in store.thread_shards(thread_id):
-        shard = store.read_shard("messages", month)
-        out.extend(dict(d) for d in shard.docs("messages") if d.get("thread_id") == thread_id)
-    out.sort(key=lambda d: d.get("sent_at") or "")
-    return out
+def thread_messages(store: Store, thread_id: str) -> list[MessageRecord]:
+    """:meth:`Store.thread_messages <agent.store.Store.thread_messages>`."""
+    return store.thread_messages(thread_id)
 
 
 # -- notifier state -----------------------------------------------------------------------------

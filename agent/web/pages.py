@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,7 +155,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
     def deliverable(ref: str) -> dict[str, Any]:
         """One deliverable by id (from the memo), else by prefix (from the store)."""
         found = all_deliverables().get(ref)
-        return found if found is not None else access.store.deliverable(ref)
+        return found if found is not None else dict(access.store.deliverable(ref))
 
     def warm(store: Store) -> None:
         """What the next pages need, computed ahead (agent.web.cache runs it after writes)."""
@@ -169,7 +170,7 @@ def register(app: Flask, ctx: WebContext, access: StoreAccess) -> None:
 
     access.set_warmer(warm)
 
-    def reviewed(docs: list[dict[str, Any]], at_before: Any) -> None:
+    def reviewed(docs: Sequence[Mapping[str, Any]], at_before: Any) -> None:
         """Inside a write: patch the memos a review changes, so the queue stays warm."""
         for key, data in access.entries(at_before):
             if key == "deliverables":

@@ -178,3 +178,38 @@ def test_hostile_attachment_names_stay_inside_the_store(dovecot_mailbox: Mailbox
         assert path.is_relative_to(data) and path.is_file()
         assert len(path.name.encode()) <= 255
     assert not Path("/tmp/escape.sh").exists()
+
+
+def test_verbosity_page_lines_and_protocol_lines(dovecot_mailbox: Mailbox, tmp_path: Path) -> None:
+    """Default: the summary on stdout, nothing on stderr; -v: one line per stored page;
+    -vv: the IMAP conversation too."""
+    dovecot_mailbox.append_many("INBOX", mixed_corpus(30))
+    config = write_config(tmp_path, dovecot_mailbox, batch_size=10)
+    plain = retainer(config, dovecot_mailbox, "sync")
+    assert "inbox: 30 new messages" in plain.stdout and plain.stderr == ""
+    lines: dict[str, list[str]] = {}
+    for flag in ("-v", "-vv"):
+        data = tmp_path / "data"
+        data.rename(tmp_path / f"data{flag}")  # a first sync again
+        done = retainer(config, dovecot_mailbox, flag, "sync")
+        assert "inbox: 30 new messages" in done.stdout
+        lines[flag] = done.stderr.splitlines()
+    pages = [line for line in lines["-v"] if line.startswith("inbox: page ")]
+    assert len(pages) == 3 and "(30/30)" in pages[-1]
+    assert len(lines["-v"]) < 10  # pages and a few notes: no protocol
+    assert not any("FETCH" in line for line in lines["-v"])
+    assert sum("FETCH" in line for line in lines["-vv"]) >= 3  # the conversation
+    assert len(lines["-vv"]) > 3 * len(lines["-v"])
+
+
+def test_a_failed_source_is_one_line_on_stderr_naming_it_once(dovecot_mailbox: Mailbox,
+                                                              tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-certificate.pem"
+    bad.write_text("this is no PEM\n")
+    config = write_config(tmp_path, dovecot_mailbox, security="tls", ca_file=str(bad))
+    done = retainer(config, dovecot_mailbox, "sync", check=False)
+    assert done.returncode == 1
+    assert done.stdout.startswith("inbox: failed")  # the summary, on stdout
+    errors = done.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("retainer: error: inbox: "), done.stderr
+    assert "ca_file" in errors[0] and "inbox: inbox:" not in errors[0]

@@ -232,7 +232,7 @@ def test_revoked_grant_fails_that_source_only_and_loses_nothing(
     oauth_mailbox.append("INBOX", make_message(50, message_id="<after-revoke@test.example>"))
     other.append("INBOX", make_message(101, message_id="<other-2@test.example>"))
     failed = retainer(config, "sync", env=env, expect=1)
-    assert "inbox: FAILED" in failed.stderr
+    assert "inbox: failed (auth)" in failed.stdout and "retainer: error: inbox: " in failed.stderr
     assert "run `retainer auth inbox`" in failed.stderr
     assert "at-" not in failed.stderr and "rt-" not in failed.stderr
     messages = stored_env(config, env)
