@@ -1075,6 +1075,12 @@ def _attachment(part: EmailMessage, index: int, wants: bool, context: SourceCont
 #: them the messages costs more than reading a small incremental batch here.
 POOL_MIN_BATCH = 150
 
+#: Seconds a batch may take in the workers (plus per message) before they are stopped
+#: and the batch is read here: a worker forked while another thread held a lock it needs
+#: would wait for ever.
+POOL_TIMEOUT = 120.0
+POOL_TIMEOUT_EACH = 0.2
+
 _worker_context: SourceContext | None = None  # set in each forked reader process
 
 
@@ -1113,12 +1119,17 @@ class ReaderPool:
 
                 size = max(1, min(16, len(items) // (self.processes * 4)))
                 try:
-                    return list(pool.map(_read_in_worker, items, chunksize=size))
+                    return list(pool.map(_read_in_worker, items, chunksize=size,
+                                         timeout=POOL_TIMEOUT + POOL_TIMEOUT_EACH * len(items)))
                 except BrokenProcessPool:  # a worker died (killed, out of memory)
                     log.warning("%s: a mail reader process died; reading in this process "
                                 "for the rest of the sync", self.context.source)
-                    self._broken = True
-                    self.close()
+                    self._abandon()
+                except TimeoutError:  # a worker hangs (a lock held at the fork)
+                    log.warning("%s: the mail reader processes did not answer in time; "
+                                "reading in this process for the rest of the sync",
+                                self.context.source)
+                    self._abandon()
         return [message_from_bytes(raw, backfill_context(self.context) if backfill
                                    else self.context, fallback_date=date, extra=extra)
                 for raw, date, extra, backfill in items]
@@ -1137,6 +1148,16 @@ class ReaderPool:
                                              initializer=_start_reader,
                                              initargs=(self.context,))
         return self._pool
+
+    def _abandon(self) -> None:
+        """Stop the workers whatever they are doing; read here from now on."""
+        self._broken = True
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -79,3 +79,33 @@ def test_a_worker_that_dies_leaves_the_reading_here(caplog: Any) -> None:
         assert pool._pool is None and pool._broken
     finally:
         pool.close()
+
+
+def test_workers_that_hang_are_stopped_and_the_batch_read_here(
+        monkeypatch: Any, caplog: Any) -> None:
+    import time
+
+    import agent.mail
+
+    parent = os.getpid()
+
+    def wants(identity: Identity) -> bool:
+        if os.getpid() != parent:  # in a worker: hang, as on a lock held at the fork
+            time.sleep(600)
+        return True
+
+    monkeypatch.setattr(agent.mail, "POOL_TIMEOUT", 2.0)
+    monkeypatch.setattr(agent.mail, "POOL_TIMEOUT_EACH", 0.0)
+    hanging = context()
+    hanging = SourceContext(**{**{f: getattr(hanging, f) for f in (
+        "source", "platform", "state_dir", "scratch_dir", "max_attachment_bytes", "log")},
+        "wants_attachments": wants})
+    items = batch(POOL_MIN_BATCH)
+    pool = ReaderPool(hanging, 2)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, "retainer.mail"):
+        records = pool.read(items)
+    assert time.monotonic() - started < 60
+    assert "did not answer in time" in caplog.text and pool._broken and pool._pool is None
+    assert records == ReaderPool(hanging, 0).read(items)
+    pool.close()
