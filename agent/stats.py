@@ -325,8 +325,8 @@ def roster_rows(store: Store, facts: Facts | None = None) -> list[dict[str, Any]
     for doc in facts.contractors:
         idents = [facts.roster.identities[k] for k in doc.get("identities", [])
                   if k in facts.roster.identities]
-        firsts = [i["first_seen"] for i in idents if i.get("first_seen")]
-        lasts = [i["last_seen"] for i in idents if i.get("last_seen")]
+        firsts = [first for i in idents if (first := i.get("first_seen"))]
+        lasts = [last for i in idents if (last := i.get("last_seen"))]
         out.append(dict(doc, platforms=sorted({i["platform"] for i in idents}),
                         addresses=[i["address"] for i in idents],
                         first_contact=min(firsts) if firsts else None,

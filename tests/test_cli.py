@@ -134,7 +134,8 @@ def wide_store(tmp_path):
 
 LISTINGS = [("review",), ("review", "--all"), ("deliverables",), ("contractors",),
             ("contractors", "candidates"), ("contractors", "suggest", "logo"),
-            ("messages",), ("status",), ("report",), ("plugins",)]
+            ("contractors", "show", "Maria Lopez"), ("messages",), ("status",), ("report",),
+            ("plugins",)]
 
 
 def test_tables_fit_an_80_column_terminal(tmp_path):
@@ -329,6 +330,12 @@ def test_no_sources_says_how_to_add_one(tmp_path):
         out = invoke(config, command).stdout
         assert f"No sources in {config}" in out and "[[sources]]" in out
         assert "retainer config check" in out
+    assert json.loads(invoke(config, "sync", "--json").stdout) == []
+    assert json.loads(invoke(config, "status", "--json").stdout)["sources"] == []
+    config.write_text(f'[agent]\ndata_dir = "{tmp_path}/data"\n[[sources]]\nname = "feed"\n'
+                      f'platform = "feed"\nenabled = false\n[sources.settings]\n'
+                      f'path = "{tmp_path}/feed.jsonl"\n')
+    assert "No enabled sources" in invoke(config, "sync").stdout
 
 
 def test_ctrl_c_during_sync_says_what_was_kept_and_exits_130(tmp_path):
@@ -512,3 +519,19 @@ def test_the_example_config_is_valid(tmp_path, monkeypatch):
     loaded = load_config(config, real_host(), only={"inbox", "archive", "upwork-main",
                                                     "freelancer"})
     assert sorted(loaded.settings) == ["archive", "freelancer", "inbox", "upwork-main"]
+
+
+def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
+    items = [{"id": f"<m{i}@x>", "from": "maria@example.com", "subject": f"subject {i} " * 5}
+             for i in range(1000)]
+    config = make_config(tmp_path)
+    feed.write_feed(tmp_path / "feed.jsonl", items)
+    command = [sys.executable, "-m", "tests.support.feed_cli", "--config", str(config)]
+    subprocess.run([*command, "sync"], check=True, capture_output=True, timeout=300)
+    process = subprocess.Popen([*command, "messages"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith(b"ID ")  # `retainer messages | head -1`
+    process.stdout.close()
+    assert process.wait(timeout=60) == 141
+    assert process.stderr.read() == b""

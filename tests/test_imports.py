@@ -13,13 +13,11 @@ from pathlib import Path
 AGENT = Path(__file__).resolve().parent.parent / "agent"
 
 #: Arrows that still run the wrong way (each a lazy import from a lower layer up); each
-#: closes a cycle being taken apart elsewhere in issue 12: the upgrade of an old store
-#: layout (migrate) reading the schema version from the store it upgrades (item 3);
+#: closes a cycle being taken apart elsewhere in issue 12:
 #: config checking [[notifiers]] through notify, and the dashboard address through web
 #: (item 1, notifiers through the hooks); the dashboard's modules importing their own
 #: package's __init__. Remove an entry when its import is gone; never add one.
 KNOWN = {
-    ("agent.store.migrate", "agent.store.core"),
     ("agent.config", "agent.notify"),
     ("agent.config", "agent.web"),
     ("agent.web.app", "agent.web"),

@@ -91,6 +91,14 @@ class RetainerGroup(click.Group):
         """Report the exception being handled in one line (and exit); no traceback."""
         try:
             raise
+        except BrokenPipeError:  # `retainer review | head`: the reader has all it wanted
+            import os
+
+            try:  # no second error when Python flushes stdout at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            ctx.exit(141)  # as a shell reports a command ended by SIGPIPE
         except OSError as exc:  # the disk, the data folder: say which and what to do
             from agent.secrets import scrub
 

@@ -81,9 +81,10 @@ def contractors_add(app: App, who: str, name: str | None, emails: tuple[str, ...
             who = f"email:{who}"
         if ":" in who:
             platform, _, address = who.partition(":")
-            seen = roster.identities.get(who.lower(), {})
-            idents.append(Identity(platform, address, name=seen.get("name", "")))
-            display = name or seen.get("name") or address
+            known = roster.identities.get(who.lower())
+            known_name = known["name"] if known else ""
+            idents.append(Identity(platform, address, name=known_name))
+            display = name or known_name or address
         else:
             display = name or who
         idents += [Identity("email", e) for e in emails]
@@ -116,10 +117,10 @@ def contractors_show(app: App, who: str, as_json: bool) -> None:
     click.echo(f"  identities: {', '.join(row.get('identities', []))}")
     click.echo(f"  skills: {', '.join(row.get('skills', [])) or '-'}; "
                f"rate {money(row.get('rate'), row.get('currency', ''))}")
-    click.echo(f"  first contact {row['first_contact'] or '-'}, last {row['last_contact'] or '-'}")
+    click.echo(f"  first contact {ago(row['first_contact'])}, last {ago(row['last_contact'])}")
     click.echo(f"  {len(msgs)} messages, {len(work)} deliverables, average rating "
-               f"{'-' if rating is None else f'{rating:.1f}'}, revisions "
-               f"{pct(row.get('revision_rate'))}, median turnaround "
+               f"{'-' if rating is None else f'{rating:.1f}'}")
+    click.echo(f"  revisions {pct(row.get('revision_rate'))}, median turnaround "
                f"{hours(row.get('median_turnaround_hours'))}, spend "
                f"{money(row.get('spend'), row.get('currency', ''))}"
                f"{' (estimated)' if row.get('spend_estimated') else ''}")

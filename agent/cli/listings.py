@@ -30,8 +30,8 @@ def messages(app: App, as_json: bool, contractor: str | None, source: str | None
     table([(d["id"], ago(d["sent_at"]), d["source"], d["direction"],
             names.get(d["contractor_id"] or "", d["sender"]["name"] or d["sender"]["address"]),
             d["subject"]) for d in docs],
-          ["id", "sent", Col("source", flex=True, drop=2), Col("dir", drop=1),
-           Col("who", flex=True), Col("subject", flex=True)])
+          ["id", "sent", Col("source", flex=3, drop=2), Col("dir", drop=1),
+           Col("who", flex=2), Col("subject", flex=1)])
 
 
 @click.command()
@@ -55,7 +55,7 @@ def deliverables(app: App, as_json: bool, unreviewed: bool, contractor: str | No
     table([(d["id"], ago(d["received_at"]), names.get(d["contractor_id"] or "", "?"),
             d["filename"], human_size(d["size"]), d["review_status"],
             "FLAGGED: " + d["status"] if d.get("flagged") else d["status"]) for d in docs],
-          ["id", "received", Col("contractor", flex=True), Col("file", flex=True),
+          ["id", "received", Col("contractor", flex=2), Col("file", flex=1),
            Col("size", right=True, drop=2), "review", Col("status", flex=True, drop=1)])
 
 

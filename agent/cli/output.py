@@ -1,6 +1,6 @@
-"""Everything the owner reads: JSON documents, tables, progress, and the one way sizes,
-ages, durations, money and percentages are written (the dashboard's Jinja filters are
-these same functions, see :mod:`agent.web.filters`).
+"""Everything the owner reads: JSON documents, tables that fit the terminal, and the one
+way sizes, times, durations, money and percentages are written (the dashboard's Jinja
+filters are these same functions, see :mod:`agent.web.filters`).
 
 No heavy imports here: this module is loaded by every command, and by the dashboard.
 """
@@ -48,7 +48,8 @@ def parse_stamp(stamp: Any) -> datetime | None:
 
 
 def age(stamp: str | None, *, none: str = NONE) -> str:
-    """How long ago an ISO timestamp was: ``"40m"``, ``"5h"``, ``"12d"``; ``none`` if unknown."""
+    """How long ago an ISO timestamp was, compactly (the dashboard writes "ago" after it):
+    ``"40m"``, ``"5h"``, ``"12d"``; ``none`` if unknown. Tables use :func:`ago`."""
     then = parse_stamp(stamp)
     if then is None:
         return none
@@ -156,12 +157,13 @@ def emit_json_list(items: Iterable[Any]) -> None:
 
 @dataclass(frozen=True)
 class Col:
-    """A table column: ``flex`` ones are cut first (with "…") when the terminal is too
-    narrow; when that is not enough, those with a ``drop`` rank are left out, the highest
-    rank first (then the rightmost). ``right``: aligned right (numbers)."""
+    """A table column: ``flex`` ones are cut (with "…") when the terminal is too narrow,
+    the highest ``flex`` rank first (``True`` is 1), then the widest; when that is not
+    enough, those with a ``drop`` rank are left out, the highest rank first (then the
+    rightmost). ``right``: aligned right (numbers)."""
 
     header: str
-    flex: bool = False
+    flex: int = 0
     drop: int = 0
     right: bool = False
 
@@ -203,7 +205,7 @@ def fit(cells: list[list[str]], cols: list[Col], width: int | None
             room = [i for i in shown if widths[i] > floors.get(i, widths[i])]
             if not room:
                 break
-            i = max(room, key=lambda k: (widths[k] - floors[k], k))
+            i = max(room, key=lambda k: (cols[k].flex, widths[k] - floors[k], k))
             widths[i] -= 1
             excess -= 1
         return [widths[i] for i in shown], excess

@@ -39,8 +39,8 @@ def review_list(app: App, as_json: bool, show_all: bool) -> None:
     if not rows:
         click.echo("Nothing to review.")
         return
-    columns: list[str | Col] = ["id", "received", Col("contractor", flex=True),
-                                Col("task", flex=True, drop=1), Col("file", flex=True),
+    columns: list[str | Col] = ["id", "received", Col("contractor", flex=2),
+                                Col("task", flex=3, drop=1), Col("file", flex=1),
                                 Col("size", right=True, drop=2)]
     table([(r["id"], ago(r["received_at"]) + (" OVERDUE" if r["overdue"] else ""),
             r["contractor"] or "?", r["task"],

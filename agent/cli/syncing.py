@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -40,8 +41,10 @@ def sync(app: App, sources: tuple[str, ...], as_json: bool) -> None:
     config = app.config(only=set(sources) or None)
     for name in sources:
         config.source(name)
-    if not config.sources:
-        click.echo(no_sources_hint(config.path))
+    if not config.sources:  # --json: still one document on stdout, the advice on stderr
+        if as_json:
+            emit_json([])
+        click.echo(no_sources_hint(config.path), err=as_json)
         return
     store = app.store(config)
     watch = SyncWatch(verbose=app.verbose, quiet=as_json)
@@ -60,6 +63,9 @@ def sync(app: App, sources: tuple[str, ...], as_json: bool) -> None:
     else:
         for r in results:
             click.echo(f"{r.source}: {sync_line(r)}")
+        if not results and not watch.stopping.is_set():
+            click.echo(f"No enabled sources in {config.path}: set `enabled = true` on one, or "
+                       "name it (`retainer sync NAME` syncs a disabled source too).")
     if watch.stopping.is_set():
         click.echo(f"retainer: interrupted: {watch.kept()}", err=True)
         sys.exit(130)
@@ -138,7 +144,8 @@ class SyncWatch:
 
     @contextmanager
     def ctrl_c(self) -> Iterator[None]:
-        """The first Ctrl-C stops after the page being stored; a second one at once."""
+        """While the sync runs: the first Ctrl-C stops after the page being stored, a
+        second one at once; a log line wipes the progress bar first."""
         def first(signum: int, frame: FrameType | None) -> None:
             self.stopping.set()
             self.clear()
@@ -146,14 +153,26 @@ class SyncWatch:
                        "at once)", err=True)
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
-        if threading.current_thread() is not threading.main_thread():
-            yield  # signals only reach the main thread (a test calling in from another)
-            return
-        previous = signal.signal(signal.SIGINT, first)
+        def wipe_bar(record: logging.LogRecord) -> bool:
+            self.clear()  # a log line starts on a clean line, not after the bar
+            return True
+
+        handlers = logging.getLogger().handlers
+        for handler in handlers:
+            handler.addFilter(wipe_bar)
         try:
-            yield
-        finally:  # once stopping, a further Ctrl-C must not cut the account of what was kept
-            signal.signal(signal.SIGINT, signal.SIG_IGN if self.stopping.is_set() else previous)
+            if threading.current_thread() is not threading.main_thread():
+                yield  # signals only reach the main thread (a test calling in from another)
+                return
+            previous = signal.signal(signal.SIGINT, first)
+            try:
+                yield
+            finally:  # once stopping, a further Ctrl-C must not cut the account of what was kept
+                signal.signal(signal.SIGINT,
+                              signal.SIG_IGN if self.stopping.is_set() else previous)
+        finally:
+            for handler in handlers:
+                handler.removeFilter(wipe_bar)
 
 
 @click.command()

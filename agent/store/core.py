@@ -26,8 +26,9 @@ from agent.store.documents import (
     month_of,
     now_utc,
 )
-from agent.store.folder import LOCK_TIMEOUT, MONTHLY, MONTHLY_CACHE, SCHEMA_VERSION, StoreFolder
+from agent.store.folder import LOCK_TIMEOUT, MONTHLY, MONTHLY_CACHE, StoreFolder
 from agent.store.ids import message_id_for, short_hash, thread_id_for
+from agent.store.layout import SCHEMA_VERSION
 from agent.store.pages import CommitResult, PageStaging
 from agent.store.reads import StoreReads
 from agent.store.roster import Roster, RosterStore
@@ -85,9 +86,10 @@ class Store(StoreReads):
         if page.contracts:
             self.contracts_shard.upsert_many("contracts", _plain(page.contracts))
         if page.contractors:
-            self.roster_shard.upsert_many("contractors", list(page.contractors.values()))
+            self.roster_shard.upsert_many("contractors", _plain(list(page.contractors.values())))
         if page.identities:
-            self.roster_shard.upsert_many("identities", list(page.identities.values()), "key")
+            self.roster_shard.upsert_many("identities", _plain(list(page.identities.values())),
+                                          "key")
         return result
 
     def _placed(self, folder: str, docs: Sequence[Doc]) -> dict[str, list[Doc]]:

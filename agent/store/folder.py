@@ -9,6 +9,7 @@ hold is the business of the layers built on it (roster.py, reads.py, core.py).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,16 +21,16 @@ from filelock import FileLock, Timeout
 from agent.errors import StoreError, StoreLocked
 from agent.files import ensure_private_dir, remove_orphan_temps, sanitize_filename
 from agent.store.blobs import Blobs
-from agent.store.layout import MONTH_RE, Catalog, ensure_index_dirs
+from agent.store.layout import MONTH_RE, SCHEMA_VERSION, Catalog, ensure_index_dirs
 from agent.store.pluginstate import PluginState
 from agent.store.storage import Shard, Stamp, file_stamp, json_safe
 
 log = logging.getLogger("retainer.store")
 
-SCHEMA_VERSION = 2  # 1: one shard per month; 2: bounded shards + summaries (layout.py)
 MONTHLY = ("messages", "deliverables")  # folders of bounded shards (once: per-month)
 MONTHLY_CACHE = 4
 LOCK_TIMEOUT = 120.0
+DERIVED = ("index", "cache")  # folders of data derived from the shards (rebuilt when lost)
 
 
 class StoreFolder:
@@ -144,6 +145,35 @@ class StoreFolder:
         """Where a cache derived from the shards lives (under ``store/``); None for a
         store that keeps no files of its own."""
         return self.root / relative
+
+    def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        """What changes whenever anything in the store is written (by any process):
+        each file of stored data with its mtime and size. Caches of views derived from the
+        store (the dashboard's) compare it instead of looking at the files themselves.
+
+        Derived files (shard summaries in ``index/``, ``cache/``, ``.counts.json``) are
+        left out: they follow the data, and reads rewrite them."""
+        out: list[tuple[str, int, int]] = []
+        stack = [str(self.root)]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.name.startswith(".") or entry.name in DERIVED:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.name.endswith(".json"):
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:  # replaced while we looked: the next look sees it
+                        continue
+                    out.append((entry.path, st.st_mtime_ns, st.st_size))
+        out.sort()
+        return tuple(out)
 
     def scratch_dir(self, source: str) -> Path:
         """An empty folder for one source's downloads in progress (same filesystem as files/).

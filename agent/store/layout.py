@@ -37,6 +37,7 @@ from agent.store.storage import Shard, file_stamp
 
 log = logging.getLogger("retainer.store")
 
+SCHEMA_VERSION = 2  # of the store: 1, one shard per month; 2, bounded shards + summaries
 SHARD_DOCS = 1000  # messages per shard, at most
 DELIVERABLE_SHARD_DOCS = 250  # deliverables come one per 20-50 messages: smaller shards
 SHARD_BYTES = 2 << 20  # bytes per shard, at most (one bigger document gets a shard alone)

@@ -17,12 +17,24 @@ from agent.store.core import Store
 from agent.store.storage import Shard, Stamp
 
 
+class CountingStorage(MemoryStorage):  # type: ignore[misc]
+    """Memory storage that counts its writes (what a file's mtime tells on disk)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.writes = 0
+
+    def write(self, data: dict[str, Any]) -> None:
+        super().write(data)
+        self.writes += 1
+
+
 class MemoryShard(Shard):
     """A shard whose TinyDB lives in memory for the life of the object."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self._memory_db = TinyDB(storage=MemoryStorage)
+        self._memory_db = TinyDB(storage=CountingStorage)
 
     @property
     def db(self) -> TinyDB:
@@ -34,6 +46,11 @@ class MemoryShard(Shard):
 
     def drop_cache(self) -> None:
         """Nothing to reload: memory is the only copy."""
+
+
+def _writes(shard: Shard) -> int:
+    storage = shard.db.storage
+    return storage.writes if isinstance(storage, CountingStorage) else 0
 
 
 class MemoryStore(Store):
@@ -57,10 +74,15 @@ class MemoryStore(Store):
         """No file to tell versions apart: derived data is computed from the shard."""
         return None
 
+    def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        """Each table file's name with how often it was written."""
+        return tuple(sorted((relative, _writes(shard), 0)
+                            for relative, shard in self._shards.items()))
+
     def cache_path(self, relative: str) -> Path | None:
         """No cache files: only deliverable files and the write lock touch ``data_dir``."""
         return None
 
 
 
-__all__ = ["MemoryShard", "MemoryStore"]
+__all__ = ["CountingStorage", "MemoryShard", "MemoryStore"]

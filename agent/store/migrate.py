@@ -35,6 +35,7 @@ from agent.files import fsync_dir, remove_orphan_temps
 from agent.store.ids import deliverable_id_for, message_id_for, short_hash
 from agent.store.layout import (
     MONTH_RE,
+    SCHEMA_VERSION,
     SHARD_BYTES,
     SHARD_RE,
     TABLES,
@@ -58,8 +59,6 @@ def month_files(root: Path, folder: str) -> list[Path]:
 
 def upgrade(store: Store) -> None:
     """Bring ``store`` to the bounded-shard layout (hold the store's write lock)."""
-    from agent.store.core import SCHEMA_VERSION
-
     root = store.root
     months = {folder: month_files(root, folder) for folder in FOLDERS}
     if not any(months.values()):

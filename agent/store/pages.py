@@ -23,9 +23,11 @@ from agent.models import (
     Attachment,
     AttachmentEntry,
     Contract,
+    ContractorRecord,
     ContractRecord,
     DeliverableRecord,
     Identity,
+    IdentityRecord,
     Message,
     MessageRecord,
     Record,
@@ -85,8 +87,8 @@ class PageStaging:
         self.platform = platform
         self.owner_keys = owner_keys
         self.roster = store.roster()
-        self.identities: dict[str, dict[str, Any]] = {}  # changed, by key
-        self.contractors: dict[str, dict[str, Any]] = {}  # changed, by id
+        self.identities: dict[str, IdentityRecord] = {}  # changed, by key
+        self.contractors: dict[str, ContractorRecord] = {}  # changed, by id
         self.messages: dict[str, list[MessageRecord]] = {}  # by month sent
         self.threads: dict[str, dict[str, ThreadRecord]] = {}  # month -> thread id -> entry
         self.deliverables: list[DeliverableRecord] = []
@@ -115,15 +117,18 @@ class PageStaging:
         if key in self.owner_keys:
             return None
         roster = self.roster
-        doc = self.identities.get(key) or dict(roster.identities.get(key) or {})
-        if not doc:
-            doc = identity_doc(identity, {}, None)
+        doc = self.identities.get(key)
+        if doc is None and key in roster.identities:
+            doc = roster.identities[key].copy()
+        if doc is None:
+            doc = identity_doc(identity, None, None)
             linked = roster.by_profile.get(identity.profile_url) if identity.profile_url else None
             if linked is None and identity.platform != "email" and "@" in identity.address:
                 linked = roster.identities.get(f"email:{identity.address.lower()}")
-            if linked and linked.get("contractor_id"):
-                doc["contractor_id"] = linked["contractor_id"]
-                self._link(linked["contractor_id"], key)
+            owner = linked.get("contractor_id") if linked else None
+            if owner:
+                doc["contractor_id"] = owner
+                self._link(owner, key)
         if hire and not doc.get("contractor_id"):
             cid = contractor_id_for(key)
             doc["contractor_id"] = cid

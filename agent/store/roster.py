@@ -29,7 +29,7 @@ def check_status(status: str) -> None:
 
 def new_contractor(cid: str, name: str, stamp: str | None, *, status: str = "trial",
                    skills: Iterable[str] = (), rate: float | None = None,
-                   currency: str = "USD", notes: str = "") -> dict[str, Any]:
+                   currency: str = "USD", notes: str = "") -> ContractorRecord:
     """A contractor document owning no identity yet."""
     return {
         "id": cid, "name": name, "status": status, "skills": sorted(set(skills)),
@@ -38,13 +38,14 @@ def new_contractor(cid: str, name: str, stamp: str | None, *, status: str = "tri
     }
 
 
-def identity_doc(identity: Identity, current: dict[str, Any],
-                 contractor_id: str | None) -> dict[str, Any]:
+def identity_doc(identity: Identity, current: IdentityRecord | None,
+                 contractor_id: str | None) -> IdentityRecord:
     """The stored identity (``current``, or a new one) owned by ``contractor_id``."""
-    doc = dict(current) if current else {
+    doc: IdentityRecord = current.copy() if current else {
         "key": identity.key, "platform": identity.platform,
         "address": identity.address.strip().lower(), "name": identity.name,
         "profile_url": identity.profile_url, "first_seen": None, "last_seen": None,
+        "contractor_id": None,
     }
     doc["contractor_id"] = contractor_id
     if identity.name and not doc.get("name"):
@@ -54,18 +55,20 @@ def identity_doc(identity: Identity, current: dict[str, Any],
     return doc
 
 
-def seen_at(doc: dict[str, Any], stamp: str | None) -> None:
+def seen_at(doc: IdentityRecord, stamp: str | None) -> None:
     """Stretch an identity's first and last seen times over ``stamp``."""
-    if stamp and (not doc.get("first_seen") or stamp < doc["first_seen"]):
+    first, last = doc.get("first_seen"), doc.get("last_seen")
+    if stamp and (not first or stamp < first):
         doc["first_seen"] = stamp
-    if stamp and (not doc.get("last_seen") or stamp > doc["last_seen"]):
+    if stamp and (not last or stamp > last):
         doc["last_seen"] = stamp
 
 
 class Roster:
     """The identities table in memory: who is a contractor, who a candidate."""
 
-    def __init__(self, identities: list[dict[str, Any]], contractors: list[dict[str, Any]]) -> None:
+    def __init__(self, identities: list[IdentityRecord], contractors: list[ContractorRecord]
+                 ) -> None:
         self.identities = {doc["key"]: doc for doc in identities}
         self.contractors = {doc["id"]: doc for doc in contractors}
         self.by_profile = {
@@ -76,13 +79,15 @@ class Roster:
         if not key:
             return None
         doc = self.identities.get(key)
-        if doc is None or not doc.get("contractor_id"):
+        cid = doc.get("contractor_id") if doc is not None else None
+        if not cid:
             return None
-        cid: str = doc["contractor_id"]
         seen = 0
-        while cid in self.contractors and self.contractors[cid].get("merged_into") \
-                and seen < MERGE_HOPS:
-            cid = self.contractors[cid]["merged_into"]
+        while cid in self.contractors and seen < MERGE_HOPS:
+            merged_into = self.contractors[cid].get("merged_into")
+            if not merged_into:
+                break
+            cid = merged_into
             seen += 1
         return cid
 
@@ -93,15 +98,16 @@ class Roster:
         """The identity keys that resolve to contractor ``cid``."""
         return {key for key in self.identities if self.contractor_of(key) == cid}
 
-    def link(self, cid: str, key: str) -> dict[str, Any]:
+    def link(self, cid: str, key: str) -> ContractorRecord:
         """Contractor ``cid`` with identity ``key`` among theirs (a copy if it changed)."""
         doc = self.contractors[cid]
         if key not in doc["identities"]:
-            doc = dict(doc, identities=[*doc["identities"], key])
+            doc = doc.copy()
+            doc["identities"] = [*doc["identities"], key]
         self.contractors[cid] = doc
         return doc
 
-    def find(self, ref: str) -> dict[str, Any]:
+    def find(self, ref: str) -> ContractorRecord:
         """A contractor by id (or unique id prefix), exact name, or identity."""
         ref_l = ref.strip().lower()
         for key in (ref_l, f"email:{ref_l}"):
@@ -125,7 +131,7 @@ class RosterStore(StoreFolder):
     """The store's roster operations (``roster.json``); writers hold :meth:`writing`."""
 
     def roster(self) -> Roster:
-        return Roster(self.roster_shard.docs("identities"), self.roster_shard.docs("contractors"))
+        return Roster(self.identities(), self.contractors(include_merged=True))
 
     def contractors(self, *, include_merged: bool = False) -> list[ContractorRecord]:
         docs = cast("list[ContractorRecord]", self.roster_shard.docs("contractors"))
@@ -139,7 +145,7 @@ class RosterStore(StoreFolder):
 
     def find_contractor(self, ref: str) -> ContractorRecord:
         """Find a contractor by id (or unique id prefix), exact name, or identity."""
-        return cast("ContractorRecord", self.roster().find(ref))
+        return self.roster().find(ref)
 
     def add_contractor(
         self,
@@ -158,27 +164,29 @@ class RosterStore(StoreFolder):
         owner_id = next((roster.contractor_of(i.key) for i in identities
                          if roster.contractor_of(i.key)), None)
         if owner_id:
-            doc = dict(roster.contractors[owner_id])
-            doc["skills"] = sorted(set(doc.get("skills", [])) | set(skills))
+            doc = roster.contractors[owner_id].copy()
+            doc["skills"] = sorted(set(doc.get("skills") or []) | set(skills))
         else:
             seed = identities[0].key if identities else f"name:{name.lower()}"
             doc = new_contractor(contractor_id_for(seed), name, iso(now_utc()), status=status,
                                  skills=skills, rate=rate, currency=currency, notes=notes)
-        ident_docs = []
+        ident_docs: list[IdentityRecord] = []
         promoted = []
         for identity in identities:
-            current = roster.identities.get(identity.key, {})
-            if current.get("first_seen") and not current.get("contractor_id"):
+            current = roster.identities.get(identity.key)
+            if current is not None and current.get("first_seen") \
+                    and not current.get("contractor_id"):
                 promoted.append(identity.key)  # seen before: their earlier files wait
             ident_docs.append(identity_doc(identity, current, doc["id"]))
             if identity.key not in doc["identities"]:
                 doc["identities"] = [*doc["identities"], identity.key]
-        self.roster_shard.upsert_many("contractors", [doc])
+        self.roster_shard.upsert_many("contractors", [cast("dict[str, Any]", doc)])
         if ident_docs:
-            self.roster_shard.upsert_many("identities", ident_docs, "key")
+            self.roster_shard.upsert_many("identities", cast("list[dict[str, Any]]", ident_docs),
+                                          "key")
         if promoted:
             self.mark_backfill(promoted)
-        return cast("ContractorRecord", doc)
+        return doc
 
     def update_contractor(self, contractor_id: str, **changes: Any) -> ContractorRecord:
         doc: dict[str, Any] = dict(self.find_contractor(contractor_id))

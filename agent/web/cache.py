@@ -12,7 +12,6 @@ own :class:`Store` once the owner pauses, so the next page is usually warm.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,25 +53,7 @@ class StoreAccess:
 
     def fingerprint(self) -> Stamp:
         """Every file under ``store/`` with its mtime and size: any write changes it."""
-        out: list[tuple[str, int, int]] = []
-        stack = [str(self.data_dir / "store")]
-        while stack:
-            folder = stack.pop()
-            try:
-                entries = list(os.scandir(folder))
-            except OSError:
-                continue
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.name.endswith(".json"):
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:  # replaced while we looked: the next look sees it
-                        continue
-                    out.append((entry.path, st.st_mtime_ns, st.st_size))
-        out.sort()
-        return tuple(out)
+        return self.store.fingerprint()
 
     def _key_lock(self, key: str) -> threading.Lock:
         with self._locks_lock:

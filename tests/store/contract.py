@@ -117,6 +117,20 @@ class StoreContract:
         (doc,) = store.messages()
         assert doc["text"] == "edited"
 
+    def test_the_fingerprint_changes_with_every_write_only(self, store: Store) -> None:
+        self.commit(store, [inbound("a", 1, files=[png("a.png", b"a")])])
+        before = store.fingerprint()
+        store.messages(), store.deliverables(), store.thread_activity(), store.counts()
+        assert store.fingerprint() == before  # reads change nothing
+        self.commit(store, [inbound("a", 1, files=[png("a.png", b"a")])])
+        assert store.fingerprint() == before  # nor does a page that changes nothing
+        with store.writing():
+            wf.record_review(store, store.deliverables()[0]["id"], "approved")
+        after_review = store.fingerprint()
+        assert after_review != before
+        self.commit(store, [inbound("b", 2)])
+        assert store.fingerprint() not in (before, after_review)
+
     def test_cursor_and_sync_state_round_trip(self, store: Store) -> None:
         assert store.source_state("inbox") == {"source": "inbox"}
         with store.writing():
