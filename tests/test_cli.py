@@ -535,3 +535,21 @@ def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
     process.stdout.close()
     assert process.wait(timeout=60) == 141
     assert process.stderr.read() == b""
+
+
+def test_wide_characters_are_measured_as_the_terminal_shows_them(tmp_path):
+    from agent.cli.output import cell_width
+
+    assert cell_width("Kenji") == 5 and cell_width("山田太郎") == 8 and cell_width("Zoë") == 3
+    config = make_config(tmp_path)
+    run(config, "sync")
+    run(config, "contractors", "add", "yamada@example.jp", "--name", "山田太郎デザイン事務所の山田さん",
+        "--skill", "ロゴ", "--skill", "イラスト")
+    out = invoke(config, "contractors", env={"COLUMNS": "80"}).stdout
+    lines = out.splitlines()
+    assert max(cell_width(line) for line in lines) <= 80
+    last = lines[0].index("LAST")  # the header is ASCII: its index is its column
+    for line in lines[1:]:  # every row's LAST cell starts in that same terminal column
+        k = next(k for k in range(len(line) + 1) if cell_width(line[:k]) >= last)
+        assert cell_width(line[:k]) == last and line[k - 1] == " " and line[k] != " ", line
+        assert line[k:].startswith(("just now", "-")) or " ago" in line[k:k + 12], line

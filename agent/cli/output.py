@@ -193,7 +193,8 @@ def fit(cells: list[list[str]], cols: list[Col], width: int | None
     Columns keep their natural width while they fit; then flex columns shrink (widest
     first, not below their header or 8), then droppable columns go (highest rank first), then
     every column shrinks down to its header."""
-    natural = [max([len(c.header)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    natural = [max([len(c.header)] + [cell_width(row[i]) for row in cells])
+               for i, c in enumerate(cols)]
     shown = list(range(len(cols)))
     if width is None:
         return shown, natural
@@ -240,7 +241,7 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str | Col]) -> None:
     else:
         for line in [heads, *body]:
             click.echo("  ".join(
-                (text.rjust(w) if col.right else text.ljust(w))
+                (_pad(text, w, right=col.right))
                 for text, w, col in zip(line, widths, shown, strict=True)).rstrip())
     if hidden:
         click.echo(f"({hidden} column(s) left out to fit {width} columns; widen the terminal "
@@ -271,5 +272,29 @@ def _cell(value: Any, limit: int | None) -> str:
     return text if limit is None else _cut(text, limit)
 
 
+def cell_width(text: str) -> int:
+    """The columns ``text`` takes on a terminal: wide (CJK) characters take two,
+    combining marks none."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(ch) else
+               2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
 def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+    """``text`` within ``width`` terminal columns, "…" where it was cut."""
+    if cell_width(text) <= width:
+        return text
+    kept = ""
+    for ch in text:
+        if cell_width(kept + ch) > width - 1:
+            break
+        kept += ch
+    return kept + "…"
+
+
+def _pad(text: str, width: int, *, right: bool = False) -> str:
+    space = " " * max(width - cell_width(text), 0)
+    return space + text if right else text + space
