@@ -103,9 +103,10 @@ class SourceContext:
     :param log: the logger to use (``retainer.plugins.<platform>``); never log secrets.
     :param warnings: what went wrong in part while the sync went on (e.g. "no access to
         contracts"); append one line each. The host shows them in ``retainer status``.
-    :param refetch: messages to read again before new mail (the ``extra`` a mail connector
-        stored with each): earlier mail of a sender just promoted to contractor, whose
-        files were recorded but not downloaded. Connectors that cannot read messages again ignore it.
+    :param refetch: messages to read again before new mail (the ``extra`` a connector
+        stored with each, plus ``"stored"``: its remote id, thread, subject and recipients):
+        earlier messages of a sender just promoted to contractor, whose files were recorded
+        but not downloaded. Connectors that cannot read messages again ignore it.
     """
 
     source: str

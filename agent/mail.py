@@ -474,6 +474,7 @@ class HeaderInfo:
     thread_remote_id: str
     extra: dict[str, Any] = field(default_factory=dict)
     legacy_remote_id: str = ""  # the id versions before 2026-12 gave this message
+    legacy_header_ids: list[str] = field(default_factory=list)  # the same, lacking a Message-ID
 
 
 def header_info(headers: EmailMessage, raw_header: bytes, fallback_date: datetime | None = None,
@@ -606,6 +607,34 @@ def _field(source: list[str]) -> tuple[str, str]:
     return name, value.rstrip("\r\n")
 
 
+#: The header fields versions before 2026-12 fetched over IMAP (``BODY[HEADER.FIELDS]``).
+_OLD_IMAP_FIELDS = frozenset({b"date", b"from", b"sender", b"to", b"cc", b"subject",
+                              b"message-id", b"in-reply-to", b"references"})
+
+
+def old_header_ids(raw: bytes) -> list[str]:
+    """The ids versions before 2026-12 could have given a message without a Message-ID
+    (``raw`` with LF line endings): the sha256 of its header block as a Maildir file held
+    it (LF or CRLF), or of the header fields they fetched over IMAP as the server returns
+    them (those lines in their order, CRLF, then a blank line). A store written then keeps
+    those ids when the message is read again (on either path: the list is the same)."""
+    header, _ = split_header(raw)
+    lines = header.split(b"\n")
+    kept: list[bytes] = []
+    keep = False
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                kept.append(line + b"\r\n")
+            continue
+        name, colon, _ = line.partition(b":")
+        keep = bool(colon) and name.strip().lower() in _OLD_IMAP_FIELDS
+        if keep:
+            kept.append(line + b"\r\n")
+    return ["sha256:" + hashlib.sha256(block).hexdigest()
+            for block in (header, b"\r\n".join(lines), b"".join(kept) + b"\r\n")]
+
+
 def split_header(raw: bytes) -> tuple[bytes, bytes]:
     """Split raw message bytes at the first blank line into header and body."""
     for sep in (b"\r\n\r\n", b"\n\n") if b"\r" in raw else (b"\n\n",):
@@ -732,6 +761,8 @@ def message_from_bytes(
     # the whole message: a copy in another folder has the same
     body_digest = hashlib.sha256(memoryview(raw)[:_stripped_length(raw)]).digest()
     info = header_info(parsed, raw_header, fallback_date, body_digest)
+    if not info.message_id:
+        info.legacy_header_ids = old_header_ids(raw)
     wants = context.wants_attachments(info.sender) and not context.is_owner(info.sender)
     where = f"{context.source}: message {info.remote_id}"
     plain: list[str] = []
@@ -869,6 +900,17 @@ def _tnef(part: EmailMessage, index: int, wants: bool, context: SourceContext, w
     return found
 
 
+def _anyone(identity: Identity) -> bool:
+    return True
+
+
+def backfill_context(context: SourceContext) -> SourceContext:
+    """``context`` for reading messages again for a promotion backfill: their files are
+    downloaded whoever sent the email (a marketplace's notification about the person
+    just promoted comes from the marketplace's own address)."""
+    return dataclasses.replace(context, wants_attachments=_anyone)
+
+
 def backfilled(message: Message) -> Message:
     """``message`` read again for a promotion backfill: its files enter the review queue
     with their own dates, whatever the first-import cut-off."""
@@ -896,6 +938,8 @@ def mail_extra(info: HeaderInfo, defects: list[str]) -> dict[str, Any]:
     extra: dict[str, Any] = {"message_id": info.message_id}
     if info.legacy_remote_id:
         extra["legacy_remote_id"] = info.legacy_remote_id
+    if info.legacy_header_ids:
+        extra["legacy_header_ids"] = info.legacy_header_ids
     if info.in_reply_to:
         extra["in_reply_to"] = info.in_reply_to
     if info.references:
@@ -1025,3 +1069,97 @@ def _attachment(part: EmailMessage, index: int, wants: bool, context: SourceCont
                           note=f"over the {context.max_attachment_bytes} byte cap")
     data = _payload(part) or b""
     return Attachment(filename, content_type, size=len(data), data=data, remote_id=remote_id)
+
+
+#: Fewer messages than this are read in this process: starting the workers and handing
+#: them the messages costs more than reading a small incremental batch here.
+POOL_MIN_BATCH = 150
+
+#: Seconds a batch may take in the workers (plus per message) before they are stopped
+#: and the batch is read here: a worker forked while another thread held a lock it needs
+#: would wait for ever.
+POOL_TIMEOUT = 120.0
+POOL_TIMEOUT_EACH = 0.2
+
+_worker_context: SourceContext | None = None  # set in each forked reader process
+
+
+def _start_reader(context: SourceContext) -> None:
+    global _worker_context
+    _worker_context = context
+
+
+def _read_in_worker(item: tuple[bytes, datetime | None, dict[str, Any], bool]) -> Message:
+    raw, fallback_date, extra, backfill = item
+    assert _worker_context is not None
+    context = backfill_context(_worker_context) if backfill else _worker_context
+    return message_from_bytes(raw, context, fallback_date=fallback_date, extra=extra)
+
+
+class ReaderPool:
+    """:func:`message_from_bytes` over many messages, in ``processes`` forked worker
+    processes while this one fetches and stores (the reader is most of a big sync's
+    CPU), results in order. Workers are forked when the first big batch comes, so they
+    hold ``context`` as it is then; with ``processes=0``, few messages, or no ``fork``
+    on this system, messages are read here. Close it when done."""
+
+    def __init__(self, context: SourceContext, processes: int) -> None:
+        self.context = context
+        self.processes = processes
+        self._pool: Any = None
+        self._broken = False
+
+    def read(self, items: list[tuple[bytes, datetime | None, dict[str, Any], bool]]
+             ) -> list[Message]:
+        """``(raw, fallback_date, extra, backfill)`` per message -> its record."""
+        if self.processes > 0 and not self._broken and len(items) >= POOL_MIN_BATCH:
+            pool = self._start()
+            if pool is not None:
+                from concurrent.futures.process import BrokenProcessPool
+
+                size = max(1, min(16, len(items) // (self.processes * 4)))
+                try:
+                    return list(pool.map(_read_in_worker, items, chunksize=size,
+                                         timeout=POOL_TIMEOUT + POOL_TIMEOUT_EACH * len(items)))
+                except BrokenProcessPool:  # a worker died (killed, out of memory)
+                    log.warning("%s: a mail reader process died; reading in this process "
+                                "for the rest of the sync", self.context.source)
+                    self._abandon()
+                except TimeoutError:  # a worker hangs (a lock held at the fork)
+                    log.warning("%s: the mail reader processes did not answer in time; "
+                                "reading in this process for the rest of the sync",
+                                self.context.source)
+                    self._abandon()
+        return [message_from_bytes(raw, backfill_context(self.context) if backfill
+                                   else self.context, fallback_date=date, extra=extra)
+                for raw, date, extra, backfill in items]
+
+    def _start(self) -> Any:
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            try:
+                fork = multiprocessing.get_context("fork")
+            except ValueError:  # no fork (Windows): read here
+                self._broken = True
+                return None
+            self._pool = ProcessPoolExecutor(self.processes, mp_context=fork,
+                                             initializer=_start_reader,
+                                             initargs=(self.context,))
+        return self._pool
+
+    def _abandon(self) -> None:
+        """Stop the workers whatever they are doing; read here from now on."""
+        self._broken = True
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

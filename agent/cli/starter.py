@@ -59,6 +59,7 @@ review_overdue = "3d"
 # timeout = 60              # socket timeout, seconds
 # operation_deadline = 300  # longest one IMAP command may take, seconds
 # prefetch = true           # fetch the next batch while the last one is stored
+# reader_processes = 2      # processes that read fetched messages in a big sync (0: none)
 # max_reconnects = 3        # reconnects after a dropped connection, per sync
 # [sources.settings.smtp]   # where replies go (`--send`); last in the source
 # host = "smtp.example.com"

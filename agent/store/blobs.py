@@ -3,6 +3,11 @@
 A file is written to ``tmp/``, fsynced and renamed to ``files/<sha256><.ext>``; the
 folder itself is fsynced (:meth:`Blobs.sync`) before any document naming the file is
 written, so a record never points at a file a crash could lose.
+
+The files of one page are fsynced together: :meth:`Blobs.put` writes the temp file,
+:meth:`Blobs.sync` fsyncs every temp file of the page at once (several threads, which
+the filesystem's journal commits together instead of one commit per file), then renames
+them and fsyncs the folder, all before the page's documents are written.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Blobs:
         self.files_dir = files_dir
         self.tmp_dir = tmp_dir
         self.unsynced = False  # a file was renamed into files/ since the last sync()
+        self._pending: dict[Path, tuple[Path, str]] = {}  # target -> (temp file, filename)
 
     def put(self, att: Attachment, filename: str) -> tuple[str, str, int]:
         """Write (or find) the file for an attachment; return sha256, path and size."""
@@ -51,45 +57,84 @@ class Blobs:
             raise StoreError(f"attachment {filename!r} is marked stored but has no data")
         sha = digest.hexdigest()
         target = self.files_dir / f"{sha}{blob_suffix(filename)}"
-        if not target.exists():
-            self._write(att, filename, sha, target)
-            self.unsynced = True
+        if target not in self._pending and not target.exists():
+            self._pending[target] = (self._write(att, filename, target.name), filename)
         return sha, str(target), size
 
-    def _write(self, att: Attachment, filename: str, sha: str, target: Path) -> None:
-        tmp = self.tmp_dir / f".tmp-{sha}"
+    def _write(self, att: Attachment, filename: str, name: str) -> Path:
+        """The temp file with the attachment's bytes (not fsynced yet: :meth:`sync`),
+        one per target name (the same bytes may come under two extensions)."""
+        tmp = self.tmp_dir / f".tmp-{name}"
         try:
             if att.data is not None:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(att.data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
             else:
                 assert att.path is not None
                 import shutil
 
                 shutil.copyfile(att.path, tmp)
                 os.chmod(tmp, 0o600)
-                fd2 = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd2)
-                finally:
-                    os.close(fd2)
-            os.replace(tmp, target)
         except OSError as exc:  # disk full: a domain error, and no half file left
             tmp.unlink(missing_ok=True)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise NoSpace(f"no space left in {self.data_dir} (writing {filename!r}); "
-                              "free some disk space: the next sync goes on from the "
-                              "last committed page") from None
-            raise StoreError(f"could not store {filename!r} in {self.files_dir}: "
-                             f"{exc.strerror}; check that the folder can be written "
-                             "(permissions, a read-only or failing disk), then sync again"
-                             ) from None
+            raise self._failed(exc, filename) from None
+        return tmp
+
+    def _failed(self, exc: OSError, filename: str) -> StoreError:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return NoSpace(f"no space left in {self.data_dir} (writing {filename!r}); "
+                           "free some disk space: the next sync goes on from the "
+                           "last committed page")
+        return StoreError(f"could not store {filename!r} in {self.files_dir}: "
+                          f"{exc.strerror}; check that the folder can be written "
+                          "(permissions, a read-only or failing disk), then sync again")
 
     def sync(self) -> None:
-        """Make the names of files written since the last call durable (one fsync)."""
+        """Make the files written since the last call durable: their bytes (fsynced
+        together), their names, then the folder (one fsync)."""
+        pending, self._pending = self._pending, {}
+        try:
+            _fsync_all([tmp for tmp, _ in pending.values()])
+            for target, (tmp, _) in pending.items():
+                os.replace(tmp, target)
+                self.unsynced = True
+        except OSError as exc:  # disk full: a domain error, and no half file left
+            for tmp, _ in pending.values():
+                tmp.unlink(missing_ok=True)
+            filename = next(iter(pending.values()))[1] if pending else ""
+            raise self._failed(exc, filename) from None
         if self.unsynced:
             fsync_dir(self.files_dir)
             self.unsynced = False
+
+    def discard(self) -> None:
+        """Forget the files written since the last :meth:`sync` (a page that failed)."""
+        pending, self._pending = self._pending, {}
+        for tmp, _ in pending.values():
+            tmp.unlink(missing_ok=True)
+
+
+#: Threads that fsync the files of one page together.
+FSYNC_THREADS = 8
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_all(paths: list[Path]) -> None:
+    """fsync every file; several at a time, so the journal commits them together."""
+    if len(paths) <= 1:
+        for path in paths:
+            _fsync_path(path)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(FSYNC_THREADS, len(paths))) as pool:
+        for future in [pool.submit(_fsync_path, path) for path in paths]:
+            future.result()  # the first error is raised, after every fsync has ended

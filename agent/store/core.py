@@ -84,8 +84,12 @@ class Store(StoreReads):
         from agent.store.pages import CommitResult, PageStaging
 
         page = PageStaging(self, source, platform, owner_keys)
-        for record in records:
-            page.add(record)
+        try:
+            for record in records:
+                page.add(record)
+        except BaseException:
+            self.blobs.discard()  # files written for this page, not kept
+            raise
         result = CommitResult()
         self.blobs.sync()  # blobs were written while staging: their names first, then documents
         if page.messages:

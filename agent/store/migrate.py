@@ -14,6 +14,14 @@ A kill before step 3 leaves the old layout, untouched (the next open starts agai
 kill after it leaves the new one (the next open finishes step 4). Cursors (in
 ``meta.json``) and reviews (on the deliverables, and in ``workflow.json``) are carried
 as they are: documents are copied, not rebuilt.
+
+Versions before 2026-12 named a mail message by its Message-ID alone, so two different
+messages with one Message-ID in two months were stored under one id in both month files
+(and their files under one deliverable id): neither could be reviewed. The upgrade tells
+them apart: a document found again under an id already copied is the same message
+re-fetched (kept once) when sender, subject, text and files agree; otherwise it is another
+message and gets its own ids (:func:`repaired_remote_id`), reviews and all, which a later
+read of that message finds again (``PageStaging._stored_remote_id``).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.files import fsync_dir, remove_orphan_temps
+from agent.store.ids import deliverable_id_for, message_id_for, short_hash
 from agent.store.layout import (
     MONTH_RE,
     SCHEMA_VERSION,
@@ -82,9 +91,11 @@ def upgrade(store: Store) -> None:
     count = 0
     for folder in FOLDERS:
         store.catalog(folder).will_write()
+    repairs = _collisions(months["messages"])
     with batched_dir_sync():  # every shard written and fsynced; the folders at the end
-        for folder in FOLDERS:
-            count += _copy(store, folder, months[folder])
+        renamed: dict[tuple[str, str], str] = {}  # (old deliverable id, when) -> new id
+        count += _copy(store, "deliverables", months["deliverables"], repairs, renamed)
+        count += _copy(store, "messages", months["messages"], repairs, renamed)
     for folder in FOLDERS:
         store.catalog(folder).flush()
     store.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
@@ -101,9 +112,85 @@ def _remove(months: dict[str, list[Path]]) -> None:
             fsync_dir(folder_files[0].parent)
 
 
-def _copy(store: Store, folder: str, paths: list[Path]) -> int:
+def repaired_remote_id(remote_id: str, sent_at: str, sender: str) -> str:
+    """The id of a message that shared its old id with another message: the old id and
+    what tells the two apart (its date and sender), as a later read of it finds again."""
+    return f"{remote_id}~r{short_hash(sent_at, sender.lower())[:12]}"
+
+
+def _signature(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """What a message re-fetched under another month keeps (its date may have been the
+    arrival time, which differs per fetch)."""
+    files = sorted((a.get("filename") or "", a.get("sha256") or "", a.get("size") or 0)
+                   for a in doc.get("attachments") or ())
+    return ((doc.get("sender") or {}).get("address"), doc.get("subject"), doc.get("text"),
+            files)
+
+
+def _collisions(paths: list[Path]) -> dict[tuple[str, str], tuple[str, str]]:
+    """The messages stored under an id another message had in an earlier month:
+    ``(old id, sent_at) -> (new id, new remote id)``."""
+    first: dict[str, tuple[Any, ...]] = {}
+    taken: set[str] = set()
+    repairs: dict[tuple[str, str], tuple[str, str]] = {}
+    for path in paths:
+        old = Shard(path)
+        for doc in old.docs("messages"):
+            signature = _signature(doc)
+            if doc["id"] not in first:
+                first[doc["id"]] = signature
+                taken.add(doc["id"])
+                continue
+            if signature == first[doc["id"]] or (doc["id"], doc["sent_at"]) in repairs:
+                continue  # the same message re-fetched: kept once
+            base = repaired_remote_id(doc["remote_id"], doc.get("sent_at") or "",
+                                      (doc.get("sender") or {}).get("address") or "")
+            remote, number = base, 1
+            while message_id_for(doc["source"], remote) in taken:  # same date and sender
+                number += 1
+                remote = f"{base}-{number}"
+            new_id = message_id_for(doc["source"], remote)
+            taken.add(new_id)
+            repairs[(doc["id"], doc["sent_at"])] = (new_id, remote)
+        old.drop_cache()
+    return repairs
+
+
+def _repaired(folder: str, doc: dict[str, Any],
+              repairs: dict[tuple[str, str], tuple[str, str]],
+              renamed: dict[tuple[str, str], str]) -> dict[str, Any] | None:
+    """``doc`` under its own ids if it belongs to a message that shared its id with
+    another one; None if it is not such a document."""
+    if folder == "deliverables":
+        found = repairs.get((doc.get("message_id") or "", doc.get("received_at") or ""))
+        if found is None:
+            return None
+        message_id, remote = found
+        part = str(doc.get("remote_id") or "").rpartition("#")[2]
+        new_remote = f"{remote}#{part}"
+        new = dict(doc, id=deliverable_id_for(doc["source"], new_remote),
+                   remote_id=new_remote, message_id=message_id)
+        renamed[(doc["id"], doc.get("received_at") or "")] = new["id"]
+        return new
+    found = repairs.get((doc["id"], doc.get("sent_at") or ""))
+    if found is None:
+        return None
+    message_id, remote = found
+    attachments = []
+    for entry in doc.get("attachments") or ():
+        did = entry.get("deliverable_id")
+        if did:
+            entry = dict(entry, deliverable_id=renamed.get((did, doc.get("sent_at") or ""), did))
+        attachments.append(entry)
+    return dict(doc, id=message_id, remote_id=remote, attachments=attachments)
+
+
+def _copy(store: Store, folder: str, paths: list[Path],
+          repairs: dict[tuple[str, str], tuple[str, str]],
+          renamed: dict[tuple[str, str], str]) -> int:
     """Copy the documents of the month files of one folder into bounded shards, in
-    order; a document found twice (re-fetched under another month) is kept once."""
+    order; a document found twice (re-fetched under another month) is kept once, one
+    of another message that had the same id gets its own (:func:`_collisions`)."""
     table, _when = TABLES[folder]
     catalog = store.catalog(folder)
     seen: set[str] = set()
@@ -132,6 +219,8 @@ def _copy(store: Store, folder: str, paths: list[Path]) -> int:
         month_threads = ({t["id"]: t for t in old.docs("threads")}
                          if folder == "messages" else {})
         for doc in old.docs(table):
+            repaired = _repaired(folder, doc, repairs, renamed) if repairs else None
+            doc = repaired or doc
             if doc["id"] in seen:
                 continue
             seen.add(doc["id"])

@@ -47,6 +47,7 @@ from agent.store.documents import (
     widen_thread,
 )
 from agent.store.ids import contractor_id_for, message_id_for, thread_id_for
+from agent.store.migrate import repaired_remote_id
 from agent.store.roster import identity_doc, new_contractor, seen_at
 from agent.store.storage import iso
 
@@ -218,22 +219,33 @@ class PageStaging:
 
     def _stored_remote_id(self, record: Message, sent: str) -> str:
         """The id a message already has in this store: mail stored before ids named more
-        than the Message-ID (``extra["legacy_remote_id"]``) keeps its old id, so its
-        deliverables and their reviews stay as they are."""
+        than the Message-ID (``extra["legacy_remote_id"]``, or lacking one the header
+        hashes of ``extra["legacy_header_ids"]``) keeps its old id, or the one the
+        upgrade gave it when another message had that id (:func:`repaired_remote_id`),
+        so its deliverables and their reviews stay as they are."""
         legacy = record.extra.get("legacy_remote_id")
-        if not isinstance(legacy, str) or not legacy or legacy == record.remote_id:
-            return record.remote_id
-        old = self.store.stored_message(message_id_for(self.source, legacy))
-        if (old is None or old.get("remote_id") != legacy or old.get("sent_at") != sent
-                or (old.get("sender") or {}).get("address") != record.sender.address):
-            return record.remote_id
-        # the same message only if every file it brings is one the old record stored
-        stored = {a.get("sha256") for a in old.get("attachments") or () if a.get("sha256")}
-        for att in record.attachments if stored else ():
-            if att.status == "stored" and att.data is not None and \
-                    hashlib.sha256(att.data).hexdigest() not in stored:
-                return record.remote_id
-        return legacy
+        headers = record.extra.get("legacy_header_ids")
+        candidates: list[str] = []
+        if isinstance(legacy, str) and legacy and legacy != record.remote_id:
+            candidates = [legacy, repaired_remote_id(legacy, sent, record.sender.address)]
+        elif isinstance(headers, list):
+            candidates = [h for h in headers if isinstance(h, str) and h != record.remote_id]
+        for candidate in candidates:
+            old = self.store.stored_message(message_id_for(self.source, candidate))
+            if old is None or old.get("remote_id") != candidate:
+                continue
+            if candidate == legacy and (  # a header hash already names date and sender
+                    old.get("sent_at") != sent
+                    or (old.get("sender") or {}).get("address") != record.sender.address):
+                continue
+            # the same message only if every file it brings is one the old record stored
+            stored = {a.get("sha256") for a in old.get("attachments") or () if a.get("sha256")}
+            if any(att.status == "stored" and att.data is not None
+                   and hashlib.sha256(att.data).hexdigest() not in stored
+                   for att in (record.attachments if stored else ())):
+                continue
+            return candidate
+        return record.remote_id
 
     def _deliverable(self, platform: str, remote_id: str, message_id: str | None,
                      thread_id: str | None, key: str | None, att: Attachment,

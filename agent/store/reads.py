@@ -209,7 +209,9 @@ class StoreReads(RosterStore):
 
     def backfill_locators(self, source: str) -> list[dict[str, Any]]:
         """The ``extra`` of this source's messages from identities waiting for a backfill
-        whose files were recorded but not downloaded (oldest first)."""
+        whose files were recorded but not downloaded (oldest first), each with
+        ``"stored"``: the message's remote id, thread, subject and recipients as stored
+        (what a marketplace connector needs to read that one message again)."""
         keys = set(self.source_state(source).get("backfill") or [])
         if not keys:
             return []
@@ -219,5 +221,8 @@ class StoreReads(RosterStore):
                 continue
             if any(a.get("status") == "not_downloaded" and not a.get("inline")
                    for a in doc.get("attachments") or ()):
-                found.append((doc.get("sent_at") or "", dict(doc.get("extra") or {})))
+                stored = {k: doc.get(k) for k in ("remote_id", "thread_remote_id", "subject",
+                                                  "recipients")}
+                found.append((doc.get("sent_at") or "", {**(doc.get("extra") or {}),
+                                                         "stored": stored}))
         return [extra for _, extra in sorted(found, key=lambda item: item[0])]

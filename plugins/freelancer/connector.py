@@ -47,6 +47,7 @@ allow; see ``tests/benchmarks/freelancer_bench.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -355,6 +356,8 @@ class FreelancerConnector(Connector[FreelancerSettings]):
             return
         if self._retry:
             yield from self._retry_downloads(state)
+        if self.context.refetch:
+            yield from self._backfill()
         yield from self._sync_messages(state)
 
     def _owner(self, state: JSONDict) -> int:
@@ -629,6 +632,35 @@ class FreelancerConnector(Connector[FreelancerSettings]):
             for mid in set(chunk) - found:
                 self._retry.pop(mid, None)  # deleted: nothing left to fetch
         yield Page(records, cursor=self._snapshot(state))
+
+    def _backfill(self) -> Iterator[Page]:
+        """Promotion backfill (``context.refetch``): messages of people just made
+        contractors whose files were recorded, not downloaded, read again by id (100 a
+        request), their files fetched by their links, marked ``backfill`` so the files
+        enter the review queue with their own dates. The pages carry no cursor."""
+        ids = sorted({mid for locator in self.context.refetch
+                      if (mid := as_int((locator.get("stored") or {}).get("remote_id")))})
+        if ids:
+            self.context.log.info("%s: reading %d earlier message(s) again for the files of "
+                                  "people just made contractors", self.context.source, len(ids))
+        for chunk in _chunks(ids, 100):
+            if self.context.should_stop():
+                return
+            result = self.api.get("messages/0.1/messages/", {
+                "messages[]": chunk, "user_details": "true", "thread_details": "true"})
+            self._remember_users(result.get("users"))
+            details = result.get("threads")
+            details = details if isinstance(details, dict) else {}
+            records: list[Record] = []
+            for raw in result.get("messages") or []:
+                mid = as_int(raw.get("id")) if isinstance(raw, dict) else None
+                if not mid or mid not in chunk:
+                    continue
+                message = self._message(raw, details, set())
+                records.append(dataclasses.replace(message,
+                                                   extra={**message.extra, "backfill": True}))
+                self._note_retry(mid, as_int(raw.get("thread_id")) or 0)
+            yield Page(records, cursor=None)
 
     def _message(self, raw: JSONDict, details: JSONDict, hired: set[int], *,
                  force_wanted: bool = False) -> Message:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from agent.connector import Connector, SourceContext
 from agent.deadline import Watchdog
 from agent.errors import AuthError, SourceError, TransientError, UnsupportedOperation
-from agent.mail import backfilled, message_from_bytes, scrub, too_large_message
+from agent.mail import ReaderPool, backfilled, scrub, too_large_message
 from agent.models import Cursor, Message, Outgoing, Page
 from plugins.imap.settings import ImapSettings
 
@@ -215,6 +215,7 @@ class ImapConnector(Connector[ImapSettings]):
         self.capabilities: frozenset[bytes] = frozenset()
         self.stats = Stats()
         self._worker: threading.Thread | None = None
+        self._pool: ReaderPool | None = None  # reads fetched messages in other processes
         self._stop = threading.Event()
         self._watchdog = Watchdog(f"imap-deadline-{context.source}")
         self._live: IMAPClient | None = None  # the connection the watchdog cuts
@@ -437,6 +438,9 @@ class ImapConnector(Connector[ImapSettings]):
     def close(self) -> None:
         self._watchdog.close()
         self._stop_worker()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
         client, self.client = self.client, None
         if client is None:
             return
@@ -640,7 +644,7 @@ class ImapConnector(Connector[ImapSettings]):
             uids = sorted(set(uids))
             for start in range(0, len(uids), self.settings.batch_size):
                 batch = uids[start:start + self.settings.batch_size]
-                for records, _last in self._read_batch(folder, batch, 0):
+                for records, _last in self._read_batch(folder, batch, 0, backfill=True):
                     if records:
                         yield Page(records=[backfilled(r) for r in records], cursor=None)
 
@@ -732,9 +736,10 @@ class ImapConnector(Connector[ImapSettings]):
     def _cursor(folders: dict[str, dict[str, int]]) -> dict[str, Any]:
         return {"v": CURSOR_VERSION, "folders": copy.deepcopy(folders)}
 
-    def _read_batch(self, folder: str, uids: list[int], uidvalidity: int
-                    ) -> Iterator[tuple[list[Message], int]]:
-        """Messages of ``uids`` in chunks of bounded size, each with its last UID."""
+    def _read_batch(self, folder: str, uids: list[int], uidvalidity: int, *,
+                    backfill: bool = False) -> Iterator[tuple[list[Message], int]]:
+        """Messages of ``uids`` in chunks of bounded size, each with its last UID
+        (``backfill``: read again for a promotion, every file downloaded)."""
 
         gmail = b"X-GM-EXT-1" in self.capabilities
 
@@ -758,12 +763,12 @@ class ImapConnector(Connector[ImapSettings]):
         chunk_bytes = 0
         for index, item in enumerate(metas):
             if chunk and chunk_bytes + item.size > CHUNK_BYTES:
-                yield self._labelled(folder, self._finish(folder, chunk)), chunk[-1].uid
+                yield self._labelled(folder, self._finish(folder, chunk, backfill)), chunk[-1].uid
                 chunk, chunk_bytes = [], 0
             chunk.append(item)
             chunk_bytes += item.size
             if index == len(metas) - 1:
-                yield self._labelled(folder, self._finish(folder, chunk)), uids[-1]
+                yield self._labelled(folder, self._finish(folder, chunk, backfill)), uids[-1]
 
     def _gmail_repeat(self, folder: str, uid: int, data: dict[bytes, Any]) -> bool:
         """Gmail: remember the message's labels; true if this sync already read it from
@@ -808,7 +813,7 @@ class ImapConnector(Connector[ImapSettings]):
     def max_message_bytes(self) -> int:
         return max(2 * self.context.max_attachment_bytes, MIN_MESSAGE_CAP)
 
-    def _finish(self, folder: str, metas: list[Meta]) -> list[Message]:
+    def _finish(self, folder: str, metas: list[Meta], backfill: bool = False) -> list[Message]:
         """Fetch the messages of one chunk and read them."""
         limit = self.max_message_bytes()
         together = [m.uid for m in metas if m.size <= min(STREAM_BYTES, limit)]
@@ -818,21 +823,31 @@ class ImapConnector(Connector[ImapSettings]):
                 return self._uid_fetch(client, together, "(UID BODY.PEEK[])")
 
             bodies = self._retrying(folder, whole)
-        messages: list[Message] = []
+        slots: list[Message | None] = []  # in UID order; None: read below
+        items: list[tuple[bytes, datetime | None, dict[str, Any], bool]] = []
         for item in metas:
             extra: dict[str, Any] = {"folder": folder, "uid": item.uid}
             if item.size > limit:
-                messages.append(self._too_large(folder, item, limit, extra))
+                slots.append(self._too_large(folder, item, limit, extra))
                 continue
             raw = (self._fetch_pieces(folder, item) if item.size > STREAM_BYTES
                    else bodies.get(item.uid, {}).get(b"BODY[]"))
             if not isinstance(raw, bytes):
                 continue  # expunged since the first FETCH
-            message = message_from_bytes(raw, self.context, fallback_date=item.date, extra=extra)
-            self.stats.downloaded += sum(1 for a in message.attachments if a.status == "stored")
-            messages.append(message)
+            items.append((raw, item.date, extra, backfill))
+            slots.append(None)
+        del bodies
+        read = iter(self._reader().read(items))
+        messages = [slot if slot is not None else next(read) for slot in slots]
+        self.stats.downloaded += sum(1 for m in messages for a in m.attachments
+                                     if a.status == "stored")
         self.stats.messages += len(messages)
         return messages
+
+    def _reader(self) -> ReaderPool:
+        if self._pool is None:
+            self._pool = ReaderPool(self.context, self.settings.reader_processes)
+        return self._pool
 
     def _fetch_pieces(self, folder: str, item: Meta) -> bytes | None:
         """A big message, fetched in pieces of :data:`STREAM_PIECE` bytes."""

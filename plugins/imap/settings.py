@@ -82,6 +82,9 @@ class ImapSettings(Settings):
         "answer included (a server trickling bytes never trips the socket timeout)")
     prefetch: bool = Field(True, description="fetch the next batch while the last one is "
                            "being stored (a second thread; the same connection)")
+    reader_processes: int = Field(2, ge=0, le=16, description="processes that read (parse) "
+                                  "fetched messages while this one fetches and stores a big "
+                                  "sync; 0 reads them in this process")
     max_reconnects: int = Field(3, ge=0, le=20, description="reconnects after a dropped "
                                 "connection in one sync before giving up until next time")
     smtp: SmtpSettings | None = Field(None, description="[sources.settings.smtp]: where "

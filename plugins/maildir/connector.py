@@ -34,7 +34,7 @@ from pydantic import Field
 from agent.connector import Connector, LocalFolder, Settings, SourceContext
 from agent.errors import SourceError
 from agent.files import write_private
-from agent.mail import backfilled, message_from_bytes, too_large_message
+from agent.mail import backfill_context, backfilled, message_from_bytes, too_large_message
 from agent.models import Cursor, Message, Page
 
 CURSOR_VERSION = 1
@@ -362,8 +362,9 @@ class MaildirConnector(Connector[MaildirSettings]):
         for name, keys in wanted.items():
             folder = by_name[name]
             listing = self.list_folder(folder)
+            reading = backfill_context(self.context)
             records = [backfilled(message) for key in keys if key in listing
-                       for message in [self.read_message(folder, listing[key])]
+                       for message in [self.read_message(folder, listing[key], reading)]
                        if message is not None]
             self.log.info("%s: read %d earlier message(s) in %s again for their files",
                           self.context.source, len(records), name)
@@ -376,7 +377,8 @@ class MaildirConnector(Connector[MaildirSettings]):
             self.compact(state, listings)
         return Page(records=list(records), cursor=state.cursor(), progress=(done, total))
 
-    def read_message(self, folder: Folder, relative: str) -> Message | None:
+    def read_message(self, folder: Folder, relative: str,
+                     context: SourceContext | None = None) -> Message | None:
         """Parse one message file; ``None`` (and a log line) if it cannot be read now."""
         path = folder.path / relative
         limit = self.max_message_bytes()
@@ -403,7 +405,8 @@ class MaildirConnector(Connector[MaildirSettings]):
                  "file": message_key(path.name)}
         if too_large:
             return self._too_large(raw, st.st_size, limit, mtime, extra, path)
-        return message_from_bytes(raw, self.context, fallback_date=mtime, extra=extra)
+        return message_from_bytes(raw, context or self.context, fallback_date=mtime,
+                                  extra=extra)
 
     def _too_large(self, head: bytes, size: int, limit: int, mtime: datetime,
                    extra: dict[str, Any], path: Path) -> Message:

@@ -62,6 +62,7 @@ is never skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -390,6 +391,8 @@ class UpworkConnector(Connector[UpworkSettings]):
                 self._retry[str(entry["story"])] = dict(entry)
         if self._retry:
             yield from self._retry_downloads(owner_id, snapshot)
+        if self.context.refetch:
+            yield from self._backfill(owner_id)
 
         after: str | None = None
         pages = 0
@@ -649,6 +652,45 @@ class UpworkConnector(Connector[UpworkSettings]):
                 self._note_retry(story_id, room_id, str(entry.get("subject") or ""), members)
         yield Page(records, cursor=snapshot())
         self._cleanup_downloads()
+
+    def _backfill(self, owner_id: str) -> Iterator[Page]:
+        """Promotion backfill (``context.refetch``): the stories of people just made
+        contractors whose files were recorded, not downloaded. Each story is read again by
+        id (one request: its file links are fresh), its files fetched by their links, and
+        the message comes back as stored, marked ``backfill`` so its files enter the
+        review queue with their own dates. The pages carry no cursor."""
+        self.context.log.info("%s: reading %d earlier message(s) again for the files of "
+                              "people just made contractors", self.context.source,
+                              len(self.context.refetch))
+        records: list[Record] = []
+        for locator in self.context.refetch:
+            stored = locator.get("stored")
+            room_id, story_id = locator.get("room_id"), (stored or {}).get("remote_id")
+            if not isinstance(room_id, str) or not isinstance(story_id, str) or not room_id:
+                continue
+            if self.context.should_stop():
+                break
+            node = self.graphql("RetainerRoomStory", {"roomId": room_id, "storyId": story_id},
+                                partial=True).get("roomStory")
+            if not isinstance(node, dict):
+                continue  # the story is gone: nothing left to fetch
+            members = {  # the room's other members, as the message stored them
+                str(r["address"]): {"id": str(r["address"]), "name": str(r.get("name") or "")}
+                for r in (stored or {}).get("recipients") or ()
+                if isinstance(r, dict) and r.get("address")}
+            subject = str((stored or {}).get("subject") or "")
+            message = self._message(node, room_id, subject, owner_id, members)
+            if message is None:
+                continue
+            records.append(dataclasses.replace(message, extra={**message.extra, "backfill": True}))
+            self._note_retry(story_id, room_id, subject, members)
+            if len(records) >= self.settings.page_size:
+                yield Page(records, cursor=None)
+                self._cleanup_downloads()
+                records = []
+        if records:
+            yield Page(records, cursor=None)
+            self._cleanup_downloads()
 
     def _cleanup_downloads(self) -> None:
         """Temp files of pages the host has stored (it copies them into the store)."""

@@ -358,4 +358,6 @@ class StoreContract:
         with store.writing():
             store.add_contractor("Sam Chen", [SAM])
         assert store.source_state("inbox")["backfill"] == [SAM.key]
-        assert store.backfill_locators("inbox") == [{"uid": 41}]
+        assert store.backfill_locators("inbox") == [{"uid": 41, "stored": {  # + the message
+            "remote_id": "s1", "thread_remote_id": "s", "subject": "Logo",
+            "recipients": [{"address": OWNER.address, "name": OWNER.name}]}}]

@@ -107,3 +107,23 @@ def test_refetch_reads_earlier_messages_by_uid_without_moving_the_cursor(
     assert again[0].attachments[0].status == "stored"
     assert again[0].attachments[0].data == b"%PDF draft"
     assert pages[0].cursor is None and after == cursor
+
+
+def test_refetch_downloads_the_files_whoever_sent_the_email(
+        dovecot_mailbox: Mailbox, monkeypatch: Any, tmp_path: Path) -> None:
+    """A notification about a person just promoted comes from the marketplace's robot
+    address, which is no contractor: read again for the backfill, its files come anyway."""
+    robot = "donotreply@upwork.com"
+    raw = mixed(TEXT, attachment(b"sketch.pdf", b"%PDF sketch"),
+                head=HEAD_FROM % robot.encode(), msgid=b"<note@x>")
+    dovecot_mailbox.append_many("INBOX", [raw])
+    first, cursor, _ = run(connector(dovecot_mailbox, monkeypatch, tmp_path,
+                                     ctx=context(tmp_path, contractors=[])), {})
+    assert first[0].attachments[0].status == "not_downloaded"
+    again_context = context(tmp_path, contractors=[])  # the robot is still nobody
+    again_context.refetch.append(dict(first[0].extra))
+    again, _, _ = run(connector(dovecot_mailbox, monkeypatch, tmp_path, ctx=again_context),
+                      cursor)
+    assert [m.remote_id for m in again] == [first[0].remote_id]
+    assert again[0].attachments[0].data == b"%PDF sketch"
+    assert again[0].extra["backfill"] is True

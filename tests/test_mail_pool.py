@@ -1,0 +1,111 @@
+"""The reader pool: messages read in forked worker processes give exactly the records read
+in this process, in order; a worker that dies leaves the sync reading here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.connector import SourceContext
+from agent.mail import POOL_MIN_BATCH, ReaderPool, message_from_bytes
+from agent.models import Identity
+from tests.test_mail_realworld import HEAD, TEXT, attachment, mixed
+
+ARRIVED = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def context(contractor: str = "maria@example.com") -> SourceContext:
+    def wants(identity: Identity) -> bool:
+        return identity.address == contractor
+
+    return SourceContext(source="inbox", platform="imap", state_dir=Path("/nonexistent"),
+                         scratch_dir=Path("/nonexistent"), max_attachment_bytes=1 << 20,
+                         wants_attachments=wants, log=logging.getLogger("retainer.test"))
+
+
+def batch(count: int) -> list[tuple[bytes, datetime | None, dict[str, Any], bool]]:
+    items = []
+    for n in range(count):
+        head = HEAD if n % 3 else HEAD.replace(b"maria@", b"stranger@")
+        raw = mixed(TEXT, attachment(b"f%d.pdf" % n, b"%%PDF %d" % n), head=head,
+                    msgid=b"<%d@example.com>" % n)
+        items.append((raw.replace(b"\n", b"\r\n"), ARRIVED, {"uid": n + 1}, n % 5 == 4))
+    return items
+
+
+def test_the_pool_gives_the_records_read_here_in_order() -> None:
+    items = batch(POOL_MIN_BATCH * 2)
+    pool = ReaderPool(context(), 2)
+    try:
+        pooled = pool.read(items)
+        assert pool._pool is not None  # it did run in workers
+        workers = {p.pid for p in pool._pool._processes.values()}
+        assert workers and os.getpid() not in workers
+    finally:
+        pool.close()
+    here = ReaderPool(context(), 0).read(items)
+    assert pooled == here
+    assert [m.extra["uid"] for m in pooled] == list(range(1, len(items) + 1))
+    stored = [m.attachments[0].status for m in pooled]
+    # a stranger's file is recorded only, unless the message is read again for a backfill
+    assert stored[0] == "not_downloaded" and stored[1] == "stored" and stored[24] == "stored"
+    assert here[3] == message_from_bytes(items[3][0], context(), fallback_date=ARRIVED,
+                                         extra={"uid": 4})
+
+
+def test_a_few_messages_are_read_here() -> None:
+    pool = ReaderPool(context(), 2)
+    assert len(pool.read(batch(POOL_MIN_BATCH - 1))) == POOL_MIN_BATCH - 1
+    assert pool._pool is None
+    pool.close()
+
+
+def test_a_worker_that_dies_leaves_the_reading_here(caplog: Any) -> None:
+    items = batch(POOL_MIN_BATCH)
+    pool = ReaderPool(context(), 1)
+    try:
+        assert len(pool.read(items)) == len(items)
+        for process in pool._pool._processes.values():
+            os.kill(process.pid, signal.SIGKILL)
+            process.join()
+        with caplog.at_level(logging.WARNING, "retainer.mail"):
+            again = pool.read(items)
+        assert again == ReaderPool(context(), 0).read(items)
+        assert "reader process died" in caplog.text
+        assert pool._pool is None and pool._broken
+    finally:
+        pool.close()
+
+
+def test_workers_that_hang_are_stopped_and_the_batch_read_here(
+        monkeypatch: Any, caplog: Any) -> None:
+    import time
+
+    import agent.mail
+
+    parent = os.getpid()
+
+    def wants(identity: Identity) -> bool:
+        if os.getpid() != parent:  # in a worker: hang, as on a lock held at the fork
+            time.sleep(600)
+        return True
+
+    monkeypatch.setattr(agent.mail, "POOL_TIMEOUT", 2.0)
+    monkeypatch.setattr(agent.mail, "POOL_TIMEOUT_EACH", 0.0)
+    hanging = context()
+    hanging = SourceContext(**{**{f: getattr(hanging, f) for f in (
+        "source", "platform", "state_dir", "scratch_dir", "max_attachment_bytes", "log")},
+        "wants_attachments": wants})
+    items = batch(POOL_MIN_BATCH)
+    pool = ReaderPool(hanging, 2)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, "retainer.mail"):
+        records = pool.read(items)
+    assert time.monotonic() - started < 60
+    assert "did not answer in time" in caplog.text and pool._broken and pool._pool is None
+    assert records == ReaderPool(hanging, 0).read(items)
+    pool.close()
