@@ -413,8 +413,10 @@ def test_a_file_that_cannot_be_stored_for_another_reason_says_so(tmp_path):
     (tmp_path / "tmp").mkdir()
     files = tmp_path / "files"
     files.write_text("a file where the files folder should be")
-    with pytest.raises(StoreError) as err:
-        Blobs(tmp_path, files, tmp_path / "tmp").put(Attachment("a.pdf", data=b"%PDF"), "a.pdf")
+    blobs = Blobs(tmp_path, files, tmp_path / "tmp")
+    with pytest.raises(StoreError) as err:  # put() writes the temp file, sync() names it
+        blobs.put(Attachment("a.pdf", data=b"%PDF"), "a.pdf")
+        blobs.sync()
     assert str(err.value) == (
         f"could not store 'a.pdf' in {files}: Not a directory; check that the folder can be "
         "written (permissions, a read-only or failing disk), then sync again")

@@ -765,13 +765,20 @@ def test_promoted_sender_files_are_fetched_again_then_forgotten(tmp_path):
     stopped = engine.sync_source(engine.config.source("one"))
     assert stopped.stopped
     expected = [{"at": f"{page}-{i}"} for page in range(2) for i in range(2)]  # oldest first
-    assert CONTEXTS[0].refetch == expected
+
+    def locators(context: Any) -> list[dict[str, Any]]:
+        """The plugin's locators; each also carries the message as stored."""
+        assert [r["stored"]["remote_id"] for r in context.refetch] == [
+            f"<one-{page}-{i}@x>" for page in range(2) for i in range(2)] or not context.refetch
+        return [{k: v for k, v in r.items() if k != "stored"} for r in context.refetch]
+
+    assert locators(CONTEXTS[0]) == expected
     # a sync cut short may not have fetched them all: the backfill stays asked for
     assert engine.store.source_state("one")["backfill"] == ["email:ana@example.com"]
     engine.should_stop = lambda: False
     CONTEXTS.clear()
     assert all(r.ok for r in engine.sync_all())
-    assert CONTEXTS[0].refetch == expected and CONTEXTS[1].refetch == []
+    assert locators(CONTEXTS[0]) == expected and CONTEXTS[1].refetch == []
     assert engine.store.source_state("one")["backfill"] == []
     assert engine.store.source_state("two")["backfill"] == []
 
