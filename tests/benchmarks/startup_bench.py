@@ -131,7 +131,16 @@ def main() -> int:
     args = parser.parse_args()
     data = args.data or Path(tempfile.mkdtemp(prefix="retainer-startup-")) / "data"
     if not (data / "store" / "meta.json").exists():
-        build_store(data, args.messages)
+        # in a child: a child's peak RSS counts the memory of the process it was forked
+        # from, so a store built in this process would inflate every RSS figure below
+        import multiprocessing
+
+        child = multiprocessing.get_context("spawn").Process(
+            target=build_store, args=(data, args.messages))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"building the store in {data} failed")
     config = write_config(data)
     env = environment(ROOT)
     trees = [("", env)]
