@@ -8,6 +8,7 @@ costs one full read. A store without files (the in-memory store) reads every sha
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -24,8 +25,13 @@ INDEX_VERSION = 1
 
 def shard_activity(shard: Shard) -> dict[str, ThreadActivity]:
     """The activity of each thread with messages in one shard."""
+    return messages_activity(shard.docs("messages"))
+
+
+def messages_activity(docs: Iterable[Mapping[str, Any]]) -> dict[str, ThreadActivity]:
+    """The activity of each thread with messages among ``docs`` (one shard's messages)."""
     out: dict[str, ThreadActivity] = {}
-    for doc in shard.docs("messages"):
+    for doc in docs:
         entry = out.get(doc["thread_id"])
         if entry is None:
             entry = out[doc["thread_id"]] = {"out": [], "last_at": "", "last_dir": "",

@@ -37,9 +37,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from agent.store import Store
+from agent.store.activity import messages_activity
 from agent.store.storage import file_stamp, iso
 
 if TYPE_CHECKING:
+    from agent.models import ThreadActivity
     from agent.stats import Facts, ReviewEvent, Work
     from agent.store.core import Roster
 
@@ -60,7 +62,7 @@ class MessagePart:
     """What the dashboard keeps of one message shard."""
 
     timeline: dict[str, list[dict[str, Any]]]  # identity -> its messages (timeline fields)
-    activity: dict[str, dict[str, Any]]  # thread id -> owner's message times, last message
+    activity: dict[str, ThreadActivity]  # thread id -> owner's message times, last message
     sources: dict[str, int]  # source -> messages
 
 
@@ -70,25 +72,6 @@ class DeliverablePart:
 
     raw: list[dict[str, Any]]
     docs: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _thread_summary(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per thread of one shard: the owner's message times and the last message (as
-    :func:`agent.store.workflow.thread_activity` keeps them)."""
-    out: dict[str, dict[str, Any]] = {}
-    for doc in docs:
-        entry = out.get(doc["thread_id"])
-        if entry is None:
-            entry = out[doc["thread_id"]] = {"out": [], "last_at": "", "last_dir": "",
-                                             "identity": None, "last_id": None}
-        sent = doc.get("sent_at") or ""
-        if doc.get("direction") == "out":
-            entry["out"].append(sent)
-        if sent >= entry["last_at"]:
-            entry.update(last_at=sent, last_dir=doc.get("direction"), last_id=doc["id"])
-        if doc.get("identity") and not entry["identity"]:
-            entry["identity"] = doc["identity"]
-    return out
 
 
 def _merge_threads(entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -291,7 +274,7 @@ class ReadModel:
                     timeline.setdefault(key, []).append({k: doc.get(k) for k in TIMELINE_FIELDS})
                 source = str(doc.get("source") or "")
                 sources[source] = sources.get(source, 0) + 1
-            part = MessagePart(timeline, _thread_summary(docs), sources)
+            part = MessagePart(timeline, messages_activity(docs), sources)
             for tid in part.activity:
                 self._thread_shards.setdefault(tid, set()).add(name)
             touched.update(part.activity)
