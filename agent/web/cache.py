@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -74,7 +74,7 @@ class DeliverablePart:
     docs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _merge_threads(entries: list[dict[str, Any]]) -> dict[str, Any]:
+def _merge_threads(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     merged = {**entries[0], "out": list(entries[0]["out"])}
     for t in entries[1:]:
         merged["out"].extend(t["out"])
