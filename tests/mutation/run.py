@@ -33,7 +33,7 @@ def configured_modules() -> list[str]:
 
 
 def mutmut(*args: str, log: Path | None = None) -> subprocess.CompletedProcess[str]:
-    command = ["nice", "-n", "10", str(ROOT / ".venv" / "bin" / "mutmut"), *args]
+    command = ["nice", "-n", "19", str(ROOT / ".venv" / "bin" / "mutmut"), *args]
     if log is None:
         return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     with log.open("w") as out:
