@@ -914,6 +914,35 @@ def test_a_sync_with_nothing_new_writes_only_its_outcome(tmp_path, monkeypatch):
     assert "pending" not in engine.store.source_state("empty")
 
 
+@pytest.mark.parametrize(("fault", "times", "reserve_used"), [
+    (errno.EIO, 1, False),  # a failing disk: not a matter of space, no second try
+    (errno.ENOSPC, 2, True),  # a full disk, still full after the reserve was freed
+])
+def test_a_sync_whose_outcome_cannot_be_written_still_reports_it(tmp_path, monkeypatch, caplog,
+                                                                  fault, times, reserve_used):
+    """The records are committed; only the outcome (meta.json) cannot be written: the
+    caller and the ``source_synced`` hook still get the result, the failure is logged."""
+    recorder = Recorder()
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY}}, recorder)
+    assert engine.sync_all(["one"])[0].messages_new == 4
+    before = engine.store.source_state("one")
+    reserve = engine.store.data_dir / "space-reserve"
+    assert reserve.exists()
+    spy = fsspy.install(monkeypatch)
+    spy.fail_fsync_at, spy.fail_errno, spy.fail_times = 0, fault, times
+    (result,) = engine.sync_all(["one"])
+    monkeypatch.undo()
+    assert spy.fail_fsync_at is None and spy.file_fsyncs == times  # every fault was hit
+    assert isinstance(result, SyncResult) and result.ok and result.source == "one"
+    assert recorder.results[-1] is result  # the hook ran for it
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
+                 and "could not record the sync result" in r.getMessage()]
+    assert logged.startswith("one: could not record the sync result: ")
+    assert ("no space left" in logged) is reserve_used and "meta.json" in logged
+    assert reserve.exists() is not reserve_used
+    assert Store(engine.store.data_dir).source_state("one") == before  # old outcome intact
+
+
 def test_a_stopped_sync_leaves_no_journal_and_nothing_is_announced_twice(tmp_path):
     recorder = Recorder()
     engine = engine_for(tmp_path, recorder)

@@ -2,7 +2,7 @@
 
 :class:`FsSpy` wraps ``os.fsync`` and ``os.replace`` (the calls that carry the
 crash-safety promise) so a test can assert their order and arguments, and can make
-one of them fail as a full disk would (``ENOSPC``). The calls still reach the real
+one of them fail as a full disk (``ENOSPC``) or a failing disk (``EIO``) would. The calls still reach the real
 filesystem; nothing of Retainer's own is replaced.
 """
 
@@ -32,6 +32,8 @@ class FsSpy:
     calls: list[Call] = field(default_factory=list)
     fail_fsync_at: int | None = None  # index among file fsyncs that raises ENOSPC (once)
     file_fsyncs: int = 0
+    fail_errno: int = errno.ENOSPC  # what the failing fsync raises
+    fail_times: int = 1  # how many file fsyncs in a row fail, from ``fail_fsync_at``
 
     def kinds(self) -> list[str]:
         return [c.kind for c in self.calls]
@@ -64,8 +66,9 @@ def install(monkeypatch: pytest.MonkeyPatch) -> FsSpy:
             index = spy.file_fsyncs
             spy.file_fsyncs += 1
             if spy.fail_fsync_at is not None and index == spy.fail_fsync_at:
-                spy.fail_fsync_at = None
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                spy.fail_times -= 1
+                spy.fail_fsync_at = index + 1 if spy.fail_times > 0 else None
+                raise OSError(spy.fail_errno, os.strerror(spy.fail_errno))
             spy.calls.append(Call("fsync_file", os.path.realpath(path), content=_read(path)))
         real_fsync(fd)
 
