@@ -8,7 +8,9 @@ import pytest
 
 from agent.config.file import (
     DEFAULT_REVIEW_OVERDUE,
+    MAX_DURATION,
     QuickConfig,
+    check_data_dir,
     default_config_path,
     default_data_dir,
     expand_path,
@@ -130,3 +132,77 @@ def test_parse_address_errors_say_what_is_wrong(value, message):
     with pytest.raises(ConfigError) as info:
         parse_address(value)
     assert str(info.value) == message
+
+
+def test_a_duration_is_at_most_ten_years():
+    assert parse_duration("3650d") == MAX_DURATION == timedelta(days=3650)
+    assert parse_duration(MAX_DURATION.total_seconds()) == MAX_DURATION
+    for value in ("3651d", "3650.5d", 3650 * 86400 + 1):
+        with pytest.raises(ValueError) as err:
+            parse_duration(value)
+        assert str(err.value) == f'"{value}" is too long; a duration must be at most 3650d (ten years)'
+    with pytest.raises(ValueError, match=r"^a duration must be positive$"):
+        parse_duration(float("nan"))
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (42, "must be a folder path in quotes, not int 42"),
+    (["a"], "must be a folder path in quotes, not list ['a']"),
+    ("", 'must not be empty; e.g. data_dir = "~/.local/share/retainer"'),
+    ("  ", 'must not be empty; e.g. data_dir = "~/.local/share/retainer"'),
+    ("a\x00b", "must not contain a NUL character"),
+])
+def test_data_dir_must_name_a_folder(value, message):
+    with pytest.raises(ValueError) as err:
+        check_data_dir(value)
+    assert str(err.value) == message
+
+
+def test_data_dir_may_exist_as_a_folder_or_not_yet(tmp_path):
+    assert check_data_dir(str(tmp_path)) == tmp_path
+    assert check_data_dir(tmp_path / "new") == tmp_path / "new"  # a Path is taken as is
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError) as err:
+        check_data_dir(str(tmp_path / "afile"))
+    assert str(err.value) == f"{tmp_path}/afile exists and is not a folder; choose another data_dir"
+    too_long = tmp_path / ("x" * 300)  # the name alone is longer than a filesystem allows
+    with pytest.raises(ValueError) as err:
+        check_data_dir(str(too_long))
+    assert str(err.value) == f"{too_long} cannot be checked (File name too long)"
+    assert err.value.__cause__ is None
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[agent]\ndata_dir = 42\n", "agent.data_dir: must be a folder path in quotes, not int 42"),
+    ('[agent]\ndata_dir = ""\n', "agent.data_dir: must not be empty"),
+    ('[agent]\nreview_overdue = "3651d"\n', 'agent.review_overdue: "3651d" is too long'),
+])
+def test_quick_config_refuses_a_bad_data_dir_or_duration(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        quick_config(path)
+    assert str(err.value).startswith(f"{path}: {message}")
+    assert err.value.__cause__ is None
+
+
+def test_read_toml_names_the_line_of_text_that_is_not_utf8(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[agent]\n# ok\nname = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as err:
+        read_toml(path)
+    assert str(err.value) == (f"{path}: line 3: not UTF-8 text (byte 0xe9); save the file as UTF-8")
+    assert err.value.__cause__ is None
+    first = tmp_path / "first.toml"
+    first.write_bytes(b"\xff = 1\n")
+    with pytest.raises(ConfigError, match=r": line 1: not UTF-8 text \(byte 0xff\)"):
+        read_toml(first)
+
+
+def test_read_toml_that_cannot_be_read_says_why(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    path = tmp_path / "afile" / "config.toml"  # a file where a folder should be
+    with pytest.raises(ConfigError) as err:
+        read_toml(path)
+    assert str(err.value) == f"{path}: cannot read the config file: Not a directory"
+    assert err.value.__cause__ is None
