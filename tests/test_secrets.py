@@ -342,3 +342,10 @@ def test_scrub_replaces_the_longest_part_first(monkeypatch):
     assert scrub("GET https://h.example/p/Tok3n9x") == "GET ***"  # whole, not piece by piece
     assert scrub("at /p/Tok3n9x now") == "at *** now"
     assert scrub("h.example/p/ is fine") == "h.example/p/ is fine"
+
+
+def test_a_padded_base64_query_value_is_scrubbed_alone(monkeypatch):
+    monkeypatch.setattr(agent.secrets, "_KNOWN", set())
+    monkeypatch.setattr(agent.secrets, "_PARTS", [])
+    agent.secrets._remember("https://example.com/hook?sig=Q1w2E3r4==&v=1")
+    assert scrub("signature Q1w2E3r4== refused") == "signature *** refused"
