@@ -118,6 +118,7 @@ def test_quick_config_errors_name_file_and_key(tmp_path, text, message):
     ("127.0.0.1:8765", ("127.0.0.1", 8765)), ("8766", ("127.0.0.1", 8766)),
     (":8767", ("127.0.0.1", 8767)), (" [::1]:9000 ", ("::1", 9000)),
     ("0.0.0.0:0", ("0.0.0.0", 0)), ("localhost:65535", ("localhost", 65535)),
+    ("XBOX.lan:80", ("XBOX.lan", 80)),  # only the brackets of an IPv6 address are taken off
 ])
 def test_parse_address(value, address):
     assert parse_address(value) == address
@@ -206,3 +207,70 @@ def test_read_toml_that_cannot_be_read_says_why(tmp_path):
         read_toml(path)
     assert str(err.value) == f"{path}: cannot read the config file: Not a directory"
     assert err.value.__cause__ is None
+
+
+# -- the whole file without pydantic (plain_config): what it reads is what pydantic reads,
+# what pydantic refuses it hands back (None) ---------------------------------------------
+
+SEED = '[[contractors]]\nname = "Ana"\n'
+READ_ALIKE = [
+    "",  # no [agent]: every default
+    '[agent]\nmax_attachment_mb = 0.5\nowner_emails = [" Me@Example.com "]',
+    "[agent]\nmax_attachment_mb = 1048576",  # the largest allowed
+    '[agent]\ndata_dir = "{tmp}/d"\nowner_emails = []\nmax_attachment_mb = 1\n'
+    'review_overdue = "1d"\nlog_level = "info"\nreview_since = false\nweb = ""',  # every key
+    SEED + 'emails = ["a@x.com"]\nskills = ["logo"]\nstatus = "core"\nrate = 40\n'
+           'currency = "EUR"\nidentities = { upwork = "~01" }\nnotes = "n"',  # every key
+    SEED + 'status = "bench"\nrate = 0',
+    SEED + 'status = "retired"\nrate = 0.5',
+    '[[notifiers]]\ntype = "desktop"\n[plugins.upwork]\nanything = 1',
+]
+REFUSED = [
+    "x = 1",
+    '[agent]\nowner_emails = "me@example.com"',
+    "[agent]\nmax_attachment_mb = 1048577",
+    "[agent]\nmax_attachment_mb = 1048576.5",
+    'notifiers = ["desktop"]',
+    'notifiers = "desktop"',
+    "plugins = { upwork = 1 }",
+    "plugins = 3",
+    'contractors = "Ana"',
+    "contractors = [1]",
+    SEED + "bogus = 1",
+    "[[contractors]]\nname = 3",
+    '[[contractors]]\nemails = ["a@x.com"]',
+    SEED + "rate = -1", SEED + "rate = inf", SEED + "rate = nan",
+    SEED + 'identities = "x"', SEED + "identities = { upwork = 1 }",
+    SEED + "notes = 1", SEED + "currency = 1", SEED + 'status = "gone"',
+    SEED + 'emails = "a@x.com"', SEED + "emails = [1]",
+    SEED + 'skills = "logo"', SEED + "skills = [1]",
+]
+
+
+def plain_and_full(tmp_path, monkeypatch, text):
+    from agent.config import load_config
+    from agent.config.file import plain_config
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))
+    path = tmp_path / "retainer.toml"
+    path.write_text(text.replace("{tmp}", str(tmp_path)) + "\n")
+    try:
+        full = load_config(path)
+    except ConfigError:
+        full = None
+    return path, plain_config(path), full
+
+
+@pytest.mark.parametrize("text", READ_ALIKE)
+def test_plain_reading_gives_what_pydantic_gives(tmp_path, monkeypatch, text):
+    path, plain, full = plain_and_full(tmp_path, monkeypatch, text)
+    assert full is not None and plain is not None
+    assert plain.path == path and plain.data_dir == full.data_dir
+    assert plain.agent.review_since == full.agent.review_since
+    assert list(plain.agent.owner_emails) == full.agent.owner_emails
+
+
+@pytest.mark.parametrize("text", REFUSED)
+def test_plain_reading_hands_back_what_pydantic_refuses(tmp_path, monkeypatch, text):
+    _path, plain, full = plain_and_full(tmp_path, monkeypatch, text)
+    assert full is None and plain is None
