@@ -190,3 +190,48 @@ def test_thread_entries_span_their_messages(first_identity):
     assert _thread_entries(docs[:2], base) == [{
         "id": "t1", "subject": "kept", "identity": "email:ana@example.com",
         "first_at": "2024-05-11T09:00:00+00:00", "last_at": "2024-05-13T09:00:00+00:00"}]
+
+
+def test_messages_that_shared_an_id_are_told_apart_with_their_files_and_reviews(tmp_path):
+    """Schema 1 named mail by its Message-ID alone: another message under an id already
+    copied gets its own ids (message, file, the link between them), its review kept; the
+    same message re-fetched (another date, the same sender, subject, text and files) is
+    kept once."""
+    from agent.store.ids import deliverable_id_for, message_id_for, short_hash
+
+    may, june, july = "2024-05", "2024-06", "2024-07"
+
+    def mail(month: str, subject: str, sender: str, day: int = 12) -> dict[str, Any]:
+        return message(1, month, sender={"address": sender}, subject=subject,
+                       sent_at=f"{month}-{day:02d}T09:00:00+00:00",
+                       attachments=[{"filename": f"{subject}.png", "sha256": subject, "size": 3,
+                                     "deliverable_id": "d001"}])
+
+    def file(month: str, review: str, day: int = 12) -> dict[str, Any]:
+        return {"id": "d001", "source": "inbox", "message_id": "m001", "remote_id": "<1@x>#2",
+                "identity": "email:maria@example.com", "review_status": review,
+                "received_at": f"{month}-{day:02d}T09:00:00+00:00", "filename": "f.png"}
+
+    first, other = mail(may, "logo", "maria@example.com"), mail(june, "invoice", "Sam@Example.com")
+    third = dict(mail(july, "banner", "sam@example.com", day=3), attachments=[])
+    old_store(tmp_path, {may: {"messages": [first]},
+                         june: {"messages": [other, mail(june, "invoice", "Sam@Example.com")]},
+                         july: {"messages": [third, dict(first, sent_at=f"{july}-01T09:00:00+00:00")]}},
+              {may: [file(may, "approved")], june: [file(june, "changes_requested")]})
+    store = Store(tmp_path)
+    base = f"<1@x>~r{short_hash(f'{june}-12T09:00:00+00:00', 'sam@example.com')[:12]}"
+    banner = f"<1@x>~r{short_hash(f'{july}-03T09:00:00+00:00', 'sam@example.com')[:12]}"
+    remotes = {m["subject"]: m["remote_id"] for m in store.messages()}
+    assert remotes == {"logo": "<1@x>", "invoice": base, "banner": banner}
+    ids = {m["subject"]: m["id"] for m in store.messages()}
+    assert ids == {"logo": "m001", "invoice": message_id_for("inbox", base),
+                   "banner": message_id_for("inbox", banner)}
+    files = {d["review_status"]: d for d in store.deliverables()}
+    assert set(files) == {"approved", "changes_requested"}
+    moved = files["changes_requested"]
+    assert (moved["id"], moved["remote_id"], moved["message_id"]) == (
+        deliverable_id_for("inbox", f"{base}#2"), f"{base}#2", ids["invoice"])
+    assert (files["approved"]["id"], files["approved"]["message_id"]) == ("d001", "m001")
+    links = {m["subject"]: [a["deliverable_id"] for a in m["attachments"]]
+             for m in store.messages()}
+    assert links == {"logo": ["d001"], "invoice": [moved["id"]], "banner": []}
