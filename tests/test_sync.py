@@ -955,3 +955,37 @@ def test_a_stopped_sync_leaves_no_journal_and_nothing_is_announced_twice(tmp_pat
     announced = [m["id"] for b in recorder.batches for m in b.messages]
     assert sorted(announced) == sorted(m["id"] for m in engine.store.messages(source="feed"))
     assert len(announced) == 7
+
+
+def test_a_sync_that_stores_something_leaves_the_read_models_in_use_fresh(tmp_path):
+    from agent.stats import roster_rows
+    from agent.store import readmodels
+
+    engine = engine_for(tmp_path)
+    roster_rows(engine.store)  # a listing ran: the roster model is in use
+    assert engine.sync_all(["feed"])[0].messages_new == 7
+    assert readmodels.stale(engine.store, "roster") is False  # rebuilt by the sync, not later
+
+
+def test_a_read_model_that_cannot_be_rebuilt_does_not_fail_the_sync(tmp_path, monkeypatch,
+                                                                     caplog):
+    from agent.store import readmodels
+
+    builds: list[int] = []
+
+    def build(store: Store) -> dict[str, int]:
+        builds.append(1)
+        if len(builds) > 1:
+            raise RuntimeError("probe model broken")
+        return {}
+
+    monkeypatch.setattr(readmodels, "BUILDERS", dict(readmodels.BUILDERS))  # restored after
+    readmodels.register("probe", "1", ["messages"], build)
+    engine = engine_for(tmp_path)
+    readmodels.view(engine.store, "probe", "1", ["messages"], build)  # in use
+    result = engine.sync_all(["feed"])[0]
+    assert result.ok and result.messages_new == 7 and len(builds) == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+            and "read models" in r.getMessage()] == [
+        "feed: read models not refreshed (the next listing rebuilds them): "
+        "RuntimeError: probe model broken"]
