@@ -210,6 +210,7 @@ class ProbeSettings(Settings):
     bad_records: int = 0  # a first page with this many things that are not records
     warnings: int = 0  # distinct warnings to report (each twice)
     stranger: bool = False  # mail from someone not (yet) a contractor: files not downloaded
+    named: bool = False  # the failure's text starts with the source's name, as some plugins do
 
 
 class ProbeBase(Connector[ProbeSettings]):
@@ -251,6 +252,8 @@ class ProbeBase(Connector[ProbeSettings]):
         if self.settings.env_token is not None:
             token += " " + self.settings.env_token.get_secret_value()
         text = f"token {token} refused"
+        if self.settings.named:
+            text = f"{self.context.source}: {text}"
         kind = self.settings.fail
         if kind == "auth":
             raise AuthError(text)
@@ -989,3 +992,12 @@ def test_a_read_model_that_cannot_be_rebuilt_does_not_fail_the_sync(tmp_path, mo
             and "read models" in r.getMessage()] == [
         "feed: read models not refreshed (the next listing rebuilds them): "
         "RuntimeError: probe model broken"]
+
+
+def test_an_error_that_names_its_source_is_not_shown_with_the_name_twice(tmp_path, caplog):
+    engine = probe_engine(tmp_path, {"one": {"token": CANARY, "fail": "source", "named": True}})
+    (result,) = engine.sync_all()
+    assert not result.ok and result.error.startswith("token *** refused")
+    assert engine.store.source_state("one")["last_error"] == result.error
+    assert f"one: {result.error}" in [r.getMessage() for r in caplog.records
+                                       if r.levelno == logging.ERROR]
