@@ -316,3 +316,27 @@ def test_in_memory_catalog_writes_nothing(tmp_path):
     assert cat.names() == ["s000001"] and cat.where("m0001") == "s000001"
     assert not list((tmp_path / "index").rglob("*.*"))
     assert cat.shards["s000001"]["stamp"] is None
+
+
+def test_the_review_queue_side_holds_the_unreviewed_deliverables_as_stored(tmp_path):
+    cat = make_catalog(tmp_path, "deliverables")
+    docs = [deliverable(1), deliverable(2, review_status="approved"), deliverable(3)]
+    store_docs(cat, docs)
+    assert cat.queue("s000001") == [docs[0], docs[2]]
+    queue = json.loads((cat.index_dir / "s000001.queue.json").read_bytes())
+    assert queue["queue"] == [docs[0], docs[2]]
+    reads: list[str] = []
+    fresh = make_catalog(tmp_path, "deliverables", reads=reads)  # another process
+    assert fresh.names() == ["s000001"]
+    assert fresh.queue("s000001") == [docs[0], docs[2]] and reads == []  # from the side file
+
+
+def test_at_one_time_the_higher_version_wins_and_none_counts_as_one(tmp_path):
+    cat = make_catalog(tmp_path, "deliverables")
+    when = "2026-03-05T10:00:00"
+    store_docs(cat, [deliverable(1, received_at=when, version=2),
+                     deliverable(2, received_at=when, version=3),  # stored later, higher
+                     deliverable(3, received_at=when, thread_id="t2", version=2),
+                     deliverable(4, received_at=when, thread_id="t2")])  # no version: 1
+    chains = layout.summarize("deliverables", Shard(cat.shard_dir / "s000001.json"))["chains"]
+    assert {c["latest"]: c["version"] for c in chains.values()} == {"d0002": 3, "d0003": 2}
