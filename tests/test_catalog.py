@@ -340,3 +340,30 @@ def test_at_one_time_the_higher_version_wins_and_none_counts_as_one(tmp_path):
                      deliverable(4, received_at=when, thread_id="t2")])  # no version: 1
     chains = layout.summarize("deliverables", Shard(cat.shard_dir / "s000001.json"))["chains"]
     assert {c["latest"]: c["version"] for c in chains.values()} == {"d0002": 3, "d0003": 2}
+
+
+def test_summaries_are_derived_data_written_without_fsync(tmp_path, monkeypatch):
+    from tests.support import fsspy
+
+    cat = make_catalog(tmp_path)
+    spy = fsspy.install(monkeypatch)
+    store_docs(cat, [message(1)], [{"id": "t1"}])
+    index = str(cat.index_dir.resolve()) + "/"
+    written = [c.dest for c in spy.calls if c.kind == "replace" and c.dest.startswith(index)]
+    assert len(written) == 3  # summary, ids and threads side files
+    derived = str((tmp_path / "index").resolve())  # with the folder's generation mark
+    assert not [c for c in spy.calls if c.kind != "replace" and c.path.startswith(derived)]
+
+
+def test_a_writer_marks_the_folder_dirty_from_its_first_write(tmp_path):
+    cat = make_catalog(tmp_path)
+    cat.will_write()
+    assert (tmp_path / "index" / "messages.generation").read_bytes().startswith(b"dirty:")
+    cat.flush()
+    assert (tmp_path / "index" / "messages.generation").read_bytes().startswith(b"clean:")
+
+
+def test_a_folder_not_made_yet_holds_no_shards(tmp_path):
+    cat = make_catalog(tmp_path)
+    cat.shard_dir.rmdir()
+    assert cat.names() == [] and cat.where("m0001") is None
