@@ -235,3 +235,16 @@ def test_messages_that_shared_an_id_are_told_apart_with_their_files_and_reviews(
     links = {m["subject"]: [a["deliverable_id"] for a in m["attachments"]]
              for m in store.messages()}
     assert links == {"logo": ["d001"], "invoice": [moved["id"]], "banner": []}
+
+
+def test_the_upgrade_says_how_many_documents_it_moved(tmp_path, caplog):
+    import logging
+
+    may = "2024-05"
+    old_store(tmp_path, {may: {"messages": [message(1, may), message(2, may)]}},
+              {may: [deliverable(1, may)]})
+    with caplog.at_level(logging.INFO, logger="retainer.store"):
+        Store(tmp_path)
+    assert [r.getMessage().partition(" in ")[0] for r in caplog.records
+            if r.getMessage().startswith("store upgraded")] == [
+        "store upgraded to bounded shards: 3 documents"]
