@@ -134,6 +134,7 @@ def test_latest_version_wins_by_time_then_version(tmp_path):
                                 Shard(cat.shard_dir / "s000001.json"))["chains"].values()
     assert (chain["latest"], chain["version"], chain["root"]) == ("d0001", 3, "d0000")
     assert cat.chain(chain["key"]) == chain
+    assert make_catalog(tmp_path, "deliverables").chain(chain["key"]) == chain  # another process
     assert cat.chain("nobody|t|x") is None
 
 
