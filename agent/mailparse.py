@@ -277,7 +277,9 @@ def _split_part(text: str, start: int, end: int, parent: EmailMessage | None) ->
         body = blank + 2
         headers = part._headers  # type: ignore[attr-defined]
         source: list[str] = []
-        for line in text[start:blank + 1].splitlines(keepends=True):
+        # lines end at LF only (str.splitlines also splits at form feeds and the like)
+        for line in text[start:blank].split("\n"):
+            line += "\n"
             if not _HEADER_TEXT_LINE.match(line) or line.startswith("From "):
                 raise _Unusual  # a line the parser would not take for a header
             first = line[0]
