@@ -300,7 +300,9 @@ def _split_part(text: str, start: int, end: int, parent: EmailMessage | None) ->
     if maintype == "message":
         raise _Unusual
     if maintype != "multipart":
-        part._payload = text[body:end] if parent is None else _drop_eol(text[body:end])  # type: ignore[attr-defined]
+        if parent is not None and end > body and text[end - 1] == "\n":
+            end -= 1  # the line break before the boundary line is the boundary's
+        part._payload = text[body:end]  # type: ignore[attr-defined]
         return part
     boundary = part.get_boundary()
     if boundary is None or str(part.get("content-transfer-encoding", "8bit")).lower() \
