@@ -21,6 +21,7 @@ from __future__ import annotations
 import email.message
 import email.utils
 import functools
+import itertools
 import re
 from collections.abc import Callable
 from email.message import Message as EmailMessage
@@ -316,17 +317,15 @@ def _split_part(text: str, start: int, end: int, parent: EmailMessage | None) ->
     if first_line > body:
         part.preamble = _drop_eol(text[body:first_line])
     children: list[EmailMessage] = []
-    for (_, after, _), (next_line, _, _) in zip(lines, lines[1:], strict=False):
+    for (_, after, _), (next_line, _, _) in itertools.pairwise(lines):
         if after == next_line:
             raise _Unusual  # two boundary lines in a row
         child = _split_part(text, after, next_line, part)
         children.append(child)
     part._payload = children  # type: ignore[attr-defined]
     close_end = lines[-1][1]
-    if close_end > lines[-1][0] and text[close_end - 1] == "\n":
-        epilogue = text[close_end:end]
-    else:
-        epilogue = ""  # the close line ends the text
+    # empty when the close line ends the text
+    epilogue = text[close_end:end] if text[close_end - 1] == "\n" else ""
     if parent is not None:  # the line break before the parent's next boundary line
         part.epilogue = _drop_eol(epilogue) if epilogue else None
     else:

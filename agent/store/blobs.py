@@ -43,6 +43,8 @@ class Blobs:
 
     def put(self, att: Attachment, filename: str) -> tuple[str, str, int]:
         """Write (or find) the file for an attachment; return sha256, path and size."""
+        if att.handover_sha256 and att.path is not None and att.data is None:
+            return self._take_over(att, filename)
         digest = hashlib.sha256()
         if att.data is not None:
             digest.update(att.data)
@@ -59,6 +61,23 @@ class Blobs:
         target = self.files_dir / f"{sha}{blob_suffix(filename)}"
         if target not in self._pending and not target.exists():
             self._pending[target] = (self._write(att, filename, target.name), filename)
+        return sha, str(target), size
+
+    def _take_over(self, att: Attachment, filename: str) -> tuple[str, str, int]:
+        """A temp file the connector wrote (``handover_sha256``): moved in by :meth:`sync`,
+        or deleted now when the store holds (or is about to hold) the same bytes."""
+        assert att.path is not None
+        tmp = Path(att.path)
+        sha = att.handover_sha256
+        try:
+            size = tmp.stat().st_size
+        except OSError as exc:
+            raise self._failed(exc, filename) from None
+        target = self.files_dir / f"{sha}{blob_suffix(filename)}"
+        if target in self._pending or target.exists():
+            tmp.unlink(missing_ok=True)
+        else:
+            self._pending[target] = (tmp, filename)
         return sha, str(target), size
 
     def _write(self, att: Attachment, filename: str, name: str) -> Path:
