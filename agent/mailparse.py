@@ -1,7 +1,7 @@
 """Parsing raw message bytes with Python's ``email`` package, the same way on every path.
 
 IMAP and Maildir both hand the whole message to :func:`parse_message`, so a message gives
-the same parts whichever way it arrived. Four things happen around the parser:
+the same parts whichever way it arrived. Five things happen around the parser:
 
 * header lines without a colon in the middle of a header block (a folded line that lost
   its indentation) are joined to the field before them instead of ending the header;
@@ -13,7 +13,10 @@ the same parts whichever way it arrived. Four things happen around the parser:
   tests/test_mail_parse.py checks against a plain parse;
 * also for speed, the parts are :class:`Part` objects (compat32's Message with
   Content-Type and parameter parsing cached per header value), which
-  tests/test_mail_fastpaths.py holds to compat32's results.
+  tests/test_mail_fastpaths.py holds to compat32's results;
+* plain, well-formed messages (most mail) skip the feed parser: :func:`split_parse`
+  builds the same objects directly, which tests/test_mail_parse.py holds to the feed
+  parser's results; anything unusual still goes through it.
 """
 
 from __future__ import annotations
