@@ -148,10 +148,9 @@ def test_big_attachments_come_back_as_files_the_store_takes_over(tmp_path: Path)
             == want.attachments[0]
         assert dataclasses.replace(got, attachments=want.attachments) == want
     # the store moves each file in once; copies of the same bytes are deleted
-    files, tmp = tmp_path / "files", tmp_path / "tmp"
+    files, tmp = tmp_path / "files", tmp_path
     files.mkdir()
-    tmp.mkdir()
-    blobs = Blobs(tmp_path, files, tmp)
+    blobs = Blobs(tmp_path, files, tmp)  # scratch folders are under tmp/
     for message in pooled:
         handed = message.attachments[0]
         sha, target, size = blobs.put(handed, "big.pdf")
@@ -172,3 +171,33 @@ def test_a_file_that_cannot_be_written_stays_bytes(tmp_path: Path) -> None:
     assert hand_over(Attachment("b.pdf", data=b"x"), tmp_path) == Attachment("b.pdf", data=b"x")
     handed = hand_over(att, tmp_path)
     assert handed.path is not None and handed.data is None and handed.size == HANDOVER_MIN
+
+
+def test_only_scratch_files_with_a_real_digest_are_taken_over(tmp_path: Path) -> None:
+    """Anything else given with handover_sha256 is copied: the original stays, and a
+    digest that is not one never names a file."""
+    import hashlib
+
+    from agent.models import Attachment
+    from agent.store.blobs import Blobs
+
+    data = b"work" * 10
+    sha = hashlib.sha256(data).hexdigest()
+    files, tmp = tmp_path / "data" / "files", tmp_path / "data" / "tmp"
+    (tmp / "inbox").mkdir(parents=True)
+    files.mkdir()
+    outside = tmp_path / "synced" / "a.pdf"
+    outside.parent.mkdir()
+    outside.write_bytes(data)
+    link = tmp / "inbox" / "link"
+    link.symlink_to(outside)
+    blobs = Blobs(tmp_path / "data", files, tmp)
+    for path, digest in [(outside, sha), (link, sha), (tmp / "inbox" / "x", "../../evil")]:
+        if not path.exists():
+            path.write_bytes(data)
+        got = blobs.put(Attachment("a.pdf", path=path, handover_sha256=digest), "a.pdf")
+        assert got == (sha, str(files / f"{sha}.pdf"), len(data))
+        assert path.read_bytes() == data  # copied, not moved
+    blobs.sync()
+    assert [p.name for p in files.iterdir()] == [f"{sha}.pdf"]
+    assert outside.read_bytes() == data
