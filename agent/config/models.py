@@ -261,7 +261,7 @@ def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
     from agent.plugins import current_name
 
     problems: list[str] = []
-    types = notifier_types(host)
+    types = notifier_types(host) if config.notifiers else {}  # none: no notifier plugin loads
     for index, table in enumerate(config.notifiers):
         label = f"notifiers[{index}]"
         kind = table.get("type")
