@@ -243,7 +243,9 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str | Col]) -> None:
     cols = [h if isinstance(h, Col) else Col(h) for h in headers]
     width = terminal_width()
     limit = None if width else MAX_CELL
-    cells = [[_cell(c, limit) for c in row] for row in rows]
+    cells = [[c if type(c) is str and (c.isascii() and "\n" not in c
+                                       and (limit is None or len(c) <= limit))
+              else _cell(c, limit) for c in row] for row in rows]
     index, widths = fit(cells, cols, width)
     hidden = len(cols) - len(index)
     shown = [cols[i] for i in index]
@@ -272,23 +274,22 @@ def _plain_lines(heads: list[str], cells: list[list[str]], index: list[int],
     last = len(index) - 1
     out = ["  ".join(_pad(text, w, right=col.right)
                      for text, w, col in zip(heads, widths, shown, strict=True)).rstrip()]
-    spec = list(zip(index, widths, (col.right for col in shown), strict=True))
-    for row in cells:
-        parts = []
-        for n, (i, w, right) in enumerate(spec):
-            text = row[i]
-            if text.isascii():
-                if len(text) > w:
-                    parts.append(text[:max(w - 1, 0)] + "…")  # cut: w wide ("…" if w < 1)
-                elif right:
-                    parts.append(text.rjust(w))
-                elif n == last:
-                    parts.append(text)  # the line's end is stripped anyway
-                else:
-                    parts.append(text.ljust(w))
-            else:
-                parts.append(_pad(_cut(text, w), w, right=right))
-        out.append("  ".join(parts).rstrip())
+    columns: list[list[str]] = []
+    for n, (i, w, col) in enumerate(zip(index, widths, shown, strict=True)):
+        texts = [row[i] for row in cells]
+        if not "".join(texts).isascii():
+            columns.append([_pad(_cut(t, w), w, right=col.right) for t in texts])
+            continue
+        cut = max(w - 1, 0)  # a cut cell: exactly w wide ("…" alone when w < 1)
+        if col.right:
+            columns.append([t.rjust(w) if len(t) <= w else t[:cut] + "…" for t in texts])
+        elif n == last:  # the line's end is stripped anyway
+            columns.append([t if len(t) <= w else t[:cut] + "…" for t in texts])
+        else:
+            columns.append([t.ljust(w) if len(t) <= w else t[:cut] + "…" for t in texts])
+    if not columns:  # every column left out: a blank line per row, as ever
+        return out + [""] * len(cells)
+    out.extend("  ".join(parts).rstrip() for parts in zip(*columns, strict=True))
     return out
 
 
