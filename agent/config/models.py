@@ -257,11 +257,13 @@ def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | 
 
 def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
     """Problems in ``[[notifiers]]`` and ``[plugins.NAME]`` tables (typos, unknown names)."""
-    from agent.notify import known_types, notifier_types
     from agent.plugins import current_name
 
     problems: list[str] = []
-    types = notifier_types(host) if config.notifiers else {}  # none: no notifier plugin loads
+    if config.notifiers:  # else neither agent.notify's models nor a notifier plugin load
+        from agent.notify import known_types, notifier_types
+
+        types = notifier_types(host)
     for index, table in enumerate(config.notifiers):
         label = f"notifiers[{index}]"
         kind = table.get("type")
