@@ -158,3 +158,18 @@ def test_a_plugin_file_edited_makes_the_manifest_stale(tmp_path: Path) -> None:
         assert "retainer_probe_pkg" not in sys.modules  # found, not imported
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_an_unknown_plugin_table_is_reported_with_every_installed_plugin(tmp_path: Path) -> None:
+    """A sync's partly loaded host still names every installed plugin in the error."""
+    config = maildir_config(tmp_path)
+    probe(["--config", str(config), "sync"])  # the manifest
+    with config.open("a") as f:
+        f.write('\n[plugins.nosuch]\nx = 1\n')
+    done = subprocess.run([sys.executable, "-m", "agent", "--config", str(config), "sync"],
+                          capture_output=True, text=True, env=_clean_env(), timeout=120,
+                          check=False)
+    assert done.returncode != 0
+    assert 'plugins.nosuch: no installed plugin or platform is called "nosuch"' in done.stderr
+    for name in ("imap", "upwork", "marketplace-mail", "notifiers"):
+        assert name in done.stderr.split("installed:")[1]

@@ -279,6 +279,9 @@ def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
     known = set(host.platforms) | set(host.infos)
     for written, table in config.plugins.items():
         name = current_name(written, f"{path}: plugins.{written}")
+        if name not in known and host.partial:  # a sync's host: look among every plugin
+            host.load_pending()
+            known = set(host.platforms) | set(host.infos)
         if name not in known:
             problems.append(f'{path}: plugins.{written}: no installed plugin or platform is called '
                             f'"{name}" (installed: {", ".join(sorted(known)) or "none"}); '
