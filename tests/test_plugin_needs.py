@@ -173,3 +173,15 @@ def test_an_unknown_plugin_table_is_reported_with_every_installed_plugin(tmp_pat
     assert 'plugins.nosuch: no installed plugin or platform is called "nosuch"' in done.stderr
     for name in ("imap", "upwork", "marketplace-mail", "notifiers"):
         assert name in done.stderr.split("installed:")[1]
+
+
+def test_a_platform_nobody_provides_is_reported_with_every_platform(tmp_path: Path) -> None:
+    config = maildir_config(tmp_path)
+    probe(["--config", str(config), "sync"])  # the manifest
+    config.write_text(config.read_text().replace('platform = "maildir"', 'platform = "maildri"'))
+    done = subprocess.run([sys.executable, "-m", "agent", "--config", str(config), "sync"],
+                          capture_output=True, text=True, env=_clean_env(), timeout=120,
+                          check=False)
+    assert done.returncode != 0
+    assert 'no plugin provides "maildri" (installed: freelancer, imap, maildir, upwork)' in \
+        done.stderr
