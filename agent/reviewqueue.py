@@ -50,8 +50,14 @@ def _build(store: Store) -> list[list[Any]]:
 
 
 def queue_rows(store: Store) -> list[QueueRow]:
-    """The review queue, oldest first, as table rows (from the read model when current)."""
-    return [QueueRow(*row) for row in readmodels.view(store, "queue", VERSION, INPUTS, _build)]
+    """The review queue, oldest first, as table rows (from the read model when current;
+    a model not shaped as written is not trusted: the rows are built afresh)."""
+    rows = readmodels.view(store, "queue", VERSION, INPUTS, _build)
+    width = len(QueueRow._fields)
+    if not (isinstance(rows, list)
+            and all(isinstance(row, list) and len(row) == width for row in rows)):
+        rows = _build(store)
+    return [QueueRow(*row) for row in rows]
 
 
 def overdue(rows: list[QueueRow], overdue_after: timedelta, now: datetime

@@ -71,3 +71,14 @@ def test_a_damaged_queue_model_is_rebuilt(tmp_path: Path) -> None:
     model.write_bytes(b'{"format": 1, "version": "queue-rows-1", "inputs": [], "data": [')
     assert run(config, "review").stdout == out
     assert json.loads(model.read_bytes())["data"]
+
+
+def test_a_queue_model_of_the_wrong_shape_is_not_trusted(tmp_path: Path) -> None:
+    """Stamps and version match, the rows do not: built afresh, never a crash."""
+    config = synced(tmp_path)
+    out = run(config, "review").stdout
+    model = data_dir(config) / "store" / "index" / "views" / "queue.json"
+    saved = json.loads(model.read_bytes())
+    saved["data"] = [row[:3] for row in saved["data"]]
+    model.write_text(json.dumps(saved))
+    assert run(config, "review").stdout == out
