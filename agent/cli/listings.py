@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from agent.cli.app import App
-from agent.cli.output import Col, ago, emit_json, emit_json_list, human_size, table
+from agent.cli.output import Col, emit_json, emit_json_list, table
+from agent.humanize import ago, human_size
 
 
 @click.command()

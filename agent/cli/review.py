@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agent.cli.app import App
-from agent.cli.output import Col, ago, emit_json, hours, human_size, table
+from agent.cli.output import Col, emit_json, table
 from agent.errors import StoreError
+from agent.humanize import ago, hours, human_size
 
 if TYPE_CHECKING:
     from agent.store import Store

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import click
 
 from agent.cli.app import App, setup_logging
-from agent.cli.output import Col, ago, emit_json, table, until
+from agent.cli.output import Col, emit_json, table
+from agent.humanize import ago, until
 
 if TYPE_CHECKING:
     from types import FrameType

@@ -20,9 +20,9 @@ from agent.config.file import (
     check_data_dir,
     default_data_dir,
     parse_address,
-    parse_duration,
     read_toml,
 )
+from agent.durations import parse_duration
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
