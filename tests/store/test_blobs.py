@@ -84,7 +84,7 @@ def test_a_failed_fsync_leaves_no_file_and_nothing_pending(tmp_path: Path,
     spy.calls.clear()
     blobs.sync()  # nothing is left pending from the failed page
     assert spy.calls == []
-    sha, path, size = blobs.put(Attachment("f0.png", data=b"x0"), "f0.png")
+    _, path, size = blobs.put(Attachment("f0.png", data=b"x0"), "f0.png")
     blobs.sync()  # the same file, written again once there is space
     assert Path(path).read_bytes() == b"x0" and size == 2
 
