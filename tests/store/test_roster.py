@@ -100,9 +100,8 @@ def test_update_contractor_marks_a_status_change_only(store: Store) -> None:
         same = store.update_contractor("Maria Lopez", status="trial", notes="x")
         moved = store.update_contractor(doc["id"], status="core")
     assert same["status_changed_at"] == doc["status_changed_at"] and same["notes"] == "x"
-    assert moved["status_changed_at"] >= doc["status_changed_at"]
-    assert moved["status_changed_at"] != doc["status_changed_at"] or \
-        moved["status"] == "core"
+    assert (moved["status_changed_at"] or "") >= (doc["status_changed_at"] or "")
+    assert moved["status"] == "core" and moved["created_at"] == doc["created_at"]
     assert store.find_contractor("Maria Lopez")["status"] == "core"
 
 
