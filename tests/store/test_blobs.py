@@ -156,3 +156,20 @@ def test_a_full_disk_while_writing_the_temp_file(tmp_path: Path,
     monkeypatch.undo()
     blobs.sync()
     assert list((tmp_path / "files").iterdir()) == []
+
+
+def test_a_file_already_kept_is_not_written_again(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are written once: the same bytes in a later page (or twice in one) find the
+    file by its name and write nothing."""
+    blobs = _blobs(tmp_path)
+    first = blobs.put(Attachment("a.png", data=b"same"), "a.png")
+    assert blobs.put(Attachment("copy.png", data=b"same"), "copy.png") == first
+    assert len(list((tmp_path / "tmp").iterdir())) == 1
+    blobs.sync()
+    spy = fsspy.install(monkeypatch)
+    before = os.stat(first[1])
+    assert blobs.put(Attachment("again.png", data=b"same"), "again.png") == first
+    blobs.sync()
+    assert spy.calls == [] and list((tmp_path / "tmp").iterdir()) == []
+    assert os.stat(first[1]).st_ino == before.st_ino
