@@ -135,13 +135,18 @@ def test_a_failed_rename_says_what_to_check(tmp_path: Path, monkeypatch: pytest.
                               "(permissions, a read-only or failing disk), then sync again")
 
 
+@pytest.mark.parametrize("created", [True, False], ids=["half written", "not created"])
 def test_a_full_disk_while_writing_the_temp_file(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """The temp file cannot be written: no half file, and the error names the file."""
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                created: bool) -> None:
+    """The temp file cannot be written (or not even created: no inode left): no half
+    file, and the error says what to do."""
     blobs = _blobs(tmp_path)
     real_open = os.open
 
     def full(path: str | Path, flags: int, mode: int = 0o777) -> int:
+        if not created and Path(path).name.startswith(".tmp-"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         fd = real_open(path, flags, mode)
         if Path(path).name.startswith(".tmp-"):
             os.write(fd, b"half")
