@@ -178,3 +178,26 @@ def test_a_file_already_kept_is_not_written_again(tmp_path: Path,
     blobs.sync()
     assert spy.calls == [] and list((tmp_path / "tmp").iterdir()) == []
     assert os.stat(first[1]).st_ino == before.st_ino
+
+
+def test_a_rename_failing_after_others_succeeded(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second file's rename fails (a full disk): the error is the store's, every temp
+    file is gone, and the file already renamed is whole (its bytes were fsynced)."""
+    blobs = _blobs(tmp_path)
+    real_replace = os.replace
+    done: list[str] = []
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        if done:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_replace(src, dst)
+        done.append(str(dst))
+
+    first = blobs.put(Attachment("a.png", data=b"a"), "a.png")
+    blobs.put(Attachment("b.png", data=b"b"), "b.png")
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(NoSpace, match="writing 'a.png'"):
+        blobs.sync()
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert done == [first[1]] and Path(first[1]).read_bytes() == b"a"
