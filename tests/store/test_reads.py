@@ -217,3 +217,12 @@ def test_thread_activity_across_shards(store: Store) -> None:
     assert activity[sam_thread]["out"] == [] and activity[sam_thread]["last_dir"] == "in"
     again = store.thread_activity()
     assert again == activity
+
+
+def test_a_thread_with_two_people_is_with_the_one_it_started_with(store: Store) -> None:
+    """The thread listing and the thread activity agree on who a thread is with: the
+    first counterpart, whoever wrote later."""
+    commit(store, [outbound("o", 1, to=SHOP), inbound("a", 2), inbound("b", 3, SAM)])
+    (thread,) = store.threads()
+    assert thread["identity"] == SHOP.key
+    assert store.thread_activity()[thread["id"]]["identity"] == SHOP.key
