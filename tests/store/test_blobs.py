@@ -197,7 +197,7 @@ def test_a_rename_failing_after_others_succeeded(tmp_path: Path,
     first = blobs.put(Attachment("a.png", data=b"a"), "a.png")
     blobs.put(Attachment("b.png", data=b"b"), "b.png")
     monkeypatch.setattr(os, "replace", replace)
-    with pytest.raises(NoSpace, match="writing 'a.png'"):
+    with pytest.raises(NoSpace, match=r"writing 'a\.png'"):
         blobs.sync()
     assert list((tmp_path / "tmp").iterdir()) == []
     assert done == [first[1]] and Path(first[1]).read_bytes() == b"a"
