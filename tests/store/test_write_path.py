@@ -24,6 +24,7 @@ from tests.store.contract import (
     StoreFactory,
     at,
     inbound,
+    outbound,
     png,
     stamp,
 )
@@ -276,3 +277,13 @@ def test_no_temp_file_is_left_by_a_committed_page(store: Store) -> None:
     files = sorted(p.name for p in (store.data_dir / "files").iterdir())
     assert len(files) == 2 and all(n.endswith(".png") for n in files)
     assert all(os.stat(store.data_dir / "files" / n).st_mode & 0o777 == 0o600 for n in files)
+
+
+def test_a_later_page_inside_a_threads_span_keeps_the_span(store: Store) -> None:
+    """A page whose messages fall inside a stored thread's time range leaves the range,
+    and the thread's counterpart, as they were."""
+    commit(store, [outbound("a", 1, to=SAM), inbound("d", 9)])
+    commit(store, [inbound("b", 5), inbound("c", 6, SHOP)])
+    (thread,) = store.threads()
+    assert (thread["first_at"], thread["last_at"], thread["identity"]) == \
+        (stamp(1), stamp(9), SAM.key)
