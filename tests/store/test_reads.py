@@ -226,3 +226,14 @@ def test_a_thread_with_two_people_is_with_the_one_it_started_with(store: Store) 
     (thread,) = store.threads()
     assert thread["identity"] == SHOP.key
     assert store.thread_activity()[thread["id"]]["identity"] == SHOP.key
+
+
+def test_backfill_locators_of_messages_sent_at_the_same_time(store: Store) -> None:
+    ann = Identity("email", "ann@example.com")
+    commit(store, [inbound(f"m{n}", 1, ann, thread=f"t{n}", extra={"uid": n},
+                           files=[_att(f"{n}.pdf", status="not_downloaded")])
+                   for n in range(3)])
+    with store.writing():
+        store.update_source_state("inbox", cursor={"uid": 3})
+        store.add_contractor("Ann", [ann])
+    assert sorted(f["uid"] for f in store.backfill_locators("inbox")) == [0, 1, 2]
