@@ -201,3 +201,18 @@ def test_a_rename_failing_after_others_succeeded(tmp_path: Path,
         blobs.sync()
     assert list((tmp_path / "tmp").iterdir()) == []
     assert done == [first[1]] and Path(first[1]).read_bytes() == b"a"
+
+
+def test_a_full_disk_during_a_page_names_the_data_folder(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    store = Store(tmp_path / "data")
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+    spy = fsspy.install(monkeypatch)
+    spy.fail_fsync_at = 0  # the first fsync of the page: its file's bytes
+    with pytest.raises(NoSpace) as err, store.writing():
+        store.commit_page("inbox", "imap", [inbound("a", 1, files=[png("a.png", b"a")])],
+                          owner_keys=OWNER_KEYS)
+    assert str(err.value).startswith(f"no space left in {tmp_path / 'data'} (writing 'a.png')")
+    assert store.messages() == [] and list(store.files_dir.iterdir()) == []
