@@ -192,6 +192,10 @@ def test_thread_activity_is_cached_per_shard_version(tmp_path: Path) -> None:
     cache = store.root / "cache" / "threads.json"
     data = orjson.loads(cache.read_bytes())
     assert data["version"] == 1 and set(data["months"]) == set(store.month_names())
+    written = cache.stat()
+    assert store.thread_activity() == first
+    assert (cache.stat().st_ino, cache.stat().st_mtime_ns) == \
+        (written.st_ino, written.st_mtime_ns)  # nothing changed: the cache is not rewritten
     (tid, entry), = first.items()
     assert (entry["last_dir"], entry["out"], entry["identity"]) == ("out", [stamp(2)], MARIA.key)
     for damaged in (orjson.dumps({**data, "version": 0}), b"{not json"):
