@@ -90,3 +90,13 @@ def test_a_record_naming_what_it_replaces_wins_over_names(store: Store) -> None:
     assert chain(store) == [("first.png", 1, None, None),
                             ("second.png", 2, "first.png", "first.png"),
                             ("third.png", 3, "second.png", "first.png")]
+
+
+def test_replacements_within_one_page_count_on(store: Store) -> None:
+    def work(rid: str, hours: float, replaces: str = "") -> Submission:
+        return Submission(rid, at(hours), MARIA, Attachment(f"{rid}.png", data=rid.encode()),
+                          under_contract=True, replaces=replaces)
+
+    commit(store, [work("s1", 1), work("s2", 2, "s1"), work("s3", 3, "s2")])
+    assert chain(store) == [("s1.png", 1, None, None), ("s2.png", 2, "s1.png", "s1.png"),
+                            ("s3.png", 3, "s2.png", "s1.png")]
