@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.durations import parse_duration
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,12 +48,6 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def _duration(value: Any) -> timedelta:
-    from agent.config.file import parse_duration
-
-    return parse_duration(value)
-
-
 class NotifierSettings(BaseModel):
     """Options every notifier takes."""
 
@@ -67,7 +62,7 @@ class NotifierSettings(BaseModel):
     @field_validator("waiting_after", "report_every", mode="before")
     @classmethod
     def _dur(cls, value: Any) -> timedelta:
-        return _duration(value)
+        return parse_duration(value)
 
 
 class Notifier:

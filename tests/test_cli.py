@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 import tests.support.feed as feed
 from agent.cli import App, cli, setup_logging
-from agent.cli.output import Col, ago, fit, until
+from agent.cli.output import Col, fit
+from agent.humanize import ago, until
 from agent.plugins import make_plugin_host
 from tests.test_sync import make_config
 

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agent.cli.app import App
-from agent.cli.output import Col, ago, emit_json, hours, money, pct, table
+from agent.cli.output import Col, emit_json, table
 from agent.errors import ConfigError
+from agent.humanize import ago, hours, money, pct
 
 if TYPE_CHECKING:
     from agent.store import Store

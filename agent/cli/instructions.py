@@ -9,8 +9,9 @@ from typing import Any
 import click
 
 from agent.cli.app import App
-from agent.cli.output import Col, ago, emit_json, table
+from agent.cli.output import Col, emit_json, table
 from agent.errors import ConfigError, StoreError
+from agent.humanize import ago
 
 
 @click.group("instructions", invoke_without_command=True)

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from agent.cli.app import App
-from agent.cli.output import Col, emit_json, hours, money, pct, table
+from agent.cli.output import Col, emit_json, table
+from agent.humanize import hours, money, pct
 
 
 @click.command("report")

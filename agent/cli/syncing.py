@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import click
 
 from agent.cli.app import App, setup_logging
-from agent.cli.output import Col, ago, emit_json, table, until
+from agent.cli.output import Col, emit_json, table
+from agent.humanize import ago, until
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -38,6 +39,7 @@ def sync(app: App, sources: tuple[str, ...], as_json: bool) -> None:
     """
     from agent.sync import SyncEngine
 
+    app.load_plugins_for_sync(sources)
     config = app.config(only=set(sources) or None)
     for name in sources:
         config.source(name)

@@ -16,7 +16,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.config.file import CONFIG_ENV, default_config_path, parse_duration
+    from agent.config.file import CONFIG_ENV, default_config_path
     from agent.config.models import (
         AgentSection,
         Config,
@@ -24,9 +24,11 @@ if TYPE_CHECKING:
         SourceConfig,
         load_config,
     )
+    from agent.durations import parse_duration
 
 _LAZY = {
-    **dict.fromkeys(("CONFIG_ENV", "default_config_path", "parse_duration"), "agent.config.file"),
+    **dict.fromkeys(("CONFIG_ENV", "default_config_path"), "agent.config.file"),
+    "parse_duration": "agent.durations",
     **dict.fromkeys(("AgentSection", "Config", "ContractorSeed", "SourceConfig",
                      "load_config"), "agent.config.models"),
 }

@@ -14,13 +14,11 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.durations import parse_duration
 from agent.errors import ConfigError
 
 CONFIG_ENV = "RETAINER_CONFIG"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
-_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 DEFAULT_REVIEW_OVERDUE = timedelta(days=3)
-MAX_DURATION = timedelta(days=3650)  # ten years: beyond that a duration is a typo
 LOOPBACK = "127.0.0.1"
 
 
@@ -37,24 +35,6 @@ def default_data_dir() -> Path:
     from platformdirs import user_data_path
 
     return user_data_path("retainer")
-
-
-def parse_duration(value: Any) -> timedelta:
-    """``"90s"``, ``"5m"``, ``"1h"``, ``"2d"`` or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError(f'"{value}" is not a duration; write e.g. "30s", "5m", "1h", "1d"')
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if math.isnan(seconds) or seconds <= 0:
-        raise ValueError("a duration must be positive")
-    if seconds > MAX_DURATION.total_seconds():
-        raise ValueError(f'"{value}" is too long; a duration must be at most 3650d (ten years)')
-    return timedelta(seconds=seconds)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -125,6 +105,31 @@ def quick_config(path: Path) -> QuickConfig:
     except ValueError as exc:
         raise ConfigError(f"{path}: agent.review_overdue: {exc}") from None
     return QuickConfig(path, data_dir, overdue)
+
+
+def sync_needs(path: Path, names: tuple[str, ...]
+               ) -> tuple[Path, set[str], set[str], bool] | None:
+    """What ``retainer sync [NAMES]`` needs of the plugins, read plainly from ``path``:
+    the data folder, the platforms of the sources it syncs (the named ones, else every
+    one not disabled), the plugins named by ``[plugins.NAME]`` tables and whether there
+    are ``[[notifiers]]``. ``None`` when the file is not plainly shaped (then every plugin
+    loads, and validation says what is wrong)."""
+    try:
+        data = read_toml(path)
+        data_dir = quick_config(path).data_dir
+    except ConfigError:
+        return None
+    tables, plugins = data.get("sources", []), data.get("plugins", {})
+    if not (isinstance(tables, list) and all(isinstance(t, dict) for t in tables)
+            and isinstance(plugins, dict)):
+        return None
+    chosen = ([t for t in tables if t.get("name") in names] if names
+              else [t for t in tables if t.get("enabled", True) is not False])
+    platforms = {t.get("platform") for t in chosen}
+    if not all(isinstance(p, str) for p in platforms):
+        return None
+    return data_dir, {str(p) for p in platforms}, {str(n) for n in plugins}, bool(
+        data.get("notifiers"))
 
 
 def parse_address(value: str) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""Jinja filters: the command line's own formatting (:mod:`agent.cli.output`), with an en
+"""Jinja filters: the command line's own formatting (:mod:`agent.humanize`), with an en
 dash for "no value"."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 from flask import Flask
 
-from agent.cli.output import age, day, human_size, money, num, pct
-from agent.cli.output import hours as _hours
+from agent.humanize import age, day, human_size, money, num, pct
+from agent.humanize import hours as _hours
 
 DASH = "\u2013"  # an en dash for "no value"
 

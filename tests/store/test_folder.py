@@ -1,0 +1,204 @@
+"""One data folder (agent/store/folder.py): private folders, the write lock, the schema,
+what a killed run left behind, sync state and the first-import cut-off."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from agent.errors import StoreError, StoreLocked
+from agent.store import Store
+from agent.store import folder as store_folder
+from agent.store.layout import SCHEMA_VERSION
+from agent.store.memory import MemoryStore
+from tests.store.contract import MARIA, OWNER_KEYS, inbound, png
+
+
+def test_opening_makes_private_folders(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    for folder in ("store", "files", "tmp", "store/messages", "store/deliverables"):
+        assert os.stat(tmp_path / "data" / folder).st_mode & 0o777 == 0o700, folder
+    assert store.root == tmp_path / "data" / "store"
+
+
+def test_reading_a_folder_without_a_store_says_to_sync(tmp_path: Path) -> None:
+    with pytest.raises(StoreError) as err:
+        Store(tmp_path / "empty", create=False)
+    assert str(err.value) == f"{tmp_path / 'empty'} holds no Retainer store yet; run `retainer sync`"
+    assert not (tmp_path / "empty").exists()
+    Store(tmp_path / "empty")
+    Store(tmp_path / "empty", create=False)  # there is one now
+
+
+def test_a_store_of_a_newer_retainer_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    with store.writing():
+        pass
+    assert store.meta.get("meta", "schema", key="name") == {"name": "schema",
+                                                            "version": SCHEMA_VERSION}
+    store.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION + 1}], "name")
+    again = Store(tmp_path / "data")
+    with pytest.raises(StoreError) as err, again.writing():
+        pass
+    assert str(err.value) == (f"{tmp_path / 'data'} was written by a newer Retainer "
+                              f"(schema {SCHEMA_VERSION + 1}); upgrade Retainer")
+    with _released(again):  # the refusal let go of the write lock
+        pass
+
+
+class _released:
+    """Take and drop the write lock from another handle: it must be free."""
+
+    def __init__(self, store: Store) -> None:
+        self.lock = FileLock(str(store.data_dir / "store.lock"), timeout=0)
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_an_older_schema_number_is_brought_up_to_date(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    store.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION - 1}], "name")
+    with Store(tmp_path / "data").writing():
+        pass
+    assert Store(tmp_path / "data").meta.get("meta", "schema", key="name") == \
+        {"name": "schema", "version": SCHEMA_VERSION}
+
+
+def test_a_busy_store_says_who_holds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    monkeypatch.setattr(store_folder, "LOCK_TIMEOUT", 0.2)
+    store = Store(tmp_path / "data")
+    with store.writing():
+        pass
+    other = FileLock(str(tmp_path / "data" / "store.lock"))
+    with other, pytest.raises(StoreLocked) as err, store.writing():
+        pass
+    assert str(err.value) == (f"another Retainer process has been writing to {tmp_path / 'data'}"
+                              " for 0 s; wait for it to finish, or stop it")
+    with store.writing():  # free again
+        pass
+    assert os.stat(tmp_path / "data" / "store.lock").st_mode & 0o777 == 0o600
+
+
+def test_what_a_killed_run_left_is_removed_once(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    store = Store(tmp_path / "data")
+    root = store.root
+    left = [root / ".tmp-roster.json", root / "messages" / ".tmp-s000001.json",
+            root / "index" / ".tmp-x", root / "index" / "views" / ".tmp-v",
+            store.tmp_dir / ".tmp-abc.png", store.tmp_dir / "partial"]
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    kept = [root / "messages" / "notes.txt", store.tmp_dir / "source"]
+    kept[0].write_bytes(b"mine")
+    kept[1].mkdir()
+    with caplog.at_level(logging.INFO, logger="retainer.store"), store.writing():
+        pass
+    assert [p for p in left if p.exists()] == []
+    assert all(p.exists() for p in kept)
+    assert f"removed {len(left)} temporary files left by an interrupted run" in caplog.text
+    caplog.clear()
+    (store.tmp_dir / "later").write_bytes(b"a sync's download in progress")
+    with caplog.at_level(logging.INFO, logger="retainer.store"), store.writing():
+        pass
+    assert (store.tmp_dir / "later").exists() and "removed" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="retainer.store"), \
+            Store(tmp_path / "data").writing():
+        pass  # the next process cleans up
+    assert "removed 1 temporary files" in caplog.text and not (store.tmp_dir / "later").exists()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="retainer.store"), \
+            Store(tmp_path / "data").writing():
+        pass  # nothing left: nothing said
+    assert "removed" not in caplog.text
+
+
+def test_a_scratch_folder_starts_empty(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    scratch = store.scratch_dir("my/inbox")
+    assert scratch.parent == store.tmp_dir and "/" not in scratch.name
+    (scratch / "file").write_bytes(b"x")
+    (scratch / "sub").mkdir()
+    (scratch / "sub" / "deep").write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"x")
+    (scratch / "link").symlink_to(outside)
+    assert store.scratch_dir("my/inbox") == scratch
+    assert list(scratch.iterdir()) == []
+    assert (outside / "keep").exists()  # a link is removed, not followed
+    assert os.stat(scratch).st_mode & 0o777 == 0o700
+    source = store.source_dir("my/inbox")
+    assert source.parent == store.data_dir / "sources" and source.is_dir()
+
+
+def test_sync_state_is_merged_and_json_safe(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    when = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    with store.writing():
+        store.update_source_state("inbox", cursor={"uid": 1}, last_ok=when)
+        store.update_source_state("inbox", cursor={"uid": 2})
+        store.update_source_state("other", failures=1)
+    assert Store(tmp_path / "data").source_state("inbox") == {
+        "source": "inbox", "cursor": {"uid": 2}, "last_ok": "2026-03-02T09:00:00Z"}
+    assert store.source_states() == {
+        "inbox": {"source": "inbox", "cursor": {"uid": 2}, "last_ok": "2026-03-02T09:00:00Z"},
+        "other": {"source": "other", "failures": 1}}
+
+
+@pytest.mark.parametrize("factory", [Store, MemoryStore], ids=["disk", "memory"])
+def test_the_first_sync_day_is_recorded_once(tmp_path: Path, factory: type[Store]) -> None:
+    store = factory(tmp_path / "data")
+    assert store.first_sync_day() is None and store.review_since() == ""
+    with store.writing():
+        assert store.record_first_sync_day("2026-03-02") == "2026-03-02"
+        assert store.record_first_sync_day("2026-04-01") == "2026-03-02"
+        store.set_review_since("2026-03-02")
+        before = store.fingerprint()
+        store.set_review_since("2026-03-02")  # unchanged: nothing written
+        assert store.fingerprint() == before
+        store.set_review_since("")
+    assert (store.first_sync_day(), store.review_since()) == ("2026-03-02", "")
+    synced_before = factory(tmp_path / "old")
+    with synced_before.writing():
+        synced_before.update_source_state("inbox", cursor={"uid": 3})
+        assert synced_before.record_first_sync_day("2026-03-02") == ""
+    assert synced_before.first_sync_day() == ""
+
+
+def test_the_fingerprint_follows_the_data_files_only(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+    with store.writing():
+        store.commit_page("inbox", "imap", [inbound("a", 1, files=[png("a.png", b"a")])],
+                          owner_keys=OWNER_KEYS)
+    prints = store.fingerprint()
+    names = sorted(Path(p).relative_to(store.root).as_posix() for p, _, _ in prints)
+    assert "roster.json" in names and "meta.json" in names
+    assert any(n.startswith("messages/s") and n.endswith(".json") for n in names)
+    assert any(n.startswith("deliverables/s") for n in names)
+    assert not any(n.startswith(("index/", "cache/", ".")) for n in names)
+    assert list(prints) == sorted(prints)
+    for path, mtime, size in prints:
+        st = os.stat(path)
+        assert (mtime, size) == (st.st_mtime_ns, st.st_size)
+    (store.root / "cache").mkdir(exist_ok=True)
+    (store.root / "cache" / "x.json").write_bytes(b"{}")
+    (store.root / ".counts.json").write_bytes(b"{}")
+    (store.root / "notes.txt").write_bytes(b"not data")
+    assert store.fingerprint() == prints
+    with store.writing():
+        store.update_source_state("inbox", cursor={"uid": 9})
+    assert store.fingerprint() != prints

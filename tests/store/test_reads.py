@@ -1,0 +1,243 @@
+"""Reads (agent/store/reads.py) and the derived data they keep: counts per source
+(counts.py, ``store/.counts.json``) and thread activity (activity.py,
+``store/cache/threads.json``). A cache may be lost or damaged at any time: the answer
+stays the one the committed shards give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agent.errors import StoreError
+from agent.models import Identity
+from agent.store import Store, layout
+from agent.store.memory import MemoryStore
+from tests.store.contract import (
+    MARIA,
+    OWNER_KEYS,
+    SAM,
+    SHOP,
+    StoreFactory,
+    inbound,
+    outbound,
+    png,
+    stamp,
+)
+
+
+@pytest.fixture(params=[Store, MemoryStore], ids=["disk", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+          ) -> Store:
+    monkeypatch.setattr(layout, "SHARD_DOCS", 2)  # several shards from a few messages
+    monkeypatch.setattr(layout, "DELIVERABLE_SHARD_DOCS", 2)
+    factory: StoreFactory = request.param
+    store = factory(tmp_path / "data")
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+        store.add_contractor("Sam Chen", [SAM])
+    return store
+
+
+def commit(store: Store, records: list[Any], source: str = "inbox") -> Any:
+    with store.writing():
+        return store.commit_page(source, "imap", records, owner_keys=OWNER_KEYS)
+
+
+def test_messages_newest_first_across_shards(store: Store) -> None:
+    commit(store, [inbound("a", 1), inbound("b", 9, SAM, thread="s"), inbound("c", 3)])
+    commit(store, [inbound("d", 2, SAM, thread="s"), inbound("e", 8, SHOP, thread="n")])
+    commit(store, [inbound("f", 5, SHOP, thread="n")], source="news")
+    assert len(store.month_names()) >= 3
+    assert [m["remote_id"] for m in store.messages()] == ["b", "e", "f", "c", "d", "a"]
+    assert [m["remote_id"] for m in store.messages(contractor="Sam Chen")] == ["b", "d"]
+    assert [m["remote_id"] for m in store.messages(source="news")] == ["f"]
+    assert [m["remote_id"] for m in store.messages(source="inbox", contractor="Maria Lopez")
+            ] == ["c", "a"]
+    sam = store.find_contractor("Sam Chen")["id"]
+    assert {m["contractor_id"] for m in store.messages(contractor="Sam Chen")} == {sam}
+    assert sorted(m["remote_id"] for m in store.iter_messages()) == list("abcdef")
+    assert [m["remote_id"] for m in store.thread_messages(
+        store.messages(contractor="Sam Chen")[0]["thread_id"])] == ["d", "b"]
+    assert store.stored_counts() == {"messages": 6, "deliverables": 0}
+    assert store.counts() == {"messages": 6, "deliverables": 0, "contractors": 2,
+                              "candidates": 1}
+    assert store.source_counts() == {"inbox": {"messages": 5, "deliverables": 0},
+                                     "news": {"messages": 1, "deliverables": 0}}
+
+
+def test_threads_merge_their_entries_from_every_shard(store: Store) -> None:
+    commit(store, [inbound("a", 1), inbound("x", 2, SAM, thread="s")])
+    commit(store, [outbound("b", 7), inbound("y", 3, SAM, thread="s")])
+    commit(store, [inbound("n", 4, SHOP, thread="n")], source="news")
+    threads = store.threads()
+    assert [(t["remote_id"], t["first_at"], t["last_at"]) for t in threads] == [
+        ("t1", stamp(1), stamp(7)), ("n", stamp(4), stamp(4)), ("s", stamp(2), stamp(3))]
+    assert [t["identity"] for t in threads] == [MARIA.key, SHOP.key, SAM.key]
+    assert [t["remote_id"] for t in store.threads("news")] == ["n"]
+    tid = threads[0]["id"]
+    assert len(store.thread_shards(tid)) == 2
+    assert [m["remote_id"] for m in store.thread_messages(tid)] == ["a", "b"]
+
+
+def test_deliverables_by_contractor_and_review_state(store: Store) -> None:
+    commit(store, [inbound("a", 1, files=[png("a.png", b"a")]),
+                   inbound("b", 2, SAM, thread="s", files=[png("b.png", b"b")]),
+                   inbound("c", 3, files=[png("c.png", b"c")])])
+    commit(store, [inbound("d", 4, SAM, thread="s", files=[png("d.png", b"d")])])
+    docs = store.deliverables()
+    assert [d["filename"] for d in docs] == ["a.png", "b.png", "c.png", "d.png"]
+    assert [d["filename"] for d in store.deliverables(contractor="Sam Chen")] == \
+        ["b.png", "d.png"]
+    with store.writing():
+        store.update_deliverable(docs[0]["id"], review_status="approved")
+        store.update_deliverable(docs[3]["id"], review_status="approved")
+    assert [d["filename"] for d in store.deliverables(unreviewed=True)] == ["b.png", "c.png"]
+    assert [d["filename"] for d in store.deliverables(unreviewed=True, contractor="Sam Chen")
+            ] == ["b.png"]
+    assert sorted(d["filename"] for d in store.iter_deliverables()) == \
+        ["a.png", "b.png", "c.png", "d.png"]
+    with store.writing():  # the work follows a merge
+        store.merge_contractors("Maria Lopez", "Sam Chen")
+    maria = store.find_contractor("Maria Lopez")["id"]
+    assert {d["contractor_id"] for d in store.deliverables(contractor="Maria Lopez")} == {maria}
+    assert len(store.deliverables(contractor="Maria Lopez")) == 4
+
+
+def test_a_deliverable_by_id_or_unique_prefix(store: Store) -> None:
+    commit(store, [inbound("a", 1, files=[png(f"{n}.png", b"%d" % n, str(n)) for n in range(8)])])
+    ids = [d["id"] for d in store.deliverables()]
+    first = ids[0]
+    assert store.deliverable(first)["id"] == first
+    assert store.deliverable(first[2:9])["id"] == first
+    assert store.deliverable(first[:9])["id"] == first
+    shared = next((a[:3] for a in ids for b in ids if a != b and a[:3] == b[:3]), "d_")
+    with pytest.raises(StoreError) as err:
+        store.deliverable(shared)
+    assert str(err.value) == f'several deliverables match "{shared}"; see `retainer deliverables`'
+    with pytest.raises(StoreError, match='no deliverable match "d_zz"'):
+        store.deliverable("d_zz")
+    assert store.stored_deliverable("d_0000000000000000") is None
+    assert store.stored_message("m_0000000000000000") is None
+
+
+def test_backfill_locators_name_only_waiting_files_of_that_source(store: Store) -> None:
+    ann = Identity("email", "ann@example.com")
+    skipped = {"status": "not_downloaded"}
+    commit(store, [
+        inbound("late", 5, ann, thread="a", files=[_att("x.pdf", **skipped)], extra={"uid": 5}),
+        inbound("early", 1, ann, thread="a", files=[_att("y.pdf", **skipped)],
+                extra={"uid": 1}),
+        inbound("inline", 2, ann, thread="a", files=[_att("s.png", inline=True, **skipped)]),
+        inbound("kept", 3, ann, thread="a", files=[png("k.png", b"k")]),
+    ])
+    commit(store, [inbound("other", 4, ann, thread="b", files=[_att("z.pdf", **skipped)])],
+           source="news")
+    with store.writing():
+        store.update_source_state("inbox", cursor={"uid": 5})
+        store.update_source_state("news", cursor={"uid": 4})
+        store.add_contractor("Ann", [ann])
+    found = store.backfill_locators("inbox")
+    assert [f["uid"] for f in found] == [1, 5]
+    assert found[0]["stored"] == {"remote_id": "early", "thread_remote_id": "a",
+                                  "subject": "Logo",
+                                  "recipients": [{"address": "owner@example.com",
+                                                  "name": "Owner"}]}
+    assert [f["stored"]["remote_id"] for f in store.backfill_locators("news")] == ["other"]
+
+
+def _att(name: str, **kw: Any) -> Any:
+    from agent.models import Attachment
+
+    return Attachment(name, remote_id=name, **kw)
+
+
+def test_counts_are_kept_per_shard_version(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+    commit(store, [inbound("a", 1, files=[png("a.png", b"a")]), inbound("n", 2, SHOP,
+                                                                        thread="n")])
+    assert store.source_counts() == {"inbox": {"messages": 2, "deliverables": 1}}
+    cache = store.root / ".counts.json"
+    kept = orjson.loads(cache.read_bytes())
+    assert set(kept) == {f"messages/{store.month_names()[0]}.json",
+                         f"deliverables/{store.shard_names('deliverables')[0]}.json"}
+    for entry in kept.values():
+        assert len(entry["stamp"]) == 3 and isinstance(entry["counts"], dict)
+    cache.write_bytes(orjson.dumps({k: {**v, "counts": {"inbox": 99}} for k, v in kept.items()}))
+    assert store.source_counts() == {"inbox": {"messages": 99, "deliverables": 99}}  # trusted
+    commit(store, [inbound("b", 3)], source="news")  # a changed shard is counted again
+    assert store.source_counts() == {"inbox": {"messages": 2, "deliverables": 99},
+                                     "news": {"messages": 1, "deliverables": 0}}
+    for damaged in (b"[1, 2]", b"{not json", orjson.dumps({k: {"stamp": v["stamp"],
+                                                              "counts": 7}
+                                                          for k, v in kept.items()})):
+        cache.write_bytes(damaged)
+        assert store.source_counts() == {"inbox": {"messages": 2, "deliverables": 1},
+                                         "news": {"messages": 1, "deliverables": 0}}
+    (store.root / "messages" / "notes.txt").write_bytes(b"not a shard")
+    (store.root / "messages" / "s000009.json.bak").write_bytes(b"{}")
+    assert store.source_counts()["inbox"]["messages"] == 2
+
+
+def test_thread_activity_is_cached_per_shard_version(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+    commit(store, [inbound("a", 1), outbound("b", 2)])
+    first = store.thread_activity()
+    cache = store.root / "cache" / "threads.json"
+    data = orjson.loads(cache.read_bytes())
+    assert data["version"] == 1 and set(data["months"]) == set(store.month_names())
+    written = cache.stat()
+    assert store.thread_activity() == first
+    assert (cache.stat().st_ino, cache.stat().st_mtime_ns) == \
+        (written.st_ino, written.st_mtime_ns)  # nothing changed: the cache is not rewritten
+    (tid, entry), = first.items()
+    assert (entry["last_dir"], entry["out"], entry["identity"]) == ("out", [stamp(2)], MARIA.key)
+    for damaged in (orjson.dumps({**data, "version": 0}), b"{not json"):
+        cache.write_bytes(damaged)
+        assert store.thread_activity() == first
+        assert orjson.loads(cache.read_bytes())["version"] == 1  # written again
+    commit(store, [inbound("c", 3)])
+    assert store.thread_activity()[tid]["last_dir"] == "in"
+    assert store.thread_activity()[tid]["last_at"] == stamp(3)
+
+
+def test_thread_activity_across_shards(store: Store) -> None:
+    commit(store, [inbound("a", 1), outbound("b", 6)])
+    commit(store, [outbound("c", 2), inbound("d", 3, SAM, thread="s")])
+    commit(store, [inbound("e", 4), inbound("f", 5, SAM, thread="s")])
+    activity = store.thread_activity()
+    maria_thread = store.messages(contractor="Maria Lopez")[0]["thread_id"]
+    entry = activity[maria_thread]
+    b = next(m for m in store.messages() if m["remote_id"] == "b")
+    assert entry == {"out": [stamp(2), stamp(6)], "last_at": stamp(6), "last_dir": "out",
+                     "identity": MARIA.key, "last_id": b["id"]}
+    sam_thread = store.messages(contractor="Sam Chen")[0]["thread_id"]
+    assert activity[sam_thread]["out"] == [] and activity[sam_thread]["last_dir"] == "in"
+    again = store.thread_activity()
+    assert again == activity
+
+
+def test_a_thread_with_two_people_is_with_the_one_it_started_with(store: Store) -> None:
+    """The thread listing and the thread activity agree on who a thread is with: the
+    first counterpart, whoever wrote later."""
+    commit(store, [outbound("o", 1, to=SHOP), inbound("a", 2), inbound("b", 3, SAM)])
+    (thread,) = store.threads()
+    assert thread["identity"] == SHOP.key
+    assert store.thread_activity()[thread["id"]]["identity"] == SHOP.key
+
+
+def test_backfill_locators_of_messages_sent_at_the_same_time(store: Store) -> None:
+    ann = Identity("email", "ann@example.com")
+    commit(store, [inbound(f"m{n}", 1, ann, thread=f"t{n}", extra={"uid": n},
+                           files=[_att(f"{n}.pdf", status="not_downloaded")])
+                   for n in range(3)])
+    with store.writing():
+        store.update_source_state("inbox", cursor={"uid": 3})
+        store.add_contractor("Ann", [ann])
+    assert sorted(f["uid"] for f in store.backfill_locators("inbox")) == [0, 1, 2]

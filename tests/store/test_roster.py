@@ -1,0 +1,231 @@
+"""The roster's operations (agent/store/roster.py) on the store on disk and in memory:
+adding, extending, updating, merging and demoting contractors; ignoring candidates; the
+seed from the config; the backfill a promotion asks for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agent.errors import StoreError
+from agent.models import Identity
+from agent.store import Store
+from agent.store.memory import MemoryStore
+from agent.store.roster import IGNORED_FILE
+from tests.store.contract import MARIA, OWNER_KEYS, SAM, SHOP, StoreFactory, inbound, stamp
+
+
+@pytest.fixture(params=[Store, MemoryStore], ids=["disk", "memory"])
+def factory(request: pytest.FixtureRequest) -> StoreFactory:
+    made: StoreFactory = request.param
+    return made
+
+
+@pytest.fixture
+def store(factory: StoreFactory, tmp_path: Path) -> Store:
+    return factory(tmp_path / "data")
+
+
+def commit(store: Store, records: list[Any], source: str = "inbox") -> None:
+    with store.writing():
+        store.commit_page(source, "imap", records, owner_keys=OWNER_KEYS)
+
+
+def test_a_new_contractor_has_every_field(store: Store) -> None:
+    with store.writing():
+        doc = store.add_contractor("Maria Lopez", [MARIA, Identity("upwork", "~M")],
+                                   status="core", skills=["web", "logo", "web"], rate=40.0,
+                                   currency="EUR", notes="fast")
+    assert doc["id"].startswith("c_") and len(doc["id"]) == 12
+    assert {k: v for k, v in doc.items() if k not in ("id", "created_at",
+                                                       "status_changed_at")} == {
+        "name": "Maria Lopez", "status": "core", "skills": ["logo", "web"], "rate": 40.0,
+        "currency": "EUR", "notes": "fast", "identities": [MARIA.key, "upwork:~m"],
+        "merged_into": None}
+    assert doc["created_at"] == doc["status_changed_at"] and doc["created_at"]
+    assert store.find_contractor("Maria Lopez") == doc
+    idents = {i["key"]: i for i in store.identities()}
+    assert idents["upwork:~m"] == {"key": "upwork:~m", "platform": "upwork", "address": "~m",
+                                   "name": "", "profile_url": "", "first_seen": None,
+                                   "last_seen": None, "contractor_id": doc["id"]}
+    assert idents[MARIA.key]["name"] == "Maria Lopez"
+
+
+def test_a_contractor_without_identities_and_the_defaults(store: Store) -> None:
+    with store.writing():
+        doc = store.add_contractor("Nobody Yet")
+        other = store.add_contractor("nobody yet")
+    assert doc["id"] == other["id"]  # the same seed: the name
+    assert (doc["status"], doc["skills"], doc["rate"], doc["currency"], doc["notes"],
+            doc["identities"]) == ("trial", [], None, "USD", "", [])
+    with store.writing(), pytest.raises(StoreError, match="status must be one of trial, "
+                                                          "core, bench, retired"):
+        store.add_contractor("X", status="hired")
+
+
+def test_adding_an_identity_that_has_an_owner_extends_that_contractor(store: Store) -> None:
+    with store.writing():
+        first = store.add_contractor("Maria Lopez", [MARIA], skills=["logo"], rate=40.0)
+        again = store.add_contractor("M. Lopez", [SAM, MARIA], skills=["web"], rate=10.0)
+    assert again["id"] == first["id"] and again["name"] == "Maria Lopez"
+    assert (again["skills"], again["rate"]) == (["logo", "web"], 40.0)
+    assert again["identities"] == [MARIA.key, SAM.key]
+    assert [c["id"] for c in store.contractors()] == [first["id"]]
+
+
+def test_promoting_a_seen_candidate_asks_every_source_for_their_files(store: Store) -> None:
+    commit(store, [inbound("a", 1, SAM, thread="s")])
+    commit(store, [inbound("b", 2, SHOP, thread="n")], source="news")
+    with store.writing():  # what the syncs of both sources recorded
+        store.update_source_state("inbox", cursor={"uid": 1})
+        store.update_source_state("news", cursor={"uid": 2}, backfill=["email:old@x"])
+        store.add_contractor("Unseen", [Identity("email", "new@x")])
+    assert "backfill" not in store.source_state("inbox")  # never seen: nothing to fetch
+    with store.writing():
+        store.add_contractor("Sam Chen", [SAM])
+    assert store.source_state("inbox")["backfill"] == [SAM.key]
+    assert store.source_state("news")["backfill"] == ["email:old@x", SAM.key]
+    seen = next(i for i in store.identities() if i["key"] == SAM.key)
+    assert (seen["first_seen"], seen["contractor_id"]) == \
+        (stamp(1), store.find_contractor("Sam Chen")["id"])
+
+
+def test_update_contractor_marks_a_status_change_only(store: Store) -> None:
+    with store.writing():
+        doc = store.add_contractor("Maria Lopez", [MARIA])
+        same = store.update_contractor("Maria Lopez", status="trial", notes="x")
+        moved = store.update_contractor(doc["id"], status="core")
+    assert same["status_changed_at"] == doc["status_changed_at"] and same["notes"] == "x"
+    assert (moved["status_changed_at"] or "") >= (doc["status_changed_at"] or "")
+    assert moved["status"] == "core" and moved["created_at"] == doc["created_at"]
+    assert store.find_contractor("Maria Lopez")["status"] == "core"
+
+
+def test_merging_keeps_one_contractor_and_a_pointer(store: Store) -> None:
+    with store.writing():
+        keep = store.add_contractor("Maria Lopez", [MARIA], skills=["logo"])
+        other = store.add_contractor("Sam Chen", [SAM], skills=["web"], rate=25.0)
+        with pytest.raises(StoreError, match="those are the same contractor"):
+            store.merge_contractors("Maria Lopez", keep["id"])
+        kept = store.merge_contractors("Maria Lopez", "Sam Chen")
+    assert (kept["rate"], kept["skills"], kept["identities"]) == \
+        (25.0, ["logo", "web"], sorted([MARIA.key, SAM.key]))
+    merged = next(c for c in store.contractors(include_merged=True) if c["id"] == other["id"])
+    assert (merged["merged_into"], merged["identities"]) == (keep["id"], [])
+    assert {i["key"]: i["contractor_id"] for i in store.identities()} == \
+        {MARIA.key: keep["id"], SAM.key: keep["id"]}
+    with store.writing():
+        rated = store.add_contractor("Ann", [Identity("email", "ann@x")], rate=50.0)
+        store.add_contractor("Bo", [Identity("email", "bo@x")], rate=10.0)
+        assert store.merge_contractors("Ann", "Bo")["rate"] == 50.0
+    assert rated["rate"] == 50.0
+
+
+def test_demoting_turns_identities_back_into_candidates(store: Store) -> None:
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA, Identity("upwork", "~m")])
+        store.add_contractor("Sam Chen", [SAM])
+        gone = store.demote("Maria Lopez")
+    assert gone["name"] == "Maria Lopez"
+    assert [c["name"] for c in store.contractors(include_merged=True)] == ["Sam Chen"]
+    assert sorted(c["key"] for c in store.candidates()) == [MARIA.key, "upwork:~m"]
+    with store.writing():
+        store.add_contractor("Empty")
+        store.demote("Empty")  # no identities: only the contractor goes
+    assert [c["name"] for c in store.contractors()] == ["Sam Chen"]
+
+
+def test_ignoring_candidates(store: Store) -> None:
+    commit(store, [inbound("a", 1, SAM, thread="s"), inbound("b", 2, SHOP, thread="n")])
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+        changed = store.ignore_candidates([" EMAIL:Sam@Example.com ", SAM.key])
+        assert [c["key"] for c in changed] == [SAM.key] and changed[0].get("ignored") is True
+        assert store.ignore_candidates([SAM.key]) == []  # already: nothing written
+        for bad in (MARIA.key, "email:nobody@x"):
+            with pytest.raises(StoreError, match=f"{bad} is not a candidate; see `retainer "
+                                                 "contractors candidates`"):
+                store.ignore_candidates([SHOP.key, bad])
+    assert [c["key"] for c in store.candidates()] == [SHOP.key]  # the refused call wrote nothing
+    assert [c["key"] for c in store.candidates(ignored=True)] == [SAM.key]
+    assert sorted(c["key"] for c in store.candidates(ignored=None)) == sorted([SAM.key,
+                                                                              SHOP.key])
+    with store.writing():
+        shown = store.ignore_candidates([SAM.key], ignored=False)
+    assert [c.get("ignored") for c in shown] == [None]
+    assert sorted(c["key"] for c in store.candidates()) == sorted([SAM.key, SHOP.key])
+    with store.writing():
+        store.ignore_candidates([SHOP.key])
+        store.add_contractor("Shop", [SHOP])  # promoted: no longer ignored
+    shop = next(i for i in store.identities() if i["key"] == SHOP.key)
+    assert "ignored" not in shop
+
+
+@pytest.mark.parametrize(("content", "moved"), [
+    (orjson.dumps([" Email:Sam@Example.com", "email:maria@example.com", 7]), [SAM.key]),
+    (b"{not json", []), (orjson.dumps({"email:sam@example.com": True}), []),
+])
+def test_candidates_an_older_dashboard_ignored_move_into_the_store(
+        factory: StoreFactory, tmp_path: Path, content: bytes, moved: list[str]) -> None:
+    store = factory(tmp_path / "data")
+    commit(store, [inbound("a", 1, SAM, thread="s"), inbound("b", 2, MARIA)])
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+    path = tmp_path / "data" / IGNORED_FILE
+    path.parent.mkdir()
+    path.write_bytes(content)
+    if factory is MemoryStore:  # tables in memory: a new object starts empty
+        from agent.store.roster import adopt_ignored_file
+        adopt_ignored_file(store)
+        reopened = store
+    else:
+        reopened = Store(tmp_path / "data")
+    assert not path.exists()
+    assert [c["key"] for c in reopened.candidates(ignored=True)] == moved
+    assert reopened.find_contractor("Maria Lopez")["identities"] == [MARIA.key]
+
+
+@dataclass
+class Seed:
+    name: str
+    emails: list[str] = field(default_factory=list)
+    identities: dict[str, str] = field(default_factory=dict)
+    status: str = "trial"
+    skills: list[str] = field(default_factory=list)
+    rate: float | None = None
+    currency: str = "USD"
+    notes: str = ""
+
+
+def test_contractors_from_the_config_are_added_once(store: Store) -> None:
+    seeds = [Seed("Maria Lopez", ["maria@example.com"], {"upwork": "~m"}, status="core",
+                  skills=["logo"], rate=40.0, currency="EUR", notes="n"),
+             Seed("Sam Chen", ["sam@example.com"])]
+    with store.writing():
+        store.seed_contractors(seeds)
+        store.update_contractor("Maria Lopez", status="bench")  # the store stays the truth
+        store.seed_contractors(seeds)
+    maria, sam = sorted(store.contractors(), key=lambda c: c["name"])
+    assert (maria["status"], maria["rate"], maria["currency"], maria["notes"]) == \
+        ("bench", 40.0, "EUR", "n")
+    assert sorted(maria["identities"]) == [MARIA.key, "upwork:~m"]
+    assert sam["identities"] == [SAM.key]
+    with store.writing():  # a new address of a known contractor joins them
+        store.seed_contractors([Seed("Maria Lopez", ["maria@example.com", "m@new.example"])])
+    assert len(store.contractors()) == 2
+    assert "email:m@new.example" in store.find_contractor("Maria Lopez")["identities"]
+
+
+def test_find_contractor_prefers_identity_then_exact_then_prefix(store: Store) -> None:
+    with store.writing():
+        maria = store.add_contractor("Maria Lopez", [MARIA])
+        store.add_contractor("maria@example.com", [Identity("email", "other@x")])
+    assert store.find_contractor(" MARIA@EXAMPLE.COM ")["id"] == maria["id"]
+    assert store.find_contractor(maria["id"].upper())["id"] == maria["id"]
+    with pytest.raises(StoreError) as err:
+        store.find_contractor("c_")
+    assert "matches several contractors" in str(err.value) and "use the id" in str(err.value)
