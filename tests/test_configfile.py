@@ -8,7 +8,6 @@ import pytest
 
 from agent.config.file import (
     DEFAULT_REVIEW_OVERDUE,
-    MAX_DURATION,
     QuickConfig,
     check_data_dir,
     default_config_path,
@@ -19,6 +18,7 @@ from agent.config.file import (
     quick_config,
     read_toml,
 )
+from agent.durations import MAX_DURATION
 from agent.errors import ConfigError
 
 
