@@ -368,3 +368,17 @@ def test_a_folder_not_made_yet_holds_no_shards(tmp_path):
     cat = make_catalog(tmp_path)
     cat.shard_dir.rmdir()
     assert cat.names() == [] and cat.where("m0001") is None
+
+
+def test_the_latest_version_of_a_piece_of_work_is_found_across_shards(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "DELIVERABLE_SHARD_DOCS", 1)
+    cat = make_catalog(tmp_path, "deliverables")
+    store_docs(cat, [deliverable(1, received_at="2026-03-09T10:00:00", version=3),
+                     deliverable(2, received_at="2026-03-02T10:00:00", version=1),  # older, later shard
+                     deliverable(3, work="banner"),
+                     deliverable(4, received_at="2026-03-09T10:00:00", version=2)])  # same time, lower
+    assert cat.names() == ["s000001", "s000002", "s000003", "s000004"]
+    logo = cat.chain("email:maria@example.com|t1|logo")
+    assert logo is not None and (logo["latest"], logo["version"]) == ("d0001", 3)
+    banner = cat.chain("email:maria@example.com|t1|banner")
+    assert banner is not None and banner["latest"] == "d0003"
