@@ -382,3 +382,13 @@ def test_the_latest_version_of_a_piece_of_work_is_found_across_shards(tmp_path, 
     assert logo is not None and (logo["latest"], logo["version"]) == ("d0001", 3)
     banner = cat.chain("email:maria@example.com|t1|banner")
     assert banner is not None and banner["latest"] == "d0003"
+
+
+def test_another_process_adding_to_a_shard_already_seen_is_seen(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "SHARD_DOCS", 3)
+    reader, writer = make_catalog(tmp_path), make_catalog(tmp_path)
+    store_docs(writer, [message(0), message(1)])
+    assert reader.names() == ["s000001"] and reader.where("m0002") is None
+    store_docs(writer, [message(2)])  # the same shard, rewritten
+    assert reader.names() == ["s000001"] and reader.shards["s000001"]["count"] == 3
+    assert reader.where("m0002") == "s000001"
