@@ -31,6 +31,9 @@ MONTHLY = ("messages", "deliverables")  # folders of bounded shards (once: per-m
 MONTHLY_CACHE = 4
 LOCK_TIMEOUT = 120.0
 DERIVED = ("index", "cache")  # folders of data derived from the shards (rebuilt when lost)
+#: files of schema 2 whose records moved to bounded shards (agent.store.migrate)
+RECORD_FILES = ("workflow.json", "notify.json")
+RECORD_FOLDERS = ("reviews", "outbox", "notified")  # agent.store.records
 
 
 def _has_month_files(folder: Path) -> bool:
@@ -80,22 +83,28 @@ class StoreFolder:
 
     def _upgrade_layout(self) -> None:
         """Move a store written by an older Retainer to the current layout (once)."""
-        if not any(_has_month_files(self.root / folder) for folder in MONTHLY):
+        months = any(_has_month_files(self.root / folder) for folder in MONTHLY)
+        records = any((self.root / name).exists() for name in RECORD_FILES)
+        if not months and not records:
             return
-        from agent.store.migrate import upgrade
+        from agent.store.migrate import upgrade, upgrade_records
 
         self._acquire_lock()
         try:
-            upgrade(self)
+            if months:
+                upgrade(self)
+            upgrade_records(self)  # after: a schema-1 store has both steps to take
         finally:
             self._lock.release()
 
     def catalog(self, folder: str) -> Catalog:
-        """The shards of ``messages`` or ``deliverables`` and their summaries."""
+        """The shards of ``messages``, ``deliverables`` or a folder of records
+        (:data:`agent.store.records.RECORD_FOLDERS`) and their summaries."""
         cat = self._catalogs.get(folder)
         if cat is None:
+            index_dir = self._index_dirs.get(folder) or self.root / "index" / folder
             cat = self._catalogs[folder] = Catalog(
-                folder, self.root / folder, self._index_dirs[folder],
+                folder, self.root / folder, index_dir,
                 lambda name: self.read_shard(folder, name), disk=self._on_disk)
         return cat
 
@@ -251,9 +260,9 @@ class StoreFolder:
     def _cleanup(self) -> None:
         removed = remove_orphan_temps(self.root) + remove_orphan_temps(self.root / "index")
         removed += remove_orphan_temps(self.root / "index" / "views")  # read models
-        for folder in MONTHLY:
+        for folder in MONTHLY + RECORD_FOLDERS:
             removed += remove_orphan_temps(self.root / folder)
-            removed += remove_orphan_temps(self._index_dirs[folder])
+            removed += remove_orphan_temps(self.root / "index" / folder)
         for entry in self.tmp_dir.iterdir():
             if entry.is_file():
                 entry.unlink(missing_ok=True)

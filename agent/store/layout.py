@@ -37,7 +37,9 @@ from agent.store.storage import Shard, file_stamp
 
 log = logging.getLogger("retainer.store")
 
-SCHEMA_VERSION = 2  # of the store: 1, one shard per month; 2, bounded shards + summaries
+SCHEMA_VERSION = 3  # of the store: 1, one shard per month; 2, bounded shards + summaries;
+#                    3, reviews, outbox and reminders in bounded shards too (no workflow.json)
+BOUNDED_SCHEMA = 2  # the first schema of bounded message and deliverable shards
 SHARD_DOCS = 1000  # messages per shard, at most
 DELIVERABLE_SHARD_DOCS = 250  # deliverables come one per 20-50 messages: smaller shards
 SHARD_BYTES = 2 << 20  # bytes per shard, at most (one bigger document gets a shard alone)
@@ -46,8 +48,11 @@ MONTH_RE = re.compile(r"^\d{4}-\d{2}$")
 SUMMARY_VERSION = 5
 MAP_AFTER = 1000  # lookups by id answered from the sorted summaries before a map is built
 
-# per folder: the table of documents, the time field, the table of thread entries
-TABLES = {"messages": ("messages", "sent_at"), "deliverables": ("deliverables", "received_at")}
+# per folder: the table of documents and its time field
+TABLES = {"messages": ("messages", "sent_at"), "deliverables": ("deliverables", "received_at"),
+          # records of the owner's work (agent.store.records): one folder of shards each
+          "reviews": ("reviews", "reviewed_at"), "outbox": ("outbox", "sent_at"),
+          "notified": ("events", "at")}
 
 
 def shard_name(number: int) -> str:
@@ -126,7 +131,7 @@ def summarize(folder: str, shard: Shard) -> dict[str, Any]:
         summary["unreviewed"] = unreviewed
         summary["chains"] = chains
         summary["queue"] = queue
-    else:
+    elif folder == "messages":
         summary["threads"] = {doc["id"]: doc for doc in shard.docs("threads")}
     return summary
 

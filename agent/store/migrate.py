@@ -31,11 +31,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.files import fsync_dir, remove_orphan_temps
+import orjson
+
+from agent.files import ensure_private_dir, fsync_dir, remove_orphan_temps, write_private
 from agent.store.ids import deliverable_id_for, message_id_for, short_hash
 from agent.store.layout import (
+    BOUNDED_SCHEMA,
     MONTH_RE,
-    SCHEMA_VERSION,
     SHARD_BYTES,
     SHARD_RE,
     TABLES,
@@ -77,7 +79,7 @@ def upgrade(store: Store) -> None:
     if not any(months.values()):
         return  # another process upgraded it while we waited for the lock
     meta = store.meta.get("meta", "schema", key="name")
-    if meta is not None and meta.get("version", 0) >= SCHEMA_VERSION:
+    if meta is not None and meta.get("version", 0) >= BOUNDED_SCHEMA:
         _remove(months)  # committed; a kill came before the old files were gone
         return
     started = time.monotonic()
@@ -98,7 +100,7 @@ def upgrade(store: Store) -> None:
         count += _copy(store, "messages", months["messages"], repairs, renamed)
     for folder in FOLDERS:
         store.catalog(folder).flush()
-    store.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
+    store.meta.upsert_many("meta", [{"name": "schema", "version": BOUNDED_SCHEMA}], "name")
     _remove(months)
     log.info("store upgraded to bounded shards: %d documents in %.1f s",
              count, time.monotonic() - started)
@@ -259,3 +261,97 @@ def _thread_entries(docs: list[dict[str, Any]], bases: dict[str, dict[str, Any]]
         if not entry.get("identity") and doc.get("identity"):
             entry["identity"] = doc["identity"]
     return list(out.values())
+
+
+# -- schema 3: the owner's records (reviews, outbox, reminders) out of whole files -----------
+
+#: the files of schema 2 that held every record of the owner's work: ``{file: {table:
+#: folder of bounded shards}}`` (agent.store.records)
+RECORD_FILES = {"workflow.json": {"reviews": "reviews", "outbox": "outbox"},
+                "notify.json": {"events": "notified"}}
+
+
+def records_pending(root: Path) -> bool:
+    """Whether a file of :data:`RECORD_FILES` is still there (two stats, no parse)."""
+    return any((root / name).exists() for name in RECORD_FILES)
+
+
+def upgrade_records(store: Store) -> None:
+    """Move the records of :data:`RECORD_FILES` into bounded shards (hold the write lock).
+
+    Per file, crash-safe like :func:`upgrade`: while the old file is there nothing was
+    committed, so shards found in its folders are left from a killed upgrade and removed;
+    its tables are copied into new shards (each written atomically and fsynced, then the
+    folders fsynced); the commit is the removal of the old file (or, if it held tables
+    Retainer does not know, its atomic rewrite without the moved ones). A kill before the
+    commit leaves the old file, whole, and the next open starts that file again; a kill
+    after it leaves the new shards. Documents are copied as they are, in file order.
+    """
+    root = store.root
+    for name, tables in RECORD_FILES.items():
+        path = root / name
+        if not path.exists():
+            continue
+        started = time.monotonic()
+        for folder in tables.values():  # never committed, so never used: start again
+            _clear_folder(root, folder)
+        old = Shard(path)
+        data = old.storage.read() or {}
+        count = 0
+        with batched_dir_sync():
+            for table, folder in tables.items():
+                count += _copy_records(store, folder, table, old.docs(table))
+        for folder in tables.values():
+            store.catalog(folder).flush()
+        rest = {table: docs for table, docs in data.items() if table not in tables}
+        if rest:
+            write_private(path, orjson.dumps(rest))  # the commit: atomic, fsynced
+        else:
+            path.unlink()  # the commit
+            fsync_dir(root)
+        old.drop_cache()
+        log.info("store upgraded: %d records of %s into bounded shards in %.1f s",
+                 count, name, time.monotonic() - started)
+
+
+def _clear_folder(root: Path, folder: str) -> None:
+    for base in (root / folder, root / "index" / folder):
+        if base.is_dir():
+            for path in base.iterdir():
+                if path.is_file():
+                    path.unlink()
+    (root / "index" / f"{folder}.generation").unlink(missing_ok=True)
+
+
+def _copy_records(store: Store, folder: str, table: str, docs: list[dict[str, Any]]) -> int:
+    """Write ``docs`` into new shards of ``folder``, in order, each within the bounds."""
+    ensure_private_dir(store.root / folder)
+    catalog = store.catalog(folder)
+    catalog.will_write()
+    batch: list[dict[str, Any]] = []
+    size = number = 0
+    seen: set[str] = set()
+
+    def flush() -> None:
+        nonlocal number, size
+        number += 1
+        name = shard_name(number)
+        shard = Shard(store.root / folder / f"{name}.json")
+        shard.upsert_tables([(table, batch, "id")])
+        catalog.written(name, shard)
+        shard.drop_cache()
+        batch.clear()
+        size = 0
+
+    for doc in docs:
+        if doc.get("id") in seen:
+            continue
+        seen.add(doc["id"])
+        nbytes = doc_size(doc)
+        if batch and (len(batch) >= shard_docs(folder) or size + nbytes > SHARD_BYTES):
+            flush()
+        batch.append(doc)
+        size += nbytes
+    if batch:
+        flush()
+    return len(seen)

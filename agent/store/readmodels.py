@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("retainer.store")
 
 FILES = {"roster": "roster.json", "contracts": "contracts.json",
-         "workflow": "workflow.json", "instructions": "instructions.json"}
+         "instructions": "instructions.json"}
 FOLDERS = ("messages", "deliverables")
+#: parts kept in several folders of shards: ``workflow`` is the reviews and the outbox
+GROUPS = {"workflow": ("reviews", "outbox")}
 FORMAT = 1  # the layout of a read model file itself
 
 Builder = Callable[["Store"], Any]
@@ -57,16 +59,18 @@ def input_stamps(root: Path, parts: Iterable[str]) -> list[list[Any]]:
     (a missing single file as ``[path, 0, 0, -1]``), in a fixed order."""
     out: list[list[Any]] = []
     for part in sorted(set(parts)):
-        if part in FOLDERS:
-            try:
-                entries = sorted(os.scandir(root / part), key=lambda e: e.name)
-            except FileNotFoundError:
-                entries = []
-            for entry in entries:
-                if not entry.name.endswith(".json") or entry.name.startswith("."):
-                    continue
-                st = entry.stat()
-                out.append([f"{part}/{entry.name}", st.st_ino, st.st_mtime_ns, st.st_size])
+        if part in FOLDERS or part in GROUPS:
+            for folder in GROUPS.get(part, (part,)):
+                try:
+                    entries = sorted(os.scandir(root / folder), key=lambda e: e.name)
+                except FileNotFoundError:
+                    entries = []
+                for entry in entries:
+                    if not entry.name.endswith(".json") or entry.name.startswith("."):
+                        continue
+                    st = entry.stat()
+                    out.append([f"{folder}/{entry.name}", st.st_ino, st.st_mtime_ns,
+                                st.st_size])
         elif part in FILES:
             path = root / FILES[part]
             try:

@@ -4,10 +4,11 @@ The only module of the workflow features that talks to TinyDB. Layout (under ``s
 
     deliverables/       each deliverable's current ``review_status`` and ``review`` (kept on
                         re-sync by :meth:`Store._upsert_deliverables`)
-    workflow.json       ``reviews``: every review event (a deliverable can be reviewed twice);
-                        ``outbox``: every message the owner sent through Retainer
+    reviews/            every review event (a deliverable can be reviewed twice), in bounded
+                        shards (:mod:`agent.store.records`; until schema 3, workflow.json)
+    outbox/             every message the owner sent through Retainer, likewise
+    notified/           which reminders went out, so none is sent twice (was notify.json)
     instructions.json   ``templates``: versioned Markdown templates; ``sent``: instructions sent
-    notify.json         ``events``: which reminders went out, so none is sent twice
 
 Messages and deliverables are read through :class:`~agent.store.Store` methods only
 (:meth:`~agent.store.Store.message`, :meth:`~agent.store.Store.thread_messages`,
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from agent.errors import StoreError
+from agent.store import records
 from agent.store.core import REVIEW_STATUSES, Store, iso, short_hash
 from agent.store.storage import Shard
 
@@ -33,16 +35,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _workflow(store: Store) -> Shard:
-    return store.shard("workflow.json")
-
-
 def _instructions(store: Store) -> Shard:
     return store.shard("instructions.json")
-
-
-def _notify(store: Store) -> Shard:
-    return store.shard("notify.json")
 
 
 # -- reviews ------------------------------------------------------------------------------------
@@ -100,13 +94,13 @@ def record_reviews(store: Store, items: Iterable[tuple[Mapping[str, Any], Mappin
             "contractor_id": current.get("contractor_id"),
         })
     store.save_deliverables(docs)
-    _workflow(store).upsert_many("reviews", cast("list[dict[str, Any]]", events))
+    records.save(store, "reviews", cast("list[dict[str, Any]]", events))
     return docs
 
 
 def review_events(store: Store) -> list[ReviewEvent]:
     """Every review ever recorded, oldest first (do not mutate)."""
-    docs = cast("list[ReviewEvent]", _workflow(store).docs("reviews"))
+    docs = cast("list[ReviewEvent]", records.read_all(store, "reviews"))
     return sorted(docs, key=lambda d: d.get("reviewed_at") or "")
 
 
@@ -117,7 +111,7 @@ def record_sent(store: Store, entry: dict[str, Any], *, deliverable_id: str | No
     doc = dict(entry, sent_at=stamp,
                id=entry.get("id") or "o_" + short_hash(str(stamp), entry.get("text", ""),
                                                      entry.get("to", "")))
-    _workflow(store).upsert_many("outbox", [doc])
+    records.save(store, "outbox", [doc])
     if deliverable_id is not None:
         current = store.deliverable(deliverable_id)
         review: dict[str, Any] = dict(current.get("review") or {})
@@ -128,7 +122,7 @@ def record_sent(store: Store, entry: dict[str, Any], *, deliverable_id: str | No
 
 
 def outbox(store: Store) -> list[dict[str, Any]]:
-    return sorted(_workflow(store).docs("outbox"), key=lambda d: d.get("sent_at") or "")
+    return sorted(records.read_all(store, "outbox"), key=lambda d: d.get("sent_at") or "")
 
 
 # -- instruction templates ----------------------------------------------------------------------
@@ -203,11 +197,11 @@ def thread_messages(store: Store, thread_id: str) -> list[MessageRecord]:
 
 
 def notified(store: Store) -> dict[str, dict[str, Any]]:
-    return {d["id"]: d for d in _notify(store).docs("events")}
+    return {d["id"]: d for d in records.read_all(store, "notified")}
 
 
 def mark_notified(store: Store, keys: Iterable[str], when: datetime | None = None) -> None:
     stamp = iso(when or _now())
     docs = [{"id": k, "at": stamp} for k in keys]
     if docs:
-        _notify(store).upsert_many("events", docs)
+        records.save(store, "notified", docs)

@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from agent.store import Store
+from agent.store import Store, records
 from agent.store.activity import messages_activity
 from agent.store.storage import file_stamp, iso
 
@@ -51,6 +51,7 @@ FirstReview = tuple[str, "float | None"]
 
 log = logging.getLogger("retainer.web")
 
+#: "workflow.json" stands for the review and outbox shards (agent.store.records)
 FILES = ("roster.json", "workflow.json", "instructions.json", "contracts.json")
 TIMELINE_FIELDS = ("id", "sent_at", "direction", "subject", "source")
 #: how long a figure that depends on the clock (ages, "the last 90 days") is reused
@@ -141,7 +142,8 @@ class ReadModel:
     def refresh(self) -> None:
         """Re-read what changed on disk since the last look (cheap when nothing did)."""
         for name in FILES:
-            stamp = file_stamp(self.store.root / name)
+            stamp: Any = (records.stamps(self.store, ("reviews", "outbox"))
+                          if name == "workflow.json" else file_stamp(self.store.root / name))
             if name not in self._files or self._files[name] != stamp:
                 self._files[name] = stamp
                 part = name.removesuffix(".json")
