@@ -42,6 +42,8 @@ SCHEMA_VERSION = 3  # of the store: 1, one shard per month; 2, bounded shards + 
 BOUNDED_SCHEMA = 2  # the first schema of bounded message and deliverable shards
 SHARD_DOCS = 1000  # messages per shard, at most
 DELIVERABLE_SHARD_DOCS = 250  # deliverables come one per 20-50 messages: smaller shards
+#                               (and so do reviews, sent messages, reminders: every folder
+#                               but messages rolls at this count)
 SHARD_BYTES = 2 << 20  # bytes per shard, at most (one bigger document gets a shard alone)
 SHARD_RE = re.compile(r"^s(\d{6,})$")
 MONTH_RE = re.compile(r"^\d{4}-\d{2}$")

@@ -38,6 +38,7 @@ from agent.store.ids import deliverable_id_for, message_id_for, short_hash
 from agent.store.layout import (
     BOUNDED_SCHEMA,
     MONTH_RE,
+    SCHEMA_VERSION,
     SHARD_BYTES,
     SHARD_RE,
     TABLES,
@@ -282,12 +283,21 @@ def upgrade_records(store: Store) -> None:
     Per file, crash-safe like :func:`upgrade`: while the old file is there nothing was
     committed, so shards found in its folders are left from a killed upgrade and removed;
     its tables are copied into new shards (each written atomically and fsynced, then the
-    folders fsynced); the commit is the removal of the old file (or, if it held tables
-    Retainer does not know, its atomic rewrite without the moved ones). A kill before the
+    folders fsynced); the commit is the removal of the old file (tables Retainer does not
+    know are first written to ``<file>.kept.json``, atomically). A kill before the
     commit leaves the old file, whole, and the next open starts that file again; a kill
     after it leaves the new shards. Documents are copied as they are, in file order.
+    ``meta.json`` says schema 3 before the first copy, so an older Retainer (which would
+    write a new ``workflow.json``) refuses to write to the store from then on.
     """
     root = store.root
+    if not records_pending(root):
+        return
+    meta = store.meta.get("meta", "schema", key="name")
+    if meta is None or meta.get("version", 0) < SCHEMA_VERSION:
+        # first: a Retainer of schema 2 refuses to write from now on, so no review can be
+        # added to workflow.json once its copy has begun
+        store.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
     for name, tables in RECORD_FILES.items():
         path = root / name
         if not path.exists():
@@ -304,11 +314,10 @@ def upgrade_records(store: Store) -> None:
         for folder in tables.values():
             store.catalog(folder).flush()
         rest = {table: docs for table, docs in data.items() if table not in tables}
-        if rest:
-            write_private(path, orjson.dumps(rest))  # the commit: atomic, fsynced
-        else:
-            path.unlink()  # the commit
-            fsync_dir(root)
+        if rest:  # tables this Retainer does not know: kept aside, never dropped
+            write_private(root / f"{path.stem}.kept.json", orjson.dumps(rest))
+        path.unlink()  # the commit
+        fsync_dir(root)
         old.drop_cache()
         log.info("store upgraded: %d records of %s into bounded shards in %.1f s",
                  count, name, time.monotonic() - started)
