@@ -177,7 +177,7 @@ class StoreFolder:
         each file of stored data with its mtime and size. Caches of views derived from the
         store (the dashboard's) compare it instead of looking at the files themselves.
 
-        Derived files (shard summaries in ``index/``, ``cache/``, ``.counts.json``) are
+        Derived files (shard summaries in ``index/``, ``cache/``, ``.counts/``) are
         left out: they follow the data, and reads rewrite them."""
         out: list[tuple[str, int, int]] = []
         stack = [str(self.root)]
