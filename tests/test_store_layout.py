@@ -519,3 +519,41 @@ def test_kill_9_during_the_records_move_leaves_old_or_new_never_neither(tmp_path
         limit += 1
     assert ("old", "old") in seen and ("new", "old") in seen and ("new", "new") in seen
     assert limit > 8
+
+
+def test_derived_caches_are_chunked_and_a_page_rewrites_the_last_chunk(tmp_path, monkeypatch):
+    """Thread activity and counts: one file per few shards, not one growing file."""
+    from agent.store import activity, counts
+
+    monkeypatch.setattr(layout, "SHARD_DOCS", 10)
+    monkeypatch.setattr(activity, "PER_CHUNK", 3)
+    monkeypatch.setattr(counts, "PER_CHUNK", 4)
+    store = new_store(tmp_path / "d")
+    for first in range(0, 100, 20):
+        commit(store, [msg(n, MARCH + timedelta(minutes=n), PEOPLE[n % 3]) for n in
+                       range(first, first + 20)])
+    (store.root / "cache").mkdir(exist_ok=True)
+    (store.root / "cache" / "threads.json").write_bytes(b"{}")  # an earlier version's
+    (store.root / ".counts.json").write_bytes(b"{}")
+    def oldest_first() -> list[Any]:
+        return sorted(store.messages(), key=lambda m: m["sent_at"])
+
+    expected = activity.messages_activity(oldest_first())
+    reader = Store(tmp_path / "d")
+    assert reader.thread_activity() == expected
+    assert sum(c["messages"] for c in reader.source_counts().values()) == 100
+    chunks = sorted(p.name for p in (store.root / "cache" / "threads").iterdir())
+    assert chunks == ["c00000.json", "c00001.json", "c00002.json", "c00003.json"]  # 10 shards
+    assert sorted(p.name for p in (store.root / ".counts").iterdir()) == [
+        "messages-00000.json", "messages-00001.json", "messages-00002.json"]
+    assert not (store.root / "cache" / "threads.json").exists()
+    assert not (store.root / ".counts.json").exists()
+    before = {p: p.stat().st_mtime_ns for p in (store.root / "cache" / "threads").iterdir()}
+    commit(store, [msg(n, MARCH + timedelta(minutes=n), PEOPLE[0]) for n in range(100, 105)])
+    assert Store(tmp_path / "d").thread_activity() == activity.messages_activity(
+        oldest_first())
+    rewritten = sorted(p.name for p, t in before.items() if p.stat().st_mtime_ns != t)
+    assert rewritten == ["c00003.json"]  # the open shard's chunk only
+    (store.root / "cache" / "threads" / "c00001.json").write_bytes(b"not json")  # damaged
+    assert Store(tmp_path / "d").thread_activity() == activity.messages_activity(
+        oldest_first())
