@@ -557,3 +557,26 @@ def test_derived_caches_are_chunked_and_a_page_rewrites_the_last_chunk(tmp_path,
     (store.root / "cache" / "threads" / "c00001.json").write_bytes(b"not json")  # damaged
     assert Store(tmp_path / "d").thread_activity() == activity.messages_activity(
         oldest_first())
+
+
+def test_where_many_finds_what_where_finds_with_or_without_the_map(tmp_path, small_shards,
+                                                                    monkeypatch):
+    store = new_store(tmp_path / "d")
+    for first in range(0, 160, 40):
+        commit(store, [msg(n, MARCH + timedelta(minutes=n)) for n in range(first, first + 40)])
+    ids = [m["id"] for m in store.messages()]
+    asked = [*ids[::7], "m_not_stored", ids[3]]
+    cat = Store(tmp_path / "d").catalog("messages")
+    assert len(cat.names()) == 4
+    found = cat.where_many(asked)
+    assert cat._where is None  # a page's worth: no map built
+    expected = {i: cat.where(i) for i in asked if cat.where(i) is not None}
+    assert found == expected and "m_not_stored" not in found and len(found) == 24
+    monkeypatch.setattr(layout, "MAP_AFTER", 10)
+    mapped = Store(tmp_path / "d").catalog("messages")
+    assert mapped.where_many(asked) == expected and mapped._where is not None
+    # a page re-fetching an old message and naming a new one twice: each stored once
+    again = commit(store, [msg(2, MARCH + timedelta(minutes=2)), msg(900, MARCH),
+                           msg(900, MARCH)])
+    assert again.messages_new == 1
+    assert sum(stored_count(p) for p in shard_files(store)) == 161

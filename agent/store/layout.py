@@ -328,6 +328,35 @@ class Catalog:
             self._where = where
         return self._where.get(doc_id)
 
+    def where_many(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        """The shard of each of ``doc_ids`` that is stored (``{id: shard}``; new ones
+        left out), for a page of documents at once.
+
+        Without the map of :meth:`where`, each shard's sorted ids are intersected with the
+        page's (one pass in C per shard, about 20 microseconds for 1,000 ids) instead of
+        bisecting every shard for every document (a few microseconds per shard and
+        document: at 200 shards, a second per page of 200). Counts towards
+        :data:`MAP_AFTER` like single lookups, so a long sync still builds the map once.
+        """
+        wanted = set(doc_ids)
+        if not wanted:
+            return {}
+        if not self._loaded:
+            self.refresh()
+        self._lookups += len(wanted)
+        if self._where is None and self._lookups > MAP_AFTER:
+            self.where(next(iter(wanted)))  # builds the map
+        if self._where is not None:
+            where = self._where
+            return {doc_id: where[doc_id] for doc_id in wanted if doc_id in where}
+        if self._lists is None:
+            self._lists = [(name, self.shard_ids(name)) for name in self.shards]
+        found: dict[str, str] = {}
+        for name, ids in self._lists:
+            for doc_id in wanted.intersection(ids):
+                found.setdefault(doc_id, name)
+        return found
+
     def ids(self) -> Iterable[str]:
         if not self._loaded:
             self.refresh()
