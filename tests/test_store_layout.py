@@ -216,7 +216,7 @@ def test_month_store_is_upgraded_on_open_with_reviews_and_cursors(tmp_path):
     store = Store(tmp_path / "d")
     assert snapshot(store) == expected
     assert not [p for p in (store.root / "messages").iterdir() if layout.MONTH_RE.match(p.stem)]
-    assert json.loads((store.root / "meta.json").read_bytes())["meta"]["1"]["version"] == 2
+    assert schema(store.root) == layout.SCHEMA_VERSION  # 3: months, then the records step
     assert commit(store, [msg(3, MARCH - timedelta(days=9), PEOPLE[0])]).messages_new == 0
 
 
@@ -248,14 +248,14 @@ print("finished", calls)
 
 
 def layout_state(root: Path, old: dict[str, bytes]) -> str:
-    version = json.loads((root / "meta.json").read_bytes())["meta"]["1"]["version"]
+    version = schema(root)
     if version == 1:  # the old layout, untouched
         now = {str(p.relative_to(root)): p.read_bytes()
                for folder in ("messages", "deliverables") for p in (root / folder).iterdir()
                if layout.MONTH_RE.match(p.stem)}
         assert now == old
         return "old"
-    assert version == 2
+    assert version in (2, 3)  # 3 once the records step ran after the months' commit
     return "new"
 
 
@@ -324,7 +324,8 @@ def test_a_long_running_process_sees_shards_another_one_wrote(tmp_path, small_sh
 # -- schema 3: reviews, outbox and reminders in bounded shards -------------------------------
 
 RECORD_FILES = {"workflow.json": {"reviews": "reviews", "outbox": "outbox"},
-                "notify.json": {"events": "notified"}}
+                "notify.json": {"events": "notified"},
+                "instructions.json": {"sent": "instructions"}}
 
 
 def reviewed_store(path: Path, reviews: int = 0) -> Store:
@@ -346,22 +347,31 @@ def reviewed_store(path: Path, reviews: int = 0) -> Store:
                                        "text": f"thanks {i}", "sent_at": f"2026-03-0{i % 9 + 1}"},
                                deliverable_id=doc["id"])
         wf.mark_notified(store, [f"reminder:{d['id']}" for d in queue[:7]], when=MARCH)
+        wf.save_template(store, "logo-brief", "Make a logo for {client}", when=MARCH)
+        wf.save_template(store, "logo-brief", "Make a bold logo for {client}", when=MARCH)
+        for i in range(9):
+            wf.record_instruction(store, {"template": "logo-brief", "version": 1 + i % 2,
+                                          "contractor_id": f"c{i % 2}",
+                                          "sent_at": f"2026-03-1{i}T10:00:00Z"})
     return store
 
 
 def records_snapshot(store: Store) -> dict[str, Any]:
     return {"reviews": wf.review_events(store), "outbox": wf.outbox(store),
-            "notified": wf.notified(store),
+            "notified": wf.notified(store), "templates": wf.templates(store),
+            "instructions": wf.sent_instructions(store),
             "deliverables": sorted(json.dumps(d, sort_keys=True) for d in store.deliverables()),
             "cursor": store.source_state("inbox").get("cursor")}
 
 
 def write_v2(store: Store) -> dict[str, bytes]:
-    """Rewrite a store's records as schema 2 kept them: every one in workflow.json and
-    notify.json (TinyDB JSON, numbered documents); return those files' bytes."""
+    """Rewrite a store's records as schema 2 kept them: every one in workflow.json,
+    notify.json and instructions.json (TinyDB JSON, numbered documents); return those
+    files' bytes."""
     written = {}
     for name, tables in RECORD_FILES.items():
-        data: dict[str, dict[str, Any]] = {}
+        path = store.root / name
+        data: dict[str, dict[str, Any]] = json.loads(path.read_bytes()) if path.exists() else {}
         for table, folder in tables.items():
             docs = [doc for path in shard_files(store, folder)
                     for doc in json.loads(path.read_bytes())[table].values()]
@@ -375,9 +385,8 @@ def write_v2(store: Store) -> dict[str, bytes]:
         written[name] = json.dumps(data).encode()
         (store.root / name).write_bytes(written[name])
     meta = json.loads((store.root / "meta.json").read_bytes())
-    for doc in meta["meta"].values():
-        if doc["name"] == "schema":
-            doc["version"] = 2
+    meta["meta"] = {number: dict(doc, version=2) if doc["name"] == "schema" else doc
+                    for number, doc in meta["meta"].items() if doc["name"] != "records_moved"}
     (store.root / "meta.json").write_bytes(json.dumps(meta).encode())
     return written
 
@@ -427,6 +436,8 @@ def test_workflow_and_notify_files_are_moved_on_open(tmp_path):
     root = opened.root
     assert not (root / "workflow.json").exists() and not (root / "notify.json").exists()
     assert shard_files(opened, "reviews") and shard_files(opened, "notified")
+    assert set(json.loads((root / "instructions.json").read_bytes())) == {"templates"}
+    assert len(shard_files(opened, "instructions")) == 1
     assert schema(root) == 3
     assert oct((root / "reviews").stat().st_mode & 0o777) == "0o700"
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in shard_files(opened, "reviews"))
@@ -484,13 +495,15 @@ print("finished", calls)
 
 
 def records_state(root: Path, old: dict[str, bytes]) -> dict[str, str]:
-    """Per old file: "old" (there, byte for byte as before) or "new" (gone)."""
+    """Per old file: "old" (there, byte for byte as before) or "new" (gone; for
+    instructions.json, holding the templates only)."""
     state = {}
     for name, blob in old.items():
-        if (root / name).exists():
-            assert (root / name).read_bytes() == blob
+        path = root / name
+        if path.exists() and path.read_bytes() == blob:
             state[name] = "old"
         else:
+            assert not path.exists() or set(json.loads(path.read_bytes())) == {"templates"}
             state[name] = "new"
     return state
 
@@ -517,7 +530,8 @@ def test_kill_9_during_the_records_move_leaves_old_or_new_never_neither(tmp_path
         if finished:
             break
         limit += 1
-    assert ("old", "old") in seen and ("new", "old") in seen and ("new", "new") in seen
+    assert {("old", "old", "old"), ("new", "old", "old"), ("new", "new", "old"),
+            ("new", "new", "new")} <= seen
     assert limit > 8
 
 
@@ -580,3 +594,19 @@ def test_where_many_finds_what_where_finds_with_or_without_the_map(tmp_path, sma
                            msg(900, MARCH)])
     assert again.messages_new == 1
     assert sum(stored_count(p) for p in shard_files(store)) == 161
+
+
+def test_a_store_with_only_instructions_sent_is_moved_too(tmp_path):
+    """No workflow.json or notify.json to notice: meta.json tells the move is not done."""
+    store = reviewed_store(tmp_path / "d")
+    expected = records_snapshot(store)
+    write_v2(store)
+    (store.root / "workflow.json").unlink()
+    (store.root / "notify.json").unlink()
+    expected.update(reviews=[], outbox=[], notified={})
+    opened = Store(tmp_path / "d")
+    assert records_snapshot(opened) == expected
+    assert set(json.loads((opened.root / "instructions.json").read_bytes())) == {"templates"}
+    before = (opened.root / "meta.json").stat().st_mtime_ns
+    Store(tmp_path / "d")  # moved once: the next open writes nothing
+    assert (opened.root / "meta.json").stat().st_mtime_ns == before

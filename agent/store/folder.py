@@ -33,7 +33,9 @@ LOCK_TIMEOUT = 120.0
 DERIVED = ("index", "cache")  # folders of data derived from the shards (rebuilt when lost)
 #: files of schema 2 whose records moved to bounded shards (agent.store.migrate)
 RECORD_FILES = ("workflow.json", "notify.json")
-RECORD_FOLDERS = ("reviews", "outbox", "notified")  # agent.store.records
+RECORD_FOLDERS = ("reviews", "outbox", "notified", "instructions")  # agent.store.records
+#: in meta.json once every record of those files is in its folder (agent.store.migrate)
+RECORDS_MOVED = "records_moved"
 
 
 def _has_month_files(folder: Path) -> bool:
@@ -84,7 +86,9 @@ class StoreFolder:
     def _upgrade_layout(self) -> None:
         """Move a store written by an older Retainer to the current layout (once)."""
         months = any(_has_month_files(self.root / folder) for folder in MONTHLY)
-        records = any((self.root / name).exists() for name in RECORD_FILES)
+        records = any((self.root / name).exists() for name in RECORD_FILES) or (
+            (self.root / "meta.json").exists()
+            and self.meta.get("meta", RECORDS_MOVED, key="name") is None)
         if not months and not records:
             return
         from agent.store.migrate import upgrade, upgrade_records
@@ -94,6 +98,7 @@ class StoreFolder:
             if months:
                 upgrade(self)
             upgrade_records(self)  # after: a schema-1 store has both steps to take
+            # (a no-op apart from meta.json when there is nothing to move)
         finally:
             self._lock.release()
 
@@ -273,8 +278,11 @@ class StoreFolder:
 
     def _ensure_schema(self) -> None:
         meta = self.meta.get("meta", "schema", key="name")
-        if meta is None or meta.get("version", 0) < SCHEMA_VERSION:
-            # new, or older but holding no month shards (_upgrade_layout moved any)
+        if meta is None:  # a new store: nothing to move, ever
+            self.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION},
+                                           {"name": RECORDS_MOVED}], "name")
+        elif meta.get("version", 0) < SCHEMA_VERSION:
+            # older but holding no month shards (_upgrade_layout moved any)
             self.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
         elif meta.get("version", 0) > SCHEMA_VERSION:
             raise StoreError(f"{self.data_dir} was written by a newer Retainer "

@@ -54,7 +54,7 @@ MAP_AFTER = 1000  # lookups by id answered from the sorted summaries before a ma
 TABLES = {"messages": ("messages", "sent_at"), "deliverables": ("deliverables", "received_at"),
           # records of the owner's work (agent.store.records): one folder of shards each
           "reviews": ("reviews", "reviewed_at"), "outbox": ("outbox", "sent_at"),
-          "notified": ("events", "at")}
+          "notified": ("events", "at"), "instructions": ("sent", "sent_at")}
 
 
 def shard_name(number: int) -> str:

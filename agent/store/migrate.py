@@ -48,6 +48,8 @@ from agent.store.layout import (
 )
 from agent.store.storage import Shard, batched_dir_sync
 
+RECORDS_MOVED = "records_moved"  # agent.store.folder.RECORDS_MOVED (no import: one arrow)
+
 if TYPE_CHECKING:
     from agent.store.layout import Catalog
 
@@ -61,6 +63,8 @@ class Store(Protocol):
 
     @property
     def meta(self) -> Shard: ...
+
+    def shard(self, relative: str) -> Shard: ...
 
     def catalog(self, folder: str) -> Catalog: ...
 
@@ -269,12 +273,21 @@ def _thread_entries(docs: list[dict[str, Any]], bases: dict[str, dict[str, Any]]
 #: the files of schema 2 that held every record of the owner's work: ``{file: {table:
 #: folder of bounded shards}}`` (agent.store.records)
 RECORD_FILES = {"workflow.json": {"reviews": "reviews", "outbox": "outbox"},
-                "notify.json": {"events": "notified"}}
+                "notify.json": {"events": "notified"},
+                "instructions.json": {"sent": "instructions"}}
+#: files that stay, holding their other tables (the instruction templates, bounded by
+#: the owner's templates, not by the work)
+STAYING = ("instructions.json",)
 
 
-def records_pending(root: Path) -> bool:
-    """Whether a file of :data:`RECORD_FILES` is still there (two stats, no parse)."""
-    return any((root / name).exists() for name in RECORD_FILES)
+def _pending(path: Path, tables: dict[str, str]) -> dict[str, Any] | None:
+    """The tables of ``path`` if it still holds one to move, else None."""
+    if not path.exists():
+        return None
+    old = Shard(path)
+    data = old.storage.read() or {}
+    old.drop_cache()
+    return data if any(table in data for table in tables) else None
 
 
 def upgrade_records(store: Store) -> None:
@@ -291,36 +304,39 @@ def upgrade_records(store: Store) -> None:
     write a new ``workflow.json``) refuses to write to the store from then on.
     """
     root = store.root
-    if not records_pending(root):
-        return
+    pending = {name: data for name, tables in RECORD_FILES.items()
+               if (data := _pending(root / name, tables)) is not None}
     meta = store.meta.get("meta", "schema", key="name")
     if meta is None or meta.get("version", 0) < SCHEMA_VERSION:
         # first: a Retainer of schema 2 refuses to write from now on, so no review can be
         # added to workflow.json once its copy has begun
         store.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
-    for name, tables in RECORD_FILES.items():
+    for name, data in pending.items():
+        tables = RECORD_FILES[name]
         path = root / name
-        if not path.exists():
-            continue
         started = time.monotonic()
         for folder in tables.values():  # never committed, so never used: start again
             _clear_folder(root, folder)
-        old = Shard(path)
-        data = old.storage.read() or {}
         count = 0
         with batched_dir_sync():
             for table, folder in tables.items():
-                count += _copy_records(store, folder, table, old.docs(table))
+                docs = list((data.get(table) or {}).values())
+                count += _copy_records(store, folder, table, docs)
         for folder in tables.values():
             store.catalog(folder).flush()
         rest = {table: docs for table, docs in data.items() if table not in tables}
-        if rest:  # tables this Retainer does not know: kept aside, never dropped
-            write_private(root / f"{path.stem}.kept.json", orjson.dumps(rest))
-        path.unlink()  # the commit
-        fsync_dir(root)
-        old.drop_cache()
+        if rest and name in STAYING:
+            write_private(path, orjson.dumps(rest))  # the commit: atomic, fsynced
+        else:
+            if rest:  # tables this Retainer does not know: kept aside, never dropped
+                write_private(root / f"{path.stem}.kept.json", orjson.dumps(rest))
+            path.unlink()  # the commit
+            fsync_dir(root)
+        store.shard(name).drop_cache()
         log.info("store upgraded: %d records of %s into bounded shards in %.1f s",
                  count, name, time.monotonic() - started)
+    # last: until this is written, every open looks again (a kill between two files)
+    store.meta.upsert_many("meta", [{"name": RECORDS_MOVED}], "name")
 
 
 def _clear_folder(root: Path, folder: str) -> None:

@@ -8,7 +8,9 @@ The only module of the workflow features that talks to TinyDB. Layout (under ``s
                         shards (:mod:`agent.store.records`; until schema 3, workflow.json)
     outbox/             every message the owner sent through Retainer, likewise
     notified/           which reminders went out, so none is sent twice (was notify.json)
-    instructions.json   ``templates``: versioned Markdown templates; ``sent``: instructions sent
+    instructions/       every instruction sent, likewise (was ``sent`` in instructions.json)
+    instructions.json   ``templates``: versioned Markdown templates (one per template the
+                        owner keeps: bounded by the owner, not by the work)
 
 Messages and deliverables are read through :class:`~agent.store.Store` methods only
 (:meth:`~agent.store.Store.message`, :meth:`~agent.store.Store.thread_messages`,
@@ -35,7 +37,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _instructions(store: Store) -> Shard:
+def _templates(store: Store) -> Shard:
     return store.shard("instructions.json")
 
 
@@ -129,11 +131,11 @@ def outbox(store: Store) -> list[dict[str, Any]]:
 
 
 def templates(store: Store) -> list[dict[str, Any]]:
-    return sorted(_instructions(store).docs("templates"), key=lambda d: d["name"])
+    return sorted(_templates(store).docs("templates"), key=lambda d: d["name"])
 
 
 def template(store: Store, name: str) -> dict[str, Any]:
-    doc = _instructions(store).get("templates", name.strip().lower())
+    doc = _templates(store).get("templates", name.strip().lower())
     if doc is None:
         raise StoreError(f'no instruction template "{name}"; see `retainer instructions list`')
     return doc
@@ -145,7 +147,7 @@ def save_template(store: Store, name: str, text: str, *, skill: str | None = Non
     key = name.strip().lower()
     if not key or any(c in key for c in "/\\\n"):
         raise StoreError("a template name is one line without slashes, e.g. logo-brief")
-    shard = _instructions(store)
+    shard = _templates(store)
     current = shard.get("templates", key)
     stamp = iso(when or _now())
     versions = list(current["versions"]) if current else []
@@ -167,12 +169,12 @@ def record_instruction(store: Store, entry: dict[str, Any]) -> dict[str, Any]:
     doc.setdefault("sent_at", iso(_now()))
     doc["id"] = doc.get("id") or "i_" + short_hash(doc["template"], str(doc["version"]),
                                                   doc["contractor_id"], doc["sent_at"])
-    _instructions(store).upsert_many("sent", [doc])
+    records.save(store, "instructions", [doc])
     return doc
 
 
 def sent_instructions(store: Store) -> list[dict[str, Any]]:
-    return sorted(_instructions(store).docs("sent"), key=lambda d: d.get("sent_at") or "")
+    return sorted(records.read_all(store, "instructions"), key=lambda d: d.get("sent_at") or "")
 
 
 # -- reads kept for callers of the first workflow API ----------------------------------------
