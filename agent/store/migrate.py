@@ -1,4 +1,6 @@
-"""Upgrade a store from one shard per month (schema 1) to bounded shards (schema 2).
+"""Upgrade a store from one shard per month (schema 1) to bounded shards (schema 2), and
+its records of the owner's work from whole files to bounded shards (schema 3,
+:func:`upgrade_records`).
 
 Run once, when a :class:`~agent.store.Store` is opened on a folder that still holds month
 files (``messages/2024-05.json``), under the store's write lock. Crash-safe:
@@ -12,8 +14,8 @@ files (``messages/2024-05.json``), under the store's write lock. Crash-safe:
 
 A kill before step 3 leaves the old layout, untouched (the next open starts again); a
 kill after it leaves the new one (the next open finishes step 4). Cursors (in
-``meta.json``) and reviews (on the deliverables, and in ``workflow.json``) are carried
-as they are: documents are copied, not rebuilt.
+``meta.json``) and reviews (on the deliverables, and in ``workflow.json`` or their shards)
+are carried as they are: documents are copied, not rebuilt.
 
 Versions before 2026-12 named a mail message by its Message-ID alone, so two different
 messages with one Message-ID in two months were stored under one id in both month files
