@@ -14,14 +14,17 @@ import dataclasses
 import email.utils
 import hashlib
 import io
+import itertools
 import logging
 import mimetypes
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header
 from email.message import Message as EmailMessage
+from pathlib import Path
 from typing import Any
 
 from agent.connector import SourceContext
@@ -1093,7 +1096,37 @@ def _read_in_worker(item: tuple[bytes, datetime | None, dict[str, Any], bool]) -
     raw, fallback_date, extra, backfill = item
     assert _worker_context is not None
     context = backfill_context(_worker_context) if backfill else _worker_context
-    return message_from_bytes(raw, context, fallback_date=fallback_date, extra=extra)
+    message = message_from_bytes(raw, context, fallback_date=fallback_date, extra=extra)
+    if not any(a.data is not None and len(a.data) >= HANDOVER_MIN for a in message.attachments):
+        return message
+    return dataclasses.replace(message, attachments=tuple(
+        hand_over(a, context.scratch_dir) for a in message.attachments))
+
+
+#: Attachments this large are handed from a reader process to the store as a file in
+#: the scratch folder (written and hashed there) instead of as bytes through the pipe.
+HANDOVER_MIN = 16 * 1024
+_handed_over = itertools.count()
+
+
+def hand_over(att: Attachment, folder: Path) -> Attachment:
+    """``att`` with its bytes written to a new 0600 file in ``folder`` and their sha256,
+    for the store to take over (``Attachment.handover_sha256``); ``att`` unchanged when
+    it has no bytes, is small, or the file cannot be written (the store then writes the
+    bytes itself, and reports a full disk in its own words)."""
+    data = att.data
+    if data is None or len(data) < HANDOVER_MIN:
+        return att
+    path = folder / f"read-{os.getpid()}-{next(_handed_over)}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    except OSError:
+        path.unlink(missing_ok=True)
+        return att
+    return dataclasses.replace(att, data=None, path=path, size=len(data),
+                               handover_sha256=hashlib.sha256(data).hexdigest())
 
 
 class ReaderPool:

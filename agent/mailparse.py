@@ -1,7 +1,7 @@
 """Parsing raw message bytes with Python's ``email`` package, the same way on every path.
 
 IMAP and Maildir both hand the whole message to :func:`parse_message`, so a message gives
-the same parts whichever way it arrived. Four things happen around the parser:
+the same parts whichever way it arrived. Five things happen around the parser:
 
 * header lines without a colon in the middle of a header block (a folded line that lost
   its indentation) are joined to the field before them instead of ending the header;
@@ -13,7 +13,10 @@ the same parts whichever way it arrived. Four things happen around the parser:
   tests/test_mail_parse.py checks against a plain parse;
 * also for speed, the parts are :class:`Part` objects (compat32's Message with
   Content-Type and parameter parsing cached per header value), which
-  tests/test_mail_fastpaths.py holds to compat32's results.
+  tests/test_mail_fastpaths.py holds to compat32's results;
+* plain, well-formed messages (most mail) skip the feed parser: :func:`split_parse`
+  builds the same objects directly, which tests/test_mail_parse.py holds to the feed
+  parser's results; anything unusual still goes through it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import email.message
 import email.utils
 import functools
+import itertools
 import re
 from collections.abc import Callable
 from email.message import Message as EmailMessage
@@ -127,7 +131,8 @@ def parse_message(raw: bytes) -> tuple[EmailMessage, list[str]]:
         raw = raw.replace(b"\r\n", b"\n")
     raw, defects = repair_header(raw)
     try:
-        return fast_parse(raw), defects
+        parsed = split_parse(raw)
+        return (parsed if parsed is not None else fast_parse(raw)), defects
     except Exception as exc:  # RecursionError on absurd nesting; compat32 is lenient
         defects.append(f"Unparseable{type(exc).__name__}")
         head, _, body = raw.partition(b"\n\n")
@@ -137,6 +142,7 @@ def parse_message(raw: bytes) -> tuple[EmailMessage, list[str]]:
 
 
 def plain_parse(raw: bytes) -> EmailMessage:
+    """The email package's own parse (compat32 objects, :data:`POLICY`)."""
     return BytesParser(Part, policy=POLICY).parsebytes(raw)
 
 
@@ -229,3 +235,143 @@ def _restore(parsed: EmailMessage, originals: dict[str, str]) -> None:
             value = getattr(part, name, None)
             if isinstance(value, str) and _STAND_IN in value:
                 setattr(part, name, back(value))
+
+
+# What the feed parser takes for a header line (anything else ends the block).
+_HEADER_TEXT_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
+_PLAIN_CTE = ("7bit", "8bit", "binary")
+
+
+class _Unusual(Exception):
+    """The message is not plain and well-formed: the feed parser reads it."""
+
+
+def split_parse(raw: bytes) -> EmailMessage | None:
+    """:func:`plain_parse` for plain, well-formed messages (``raw`` with LF line endings),
+    built directly: headers split at the first blank line, multipart bodies cut at their
+    boundary lines with ``str.find``, the same :class:`Part` objects, payloads,
+    preambles and epilogues the feed parser gives. None for anything the feed parser
+    would read otherwise or note a defect on (CR characters, an envelope line, a header
+    line that is not one, no blank line after a header, message/* parts,
+    multipart/digest, a multipart without boundary or with a transfer encoding,
+    missing or repeated boundary lines); the caller then parses it the usual way.
+    tests/test_mail_parse.py holds it to the feed parser's results.
+    """
+    if b"\r" in raw or raw.startswith(b"From "):
+        return None
+    text = raw.decode("ascii", "surrogateescape")  # what BytesParser parses
+    try:
+        return _split_part(text, 0, len(text), None)
+    except _Unusual:
+        return None
+
+
+def _split_part(text: str, start: int, end: int, parent: EmailMessage | None) -> EmailMessage:
+    """The part in ``text[start:end]`` (a whole message, or a multipart's subpart without
+    the line break before the next boundary line's)."""
+    if parent is not None and _content_type_of(parent) == "multipart/digest":
+        raise _Unusual  # its parts default to message/rfc822
+    part = Part(policy=POLICY)
+    if start < end and text[start] == "\n":
+        body = start + 1  # no header at all
+    else:
+        blank = text.find("\n\n", start, end)
+        if blank < 0:
+            raise _Unusual  # the header runs to the end: no separator
+        body = blank + 2
+        headers = part._headers  # type: ignore[attr-defined]
+        source: list[str] = []
+        # lines end at LF only (str.splitlines also splits at form feeds and the like)
+        for line in text[start:blank].split("\n"):
+            line += "\n"
+            if not _HEADER_TEXT_LINE.match(line) or line.startswith("From "):
+                raise _Unusual  # a line the parser would not take for a header
+            first = line[0]
+            if first == " " or first == "\t":
+                if not source:
+                    raise _Unusual  # a continuation with no field to continue
+                source.append(line)
+                continue
+            if source:
+                headers.append(_source_field(source))
+            if first == ":":
+                raise _Unusual  # a field without a name
+            source = [line]
+        if source:
+            headers.append(_source_field(source))
+    ctype = part.get_content_type()
+    maintype = ctype.split("/", 1)[0]
+    if maintype == "message":
+        raise _Unusual
+    if maintype != "multipart":
+        if parent is not None and end > body and text[end - 1] == "\n":
+            end -= 1  # the line break before the boundary line is the boundary's
+        part._payload = text[body:end]  # type: ignore[attr-defined]
+        return part
+    boundary = part.get_boundary()
+    if boundary is None or str(part.get("content-transfer-encoding", "8bit")).lower() \
+            not in _PLAIN_CTE:
+        raise _Unusual
+    lines = _boundary_lines(text, body, end, "--" + boundary)
+    if len(lines) < 2 or lines[0][2] or not lines[-1][2] \
+            or any(close for _, _, close in lines[:-1]):
+        raise _Unusual  # no start or no close boundary, or lines after the close one
+    first_line = lines[0][0]
+    if first_line > body:
+        part.preamble = _drop_eol(text[body:first_line])
+    children: list[EmailMessage] = []
+    for (_, after, _), (next_line, _, _) in itertools.pairwise(lines):
+        if after == next_line:
+            raise _Unusual  # two boundary lines in a row
+        child = _split_part(text, after, next_line, part)
+        children.append(child)
+    part._payload = children  # type: ignore[attr-defined]
+    close_end = lines[-1][1]
+    # empty when the close line ends the text
+    epilogue = text[close_end:end] if text[close_end - 1] == "\n" else ""
+    if parent is not None:  # the line break before the parent's next boundary line
+        part.epilogue = _drop_eol(epilogue) if epilogue else None
+    else:
+        part.epilogue = epilogue
+    return part
+
+
+def _content_type_of(part: EmailMessage) -> str:
+    return part.get_content_type()
+
+
+def _drop_eol(value: str) -> str:
+    return value[:-1] if value.endswith("\n") else value
+
+
+def _source_field(source: list[str]) -> tuple[str, str]:
+    """compat32's ``header_source_parse``."""
+    name, value = source[0].split(":", 1)
+    value = value.lstrip(" \t") + "".join(source[1:])
+    return name, value.rstrip("\r\n")
+
+
+def _boundary_lines(text: str, start: int, end: int, separator: str
+                    ) -> list[tuple[int, int, bool]]:
+    """Every line of ``text[start:end]`` the feed parser takes for a boundary line of
+    ``separator`` (the separator, ``--`` for the close one, blanks, the line end):
+    ``(line start, next line's start, close)``."""
+    found: list[tuple[int, int, bool]] = []
+    pos = start
+    size = len(separator)
+    while pos < end:
+        if text.startswith(separator, pos, end):
+            tail = pos + size
+            line_end = text.find("\n", tail, end)
+            stop = end if line_end < 0 else line_end
+            rest = text[tail:stop]
+            close = rest.startswith("--")
+            if close:
+                rest = rest[2:]
+            if not rest.strip(" \t"):
+                found.append((pos, end if line_end < 0 else line_end + 1, close))
+        nxt = text.find("\n" + separator, pos, end)
+        if nxt < 0:
+            break
+        pos = nxt + 1
+    return found

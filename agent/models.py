@@ -55,6 +55,11 @@ class Attachment:
     folder). The store copies it into its own files folder and never moves, changes or
     deletes the original.
 
+    ``handover_sha256``, set only together with ``path``: the file is a temporary one
+    of these bytes in ``SourceContext.scratch_dir`` (written 0600 by the connector, e.g.
+    by a mail reader process), which the store takes over: it moves it into its files
+    folder instead of copying it, or deletes it when it already holds those bytes.
+
     ``replaces`` names an earlier version of the same piece of work: the remote id of
     the Submission it replaces, or for a message attachment
     ``"<message remote_id>#<attachment remote_id>"``. Leave it empty when the platform
@@ -73,6 +78,7 @@ class Attachment:
     inline: bool = False  # inline images (signatures, logos) are not deliverables
     note: str = ""
     replaces: str = ""
+    handover_sha256: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,15 @@ Environment switches:
 A renamed builtin (:data:`RENAMED`) is still found by its old name in both lists and in
 the config's ``[plugins.NAME]`` tables, with a warning that says the new name.
 
+A command that needs only some platforms (``retainer sync``) loads only the plugins that
+provide them, plus those implementing the hooks it calls (:class:`Needs`). Which plugin
+provides what is learnt when every plugin is loaded and kept in a small manifest (see
+:func:`make_plugin_host`): each plugin's platforms and hooks, keyed by its entry point, its
+distribution's version and the stamps of its module's files, so an upgraded, edited or
+newly installed plugin makes the host load everything once again. A hook called on a
+partly loaded host (e.g. ``register_mail_formats`` once a sync stores mail) first loads
+every remaining plugin that implements it.
+
 A plugin that fails to import or register is reported and skipped, unless the host is
 *strict* (``retainer --strict`` or ``RETAINER_STRICT=1``), which re-raises so plugin
 authors see the traceback. A plugin with no ``@hookimpl`` functions loads, but
@@ -25,6 +34,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -124,32 +134,72 @@ class PluginHost:
         self.platforms: dict[str, Platform] = {}
         self.platform_owner: dict[str, str] = {}
         self.infos: dict[str, PluginInfo] = {}
-        self.mail_formats: list[MailFormat] = []
-        self.notifiers: dict[str, type[Notifier]] = {}
+        self._mail_formats: list[MailFormat] = []
+        self._notifiers: dict[str, type[Notifier]] = {}
         self.notifier_owner: dict[str, str] = {}
+        #: entry points not loaded (a partly loaded host), with the hooks each implements
+        self._pending: dict[str, tuple[metadata.EntryPoint, frozenset[str]]] = {}
+
+    @property
+    def mail_formats(self) -> list[MailFormat]:
+        self.load_pending("register_mail_formats")
+        return self._mail_formats
+
+    @property
+    def notifiers(self) -> dict[str, type[Notifier]]:
+        self.load_pending("register_notifiers")
+        return self._notifiers
+
+    @property
+    def partial(self) -> bool:
+        """Whether some installed plugins were left unloaded (see :class:`Needs`)."""
+        return bool(self._pending)
 
     # -- loading ---------------------------------------------------------------------
 
-    def load_entrypoints(self) -> None:
-        """Load every plugin in the ``retainer`` entry-point group, each in its own guard."""
+    def load_entrypoints(self, needs: Needs | None = None, manifest: Path | None = None
+                         ) -> None:
+        """Load every plugin in the ``retainer`` entry-point group, each in its own guard.
+
+        With ``needs`` and a current ``manifest`` file, only the plugins ``needs`` asks for
+        (the rest wait in :attr:`_pending`); without a current manifest every plugin is
+        loaded and the manifest written for the next time."""
         only = _env_list("RETAINER_LOAD_PLUGINS")
         disabled = set(_env_list("RETAINER_DISABLE_PLUGINS") or ())
-        for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
-            if ep.name in self.infos or ep.name in disabled:
+        eps = [ep for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name)
+               if ep.name not in self.infos and ep.name not in disabled
+               and (only is None or ep.name in only)]
+        known = _read_manifest(manifest, eps) if needs is not None and manifest else None
+        for ep in eps:
+            if known is not None and needs is not None and not needs.wants(ep.name,
+                                                                          known[ep.name]):
+                self._pending[ep.name] = (ep, frozenset(known[ep.name].get("hooks", ())))
                 continue
-            if only is not None and ep.name not in only:
-                continue
-            version = ep.dist.version if ep.dist is not None else ""
-            info = PluginInfo(name=ep.name, version=version, module=ep.value)
-            try:
-                plugin = ep.load()
-            except Exception as exc:
-                if self.strict:
-                    raise PluginError(f'plugin "{ep.name}": could not import {ep.value}: '
-                                      f"{type(exc).__name__}: {exc}") from exc
-                self._failed(info, f"could not import {ep.value}: {type(exc).__name__}: {exc}")
-                continue
-            self.add(plugin, name=ep.name, info=info)
+            self._load(ep)
+        if needs is not None and not needs.platforms <= set(self.platforms):
+            self.load_pending()  # a platform the manifest did not place: look everywhere
+        if manifest is not None and known is None:
+            _write_manifest(manifest, eps, self.infos)
+
+    def load_pending(self, hook: str | None = None) -> None:
+        """Load the plugins left unloaded (those implementing ``hook``, or all)."""
+        for name, (ep, hooks) in list(self._pending.items()):
+            if hook is None or hook in hooks:
+                del self._pending[name]
+                self._load(ep)
+
+    def _load(self, ep: metadata.EntryPoint) -> None:
+        version = ep.dist.version if ep.dist is not None else ""
+        info = PluginInfo(name=ep.name, version=version, module=ep.value)
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            if self.strict:
+                raise PluginError(f'plugin "{ep.name}": could not import {ep.value}: '
+                                  f"{type(exc).__name__}: {exc}") from exc
+            self._failed(info, f"could not import {ep.value}: {type(exc).__name__}: {exc}")
+            return
+        self.add(plugin, name=ep.name, info=info)
 
     def add(self, plugin: object, *, name: str | None = None, info: PluginInfo | None = None) -> None:
         """Register one plugin object (a module or an instance with hookimpls)."""
@@ -243,7 +293,7 @@ class PluginHost:
                         f'disable one of "{owner}" and "{name}"',
                     )
                     continue
-                self.notifiers[kind] = cls
+                self._notifiers[kind] = cls
                 self.notifier_owner[kind] = name
 
     def _collect_mail_formats(self, plugin: object, info: PluginInfo) -> None:
@@ -263,7 +313,7 @@ class PluginHost:
                 self._failed(info, f"register_mail_formats failed: {type(exc).__name__}: {exc}",
                              exc)
                 return
-            self.mail_formats.extend(found)
+            self._mail_formats.extend(found)
 
     def _impls(self, hook: str, plugin: object | None = None) -> list[Any]:
         caller = getattr(self.pm.hook, hook)
@@ -273,6 +323,8 @@ class PluginHost:
     # -- calling -----------------------------------------------------------------------
 
     def platform(self, name: str) -> Platform:
+        if name not in self.platforms:
+            self.load_pending()  # the manifest did not know it: look everywhere
         try:
             return self.platforms[name]
         except KeyError:
@@ -284,6 +336,7 @@ class PluginHost:
 
     def call_each(self, hook: str, **kwargs: Any) -> list[Any]:
         """Call every implementation of ``hook`` in its own guard; failures are logged."""
+        self.load_pending(hook)
         results = []
         for impl in reversed(self._impls(hook)):
             try:
@@ -296,6 +349,7 @@ class PluginHost:
         return results
 
     def infos_sorted(self) -> list[PluginInfo]:
+        self.load_pending()
         return [self.infos[name] for name in sorted(self.infos)]
 
 
@@ -317,21 +371,117 @@ def _check_platform(platform: object) -> None:
             raise PluginError(f'platform "{platform.name}": {hook} must be callable or None')
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What a command needs of the plugins: the ``platforms`` of the sources it works
+    on, the ``hooks`` it calls, and ``plugins`` named in the config (``[plugins.NAME]``).
+
+    A plugin is loaded when it provides one of the platforms, implements one of the
+    hooks, is named, or failed or warned before (so its error is reported as always)."""
+
+    platforms: frozenset[str] = frozenset()
+    hooks: frozenset[str] = frozenset()
+    plugins: frozenset[str] = frozenset()
+
+    def wants(self, name: str, known: dict[str, Any]) -> bool:
+        return bool(name in self.plugins or known.get("error") or known.get("warning")
+                    or not self.platforms.isdisjoint(known.get("platforms", ()))
+                    or not self.plugins.isdisjoint(known.get("platforms", ()))
+                    or not self.hooks.isdisjoint(known.get("hooks", ())))
+
+
+MANIFEST_FORMAT = 1
+
+
+def _entry_key(ep: metadata.EntryPoint) -> list[Any]:
+    """What a plugin's manifest entry is valid for: its entry point, its distribution's
+    version and the stamps (size, mtime) of its module's ``.py`` files (a package: the
+    files of its folder), found without importing the plugin."""
+    from importlib.util import find_spec
+
+    version = ep.dist.version if ep.dist is not None else ""
+    files: list[list[Any]] = []
+    try:
+        spec = find_spec(ep.module)
+    except (ImportError, ValueError):
+        spec = None
+    origin = spec.origin if spec is not None else None
+    if origin and os.path.isfile(origin):
+        paths = ([os.path.join(os.path.dirname(origin), n)
+                  for n in sorted(os.listdir(os.path.dirname(origin))) if n.endswith(".py")]
+                 if spec is not None and spec.submodule_search_locations is not None
+                 else [origin])
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            files.append([path, st.st_size, st.st_mtime_ns])
+    return [ep.name, ep.value, version, files]
+
+
+def _read_manifest(path: Path, eps: list[metadata.EntryPoint]
+                   ) -> dict[str, dict[str, Any]] | None:
+    """The manifest's entry for each of ``eps``, or None unless it is current for all."""
+    import json
+
+    try:
+        saved = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("format") != MANIFEST_FORMAT:
+        return None
+    plugins = saved.get("plugins")
+    if not isinstance(plugins, dict) or set(plugins) != {ep.name for ep in eps}:
+        return None
+    for ep in eps:
+        entry = plugins[ep.name]
+        if not isinstance(entry, dict) or entry.get("key") != _entry_key(ep):
+            return None
+    return plugins
+
+
+def _write_manifest(path: Path, eps: list[metadata.EntryPoint],
+                    infos: dict[str, PluginInfo]) -> None:
+    import json
+
+    from agent.files import ensure_private_dir, write_private
+
+    plugins = {}
+    for ep in eps:
+        info = infos.get(ep.name)
+        if info is None:
+            return
+        plugins[ep.name] = {"key": _entry_key(ep), "platforms": info.platforms,
+                            "hooks": info.hooks, "error": info.error, "warning": info.warning}
+    try:  # derived: no fsync; a lost or damaged manifest only means one full load
+        ensure_private_dir(path.parent)
+        write_private(path, json.dumps({"format": MANIFEST_FORMAT, "plugins": plugins}
+                                       ).encode(), sync=False, sync_dir=False)
+    except OSError as exc:
+        log.debug("plugin manifest %s not written: %s", path, exc)
+
+
 def make_plugin_host(
     *,
     entrypoints: bool = True,
     strict: bool = False,
     extra: Iterable[object] = (),
+    needs: Needs | None = None,
+    manifest: Path | None = None,
 ) -> PluginHost:
-    """Build a fresh plugin host: entry-point plugins first, then ``extra`` objects."""
+    """Build a fresh plugin host: entry-point plugins first, then ``extra`` objects.
+
+    With ``needs`` and ``manifest`` (a file the host keeps: which plugin provides what),
+    only the plugins ``needs`` asks for are loaded, once the manifest is current."""
     host = PluginHost(strict=strict)
     if entrypoints:
-        host.load_entrypoints()
+        host.load_entrypoints(needs, manifest)
     for plugin in extra:
         host.add(plugin)
     return host
 
 
-__all__ = ["GROUP", "RENAMED", "PluginHost", "PluginInfo", "current_name", "hookimpl",
+__all__ = ["GROUP", "RENAMED", "Needs", "PluginHost", "PluginInfo", "current_name", "hookimpl",
            "make_plugin_host", "plugin_name"]
 

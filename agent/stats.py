@@ -441,6 +441,8 @@ readmodels.register("delegation", MODEL_VERSION, MODEL_INPUTS,
 def refresh_read_models(store: Store) -> list[str]:
     """Rebuild the read models in use that the store's files no longer match (called by
     writers after a sync or a review, outside the write lock); returns their names."""
+    import agent.reviewqueue  # noqa: F401  (registers the review queue's model)
+
     return readmodels.refresh(store)
 
 

@@ -109,3 +109,95 @@ def test_workers_that_hang_are_stopped_and_the_batch_read_here(
     assert "did not answer in time" in caplog.text and pool._broken and pool._pool is None
     assert records == ReaderPool(hanging, 0).read(items)
     pool.close()
+
+
+def test_big_attachments_come_back_as_files_the_store_takes_over(tmp_path: Path) -> None:
+    import dataclasses
+    import hashlib
+    import random
+
+    from agent.mail import HANDOVER_MIN
+    from agent.store.blobs import Blobs
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    rng = random.Random(7)
+    big = [rng.randbytes(HANDOVER_MIN + n * 1000) for n in range(3)]
+    items = []
+    for n in range(POOL_MIN_BATCH):
+        parts = [TEXT, attachment(b"big.pdf", big[n % 3]),
+                 attachment(b"small.pdf", b"%%PDF %d" % n)]
+        raw = mixed(*parts, msgid=b"<%d@example.com>" % n)
+        items.append((raw.replace(b"\n", b"\r\n"), ARRIVED, {"uid": n + 1}, False))
+    ctx = dataclasses.replace(context(), scratch_dir=scratch)
+    pool = ReaderPool(ctx, 2)
+    try:
+        pooled = pool.read(items)
+    finally:
+        pool.close()
+    here = ReaderPool(ctx, 0).read(items)
+    for got, want in zip(pooled, here, strict=True):
+        handed, small = got.attachments
+        assert small == want.attachments[1]  # small files come through the pipe
+        data = want.attachments[0].data
+        assert data is not None and handed.data is None and handed.path is not None
+        assert handed.path.parent == scratch and handed.path.read_bytes() == data
+        assert handed.path.stat().st_mode & 0o777 == 0o600
+        assert handed.handover_sha256 == hashlib.sha256(data).hexdigest()
+        assert dataclasses.replace(handed, data=data, path=None, handover_sha256="") \
+            == want.attachments[0]
+        assert dataclasses.replace(got, attachments=want.attachments) == want
+    # the store moves each file in once; copies of the same bytes are deleted
+    files, tmp = tmp_path / "files", tmp_path
+    files.mkdir()
+    blobs = Blobs(tmp_path, files, tmp)  # scratch folders are under tmp/
+    for message in pooled:
+        handed = message.attachments[0]
+        sha, target, size = blobs.put(handed, "big.pdf")
+        assert (sha, Path(target).name, size) == (
+            handed.handover_sha256, f"{handed.handover_sha256}.pdf", handed.size)
+    blobs.sync()
+    assert sorted(p.read_bytes() for p in files.iterdir()) == sorted(big)
+    assert list(scratch.iterdir()) == []
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in files.iterdir())
+
+
+def test_a_file_that_cannot_be_written_stays_bytes(tmp_path: Path) -> None:
+    from agent.mail import HANDOVER_MIN, hand_over
+    from agent.models import Attachment
+
+    att = Attachment("a.pdf", data=b"x" * HANDOVER_MIN)
+    assert hand_over(att, tmp_path / "missing") == att
+    assert hand_over(Attachment("b.pdf", data=b"x"), tmp_path) == Attachment("b.pdf", data=b"x")
+    handed = hand_over(att, tmp_path)
+    assert handed.path is not None and handed.data is None and handed.size == HANDOVER_MIN
+
+
+def test_only_scratch_files_with_a_real_digest_are_taken_over(tmp_path: Path) -> None:
+    """Anything else given with handover_sha256 is copied: the original stays, and a
+    digest that is not one never names a file."""
+    import hashlib
+
+    from agent.models import Attachment
+    from agent.store.blobs import Blobs
+
+    data = b"work" * 10
+    sha = hashlib.sha256(data).hexdigest()
+    files, tmp = tmp_path / "data" / "files", tmp_path / "data" / "tmp"
+    (tmp / "inbox").mkdir(parents=True)
+    files.mkdir()
+    outside = tmp_path / "synced" / "a.pdf"
+    outside.parent.mkdir()
+    outside.write_bytes(data)
+    link = tmp / "inbox" / "link"
+    link.symlink_to(outside)
+    blobs = Blobs(tmp_path / "data", files, tmp)
+    for path, digest in [(outside, sha), (link, sha), (tmp / "inbox" / "x", "../../evil")]:
+        if not path.exists():
+            path.write_bytes(data)
+        got = blobs.put(Attachment("a.pdf", path=path, handover_sha256=digest), "a.pdf")
+        assert got == (sha, str(files / f"{sha}.pdf"), len(data))
+        assert path.read_bytes() == data  # copied, not moved
+    blobs.sync()
+    assert [p.name for p in files.iterdir()] == [f"{sha}.pdf"]
+    assert outside.read_bytes() == data

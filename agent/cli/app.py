@@ -40,6 +40,25 @@ class App:
             self._host = make_plugin_host(strict=self.strict)
         return self._host
 
+    def load_plugins_for_sync(self, names: tuple[str, ...]) -> None:
+        """Before ``retainer sync``: a host with only the plugins the synced sources need
+        (their platforms, the sync's hooks, the plugins the config names), when the
+        config file plainly says which (else every plugin loads, as for any command)."""
+        if self._host is not None:
+            return
+        from agent.config.file import sync_needs
+        from agent.plugins import RENAMED, Needs, make_plugin_host
+
+        found = sync_needs(self.config_path, names)
+        if found is None:
+            return
+        data_dir, platforms, named, notifiers = found
+        named = {RENAMED.get(name, name) for name in named}
+        hooks = {"source_synced"} | ({"register_notifiers"} if notifiers else set())
+        self._host = make_plugin_host(
+            strict=self.strict, manifest=data_dir / "cache" / "plugins.json",
+            needs=Needs(frozenset(platforms), frozenset(hooks), frozenset(named)))
+
     def config(self, *, validate: bool = True, only: set[str] | None = None) -> Config:
         from agent.config import load_config
 

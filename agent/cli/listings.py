@@ -45,6 +45,15 @@ def deliverables(app: App, as_json: bool, unreviewed: bool, contractor: str | No
                  limit: int | None = None) -> None:
     """Stored deliverables; with --unreviewed, the review queue (oldest first)."""
     store = app.store()
+    if unreviewed and not contractor and not as_json:  # the queue's read model: short rows
+        from agent.reviewqueue import queue_rows
+
+        rows = queue_rows(store)[:limit]
+        table([(r.id, ago(r.received_at), "?" if r.contractor is None else r.contractor,
+                r.filename, human_size(r.size),
+                r.review_status, "FLAGGED: " + r.status if r.flagged else r.status)
+               for r in rows], DELIVERABLE_COLUMNS)
+        return
     docs = store.deliverables(unreviewed=unreviewed, contractor=contractor)
     if limit is not None:
         docs = docs[:limit]
@@ -55,7 +64,11 @@ def deliverables(app: App, as_json: bool, unreviewed: bool, contractor: str | No
     table([(d["id"], ago(d["received_at"]), names.get(d["contractor_id"] or "", "?"),
             d["filename"], human_size(d["size"]), d["review_status"],
             "FLAGGED: " + d["status"] if d.get("flagged") else d["status"]) for d in docs],
-          ["id", "received", Col("contractor", flex=2), Col("file", flex=1),
-           Col("size", right=True, drop=2), "review", Col("status", flex=True, drop=1)])
+          DELIVERABLE_COLUMNS)
+
+
+DELIVERABLE_COLUMNS: list[str | Col] = [
+    "id", "received", Col("contractor", flex=2), Col("file", flex=1),
+    Col("size", right=True, drop=2), "review", Col("status", flex=True, drop=1)]
 
 

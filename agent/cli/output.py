@@ -198,8 +198,7 @@ def fit(cells: list[list[str]], cols: list[Col], width: int | None
     Columns keep their natural width while they fit; then flex columns shrink (widest
     first, not below their header or 8), then droppable columns go (highest rank first), then
     every column shrinks down to its header."""
-    natural = [max([len(c.header)] + [cell_width(row[i]) for row in cells])
-               for i, c in enumerate(cols)]
+    natural = [_column_width(c.header, [row[i] for row in cells]) for i, c in enumerate(cols)]
     shown = list(range(len(cols)))
     if width is None:
         return shown, natural
@@ -230,25 +229,33 @@ def fit(cells: list[list[str]], cols: list[Col], width: int | None
     return shown, widths
 
 
+def _column_width(header: str, column: list[str]) -> int:
+    """The natural width of a column: its widest cell, or its header."""
+    if "".join(column).isascii():
+        return max(len(header), max(map(len, column), default=0))
+    return max([len(header)] + [cell_width(text) for text in column])
+
+
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str | Col]) -> None:
     """Print rows as aligned columns that fit the terminal (see :func:`fit`); on a
     terminal through rich (a bold header row) up to :data:`RICH_MAX_ROWS` rows, elsewhere
     (and for longer tables) as plain text."""
     cols = [h if isinstance(h, Col) else Col(h) for h in headers]
     width = terminal_width()
-    cells = [[_cell(c, None if width else MAX_CELL) for c in row] for row in rows]
+    limit = None if width else MAX_CELL
+    cells = [[c if type(c) is str and (c.isascii() and "\n" not in c
+                                       and (limit is None or len(c) <= limit))
+              else _cell(c, limit) for c in row] for row in rows]
     index, widths = fit(cells, cols, width)
     hidden = len(cols) - len(index)
     shown = [cols[i] for i in index]
-    body = [[_cut(row[i], w) for i, w in zip(index, widths, strict=True)] for row in cells]
     heads = [_cut(c.header.upper(), w) for c, w in zip(shown, widths, strict=True)]
     styled = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    if styled and len(body) <= RICH_MAX_ROWS:
+    if styled and len(cells) <= RICH_MAX_ROWS:
+        body = [[_cut(row[i], w) for i, w in zip(index, widths, strict=True)] for row in cells]
         _rich_table(heads, body, shown, widths)
     else:
-        lines = ["  ".join(_pad(text, w, right=col.right)
-                           for text, w, col in zip(line, widths, shown, strict=True)).rstrip()
-                 for line in [heads, *body]]
+        lines = _plain_lines(heads, cells, index, widths, shown)
         if styled:  # a long table on a terminal: plain rows under a bold header
             lines[0] = click.style(lines[0], bold=True)
         for start in range(0, len(lines), TABLE_CHUNK):  # a flush per chunk, not per row
@@ -256,6 +263,34 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str | Col]) -> None:
     if hidden:
         click.echo(f"({hidden} column(s) left out to fit {width} columns; widen the terminal "
                    "or use --json)", err=True)
+
+
+def _plain_lines(heads: list[str], cells: list[list[str]], index: list[int],
+                 widths: list[int], shown: list[Col]) -> list[str]:
+    """The header and every row as text: each cell cut to its width and padded.
+
+    ASCII cells (nearly all) take ``str.ljust``/``rjust`` and a slice; others are
+    measured in terminal columns (:func:`cell_width`). Same text either way."""
+    last = len(index) - 1
+    out = ["  ".join(_pad(text, w, right=col.right)
+                     for text, w, col in zip(heads, widths, shown, strict=True)).rstrip()]
+    columns: list[list[str]] = []
+    for n, (i, w, col) in enumerate(zip(index, widths, shown, strict=True)):
+        texts = [row[i] for row in cells]
+        if not "".join(texts).isascii():
+            columns.append([_pad(_cut(t, w), w, right=col.right) for t in texts])
+            continue
+        cut = max(w - 1, 0)  # a cut cell: exactly w wide ("…" alone when w < 1)
+        if col.right:
+            columns.append([t.rjust(w) if len(t) <= w else t[:cut] + "…" for t in texts])
+        elif n == last:  # the line's end is stripped anyway
+            columns.append([t if len(t) <= w else t[:cut] + "…" for t in texts])
+        else:
+            columns.append([t.ljust(w) if len(t) <= w else t[:cut] + "…" for t in texts])
+    if not columns:  # every column left out: a blank line per row, as ever
+        return out + [""] * len(cells)
+    out.extend("  ".join(parts).rstrip() for parts in zip(*columns, strict=True))
+    return out
 
 
 def _rich_table(heads: list[str], body: list[list[str]], cols: list[Col],
@@ -277,9 +312,12 @@ def _rich_table(heads: list[str], body: list[list[str]], cols: list[Col],
 
 
 def _cell(value: Any, limit: int | None) -> str:
-    text = "" if value is None else str(value)
-    text = text.replace("\n", " ")
-    return text if limit is None else _cut(text, limit)
+    text = value if type(value) is str else "" if value is None else str(value)
+    if "\n" in text:
+        text = text.replace("\n", " ")
+    if limit is None or (len(text) <= limit and text.isascii()):
+        return text
+    return _cut(text, limit)
 
 
 def cell_width(text: str) -> int:

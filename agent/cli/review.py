@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from agent.cli.app import App
 from agent.cli.output import Col, ago, emit_json, hours, human_size, table
 from agent.errors import StoreError
+
+if TYPE_CHECKING:
+    from agent.store import Store
 
 
 @click.group("review", invoke_without_command=True)
@@ -28,10 +31,13 @@ def review(ctx: click.Context, as_json: bool, show_all: bool) -> None:
 @click.pass_obj
 def review_list(app: App, as_json: bool, show_all: bool) -> None:
     """Deliverables waiting for review, oldest first; overdue ones are flagged."""
-    from agent.review import queue
-
     config = app.quick()
     store = app.store(config)
+    if not as_json and not show_all:  # the table: short rows from the queue's read model
+        _queue_table(store, config.review_overdue)
+        return
+    from agent.review import queue
+
     rows = queue(store, overdue_after=config.review_overdue, include_reviewed=show_all)
     if as_json:
         emit_json(rows)
@@ -55,6 +61,31 @@ def review_list(app: App, as_json: bool, show_all: bool) -> None:
     late = sum(r["overdue"] for r in rows)
     limit = hours(config.review_overdue.total_seconds() / 3600)
     click.echo(f"\n{len(rows)} waiting" + (f", {late} overdue (older than {limit})" if late else ""))
+
+
+def _queue_table(store: Store, overdue_after: timedelta) -> None:
+    """The queue as :func:`review_list` prints it, from :func:`agent.reviewqueue.queue_rows`
+    (the same rows, flags and totals as from :func:`agent.review.queue`)."""
+    from agent.reviewqueue import overdue, queue_rows
+
+    rows = queue_rows(store)
+    if not rows:
+        click.echo("Nothing to review.")
+        return
+    late = overdue(rows, overdue_after, datetime.now(UTC))
+    table([(r.id, ago(r.received_at) + (" OVERDUE" if flag else ""), r.contractor or "?",
+            r.task, ("UNAVAILABLE " if r.status == "unavailable" else "") + r.filename
+            + (f" ({r.version_label})" if r.version_label else ""), human_size(r.size))
+           for r, flag in zip(rows, late, strict=True)],
+          ["id", "received", Col("contractor", flex=2), Col("task", flex=3, drop=1),
+           Col("file", flex=1), Col("size", right=True, drop=2)])
+    for r in rows:  # the platform would not hand these over: say why, in full
+        if r.status == "unavailable":
+            click.echo(f"{r.id}: {r.filename} is unavailable: {r.note or 'see the platform'}")
+    count = sum(late)
+    limit = hours(overdue_after.total_seconds() / 3600)
+    click.echo(f"\n{len(rows)} waiting" + (f", {count} overdue (older than {limit})"
+                                           if count else ""))
 
 
 def _review_options(func: Any) -> Any:

@@ -6,29 +6,57 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from importlib import import_module
 from pathlib import Path
 from typing import NoReturn
 
 import click
 
-from agent.cli import (
-    auth,
-    configure,
-    contractors,
-    demo,
-    instructions,
-    listings,
-    plugins,
-    report,
-    review,
-    serve,
-    syncing,
-)
 from agent.cli.app import App, RetainerGroup, setup_logging
 from agent.errors import RetainerError
 
+#: Every builtin command: name -> (module of agent.cli, attribute). A command's module is
+#: imported when the command is used (or listed in the help), so `retainer status` does
+#: not pay for the modules of the fifteen others.
+BUILTINS: dict[str, tuple[str, str]] = {
+    "init": ("configure", "init"), "config": ("configure", "config_group"),
+    "sync": ("syncing", "sync"), "run": ("syncing", "run"), "status": ("syncing", "status"),
+    "auth": ("auth", "auth"), "plugins": ("plugins", "plugins"),
+    "messages": ("listings", "messages"), "deliverables": ("listings", "deliverables"),
+    "contractors": ("contractors", "contractors"), "review": ("review", "review"),
+    "instructions": ("instructions", "instructions"), "report": ("report", "report"),
+    "notify": ("report", "notify"), "serve": ("serve", "serve"), "demo": ("demo", "demo"),
+}
 
-@click.group(cls=RetainerGroup)
+
+class RootGroup(RetainerGroup):
+    """The ``retainer`` group: builtin commands are loaded on first use (see
+    :data:`BUILTINS`); a name it does not know loads them all, so click's "did you
+    mean" sees every command."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(BUILTINS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            if cmd_name in BUILTINS:
+                self._load(cmd_name)
+            else:
+                self.load_builtins()
+        return self.commands.get(cmd_name)
+
+    def load_builtins(self) -> None:
+        for name in BUILTINS:
+            if name not in self.commands:
+                self._load(name)
+
+    def _load(self, name: str) -> None:
+        module, attr = BUILTINS[name]
+        command: click.Command = getattr(import_module(f"agent.cli.{module}"), attr)
+        self.commands.setdefault(name, command)  # a plugin's command of that name stays
+
+
+@click.group(cls=RootGroup)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="Config file (default: $RETAINER_CONFIG or the user config folder).")
 @click.option("--strict", is_flag=True, help="Let plugin errors raise (for plugin authors).")
@@ -53,23 +81,15 @@ def cli(ctx: click.Context, config_path: Path | None, strict: bool, verbose: int
         ctx.obj.verbose = -1 if quiet else verbose
 
 
-for _command in (
-    configure.init, configure.config_group,
-    syncing.sync, syncing.run, syncing.status, auth.auth,
-    plugins.plugins, listings.messages, listings.deliverables,
-    contractors.contractors, review.review, instructions.instructions,
-    report.report, report.notify, serve.serve, demo.demo,
-):
-    cli.add_command(_command)
-
-
 def build_cli(app: App | None = None, *, command: str | None = None) -> click.Group:
     """The command group with the plugins' commands added (``register_commands``).
 
     When ``command`` names a builtin command, plugins are not loaded here: a listing
     command then starts without importing every plugin (they load later if needed).
     """
-    if app is not None and (command is None or command not in cli.commands):
+    if app is not None and (command is None or command not in BUILTINS):
+        if isinstance(cli, RootGroup):
+            cli.load_builtins()  # plugins see (and may replace) every builtin, as ever
         app.host.call_each("register_commands", cli=cli)
     return cli
 

@@ -38,6 +38,7 @@ def sync(app: App, sources: tuple[str, ...], as_json: bool) -> None:
     """
     from agent.sync import SyncEngine
 
+    app.load_plugins_for_sync(sources)
     config = app.config(only=set(sources) or None)
     for name in sources:
         config.source(name)

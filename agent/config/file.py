@@ -127,6 +127,31 @@ def quick_config(path: Path) -> QuickConfig:
     return QuickConfig(path, data_dir, overdue)
 
 
+def sync_needs(path: Path, names: tuple[str, ...]
+               ) -> tuple[Path, set[str], set[str], bool] | None:
+    """What ``retainer sync [NAMES]`` needs of the plugins, read plainly from ``path``:
+    the data folder, the platforms of the sources it syncs (the named ones, else every
+    one not disabled), the plugins named by ``[plugins.NAME]`` tables and whether there
+    are ``[[notifiers]]``. ``None`` when the file is not plainly shaped (then every plugin
+    loads, and validation says what is wrong)."""
+    try:
+        data = read_toml(path)
+        data_dir = quick_config(path).data_dir
+    except ConfigError:
+        return None
+    tables, plugins = data.get("sources", []), data.get("plugins", {})
+    if not (isinstance(tables, list) and all(isinstance(t, dict) for t in tables)
+            and isinstance(plugins, dict)):
+        return None
+    chosen = ([t for t in tables if t.get("name") in names] if names
+              else [t for t in tables if t.get("enabled", True) is not False])
+    platforms = {t.get("platform") for t in chosen}
+    if not all(isinstance(p, str) for p in platforms):
+        return None
+    return data_dir, {str(p) for p in platforms}, {str(n) for n in plugins}, bool(
+        data.get("notifiers"))
+
+
 def parse_address(value: str) -> tuple[str, int]:
     """``"127.0.0.1:8765"`` (or ``":8765"``, ``"8765"``) as ``(host, port)``."""
     text = str(value).strip()

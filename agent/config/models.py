@@ -257,11 +257,13 @@ def load_config(path: Path, host: PluginHost | None = None, *, only: set[str] | 
 
 def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
     """Problems in ``[[notifiers]]`` and ``[plugins.NAME]`` tables (typos, unknown names)."""
-    from agent.notify import known_types, notifier_types
     from agent.plugins import current_name
 
     problems: list[str] = []
-    types = notifier_types(host)
+    if config.notifiers:  # else neither agent.notify's models nor a notifier plugin load
+        from agent.notify import known_types, notifier_types
+
+        types = notifier_types(host)
     for index, table in enumerate(config.notifiers):
         label = f"notifiers[{index}]"
         kind = table.get("type")
@@ -277,6 +279,9 @@ def _plugin_tables(path: Path, config: Config, host: PluginHost) -> list[str]:
     known = set(host.platforms) | set(host.infos)
     for written, table in config.plugins.items():
         name = current_name(written, f"{path}: plugins.{written}")
+        if name not in known and host.partial:  # a sync's host: look among every plugin
+            host.load_pending()
+            known = set(host.platforms) | set(host.infos)
         if name not in known:
             problems.append(f'{path}: plugins.{written}: no installed plugin or platform is called '
                             f'"{name}" (installed: {", ".join(sorted(known)) or "none"}); '

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,9 @@ from agent.files import fsync_dir
 
 if TYPE_CHECKING:
     from agent.models import Attachment
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def blob_suffix(filename: str) -> str:
@@ -43,6 +47,8 @@ class Blobs:
 
     def put(self, att: Attachment, filename: str) -> tuple[str, str, int]:
         """Write (or find) the file for an attachment; return sha256, path and size."""
+        if att.handover_sha256 and att.data is None and self._handed_over(att):
+            return self._take_over(att, filename)
         digest = hashlib.sha256()
         if att.data is not None:
             digest.update(att.data)
@@ -59,6 +65,34 @@ class Blobs:
         target = self.files_dir / f"{sha}{blob_suffix(filename)}"
         if target not in self._pending and not target.exists():
             self._pending[target] = (self._write(att, filename, target.name), filename)
+        return sha, str(target), size
+
+    def _handed_over(self, att: Attachment) -> bool:
+        """True when ``att`` is a file the store may take over: a sha256 in hex and a
+        regular file (not a link) in a scratch folder under ``tmp/``. Anything else is
+        copied like any other ``path``."""
+        if att.path is None or not _SHA256.fullmatch(att.handover_sha256):
+            return False
+        path = Path(att.path)
+        if path.is_symlink() or not path.is_file():
+            return False
+        return os.path.realpath(path.parent.parent) == os.path.realpath(self.tmp_dir)
+
+    def _take_over(self, att: Attachment, filename: str) -> tuple[str, str, int]:
+        """A temp file the connector wrote (``handover_sha256``): moved in by :meth:`sync`,
+        or deleted now when the store holds (or is about to hold) the same bytes."""
+        assert att.path is not None
+        tmp = Path(att.path)
+        sha = att.handover_sha256
+        try:
+            size = tmp.stat().st_size
+        except OSError as exc:
+            raise self._failed(exc, filename) from None
+        target = self.files_dir / f"{sha}{blob_suffix(filename)}"
+        if target in self._pending or target.exists():
+            tmp.unlink(missing_ok=True)
+        else:
+            self._pending[target] = (tmp, filename)
         return sha, str(target), size
 
     def _write(self, att: Attachment, filename: str, name: str) -> Path:

@@ -240,8 +240,9 @@ class PageStaging:
                 continue
             # the same message only if every file it brings is one the old record stored
             stored = {a.get("sha256") for a in old.get("attachments") or () if a.get("sha256")}
-            if any(att.status == "stored" and att.data is not None
-                   and hashlib.sha256(att.data).hexdigest() not in stored
+            if any(att.status == "stored" and (att.data is not None or att.handover_sha256)
+                   and (att.handover_sha256 or hashlib.sha256(att.data or b"").hexdigest())
+                   not in stored
                    for att in (record.attachments if stored else ())):
                 continue
             return candidate
