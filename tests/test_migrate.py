@@ -100,7 +100,7 @@ def test_month_files_become_bounded_shards_each_document_once(tmp_path, monkeypa
             for name, t in shard_tables(root, "deliverables").items()} == {
         "s000001": ["d001", "d002"], "s000002": ["d003"]}
     assert json.loads((root / "meta.json").read_bytes())["meta"]["1"] == {
-        "name": "schema", "version": 2}
+        "name": "schema", "version": 3}  # 2 at the months' commit, then the records step
     assert store.source_state("inbox")["cursor"] == "uid:9"  # carried as it was
     assert [m["id"] for m in Store(tmp_path).messages()] == [
         "m007", "m006", "m005", "m004", "m003", "m002", "m001"]

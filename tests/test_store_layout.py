@@ -216,7 +216,7 @@ def test_month_store_is_upgraded_on_open_with_reviews_and_cursors(tmp_path):
     store = Store(tmp_path / "d")
     assert snapshot(store) == expected
     assert not [p for p in (store.root / "messages").iterdir() if layout.MONTH_RE.match(p.stem)]
-    assert json.loads((store.root / "meta.json").read_bytes())["meta"]["1"]["version"] == 2
+    assert schema(store.root) == layout.SCHEMA_VERSION  # 3: months, then the records step
     assert commit(store, [msg(3, MARCH - timedelta(days=9), PEOPLE[0])]).messages_new == 0
 
 
@@ -248,14 +248,14 @@ print("finished", calls)
 
 
 def layout_state(root: Path, old: dict[str, bytes]) -> str:
-    version = json.loads((root / "meta.json").read_bytes())["meta"]["1"]["version"]
+    version = schema(root)
     if version == 1:  # the old layout, untouched
         now = {str(p.relative_to(root)): p.read_bytes()
                for folder in ("messages", "deliverables") for p in (root / folder).iterdir()
                if layout.MONTH_RE.match(p.stem)}
         assert now == old
         return "old"
-    assert version == 2
+    assert version in (2, 3)  # 3 once the records step ran after the months' commit
     return "new"
 
 
@@ -319,3 +319,294 @@ def test_a_long_running_process_sees_shards_another_one_wrote(tmp_path, small_sh
     assert sum(stored_count(p) for p in shard_files(daemon)) == 140
     (daemon.root / "index" / "messages.generation").write_bytes(b"dirty:killed")
     assert len(Store(tmp_path / "d").messages()) == 140  # a killed writer: every shard looked at
+
+
+# -- schema 3: reviews, outbox and reminders in bounded shards -------------------------------
+
+RECORD_FILES = {"workflow.json": {"reviews": "reviews", "outbox": "outbox"},
+                "notify.json": {"events": "notified"},
+                "instructions.json": {"sent": "instructions"}}
+
+
+def reviewed_store(path: Path, reviews: int = 0) -> Store:
+    """A store with deliverables, every one reviewed (some twice), sent feedback and
+    reminders, written by this Retainer (records in bounded shards)."""
+    store = new_store(path)
+    commit(store, [msg(n, MARCH - timedelta(hours=n), PEOPLE[n % 2], file=True)
+                   for n in range(reviews or 30)])
+    with store.writing():
+        queue = store.deliverables(unreviewed=True)
+        for i, doc in enumerate(queue):
+            when = MARCH + timedelta(minutes=i)
+            wf.record_review(store, doc["id"], "changes_requested", feedback=f"f{i}", when=when)
+            if i % 3 == 0:
+                wf.record_review(store, doc["id"], "approved", rating=4,
+                                 when=when + timedelta(days=1))
+            if i % 4 == 0:
+                wf.record_sent(store, {"kind": "feedback", "to": "maria@example.com",
+                                       "text": f"thanks {i}", "sent_at": f"2026-03-0{i % 9 + 1}"},
+                               deliverable_id=doc["id"])
+        wf.mark_notified(store, [f"reminder:{d['id']}" for d in queue[:7]], when=MARCH)
+        wf.save_template(store, "logo-brief", "Make a logo for {client}", when=MARCH)
+        wf.save_template(store, "logo-brief", "Make a bold logo for {client}", when=MARCH)
+        for i in range(9):
+            wf.record_instruction(store, {"template": "logo-brief", "version": 1 + i % 2,
+                                          "contractor_id": f"c{i % 2}",
+                                          "sent_at": f"2026-03-1{i}T10:00:00Z"})
+    return store
+
+
+def records_snapshot(store: Store) -> dict[str, Any]:
+    return {"reviews": wf.review_events(store), "outbox": wf.outbox(store),
+            "notified": wf.notified(store), "templates": wf.templates(store),
+            "instructions": wf.sent_instructions(store),
+            "deliverables": sorted(json.dumps(d, sort_keys=True) for d in store.deliverables()),
+            "cursor": store.source_state("inbox").get("cursor")}
+
+
+def write_v2(store: Store) -> dict[str, bytes]:
+    """Rewrite a store's records as schema 2 kept them: every one in workflow.json,
+    notify.json and instructions.json (TinyDB JSON, numbered documents); return those
+    files' bytes."""
+    written = {}
+    for name, tables in RECORD_FILES.items():
+        path = store.root / name
+        data: dict[str, dict[str, Any]] = json.loads(path.read_bytes()) if path.exists() else {}
+        for table, folder in tables.items():
+            docs = [doc for path in shard_files(store, folder)
+                    for doc in json.loads(path.read_bytes())[table].values()]
+            if docs:
+                data[table] = {str(i + 1): doc for i, doc in enumerate(docs)}
+            for path in [*(store.root / folder).iterdir(),
+                         *(store.root / "index" / folder).iterdir()]:
+                path.unlink()
+            (store.root / folder).rmdir()
+            (store.root / "index" / f"{folder}.generation").unlink(missing_ok=True)
+        written[name] = json.dumps(data).encode()
+        (store.root / name).write_bytes(written[name])
+    meta = json.loads((store.root / "meta.json").read_bytes())
+    meta["meta"] = {number: dict(doc, version=2) if doc["name"] == "schema" else doc
+                    for number, doc in meta["meta"].items() if doc["name"] != "records_moved"}
+    (store.root / "meta.json").write_bytes(json.dumps(meta).encode())
+    return written
+
+
+def schema(root: Path) -> int:
+    meta = json.loads((root / "meta.json").read_bytes())
+    return next(d["version"] for d in meta["meta"].values() if d["name"] == "schema")
+
+
+def test_reviews_roll_into_bounded_shards_and_a_review_writes_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "DELIVERABLE_SHARD_DOCS", 8)  # records' shards too
+    store = reviewed_store(tmp_path / "d", reviews=40)
+    shards = shard_files(store, "reviews")
+    events = wf.review_events(store)
+    assert len(events) == 40 + 14 and len(shards) == 7
+    assert all(stored_count(p, "reviews") <= 8 for p in shards)
+    assert not (store.root / "workflow.json").exists()
+    assert not (store.root / "notify.json").exists()
+    before = {p: p.stat().st_mtime_ns for p in shards}
+    doc = store.deliverables()[0]
+    with store.writing():
+        wf.record_review(store, doc["id"], "approved", rating=5, when=MARCH + timedelta(days=9))
+    after = shard_files(store, "reviews")
+    changed = [p for p in after if before.get(p) != p.stat().st_mtime_ns]
+    assert changed == [after[-1]]  # only the open shard (here a new one) was written
+    fresh = Store(tmp_path / "d")  # another process sees every review, oldest first
+    assert [e["id"] for e in wf.review_events(fresh)] == [e["id"] for e in wf.review_events(store)]
+    assert len(wf.review_events(fresh)) == 55
+    # the same event recorded again replaces itself where it is, in an old shard
+    first = dict(wf.review_events(fresh)[0])
+    with fresh.writing():
+        from agent.store import records
+
+        records.save(fresh, "reviews", [dict(first, feedback="edited")])
+    assert len(wf.review_events(Store(tmp_path / "d"))) == 55
+    assert stored_count(after[0], "reviews") == 8
+    assert json.loads(after[0].read_bytes())["reviews"]["1"]["feedback"] == "edited"
+
+
+def test_workflow_and_notify_files_are_moved_on_open(tmp_path):
+    store = reviewed_store(tmp_path / "d")
+    expected = records_snapshot(store)
+    write_v2(store)
+    assert schema(tmp_path / "d/store") == 2
+    opened = Store(tmp_path / "d")
+    assert records_snapshot(opened) == expected
+    root = opened.root
+    assert not (root / "workflow.json").exists() and not (root / "notify.json").exists()
+    assert shard_files(opened, "reviews") and shard_files(opened, "notified")
+    assert set(json.loads((root / "instructions.json").read_bytes())) == {"templates"}
+    assert len(shard_files(opened, "instructions")) == 1
+    assert schema(root) == 3
+    assert oct((root / "reviews").stat().st_mode & 0o777) == "0o700"
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in shard_files(opened, "reviews"))
+
+
+def test_unknown_tables_of_workflow_json_are_kept_aside(tmp_path):
+    store = reviewed_store(tmp_path / "d")
+    expected = records_snapshot(store)
+    write_v2(store)
+    path = tmp_path / "d/store/workflow.json"
+    data = json.loads(path.read_bytes())
+    data["later"] = {"1": {"id": "x", "note": "kept"}}
+    path.write_bytes(json.dumps(data).encode())
+    opened = Store(tmp_path / "d")
+    assert records_snapshot(opened) == expected
+    assert not path.exists()
+    kept = tmp_path / "d/store/workflow.kept.json"
+    assert json.loads(kept.read_bytes()) == {"later": {"1": {"id": "x", "note": "kept"}}}
+    assert records_snapshot(Store(tmp_path / "d")) == expected  # not moved twice
+
+
+def test_a_schema_2_retainer_refuses_to_write_once_the_move_began(tmp_path):
+    store = reviewed_store(tmp_path / "d")
+    write_v2(store)
+    Store(tmp_path / "d")
+    assert schema(tmp_path / "d/store") == layout.SCHEMA_VERSION == 3
+
+
+RECORDS_CHILD = """
+import os, signal, sys
+from pathlib import Path
+import agent.store.storage as storage
+import agent.store.migrate as migrate
+import agent.store.layout as layout
+layout.DELIVERABLE_SHARD_DOCS = 6
+limit = int(sys.argv[2])
+calls = 0
+def counted(real):
+    def wrapper(*args, **kwargs):
+        global calls
+        calls += 1
+        if calls == limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return wrapper
+storage.write_private = counted(storage.write_private)
+storage.fsync_dir = counted(storage.fsync_dir)
+layout.write_private = counted(layout.write_private)
+migrate.write_private = counted(migrate.write_private)
+migrate.fsync_dir = counted(migrate.fsync_dir)
+from agent.store import Store
+Store(Path(sys.argv[1]))
+print("finished", calls)
+"""
+
+
+def records_state(root: Path, old: dict[str, bytes]) -> dict[str, str]:
+    """Per old file: "old" (there, byte for byte as before) or "new" (gone; for
+    instructions.json, holding the templates only)."""
+    state = {}
+    for name, blob in old.items():
+        path = root / name
+        if path.exists() and path.read_bytes() == blob:
+            state[name] = "old"
+        else:
+            assert not path.exists() or set(json.loads(path.read_bytes())) == {"templates"}
+            state[name] = "new"
+    return state
+
+
+def test_kill_9_during_the_records_move_leaves_old_or_new_never_neither(tmp_path):
+    """A real SIGKILL at every write and folder fsync of the move from workflow.json and
+    notify.json; the next open finishes it, every review, sent message and reminder kept."""
+    pristine = tmp_path / "pristine"
+    store = reviewed_store(pristine)
+    expected = records_snapshot(store)
+    old = write_v2(store)
+    seen: set[tuple[str, ...]] = set()
+    limit = 1
+    while True:
+        data = tmp_path / f"run{limit}"
+        subprocess.run(["cp", "-a", str(pristine), str(data)], check=True)
+        proc = subprocess.run([sys.executable, "-c", RECORDS_CHILD, str(data), str(limit)],
+                              capture_output=True, text=True, timeout=60)
+        finished = proc.returncode == 0
+        assert finished or proc.returncode == -signal.SIGKILL, proc.stderr
+        seen.add(tuple(sorted(records_state(data / "store", old).values())))
+        assert records_snapshot(Store(data)) == expected  # the next open finishes the move
+        assert set(records_state(data / "store", old).values()) == {"new"}
+        if finished:
+            break
+        limit += 1
+    assert {("old", "old", "old"), ("new", "old", "old"), ("new", "new", "old"),
+            ("new", "new", "new")} <= seen
+    assert limit > 8
+
+
+def test_derived_caches_are_chunked_and_a_page_rewrites_the_last_chunk(tmp_path, monkeypatch):
+    """Thread activity and counts: one file per few shards, not one growing file."""
+    from agent.store import activity, counts
+
+    monkeypatch.setattr(layout, "SHARD_DOCS", 10)
+    monkeypatch.setattr(activity, "PER_CHUNK", 3)
+    monkeypatch.setattr(counts, "PER_CHUNK", 4)
+    store = new_store(tmp_path / "d")
+    for first in range(0, 100, 20):
+        commit(store, [msg(n, MARCH + timedelta(minutes=n), PEOPLE[n % 3]) for n in
+                       range(first, first + 20)])
+    (store.root / "cache").mkdir(exist_ok=True)
+    (store.root / "cache" / "threads.json").write_bytes(b"{}")  # an earlier version's
+    (store.root / ".counts.json").write_bytes(b"{}")
+    def oldest_first() -> list[Any]:
+        return sorted(store.messages(), key=lambda m: m["sent_at"])
+
+    expected = activity.messages_activity(oldest_first())
+    reader = Store(tmp_path / "d")
+    assert reader.thread_activity() == expected
+    assert sum(c["messages"] for c in reader.source_counts().values()) == 100
+    chunks = sorted(p.name for p in (store.root / "cache" / "threads").iterdir())
+    assert chunks == ["c00000.json", "c00001.json", "c00002.json", "c00003.json"]  # 10 shards
+    assert sorted(p.name for p in (store.root / ".counts").iterdir()) == [
+        "messages-00000.json", "messages-00001.json", "messages-00002.json"]
+    assert not (store.root / "cache" / "threads.json").exists()
+    assert not (store.root / ".counts.json").exists()
+    before = {p: p.stat().st_mtime_ns for p in (store.root / "cache" / "threads").iterdir()}
+    commit(store, [msg(n, MARCH + timedelta(minutes=n), PEOPLE[0]) for n in range(100, 105)])
+    assert Store(tmp_path / "d").thread_activity() == activity.messages_activity(
+        oldest_first())
+    rewritten = sorted(p.name for p, t in before.items() if p.stat().st_mtime_ns != t)
+    assert rewritten == ["c00003.json"]  # the open shard's chunk only
+    (store.root / "cache" / "threads" / "c00001.json").write_bytes(b"not json")  # damaged
+    assert Store(tmp_path / "d").thread_activity() == activity.messages_activity(
+        oldest_first())
+
+
+def test_where_many_finds_what_where_finds_with_or_without_the_map(tmp_path, small_shards,
+                                                                    monkeypatch):
+    store = new_store(tmp_path / "d")
+    for first in range(0, 160, 40):
+        commit(store, [msg(n, MARCH + timedelta(minutes=n)) for n in range(first, first + 40)])
+    ids = [m["id"] for m in store.messages()]
+    asked = [*ids[::7], "m_not_stored", ids[3]]
+    cat = Store(tmp_path / "d").catalog("messages")
+    assert len(cat.names()) == 4
+    found = cat.where_many(asked)
+    assert cat._where is None  # a page's worth: no map built
+    expected = {i: cat.where(i) for i in asked if cat.where(i) is not None}
+    assert found == expected and "m_not_stored" not in found and len(found) == 24
+    monkeypatch.setattr(layout, "MAP_AFTER", 10)
+    mapped = Store(tmp_path / "d").catalog("messages")
+    assert mapped.where_many(asked) == expected and mapped._where is not None
+    # a page re-fetching an old message and naming a new one twice: each stored once
+    again = commit(store, [msg(2, MARCH + timedelta(minutes=2)), msg(900, MARCH),
+                           msg(900, MARCH)])
+    assert again.messages_new == 1
+    assert sum(stored_count(p) for p in shard_files(store)) == 161
+
+
+def test_a_store_with_only_instructions_sent_is_moved_too(tmp_path):
+    """No workflow.json or notify.json to notice: meta.json tells the move is not done."""
+    store = reviewed_store(tmp_path / "d")
+    expected = records_snapshot(store)
+    write_v2(store)
+    (store.root / "workflow.json").unlink()
+    (store.root / "notify.json").unlink()
+    expected.update(reviews=[], outbox=[], notified={})
+    opened = Store(tmp_path / "d")
+    assert records_snapshot(opened) == expected
+    assert set(json.loads((opened.root / "instructions.json").read_bytes())) == {"templates"}
+    before = (opened.root / "meta.json").stat().st_mtime_ns
+    Store(tmp_path / "d")  # moved once: the next open writes nothing
+    assert (opened.root / "meta.json").stat().st_mtime_ns == before

@@ -10,14 +10,18 @@ Layout under the data folder (folders 0700, files 0600)::
     store/index/<folder>/s<NNNNNN>.json  each shard's summary (derived; see layout.py),
                                        deliverables' with their review queue (.queue.json)
     store/index/views/<name>.json      read models for listings (derived; readmodels.py)
-    store/workflow.json ...            reviews, instructions, reminders (agent.store.workflow)
+    store/reviews/s<NNNNNN>.json       every review event, bounded shards (records.py)
+    store/outbox/s<NNNNNN>.json        messages the owner sent, bounded shards
+    store/notified/s<NNNNNN>.json      reminders sent, bounded shards
+    store/instructions.json            instruction templates and instructions sent
     files/<sha256><.ext>               deliverable files, content-addressed, deduplicated
     sources/<source>/                  plugin state (tokens)
     tmp/<source>/                      downloads in progress
 
 Bounded shards keep every write small whatever the dates: a page of new mail rewrites
 the open shard (and any that held re-fetched documents), not a month or the whole store.
-Stores with one shard per month (schema 1) are upgraded when opened (migrate.py).
+Stores with one shard per month (schema 1), or with every review in ``workflow.json``
+and every reminder in ``notify.json`` (schema 2), are upgraded when opened (migrate.py).
 
 Modules, one concern each: ``folder`` (files, caches, write lock, schema, sync state),
 ``roster`` (contractors and candidates), ``reads`` (listings and lookups), ``pages``

@@ -1,26 +1,28 @@
 """Per thread: when the owner wrote, and who wrote last (derived from the message shards).
 
 Each message shard is summarized once per version of its file, ``(inode, mtime, size)``,
-and the summaries are kept in ``store/cache/threads.json``: only shards changed since the
-last call are read again. The cache is derived data, replaced atomically; losing it
+and the summaries are kept in ``store/cache/threads/c<NNNNN>.json``, eight shards a file
+(:mod:`agent.store.chunks`): only shards changed since the last call are read again, and
+only their chunk is rewritten. The cache is derived data, replaced atomically; losing it
 costs one full read. A store without files (the in-memory store) reads every shard.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from agent.files import ensure_private_dir, remove_orphan_temps, write_private
 from agent.models import ThreadActivity
+from agent.store.chunks import ChunkedCache, chunk_name
 from agent.store.storage import Shard
 
 if TYPE_CHECKING:
     from agent.store.folder import StoreFolder
 
 INDEX_VERSION = 1
+CACHE_DIR = "cache/threads"  # chunk files of PER_CHUNK shards' entries (agent.store.chunks)
+PER_CHUNK = 8  # a message shard's threads take 40-60 kB here: chunks of at most ~0.5 MB
 
 
 def shard_activity(shard: Shard) -> dict[str, ThreadActivity]:
@@ -50,33 +52,24 @@ def messages_activity(docs: Iterable[Mapping[str, Any]]) -> dict[str, ThreadActi
 
 def thread_activity(store: StoreFolder) -> dict[str, ThreadActivity]:
     """Per thread: the owner's message times (sorted) and the last message's direction."""
-    cache_path = store.cache_path("cache/threads.json")
-    cached: dict[str, Any] = {}
-    if cache_path is not None:
-        try:
-            cached = orjson.loads(cache_path.read_bytes())
-            if cached.get("version") != INDEX_VERSION:
-                cached = {}
-        except (OSError, orjson.JSONDecodeError):
-            cached = {}
-    months: dict[str, Any] = cached.get("months") or {}
+    folder = store.cache_path(CACHE_DIR)
+    cache = ChunkedCache(folder, INDEX_VERSION)
+    chunks: dict[str, dict[str, Any]] = {}
     fresh: dict[str, Any] = {}
-    changed = False
+    rebuilt: set[str] = set()
     for month in store.shard_names("messages"):
         stamp = store.shard_stamp("messages", month)
-        entry = months.get(month)
+        name = chunk_name(month, PER_CHUNK)
+        entry = cache.chunk(name).get(month)
         if entry is None or stamp is None or tuple(entry["stamp"]) != stamp:
             entry = {"stamp": list(stamp or (0, 0, 0)),
                      "threads": shard_activity(store.read_shard("messages", month))}
-            changed = True
-        fresh[month] = entry
-    if cache_path is not None and (changed or set(fresh) != set(months)):
-        try:
-            remove_orphan_temps(ensure_private_dir(cache_path.parent))
-            write_private(cache_path, orjson.dumps({"version": INDEX_VERSION, "months": fresh}),
-                          sync=False)
-        except OSError:
-            pass  # a read-only data folder still gets its answer, just slower next time
+            rebuilt.add(name)
+        chunks.setdefault(name, {})[month] = fresh[month] = entry
+    cache.save(chunks, rebuilt)
+    if folder is not None:  # the single file of earlier versions, which grew with the store
+        with contextlib.suppress(OSError):
+            (folder.parent / "threads.json").unlink(missing_ok=True)
     out: dict[str, ThreadActivity] = {}
     shared: set[str] = set()  # threads whose entry is already a copy of their own
     for entry in fresh.values():

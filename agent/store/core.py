@@ -111,11 +111,11 @@ class Store(StoreReads):
         open shard (a new one once that is full)."""
         cat = self.catalog(folder)
         cat.will_write()
-        seen: dict[str, str] = {}
+        seen = cat.where_many(doc["id"] for doc in docs)  # one pass per shard, not per doc
         out: dict[str, list[Doc]] = {}
         for doc in docs:
-            name = seen.get(doc["id"]) or cat.where(doc["id"]) or cat.place(doc)
-            seen[doc["id"]] = name
+            name = seen.get(doc["id"]) or cat.place(doc)
+            seen[doc["id"]] = name  # a page naming one new document twice: one shard
             out.setdefault(name, []).append(doc)
         return out
 

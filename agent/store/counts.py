@@ -2,54 +2,58 @@
 
 Counts are never kept as running totals beside the data (a sync killed between writing
 a page and adding to the total made such a total wrong for good). Each shard file is
-counted when it changes; ``store/.counts.json`` remembers each shard's counts together
-with the file's identity (inode, mtime, size), so an unchanged shard is not parsed again
-and a changed one always is. Losing or damaging that file only costs a recount.
+counted when it changes; ``store/.counts/<folder>-<NNNNN>.json`` (256 shards a file,
+:mod:`agent.store.chunks`) remembers each shard's counts together with the file's
+identity (inode, mtime, size), so an unchanged shard is not parsed again and a changed
+one always is. Losing or damaging those files only costs a recount.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from agent.files import write_private
+from agent.store.chunks import ChunkedCache, chunk_name
 from agent.store.layout import SHARD_RE, shard_number
 from agent.store.storage import Stamp
 
 if TYPE_CHECKING:
     from agent.store.folder import StoreFolder as Store
 
-CACHE_NAME = ".counts.json"
+CACHE_DIR = ".counts"  # chunk files of PER_CHUNK shards' counts (agent.store.chunks)
+CACHE_VERSION = 1
+PER_CHUNK = 256  # about 100 bytes a shard: chunks of at most ~25 kB
 FOLDERS = ("messages", "deliverables")
 
 
 def committed_counts(store: Store) -> dict[str, dict[str, int]]:
     """``{source: {"messages": n, "deliverables": n}}`` from the shard files on disk."""
-    cache_path = store.cache_path(CACHE_NAME)
-    cache = _load(cache_path) if cache_path is not None else {}
-    fresh: dict[str, Any] = {}
+    folder_path = store.cache_path(CACHE_DIR)
+    cache = ChunkedCache(folder_path, CACHE_VERSION)
+    chunks: dict[str, dict[str, Any]] = {}
+    rebuilt: set[str] = set()
     totals: dict[str, dict[str, int]] = {}
     for folder in FOLDERS:
         for month, stamp in _shards(store, folder):
             relative = f"{folder}/{month}.json"
-            entry = cache.get(relative)
+            chunk = chunk_name(month, PER_CHUNK, prefix=f"{folder}-")
+            entry = cache.chunk(chunk).get(relative)
             if stamp is None:  # no file to tell versions by (in memory, or just removed)
                 entry = {"counts": _count(store, folder, month)}
             elif not (isinstance(entry, dict) and entry.get("stamp") == list(stamp)
                       and isinstance(entry.get("counts"), dict)):
                 entry = {"stamp": list(stamp), "counts": _count(store, folder, month)}
+                rebuilt.add(chunk)
             if stamp is not None:
-                fresh[relative] = entry
+                chunks.setdefault(chunk, {})[relative] = entry
             for source, n in entry["counts"].items():
                 row = totals.setdefault(source, dict.fromkeys(FOLDERS, 0))
                 row[folder] += int(n)
-    if cache_path is not None and fresh != cache:
-        with contextlib.suppress(OSError):  # only a cache: a read-only disk just recounts
-            write_private(cache_path, orjson.dumps(fresh))
+    cache.save(chunks, rebuilt)
+    if folder_path is not None:  # the single file of earlier versions (grew with the store)
+        with contextlib.suppress(OSError):
+            (folder_path.parent / ".counts.json").unlink(missing_ok=True)
     return totals
 
 
@@ -81,11 +85,3 @@ def _count(store: Store, folder: str, month: str) -> dict[str, int]:
         source = str(doc.get("source") or "")
         counts[source] = counts.get(source, 0) + 1
     return counts
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        data = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}

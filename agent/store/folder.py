@@ -31,6 +31,11 @@ MONTHLY = ("messages", "deliverables")  # folders of bounded shards (once: per-m
 MONTHLY_CACHE = 4
 LOCK_TIMEOUT = 120.0
 DERIVED = ("index", "cache")  # folders of data derived from the shards (rebuilt when lost)
+#: files of schema 2 whose records moved to bounded shards (agent.store.migrate)
+RECORD_FILES = ("workflow.json", "notify.json")
+RECORD_FOLDERS = ("reviews", "outbox", "notified", "instructions")  # agent.store.records
+#: in meta.json once every record of those files is in its folder (agent.store.migrate)
+RECORDS_MOVED = "records_moved"
 
 
 def _has_month_files(folder: Path) -> bool:
@@ -80,22 +85,31 @@ class StoreFolder:
 
     def _upgrade_layout(self) -> None:
         """Move a store written by an older Retainer to the current layout (once)."""
-        if not any(_has_month_files(self.root / folder) for folder in MONTHLY):
+        months = any(_has_month_files(self.root / folder) for folder in MONTHLY)
+        records = any((self.root / name).exists() for name in RECORD_FILES) or (
+            (self.root / "meta.json").exists()
+            and self.meta.get("meta", RECORDS_MOVED, key="name") is None)
+        if not months and not records:
             return
-        from agent.store.migrate import upgrade
+        from agent.store.migrate import upgrade, upgrade_records
 
         self._acquire_lock()
         try:
-            upgrade(self)
+            if months:
+                upgrade(self)
+            upgrade_records(self)  # after: a schema-1 store has both steps to take
+            # (a no-op apart from meta.json when there is nothing to move)
         finally:
             self._lock.release()
 
     def catalog(self, folder: str) -> Catalog:
-        """The shards of ``messages`` or ``deliverables`` and their summaries."""
+        """The shards of ``messages``, ``deliverables`` or a folder of records
+        (:data:`agent.store.records.RECORD_FOLDERS`) and their summaries."""
         cat = self._catalogs.get(folder)
         if cat is None:
+            index_dir = self._index_dirs.get(folder) or self.root / "index" / folder
             cat = self._catalogs[folder] = Catalog(
-                folder, self.root / folder, self._index_dirs[folder],
+                folder, self.root / folder, index_dir,
                 lambda name: self.read_shard(folder, name), disk=self._on_disk)
         return cat
 
@@ -168,7 +182,7 @@ class StoreFolder:
         each file of stored data with its mtime and size. Caches of views derived from the
         store (the dashboard's) compare it instead of looking at the files themselves.
 
-        Derived files (shard summaries in ``index/``, ``cache/``, ``.counts.json``) are
+        Derived files (shard summaries in ``index/``, ``cache/``, ``.counts/``) are
         left out: they follow the data, and reads rewrite them."""
         out: list[tuple[str, int, int]] = []
         stack = [str(self.root)]
@@ -251,9 +265,9 @@ class StoreFolder:
     def _cleanup(self) -> None:
         removed = remove_orphan_temps(self.root) + remove_orphan_temps(self.root / "index")
         removed += remove_orphan_temps(self.root / "index" / "views")  # read models
-        for folder in MONTHLY:
+        for folder in MONTHLY + RECORD_FOLDERS:
             removed += remove_orphan_temps(self.root / folder)
-            removed += remove_orphan_temps(self._index_dirs[folder])
+            removed += remove_orphan_temps(self.root / "index" / folder)
         for entry in self.tmp_dir.iterdir():
             if entry.is_file():
                 entry.unlink(missing_ok=True)
@@ -264,8 +278,11 @@ class StoreFolder:
 
     def _ensure_schema(self) -> None:
         meta = self.meta.get("meta", "schema", key="name")
-        if meta is None or meta.get("version", 0) < SCHEMA_VERSION:
-            # new, or older but holding no month shards (_upgrade_layout moved any)
+        if meta is None:  # a new store: nothing to move, ever
+            self.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION},
+                                           {"name": RECORDS_MOVED}], "name")
+        elif meta.get("version", 0) < SCHEMA_VERSION:
+            # older but holding no month shards (_upgrade_layout moved any)
             self.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
         elif meta.get("version", 0) > SCHEMA_VERSION:
             raise StoreError(f"{self.data_dir} was written by a newer Retainer "

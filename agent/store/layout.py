@@ -37,17 +37,24 @@ from agent.store.storage import Shard, file_stamp
 
 log = logging.getLogger("retainer.store")
 
-SCHEMA_VERSION = 2  # of the store: 1, one shard per month; 2, bounded shards + summaries
+SCHEMA_VERSION = 3  # of the store: 1, one shard per month; 2, bounded shards + summaries;
+#                    3, reviews, outbox and reminders in bounded shards too (no workflow.json)
+BOUNDED_SCHEMA = 2  # the first schema of bounded message and deliverable shards
 SHARD_DOCS = 1000  # messages per shard, at most
 DELIVERABLE_SHARD_DOCS = 250  # deliverables come one per 20-50 messages: smaller shards
+#                               (and so do reviews, sent messages, reminders: every folder
+#                               but messages rolls at this count)
 SHARD_BYTES = 2 << 20  # bytes per shard, at most (one bigger document gets a shard alone)
 SHARD_RE = re.compile(r"^s(\d{6,})$")
 MONTH_RE = re.compile(r"^\d{4}-\d{2}$")
 SUMMARY_VERSION = 5
 MAP_AFTER = 1000  # lookups by id answered from the sorted summaries before a map is built
 
-# per folder: the table of documents, the time field, the table of thread entries
-TABLES = {"messages": ("messages", "sent_at"), "deliverables": ("deliverables", "received_at")}
+# per folder: the table of documents and its time field
+TABLES = {"messages": ("messages", "sent_at"), "deliverables": ("deliverables", "received_at"),
+          # records of the owner's work (agent.store.records): one folder of shards each
+          "reviews": ("reviews", "reviewed_at"), "outbox": ("outbox", "sent_at"),
+          "notified": ("events", "at"), "instructions": ("sent", "sent_at")}
 
 
 def shard_name(number: int) -> str:
@@ -126,7 +133,7 @@ def summarize(folder: str, shard: Shard) -> dict[str, Any]:
         summary["unreviewed"] = unreviewed
         summary["chains"] = chains
         summary["queue"] = queue
-    else:
+    elif folder == "messages":
         summary["threads"] = {doc["id"]: doc for doc in shard.docs("threads")}
     return summary
 
@@ -320,6 +327,35 @@ class Catalog:
                 where.update(dict.fromkeys(self.shard_ids(name), name))
             self._where = where
         return self._where.get(doc_id)
+
+    def where_many(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        """The shard of each of ``doc_ids`` that is stored (``{id: shard}``; new ones
+        left out), for a page of documents at once.
+
+        Without the map of :meth:`where`, each shard's sorted ids are intersected with the
+        page's (one pass in C per shard, about 20 microseconds for 1,000 ids) instead of
+        bisecting every shard for every document (a few microseconds per shard and
+        document: at 200 shards, a second per page of 200). Counts towards
+        :data:`MAP_AFTER` like single lookups, so a long sync still builds the map once.
+        """
+        wanted = set(doc_ids)
+        if not wanted:
+            return {}
+        if not self._loaded:
+            self.refresh()
+        self._lookups += len(wanted)
+        if self._where is None and self._lookups > MAP_AFTER:
+            self.where(next(iter(wanted)))  # builds the map
+        if self._where is not None:
+            where = self._where
+            return {doc_id: where[doc_id] for doc_id in wanted if doc_id in where}
+        if self._lists is None:
+            self._lists = [(name, self.shard_ids(name)) for name in self.shards]
+        found: dict[str, str] = {}
+        for name, ids in self._lists:
+            for doc_id in wanted.intersection(ids):
+                found.setdefault(doc_id, name)
+        return found
 
     def ids(self) -> Iterable[str]:
         if not self._loaded:

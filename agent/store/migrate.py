@@ -1,4 +1,6 @@
-"""Upgrade a store from one shard per month (schema 1) to bounded shards (schema 2).
+"""Upgrade a store from one shard per month (schema 1) to bounded shards (schema 2), and
+its records of the owner's work from whole files to bounded shards (schema 3,
+:func:`upgrade_records`).
 
 Run once, when a :class:`~agent.store.Store` is opened on a folder that still holds month
 files (``messages/2024-05.json``), under the store's write lock. Crash-safe:
@@ -12,8 +14,8 @@ files (``messages/2024-05.json``), under the store's write lock. Crash-safe:
 
 A kill before step 3 leaves the old layout, untouched (the next open starts again); a
 kill after it leaves the new one (the next open finishes step 4). Cursors (in
-``meta.json``) and reviews (on the deliverables, and in ``workflow.json``) are carried
-as they are: documents are copied, not rebuilt.
+``meta.json``) and reviews (on the deliverables, and in ``workflow.json`` or their shards)
+are carried as they are: documents are copied, not rebuilt.
 
 Versions before 2026-12 named a mail message by its Message-ID alone, so two different
 messages with one Message-ID in two months were stored under one id in both month files
@@ -31,9 +33,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.files import fsync_dir, remove_orphan_temps
+import orjson
+
+from agent.files import ensure_private_dir, fsync_dir, remove_orphan_temps, write_private
 from agent.store.ids import deliverable_id_for, message_id_for, short_hash
 from agent.store.layout import (
+    BOUNDED_SCHEMA,
     MONTH_RE,
     SCHEMA_VERSION,
     SHARD_BYTES,
@@ -44,6 +49,8 @@ from agent.store.layout import (
     shard_name,
 )
 from agent.store.storage import Shard, batched_dir_sync
+
+RECORDS_MOVED = "records_moved"  # agent.store.folder.RECORDS_MOVED (no import: one arrow)
 
 if TYPE_CHECKING:
     from agent.store.layout import Catalog
@@ -58,6 +65,8 @@ class Store(Protocol):
 
     @property
     def meta(self) -> Shard: ...
+
+    def shard(self, relative: str) -> Shard: ...
 
     def catalog(self, folder: str) -> Catalog: ...
 
@@ -77,7 +86,7 @@ def upgrade(store: Store) -> None:
     if not any(months.values()):
         return  # another process upgraded it while we waited for the lock
     meta = store.meta.get("meta", "schema", key="name")
-    if meta is not None and meta.get("version", 0) >= SCHEMA_VERSION:
+    if meta is not None and meta.get("version", 0) >= BOUNDED_SCHEMA:
         _remove(months)  # committed; a kill came before the old files were gone
         return
     started = time.monotonic()
@@ -98,7 +107,7 @@ def upgrade(store: Store) -> None:
         count += _copy(store, "messages", months["messages"], repairs, renamed)
     for folder in FOLDERS:
         store.catalog(folder).flush()
-    store.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
+    store.meta.upsert_many("meta", [{"name": "schema", "version": BOUNDED_SCHEMA}], "name")
     _remove(months)
     log.info("store upgraded to bounded shards: %d documents in %.1f s",
              count, time.monotonic() - started)
@@ -259,3 +268,117 @@ def _thread_entries(docs: list[dict[str, Any]], bases: dict[str, dict[str, Any]]
         if not entry.get("identity") and doc.get("identity"):
             entry["identity"] = doc["identity"]
     return list(out.values())
+
+
+# -- schema 3: the owner's records (reviews, outbox, reminders) out of whole files -----------
+
+#: the files of schema 2 that held every record of the owner's work: ``{file: {table:
+#: folder of bounded shards}}`` (agent.store.records)
+RECORD_FILES = {"workflow.json": {"reviews": "reviews", "outbox": "outbox"},
+                "notify.json": {"events": "notified"},
+                "instructions.json": {"sent": "instructions"}}
+#: files that stay, holding their other tables (the instruction templates, bounded by
+#: the owner's templates, not by the work)
+STAYING = ("instructions.json",)
+
+
+def _pending(path: Path, tables: dict[str, str]) -> dict[str, Any] | None:
+    """The tables of ``path`` if it still holds one to move, else None."""
+    if not path.exists():
+        return None
+    old = Shard(path)
+    data = old.storage.read() or {}
+    old.drop_cache()
+    return data if any(table in data for table in tables) else None
+
+
+def upgrade_records(store: Store) -> None:
+    """Move the records of :data:`RECORD_FILES` into bounded shards (hold the write lock).
+
+    Per file, crash-safe like :func:`upgrade`: while the old file is there nothing was
+    committed, so shards found in its folders are left from a killed upgrade and removed;
+    its tables are copied into new shards (each written atomically and fsynced, then the
+    folders fsynced); the commit is the removal of the old file (tables Retainer does not
+    know are first written to ``<file>.kept.json``, atomically). A kill before the
+    commit leaves the old file, whole, and the next open starts that file again; a kill
+    after it leaves the new shards. Documents are copied as they are, in file order.
+    ``meta.json`` says schema 3 before the first copy, so an older Retainer (which would
+    write a new ``workflow.json``) refuses to write to the store from then on.
+    """
+    root = store.root
+    pending = {name: data for name, tables in RECORD_FILES.items()
+               if (data := _pending(root / name, tables)) is not None}
+    meta = store.meta.get("meta", "schema", key="name")
+    if meta is None or meta.get("version", 0) < SCHEMA_VERSION:
+        # first: a Retainer of schema 2 refuses to write from now on, so no review can be
+        # added to workflow.json once its copy has begun
+        store.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
+    for name, data in pending.items():
+        tables = RECORD_FILES[name]
+        path = root / name
+        started = time.monotonic()
+        for folder in tables.values():  # never committed, so never used: start again
+            _clear_folder(root, folder)
+        count = 0
+        with batched_dir_sync():
+            for table, folder in tables.items():
+                docs = list((data.get(table) or {}).values())
+                count += _copy_records(store, folder, table, docs)
+        for folder in tables.values():
+            store.catalog(folder).flush()
+        rest = {table: docs for table, docs in data.items() if table not in tables}
+        if rest and name in STAYING:
+            write_private(path, orjson.dumps(rest))  # the commit: atomic, fsynced
+        else:
+            if rest:  # tables this Retainer does not know: kept aside, never dropped
+                write_private(root / f"{path.stem}.kept.json", orjson.dumps(rest))
+            path.unlink()  # the commit
+            fsync_dir(root)
+        store.shard(name).drop_cache()
+        log.info("store upgraded: %d records of %s into bounded shards in %.1f s",
+                 count, name, time.monotonic() - started)
+    # last: until this is written, every open looks again (a kill between two files)
+    store.meta.upsert_many("meta", [{"name": RECORDS_MOVED}], "name")
+
+
+def _clear_folder(root: Path, folder: str) -> None:
+    for base in (root / folder, root / "index" / folder):
+        if base.is_dir():
+            for path in base.iterdir():
+                if path.is_file():
+                    path.unlink()
+    (root / "index" / f"{folder}.generation").unlink(missing_ok=True)
+
+
+def _copy_records(store: Store, folder: str, table: str, docs: list[dict[str, Any]]) -> int:
+    """Write ``docs`` into new shards of ``folder``, in order, each within the bounds."""
+    ensure_private_dir(store.root / folder)
+    catalog = store.catalog(folder)
+    catalog.will_write()
+    batch: list[dict[str, Any]] = []
+    size = number = 0
+    seen: set[str] = set()
+
+    def flush() -> None:
+        nonlocal number, size
+        number += 1
+        name = shard_name(number)
+        shard = Shard(store.root / folder / f"{name}.json")
+        shard.upsert_tables([(table, batch, "id")])
+        catalog.written(name, shard)
+        shard.drop_cache()
+        batch.clear()
+        size = 0
+
+    for doc in docs:
+        if doc.get("id") in seen:
+            continue
+        seen.add(doc["id"])
+        nbytes = doc_size(doc)
+        if batch and (len(batch) >= shard_docs(folder) or size + nbytes > SHARD_BYTES):
+            flush()
+        batch.append(doc)
+        size += nbytes
+    if batch:
+        flush()
+    return len(seen)

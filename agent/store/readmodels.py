@@ -39,8 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("retainer.store")
 
 FILES = {"roster": "roster.json", "contracts": "contracts.json",
-         "workflow": "workflow.json", "instructions": "instructions.json"}
+         "instructions": "instructions.json"}
 FOLDERS = ("messages", "deliverables")
+#: parts kept in folders of shards (agent.store.records): ``workflow`` is the reviews and
+#: the outbox; ``instructions``, the templates' file and the instructions sent
+GROUPS = {"workflow": ("reviews", "outbox"), "instructions": ("instructions",)}
 FORMAT = 1  # the layout of a read model file itself
 
 Builder = Callable[["Store"], Any]
@@ -57,25 +60,25 @@ def input_stamps(root: Path, parts: Iterable[str]) -> list[list[Any]]:
     (a missing single file as ``[path, 0, 0, -1]``), in a fixed order."""
     out: list[list[Any]] = []
     for part in sorted(set(parts)):
-        if part in FOLDERS:
+        folders = GROUPS.get(part) or ((part,) if part in FOLDERS else ())
+        if part not in FILES and not folders:
+            raise ValueError(f"unknown read model input {part!r}")
+        if part in FILES:
             try:
-                entries = sorted(os.scandir(root / part), key=lambda e: e.name)
+                st = os.stat(root / FILES[part])
+                out.append([FILES[part], st.st_ino, st.st_mtime_ns, st.st_size])
+            except FileNotFoundError:
+                out.append([FILES[part], 0, 0, -1])
+        for folder in folders:
+            try:
+                entries = sorted(os.scandir(root / folder), key=lambda e: e.name)
             except FileNotFoundError:
                 entries = []
             for entry in entries:
                 if not entry.name.endswith(".json") or entry.name.startswith("."):
                     continue
                 st = entry.stat()
-                out.append([f"{part}/{entry.name}", st.st_ino, st.st_mtime_ns, st.st_size])
-        elif part in FILES:
-            path = root / FILES[part]
-            try:
-                st = os.stat(path)
-                out.append([FILES[part], st.st_ino, st.st_mtime_ns, st.st_size])
-            except FileNotFoundError:
-                out.append([FILES[part], 0, 0, -1])
-        else:
-            raise ValueError(f"unknown read model input {part!r}")
+                out.append([f"{folder}/{entry.name}", st.st_ino, st.st_mtime_ns, st.st_size])
     return out
 
 

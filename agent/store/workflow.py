@@ -4,10 +4,13 @@ The only module of the workflow features that talks to TinyDB. Layout (under ``s
 
     deliverables/       each deliverable's current ``review_status`` and ``review`` (kept on
                         re-sync by :meth:`Store._upsert_deliverables`)
-    workflow.json       ``reviews``: every review event (a deliverable can be reviewed twice);
-                        ``outbox``: every message the owner sent through Retainer
-    instructions.json   ``templates``: versioned Markdown templates; ``sent``: instructions sent
-    notify.json         ``events``: which reminders went out, so none is sent twice
+    reviews/            every review event (a deliverable can be reviewed twice), in bounded
+                        shards (:mod:`agent.store.records`; until schema 3, workflow.json)
+    outbox/             every message the owner sent through Retainer, likewise
+    notified/           which reminders went out, so none is sent twice (was notify.json)
+    instructions/       every instruction sent, likewise (was ``sent`` in instructions.json)
+    instructions.json   ``templates``: versioned Markdown templates (one per template the
+                        owner keeps: bounded by the owner, not by the work)
 
 Messages and deliverables are read through :class:`~agent.store.Store` methods only
 (:meth:`~agent.store.Store.message`, :meth:`~agent.store.Store.thread_messages`,
@@ -22,6 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from agent.errors import StoreError
+from agent.store import records
 from agent.store.core import REVIEW_STATUSES, Store, iso, short_hash
 from agent.store.storage import Shard
 
@@ -33,16 +37,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _workflow(store: Store) -> Shard:
-    return store.shard("workflow.json")
-
-
-def _instructions(store: Store) -> Shard:
+def _templates(store: Store) -> Shard:
     return store.shard("instructions.json")
-
-
-def _notify(store: Store) -> Shard:
-    return store.shard("notify.json")
 
 
 # -- reviews ------------------------------------------------------------------------------------
@@ -100,13 +96,13 @@ def record_reviews(store: Store, items: Iterable[tuple[Mapping[str, Any], Mappin
             "contractor_id": current.get("contractor_id"),
         })
     store.save_deliverables(docs)
-    _workflow(store).upsert_many("reviews", cast("list[dict[str, Any]]", events))
+    records.save(store, "reviews", cast("list[dict[str, Any]]", events))
     return docs
 
 
 def review_events(store: Store) -> list[ReviewEvent]:
     """Every review ever recorded, oldest first (do not mutate)."""
-    docs = cast("list[ReviewEvent]", _workflow(store).docs("reviews"))
+    docs = cast("list[ReviewEvent]", records.read_all(store, "reviews"))
     return sorted(docs, key=lambda d: d.get("reviewed_at") or "")
 
 
@@ -117,7 +113,7 @@ def record_sent(store: Store, entry: dict[str, Any], *, deliverable_id: str | No
     doc = dict(entry, sent_at=stamp,
                id=entry.get("id") or "o_" + short_hash(str(stamp), entry.get("text", ""),
                                                      entry.get("to", "")))
-    _workflow(store).upsert_many("outbox", [doc])
+    records.save(store, "outbox", [doc])
     if deliverable_id is not None:
         current = store.deliverable(deliverable_id)
         review: dict[str, Any] = dict(current.get("review") or {})
@@ -128,18 +124,18 @@ def record_sent(store: Store, entry: dict[str, Any], *, deliverable_id: str | No
 
 
 def outbox(store: Store) -> list[dict[str, Any]]:
-    return sorted(_workflow(store).docs("outbox"), key=lambda d: d.get("sent_at") or "")
+    return sorted(records.read_all(store, "outbox"), key=lambda d: d.get("sent_at") or "")
 
 
 # -- instruction templates ----------------------------------------------------------------------
 
 
 def templates(store: Store) -> list[dict[str, Any]]:
-    return sorted(_instructions(store).docs("templates"), key=lambda d: d["name"])
+    return sorted(_templates(store).docs("templates"), key=lambda d: d["name"])
 
 
 def template(store: Store, name: str) -> dict[str, Any]:
-    doc = _instructions(store).get("templates", name.strip().lower())
+    doc = _templates(store).get("templates", name.strip().lower())
     if doc is None:
         raise StoreError(f'no instruction template "{name}"; see `retainer instructions list`')
     return doc
@@ -151,7 +147,7 @@ def save_template(store: Store, name: str, text: str, *, skill: str | None = Non
     key = name.strip().lower()
     if not key or any(c in key for c in "/\\\n"):
         raise StoreError("a template name is one line without slashes, e.g. logo-brief")
-    shard = _instructions(store)
+    shard = _templates(store)
     current = shard.get("templates", key)
     stamp = iso(when or _now())
     versions = list(current["versions"]) if current else []
@@ -173,12 +169,12 @@ def record_instruction(store: Store, entry: dict[str, Any]) -> dict[str, Any]:
     doc.setdefault("sent_at", iso(_now()))
     doc["id"] = doc.get("id") or "i_" + short_hash(doc["template"], str(doc["version"]),
                                                   doc["contractor_id"], doc["sent_at"])
-    _instructions(store).upsert_many("sent", [doc])
+    records.save(store, "instructions", [doc])
     return doc
 
 
 def sent_instructions(store: Store) -> list[dict[str, Any]]:
-    return sorted(_instructions(store).docs("sent"), key=lambda d: d.get("sent_at") or "")
+    return sorted(records.read_all(store, "instructions"), key=lambda d: d.get("sent_at") or "")
 
 
 # -- reads kept for callers of the first workflow API ----------------------------------------
@@ -203,11 +199,11 @@ def thread_messages(store: Store, thread_id: str) -> list[MessageRecord]:
 
 
 def notified(store: Store) -> dict[str, dict[str, Any]]:
-    return {d["id"]: d for d in _notify(store).docs("events")}
+    return {d["id"]: d for d in records.read_all(store, "notified")}
 
 
 def mark_notified(store: Store, keys: Iterable[str], when: datetime | None = None) -> None:
     stamp = iso(when or _now())
     docs = [{"id": k, "at": stamp} for k in keys]
     if docs:
-        _notify(store).upsert_many("events", docs)
+        records.save(store, "notified", docs)

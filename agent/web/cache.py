@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from agent.store import Store
+from agent.store import Store, records
 from agent.store.activity import messages_activity
 from agent.store.storage import file_stamp, iso
 
@@ -51,7 +51,9 @@ FirstReview = tuple[str, "float | None"]
 
 log = logging.getLogger("retainer.web")
 
+#: "workflow.json" stands for the review and outbox shards (agent.store.records)
 FILES = ("roster.json", "workflow.json", "instructions.json", "contracts.json")
+SHARDED = {"workflow.json": ("reviews", "outbox"), "instructions.json": ("instructions",)}
 TIMELINE_FIELDS = ("id", "sent_at", "direction", "subject", "source")
 #: how long a figure that depends on the clock (ages, "the last 90 days") is reused
 CLOCK_TTL = 60.0
@@ -141,7 +143,9 @@ class ReadModel:
     def refresh(self) -> None:
         """Re-read what changed on disk since the last look (cheap when nothing did)."""
         for name in FILES:
-            stamp = file_stamp(self.store.root / name)
+            stamp: Any = file_stamp(self.store.root / name)
+            if name in SHARDED:  # the records in bounded shards (agent.store.records)
+                stamp = (stamp, records.stamps(self.store, SHARDED[name]))
             if name not in self._files or self._files[name] != stamp:
                 self._files[name] = stamp
                 part = name.removesuffix(".json")

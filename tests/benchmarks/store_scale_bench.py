@@ -89,33 +89,63 @@ def records(shape: str, first: int, count: int, total: int, *, tag: str = "m") -
                       attachments=atts)
 
 
+def runqueue_s() -> float:
+    """Time this thread spent runnable but waiting for a CPU (Linux schedstat; 0 elsewhere):
+    on a shared box, the wall time other processes took from us."""
+    try:
+        with open("/proc/thread-self/schedstat") as handle:
+            return int(handle.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def child_fill(data: Path, shape: str, size: int) -> dict[str, Any]:
     from agent.models import Identity
     from agent.store import Store
 
+    synced = [0.0, 0]  # wall time inside os.fsync (files and folders), and how many
+    real_fsync = os.fsync
+
+    def timed_fsync(fd: Any) -> None:
+        t = time.perf_counter()
+        try:
+            real_fsync(fd)
+        finally:
+            synced[0] += time.perf_counter() - t
+            synced[1] += 1
+
+    os.fsync = timed_fsync  # the wall time a shared disk adds, told apart from our own
     store = Store(data)
     with store.writing():
         for c in range(CONTRACTORS):
             store.add_contractor(f"Contractor {c:03d}", [Identity("email", f"c{c}@example.com")])
     owner = frozenset({f"email:{OWNER}"})
     spent = cpu = 0.0
-    blocks: list[tuple[float, float]] = []  # (wall, CPU) of each block of 10,000 messages
+    blocks: list[tuple[float, float, float]] = []  # (wall, CPU, fsync) per 10,000 messages
+    synced[:] = [0.0, 0]
+    waited = 0.0
     started = time.perf_counter()
     for first in range(0, size, PAGE):
         page = list(records(shape, first, min(PAGE, size - first), size))
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, q0 = time.perf_counter(), time.process_time(), runqueue_s()
         with store.writing():
             store.commit_page("mail", "maildir", page, owner_keys=owner)
             store.update_source_state("mail", cursor=str(first + len(page)),
                                       messages=first + len(page))
         spent += time.perf_counter() - t0
         cpu += time.process_time() - c0
+        waited += runqueue_s() - q0
         if (first + len(page)) % BLOCK == 0:
-            blocks.append((spent - sum(b[0] for b in blocks), cpu - sum(b[1] for b in blocks)))
+            blocks.append((spent - sum(b[0] for b in blocks), cpu - sum(b[1] for b in blocks),
+                           synced[0] - sum(b[2] for b in blocks)))
     wall = time.perf_counter() - started
+    os.fsync = real_fsync
     return {"kind": "full", "shape": shape, "size": size, "store_s": spent, "wall_s": wall,
             "per_msg_ms": spent / size * 1000, "cpu_ms": cpu / size * 1000,
-            "blocks_ms": [(w / BLOCK * 1000, c / BLOCK * 1000) for w, c in blocks],
+            "fsync_ms": synced[0] / size * 1000, "runq_ms": waited / size * 1000,
+            "fsyncs_per_page": synced[1] / (size / PAGE),
+            "blocks_ms": [(w / BLOCK * 1000, c / BLOCK * 1000, f / BLOCK * 1000)
+                          for w, c, f in blocks],
             "rss_mb": peak_rss_mb()}
 
 
@@ -296,24 +326,30 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     results: list[dict[str, Any]] = []
     for shape in args.shapes.split(","):
-        for size in [] if args.no_fill else sizes:
+        # the sizes take turns (10k, 200k, 10k, 200k, 10k), so a shared box's load
+        # changing during the run weighs on every size alike
+        by_size: dict[int, list[dict[str, Any]]] = {size: [] for size in sizes}
+        turns = [(rep, size) for rep in range(args.repeat) for size in sizes
+                 if rep < (args.repeat if size <= 50_000 else max(1, args.repeat - 1))]
+        for _rep, size in [] if args.no_fill else turns:
             data = work / f"{shape}-{size}" / "data"
             if data.exists():
                 shutil.rmtree(data)
             data.parent.mkdir(parents=True, exist_ok=True)
-            runs = []
-            for _ in range(args.repeat if size <= 50_000 else max(1, args.repeat - 1)):
-                if data.exists():
-                    shutil.rmtree(data)
-                runs.append(run_child("fill", str(data), shape, str(size)))
-                print(json.dumps(runs[-1]), flush=True)
+            by_size[size].append(run_child("fill", str(data), shape, str(size)))
+            print(json.dumps(by_size[size][-1]), flush=True)
+        for size in [] if args.no_fill else sizes:
+            runs = by_size[size]
             results.append({"kind": "full", "shape": shape, "size": size, "runs": len(runs),
                             "blocks_ms": runs[-1]["blocks_ms"],
                             **{k: statistics.median(r[k] for r in runs)
-                               for k in ("store_s", "per_msg_ms", "cpu_ms")},
+                               for k in ("store_s", "per_msg_ms", "cpu_ms", "fsync_ms",
+                                         "runq_ms", "fsyncs_per_page")},
+                            "own_ms": statistics.median(r["per_msg_ms"] - r["runq_ms"]
+                                                        for r in runs),
                             "rss_mb": max(r["rss_mb"] for r in runs)})
             if size != sizes[-1]:
-                shutil.rmtree(data.parent)
+                shutil.rmtree(work / f"{shape}-{size}")
         big = work / f"{shape}-{sizes[-1]}" / "data"
         first = 10 if args.no_fill else 0  # new messages, not those of an earlier run
         adds = [run_child("add", str(big), shape, str(sizes[-1]), str(r))
@@ -335,23 +371,28 @@ def main() -> int:
                             "rss_mb": max(r["rss_mb"] for r in inner)})
             print(json.dumps(results[-1]), flush=True)
     print(f"\nfull syncs (store time: commit_page + cursor, pages of {PAGE}; medians)")
+    print("(in fsync: wall time inside os.fsync, the shared disk's part; runq: waiting for a "
+          "CPU other processes held; own: wall minus runq)")
     print(f"{'shape':<8}{'messages':>10}{'runs':>5}{'store s':>9}{'ms/msg':>8}{'vs first':>9}"
-          f"{'cpu ms/msg':>11}{'vs first':>9}{'peak MB':>8}")
+          f"{'cpu ms/msg':>11}{'vs first':>9}{'in fsync':>9}{'runq':>7}{'own':>7}{'vs first':>9}"
+          f"{'fsync/page':>11}{'peak MB':>8}")
     for shape in args.shapes.split(","):
         full = [r for r in results if r["kind"] == "full" and r["shape"] == shape]
         for r in full:
             print(f"{shape:<8}{r['size']:>10}{r['runs']:>5}{r['store_s']:>9.1f}"
                   f"{r['per_msg_ms']:>8.3f}{r['per_msg_ms'] / full[0]['per_msg_ms']:>8.2f}x"
                   f"{r['cpu_ms']:>11.3f}{r['cpu_ms'] / full[0]['cpu_ms']:>8.2f}x"
+                  f"{r['fsync_ms']:>9.3f}{r['runq_ms']:>7.3f}{r['own_ms']:>7.3f}"
+                  f"{r['own_ms'] / full[0]['own_ms']:>8.2f}x{r['fsyncs_per_page']:>11.1f}"
                   f"{r['rss_mb']:>8.0f}")
     print(f"\nwithin the largest sync: ms per message of its first, median and last block of "
-          f"{BLOCK} (wall / CPU)")
+          f"{BLOCK} (wall / CPU / in fsync)")
     for r in (r for r in results if r["kind"] == "full" and r.get("blocks_ms")
               and r["size"] == sizes[-1]):
         blocks = r["blocks_ms"]
-        mid = (statistics.median(b[0] for b in blocks), statistics.median(b[1] for b in blocks))
-        print(f"{r['shape']:<8}" + "  ".join(f"{w:.3f} / {c:.3f}"
-                                             for w, c in (blocks[0], mid, blocks[-1])))
+        mid = tuple(statistics.median(b[k] for b in blocks) for k in range(3))
+        print(f"{r['shape']:<8}" + "  ".join(f"{w:.3f} / {c:.3f} / {f:.3f}"
+                                             for w, c, f in (blocks[0], mid, blocks[-1])))
     print("\n100 new messages into the largest store (fresh process; median of 3)")
     for r in (r for r in results if r["kind"] == "add"):
         print(f"{r['shape']:<8}{r['size']:>10}  sync {r['sync_s']:.3f} s (CPU {r['cpu_s']:.3f} s;"

@@ -36,7 +36,7 @@ from agent.models import (
     ThreadActivity,
     ThreadRecord,
 )
-from agent.store import Store
+from agent.store import Store, layout
 from agent.store import workflow as wf
 
 StoreFactory = Callable[[Path], Store]
@@ -328,6 +328,36 @@ class StoreContract:
         assert store.deliverable(first["id"])["review_status"] == "approved"
         with pytest.raises(StoreError, match="no deliverable match"):
             store.deliverable("zzzz")
+
+    def test_records_of_the_owners_work_roll_over_shards(
+            self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Reviews, sent messages and reminders: every one read back, in order, however
+        many shards they fill; one recorded again stays one."""
+        monkeypatch.setattr(layout, "DELIVERABLE_SHARD_DOCS", 3)
+        self.commit(store, [inbound(f"m{n}", n, files=[png(f"f{n}.png", b"%d" % n)])
+                            for n in range(5)])
+        docs = store.deliverables()
+        with store.writing():
+            for round_ in range(2):
+                for n, doc in enumerate(docs):
+                    wf.record_review(store, doc["id"], "changes_requested",
+                                     feedback=f"r{round_}", when=at(10 * round_ + n))
+            for n in range(7):
+                wf.record_sent(store, {"kind": "feedback", "to": "maria@example.com",
+                                       "text": f"t{n}", "sent_at": stamp(n)})
+            wf.mark_notified(store, [f"k{n}" for n in range(8)], when=at(1))
+            wf.mark_notified(store, ["k0"], when=at(2))
+        events = wf.review_events(store)
+        assert [e["reviewed_at"] for e in events] == sorted(
+            stamp(10 * r + n) for r in range(2) for n in range(5))
+        assert {e["feedback"] for e in events[5:]} == {"r1"}
+        assert len(store.catalog("reviews").names()) == 4  # 10 reviews, 3 a shard
+        assert len(store.catalog("outbox").names()) == 3
+        assert [s["text"] for s in wf.outbox(store)] == [f"t{n}" for n in range(7)]
+        notified = wf.notified(store)
+        assert sorted(notified) == [f"k{n}" for n in range(8)]
+        assert notified["k0"]["at"] == stamp(2)
+        assert [(d.get("review") or {}).get("round") for d in store.deliverables()] == [2] * 5
 
     def test_update_deliverable(self, store: Store) -> None:
         self.commit(store, [inbound("a", 1, files=[png("a.png", b"a")])])
