@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -107,6 +108,10 @@ class SourceContext:
         stored with each, plus ``"stored"``: its remote id, thread, subject and recipients):
         earlier messages of a sender just promoted to contractor, whose files were recorded
         but not downloaded. Connectors that cannot read messages again ignore it.
+
+    A connector of a local source may also declare, with :meth:`quick_check`, which
+    files or folders stand for its whole source, so that a later ``retainer sync`` that
+    finds none of them changed skips it without loading any plugin.
     """
 
     source: str
@@ -122,6 +127,57 @@ class SourceContext:
     state: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     warnings: list[str] = field(default_factory=list)
     refetch: list[dict[str, Any]] = field(default_factory=list)
+    _quick: dict[str, list[int]] | None = field(default_factory=dict, init=False, repr=False)
+    _quick_from: int = field(default=0, init=False, repr=False)
+
+    def quick_check(self, paths: Iterable[str | os.PathLike[str]], *,
+                    since: int | None = None) -> None:
+        """Declare that ``paths`` stand for this whole source: as long as none of them
+        changes (its mtime, size, inode and device), there is nothing new to read.
+
+        Call it during :meth:`Connector.fetch`, *before* reading what the paths hold
+        (their stamps are taken at the call, so a change during the read is seen next
+        time), once or several times. If what the paths hold was looked at before the
+        call (e.g. to find them), pass ``since=time.time_ns()`` taken before that look.
+
+        After a sync that succeeded completely (no error, no warning, not stopped), the
+        host keeps the stamps; the next ``retainer sync`` compares them (and the config,
+        the roster and the installed plugins) before loading any plugin and, if nothing
+        changed, records the source as synced with nothing new without calling the
+        connector. A path changed within 2 s of the call (or of ``since``) is not trusted
+        (a change in the same tick may not move its mtime), nor one that cannot be read:
+        then nothing is kept and the next sync runs the connector.
+
+        Declare only what covers *every* change that matters: e.g. a Maildir's ``cur/``
+        and ``new/`` folders of each mailbox read (a delivery or a flag change renames a
+        file in them, which moves the folder's mtime) and the folder that holds the
+        mailboxes (a new mailbox). Remote sources never call it.
+        """
+        started = time.time_ns() if since is None else min(since, time.time_ns())
+        if self._quick is None:
+            return
+        if not self._quick or started < self._quick_from:
+            self._quick_from = started
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                self._quick = None  # cannot be told: no quick check for this sync
+                return
+            self._quick[os.fspath(path)] = [st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev]
+
+    def quick_stamps(self) -> dict[str, list[int]] | None:
+        """For the host: the stamps :meth:`quick_check` took, or None when none were
+        taken, one failed, or one was changed within 2 s of its taking (racy)."""
+        if not self._quick:
+            return None
+        if any(stamp[0] >= self._quick_from - RACY_NS for stamp in self._quick.values()):
+            return None
+        return dict(self._quick)
+
+
+#: How close to the stamps' taking a path's mtime makes it untrusted (git's racy rule).
+RACY_NS = 2_000_000_000
 
 
 class Connector(ABC, Generic[S]):

@@ -74,6 +74,7 @@ class SyncEngine:
         should_stop: Callable[[], bool] = lambda: False,
         progress: ProgressCallback | None = None,
         on_page: PageCallback | None = None,
+        quick_env: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
         self.host = host
@@ -83,6 +84,11 @@ class SyncEngine:
         self.on_page = on_page
         self.owner_keys = frozenset(f"email:{e}" for e in config.agent.owner_emails)
         self._plugin_states: dict[str, PluginState] = {}
+        #: per source, what the quick check compares besides the connector's stamps
+        #: (:func:`agent.quicksync.environment`, taken before the sync); without it (the
+        #: daemon) no quick record is kept, and every sync forgets the one there was
+        self.quick_env = quick_env or {}
+        self._quick_stamps: dict[str, dict[str, list[int]] | None] = {}
 
     def prepare(self) -> None:
         """Seed the roster from the config (idempotent) and fix the first-import cut-off."""
@@ -169,6 +175,9 @@ class SyncEngine:
             from agent.diskspace import ensure_reserve
 
             ensure_reserve(self.store.data_dir)
+            if self.store.quick_record(source.name) is not None:
+                with self.store.writing():  # kept again only if this sync succeeds
+                    self.store.save_quick_record(source.name, None)
             self._run(source, settings, result, secrets)
         except RetainerError as exc:
             if self.host.strict and not isinstance(exc, TransientError | AuthError):
@@ -201,7 +210,29 @@ class SyncEngine:
         owner = self.host.platform_owner.get(source.platform)
         if owner and result.error_kind == "error" and f'plugin "{owner}"' not in result.error:
             result.error += f' (platform "{source.platform}" comes from plugin "{owner}")'
-        return self._finish(result, started)
+        self._finish(result, started)
+        self._keep_quick(source, result)
+        return result
+
+    def _keep_quick(self, source: SourceConfig, result: SyncResult) -> None:
+        """After a complete, clean sync: keep what the next ``retainer sync`` compares to
+        skip this source (:mod:`agent.quicksync`); derived, so a failure only logs."""
+        stamps = self._quick_stamps.pop(source.name, None)
+        env = self.quick_env.get(source.name)
+        if (stamps is None or env is None or not result.ok or result.stopped
+                or result.warnings):
+            return
+        from agent.quicksync import cursor_hash
+
+        state = self.store.source_state(source.name)
+        if state.get("pending") or state.get("backfill") or state.get("failures"):
+            return
+        try:
+            with self.store.writing():
+                self.store.save_quick_record(source.name, {
+                    "env": env, "stamps": stamps, "cursor": cursor_hash(state.get("cursor"))})
+        except (OSError, RetainerError) as exc:
+            log.debug("%s: quick-check record not kept: %s", source.name, exc)
 
     def _run(self, source: SourceConfig, settings: BaseModel | None, result: SyncResult,
              secrets: list[str]) -> None:
@@ -262,6 +293,7 @@ class SyncEngine:
         finally:
             connector.close()
             result.warnings = list(dict.fromkeys(context.warnings))[:20]
+            self._quick_stamps[source.name] = context.quick_stamps()
 
     def _check(self, source: SourceConfig, page: object, index: int) -> None:
         """Refuse a malformed page before anything of it is stored (in every mode)."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -37,9 +37,20 @@ def sync(app: App, sources: tuple[str, ...], as_json: bool) -> None:
     stops after the page being stored (twice: at once) and exits 130; every committed
     page is kept and the next sync goes on from there.
     """
+    from agent.quicksync import quick_sync
+
+    skipped = quick_sync(app.config_path, sources) if app._host is None else None
+    if skipped is not None:  # nothing any source stands for changed: no plugin loaded
+        if as_json:
+            emit_json([r.as_dict() for r in skipped])
+        else:
+            for r in skipped:
+                click.echo(f"{r.source}: {sync_line(r)}")
+        return
     from agent.sync import SyncEngine
 
     app.load_plugins_for_sync(sources)
+    quick_env = quick_environment(app, sources)  # before the config is validated
     config = app.config(only=set(sources) or None)
     for name in sources:
         config.source(name)
@@ -51,7 +62,7 @@ def sync(app: App, sources: tuple[str, ...], as_json: bool) -> None:
     store = app.store(config)
     watch = SyncWatch(verbose=app.verbose, quiet=as_json)
     engine = SyncEngine(config, app.host, store, should_stop=watch.stopping.is_set,
-                        on_page=watch.page)
+                        on_page=watch.page, quick_env=quick_env)
     with watch.ctrl_c():
         try:
             results = engine.sync_all(sources)
@@ -73,6 +84,30 @@ def sync(app: App, sources: tuple[str, ...], as_json: bool) -> None:
         sys.exit(130)
     if any(not r.ok for r in results):
         sys.exit(1)
+
+
+def quick_environment(app: App, sources: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Per source, what its quick record will be valid for (agent.quicksync), read from
+    the file before it is validated (so a later edit is never taken as seen)."""
+    from agent.config.file import quick_config, read_toml
+    from agent.errors import ConfigError
+    from agent.quicksync import chosen_tables, environment
+
+    try:
+        data = read_toml(app.config_path)
+        data_dir = quick_config(app.config_path).data_dir
+    except ConfigError:
+        return {}
+    tables = chosen_tables(data, sources) or []
+    if not tables:
+        return {}
+    store = app.store(quick_config(app.config_path))
+    found = {}
+    for table in tables:
+        env = environment(data, table, store, data_dir / "cache" / "plugins.json")
+        if env is not None and isinstance(table.get("name"), str):
+            found[table["name"]] = env
+    return found
 
 
 def sync_line(result: SyncResult) -> str:

@@ -328,3 +328,55 @@ class StoreFolder:
         state = self.source_state(source)
         state.update(json_safe(changes))
         self.meta.upsert_many("sources", [state], "source")
+
+    # -- the quick check of `retainer sync` (agent.quicksync) ----------------------------
+
+    @property
+    def _quick_path(self) -> Path:
+        return self.data_dir / "cache" / "quick-sync.json"
+
+    def quick_record(self, source: str) -> dict[str, Any] | None:
+        """What the last complete sync of ``source`` left for the quick check (see
+        :mod:`agent.quicksync`), or None. Read without the lock: the file is replaced
+        atomically."""
+        import json
+
+        try:
+            saved = json.loads(self._quick_path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(saved, dict) or saved.get("format") != 1:
+            return None
+        record = (saved.get("sources") or {}).get(source)
+        return record if isinstance(record, dict) else None
+
+    def save_quick_record(self, source: str, record: dict[str, Any] | None) -> None:
+        """Keep (or with ``None`` forget) ``source``'s quick-check record; inside
+        :meth:`writing`. A small 0600 file under ``cache/``, replaced atomically."""
+        import json
+
+        from agent.files import write_private
+
+        if not self._writing:
+            raise StoreError("save_quick_record() outside writing()")
+        try:
+            saved = json.loads(self._quick_path.read_bytes())
+            sources = saved.get("sources") if saved.get("format") == 1 else None
+        except (OSError, ValueError, AttributeError):
+            sources = None
+        sources = dict(sources) if isinstance(sources, dict) else {}
+        if record is None:
+            if source not in sources:
+                return
+            del sources[source]
+        else:
+            sources[source] = json_safe(record)
+        ensure_private_dir(self._quick_path.parent)
+        write_private(self._quick_path, json.dumps(
+            {"format": 1, "sources": sources}, sort_keys=True).encode())
+
+    def roster_stamp(self) -> list[int] | None:
+        """What changes whenever the roster is written (a promotion, a new contractor):
+        ``roster.json``'s inode, mtime and size; None if there is none yet."""
+        stamp = file_stamp(self.root / "roster.json")
+        return list(stamp) if stamp is not None else None

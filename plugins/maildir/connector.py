@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -136,9 +137,12 @@ def is_maildir(path: Path) -> bool:
     return (path / "cur").is_dir() or (path / "new").is_dir()
 
 
-def discover_folders(root: Path, log: logging.Logger | None = None) -> list[Folder]:
+def discover_folders(root: Path, log: logging.Logger | None = None,
+                     scanned: list[Path] | None = None) -> list[Folder]:
     """Every Maildir folder under ``root``: the root itself (``INBOX``), Maildir++
-    subfolders (``.Sent`` -> ``Sent``) and verbatim subfolders (``Clients/Acme``)."""
+    subfolders (``.Sent`` -> ``Sent``) and verbatim subfolders (``Clients/Acme``).
+    ``scanned`` gets every folder whose listing decided what was found (a folder added,
+    removed or turned into a Maildir changes the mtime of one of them)."""
     found: dict[str, Folder] = {}
 
     def add(name: str, path: Path) -> None:
@@ -158,6 +162,8 @@ def discover_folders(root: Path, log: logging.Logger | None = None) -> list[Fold
             entries = sorted(os.scandir(directory), key=lambda e: e.name, reverse=True)
         except OSError:
             continue
+        if scanned is not None:
+            scanned.append(directory)
         for entry in entries:
             name = entry.name
             if name in _SUBDIRS or name == "tmp":
@@ -170,8 +176,11 @@ def discover_folders(root: Path, log: logging.Logger | None = None) -> list[Fold
             path = Path(entry.path)
             if name.startswith("."):
                 # Maildir++: flat, dot-prefixed folders directly under the root
-                if depth == 0 and len(name) > 1 and name != ".." and is_maildir(path):
-                    add(name[1:], path)
+                if depth == 0 and len(name) > 1 and name != "..":
+                    if scanned is not None:
+                        scanned.append(path)
+                    if is_maildir(path):
+                        add(name[1:], path)
                 continue
             display = f"{prefix}{name}"
             if is_maildir(path):
@@ -193,8 +202,9 @@ class MaildirConnector(Connector[MaildirSettings]):
 
     # -- folders and files -------------------------------------------------------------
 
-    def folders(self) -> list[Folder]:
-        """The folders this source reads, after ``folders`` and ``exclude``."""
+    def folders(self, scanned: list[Path] | None = None) -> list[Folder]:
+        """The folders this source reads, after ``folders`` and ``exclude`` (``scanned``:
+        see :func:`discover_folders`)."""
         root = self.settings.path
         if not root.exists():
             raise SourceError(
@@ -204,7 +214,7 @@ class MaildirConnector(Connector[MaildirSettings]):
         if not root.is_dir():
             raise SourceError(f"{self.context.source}: {root} is not a folder; "
                               "sources.settings.path must name a Maildir folder")
-        found = discover_folders(root, self.log)
+        found = discover_folders(root, self.log, scanned)
         if not found:
             raise SourceError(
                 f"{self.context.source}: no Maildir folders (with cur/ and new/) under "
@@ -315,7 +325,15 @@ class MaildirConnector(Connector[MaildirSettings]):
         self.stats = Stats()
         state = self.load_seen(cursor)
         self.remove_old_snapshots(keep=state.snapshot_id)
-        folders = self.folders()
+        looked = time.time_ns()
+        scanned: list[Path] = []
+        folders = self.folders(scanned)
+        # what stands for this whole source, stamped before the files are listed: the
+        # folders discovery read and each mailbox's new/ and cur/ (a delivery, a flag
+        # change or a move renames a file in one of them)
+        self.context.quick_check(
+            [*scanned, *(folder.path / sub for folder in folders for sub in _SUBDIRS)],
+            since=looked)
         yield from self._refetch(folders)
         listings: dict[str, dict[str, str]] = {}
         todo: list[tuple[Folder, str, str]] = []
