@@ -184,13 +184,32 @@ def quick_sync(config_path: Path, names: tuple[str, ...]) -> list[SyncResult] | 
                 and unchanged(store, name, environment(data, table, store, manifest))):
             return None
         skipped.append(Skipped(name, platform))
+    from filelock import FileLock, Timeout
+
+    locks = [FileLock(str(store.source_dir(item.source) / "sync.lock"), timeout=0, mode=0o600)
+             for item in skipped]  # as SyncEngine.sync_source: one sync of a source at once
+    held = []
+    try:
+        for lock in locks:
+            lock.acquire()
+            held.append(lock)
+        return _record(store, data, tables, skipped, manifest, started)
+    except Timeout:  # being synced right now: the normal path says so
+        return None
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _record(store: Store, data: dict[str, Any], tables: list[dict[str, Any]],
+            skipped: list[Skipped], manifest: Path, started: float) -> list[SyncResult] | None:
     from agent.store.storage import iso
     from agent.syncresult import SyncResult
 
     results = []
     with store.writing():
         for item in skipped:
-            if not unchanged(store, item.source, environment(  # again, under the lock
+            if not unchanged(store, item.source, environment(  # again, under the locks
                     data, next(t for t in tables if t.get("name") == item.source), store,
                     manifest)):
                 return None

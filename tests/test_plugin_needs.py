@@ -64,6 +64,7 @@ def test_a_no_op_sync_imports_only_the_configured_plugin(tmp_path: Path) -> None
     first = probe(["--config", str(config), "sync"])  # no manifest yet: every plugin loads
     assert "plugins.imap" in first["plugins"]  # type: ignore[operator]
     assert (tmp_path / "data" / "cache" / "plugins.json").exists()
+    os.utime(tmp_path / "mail" / "new")  # a delivery: no quick check (test_quick_sync.py)
     again = probe(["--config", str(config), "sync"])
     loaded = again["plugins"]
     assert isinstance(loaded, list)

@@ -1,0 +1,292 @@
+"""The quick check of `retainer sync` (issue 12 item 6): after a clean sync of a Maildir
+source, a sync that finds none of the folders standing for it changed (nor the config,
+the roster, the plugins) skips it without importing pydantic or any plugin, and leaves
+the store as a no-op sync does; anything changed takes the normal path.
+
+Every sync runs in a fresh interpreter (this one has imported everything), on real
+Maildir folders. A folder changed within 2 s of a sync is "racy" and not trusted, so the
+tests move the folders' mtimes a little into the past (each time to a new value) where a
+real Maildir would simply be older.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from filelock import FileLock
+
+from agent.store import Store
+
+_PROBE = """
+import json, sys
+from agent.cli.root import main
+code = 0
+try:
+    main({argv!r})
+except SystemExit as exc:
+    code = exc.code
+sys.stdout.flush()
+print("\\n@@" + json.dumps({{"code": code, "pydantic": "pydantic" in sys.modules,
+                             "maildir": "plugins.maildir" in sys.modules}}))
+"""
+
+MESSAGE = ("From: Ann <ann@example.com>\r\nTo: me@example.com\r\nSubject: {subject}\r\n"
+           "Message-ID: <{key}@example.com>\r\nDate: Mon, 07 Dec 2026 10:00:00 +0000\r\n\r\n"
+           "Hello {subject}\r\n")
+
+
+def run_sync(config: Path, *args: str, env: dict[str, str] | None = None
+             ) -> dict[str, Any]:
+    """`retainer --config CONFIG sync ARGS` in a fresh process: its exit code, output and
+    whether it imported pydantic and the maildir plugin."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("RETAINER_LOAD_PLUGINS", "RETAINER_DISABLE_PLUGINS",
+                          "RETAINER_STRICT")}
+    clean.update(env or {})
+    argv = ["--config", str(config), "sync", *args]
+    done = subprocess.run([sys.executable, "-c", _PROBE.format(argv=argv)],
+                          capture_output=True, text=True, env=clean, timeout=120,
+                          check=False, cwd=config.parent)
+    assert done.returncode == 0, done.stderr
+    out, _, tail = done.stdout.rpartition("\n@@")
+    result: dict[str, Any] = json.loads(tail)
+    result["out"], result["err"] = out.strip(), done.stderr
+    return result
+
+
+def age(maildir: Path) -> None:
+    """Every folder of the Maildir last changed a minute ago (a new value each call)."""
+    past = time.time_ns() - 60_000_000_000
+    folders = sorted((p for p in [maildir, *maildir.rglob("*")] if p.is_dir()),
+                     key=lambda p: -len(p.parts))  # children first: a parent keeps its time
+    for i, folder in enumerate(folders):
+        os.utime(folder, ns=(past + i, past + i))
+
+
+def deliver(maildir: Path, key: str, subject: str = "hi") -> Path:
+    """Deliver a message as an MDA does: write it in tmp/, rename it into new/."""
+    tmp = maildir / "tmp" / key
+    tmp.write_text(MESSAGE.format(key=key, subject=subject))
+    target = maildir / "new" / key
+    os.rename(tmp, target)
+    return target
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path]:
+    maildir = tmp_path / "mail"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    deliver(maildir, "1700000000.M1P1.host", "first")
+    age(maildir)
+    config = tmp_path / "retainer.toml"
+    config.write_text(f'[agent]\ndata_dir = "{tmp_path / "data"}"\n'
+                      'owner_emails = ["me@example.com"]\n\n'
+                      f'[[sources]]\nname = "inbox"\nplatform = "maildir"\n'
+                      f'[sources.settings]\npath = "{maildir}"\n')
+    return config, maildir
+
+
+def synced(config: Path) -> dict[str, Any]:
+    """A first (normal) sync, which keeps the quick record."""
+    first = run_sync(config)
+    assert first["maildir"] and first["out"].startswith("inbox: 1 new messages")
+    return first
+
+
+def quick(result: dict[str, Any]) -> bool:
+    """Whether that sync took the quick path (it imported neither pydantic nor the plugin)."""
+    assert result["maildir"] == result["pydantic"], result
+    return not result["maildir"]
+
+
+def state(tmp_path: Path) -> dict[str, Any]:
+    return Store(tmp_path / "data", create=False).source_state("inbox")
+
+
+NO_OP = "inbox: 0 new messages, 0 new deliverables (0.0 s)"
+
+
+def test_a_no_op_sync_after_a_sync_loads_no_plugin(setup: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    config, _ = setup
+    synced(config)
+    before = state(tmp_path)
+    again = run_sync(config)
+    assert quick(again)
+    assert again["code"] == 0 and again["out"] == NO_OP and again["err"] == ""
+    after = state(tmp_path)
+    assert after["last_success"] >= before["last_success"]
+    assert after["cursor"] == before["cursor"]
+    assert quick(run_sync(config))  # and again
+
+
+def test_the_store_after_a_quick_sync_is_as_after_a_normal_no_op_sync(
+        setup: tuple[Path, Path], tmp_path: Path) -> None:
+    config, _ = setup
+    synced(config)
+    # a plugin switch set: the quick record does not apply, a normal no-op sync runs
+    # (and keeps a record for that same switch)
+    switch = {"RETAINER_DISABLE_PLUGINS": "upwork"}
+    normal = run_sync(config, env=switch)
+    assert not quick(normal) and normal["out"] == NO_OP
+    status_normal = state(tmp_path)
+    as_json = run_sync(config, "--json", env=switch)
+    assert quick(as_json)
+    fast = run_sync(config, env=switch)
+    assert quick(fast) and fast["out"] == NO_OP
+    status_quick = state(tmp_path)
+    timed = {"last_success", "last_attempt", "last_duration"}
+    assert set(status_quick) == set(status_normal)
+    assert ({k: v for k, v in status_quick.items() if k not in timed}
+            == {k: v for k, v in status_normal.items() if k not in timed})
+    assert status_quick["last_success"] == status_quick["last_attempt"]
+    [doc] = json.loads(as_json["out"])
+    assert doc["ok"] and doc["source"] == "inbox" and doc["platform"] == "maildir"
+    assert (doc["messages_new"], doc["pages"], doc["error"], doc["warnings"]) == (0, 0, "", [])
+    shown = subprocess.run([sys.executable, "-m", "agent", "--config", str(config), "status",
+                            "--json"], capture_output=True, text=True, check=True,
+                           env={k: v for k, v in os.environ.items()
+                                if k != "RETAINER_DISABLE_PLUGINS"})
+    [row] = json.loads(shown.stdout)["sources"]
+    assert (row["messages"], row["failures"], row["last_error"], row["warnings"]) == (1, 0,
+                                                                                    None, [])
+
+
+def test_a_delivery_and_a_flag_change_are_seen(setup: tuple[Path, Path]) -> None:
+    config, maildir = setup
+    synced(config)
+    assert quick(run_sync(config))
+    deliver(maildir, "1700000001.M2P2.host", "second")  # changes new/ (and tmp/)
+    found = run_sync(config)
+    assert not quick(found) and found["out"].startswith("inbox: 1 new messages")
+    assert not quick(run_sync(config))  # new/ changed a moment ago (racy): nothing kept
+    age(maildir)
+    assert not quick(run_sync(config))  # the folders' times moved: normal, then kept
+    assert quick(run_sync(config))
+    # the mail reader shows it: new/ -> cur/ with a flag
+    os.rename(maildir / "new" / "1700000001.M2P2.host",
+              maildir / "cur" / "1700000001.M2P2.host:2,S")
+    moved = run_sync(config)
+    assert not quick(moved) and moved["out"] == NO_OP
+    age(maildir)
+    run_sync(config)
+    assert quick(run_sync(config))
+    # a flag changed within cur/ alone
+    os.rename(maildir / "cur" / "1700000001.M2P2.host:2,S",
+              maildir / "cur" / "1700000001.M2P2.host:2,RS")
+    assert not quick(run_sync(config))
+
+
+def test_a_new_mailbox_is_seen(setup: tuple[Path, Path]) -> None:
+    config, maildir = setup
+    synced(config)
+    assert quick(run_sync(config))
+    for sub in ("cur", "new", "tmp"):
+        (maildir / ".Clients" / sub).mkdir(parents=True)
+    deliver(maildir / ".Clients", "1700000002.M3P3.host", "client")
+    found = run_sync(config)
+    assert not quick(found) and found["out"].startswith("inbox: 1 new messages")
+
+
+def test_racy_stamps_are_not_kept(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    config, maildir = setup
+    deliver(maildir, "1700000003.M4P4.host", "just now")  # new/ changed a moment ago
+    first = run_sync(config)
+    assert first["out"].startswith("inbox: 2 new messages")
+    assert Store(tmp_path / "data", create=False).quick_record("inbox") is None
+    assert not quick(run_sync(config))
+
+
+@pytest.mark.parametrize("change", ["owner_emails", "max_attachment_mb", "source settings",
+                                    "contractors", "notifiers"])
+def test_a_changed_config_takes_the_normal_path(setup: tuple[Path, Path],
+                                                change: str) -> None:
+    config, _ = setup
+    synced(config)
+    assert quick(run_sync(config))
+    text = config.read_text()
+    if change == "owner_emails":
+        text = text.replace('["me@example.com"]', '["me@example.com", "me@work.example"]')
+    elif change == "max_attachment_mb":
+        text = text.replace("owner_emails", "max_attachment_mb = 5\nowner_emails")
+    elif change == "source settings":
+        text += "page_size = 50\n"
+    elif change == "contractors":
+        text = text.replace("[[sources]]", '[[contractors]]\nname = "Ann"\n'
+                                           'emails = ["ann@example.com"]\n\n[[sources]]')
+    else:
+        text += '\n[[notifiers]]\ntype = "desktop"\n'
+    config.write_text(text)
+    done = run_sync(config)
+    assert not quick(done) and done["code"] == 0
+    if change == "contractors":  # seeded into the roster by that sync: once more
+        assert not quick(run_sync(config))
+    if change != "notifiers":
+        assert quick(run_sync(config))  # the new config's record
+    else:
+        assert not quick(run_sync(config))  # notifiers: never skipped
+
+
+def test_a_promoted_contractor_takes_the_normal_path(setup: tuple[Path, Path],
+                                                     tmp_path: Path) -> None:
+    config, _ = setup
+    synced(config)
+    assert quick(run_sync(config))
+    subprocess.run([sys.executable, "-m", "agent", "--config", str(config), "contractors",
+                    "add", "ann@example.com"], capture_output=True, text=True, check=True)
+    assert not quick(run_sync(config))
+    assert state(tmp_path).get("backfill") in (None, [])
+
+
+def test_a_changed_plugin_manifest_takes_the_normal_path(setup: tuple[Path, Path],
+                                                         tmp_path: Path) -> None:
+    config, _ = setup
+    synced(config)
+    assert quick(run_sync(config))
+    manifest = tmp_path / "data" / "cache" / "plugins.json"
+    saved = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps(saved))  # the same content, rewritten
+    assert not quick(run_sync(config))
+    assert quick(run_sync(config))
+    saved = json.loads(manifest.read_text())
+    saved["plugins"]["upwork"]["hooks"].append("source_synced")  # as if it implemented it
+    manifest.write_text(json.dumps(saved))
+    assert not quick(run_sync(config))
+    assert not quick(run_sync(config))  # a plugin hooked into every sync: never skipped
+
+
+def test_a_failed_sync_takes_the_normal_path(setup: tuple[Path, Path],
+                                             tmp_path: Path) -> None:
+    config, _ = setup
+    synced(config)
+    assert quick(run_sync(config))
+    lock = FileLock(str(tmp_path / "data" / "sources" / "inbox" / "sync.lock"), timeout=0)
+    with lock:  # another process is syncing it: this one fails (normal path, exit 1)
+        busy = run_sync(config)
+    assert not quick(busy) and busy["code"] == 1 and "another Retainer process" in busy["err"]
+    assert state(tmp_path)["failures"] == 1
+    retried = run_sync(config)  # the last sync failed: the normal path again
+    assert not quick(retried) and retried["out"] == NO_OP
+    assert quick(run_sync(config))
+
+
+def test_a_moved_cursor_or_a_named_unknown_source_takes_the_normal_path(
+        setup: tuple[Path, Path], tmp_path: Path) -> None:
+    config, _ = setup
+    synced(config)
+    assert quick(run_sync(config, "inbox"))
+    store = Store(tmp_path / "data", create=False)
+    with store.writing():  # e.g. a command that makes the next sync read everything again
+        store.update_source_state("inbox", cursor={})
+    again = run_sync(config, "inbox")
+    assert not quick(again) and again["out"] == NO_OP  # read again, merged as repeats
+    unknown = run_sync(config, "nope")
+    assert unknown["code"] != 0 and not unknown["out"].startswith("inbox")
