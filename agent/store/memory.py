@@ -14,7 +14,8 @@ from tinydb import TinyDB
 from tinydb.storages import MemoryStorage
 
 from agent.store.core import Store
-from agent.store.storage import Shard, Stamp
+from agent.errors import StoreError
+from agent.store.storage import Shard, Stamp, json_safe
 
 
 class CountingStorage(MemoryStorage):  # type: ignore[misc]
@@ -83,6 +84,22 @@ class MemoryStore(Store):
         """No cache files: only deliverable files and the write lock touch ``data_dir``."""
         return None
 
+    def quick_record(self, source: str) -> dict[str, Any] | None:
+        """Kept in memory (a test's engine); a fresh process never sees it."""
+        return getattr(self, "_quick_records", {}).get(source)
+
+    def save_quick_record(self, source: str, record: dict[str, Any] | None) -> None:
+        if not self._writing:
+            raise StoreError("save_quick_record() outside writing()")
+        records: dict[str, dict[str, Any]] = self.__dict__.setdefault("_quick_records", {})
+        if record is None:
+            records.pop(source, None)
+        else:
+            records[source] = json_safe(record)
+
+    def roster_stamp(self) -> list[int] | None:
+        """How often the roster table was written (no file to stamp)."""
+        return [_writes(self.roster_shard)]
 
 
 __all__ = ["CountingStorage", "MemoryShard", "MemoryStore"]
