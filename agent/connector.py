@@ -166,6 +166,12 @@ class SourceContext:
                 return
             self._quick[os.fspath(path)] = [st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev]
 
+    def try_again_next_sync(self) -> None:
+        """Say that this sync left something to read again next time (a file it could
+        not read) although none of the :meth:`quick_check` paths may change: the host
+        keeps no stamps, so the next sync runs the connector."""
+        self._quick = None
+
     def quick_stamps(self) -> dict[str, list[int]] | None:
         """For the host: the stamps :meth:`quick_check` took, or None when none were
         taken, one failed, or one was changed within 2 s of its taking (racy)."""

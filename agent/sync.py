@@ -224,15 +224,23 @@ class SyncEngine:
             return
         from agent.quicksync import cursor_hash
 
-        state = self.store.source_state(source.name)
-        if state.get("pending") or state.get("backfill") or state.get("failures"):
+        lock = FileLock(str(self.store.source_dir(source.name) / "sync.lock"), timeout=0,
+                        mode=0o600)
+        try:
+            lock.acquire()  # again: a sync started since forgets, or has not begun
+        except Timeout:
             return
         try:
             with self.store.writing():
+                state = self.store.source_state(source.name)
+                if state.get("pending") or state.get("backfill") or state.get("failures"):
+                    return
                 self.store.save_quick_record(source.name, {
                     "env": env, "stamps": stamps, "cursor": cursor_hash(state.get("cursor"))})
         except (OSError, RetainerError) as exc:
             log.debug("%s: quick-check record not kept: %s", source.name, exc)
+        finally:
+            lock.release()
 
     def _run(self, source: SourceConfig, settings: BaseModel | None, result: SyncResult,
              secrets: list[str]) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import MemoryStorage
 
-from agent.store.core import Store
 from agent.errors import StoreError
+from agent.store.core import Store
 from agent.store.storage import Shard, Stamp, json_safe
 
 

@@ -416,6 +416,7 @@ class MaildirConnector(Connector[MaildirSettings]):
                              "tried again next sync", self.context.source, path,
                              exc.strerror or type(exc).__name__)
             self.stats.skipped += 1
+            self.context.try_again_next_sync()  # a chmod does not change the folder
             return None
         self.stats.read += 1
         mtime = datetime.fromtimestamp(st.st_mtime, UTC)
