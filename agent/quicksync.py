@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -43,6 +44,8 @@ PER_SYNC_HOOKS = frozenset({"source_synced"})
 #: Environment switches that change which plugins load (agent.plugins).
 PLUGIN_ENV = ("RETAINER_LOAD_PLUGINS", "RETAINER_DISABLE_PLUGINS")
 MANIFEST_FORMAT = 1  # agent.plugins.MANIFEST_FORMAT (not imported: it imports pluggy)
+
+log = logging.getLogger("retainer.sync")
 
 
 def _stamp(path: str | os.PathLike[str]) -> list[int] | None:
@@ -222,4 +225,6 @@ def _record(store: Store, data: dict[str, Any], tables: list[dict[str, Any]],
                 platform=item.platform, warnings=[], last_success=now, failures=0,
                 last_error=None, error_kind=None)
             results.append(result)
+            log.debug("%s: nothing new (quick check: every stamp and the config, roster "
+                      "and plugins unchanged since the last sync)", item.source)
     return results

@@ -102,7 +102,7 @@ def quick_environment(app: App, sources: tuple[str, ...]) -> dict[str, dict[str,
     if not tables:
         return {}
     store = app.store(quick_config(app.config_path))
-    found = {}
+    found: dict[str, dict[str, Any]] = {}
     for table in tables:
         env = environment(data, table, store, data_dir / "cache" / "plugins.json")
         if env is not None and isinstance(table.get("name"), str):

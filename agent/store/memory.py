@@ -86,7 +86,8 @@ class MemoryStore(Store):
 
     def quick_record(self, source: str) -> dict[str, Any] | None:
         """Kept in memory (a test's engine); a fresh process never sees it."""
-        return getattr(self, "_quick_records", {}).get(source)
+        records: dict[str, dict[str, Any]] = self.__dict__.get("_quick_records", {})
+        return records.get(source)
 
     def save_quick_record(self, source: str, record: dict[str, Any] | None) -> None:
         if not self._writing:
