@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
     from agent.store import Store
     from agent.syncresult import SyncResult
 
@@ -180,7 +182,7 @@ def quick_sync(config_path: Path, names: tuple[str, ...]) -> list[SyncResult] | 
 
     store = Store(data_dir, create=False)
     manifest = data_dir / "cache" / "plugins.json"
-    skipped = []
+    skipped: list[Skipped] = []
     for table in tables:
         name, platform = table.get("name"), table.get("platform")
         if not (isinstance(name, str) and isinstance(platform, str)
@@ -191,7 +193,7 @@ def quick_sync(config_path: Path, names: tuple[str, ...]) -> list[SyncResult] | 
 
     locks = [FileLock(str(store.source_dir(item.source) / "sync.lock"), timeout=0, mode=0o600)
              for item in skipped]  # as SyncEngine.sync_source: one sync of a source at once
-    held = []
+    held: list[BaseFileLock] = []
     try:
         for lock in locks:
             lock.acquire()
@@ -209,7 +211,7 @@ def _record(store: Store, data: dict[str, Any], tables: list[dict[str, Any]],
     from agent.store.storage import iso
     from agent.syncresult import SyncResult
 
-    results = []
+    results: list[SyncResult] = []
     with store.writing():
         for item in skipped:
             if not unchanged(store, item.source, environment(  # again, under the locks
