@@ -166,7 +166,6 @@ def quick_sync(config_path: Path, names: tuple[str, ...]) -> list[SyncResult] | 
     """``retainer sync [NAMES]`` when every source it would sync is unchanged: each is
     recorded as synced with nothing new (as :meth:`agent.sync.SyncEngine._finish` does
     for a no-op sync) and its result returned; None (nothing done) otherwise."""
-    started = time.monotonic()
     from agent.config.file import quick_config, read_toml
     from agent.errors import ConfigError
 
@@ -198,7 +197,7 @@ def quick_sync(config_path: Path, names: tuple[str, ...]) -> list[SyncResult] | 
         for lock in locks:
             lock.acquire()
             held.append(lock)
-        return _record(store, data, tables, skipped, manifest, started)
+        return _record(store, data, tables, skipped, manifest)
     except Timeout:  # being synced right now: the normal path says so
         return None
     finally:
@@ -207,10 +206,11 @@ def quick_sync(config_path: Path, names: tuple[str, ...]) -> list[SyncResult] | 
 
 
 def _record(store: Store, data: dict[str, Any], tables: list[dict[str, Any]],
-            skipped: list[Skipped], manifest: Path, started: float) -> list[SyncResult] | None:
+            skipped: list[Skipped], manifest: Path) -> list[SyncResult] | None:
     from agent.store.storage import iso
     from agent.syncresult import SyncResult
 
+    started = time.monotonic()  # as a normal sync's duration: from its source's lock on
     results: list[SyncResult] = []
     with store.writing():
         for item in skipped:

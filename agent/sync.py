@@ -235,6 +235,9 @@ class SyncEngine:
                 state = self.store.source_state(source.name)
                 if state.get("pending") or state.get("backfill") or state.get("failures"):
                     return
+                # the roster as this sync left it (its new senders): a promotion since
+                # changes it, one during the sync left a backfill pending (above)
+                env = dict(env, roster=self.store.roster_stamp())
                 self.store.save_quick_record(source.name, {
                     "env": env, "stamps": stamps, "cursor": cursor_hash(state.get("cursor"))})
         except (OSError, RetainerError) as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -111,7 +112,10 @@ def state(tmp_path: Path) -> dict[str, Any]:
     return Store(tmp_path / "data", create=False).source_state("inbox")
 
 
-NO_OP = "inbox: 0 new messages, 0 new deliverables (0.0 s)"
+def no_op(result: dict[str, Any]) -> bool:
+    """Whether it printed what a no-op sync prints (its duration aside, on a busy box)."""
+    return re.fullmatch(r"inbox: 0 new messages, 0 new deliverables \(\d+\.\d s\)",
+                        result["out"]) is not None
 
 
 def test_a_no_op_sync_after_a_sync_loads_no_plugin(setup: tuple[Path, Path],
@@ -121,7 +125,7 @@ def test_a_no_op_sync_after_a_sync_loads_no_plugin(setup: tuple[Path, Path],
     before = state(tmp_path)
     again = run_sync(config)
     assert quick(again)
-    assert again["code"] == 0 and again["out"] == NO_OP and again["err"] == ""
+    assert again["code"] == 0 and no_op(again) and again["err"] == ""
     after = state(tmp_path)
     assert after["last_success"] >= before["last_success"]
     assert after["cursor"] == before["cursor"]
@@ -136,12 +140,12 @@ def test_the_store_after_a_quick_sync_is_as_after_a_normal_no_op_sync(
     # (and keeps a record for that same switch)
     switch = {"RETAINER_DISABLE_PLUGINS": "upwork"}
     normal = run_sync(config, env=switch)
-    assert not quick(normal) and normal["out"] == NO_OP
+    assert not quick(normal) and no_op(normal)
     status_normal = state(tmp_path)
     as_json = run_sync(config, "--json", env=switch)
     assert quick(as_json)
     fast = run_sync(config, env=switch)
-    assert quick(fast) and fast["out"] == NO_OP
+    assert quick(fast) and no_op(fast)
     status_quick = state(tmp_path)
     timed = {"last_success", "last_attempt", "last_duration"}
     assert set(status_quick) == set(status_normal)
@@ -174,7 +178,7 @@ def test_a_delivery_and_a_flag_change_are_seen(setup: tuple[Path, Path]) -> None
     os.rename(maildir / "new" / "1700000001.M2P2.host",
               maildir / "cur" / "1700000001.M2P2.host:2,S")
     moved = run_sync(config)
-    assert not quick(moved) and moved["out"] == NO_OP
+    assert not quick(moved) and no_op(moved)
     age(maildir)
     run_sync(config)
     assert quick(run_sync(config))
@@ -230,8 +234,6 @@ def test_a_changed_config_takes_the_normal_path(setup: tuple[Path, Path],
     config.write_text(text)
     done = run_sync(config)
     assert not quick(done) and done["code"] == 0
-    if change == "contractors":  # seeded into the roster by that sync: once more
-        assert not quick(run_sync(config))
     if change != "notifiers":
         assert quick(run_sync(config))  # the new config's record
     else:
@@ -277,7 +279,7 @@ def test_a_failed_sync_takes_the_normal_path(setup: tuple[Path, Path],
     assert not quick(busy) and busy["code"] == 1 and "another Retainer process" in busy["err"]
     assert state(tmp_path)["failures"] == 1
     retried = run_sync(config)  # the last sync failed: the normal path again
-    assert not quick(retried) and retried["out"] == NO_OP
+    assert not quick(retried) and no_op(retried)
     assert quick(run_sync(config))
 
 
@@ -290,6 +292,6 @@ def test_a_moved_cursor_or_a_named_unknown_source_takes_the_normal_path(
     with store.writing():  # e.g. a command that makes the next sync read everything again
         store.update_source_state("inbox", cursor={})
     again = run_sync(config, "inbox")
-    assert not quick(again) and again["out"] == NO_OP  # read again, merged as repeats
+    assert not quick(again) and no_op(again)  # read again, merged as repeats
     unknown = run_sync(config, "nope")
     assert unknown["code"] != 0 and not unknown["out"].startswith("inbox")

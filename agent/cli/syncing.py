@@ -103,10 +103,10 @@ def quick_environment(app: App, sources: tuple[str, ...]) -> dict[str, dict[str,
         return {}
     store = app.store(quick_config(app.config_path))
     found: dict[str, dict[str, Any]] = {}
-    for table in tables:
-        env = environment(data, table, store, data_dir / "cache" / "plugins.json")
-        if env is not None and isinstance(table.get("name"), str):
-            found[table["name"]] = env
+    for source in tables:
+        env = environment(data, source, store, data_dir / "cache" / "plugins.json")
+        if env is not None and isinstance(source.get("name"), str):
+            found[source["name"]] = env
     return found
 
 
