@@ -201,8 +201,8 @@ def quick_sync(config_path: Path, names: tuple[str, ...]) -> list[SyncResult] | 
     except Timeout:  # being synced right now: the normal path says so
         return None
     finally:
-        for lock in held:
-            lock.release()
+        for done in held:
+            done.release()
 
 
 def _record(store: Store, data: dict[str, Any], tables: list[dict[str, Any]],
