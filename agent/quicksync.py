@@ -4,9 +4,10 @@ As make, rsync and notmuch do: a connector declares, during a sync, the files or
 folders that stand for its whole source (:meth:`agent.connector.SourceContext.quick_check`,
 e.g. a Maildir's ``cur/`` and ``new/`` folders). After a complete, clean sync the host
 keeps their stamps, taken *before* the connector read them, with the :func:`environment`
-the sync ran in (the config, the roster, the installed plugins); see
-:meth:`agent.sync.SyncEngine._keep_quick`. Any sync that runs forgets the record first, so
-a failed or interrupted one leaves none.
+the sync ran in (the config, the roster, the installed plugins) and its cursor; see
+:meth:`agent.sync.SyncEngine._keep_quick`. Any other sync forgets the record, and one
+that fails, stops with pages committed or is killed mid-way leaves the source's state
+(failures, cursor, pending journal) unlike what the record was taken with.
 
 The next ``retainer sync`` (:func:`quick_sync`), before importing pydantic or any plugin,
 compares all of it for every source it would sync; when everything is equal it records

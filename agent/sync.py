@@ -86,7 +86,7 @@ class SyncEngine:
         self._plugin_states: dict[str, PluginState] = {}
         #: per source, what the quick check compares besides the connector's stamps
         #: (:func:`agent.quicksync.environment`, taken before the sync); without it (the
-        #: daemon) no quick record is kept, and every sync forgets the one there was
+        #: daemon) no quick record is kept, and each sync forgets the one there was
         self.quick_env = quick_env or {}
         self._quick_stamps: dict[str, dict[str, list[int]] | None] = {}
 
@@ -175,9 +175,6 @@ class SyncEngine:
             from agent.diskspace import ensure_reserve
 
             ensure_reserve(self.store.data_dir)
-            if self.store.quick_record(source.name) is not None:
-                with self.store.writing():  # kept again only if this sync succeeds
-                    self.store.save_quick_record(source.name, None)
             self._run(source, settings, result, secrets)
         except RetainerError as exc:
             if self.host.strict and not isinstance(exc, TransientError | AuthError):
@@ -210,40 +207,7 @@ class SyncEngine:
         owner = self.host.platform_owner.get(source.platform)
         if owner and result.error_kind == "error" and f'plugin "{owner}"' not in result.error:
             result.error += f' (platform "{source.platform}" comes from plugin "{owner}")'
-        self._finish(result, started)
-        self._keep_quick(source, result)
-        return result
-
-    def _keep_quick(self, source: SourceConfig, result: SyncResult) -> None:
-        """After a complete, clean sync: keep what the next ``retainer sync`` compares to
-        skip this source (:mod:`agent.quicksync`); derived, so a failure only logs."""
-        stamps = self._quick_stamps.pop(source.name, None)
-        env = self.quick_env.get(source.name)
-        if (stamps is None or env is None or not result.ok or result.stopped
-                or result.warnings):
-            return
-        from agent.quicksync import cursor_hash
-
-        lock = FileLock(str(self.store.source_dir(source.name) / "sync.lock"), timeout=0,
-                        mode=0o600)
-        try:
-            lock.acquire()  # again: a sync started since forgets, or has not begun
-        except Timeout:
-            return
-        try:
-            with self.store.writing():
-                state = self.store.source_state(source.name)
-                if state.get("pending") or state.get("backfill") or state.get("failures"):
-                    return
-                # the roster as this sync left it (its new senders): a promotion since
-                # changes it, one during the sync left a backfill pending (above)
-                env = dict(env, roster=self.store.roster_stamp())
-                self.store.save_quick_record(source.name, {
-                    "env": env, "stamps": stamps, "cursor": cursor_hash(state.get("cursor"))})
-        except (OSError, RetainerError) as exc:
-            log.debug("%s: quick-check record not kept: %s", source.name, exc)
-        finally:
-            lock.release()
+        return self._finish(result, started)
 
     def _run(self, source: SourceConfig, settings: BaseModel | None, result: SyncResult,
              secrets: list[str]) -> None:
@@ -355,6 +319,7 @@ class SyncEngine:
             try:
                 with self.store.writing():
                     self.store.update_source_state(result.source, **changes)
+                    self._keep_quick(result)
                 break
             except RetainerError as exc:
                 if (attempt == 1 and "no space left" in str(exc)
@@ -366,6 +331,33 @@ class SyncEngine:
             self._refresh_read_models(result.source)
         self.host.call_each("source_synced", result=result)
         return result
+
+    def _keep_quick(self, result: SyncResult) -> None:
+        """Inside :meth:`_finish`'s write: after a complete, clean sync keep what the next
+        ``retainer sync`` compares to skip this source (:mod:`agent.quicksync`); after any
+        other, forget what there was. The record checks itself against the source's
+        state (no failure, nothing pending, the same cursor), so a sync that fails,
+        stops or is killed later, or runs beside this one, makes it useless. Derived:
+        a failure to write it only logs."""
+        source = result.source
+        stamps = self._quick_stamps.pop(source, None)
+        env = self.quick_env.get(source)
+        state = self.store.source_state(source)
+        try:
+            if (stamps is None or env is None or not result.ok or result.stopped
+                    or result.warnings or state.get("pending") or state.get("backfill")):
+                if self.store.quick_record(source) is not None:
+                    self.store.save_quick_record(source, None)
+                return
+            from agent.quicksync import cursor_hash
+
+            # the roster as this sync left it (with its new senders): a promotion since
+            # changes it, one during the sync left a backfill pending (above)
+            self.store.save_quick_record(source, {
+                "env": dict(env, roster=self.store.roster_stamp()), "stamps": stamps,
+                "cursor": cursor_hash(state.get("cursor"))})
+        except OSError as exc:
+            log.debug("%s: quick-check record not kept: %s", source, exc)
 
     def _refresh_read_models(self, source: str) -> None:
         """Rebuild, now, the read models a new page made stale, so the next listing finds

@@ -372,8 +372,9 @@ class StoreFolder:
         else:
             sources[source] = json_safe(record)
         ensure_private_dir(self._quick_path.parent)
-        write_private(self._quick_path, json.dumps(
-            {"format": 1, "sources": sources}, sort_keys=True).encode())
+        write_private(self._quick_path, json.dumps(  # derived and self-checking: no fsync
+            {"format": 1, "sources": sources}, sort_keys=True).encode(), sync=False,
+            sync_dir=False)
 
     def roster_stamp(self) -> list[int] | None:
         """What changes whenever the roster is written (a promotion, a new contractor):
