@@ -295,3 +295,23 @@ def test_a_moved_cursor_or_a_named_unknown_source_takes_the_normal_path(
     assert not quick(again) and no_op(again)  # read again, merged as repeats
     unknown = run_sync(config, "nope")
     assert unknown["code"] != 0 and not unknown["out"].startswith("inbox")
+
+
+def test_a_sync_without_the_quick_check_forgets_the_record(setup: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    """The daemon's engine keeps no record, and forgets the one a `retainer sync` left
+    (its own syncs may change what the record was taken with)."""
+    from agent.config import load_config
+    from agent.plugins import make_plugin_host
+    from agent.sync import SyncEngine
+
+    config, _ = setup
+    synced(config)
+    store = Store(tmp_path / "data", create=False)
+    assert store.quick_record("inbox") is not None
+    host = make_plugin_host()
+    [result] = SyncEngine(load_config(config, host), host, store).sync_all()
+    assert result.ok
+    assert store.quick_record("inbox") is None
+    assert not quick(run_sync(config))
+    assert quick(run_sync(config))
