@@ -1,10 +1,11 @@
 """Reads (agent/store/reads.py) and the derived data they keep: counts per source
-(counts.py, ``store/.counts.json``) and thread activity (activity.py,
-``store/cache/threads.json``). A cache may be lost or damaged at any time: the answer
+(counts.py, chunk files in ``store/.counts/``) and thread activity (activity.py, chunk
+files in ``store/cache/threads/``). A cache may be lost or damaged at any time: the answer
 stays the one the committed shards give."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,23 +162,38 @@ def test_counts_are_kept_per_shard_version(tmp_path: Path) -> None:
     commit(store, [inbound("a", 1, files=[png("a.png", b"a")]), inbound("n", 2, SHOP,
                                                                         thread="n")])
     assert store.source_counts() == {"inbox": {"messages": 2, "deliverables": 1}}
-    cache = store.root / ".counts.json"
-    kept = orjson.loads(cache.read_bytes())
+    chunks = sorted((store.root / ".counts").glob("*.json"))
+    assert chunks and not (store.root / ".counts.json").exists()
+    kept: dict[str, Any] = {}
+    for chunk in chunks:
+        doc = orjson.loads(chunk.read_bytes())
+        assert doc["version"] == 1
+        kept.update(doc["entries"])
     assert set(kept) == {f"messages/{store.month_names()[0]}.json",
                          f"deliverables/{store.shard_names('deliverables')[0]}.json"}
     for entry in kept.values():
         assert len(entry["stamp"]) == 3 and isinstance(entry["counts"], dict)
-    cache.write_bytes(orjson.dumps({k: {**v, "counts": {"inbox": 99}} for k, v in kept.items()}))
+
+    def rewrite(entry: Callable[[dict[str, Any]], Any]) -> None:
+        for chunk in chunks:
+            doc = orjson.loads(chunk.read_bytes())
+            chunk.write_bytes(orjson.dumps({**doc, "entries": {
+                k: entry(v) for k, v in doc["entries"].items()}}))
+
+    rewrite(lambda v: {**v, "counts": {"inbox": 99}})
     assert store.source_counts() == {"inbox": {"messages": 99, "deliverables": 99}}  # trusted
     commit(store, [inbound("b", 3)], source="news")  # a changed shard is counted again
     assert store.source_counts() == {"inbox": {"messages": 2, "deliverables": 99},
                                      "news": {"messages": 1, "deliverables": 0}}
-    for damaged in (b"[1, 2]", b"{not json", orjson.dumps({k: {"stamp": v["stamp"],
-                                                              "counts": 7}
-                                                          for k, v in kept.items()})):
-        cache.write_bytes(damaged)
+    chunks = sorted((store.root / ".counts").glob("*.json"))
+    for damaged in (b"[1, 2]", b"{not json", b'{"version": 0, "entries": {}}'):
+        for chunk in chunks:
+            chunk.write_bytes(damaged)
         assert store.source_counts() == {"inbox": {"messages": 2, "deliverables": 1},
                                          "news": {"messages": 1, "deliverables": 0}}
+    rewrite(lambda v: {"stamp": v["stamp"], "counts": 7})  # entries of the wrong shape
+    assert store.source_counts() == {"inbox": {"messages": 2, "deliverables": 1},
+                                     "news": {"messages": 1, "deliverables": 0}}
     (store.root / "messages" / "notes.txt").write_bytes(b"not a shard")
     (store.root / "messages" / "s000009.json.bak").write_bytes(b"{}")
     assert store.source_counts()["inbox"]["messages"] == 2
@@ -189,9 +205,10 @@ def test_thread_activity_is_cached_per_shard_version(tmp_path: Path) -> None:
         store.add_contractor("Maria Lopez", [MARIA])
     commit(store, [inbound("a", 1), outbound("b", 2)])
     first = store.thread_activity()
-    cache = store.root / "cache" / "threads.json"
+    (cache,) = (store.root / "cache" / "threads").glob("*.json")
+    assert not (store.root / "cache" / "threads.json").exists()
     data = orjson.loads(cache.read_bytes())
-    assert data["version"] == 1 and set(data["months"]) == set(store.month_names())
+    assert data["version"] == 1 and set(data["entries"]) == set(store.month_names())
     written = cache.stat()
     assert store.thread_activity() == first
     assert (cache.stat().st_ino, cache.stat().st_mtime_ns) == \
