@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from agent.humanize import parse_stamp
 from agent.store import readmodels
 
 if TYPE_CHECKING:
@@ -68,23 +69,12 @@ def overdue(rows: list[QueueRow], overdue_after: timedelta, now: datetime
     limit_hours = overdue_after.total_seconds() / 3600
     out = []
     for row in rows:
-        start = _parse(row.received_at)
+        start = parse_stamp(row.received_at)
         waited = (None if start is None or end < start
                   else (end - start).total_seconds() / 3600)
         out.append(row.review_status == "unreviewed" and waited is not None
                    and waited > limit_hours)
     return out
-
-
-def _parse(stamp: str | None) -> datetime | None:
-    """As :func:`agent.stats.parse_time` (naive means UTC; unreadable is None)."""
-    if not stamp:
-        return None
-    try:
-        value = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 readmodels.register("queue", VERSION, INPUTS, _build)

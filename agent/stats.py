@@ -20,9 +20,10 @@ import bisect
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from agent.humanize import parse_stamp
 from agent.store import Store, readmodels
 from agent.store import workflow as wf
 from agent.store.core import Roster, iso
@@ -36,14 +37,7 @@ INSTRUCTION_WINDOW = timedelta(days=60)
 _WORD = re.compile(r"[a-z0-9]+")
 
 
-def parse_time(stamp: str | None) -> datetime | None:
-    if not stamp:
-        return None
-    try:
-        value = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+parse_time = parse_stamp  # an ISO stamp as an aware datetime (naive means UTC), or None
 
 
 def hours_between(start: str | None, end: str | None) -> float | None:

@@ -6,22 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from agent.models import Attachment, Contract, Identity, Message
 from agent.store import Store
 from agent.store.ids import deliverable_id_for, message_id_for, short_hash, thread_id_for
-from agent.store.memory import MemoryStore
-from tests.store.contract import MARIA, OWNER, OWNER_KEYS, StoreFactory, at, stamp
-
-
-@pytest.fixture(params=[Store, MemoryStore], ids=["disk", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    factory: StoreFactory = request.param
-    store = factory(tmp_path / "data")
-    with store.writing():
-        store.add_contractor("Maria Lopez", [MARIA])
-    return store
+from tests.store.contract import MARIA, OWNER, OWNER_KEYS, at, stamp
 
 
 def commit(store: Store, records: list[Any], source: str = "inbox", platform: str = "imap"

@@ -5,7 +5,6 @@ updates that message instead of storing it a second time, when it is the same me
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,18 +12,8 @@ import pytest
 from agent.models import Message
 from agent.store import Store
 from agent.store.ids import message_id_for
-from agent.store.memory import MemoryStore
 from agent.store.migrate import repaired_remote_id
-from tests.store.contract import MARIA, OWNER_KEYS, SAM, StoreFactory, at, png, stamp
-
-
-@pytest.fixture(params=[Store, MemoryStore], ids=["disk", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    factory: StoreFactory = request.param
-    store = factory(tmp_path / "data")
-    with store.writing():
-        store.add_contractor("Maria Lopez", [MARIA])
-    return store
+from tests.store.contract import MARIA, OWNER_KEYS, SAM, at, png, stamp
 
 
 def commit(store: Store, records: list[Any]) -> None:

@@ -14,29 +14,18 @@ import pytest
 from agent.errors import StoreError
 from agent.models import Attachment, Contract, Identity, Message, Submission
 from agent.store import Store
-from agent.store.memory import MemoryStore
 from tests.store.contract import (
     MARIA,
     OWNER,
     OWNER_KEYS,
     SAM,
     SHOP,
-    StoreFactory,
     at,
     inbound,
     outbound,
     png,
     stamp,
 )
-
-
-@pytest.fixture(params=[Store, MemoryStore], ids=["disk", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    factory: StoreFactory = request.param
-    store = factory(tmp_path / "data")
-    with store.writing():
-        store.add_contractor("Maria Lopez", [MARIA])
-    return store
 
 
 def commit(store: Store, records: list[Any], source: str = "inbox", platform: str = "imap",
