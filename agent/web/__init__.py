@@ -8,6 +8,7 @@ adds keyboard shortcuts. :mod:`agent.web.security` has the guards (token, CSRF, 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +75,11 @@ class Server:
 
     def run(self) -> None:
         """Serve until :meth:`close` (or Ctrl-C)."""
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl-C (SIGINT) stops the server even when it was started with SIGINT ignored,
+            # as a shell does for a background job: like `retainer run` and `retainer sync`
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             self.server.run()
         except (KeyboardInterrupt, SystemExit):
@@ -83,6 +89,8 @@ class Server:
                 raise
         finally:
             self.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     def start(self) -> Server:
         self.thread = threading.Thread(target=self.run, name="retainer-web", daemon=True)

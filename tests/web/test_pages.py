@@ -238,10 +238,11 @@ def _wait_for_url(proc: subprocess.Popen[str], pattern: str = r"http://\S+") -> 
     raise AssertionError("no URL printed")
 
 
-def _cli(*args: str) -> subprocess.Popen[str]:
+def _cli(*args: str, sigint: signal.Handlers = signal.SIG_DFL) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "agent", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+                            stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
 
 
 def test_serve_prints_a_loopback_url_with_the_token(tmp_path: Path) -> None:
@@ -257,6 +258,23 @@ def test_serve_prints_a_loopback_url_with_the_token(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
+
+
+def test_ctrl_c_stops_serve_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A shell starts a background job with SIGINT ignored; `kill -INT` (or Ctrl-C once
+    it is brought back) still stops the dashboard, as it stops `retainer run`."""
+    config = synced(tmp_path)
+    proc = _cli("--config", str(config), "serve", "--port", "0", sigint=signal.SIG_IGN)
+    try:
+        _wait_for_url(proc)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0
 
 
 def test_run_serves_the_dashboard_when_the_config_says_so(tmp_path: Path) -> None:
