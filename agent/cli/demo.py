@@ -58,5 +58,5 @@ def demo(ctx: click.Context, target: Path | None, serve_web: bool, port: int | N
         from agent.web import demo_server
 
         server = demo_server(config_path, app.quick().data_dir, lambda: app.host, port)
-        click.echo(f"\nRetainer dashboard on the demo data: {server.url}\nCtrl-C stops it.")
-        server.run()
+        server.run(lambda: click.echo(
+            f"\nRetainer dashboard on the demo data: {server.url}\nCtrl-C stops it."))

@@ -25,8 +25,11 @@ def serve(app: App, port: int | None, bind: str | None) -> None:
                          (configured[1] if configured else DEFAULT_PORT))
     if bind and bind not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: listening on {bind}: not only this computer can reach it", err=True)
-    click.echo(f"Retainer dashboard: {server.url}")
-    click.echo("Open that URL (the token is kept in the data folder's web/token file); "
-               "Ctrl-C stops the server.")
-    server.run()
+
+    def ready() -> None:
+        click.echo(f"Retainer dashboard: {server.url}")
+        click.echo("Open that URL (the token is kept in the data folder's web/token file); "
+                   "Ctrl-C stops the server.")
+
+    server.run(ready)
 

@@ -73,14 +73,17 @@ class Server:
     def url(self) -> str:
         return dashboard_url(self.ctx.bind, self.ctx.port, self.ctx.token)
 
-    def run(self) -> None:
-        """Serve until :meth:`close` (or Ctrl-C)."""
+    def run(self, ready: Callable[[], None] | None = None) -> None:
+        """Serve until :meth:`close` (or Ctrl-C); ``ready`` is called once Ctrl-C is
+        sure to stop it (where the command prints the URL)."""
         previous = None
         if threading.current_thread() is threading.main_thread():
             # Ctrl-C (SIGINT) stops the server even when it was started with SIGINT ignored,
             # as a shell does for a background job: like `retainer run` and `retainer sync`
             previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
+            if ready is not None:
+                ready()
             self.server.run()
         except (KeyboardInterrupt, SystemExit):
             pass
