@@ -50,12 +50,16 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync the file or folder at ``path`` (a folder: the names in it, after a rename)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+fsync_dir = fsync_path  # what the callers that fsync a folder after a rename call it
 
 
 def write_private(path: Path, data: bytes, *, sync: bool = True, sync_dir: bool = True) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.errors import NoSpace, StoreError
-from agent.files import fsync_dir
+from agent.files import fsync_dir, fsync_path
 
 if TYPE_CHECKING:
     from agent.models import Attachment
@@ -153,22 +153,14 @@ class Blobs:
 FSYNC_THREADS = 8
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_all(paths: list[Path]) -> None:
     """fsync every file; several at a time, so the journal commits them together."""
     if len(paths) <= 1:
         for path in paths:
-            _fsync_path(path)
+            fsync_path(path)
         return
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(min(FSYNC_THREADS, len(paths))) as pool:
-        for future in [pool.submit(_fsync_path, path) for path in paths]:
+        for future in [pool.submit(fsync_path, path) for path in paths]:
             future.result()  # the first error is raised, after every fsync has ended
