@@ -248,3 +248,69 @@ def test_the_upgrade_says_how_many_documents_it_moved(tmp_path, caplog):
     assert [r.getMessage().partition(" in ")[0] for r in caplog.records
             if r.getMessage().startswith("store upgraded")] == [
         "store upgraded to bounded shards: 3 documents"]
+
+
+def _file(name: str, digest: str, size: int) -> dict[str, Any]:
+    return {"filename": name, "sha256": digest, "size": size}
+
+
+@pytest.mark.parametrize(("change", "same"), [
+    ({}, True),  # only the date differs: re-fetched
+    ({"attachments": [_file("b.pdf", "h2", 4), _file("a.png", "h1", 3)]}, True),  # file order
+    ({"sender": {"address": "sam@example.com"}}, False),
+    ({"subject": "another subject"}, False),
+    ({"text": "another text"}, False),
+    ({"attachments": [_file("a.png", "h1", 3)]}, False),  # a file fewer
+    ({"attachments": [_file("c.png", "h1", 3), _file("b.pdf", "h2", 4)]}, False),  # a name
+    ({"attachments": [_file("a.png", "hX", 3), _file("b.pdf", "h2", 4)]}, False),  # a hash
+    ({"attachments": [_file("a.png", "h1", 5), _file("b.pdf", "h2", 4)]}, False),  # a size
+])
+def test_a_copy_under_the_same_id_is_the_same_message_only_if_all_it_keeps_agrees(
+        tmp_path, change, same):
+    """Sender, subject, text and each file's name, hash and size tell a re-fetched copy
+    (kept once) from another message that had the same id (kept under its own id)."""
+    may, june = "2024-05", "2024-06"
+    first = message(1, may, sender={"address": "maria@example.com"}, text="hello",
+                    attachments=[_file("a.png", "h1", 3), _file("b.pdf", "h2", 4)])
+    again = dict(first, sent_at=f"{june}-02T09:00:00+00:00", **change)
+    old_store(tmp_path, {may: {"messages": [first]}, june: {"messages": [again]}})
+    stored = sorted(Store(tmp_path).messages(), key=lambda m: m["sent_at"])
+    if same:
+        assert [(m["id"], m["sent_at"]) for m in stored] == [("m001", first["sent_at"])]
+    else:
+        assert stored[0]["id"] == "m001" and len(stored) == 2
+        assert stored[1]["id"] != "m001" and stored[1]["remote_id"].startswith("<1@x>~r")
+        assert {k: stored[1][k] for k in change} == change
+
+
+def test_copies_without_sender_text_or_files_are_the_same_message(tmp_path):
+    may, june = "2024-05", "2024-06"
+    first = message(1, may, sender=None, attachments=None)
+    old_store(tmp_path, {may: {"messages": [first]},
+                         june: {"messages": [dict(first, sent_at=f"{june}-02T09:00:00+00:00")]}})
+    assert [m["id"] for m in Store(tmp_path).messages()] == ["m001"]
+
+
+def test_the_commit_says_schema_2_before_a_month_file_is_removed(tmp_path, monkeypatch):
+    """A kill after the first month file is gone must find the commit: meta.json says
+    schema 2 in its schema record (else the next open would copy what is left, and lose
+    the rest)."""
+    may, june = "2024-05", "2024-06"
+    root = old_store(tmp_path, {may: {"messages": [message(1, may)]},
+                                june: {"messages": [message(2, june)]}},
+                     {may: [deliverable(1, may)]})
+    spy = fsspy.install(monkeypatch)
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        spy.calls.append(fsspy.Call("unlink", os.path.realpath(path)))
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    Store(tmp_path)
+    month = next(i for i, c in enumerate(spy.calls)
+                 if c.kind == "unlink" and layout.MONTH_RE.match(Path(c.path).stem))
+    meta = [json.loads(c.content or b"") for c in spy.calls[:month]
+            if c.kind == "replace" and c.dest == str((root / "meta.json").resolve())]
+    assert meta and list(meta[-1]["meta"].values()) == [{"name": "schema", "version": 2}]
+    assert meta[-1]["sources"] == {"1": {"source": "inbox", "cursor": "uid:9"}}
