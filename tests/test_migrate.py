@@ -314,3 +314,50 @@ def test_the_commit_says_schema_2_before_a_month_file_is_removed(tmp_path, monke
             if c.kind == "replace" and c.dest == str((root / "meta.json").resolve())]
     assert meta and list(meta[-1]["meta"].values()) == [{"name": "schema", "version": 2}]
     assert meta[-1]["sources"] == {"1": {"source": "inbox", "cursor": "uid:9"}}
+
+
+def test_every_message_of_a_month_file_is_checked_for_a_shared_id(tmp_path):
+    """A month file holding a new message and a re-fetched copy before one that shared
+    an id: each is looked at, whatever comes before it in the file."""
+    may, june = "2024-05", "2024-06"
+    logo = message(1, may, subject="logo", sender={"address": "maria@example.com"})
+    invoice = message(1, june, subject="invoice", sender={"address": "sam@example.com"})
+    old_store(tmp_path, {may: {"messages": [logo]},
+                         june: {"messages": [message(2, june),
+                                             dict(logo, sent_at=f"{june}-01T09:00:00+00:00"),
+                                             invoice]}})
+    stored = {m["subject"]: m for m in Store(tmp_path).messages()}
+    assert set(stored) == {"logo", "s2", "invoice"}
+    assert (stored["logo"]["id"], stored["logo"]["sent_at"]) == ("m001", logo["sent_at"])
+    assert stored["invoice"]["remote_id"].startswith("<1@x>~r")
+
+
+def test_a_repaired_id_never_takes_the_id_of_a_message_already_there(tmp_path):
+    from agent.store.ids import message_id_for
+
+    may, june = "2024-05", "2024-06"
+    invoice = message(1, june, subject="invoice", sender={"address": "sam@example.com"})
+    base = migrate.repaired_remote_id("<1@x>", invoice["sent_at"], "sam@example.com")
+    there = message(2, may, subject="there", remote_id=base, id=message_id_for("inbox", base))
+    old_store(tmp_path, {may: {"messages": [message(1, may, subject="logo"), there]},
+                         june: {"messages": [invoice]}})
+    stored = {m["subject"]: m for m in Store(tmp_path).messages()}
+    assert set(stored) == {"logo", "there", "invoice"}
+    assert stored["there"]["id"] == message_id_for("inbox", base)
+    assert stored["invoice"]["remote_id"] == f"{base}-2"
+    assert stored["invoice"]["id"] == message_id_for("inbox", f"{base}-2")
+
+
+@pytest.mark.parametrize("missing", ["sent_at", "sender"])
+def test_a_repaired_id_without_date_or_sender_is_the_one_a_later_read_computes(
+        tmp_path, missing):
+    """A later read computes the repaired id from the message's date and sender, ``""``
+    when it has none (``PageStaging._stored_remote_id``): the upgrade must agree."""
+    may, june = "2024-05", "2024-06"
+    other = dict(message(1, june, subject="other", sender={"address": "sam@example.com"}),
+                 **{missing: "" if missing == "sent_at" else None})  # as the store keeps them
+    old_store(tmp_path, {may: {"messages": [message(1, may)]}, june: {"messages": [other]}})
+    sent = "" if missing == "sent_at" else other["sent_at"]
+    sender = "" if missing == "sender" else "sam@example.com"
+    stored = {m["subject"]: m for m in Store(tmp_path).messages()}
+    assert stored["other"]["remote_id"] == migrate.repaired_remote_id("<1@x>", sent, sender)
