@@ -315,3 +315,219 @@ def test_a_sync_without_the_quick_check_forgets_the_record(setup: tuple[Path, Pa
     assert store.quick_record("inbox") is None
     assert not quick(run_sync(config))
     assert quick(run_sync(config))
+
+
+# -- the quick check in this process -----------------------------------------------------
+# The syncs above run in fresh interpreters, so they say what a user sees but reach no
+# code of this process (nor a mutated copy of it). These call agent.quicksync here, after
+# one normal sync (also here) kept the record.
+
+
+def sync_here(config: Path, *args: str) -> int:
+    """`retainer --config CONFIG sync ARGS` in this process; its exit code."""
+    from agent.cli.root import main
+
+    try:
+        main(["--config", str(config), "sync", *args])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.fixture
+def kept(setup: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """``setup`` after a normal sync in this process, which kept the quick record."""
+    config, maildir = setup
+    assert sync_here(config) == 0
+    assert Store(tmp_path / "data", create=False).quick_record("inbox") is not None
+    return config, maildir
+
+
+def test_an_unchanged_source_is_recorded_as_synced_with_nothing_new(
+        kept: tuple[Path, Path], tmp_path: Path) -> None:
+    from agent.quicksync import quick_sync
+
+    config, _ = kept
+    before = state(tmp_path)
+    store = Store(tmp_path / "data", create=False)
+    with store.writing():  # as a sync that warned or failed before a clean one left it
+        store.update_source_state("inbox", warnings=["w"], error_kind="x", platform="old")
+    started = time.monotonic()
+    results = quick_sync(config, ())
+    took = time.monotonic() - started
+    assert results is not None
+    [result] = results
+    assert (result.source, result.platform, result.ok, result.messages_new,
+            result.deliverables_new, result.pages) == ("inbox", "maildir", True, 0, 0, 0)
+    assert 0 <= result.duration <= took
+    after = state(tmp_path)
+    assert after["last_success"] == after["last_attempt"] >= before["last_success"]
+    assert after["last_duration"] == round(result.duration, 3)
+    assert (after["failures"], after["last_error"], after["error_kind"], after["warnings"],
+            after["platform"], after["cursor"]) == (0, None, None, [], "maildir",
+                                                    before["cursor"])
+    assert quick_sync(config, ()) is not None  # the record is still good
+    assert [r.source for r in quick_sync(config, ("inbox", "inbox")) or []] == ["inbox"]
+
+
+def _edit(config: Path, old: str, new: str) -> None:
+    text = config.read_text()
+    assert old in text
+    config.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize("change", [
+    "delivery", "owner_emails", "source settings", "notifiers", "plugin switch", "roster",
+    "manifest rewritten", "manifest format", "manifest garbage", "failures", "last_error",
+    "pending", "backfill", "no success", "cursor", "stamps", "no record", "lock",
+    "named unknown", "no store", "bad config"])
+def test_anything_changed_takes_the_normal_path(kept: tuple[Path, Path], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                change: str) -> None:
+    from agent.quicksync import quick_sync
+
+    config, maildir = kept
+    data = tmp_path / "data"
+    store = Store(data, create=False)
+    manifest = data / "cache" / "plugins.json"
+    saved = json.loads(manifest.read_text())
+    names: tuple[str, ...] = ()
+    states: dict[str, dict[str, Any]] = {"failures": {"failures": 1}, "last_error": {"last_error": "boom"},
+              "pending": {"pending": ["p"]}, "backfill": {"backfill": ["ann"]},
+              "no success": {"last_success": None}, "cursor": {"cursor": {"uid": 1}}}
+    if change == "delivery":
+        deliver(maildir, "1700000009.M9P9.host", "later")
+    elif change == "owner_emails":
+        _edit(config, '["me@example.com"]', '["me@example.com", "me@work.example"]')
+    elif change == "source settings":
+        config.write_text(config.read_text() + "page_size = 50\n")
+    elif change == "notifiers":
+        config.write_text(config.read_text() + '\n[[notifiers]]\ntype = "desktop"\n')
+    elif change == "plugin switch":
+        monkeypatch.setenv("RETAINER_DISABLE_PLUGINS", "upwork")
+    elif change == "roster":
+        roster = store.root / "roster.json"
+        later = roster.stat().st_mtime_ns + 1_000_000_000
+        os.utime(roster, ns=(later, later))
+    elif change == "manifest rewritten":
+        manifest.write_text(json.dumps(saved))
+    elif change == "manifest format":
+        manifest.write_text(json.dumps(dict(saved, format=2)))
+    elif change == "manifest garbage":
+        manifest.write_text("[1, 2")
+    elif change in states:
+        with store.writing():
+            store.update_source_state("inbox", **states[change])
+    elif change == "stamps":
+        record = store.quick_record("inbox") or {}
+        with store.writing():
+            store.save_quick_record("inbox", dict(record, stamps={}))
+    elif change == "no record":
+        with store.writing():
+            store.save_quick_record("inbox", None)
+    elif change == "named unknown":
+        names = ("inbox", "nope")
+    elif change == "no store":
+        _edit(config, str(data), str(tmp_path / "elsewhere"))
+    elif change == "bad config":
+        config.write_text(config.read_text() + "\n[agent\n")
+    if change == "lock":
+        with FileLock(str(data / "sources" / "inbox" / "sync.lock"), timeout=0):
+            assert quick_sync(config, names) is None
+        assert quick_sync(config, names) is not None  # only while it is held
+        return
+    before = state(tmp_path)
+    assert quick_sync(config, names) is None
+    assert state(tmp_path) == before  # nothing recorded
+
+
+@pytest.mark.parametrize("change", [
+    "per-sync hook", "plugin error", "plugin warning", "plugin file size", "plugin file time",
+    "plugin file gone", "plugin file entry", "key", "entry not a dict",
+    "plugins not a dict", "platform not provided", "not a dict"])
+def test_a_plugin_manifest_the_quick_check_cannot_trust(kept: tuple[Path, Path],
+                                                         tmp_path: Path, change: str) -> None:
+    """The manifest's plugins as the quick check reads them (``_plugins``): any plugin
+    hooked into every sync, the source's plugin failing or warning, a plugin file changed
+    since it was loaded: no quick check."""
+    from agent.quicksync import _plugins
+
+    manifest = tmp_path / "data" / "cache" / "plugins.json"
+    saved = json.loads(manifest.read_text())
+    found = _plugins(manifest, "maildir")
+    assert found is not None
+    assert found[1] == sys.path[1:]
+    assert [p for p, _ in found[2]] == [p for p in sys.path[1:]
+                                        if p.endswith(("site-packages", "dist-packages"))]
+    assert all(stamp == [os.stat(p).st_mtime_ns, os.stat(p).st_size, os.stat(p).st_ino,
+                         os.stat(p).st_dev] for p, stamp in found[2])
+    own = next(e for e in saved["plugins"].values() if "maildir" in e["platforms"])
+    other = next(e for e in saved["plugins"].values() if "maildir" not in e["platforms"])
+    item = own["key"][3][0]  # [path, size, mtime_ns] of one of its files
+    if change == "per-sync hook":  # in any plugin, not only the source's
+        other["hooks"] = [*other.get("hooks", []), "source_synced"]
+    elif change in ("plugin error", "plugin warning"):
+        own[change.removeprefix("plugin ")] = "it said something"
+    elif change == "plugin file size":
+        item[1] += 1
+    elif change == "plugin file time":
+        item[2] += 1
+    elif change == "plugin file gone":
+        item[0] = str(tmp_path / "gone.py")
+    elif change == "plugin file entry":
+        own["key"][3][0] = item[:2]
+    elif change == "key":
+        own["key"] = own["key"][:3]
+    elif change == "entry not a dict":
+        saved["plugins"]["broken"] = ["not", "a", "dict"]
+    elif change == "plugins not a dict":
+        saved["plugins"] = list(saved["plugins"].values())
+    elif change == "platform not provided":
+        for entry in saved["plugins"].values():
+            entry["platforms"] = [p for p in entry["platforms"] if p != "maildir"]
+    else:
+        saved = [saved]
+    manifest.write_text(json.dumps(saved))
+    assert _plugins(manifest, "maildir") is None
+
+
+def test_a_plugin_manifest_as_loaded_is_trusted(kept: tuple[Path, Path], tmp_path: Path) -> None:
+    from agent.quicksync import _plugins
+
+    manifest = tmp_path / "data" / "cache" / "plugins.json"
+    saved = json.loads(manifest.read_text())
+    for number, entry in enumerate(saved["plugins"].values()):
+        if number % 2:
+            entry.pop("hooks", None)  # no hooks at all: none of them per sync
+        else:
+            entry["hooks"] = None
+    manifest.write_text(json.dumps(saved))
+    found = _plugins(manifest, "maildir")
+    st = os.stat(manifest)
+    assert found is not None
+    assert found[0] == [st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev]
+
+
+def test_the_sources_a_sync_would_take() -> None:
+    from agent.quicksync import chosen_tables
+
+    a, b = {"name": "a"}, {"name": "b", "enabled": False}
+    c = {"name": "c", "enabled": True}
+    data = {"sources": [a, b, c]}
+    assert chosen_tables(data, ()) == [a, c]
+    assert chosen_tables(data, ("b", "a", "b")) == [b, a]
+    assert chosen_tables(data, ("a", "z")) is None
+    assert chosen_tables({}, ()) == []
+    assert chosen_tables({"sources": {"name": "a"}}, ()) is None
+    assert chosen_tables({"sources": [a, "b"]}, ()) is None
+
+
+def test_a_cursor_is_kept_as_a_hash_of_its_json() -> None:
+    import hashlib
+
+    from agent.quicksync import cursor_hash
+
+    assert cursor_hash({"uid": 5, "box": "x"}) == hashlib.sha256(
+        b'{"box":"x","uid":5}').hexdigest()
+    assert cursor_hash(None) == cursor_hash({}) == hashlib.sha256(b"{}").hexdigest()
+    assert cursor_hash({"at": Path("/p")}) == hashlib.sha256(b'{"at":"/p"}').hexdigest()
