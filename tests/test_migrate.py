@@ -361,3 +361,30 @@ def test_a_repaired_id_without_date_or_sender_is_the_one_a_later_read_computes(
     sender = "" if missing == "sender" else "sam@example.com"
     stored = {m["subject"]: m for m in Store(tmp_path).messages()}
     assert stored["other"]["remote_id"] == migrate.repaired_remote_id("<1@x>", sent, sender)
+
+
+def test_the_file_of_a_dateless_message_with_a_hash_in_its_id_follows_its_repair(tmp_path):
+    """A Message-ID may hold ``#`` (the file's part number comes after the last one), and
+    mail without a date keeps ``""`` as its date and its file's: the file still moves
+    with the message that got its own id."""
+    from agent.store.ids import deliverable_id_for
+
+    may, june = "2024-05", "2024-06"
+    remote = "<a#b@x>"
+    first = message(1, may, remote_id=remote, subject="first")
+    other = dict(message(1, june, remote_id=remote, subject="other",
+                         attachments=[{"filename": "f.png", "sha256": "h", "size": 1,
+                                       "deliverable_id": "d001"}]), sent_at="")
+    file = {"id": "d001", "source": "inbox", "message_id": "m001", "remote_id": f"{remote}#3",
+            "identity": "email:maria@example.com", "review_status": "approved",
+            "received_at": "", "filename": "f.png"}
+    old_store(tmp_path, {may: {"messages": [first]}, june: {"messages": [other]}},
+              {june: [file]})
+    store = Store(tmp_path)
+    moved = {m["subject"]: m for m in store.messages()}["other"]
+    new_remote = migrate.repaired_remote_id(remote, "", "")
+    assert moved["remote_id"] == new_remote
+    [stored] = store.deliverables()
+    assert (stored["id"], stored["remote_id"], stored["message_id"]) == (
+        deliverable_id_for("inbox", f"{new_remote}#3"), f"{new_remote}#3", moved["id"])
+    assert [a["deliverable_id"] for a in moved["attachments"]] == [stored["id"]]
