@@ -374,7 +374,9 @@ def test_the_file_of_a_dateless_message_with_a_hash_in_its_id_follows_its_repair
     first = message(1, may, remote_id=remote, subject="first")
     other = dict(message(1, june, remote_id=remote, subject="other",
                          attachments=[{"filename": "f.png", "sha256": "h", "size": 1,
-                                       "deliverable_id": "d001"}]), sent_at="")
+                                       "deliverable_id": "d001"},
+                                      {"filename": "g.png", "deliverable_id": "d999"}]),
+                 sent_at="")  # d999: a file never stored, left as it was
     file = {"id": "d001", "source": "inbox", "message_id": "m001", "remote_id": f"{remote}#3",
             "identity": "email:maria@example.com", "review_status": "approved",
             "received_at": "", "filename": "f.png"}
@@ -387,4 +389,6 @@ def test_the_file_of_a_dateless_message_with_a_hash_in_its_id_follows_its_repair
     [stored] = store.deliverables()
     assert (stored["id"], stored["remote_id"], stored["message_id"]) == (
         deliverable_id_for("inbox", f"{new_remote}#3"), f"{new_remote}#3", moved["id"])
-    assert [a["deliverable_id"] for a in moved["attachments"]] == [stored["id"]]
+    assert moved["attachments"] == [
+        {"filename": "f.png", "sha256": "h", "size": 1, "deliverable_id": stored["id"]},
+        {"filename": "g.png", "deliverable_id": "d999"}]
