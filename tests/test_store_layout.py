@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -610,3 +610,104 @@ def test_a_store_with_only_instructions_sent_is_moved_too(tmp_path):
     before = (opened.root / "meta.json").stat().st_mtime_ns
     Store(tmp_path / "d")  # moved once: the next open writes nothing
     assert (opened.root / "meta.json").stat().st_mtime_ns == before
+
+
+def test_the_records_move_commits_in_order_and_says_what_it_moved(tmp_path, monkeypatch,
+                                                                  caplog):
+    """meta.json says schema 3 before the first record is copied; every shard is written
+    and its folder fsynced before the old file goes (the commit), the store folder is
+    fsynced after it; "moved" is recorded last; the log says how many records each file
+    held (a record twice in a file counts, and is kept, once)."""
+    import logging
+
+    from tests.support import fsspy
+
+    store = reviewed_store(tmp_path / "d")
+    expected = records_snapshot(store)
+    write_v2(store)
+    root = store.root.resolve()
+    path = root / "workflow.json"
+    data = json.loads(path.read_bytes())
+    first = next(iter(data["reviews"].values()))
+    data["reviews"]["999"] = first  # the same record twice
+    path.write_bytes(json.dumps(data).encode())
+    counts = {"workflow.json": len(data["reviews"]) - 1 + len(data["outbox"]),
+              "notify.json": len(json.loads((root / "notify.json").read_bytes())["events"]),
+              "instructions.json": len(json.loads(
+                  (root / "instructions.json").read_bytes())["sent"])}
+    spy = fsspy.install(monkeypatch)
+    real_unlink = Path.unlink
+
+    def unlink(target: Path, missing_ok: bool = False) -> None:
+        spy.calls.append(fsspy.Call("unlink", os.path.realpath(target)))
+        real_unlink(target, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with caplog.at_level(logging.INFO, logger="retainer.store"):
+        opened = Store(tmp_path / "d")
+    assert records_snapshot(opened) == expected
+    calls = spy.calls
+    metas = [(i, json.loads(c.content or b"")) for i, c in enumerate(calls)
+             if c.kind == "replace" and c.dest == str(root / "meta.json")]
+    names = [[d["name"] for d in meta["meta"].values()] for _, meta in metas]
+    assert [[d.get("version") for d in meta["meta"].values() if d["name"] == "schema"]
+            for _, meta in metas] == [[3], [3]]
+    assert "records_moved" not in names[0] and "records_moved" in names[-1]
+    shard_writes = [i for i, c in enumerate(calls) if c.kind == "replace"
+                    and "/store/index/" not in c.dest and Path(c.dest).parent.name in
+                    ("reviews", "outbox", "notified", "instructions")]
+    commit = next(i for i, c in enumerate(calls)
+                  if c.kind == "unlink" and c.path == str(path))
+    assert metas[0][0] < min(shard_writes) and max(shard_writes) < metas[-1][0]
+    synced = {c.path for c in calls[:commit] if c.kind == "fsync_dir"}
+    assert {str(root / f) for f in ("reviews", "outbox")} <= synced
+    assert str(root) in {c.path for c in calls[commit:metas[-1][0]] if c.kind == "fsync_dir"}
+    said = {r.getMessage().split(" records of ")[1].split(" ")[0]:
+            int(r.getMessage().split(": ")[1].split(" ")[0])
+            for r in caplog.records if r.getMessage().startswith("store upgraded: ")}
+    assert said == counts
+
+
+def test_shards_left_by_a_killed_records_move_are_removed_first(tmp_path):
+    store = reviewed_store(tmp_path / "d")
+    expected = records_snapshot(store)
+    write_v2(store)
+    root = store.root
+    for folder in ("reviews", "index/reviews"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / "s000007.json").write_bytes(json.dumps(
+            {"reviews": {"1": {"id": "left", "reviewed_at": "2026-01-01"}}}).encode())
+    (root / "index" / "reviews.generation").write_bytes(b"clean:old")
+    opened = Store(tmp_path / "d")
+    assert records_snapshot(opened) == expected
+    assert [p.name for p in shard_files(opened, "reviews")][-1] != "s000007.json"
+    assert not (root / "index" / "reviews" / "s000007.json").exists()
+
+
+def test_records_roll_by_bytes_during_the_move(tmp_path, monkeypatch):
+    from agent.store import migrate
+
+    store = reviewed_store(tmp_path / "d")
+    expected = records_snapshot(store)
+    write_v2(store)
+    monkeypatch.setattr(migrate, "SHARD_BYTES", 1500)
+    opened = Store(tmp_path / "d")
+    assert records_snapshot(opened) == expected
+    shards = [[layout.doc_size(d) for d in json.loads(p.read_bytes())["reviews"].values()]
+              for p in shard_files(opened, "reviews")]
+    assert len(shards) > 3  # 44 reviews: one shard by count
+    for this, after in pairwise(shards):  # each as full as it can be
+        assert sum(this) <= 1500 < sum(this) + after[0]
+
+
+def test_instructions_json_without_templates_is_removed(tmp_path):
+    store = reviewed_store(tmp_path / "d")
+    expected = records_snapshot(store)
+    write_v2(store)
+    path = store.root / "instructions.json"
+    data = json.loads(path.read_bytes())
+    data.pop("templates")
+    path.write_bytes(json.dumps(data).encode())
+    opened = Store(tmp_path / "d")
+    assert not path.exists() and not (store.root / "instructions.kept.json").exists()
+    assert records_snapshot(opened)["instructions"] == expected["instructions"]
