@@ -71,6 +71,7 @@ def test_a_save_writes_the_chunks_that_changed_and_removes_the_ones_not_named(
     (folder / f"{TMP_PREFIX}left").write_bytes(b"half a chunk")  # a killed write's temp
     (folder / "notes.txt").write_bytes(b"not a chunk")
     cache = ChunkedCache(folder, 2)
+    assert cache.chunk("c00002") == {"s000005": "e"}  # read before it is removed
     before = stamps(folder)
     spy = fsspy.install(monkeypatch)
     cache.save({"c00000": {"s000001": "a", "s000002": "changed"},  # same shards: kept
