@@ -711,3 +711,20 @@ def test_instructions_json_without_templates_is_removed(tmp_path):
     opened = Store(tmp_path / "d")
     assert not path.exists() and not (store.root / "instructions.kept.json").exists()
     assert records_snapshot(opened)["instructions"] == expected["instructions"]
+
+
+def test_a_record_twice_in_an_old_file_takes_one_place_in_the_new_shards(tmp_path, monkeypatch):
+    """The move numbers its shards from s000001 and fills each to the count: a record
+    found twice in workflow.json is copied (and counted) once."""
+    monkeypatch.setattr(layout, "DELIVERABLE_SHARD_DOCS", 3)
+    store = reviewed_store(tmp_path / "d")
+    write_v2(store)
+    path = store.root / "workflow.json"
+    data = json.loads(path.read_bytes())
+    first, second, third = list(data["reviews"].values())[:3]
+    data["reviews"] = {"1": first, "2": first, "3": second, "4": third, "5": second}
+    path.write_bytes(json.dumps(data).encode())
+    opened = Store(tmp_path / "d")
+    assert [p.name for p in shard_files(opened, "reviews")] == ["s000001.json"]
+    assert sorted(e["id"] for e in wf.review_events(opened)) == sorted(
+        d["id"] for d in (first, second, third))
