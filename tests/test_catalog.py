@@ -392,3 +392,26 @@ def test_another_process_adding_to_a_shard_already_seen_is_seen(tmp_path, monkey
     store_docs(writer, [message(2)])  # the same shard, rewritten
     assert reader.names() == ["s000001"] and reader.shards["s000001"]["count"] == 3
     assert reader.where("m0002") == "s000001"
+
+
+def test_a_document_that_fills_the_shard_exactly_still_goes_to_it(tmp_path, monkeypatch):
+    cat = make_catalog(tmp_path)
+    store_docs(cat, [message(1)])
+    doc = message(2)
+    size = (cat.shard_dir / "s000001.json").stat().st_size
+    monkeypatch.setattr(layout, "SHARD_BYTES", size + doc_size(doc))
+    assert cat.place(doc) == "s000001"
+    cat.forget_pending()
+    monkeypatch.setattr(layout, "SHARD_BYTES", size + doc_size(doc) - 1)
+    assert cat.place(doc) == "s000002"
+
+
+def test_placing_past_shard_999999_follows_the_numbers(tmp_path, monkeypatch):
+    """New shards pending on both sides of s999999/s1000000: the open one is the
+    higher number, not the later name."""
+    monkeypatch.setattr(layout, "SHARD_DOCS", 2)
+    cat = make_catalog(tmp_path)
+    Shard(cat.shard_dir / "s999999.json").upsert_tables([("messages", [message(1)], "id")])
+    cat.refresh()
+    assert [cat.place(message(n)) for n in range(2, 6)] == [
+        "s999999", "s1000000", "s1000000", "s1000001"]
