@@ -172,6 +172,11 @@ class Catalog:
     ``<shard>.queue.json`` (its unreviewed deliverables as stored: the review queue is read
     from these, not from the shards).
     ``disk=False`` (the in-memory store) keeps them only in memory.
+
+    What the catalog keeps lives as long as its store and grows with it, so it is kept in
+    shapes Python's cyclic garbage collector skips (:func:`compact`), and the thread and
+    queue sides of the shards a write produced are let go once in their files
+    (:data:`READ_SIDES`): a long sync's collections cost what a page costs.
     """
 
     def __init__(self, folder: str, shard_dir: Path, index_dir: Path,
@@ -332,7 +337,7 @@ class Catalog:
         return list(self._ids(name))
 
     def _ids(self, name: str) -> tuple[str, ...]:
-        """The ids of one shard, sorted, as kept (do not copy: a lookup reads them)."""
+        """The ids of one shard, sorted, as kept in memory (no copy, for lookups)."""
         ids: tuple[str, ...] = self._side(name, "ids")
         return ids
 
