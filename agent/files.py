@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -110,6 +109,8 @@ def sanitize_filename(name: str, *, fallback: str = "attachment") -> str:
     """
     if not isinstance(name, str):
         name = str(name or "")
+    import unicodedata  # not for the read path: only names of files being stored
+
     name = unicodedata.normalize("NFC", name.replace("\x00", ""))
     parts = [p for p in name.replace("\\", "/").split("/") if _strip(p)]
     name = parts[-1] if parts else ""

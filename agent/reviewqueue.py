@@ -13,13 +13,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from agent.humanize import parse_stamp
+from agent.humanize import epoch
 from agent.store import readmodels
 
 if TYPE_CHECKING:
     from agent.store import Store
 
-VERSION = "queue-rows-1"
+VERSION = "queue-rows-2"
 INPUTS = ("deliverables", "roster", "workflow")
 
 
@@ -37,6 +37,7 @@ class QueueRow(NamedTuple):
     note: str
     version_label: str
     review_status: str
+    received_ts: float | None  # received_at in seconds since the epoch (humanize.epoch)
 
 
 def _build(store: Store) -> list[list[Any]]:
@@ -46,7 +47,7 @@ def _build(store: Store) -> list[list[Any]]:
     return [[d["id"], d.get("received_at"), names.get(d.get("contractor_id") or ""),
              d.get("title") or "", d.get("filename") or "", d.get("size"),
              d.get("status") or "", bool(d.get("flagged")), d.get("note") or "",
-             version_label(d), d.get("review_status") or ""]
+             version_label(d), d.get("review_status") or "", epoch(d.get("received_at"))]
             for d in store.deliverables(unreviewed=True)]
 
 
@@ -56,7 +57,8 @@ def queue_rows(store: Store) -> list[QueueRow]:
     rows = readmodels.view(store, "queue", VERSION, INPUTS, _build)
     width = len(QueueRow._fields)
     if not (isinstance(rows, list)
-            and all(isinstance(row, list) and len(row) == width for row in rows)):
+            and all(isinstance(row, list) and len(row) == width
+                    and (row[-1] is None or type(row[-1]) in (int, float)) for row in rows)):
         rows = _build(store)
     return [QueueRow(*row) for row in rows]
 
@@ -65,16 +67,11 @@ def overdue(rows: list[QueueRow], overdue_after: timedelta, now: datetime
             ) -> list[bool]:
     """Whether each row has waited longer than ``overdue_after`` at ``now`` (as
     :func:`agent.review.queue` flags it)."""
-    end = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    end = (now if now.tzinfo is not None else now.replace(tzinfo=UTC)).timestamp()
     limit_hours = overdue_after.total_seconds() / 3600
-    out = []
-    for row in rows:
-        start = parse_stamp(row.received_at)
-        waited = (None if start is None or end < start
-                  else (end - start).total_seconds() / 3600)
-        out.append(row.review_status == "unreviewed" and waited is not None
-                   and waited > limit_hours)
-    return out
+    return [row.review_status == "unreviewed" and row.received_ts is not None
+            and end >= row.received_ts and (end - row.received_ts) / 3600 > limit_hours
+            for row in rows]
 
 
 readmodels.register("queue", VERSION, INPUTS, _build)

@@ -187,6 +187,28 @@ def test_ago_and_until_read_like_people_talk():
     assert until((now - timedelta(minutes=4)).isoformat()) == "due"
 
 
+def test_ago_from_a_kept_epoch_reads_as_ago_of_the_stamp():
+    """The queue's tables print ages from seconds kept in its read model (no date parsed
+    per row): the same words as from the ISO stamp, past and future, naive and offset."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from agent.humanize import ago_seconds, epoch
+
+    now = datetime.now(UTC)
+    offsets = [timedelta(seconds=5), timedelta(minutes=7, seconds=2), timedelta(hours=3, minutes=1),
+               timedelta(days=2, minutes=1), timedelta(days=400), -timedelta(minutes=4, seconds=10),
+               -timedelta(days=3, hours=1)]
+    for offset in offsets:
+        for stamp in ((now - offset).isoformat(), (now - offset).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      (now - offset).replace(tzinfo=None).isoformat()):
+            kept = epoch(stamp)
+            assert kept is not None
+            assert ago_seconds(time.time() - kept) == ago(stamp), stamp
+    assert epoch(None) is None and epoch("not a date") is None
+    assert ago_seconds(None) == "-" and ago_seconds(None, none="never") == "never"
+
+
 def test_sync_summary_on_stdout_errors_once_on_stderr(tmp_path):
     config = make_config(tmp_path)
     ok = invoke(config, "sync")

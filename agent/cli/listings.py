@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from agent.cli.app import App
 from agent.cli.output import Col, emit_json, emit_json_list, table
-from agent.humanize import ago, human_size
+from agent.humanize import ago, ago_seconds, human_size
 
 
 @click.command()
@@ -50,7 +52,9 @@ def deliverables(app: App, as_json: bool, unreviewed: bool, contractor: str | No
         from agent.reviewqueue import queue_rows
 
         rows = queue_rows(store)[:limit]
-        table([(r.id, ago(r.received_at), "?" if r.contractor is None else r.contractor,
+        now = time.time()
+        table([(r.id, ago_seconds(None if r.received_ts is None else now - r.received_ts),
+                "?" if r.contractor is None else r.contractor,
                 r.filename, human_size(r.size),
                 r.review_status, "FLAGGED: " + r.status if r.flagged else r.status)
                for r in rows], DELIVERABLE_COLUMNS)

@@ -10,7 +10,7 @@ import click
 from agent.cli.app import App
 from agent.cli.output import Col, emit_json, table
 from agent.errors import StoreError
-from agent.humanize import ago, hours, human_size
+from agent.humanize import ago, ago_seconds, hours, human_size
 
 if TYPE_CHECKING:
     from agent.store import Store
@@ -73,8 +73,11 @@ def _queue_table(store: Store, overdue_after: timedelta) -> None:
     if not rows:
         click.echo("Nothing to review.")
         return
-    late = overdue(rows, overdue_after, datetime.now(UTC))
-    table([(r.id, ago(r.received_at) + (" OVERDUE" if flag else ""), r.contractor or "?",
+    now = datetime.now(UTC)
+    late = overdue(rows, overdue_after, now)
+    stamp = now.timestamp()
+    table([(r.id, ago_seconds(None if r.received_ts is None else stamp - r.received_ts)
+            + (" OVERDUE" if flag else ""), r.contractor or "?",
             r.task, ("UNAVAILABLE " if r.status == "unavailable" else "") + r.filename
             + (f" ({r.version_label})" if r.version_label else ""), human_size(r.size))
            for r, flag in zip(rows, late, strict=True)],
