@@ -17,8 +17,8 @@ source table, ``[[contractors]]``, ``[plugins]``, notifiers configured, a roster
 plugin installed, removed or edited, a plugin implementing ``source_synced``, a pending
 backfill or announcement, a failed last sync, a moved cursor) takes the normal path.
 
-This module imports neither pydantic nor pluggy nor filelock (the store imports filelock
-only to write).
+This module imports neither pydantic nor pluggy nor filelock (locks are
+:mod:`agent.locks`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from filelock import BaseFileLock
-
+    from agent.locks import FileLock
     from agent.store import Store
     from agent.syncresult import SyncResult
 
@@ -189,17 +188,17 @@ def quick_sync(config_path: Path, names: tuple[str, ...]) -> list[SyncResult] | 
                 and unchanged(store, name, environment(data, table, store, manifest))):
             return None
         skipped.append(Skipped(name, platform))
-    from filelock import FileLock, Timeout
+    from agent.locks import FileLock, LockTimeout
 
-    locks = [FileLock(str(store.source_dir(item.source) / "sync.lock"), timeout=0, mode=0o600)
+    locks = [FileLock(store.source_dir(item.source) / "sync.lock", timeout=0, mode=0o600)
              for item in skipped]  # as SyncEngine.sync_source: one sync of a source at once
-    held: list[BaseFileLock] = []
+    held: list[FileLock] = []
     try:
         for lock in locks:
             lock.acquire()
             held.append(lock)
         return _record(store, data, tables, skipped, manifest)
-    except Timeout:  # being synced right now: the normal path says so
+    except LockTimeout:  # being synced right now: the normal path says so
         return None
     finally:
         for done in held:
