@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import html
 import math
 import re
 from bisect import bisect_left
@@ -212,6 +211,8 @@ def _collides(x: float, y: float, placed: list[tuple[float, float]]) -> bool:
 
 def scatter_svg(rows: list[dict[str, Any]], width: int = 1100, height: int = 420) -> str:
     """Spend (x) against average rating (y), one dot per contractor, sized by deliverables."""
+    import html  # here: the JSON and text reports escape nothing
+
     pts = [r for r in rows if r.get("average_rating") is not None]
     left, right, top, bottom = 70, 30, 44, 60
     w, h = width - left - right, height - top - bottom
@@ -325,6 +326,8 @@ def latency_svg(series: list[dict[str, Any]], width: int = 1100, height: int = 3
 
 
 def _table(rows: list[dict[str, Any]], first: str, key: str, limit: int = 200) -> str:
+    import html  # here: the JSON and text reports escape nothing
+
     if not rows:
         return '<div class="empty">Nothing in this period.</div>'
     head = (f"<tr><th>{first}</th><th>Deliverables</th><th>Spend</th><th>Avg rating</th>"
@@ -348,6 +351,8 @@ def _table(rows: list[dict[str, Any]], first: str, key: str, limit: int = 200) -
 
 
 def render_html(report: dict[str, Any]) -> str:
+    import html  # here: the JSON and text reports escape nothing
+
     t = report["totals"]
     trend = t["trend"]
     rev = t.get("revision_rate")

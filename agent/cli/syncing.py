@@ -265,7 +265,7 @@ def status(app: App, as_json: bool) -> None:
             "messages": stored.get("messages", 0), "deliverables": stored.get("deliverables", 0),
             "warnings": state.get("warnings") or [],
         })
-    counts = store.counts()
+    counts = store.counts(committed)
     since = config.agent.review_since  # as the next sync applies it (SyncEngine.prepare)
     cutoff = since.isoformat() if since else ("" if since is False else store.first_sync_day())
     if cutoff is None and states:  # synced before the default existed: the next sync keeps it so
