@@ -11,7 +11,7 @@ output does not use them: it prints the documents themselves.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from agent.humanize import epoch
 from agent.store import readmodels
@@ -51,27 +51,65 @@ def _build(store: Store) -> list[list[Any]]:
             for d in store.deliverables(unreviewed=True)]
 
 
+class QueueColumns(NamedTuple):
+    """The queue column by column (what a table prints), same order as the rows."""
+
+    id: list[str]
+    received_at: list[str | None]
+    contractor: list[str | None]
+    task: list[str]
+    filename: list[str]
+    size: list[int | None]
+    status: list[str]
+    flagged: list[bool]
+    note: list[str]
+    version_label: list[str]
+    review_status: list[str]
+    received_ts: list[float | None]
+
+
+def _stored_rows(store: Store) -> list[list[Any]]:
+    """The model's rows (lists in :class:`QueueRow` order), or built afresh when the
+    model is not shaped as written (checked with set operations, not row by row)."""
+    rows = readmodels.view(store, "queue", VERSION, INPUTS, _build)
+    if not (isinstance(rows, list) and set(map(type, rows)) <= {list}
+            and set(map(len, rows)) <= {len(QueueRow._fields)}
+            and set(map(type, (row[-1] for row in rows))) <= {int, float, type(None)}):
+        rows = _build(store)
+    return cast("list[list[Any]]", rows)
+
+
 def queue_rows(store: Store) -> list[QueueRow]:
     """The review queue, oldest first, as table rows (from the read model when current;
     a model not shaped as written is not trusted: the rows are built afresh)."""
-    rows = readmodels.view(store, "queue", VERSION, INPUTS, _build)
-    width = len(QueueRow._fields)
-    if not (isinstance(rows, list)
-            and all(isinstance(row, list) and len(row) == width
-                    and (row[-1] is None or type(row[-1]) in (int, float)) for row in rows)):
-        rows = _build(store)
-    return [QueueRow(*row) for row in rows]
+    return [QueueRow(*row) for row in _stored_rows(store)]
+
+
+def queue_columns(store: Store, limit: int | None = None) -> QueueColumns:
+    """:func:`queue_rows` (the first ``limit``) column by column: a table of thousands
+    of rows is built a column at a time, with no object per row."""
+    rows = _stored_rows(store)[:limit]
+    if not rows:
+        return QueueColumns(*([] for _ in QueueColumns._fields))
+    return QueueColumns(*map(list, zip(*rows, strict=True)))
 
 
 def overdue(rows: list[QueueRow], overdue_after: timedelta, now: datetime
             ) -> list[bool]:
     """Whether each row has waited longer than ``overdue_after`` at ``now`` (as
     :func:`agent.review.queue` flags it)."""
+    return overdue_flags([row.review_status for row in rows], [row.received_ts for row in rows],
+                         overdue_after, now)
+
+
+def overdue_flags(review_status: list[str], received_ts: list[float | None],
+                  overdue_after: timedelta, now: datetime) -> list[bool]:
+    """:func:`overdue` of the queue's columns."""
     end = (now if now.tzinfo is not None else now.replace(tzinfo=UTC)).timestamp()
     limit_hours = overdue_after.total_seconds() / 3600
-    return [row.review_status == "unreviewed" and row.received_ts is not None
-            and end >= row.received_ts and (end - row.received_ts) / 3600 > limit_hours
-            for row in rows]
+    return [status == "unreviewed" and ts is not None and end >= ts
+            and (end - ts) / 3600 > limit_hours
+            for status, ts in zip(review_status, received_ts, strict=True)]
 
 
 readmodels.register("queue", VERSION, INPUTS, _build)

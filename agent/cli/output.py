@@ -141,24 +141,33 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str | Col]) -> None:
     """Print rows as aligned columns that fit the terminal (see :func:`fit`); on a
     terminal through rich (a bold header row) up to :data:`RICH_MAX_ROWS` rows, elsewhere
     (and for longer tables) as plain text."""
+    rows = rows if isinstance(rows, list) else list(rows)
+    table_columns([list(column) for column in zip(*rows, strict=True)][:len(headers)]
+                  if rows else [[] for _ in headers], headers, count=len(rows))
+
+
+def table_columns(columns: Sequence[list[Any]], headers: Sequence[str | Col], *,
+                  count: int | None = None) -> None:
+    """:func:`table` of cells given column by column (``count`` rows: the columns'
+    length), as a listing of thousands of rows builds them: no tuple per row."""
     cols = [h if isinstance(h, Col) else Col(h) for h in headers]
     width = terminal_width()
     limit = None if width else MAX_CELL
+    if count is None:
+        count = len(columns[0]) if columns else 0
     # column by column: a column of plain short text (nearly all) is checked in one go
-    rows = rows if isinstance(rows, list) else list(rows)
-    columns = ([_texts(list(column), limit) for column in zip(*rows, strict=True)][:len(cols)]
-               if rows else [[] for _ in cols])
+    columns = [_texts(column, limit) for column in columns]
     index, widths = _fit(columns, cols, width)
     hidden = len(cols) - len(index)
     shown = [cols[i] for i in index]
     heads = [_cut(c.header.upper(), w) for c, w in zip(shown, widths, strict=True)]
     styled = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    if styled and len(rows) <= RICH_MAX_ROWS:
+    if styled and count <= RICH_MAX_ROWS:
         body = [[_cut(columns[i][r], w) for i, w in zip(index, widths, strict=True)]
-                for r in range(len(rows))]
+                for r in range(count)]
         _rich_table(heads, body, shown, widths)
     else:
-        lines = _plain_lines(heads, columns, len(rows), index, widths, shown)
+        lines = _plain_lines(heads, columns, count, index, widths, shown)
         if styled:  # a long table on a terminal: plain rows under a bold header
             lines[0] = click.style(lines[0], bold=True)
         for start in range(0, len(lines), TABLE_CHUNK):  # a flush per chunk, not per row
