@@ -20,7 +20,7 @@ import bisect
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from agent.humanize import parse_stamp
@@ -266,28 +266,88 @@ WORK_COLUMNS = ("t", "s", "r", "c", "e", "h", "i", "k")  # time, status, rating,
 EVENT_COLUMNS = ("t", "x", "l", "i", "k")  # time, asked for changes, latency, position, who
 
 
-def model(facts: Facts) -> dict[str, Any]:
+#: The recent part of the delegation model (``delegation-recent``): every group's works
+#: and events, review marks and first reviews from this many days before it was built on.
+#: A report of a period of up to 100 days (it compares with the period before) reads it
+#: instead of the whole history: what a listing parses stays bounded as the years pile up.
+RECENT_DAYS = 200
+RECENT_VERSION = f"{MODEL_VERSION}/recent-1"
+
+
+def model(facts: Facts, since: str = "") -> dict[str, Any]:
     """The delegation metrics' inputs, grouped for windows (see :func:`_model_doc`): from
-    the store's read model when ``facts`` came from the store, else computed."""
+    the store's read model when ``facts`` came from the store, else computed.
+
+    ``since`` (an ISO time): only windows from then on will be asked of what is returned
+    (the store's recent part of the model may do); ``""``: any window."""
     cached: dict[str, Any] | None = facts._cache.get("model")
-    if cached is not None:
+    if cached is not None and since >= facts._cache.get("model_from", ""):
         return cached
     store = facts.store
+    start = ""
     if store is not None and not facts._explicit:  # all from the store: the read model
-        name = "delegation" if facts.with_messages else "delegation-nomsg"
-        with_messages = facts.with_messages
-
-        def build(store: Store) -> dict[str, Any]:
-            return _build_model(store, name, with_messages)
-
-        data = readmodels.view(store, name, MODEL_VERSION, MODEL_INPUTS, build)
-        if not _well_formed(data):  # not what we write: build it afresh, never trust it
-            data = build(store)
+        data = _recent(store, since) if since and facts.with_messages else None
+        if data is not None:
+            start = data["from"]
+            data = data["model"]
+        else:
+            data = _stored_model(store, facts.with_messages)
     else:
         data = _model_doc(facts)
     facts._cache["model"] = data
+    facts._cache["model_from"] = start
     built: dict[str, Any] = data
     return built
+
+
+def _stored_model(store: Store, with_messages: bool = True) -> dict[str, Any]:
+    """The whole ``delegation`` read model (``delegation-nomsg`` without messages)."""
+    name = "delegation" if with_messages else "delegation-nomsg"
+
+    def build(store: Store) -> dict[str, Any]:
+        return _build_model(store, name, with_messages)
+
+    data = readmodels.view(store, name, MODEL_VERSION, MODEL_INPUTS, build)
+    if not _well_formed(data):  # not what we write: build it afresh, never trust it
+        data = build(store)
+    stored: dict[str, Any] = data
+    return stored
+
+
+def _recent(store: Store, since: str) -> dict[str, Any] | None:
+    """The ``delegation-recent`` read model (``{"from": time, "model": ...}``) when it
+    covers ``since``, else None."""
+    data = readmodels.view(store, "delegation-recent", RECENT_VERSION, MODEL_INPUTS,
+                           _build_recent)
+    if not (isinstance(data, dict) and isinstance(data.get("from"), str)
+            and _well_formed(data.get("model"))):
+        return None  # not what we write: the whole model serves, never this
+    found: dict[str, Any] = data
+    return found if since >= found["from"] else None
+
+
+def _build_recent(store: Store) -> dict[str, Any]:
+    start = iso(datetime.now(UTC) - timedelta(days=RECENT_DAYS)) or ""
+    return {"from": start, "model": model_from(_stored_model(store), start)}
+
+
+def model_from(data: dict[str, Any], start: str) -> dict[str, Any]:
+    """What of a delegation model is at or after ``start``: every group (kept, in its
+    order, empty or not), each column cut where its times reach ``start``. Any window
+    from ``start`` on computes from it exactly what it computes from the whole."""
+    def cut(cols: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        at = bisect.bisect_left(cols["t"], start)
+        return {key: column[at:] for key, column in cols.items()}
+
+    def groups(section: dict[str, Any]) -> dict[str, Any]:
+        return {name: {"works": cut(g["works"]), "events": cut(g["events"])}
+                for name, g in section.items()}
+
+    marks = bisect.bisect_left(data["marks_t"], start)
+    first = bisect.bisect_left([str(f[0]) for f in data["first_reviews"]], start)
+    return {"contractors": groups(data["contractors"]), "skills": groups(data["skills"]),
+            "marks_t": data["marks_t"][marks:], "marks_x": data["marks_x"][marks:],
+            "first_reviews": data["first_reviews"][first:]}
 
 
 def _well_formed(data: Any) -> bool:
@@ -343,18 +403,21 @@ def _model_doc(facts: Facts) -> dict[str, Any]:
             **_marks_doc(facts)}
 
 
-def review_marks(facts: Facts) -> dict[str, Any]:
+def review_marks(facts: Facts, since: str = "") -> dict[str, Any]:
     """The review marks' times (``marks_t``, sorted), whether each asked for changes
     (``marks_x``), and each deliverable's first review (``first_reviews``: ``[time,
     latency hours]``, sorted by time): from :func:`model` when ``facts`` came from the
     store (its read model) or the model is built already, else computed on their own.
 
     A caller that keeps the first reviews itself (the dashboard) may put them, in that
-    shape and order, in ``facts._cache["first_reviews"]`` before the first use."""
+    shape and order, in ``facts._cache["first_reviews"]`` before the first use.
+    ``since``: as for :func:`model` (only times from then on will be looked at)."""
     cached: dict[str, Any] | None = facts._cache.get("model") or facts._cache.get("marks")
+    if cached is not None and since < facts._cache.get("model_from", ""):
+        cached = None  # the recent part only: the marks before it are asked for
     if cached is None:
         if facts.store is not None and not facts._explicit:
-            cached = model(facts)
+            cached = model(facts, since)
         else:
             cached = facts._cache["marks"] = _marks_doc(facts)
     return cached
@@ -406,6 +469,7 @@ def _build_model(store: Store, name: str, with_messages: bool = True,
 
 readmodels.register("delegation", MODEL_VERSION, MODEL_INPUTS,
                     lambda store: _build_model(store, "delegation"))
+readmodels.register("delegation-recent", RECENT_VERSION, MODEL_INPUTS, _build_recent)
 
 
 def refresh_read_models(store: Store) -> list[str]:
@@ -543,7 +607,7 @@ def compute(facts: Facts, *, since: datetime | None = None, until: datetime | No
     """Metrics per contractor id (or, with ``by_skill``, per skill) for a period."""
     lo, hi = iso(since) or "", iso(until) or "\uffff"
     by_id = {c["id"]: c for c in facts.contractors}
-    data = model(facts)
+    data = model(facts, lo)
     if by_skill:
         found = []
         for skill, group in data["skills"].items():
