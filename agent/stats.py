@@ -317,6 +317,8 @@ def _stored_model(store: Store, with_messages: bool = True) -> dict[str, Any]:
 def _recent(store: Store, since: str) -> dict[str, Any] | None:
     """The ``delegation-recent`` read model (``{"from": time, "model": ...}``) when it
     covers ``since``, else None."""
+    if since < (iso(datetime.now(UTC) - timedelta(days=RECENT_DAYS)) or ""):
+        return None  # further back than a model built now would reach: the whole one
     data = readmodels.view(store, "delegation-recent", RECENT_VERSION, MODEL_INPUTS,
                            _build_recent)
     if not (isinstance(data, dict) and isinstance(data.get("from"), str)

@@ -231,3 +231,13 @@ def test_the_recent_part_of_the_model_computes_what_the_whole_model_does(config:
     assert json.dumps(long, sort_keys=True) == json.dumps(
         build(store, now=now, since=timedelta(days=365), facts=facts_with(whole, "")),
         sort_keys=True)
+    # a damaged or foreign recent part is never trusted: the report comes out the same
+    good = saved.read_bytes()
+    doc = json.loads(good)
+    for forged in (dict(doc, data={"from": 5, "model": doc["data"]["model"]}),
+                   dict(doc, data={"from": "", "model": [1]}), dict(doc, data=[1]),
+                   dict(doc, version="delegation-0/recent-0")):
+        saved.write_text(json.dumps(forged))
+        assert json.dumps(build(store, now=now), sort_keys=True) == expected
+    saved.write_bytes(good[: len(good) // 2])
+    assert json.dumps(build(store, now=now), sort_keys=True) == expected
