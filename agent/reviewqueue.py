@@ -13,13 +13,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from agent.humanize import epoch
+from agent.humanize import epoch, human_size
 from agent.store import readmodels
 
 if TYPE_CHECKING:
     from agent.store import Store
 
-VERSION = "queue-rows-2"
+VERSION = "queue-rows-3"
 INPUTS = ("deliverables", "roster", "workflow")
 
 
@@ -31,7 +31,7 @@ class QueueRow(NamedTuple):
     contractor: str | None  # the contractor's name; None when unknown
     task: str
     filename: str
-    size: int | None
+    size: str  # as the tables print it (humanize.human_size)
     status: str
     flagged: bool
     note: str
@@ -45,7 +45,7 @@ def _build(store: Store) -> list[list[Any]]:
 
     names = {c["id"]: c["name"] for c in store.contractors()}
     return [[d["id"], d.get("received_at"), names.get(d.get("contractor_id") or ""),
-             d.get("title") or "", d.get("filename") or "", d.get("size"),
+             d.get("title") or "", d.get("filename") or "", human_size(d.get("size")),
              d.get("status") or "", bool(d.get("flagged")), d.get("note") or "",
              version_label(d), d.get("review_status") or "", epoch(d.get("received_at"))]
             for d in store.deliverables(unreviewed=True)]
@@ -59,7 +59,7 @@ class QueueColumns(NamedTuple):
     contractor: list[str | None]
     task: list[str]
     filename: list[str]
-    size: list[int | None]
+    size: list[str]
     status: list[str]
     flagged: list[bool]
     note: list[str]

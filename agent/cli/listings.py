@@ -55,7 +55,7 @@ def deliverables(app: App, as_json: bool, unreviewed: bool, contractor: str | No
         now = time.time()
         table_columns([q.id, [ago_seconds(None if ts is None else now - ts) for ts in q.received_ts],
                        ["?" if name is None else name for name in q.contractor], q.filename,
-                       [human_size(size) for size in q.size], q.review_status,
+                       q.size, q.review_status,
                        ["FLAGGED: " + status if flag else status
                         for status, flag in zip(q.status, q.flagged, strict=True)]],
                       DELIVERABLE_COLUMNS)

@@ -83,7 +83,7 @@ def _queue_table(store: Store, overdue_after: timedelta) -> None:
              + (f" ({label})" if label else "")
              for status, name, label in zip(q.status, q.filename, q.version_label, strict=True)]
     table_columns([q.id, received, [name or "?" for name in q.contractor], q.task, files,
-                   [human_size(size) for size in q.size]],
+                   q.size],
                   ["id", "received", Col("contractor", flex=2), Col("task", flex=3, drop=1),
                    Col("file", flex=1), Col("size", right=True, drop=2)])
     for rid, status, name, note in zip(q.id, q.status, q.filename, q.note, strict=True):
