@@ -31,23 +31,26 @@ def emit_json(document: Any) -> None:
     except (TypeError, orjson.JSONEncodeError):  # e.g. text with lone surrogates
         data = json.dumps(document, indent=2, ensure_ascii=False, default=str).encode(
             "utf-8", "replace")
-    click.echo(data.decode("utf-8"))
+    # as bytes: UTF-8 as it is, not decoded, searched for terminal escapes (JSON escapes
+    # every control character) and encoded again (a tenth of a 5 MB document's time)
+    click.echo(data)
 
 
 def emit_json_list(items: Iterable[Any]) -> None:
     """Print a JSON array item by item (one document on stdout, written as it is read)."""
     import orjson
 
-    click.echo("[", nl=False)
-    separator = "\n"
+    click.echo(b"[", nl=False)
+    separator = b"\n"
     for item in items:
         try:
-            text = orjson.dumps(item, default=str, option=orjson.OPT_INDENT_2).decode()
+            data = orjson.dumps(item, default=str, option=orjson.OPT_INDENT_2)
         except (TypeError, orjson.JSONEncodeError):
-            text = json.dumps(item, indent=2, ensure_ascii=False, default=str)
-        click.echo(separator + text, nl=False)
-        separator = ",\n"
-    click.echo("\n]" if separator != "\n" else "]")
+            data = json.dumps(item, indent=2, ensure_ascii=False, default=str).encode(
+                "utf-8", "replace")
+        click.echo(separator + data, nl=False)  # bytes, as emit_json writes them
+        separator = b",\n"
+    click.echo(b"\n]" if separator != b"\n" else b"]")
 
 
 @dataclass(frozen=True)
