@@ -29,10 +29,9 @@ import os
 import sys
 import time
 from _blake2 import blake2b
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from agent.locks import FileLock
@@ -156,8 +155,7 @@ def unchanged(store: Store, name: str, env: dict[str, Any] | None) -> bool:
         _stamp(path) == stamp for path, stamp in stamps.items())
 
 
-@dataclass(frozen=True)
-class Skipped:
+class Skipped(NamedTuple):
     """A source the quick check skipped."""
 
     source: str

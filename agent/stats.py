@@ -19,9 +19,8 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agent.humanize import parse_stamp
 from agent.store import Store, readmodels
@@ -232,8 +231,7 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-@dataclass(frozen=True, slots=True)
-class Work:
+class Work(NamedTuple):
     """One deliverable of a contractor, reduced to what the metrics need."""
 
     id: str
@@ -247,8 +245,9 @@ class Work:
     turnaround: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class ReviewEvent:
+class ReviewEvent(NamedTuple):
+    """A review (or a new version asking for it) of one :class:`Work`."""
+
     contractor_id: str
     skill: str
     reviewed: str

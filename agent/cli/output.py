@@ -12,8 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -53,8 +52,7 @@ def emit_json_list(items: Iterable[Any]) -> None:
     click.echo(b"\n]" if separator != b"\n" else b"]")
 
 
-@dataclass(frozen=True)
-class Col:
+class Col(NamedTuple):
     """A table column: ``flex`` ones are cut (with "…") when the terminal is too narrow,
     the highest ``flex`` rank first (``True`` is 1), then the widest; when that is not
     enough, those with a ``drop`` rank are left out, the highest rank first (then the

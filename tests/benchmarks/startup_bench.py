@@ -128,6 +128,9 @@ def main() -> int:
     parser.add_argument("--no-cold", action="store_true", help="skip the first-run-after-a-write row")
     parser.add_argument("--baseline", type=Path,
                         help="another checkout (e.g. the main branch) timed in the same rounds")
+    parser.add_argument("--baseline-data", type=Path,
+                        help="a copy of the store for --baseline (read models and quick-sync "
+                             "records of two versions would replace each other's in one store)")
     args = parser.parse_args()
     data = args.data or Path(tempfile.mkdtemp(prefix="retainer-startup-")) / "data"
     if not (data / "store" / "meta.json").exists():
@@ -143,25 +146,28 @@ def main() -> int:
             raise SystemExit(f"building the store in {data} failed")
     config = write_config(data)
     env = environment(ROOT)
-    trees = [("", env)]
+    trees = [("", env, config)]
     if args.baseline is not None:
-        trees.append((" [baseline]", environment(args.baseline.resolve())))
+        trees.append((" [baseline]", environment(args.baseline.resolve()),
+                      write_config(args.baseline_data) if args.baseline_data else config))
     for tree in {ROOT, *([args.baseline] if args.baseline else [])}:
         compileall.compile_dir(str(Path(tree) / "agent"), quiet=1)
         compileall.compile_dir(str(Path(tree) / "plugins"), quiet=1)
     python = sys.executable
     base = [python, "-m", "agent", "--config", str(config)]
-    for _, tree_env in trees:  # warm-up: bytecode, page cache, read models of a new store
+    for _, tree_env, tree_config in trees:  # warm-up: bytecode, page cache, read models
         for _, argv in COMMANDS:
-            timed([*base, *argv], tree_env)
+            timed([python, "-m", "agent", "--config", str(tree_config), *argv], tree_env)
     floor: list[tuple[float, float, float]] = []
     results: dict[str, list[tuple[float, float, float]]] = {
-        label + tag: [] for label, _ in COMMANDS for tag, _ in trees}
+        label + tag: [] for label, _ in COMMANDS for tag, _, _ in trees}
     for _ in range(args.runs):
         floor.append(timed([python, "-c", "pass"], env))
         for label, argv in COMMANDS:
-            for tag, tree_env in trees:
-                results[label + tag].append(timed([*base, *argv], tree_env))
+            for tag, tree_env, tree_config in trees:
+                results[label + tag].append(
+                    timed([python, "-m", "agent", "--config", str(tree_config), *argv],
+                          tree_env))
     cold: dict[str, float] = {}
     if not args.no_cold:
         for label, argv in COMMANDS[:5]:
