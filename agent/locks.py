@@ -6,7 +6,10 @@ The lock is ``flock(LOCK_EX)`` on the lock file, as the ``filelock`` package's
 with nothing to write still takes a lock or two (a no-op sync records its run) and
 importing ``filelock`` 4.x costs more than the rest of that command's start.
 
-Reentrant in the thread that holds it; other threads wait, as for another process.
+Reentrant in the thread that holds it; other threads wait, as for another process. A
+forked child (the daemon's sync workers) starts with every lock free in its own eyes, as
+with filelock: it never unlocks what its parent holds, and a lock a parent's thread held
+at the fork cannot leave the child waiting for a thread it does not have.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import fcntl
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -43,6 +47,19 @@ class FileLock:
         self._fd: int | None = None
         self._depth = 0
         self._guard = threading.RLock()  # the holding thread re-enters; others wait
+        _LOCKS.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: free. The descriptor is closed, not unlocked: the parent's
+        lock stays the parent's (flock belongs to the open file, which both share)."""
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._fd = None
+        self._depth = 0
+        self._guard = threading.RLock()
 
     @property
     def is_locked(self) -> bool:
@@ -100,3 +117,14 @@ class FileLock:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.release()
+
+
+_LOCKS: weakref.WeakSet[FileLock] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for lock in list(_LOCKS):
+        lock._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)

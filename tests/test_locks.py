@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import filelock
@@ -87,3 +88,55 @@ def test_a_timeout_leaves_nothing_held(tmp_path: Path) -> None:
         assert lock.is_locked
     lock.release()  # one release too many changes nothing
     assert not lock.is_locked
+
+
+def _in_child(check: Callable[[], int]) -> int:
+    """Run ``check`` in a forked child; its exit status."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover  (the child)
+        code = 99
+        try:
+            code = check()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_forked_child_neither_frees_nor_waits_on_its_parents_lock(tmp_path: Path) -> None:
+    """The daemon forks its sync workers: a lock held at the fork (by the forking thread or
+    another one) is the parent's; the child sees it free, finds the file taken, and leaving
+    does not let go of the parent's lock."""
+    path = tmp_path / "store.lock"
+    lock = FileLock(path, timeout=0)
+
+    def child() -> int:
+        if lock.is_locked:
+            return 1
+        try:
+            lock.acquire()
+        except LockTimeout:
+            return 0  # taken by the parent, and no wait on a thread the child lacks
+        return 2
+
+    with lock:
+        assert _in_child(child) == 0
+        with pytest.raises(filelock.Timeout):  # still the parent's
+            filelock.FileLock(str(path), timeout=0).acquire()
+    held = threading.Event()
+    done = threading.Event()
+
+    def holder() -> None:
+        with lock:
+            held.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(10)
+        assert _in_child(child) == 0
+    finally:
+        done.set()
+        thread.join(10)
+    assert _in_child(lambda: 0 if lock.acquire() and lock.is_locked else 3) == 0  # free now
