@@ -143,8 +143,8 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str | Col]) -> None:
     terminal through rich (a bold header row) up to :data:`RICH_MAX_ROWS` rows, elsewhere
     (and for longer tables) as plain text."""
     rows = rows if isinstance(rows, list) else list(rows)
-    table_columns([list(column) for column in zip(*rows, strict=True)][:len(headers)]
-                  if rows else [[] for _ in headers], headers, count=len(rows))
+    table_columns([[row[i] for row in rows] for i in range(len(headers))], headers,
+                  count=len(rows))
 
 
 def table_columns(columns: Sequence[list[Any]], headers: Sequence[str | Col], *,
