@@ -1,10 +1,12 @@
-"""An exclusive lock on a lock file: one writer of a store, one sync of a source at once.
+"""An exclusive lock on a lock file: one writer of a store, one sync of a source, one
+daemon of a data folder at once.
 
 The lock is ``flock(LOCK_EX)`` on the lock file, as the ``filelock`` package's
-``FileLock`` takes it on POSIX systems, so the two exclude each other (the daemon and
-``retainer sync`` of an older Retainer included). This module exists because a command
-with nothing to write still takes a lock or two (a no-op sync records its run) and
-importing ``filelock`` 4.x costs more than the rest of that command's start.
+``FileLock`` takes it on POSIX systems, so the two exclude each other (an older Retainer,
+which took its locks through filelock, included). Retainer's locks are this module
+rather than filelock because a command with nothing to write still takes a lock or two
+(a no-op sync records its run) and importing ``filelock`` 4.x cost a fifth of that
+command's start.
 
 Reentrant in the thread that holds it; other threads wait, as for another process. A
 forked child (the daemon's sync workers) starts with every lock free in its own eyes, as
