@@ -17,8 +17,8 @@ source table, ``[[contractors]]``, ``[plugins]``, notifiers configured, a roster
 plugin installed, removed or edited, a plugin implementing ``source_synced``, a pending
 backfill or announcement, a failed last sync, a moved cursor) takes the normal path.
 
-This module imports neither pydantic nor pluggy nor filelock (locks are
-:mod:`agent.locks`).
+This module imports neither pydantic nor pluggy: the quick path must start faster than
+the plugins load.
 """
 
 from __future__ import annotations
