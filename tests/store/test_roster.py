@@ -229,3 +229,45 @@ def test_find_contractor_prefers_identity_then_exact_then_prefix(store: Store) -
     with pytest.raises(StoreError) as err:
         store.find_contractor("c_")
     assert "matches several contractors" in str(err.value) and "use the id" in str(err.value)
+
+
+def test_only_candidates_not_yet_ignored_move_from_the_older_file(
+        store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from agent.store.roster import adopt_ignored_file
+
+    commit(store, [inbound("a", 1, SAM, thread="s"), inbound("b", 2, SHOP, thread="n"),
+                   inbound("c", 3, MARIA)])
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+        store.ignore_candidates([SHOP.key])
+    before = {i["key"]: i for i in store.identities()}
+    path = tmp_path / "data" / IGNORED_FILE
+    path.parent.mkdir()
+    path.write_bytes(orjson.dumps([SAM.key, SHOP.key, MARIA.key]))
+    with caplog.at_level("INFO", logger="retainer.store"):
+        adopt_ignored_file(store)
+    assert f"moved 1 ignored candidates from {path} into the store" in caplog.messages
+    after = {i["key"]: i for i in store.identities()}
+    assert after[MARIA.key] == before[MARIA.key]  # on the roster: not marked
+    assert after[SHOP.key] == before[SHOP.key]
+    assert after[SAM.key] == dict(before[SAM.key], ignored=True)
+    assert not path.exists()
+
+
+def test_a_promoted_identity_keeps_its_first_name_and_takes_a_new_profile(store: Store) -> None:
+    unnamed = Identity("email", "ann@example.com")
+    commit(store, [inbound("a", 1, unnamed, thread="a"), inbound("b", 2, SAM, thread="s")])
+    with store.writing():
+        store.add_contractor("Ann", [Identity("email", "ann@example.com", name="Ann Lee",
+                                              profile_url="https://x.example/ann")])
+        store.add_contractor("Sam", [Identity("email", "sam@example.com", name="Samuel")])
+        store.add_contractor("Sam", [Identity("email", "sam@example.com")])
+    idents = {i["key"]: i for i in store.identities()}
+    assert (idents["email:ann@example.com"]["name"],
+            idents["email:ann@example.com"]["profile_url"]) == ("Ann Lee", "https://x.example/ann")
+    assert idents[SAM.key]["name"] == "Sam Chen"  # the name it was first seen with
+    assert idents[SAM.key]["profile_url"] == ""
+    with store.writing():
+        store.add_contractor("Ann", [Identity("email", "ann@example.com")])
+    ann = next(i for i in store.identities() if i["key"] == "email:ann@example.com")
+    assert (ann["name"], ann["profile_url"]) == ("Ann Lee", "https://x.example/ann")
