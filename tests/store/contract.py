@@ -269,6 +269,8 @@ class StoreContract:
         ], source="upwork", platform="upwork")
         hired = store.find_contractor("upwork:~01abc")
         assert (hired["name"], hired["status"]) == ("Ravi K.", "trial")
+        assert (hired["skills"], hired["rate"], hired["currency"], hired["notes"]) == \
+            ([], None, "USD", "")  # the defaults of a contractor hired by the work
         (contract,) = store.contracts()
         assert_shape(contract, ContractRecord)
         assert (contract["budget"], contract["identity"], contract["started_at"]) == \

@@ -271,3 +271,17 @@ def test_a_promoted_identity_keeps_its_first_name_and_takes_a_new_profile(store:
         store.add_contractor("Ann", [Identity("email", "ann@example.com")])
     ann = next(i for i in store.identities() if i["key"] == "email:ann@example.com")
     assert (ann["name"], ann["profile_url"]) == ("Ann Lee", "https://x.example/ann")
+
+
+def test_seen_times_stretch_over_every_message_whatever_the_order(store: Store) -> None:
+    for n, hours in enumerate([3, 1, 5, 2]):  # a page each, older mail fetched later
+        commit(store, [inbound(f"s{n}", hours, SAM, thread="s")])
+    with store.writing():  # and one page holding both ends
+        store.commit_page("news", "imap", [inbound("n1", 4, SHOP, thread="n"),
+                                           inbound("n2", 0, SHOP, thread="n"),
+                                           inbound("n3", 6, SHOP, thread="n"),
+                                           inbound("n4", 2, SHOP, thread="n")],
+                          owner_keys=OWNER_KEYS)
+    seen = {i["key"]: (i["first_seen"], i["last_seen"]) for i in store.identities()}
+    assert seen[SAM.key] == (stamp(1), stamp(5))
+    assert seen[SHOP.key] == (stamp(0), stamp(6))
