@@ -16,7 +16,7 @@ from agent.models import Identity
 from agent.store import Store
 from agent.store.memory import MemoryStore
 from agent.store.roster import IGNORED_FILE
-from tests.store.contract import MARIA, OWNER_KEYS, SAM, SHOP, StoreFactory, inbound, stamp
+from tests.store.contract import MARIA, OWNER_KEYS, SAM, SHOP, StoreFactory, at, inbound, stamp
 
 
 @pytest.fixture(params=[Store, MemoryStore], ids=["disk", "memory"])
@@ -285,3 +285,18 @@ def test_seen_times_stretch_over_every_message_whatever_the_order(store: Store) 
     seen = {i["key"]: (i["first_seen"], i["last_seen"]) for i in store.identities()}
     assert seen[SAM.key] == (stamp(1), stamp(5))
     assert seen[SHOP.key] == (stamp(0), stamp(6))
+
+
+def test_a_contractor_gets_the_same_id_added_by_hand_or_hired_by_their_work(
+        factory: StoreFactory, tmp_path: Path) -> None:
+    from agent.models import Attachment, Submission
+
+    ravi = Identity("upwork", "~01abc", name="Ravi K.")
+    hired = factory(tmp_path / "a")
+    with hired.writing():
+        hired.commit_page("upwork", "upwork", [Submission("s1", at(1), ravi, Attachment(
+            "page.zip", status="delivery_waiting"), under_contract=True)], owner_keys=OWNER_KEYS)
+    added = factory(tmp_path / "b")
+    with added.writing():
+        doc = added.add_contractor("Ravi", [ravi, Identity("email", "ravi@example.com")])
+    assert doc["id"] == hired.find_contractor("Ravi K.")["id"]
