@@ -14,6 +14,7 @@ import pytest
 from agent.errors import StoreError
 from agent.models import Identity
 from agent.store import Store
+from agent.store.ids import contractor_id_for
 from agent.store.memory import MemoryStore
 from agent.store.roster import IGNORED_FILE
 from tests.store.contract import MARIA, OWNER_KEYS, SAM, SHOP, StoreFactory, at, inbound, stamp
@@ -60,6 +61,7 @@ def test_a_contractor_without_identities_and_the_defaults(store: Store) -> None:
         doc = store.add_contractor("Nobody Yet")
         other = store.add_contractor("nobody yet")
     assert doc["id"] == other["id"]  # the same seed: the name
+    assert doc["id"] == contractor_id_for("name:nobody yet")  # as earlier versions stored it
     assert (doc["status"], doc["skills"], doc["rate"], doc["currency"], doc["notes"],
             doc["identities"]) == ("trial", [], None, "USD", "", [])
     with store.writing(), pytest.raises(StoreError, match="status must be one of trial, "
