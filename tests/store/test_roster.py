@@ -302,3 +302,15 @@ def test_a_contractor_gets_the_same_id_added_by_hand_or_hired_by_their_work(
     with added.writing():
         doc = added.add_contractor("Ravi", [ravi, Identity("email", "ravi@example.com")])
     assert doc["id"] == hired.find_contractor("Ravi K.")["id"]
+
+
+def test_adding_an_identity_already_on_the_roster_asks_for_nothing_again(store: Store) -> None:
+    commit(store, [inbound("a", 1, SAM, thread="s")])
+    with store.writing():
+        store.update_source_state("inbox", cursor={"uid": 1})
+        store.add_contractor("Sam Chen", [SAM])
+    assert store.source_state("inbox")["backfill"] == [SAM.key]
+    with store.writing():  # what the next sync does once it fetched the files
+        store.update_source_state("inbox", backfill=[])
+        store.add_contractor("Sam Chen", [SAM, Identity("upwork", "~sam")])
+    assert store.source_state("inbox")["backfill"] == []
