@@ -102,7 +102,7 @@ def test_update_contractor_marks_a_status_change_only(store: Store) -> None:
         same = store.update_contractor("Maria Lopez", status="trial", notes="x")
         moved = store.update_contractor(doc["id"], status="core")
     assert same["status_changed_at"] == doc["status_changed_at"] and same["notes"] == "x"
-    assert (moved["status_changed_at"] or "") >= (doc["status_changed_at"] or "")
+    assert (moved["status_changed_at"] or "") > (doc["status_changed_at"] or "")
     assert moved["status"] == "core" and moved["created_at"] == doc["created_at"]
     assert store.find_contractor("Maria Lopez")["status"] == "core"
 
@@ -111,8 +111,9 @@ def test_merging_keeps_one_contractor_and_a_pointer(store: Store) -> None:
     with store.writing():
         keep = store.add_contractor("Maria Lopez", [MARIA], skills=["logo"])
         other = store.add_contractor("Sam Chen", [SAM], skills=["web"], rate=25.0)
-        with pytest.raises(StoreError, match="those are the same contractor"):
+        with pytest.raises(StoreError) as err:
             store.merge_contractors("Maria Lopez", keep["id"])
+        assert str(err.value) == "those are the same contractor"
         kept = store.merge_contractors("Maria Lopez", "Sam Chen")
     assert (kept["rate"], kept["skills"], kept["identities"]) == \
         (25.0, ["logo", "web"], sorted([MARIA.key, SAM.key]))
@@ -209,16 +210,21 @@ def test_contractors_from_the_config_are_added_once(store: Store) -> None:
              Seed("Sam Chen", ["sam@example.com"])]
     with store.writing():
         store.seed_contractors(seeds)
-        store.update_contractor("Maria Lopez", status="bench")  # the store stays the truth
-        store.seed_contractors(seeds)
+        first = store.find_contractor("Maria Lopez")
+        assert (first["status"], first["skills"]) == ("core", ["logo"])
+        store.update_contractor("Maria Lopez", status="bench", skills=[])  # the store stays
+        store.seed_contractors(seeds)                                      # the truth
     maria, sam = sorted(store.contractors(), key=lambda c: c["name"])
-    assert (maria["status"], maria["rate"], maria["currency"], maria["notes"]) == \
-        ("bench", 40.0, "EUR", "n")
+    assert (maria["status"], maria["rate"], maria["currency"], maria["notes"],
+            maria["skills"]) == ("bench", 40.0, "EUR", "n", [])
     assert sorted(maria["identities"]) == [MARIA.key, "upwork:~m"]
     assert sam["identities"] == [SAM.key]
+    with store.writing():  # a known contractor is skipped, the next seed still added
+        store.seed_contractors([seeds[1], Seed("Ann", ["ann@example.com"])])
+    assert sorted(c["name"] for c in store.contractors()) == ["Ann", "Maria Lopez", "Sam Chen"]
     with store.writing():  # a new address of a known contractor joins them
         store.seed_contractors([Seed("Maria Lopez", ["maria@example.com", "m@new.example"])])
-    assert len(store.contractors()) == 2
+    assert len(store.contractors()) == 3
     assert "email:m@new.example" in store.find_contractor("Maria Lopez")["identities"]
 
 
