@@ -320,3 +320,26 @@ def test_adding_an_identity_already_on_the_roster_asks_for_nothing_again(store: 
         store.update_source_state("inbox", backfill=[])
         store.add_contractor("Sam Chen", [SAM, Identity("upwork", "~sam")])
     assert store.source_state("inbox")["backfill"] == []
+
+
+def test_a_merged_contractor_is_no_longer_found_by_name(store: Store) -> None:
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+        store.add_contractor("Sam", [SAM])
+        store.merge_contractors("Maria Lopez", "Sam")
+        kept = store.add_contractor("Sam", [Identity("email", "sam2@example.com")])
+    assert store.find_contractor("sam")["id"] == kept["id"]  # not "several contractors"
+    assert store.find_contractor(SAM.key)["name"] == "Maria Lopez"  # through the pointer
+    roster = store.roster()
+    assert roster.is_contractor(SAM) and roster.is_contractor(MARIA)
+    assert not roster.is_contractor(SHOP)
+
+
+def test_several_matches_name_the_first_five(store: Store) -> None:
+    with store.writing():
+        for n in range(7):
+            store.add_contractor("Dup", [Identity("email", f"dup{n}@example.com")])
+    with pytest.raises(StoreError) as err:
+        store.find_contractor("dup")
+    assert str(err.value).startswith('"dup" matches several contractors: Dup (c_')
+    assert str(err.value).count("Dup (c_") == 5 and str(err.value).endswith("; use the id")
