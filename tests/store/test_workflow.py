@@ -4,7 +4,9 @@ which reminders went out."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,12 +73,19 @@ def test_review_events_come_oldest_first(store: Store) -> None:
     assert [d["review_status"] for d in store.deliverables()] == ["approved", "approved"]
 
 
-def test_a_review_without_a_time_is_stamped_now(store: Store) -> None:
+def test_a_review_without_a_time_is_stamped_now_in_utc(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     (did,) = delivered(store, "a.png")
-    before = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    with store.writing():
-        doc = wf.record_review(store, did, "approved")
-    after = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # local time nine hours ahead of UTC
+    time.tzset()
+    try:
+        before = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        with store.writing():
+            doc = wf.record_review(store, did, "approved")
+        after = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
     reviewed_at = (doc["review"] or {}).get("reviewed_at") or ""
     assert before <= reviewed_at <= after
     assert (doc["review"] or {}).get("rating") is None
@@ -195,3 +204,11 @@ def test_reminders_sent_are_kept_by_key(store: Store) -> None:
     assert {k: v["at"] for k, v in notified.items() if k != "c"} == {"a": stamp(1), "b": stamp(2)}
     assert notified["a"] == {"id": "a", "at": stamp(1)}
     assert notified["c"]["at"] >= start
+
+
+def test_templates_live_in_instructions_json(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    with store.writing():
+        wf.save_template(store, "brief", "text")
+    assert (tmp_path / "data" / "store" / "instructions.json").is_file()
+    assert wf.template(Store(tmp_path / "data"), "brief")["versions"][0]["text"] == "text"
