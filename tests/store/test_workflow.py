@@ -217,3 +217,15 @@ def test_templates_live_in_instructions_json(tmp_path: Path) -> None:
         wf.save_template(store, "brief", "text")
     assert (tmp_path / "data" / "store" / "instructions.json").is_file()
     assert wf.template(Store(tmp_path / "data"), "brief")["versions"][0]["text"] == "text"
+
+
+def test_every_message_sent_about_a_deliverable_is_kept_on_its_review(store: Store) -> None:
+    (did,) = delivered(store, "a.png")
+    with store.writing():
+        first = wf.record_sent(store, {"to": "m@x", "text": "one", "sent_at": stamp(2)},
+                               deliverable_id=did)
+        second = wf.record_sent(store, {"to": "m@x", "text": "two", "sent_at": stamp(3)},
+                                deliverable_id=did)
+    sent = (store.deliverable(did)["review"] or {}).get("sent")
+    assert sent == [{"outbox_id": first["id"], "sent_at": stamp(2), "remote_id": None},
+                    {"outbox_id": second["id"], "sent_at": stamp(3), "remote_id": None}]
