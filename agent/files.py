@@ -7,9 +7,9 @@ one, never half of either.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-import unicodedata
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -62,15 +62,29 @@ def fsync_path(path: Path) -> None:
 fsync_dir = fsync_path  # what the callers that fsync a folder after a rename call it
 
 
+def _temp_file(folder: Path) -> tuple[int, str]:
+    """A new file ``TMP_PREFIX<random>`` in ``folder``, open for writing: what
+    ``tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX)`` makes (0600, created exclusively,
+    no symlink followed), without importing ``tempfile`` (and with it ``shutil``,
+    ``random``, ``bz2``, ``lzma``: a tenth of a no-op sync's start)."""
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    for _ in range(100):
+        name = os.path.join(folder, TMP_PREFIX + os.urandom(6).hex())
+        try:
+            return os.open(name, flags, 0o600), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(folder))
+
+
 def write_private(path: Path, data: bytes, *, sync: bool = True, sync_dir: bool = True) -> None:
     """Atomically replace ``path`` with ``data``, mode 0600.
 
     ``sync_dir=False`` leaves the folder's fsync (which makes the rename durable) to the
     caller, who may batch several renames in one folder before it.
     """
-    import tempfile  # here: read commands that write nothing never import it
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX)
+    fd, tmp = _temp_file(path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -110,6 +124,8 @@ def sanitize_filename(name: str, *, fallback: str = "attachment") -> str:
     """
     if not isinstance(name, str):
         name = str(name or "")
+    import unicodedata  # not for the read path: only names of files being stored
+
     name = unicodedata.normalize("NFC", name.replace("\x00", ""))
     parts = [p for p in name.replace("\\", "/").split("/") if _strip(p)]
     name = parts[-1] if parts else ""

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["NONE", "age", "ago", "day", "hours", "human_size", "money", "num", "parse_stamp", "pct",
-           "until"]
+__all__ = ["NONE", "age", "ago", "ago_seconds", "day", "epoch", "hours", "human_size", "money",
+           "num", "parse_stamp", "pct", "until"]
 
 NONE = "-"  # what a table shows for "no value"; the dashboard passes an en dash
 
@@ -36,6 +36,13 @@ def parse_stamp(stamp: Any) -> datetime | None:
     except ValueError:
         return None
     return then if then.tzinfo is not None else then.replace(tzinfo=UTC)
+
+
+def epoch(stamp: Any) -> float | None:
+    """An ISO timestamp as seconds since the epoch (what :func:`ago_seconds` takes), or
+    None: kept in read models, so a table of thousands of rows parses no date."""
+    then = parse_stamp(stamp)
+    return None if then is None else then.timestamp()
 
 
 def age(stamp: str | None, *, none: str = NONE) -> str:
@@ -66,9 +73,16 @@ def ago(stamp: str | None, *, none: str = NONE) -> str:
     then = parse_stamp(stamp)
     if then is None:
         return none
-    seconds = (datetime.now(UTC) - then).total_seconds()
+    return ago_seconds((datetime.now(UTC) - then).total_seconds())
+
+
+def ago_seconds(seconds: float | None, *, none: str = NONE) -> str:
+    """:func:`ago` of a moment ``seconds`` before now (a negative number: after now, read
+    like :func:`until`); ``none`` if unknown. For many rows: ``now - epoch(stamp)``."""
+    if seconds is None:
+        return none
     if seconds < -60:
-        return until(stamp, none=none)
+        return f"in {_span(-seconds)}"
     return "just now" if seconds < 60 else f"{_span(seconds)} ago"
 
 

@@ -17,26 +17,24 @@ source table, ``[[contractors]]``, ``[plugins]``, notifiers configured, a roster
 plugin installed, removed or edited, a plugin implementing ``source_synced``, a pending
 backfill or announcement, a failed last sync, a moved cursor) takes the normal path.
 
-This module imports neither pydantic nor pluggy nor filelock (the store imports filelock
-only to write).
+This module imports neither pydantic nor pluggy: the quick path must start faster than
+the plugins load.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from _blake2 import blake2b
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from filelock import BaseFileLock
-
+    from agent.locks import FileLock
     from agent.store import Store
     from agent.syncresult import SyncResult
 
@@ -61,7 +59,9 @@ def _stamp(path: str | os.PathLike[str]) -> list[int] | None:
 
 def _digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    # blake2b from _blake2 (as agent.store.ids): importing hashlib loads OpenSSL, a tenth
+    # of a no-op sync's start. (Records kept with sha256 differ: one normal sync redoes them.)
+    return blake2b(text.encode(), digest_size=32).hexdigest()
 
 
 def cursor_hash(cursor: Any) -> str:
@@ -155,8 +155,7 @@ def unchanged(store: Store, name: str, env: dict[str, Any] | None) -> bool:
         _stamp(path) == stamp for path, stamp in stamps.items())
 
 
-@dataclass(frozen=True)
-class Skipped:
+class Skipped(NamedTuple):
     """A source the quick check skipped."""
 
     source: str
@@ -189,17 +188,17 @@ def quick_sync(config_path: Path, names: tuple[str, ...]) -> list[SyncResult] | 
                 and unchanged(store, name, environment(data, table, store, manifest))):
             return None
         skipped.append(Skipped(name, platform))
-    from filelock import FileLock, Timeout
+    from agent.locks import FileLock, LockTimeout
 
-    locks = [FileLock(str(store.source_dir(item.source) / "sync.lock"), timeout=0, mode=0o600)
+    locks = [FileLock(store.source_dir(item.source) / "sync.lock", timeout=0, mode=0o600)
              for item in skipped]  # as SyncEngine.sync_source: one sync of a source at once
-    held: list[BaseFileLock] = []
+    held: list[FileLock] = []
     try:
         for lock in locks:
             lock.acquire()
             held.append(lock)
         return _record(store, data, tables, skipped, manifest)
-    except Timeout:  # being synced right now: the normal path says so
+    except LockTimeout:  # being synced right now: the normal path says so
         return None
     finally:
         for done in held:

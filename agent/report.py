@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import html
 import math
 import re
 from bisect import bisect_left
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import UsageError
-from agent.stats import Facts, compute, median, parse_time, review_marks
+from agent.stats import Facts, compute, median, model, parse_time, review_marks
 from agent.store import Store
 from agent.store.core import iso
 
@@ -49,7 +48,7 @@ def _totals(rows: dict[str, dict[str, Any]], facts: Facts, lo: datetime, hi: dat
                if r["average_rating"] is not None]
     weight = sum(n for _, n in ratings)
     out["average_rating"] = round(sum(a * n for a, n in ratings) / weight, 2) if weight else None
-    data = review_marks(facts)
+    data = review_marks(facts, iso(lo) or "")
     at, stop = bisect_left(data["marks_t"], iso(lo) or ""), bisect_left(data["marks_t"], iso(hi) or "")
     changes = sum(data["marks_x"][at:stop])
     out["revision_rate"] = round(changes / (stop - at), 3) if stop > at else None
@@ -60,7 +59,7 @@ def _totals(rows: dict[str, dict[str, Any]], facts: Facts, lo: datetime, hi: dat
 def _latencies(facts: Facts, lo: datetime, hi: datetime) -> list[float]:
     """The latency of each deliverable's first review, for first reviews in the period."""
     slo, shi = iso(lo) or "", iso(hi) or ""
-    return [value for at, value in review_marks(facts)["first_reviews"]
+    return [value for at, value in review_marks(facts, slo)["first_reviews"]
             if slo <= at < shi and value is not None]
 
 
@@ -80,7 +79,7 @@ def _trend(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
 
 def latency_series(facts: Facts, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
     """Median review latency per week (weeks starting Monday) in the period."""
-    first = review_marks(facts)["first_reviews"]
+    first = review_marks(facts, iso(lo - timedelta(days=1)) or "")["first_reviews"]
     times = [at for at, _ in first]  # sorted: only a day either side of the period is parsed
     start = bisect_left(times, iso(lo - timedelta(days=1)) or "")
     stop = bisect_left(times, iso(hi + timedelta(days=1)) or "")
@@ -114,6 +113,8 @@ def build(store: Store, *, since: timedelta = timedelta(days=90), now: datetime 
     def computed(a: datetime, b: datetime, by_skill: bool) -> dict[str, dict[str, Any]]:
         return compute(loaded, since=a, until=b, by_skill=by_skill)
 
+    if metrics is None:  # every window below starts at prev_lo or later: what it needs
+        model(loaded, iso(prev_lo - timedelta(days=1)) or "")
     figures = metrics or computed
     current = figures(lo, now, False)
     previous = figures(prev_lo, lo, False)
@@ -212,6 +213,8 @@ def _collides(x: float, y: float, placed: list[tuple[float, float]]) -> bool:
 
 def scatter_svg(rows: list[dict[str, Any]], width: int = 1100, height: int = 420) -> str:
     """Spend (x) against average rating (y), one dot per contractor, sized by deliverables."""
+    import html  # here: the JSON and text reports escape nothing
+
     pts = [r for r in rows if r.get("average_rating") is not None]
     left, right, top, bottom = 70, 30, 44, 60
     w, h = width - left - right, height - top - bottom
@@ -325,6 +328,8 @@ def latency_svg(series: list[dict[str, Any]], width: int = 1100, height: int = 3
 
 
 def _table(rows: list[dict[str, Any]], first: str, key: str, limit: int = 200) -> str:
+    import html  # here: the JSON and text reports escape nothing
+
     if not rows:
         return '<div class="empty">Nothing in this period.</div>'
     head = (f"<tr><th>{first}</th><th>Deliverables</th><th>Spend</th><th>Avg rating</th>"
@@ -348,6 +353,8 @@ def _table(rows: list[dict[str, Any]], first: str, key: str, limit: int = 200) -
 
 
 def render_html(report: dict[str, Any]) -> str:
+    import html  # here: the JSON and text reports escape nothing
+
     t = report["totals"]
     trend = t["trend"]
     rev = t.get("revision_rate")

@@ -11,15 +11,15 @@ output does not use them: it prints the documents themselves.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from agent.humanize import parse_stamp
+from agent.humanize import epoch, human_size
 from agent.store import readmodels
 
 if TYPE_CHECKING:
     from agent.store import Store
 
-VERSION = "queue-rows-1"
+VERSION = "queue-rows-3"
 INPUTS = ("deliverables", "roster", "workflow")
 
 
@@ -31,12 +31,13 @@ class QueueRow(NamedTuple):
     contractor: str | None  # the contractor's name; None when unknown
     task: str
     filename: str
-    size: int | None
+    size: str  # as the tables print it (humanize.human_size)
     status: str
     flagged: bool
     note: str
     version_label: str
     review_status: str
+    received_ts: float | None  # received_at in seconds since the epoch (humanize.epoch)
 
 
 def _build(store: Store) -> list[list[Any]]:
@@ -44,37 +45,71 @@ def _build(store: Store) -> list[list[Any]]:
 
     names = {c["id"]: c["name"] for c in store.contractors()}
     return [[d["id"], d.get("received_at"), names.get(d.get("contractor_id") or ""),
-             d.get("title") or "", d.get("filename") or "", d.get("size"),
+             d.get("title") or "", d.get("filename") or "", human_size(d.get("size")),
              d.get("status") or "", bool(d.get("flagged")), d.get("note") or "",
-             version_label(d), d.get("review_status") or ""]
+             version_label(d), d.get("review_status") or "", epoch(d.get("received_at"))]
             for d in store.deliverables(unreviewed=True)]
+
+
+class QueueColumns(NamedTuple):
+    """The queue column by column (what a table prints), same order as the rows."""
+
+    id: list[str]
+    received_at: list[str | None]
+    contractor: list[str | None]
+    task: list[str]
+    filename: list[str]
+    size: list[str]
+    status: list[str]
+    flagged: list[bool]
+    note: list[str]
+    version_label: list[str]
+    review_status: list[str]
+    received_ts: list[float | None]
+
+
+def _stored_rows(store: Store) -> list[list[Any]]:
+    """The model's rows (lists in :class:`QueueRow` order), or built afresh when the
+    model is not shaped as written (checked with set operations, not row by row)."""
+    rows = readmodels.view(store, "queue", VERSION, INPUTS, _build)
+    if not (isinstance(rows, list) and set(map(type, rows)) <= {list}
+            and set(map(len, rows)) <= {len(QueueRow._fields)}
+            and set(map(type, (row[-1] for row in rows))) <= {int, float, type(None)}):
+        rows = _build(store)
+    return cast("list[list[Any]]", rows)
 
 
 def queue_rows(store: Store) -> list[QueueRow]:
     """The review queue, oldest first, as table rows (from the read model when current;
     a model not shaped as written is not trusted: the rows are built afresh)."""
-    rows = readmodels.view(store, "queue", VERSION, INPUTS, _build)
-    width = len(QueueRow._fields)
-    if not (isinstance(rows, list)
-            and all(isinstance(row, list) and len(row) == width for row in rows)):
-        rows = _build(store)
-    return [QueueRow(*row) for row in rows]
+    return [QueueRow(*row) for row in _stored_rows(store)]
+
+
+def queue_columns(store: Store, limit: int | None = None) -> QueueColumns:
+    """:func:`queue_rows` (the first ``limit``) column by column: a table of thousands
+    of rows is built a column at a time, with no object per row."""
+    rows = _stored_rows(store)[:limit]
+    if not rows:
+        return QueueColumns(*([] for _ in QueueColumns._fields))
+    return QueueColumns(*map(list, zip(*rows, strict=True)))
 
 
 def overdue(rows: list[QueueRow], overdue_after: timedelta, now: datetime
             ) -> list[bool]:
     """Whether each row has waited longer than ``overdue_after`` at ``now`` (as
     :func:`agent.review.queue` flags it)."""
-    end = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    return overdue_flags([row.review_status for row in rows], [row.received_ts for row in rows],
+                         overdue_after, now)
+
+
+def overdue_flags(review_status: list[str], received_ts: list[float | None],
+                  overdue_after: timedelta, now: datetime) -> list[bool]:
+    """:func:`overdue` of the queue's columns."""
+    end = (now if now.tzinfo is not None else now.replace(tzinfo=UTC)).timestamp()
     limit_hours = overdue_after.total_seconds() / 3600
-    out = []
-    for row in rows:
-        start = parse_stamp(row.received_at)
-        waited = (None if start is None or end < start
-                  else (end - start).total_seconds() / 3600)
-        out.append(row.review_status == "unreviewed" and waited is not None
-                   and waited > limit_hours)
-    return out
+    return [status == "unreviewed" and ts is not None and end >= ts
+            and (end - ts) / 3600 > limit_hours
+            for status, ts in zip(review_status, received_ts, strict=True)]
 
 
 readmodels.register("queue", VERSION, INPUTS, _build)

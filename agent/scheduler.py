@@ -33,10 +33,10 @@ from types import FrameType
 from typing import Any
 
 import schedule
-from filelock import FileLock, Timeout
 
 from agent.config import SourceConfig
 from agent.errors import RetainerError, StoreLocked
+from agent.locks import FileLock, LockTimeout
 from agent.store.core import iso
 from agent.sync import SyncEngine, SyncResult
 
@@ -311,10 +311,10 @@ class Daemon:
 
     def run(self, *, once_first: bool = True) -> None:
         """Run until stopped. Holds ``daemon.lock`` so only one daemon runs per data folder."""
-        lock = FileLock(str(self.engine.store.data_dir / "daemon.lock"), timeout=0, mode=0o600)
+        lock = FileLock(self.engine.store.data_dir / "daemon.lock", timeout=0, mode=0o600)
         try:
             lock.acquire()
-        except Timeout:
+        except LockTimeout:
             raise StoreLocked(
                 f"a Retainer daemon is already running on {self.engine.store.data_dir}; "
                 "stop it first (systemctl --user stop retainer) or use another data_dir"

@@ -19,9 +19,8 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agent.humanize import parse_stamp
 from agent.store import Store, readmodels
@@ -228,36 +227,11 @@ def skill_of(facts: Facts, deliverable: DeliverableRecord, contractor: Contracto
     return skills[0] if skills else "other"
 
 
-def _empty(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "deliverables": 0, "reviewed": 0, "approved": 0, "changes_requested": 0,
-        "unreviewed": 0, "average_rating": None, "revision_rate": None,
-        "median_turnaround_hours": None, "median_review_latency_hours": None,
-        "spend": None, "spend_estimated": False, "currency": doc.get("currency") or "USD",
-        "_ratings": [], "_turnarounds": [], "_latencies": [], "_events": 0, "_changes": 0,
-        "_platform_spend": 0.0, "_entered": 0.0, "_estimated": 0.0, "_has_spend": False,
-    }
-
-
-def _finish(acc: dict[str, Any]) -> dict[str, Any]:
-    acc["average_rating"] = _round(mean(acc["_ratings"]), 2)
-    acc["revision_rate"] = _round(acc["_changes"] / acc["_events"], 3) if acc["_events"] else None
-    acc["median_turnaround_hours"] = _round(median(acc["_turnarounds"]), 1)
-    acc["median_review_latency_hours"] = _round(median(acc["_latencies"]), 1)
-    if acc["_has_spend"]:
-        acc["spend"] = round(acc["_platform_spend"] + acc["_entered"] + acc["_estimated"], 2)
-        acc["spend_estimated"] = acc["_estimated"] > 0
-    acc["cost_per_deliverable"] = (round(acc["spend"] / acc["deliverables"], 2)
-                                   if acc["spend"] is not None and acc["deliverables"] else None)
-    return {k: v for k, v in acc.items() if not k.startswith("_")}
-
-
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-@dataclass(frozen=True, slots=True)
-class Work:
+class Work(NamedTuple):
     """One deliverable of a contractor, reduced to what the metrics need."""
 
     id: str
@@ -271,8 +245,9 @@ class Work:
     turnaround: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class ReviewEvent:
+class ReviewEvent(NamedTuple):
+    """A review (or a new version asking for it) of one :class:`Work`."""
+
     contractor_id: str
     skill: str
     reviewed: str
@@ -290,28 +265,90 @@ WORK_COLUMNS = ("t", "s", "r", "c", "e", "h", "i", "k")  # time, status, rating,
 EVENT_COLUMNS = ("t", "x", "l", "i", "k")  # time, asked for changes, latency, position, who
 
 
-def model(facts: Facts) -> dict[str, Any]:
+#: The recent part of the delegation model (``delegation-recent``): every group's works
+#: and events, review marks and first reviews from this many days before it was built on.
+#: A report of a period of up to 100 days (it compares with the period before) reads it
+#: instead of the whole history: what a listing parses stays bounded as the years pile up.
+RECENT_DAYS = 200
+RECENT_VERSION = f"{MODEL_VERSION}/recent-1"
+
+
+def model(facts: Facts, since: str = "") -> dict[str, Any]:
     """The delegation metrics' inputs, grouped for windows (see :func:`_model_doc`): from
-    the store's read model when ``facts`` came from the store, else computed."""
+    the store's read model when ``facts`` came from the store, else computed.
+
+    ``since`` (an ISO time): only windows from then on will be asked of what is returned
+    (the store's recent part of the model may do); ``""``: any window."""
     cached: dict[str, Any] | None = facts._cache.get("model")
-    if cached is not None:
+    if cached is not None and since >= facts._cache.get("model_from", ""):
         return cached
     store = facts.store
+    start = ""
     if store is not None and not facts._explicit:  # all from the store: the read model
-        name = "delegation" if facts.with_messages else "delegation-nomsg"
-        with_messages = facts.with_messages
-
-        def build(store: Store) -> dict[str, Any]:
-            return _build_model(store, name, with_messages)
-
-        data = readmodels.view(store, name, MODEL_VERSION, MODEL_INPUTS, build)
-        if not _well_formed(data):  # not what we write: build it afresh, never trust it
-            data = build(store)
+        data = _recent(store, since) if since and facts.with_messages else None
+        if data is not None:
+            start = data["from"]
+            data = data["model"]
+        else:
+            data = _stored_model(store, facts.with_messages)
     else:
         data = _model_doc(facts)
     facts._cache["model"] = data
+    facts._cache["model_from"] = start
     built: dict[str, Any] = data
     return built
+
+
+def _stored_model(store: Store, with_messages: bool = True) -> dict[str, Any]:
+    """The whole ``delegation`` read model (``delegation-nomsg`` without messages)."""
+    name = "delegation" if with_messages else "delegation-nomsg"
+
+    def build(store: Store) -> dict[str, Any]:
+        return _build_model(store, name, with_messages)
+
+    data = readmodels.view(store, name, MODEL_VERSION, MODEL_INPUTS, build)
+    if not _well_formed(data):  # not what we write: build it afresh, never trust it
+        data = build(store)
+    stored: dict[str, Any] = data
+    return stored
+
+
+def _recent(store: Store, since: str) -> dict[str, Any] | None:
+    """The ``delegation-recent`` read model (``{"from": time, "model": ...}``) when it
+    covers ``since``, else None."""
+    if since < (iso(datetime.now(UTC) - timedelta(days=RECENT_DAYS)) or ""):
+        return None  # further back than a model built now would reach: the whole one
+    data = readmodels.view(store, "delegation-recent", RECENT_VERSION, MODEL_INPUTS,
+                           _build_recent)
+    if not (isinstance(data, dict) and isinstance(data.get("from"), str)
+            and _well_formed(data.get("model"))):
+        return None  # not what we write: the whole model serves, never this
+    found: dict[str, Any] = data
+    return found if since >= found["from"] else None
+
+
+def _build_recent(store: Store) -> dict[str, Any]:
+    start = iso(datetime.now(UTC) - timedelta(days=RECENT_DAYS)) or ""
+    return {"from": start, "model": model_from(_stored_model(store), start)}
+
+
+def model_from(data: dict[str, Any], start: str) -> dict[str, Any]:
+    """What of a delegation model is at or after ``start``: every group (kept, in its
+    order, empty or not), each column cut where its times reach ``start``. Any window
+    from ``start`` on computes from it exactly what it computes from the whole."""
+    def cut(cols: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        at = bisect.bisect_left(cols["t"], start)
+        return {key: column[at:] for key, column in cols.items()}
+
+    def groups(section: dict[str, Any]) -> dict[str, Any]:
+        return {name: {"works": cut(g["works"]), "events": cut(g["events"])}
+                for name, g in section.items()}
+
+    marks = bisect.bisect_left(data["marks_t"], start)
+    first = bisect.bisect_left([str(f[0]) for f in data["first_reviews"]], start)
+    return {"contractors": groups(data["contractors"]), "skills": groups(data["skills"]),
+            "marks_t": data["marks_t"][marks:], "marks_x": data["marks_x"][marks:],
+            "first_reviews": data["first_reviews"][first:]}
 
 
 def _well_formed(data: Any) -> bool:
@@ -367,18 +404,21 @@ def _model_doc(facts: Facts) -> dict[str, Any]:
             **_marks_doc(facts)}
 
 
-def review_marks(facts: Facts) -> dict[str, Any]:
+def review_marks(facts: Facts, since: str = "") -> dict[str, Any]:
     """The review marks' times (``marks_t``, sorted), whether each asked for changes
     (``marks_x``), and each deliverable's first review (``first_reviews``: ``[time,
     latency hours]``, sorted by time): from :func:`model` when ``facts`` came from the
     store (its read model) or the model is built already, else computed on their own.
 
     A caller that keeps the first reviews itself (the dashboard) may put them, in that
-    shape and order, in ``facts._cache["first_reviews"]`` before the first use."""
+    shape and order, in ``facts._cache["first_reviews"]`` before the first use.
+    ``since``: as for :func:`model` (only times from then on will be looked at)."""
     cached: dict[str, Any] | None = facts._cache.get("model") or facts._cache.get("marks")
+    if cached is not None and since < facts._cache.get("model_from", ""):
+        cached = None  # the recent part only: the marks before it are asked for
     if cached is None:
         if facts.store is not None and not facts._explicit:
-            cached = model(facts)
+            cached = model(facts, since)
         else:
             cached = facts._cache["marks"] = _marks_doc(facts)
     return cached
@@ -430,6 +470,7 @@ def _build_model(store: Store, name: str, with_messages: bool = True,
 
 readmodels.register("delegation", MODEL_VERSION, MODEL_INPUTS,
                     lambda store: _build_model(store, "delegation"))
+readmodels.register("delegation-recent", RECENT_VERSION, MODEL_INPUTS, _build_recent)
 
 
 def refresh_read_models(store: Store) -> list[str]:
@@ -496,35 +537,54 @@ def _span(times: list[str], lo: str, hi: str) -> tuple[int, int]:
     return bisect.bisect_left(times, lo), bisect.bisect_left(times, hi)
 
 
-def _apply(acc: dict[str, Any], group: dict[str, Any], lo: str, hi: str) -> None:
-    """Add a group's works and events with ``lo <= time < hi`` to ``acc`` (what one pass
-    over them, in their original order, added before)."""
-    w = group["works"]
-    a, b = _span(w["t"], lo, hi)
-    if b > a:
-        status = w["s"][a:b]
-        n = b - a
-        approved, changes = status.count("approved"), status.count("changes_requested")
-        acc["deliverables"] += n
-        acc["approved"] += approved
-        acc["changes_requested"] += changes
-        acc["unreviewed"] += n - approved - changes
-        acc["reviewed"] += n - status.count("unreviewed")
-        acc["_ratings"].extend(r for r in w["r"][a:b] if r is not None)
-        acc["_turnarounds"].extend(h for h in w["h"][a:b] if h is not None)
-        for cost, estimated in zip(w["c"][a:b], w["e"][a:b], strict=True):
-            if cost is not None:
-                acc["_entered"] += cost
-                acc["_has_spend"] = True
-            elif estimated is not None:
-                acc["_estimated"] += estimated
-                acc["_has_spend"] = True
-    e = group["events"]
-    a, b = _span(e["t"], lo, hi)
-    if b > a:
-        acc["_events"] += b - a
-        acc["_changes"] += sum(e["x"][a:b])
-        acc["_latencies"].extend(x for x in e["l"][a:b] if x is not None)
+def _row(group: dict[str, Any] | None, lo: str, hi: str, currency: str,
+         platform: float = 0.0, has_spend: bool = False) -> dict[str, Any]:
+    """One row of metrics: a group's works and events with ``lo <= time < hi``, plus
+    ``platform`` spend from contracts (``has_spend``: some contract counted).
+
+    Straight from the group's time-sorted columns, in one pass per column: what adding
+    the group to an empty accumulator and finishing it computed before, float for float
+    (sums in the columns' order, from 0.0)."""
+    n = approved = changes = reviewed = events = asked = 0
+    ratings: list[float] = []
+    turnarounds: list[float] = []
+    latencies: list[float] = []
+    entered = estimated = 0.0
+    if group is not None:
+        w = group["works"]
+        a, b = _span(w["t"], lo, hi)
+        if b > a:
+            status = w["s"][a:b]
+            n = b - a
+            approved, changes = status.count("approved"), status.count("changes_requested")
+            reviewed = n - status.count("unreviewed")
+            ratings = [r for r in w["r"][a:b] if r is not None]
+            turnarounds = [h for h in w["h"][a:b] if h is not None]
+            for cost, guess in zip(w["c"][a:b], w["e"][a:b], strict=True):
+                if cost is not None:
+                    entered += cost
+                    has_spend = True
+                elif guess is not None:
+                    estimated += guess
+                    has_spend = True
+        e = group["events"]
+        a, b = _span(e["t"], lo, hi)
+        if b > a:
+            events = b - a
+            asked = sum(e["x"][a:b])
+            latencies = [x for x in e["l"][a:b] if x is not None]
+    spend = round(platform + entered + estimated, 2) if has_spend else None
+    return {
+        "deliverables": n, "reviewed": reviewed, "approved": approved,
+        "changes_requested": changes, "unreviewed": n - approved - changes,
+        "average_rating": round(sum(ratings) / len(ratings), 2) if ratings else None,
+        "revision_rate": round(asked / events, 3) if events else None,
+        "median_turnaround_hours": _round(median(turnarounds), 1),
+        "median_review_latency_hours": _round(median(latencies), 1),
+        "spend": spend, "spend_estimated": has_spend and estimated > 0,
+        "currency": currency,
+        "cost_per_deliverable": round(spend / n, 2) if spend is not None and n else None,
+    }
 
 
 def _first_seen(group: dict[str, Any], lo: str, hi: str) -> tuple[int, int, str] | None:
@@ -539,43 +599,44 @@ def _first_seen(group: dict[str, Any], lo: str, hi: str) -> tuple[int, int, str]
     return None
 
 
+def _currency(doc: Mapping[str, Any] | None) -> str:
+    return (doc or {}).get("currency") or "USD"
+
+
 def compute(facts: Facts, *, since: datetime | None = None, until: datetime | None = None,
             by_skill: bool = False) -> dict[str, dict[str, Any]]:
     """Metrics per contractor id (or, with ``by_skill``, per skill) for a period."""
     lo, hi = iso(since) or "", iso(until) or "\uffff"
     by_id = {c["id"]: c for c in facts.contractors}
-    data = model(facts)
-    accs: dict[str, dict[str, Any]] = {}
-    if not by_skill:
-        groups = data["contractors"]
-        for doc in facts.contractors:
-            if doc["id"] not in accs:
-                accs[doc["id"]] = _empty(by_id.get(doc["id"]) or {})
-        for cid, acc in accs.items():
-            if cid in groups:
-                _apply(acc, groups[cid], lo, hi)
-    else:
+    data = model(facts, lo)
+    if by_skill:
         found = []
         for skill, group in data["skills"].items():
             first = _first_seen(group, lo, hi)
             if first is not None:
                 found.append((first, skill, group))
-        for (_, _, cid), skill, group in sorted(found, key=lambda item: item[0][:2]):
-            accs[skill] = acc = _empty(by_id.get(cid) or {})
-            _apply(acc, group, lo, hi)
-    if not by_skill:
-        for k in facts.contracts:
-            owner = facts.roster.contractor_of(k.get("identity"))
-            spent = k.get("spent")
-            if owner is None or owner not in accs or spent is None:
-                continue
-            start = k.get("started_at") or ""
-            end = k.get("ended_at")
-            if start < hi and (end is None or end >= lo):
-                accs[owner]["_platform_spend"] += float(spent)
-                accs[owner]["_has_spend"] = True
-                accs[owner]["currency"] = k.get("currency") or accs[owner]["currency"]
-    return {key: _finish(acc) for key, acc in accs.items()}
+        return {skill: _row(group, lo, hi, _currency(by_id.get(cid)))
+                for (_, _, cid), skill, group in sorted(found, key=lambda item: item[0][:2])}
+    # contracts in the period: spend on the platform, and its currency, per contractor
+    platform: dict[str, list[Any]] = {}
+    for k in facts.contracts:
+        owner = facts.roster.contractor_of(k.get("identity"))
+        spent = k.get("spent")
+        if owner is None or owner not in by_id or spent is None:
+            continue
+        start = k.get("started_at") or ""
+        end = k.get("ended_at")
+        if start < hi and (end is None or end >= lo):
+            mine = platform.setdefault(owner, [0.0, _currency(by_id[owner])])
+            mine[0] += float(spent)
+            mine[1] = k.get("currency") or mine[1]
+    groups = data["contractors"]
+    out: dict[str, dict[str, Any]] = {}
+    for cid in by_id:  # each contractor once, where it first shows in the roster
+        paid = platform.get(cid)
+        out[cid] = (_row(groups.get(cid), lo, hi, _currency(by_id[cid])) if paid is None
+                    else _row(groups.get(cid), lo, hi, paid[1], paid[0], True))
+    return out
 
 
 #: The roster read model (``retainer contractors``): bump when :func:`roster_rows` changes.

@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from filelock import FileLock, Timeout
 from pydantic import BaseModel, SecretStr
 
 from agent.config import Config, SourceConfig
 from agent.connector import Connector, SourceContext, check_page
 from agent.errors import AuthError, PluginError, RetainerError, SourceError, TransientError
+from agent.locks import FileLock, LockTimeout
 from agent.mailformats import apply_formats
 from agent.models import Identity, Record
 from agent.plugins import PluginHost
@@ -162,10 +162,10 @@ class SyncEngine:
         started = time.monotonic()
         settings = self.config.settings.get(source.name)
         secrets = secret_values(settings)
-        lock = FileLock(str(self.store.source_dir(source.name) / "sync.lock"), timeout=0, mode=0o600)
+        lock = FileLock(self.store.source_dir(source.name) / "sync.lock", timeout=0, mode=0o600)
         try:
             lock.acquire()
-        except Timeout:
+        except LockTimeout:
             result.ok = False
             result.error_kind = "transient"
             result.error = ("another Retainer process is syncing this source right now "

@@ -9,6 +9,7 @@ are seen unless the folder's generation says nothing changed.
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -308,6 +309,61 @@ def test_a_read_only_index_still_answers(tmp_path):
     assert index.read_text() == "not a folder" and reads == ["s000001"]
     store_docs(fresh, [message(2)])  # writing goes on; only the summaries are not kept
     assert fresh.where("m0002") == "s000001"
+
+
+def references_held(root: object) -> int:
+    """What the cyclic garbage collector walks, at each full collection, for what ``root``
+    holds: the references of every tracked container reachable from it (not through
+    functions, modules or classes, which live for the process anyway)."""
+    gc.collect()  # the collector untracks tuples and dicts holding only text on its way
+    seen: set[int] = set()
+    stack, total = [root], 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or not gc.is_tracked(obj) or callable(obj):
+            continue
+        seen.add(id(obj))
+        referents = gc.get_referents(obj)
+        total += len(referents)
+        stack.extend(referents)
+    return total
+
+
+def test_what_a_catalog_keeps_costs_the_collector_a_few_references_a_shard(tmp_path,
+                                                                          monkeypatch):
+    """A sync keeps its catalog for its whole run: every shard's summary and ids. Held as
+    lists, each id would be walked at every full collection (at 200,000 messages, ~0.6
+    million references); held as tuples of text (untracked) and with the threads that only
+    listings read left in their files, a shard costs a few references whatever it holds."""
+    monkeypatch.setattr(layout, "SHARD_DOCS", 200)
+    threads = [{"id": f"t{n}", "first_at": "a", "last_at": "b"} for n in range(20)]
+    cat = make_catalog(tmp_path)
+    store_docs(cat, [message(n) for n in range(400)], threads)
+    before = references_held(cat)
+    for first in range(400, 4400, 200):  # 20 more shards, a page at a time
+        store_docs(cat, [message(n) for n in range(first, first + 200)], threads)
+    assert len(cat.names()) == 22 and cat.where("m4399") == "s000022"
+    assert (references_held(cat) - before) / 20 < 60  # ids alone would be 200
+    assert cat.threads("s000007") == {t["id"]: t for t in threads}  # read from its file
+    assert cat.shards["s000007"]["identities"] == ("email:maria@example.com",)
+
+
+def test_side_data_no_file_holds_stays_in_memory(tmp_path):
+    reads: list[str] = []
+    memory = make_catalog(tmp_path / "memory", disk=False, reads=reads)
+    store_docs(memory, [message(1)], [{"id": "t1"}])
+    assert list(memory.threads("s000001")) == ["t1"] and reads == []  # no file to read
+    cat = make_catalog(tmp_path / "disk")
+    store_docs(cat, [message(1)])
+    index = cat.index_dir
+    for path in index.iterdir():
+        path.unlink()
+    index.rmdir()
+    index.write_text("not a folder")  # every summary write fails
+    fresh = make_catalog(tmp_path / "disk", reads=reads)
+    store_docs(fresh, [message(2)], [{"id": "t2"}])
+    assert reads == ["s000001"]  # the summary, rebuilt once (no file could keep it)
+    assert list(fresh.threads("s000001")) == ["t2"] and reads == ["s000001"]  # kept
 
 
 def test_in_memory_catalog_writes_nothing(tmp_path):

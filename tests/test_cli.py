@@ -187,6 +187,28 @@ def test_ago_and_until_read_like_people_talk():
     assert until((now - timedelta(minutes=4)).isoformat()) == "due"
 
 
+def test_ago_from_a_kept_epoch_reads_as_ago_of_the_stamp():
+    """The queue's tables print ages from seconds kept in its read model (no date parsed
+    per row): the same words as from the ISO stamp, past and future, naive and offset."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from agent.humanize import ago_seconds, epoch
+
+    now = datetime.now(UTC)
+    offsets = [timedelta(seconds=5), timedelta(minutes=7, seconds=2), timedelta(hours=3, minutes=1),
+               timedelta(days=2, minutes=1), timedelta(days=400), -timedelta(minutes=4, seconds=10),
+               -timedelta(days=3, hours=1)]
+    for offset in offsets:
+        for stamp in ((now - offset).isoformat(), (now - offset).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      (now - offset).replace(tzinfo=None).isoformat()):
+            kept = epoch(stamp)
+            assert kept is not None
+            assert ago_seconds(time.time() - kept) == ago(stamp), stamp
+    assert epoch(None) is None and epoch("not a date") is None
+    assert ago_seconds(None) == "-" and ago_seconds(None, none="never") == "never"
+
+
 def test_sync_summary_on_stdout_errors_once_on_stderr(tmp_path):
     config = make_config(tmp_path)
     ok = invoke(config, "sync")
@@ -554,3 +576,43 @@ def test_wide_characters_are_measured_as_the_terminal_shows_them(tmp_path):
         k = next(k for k in range(len(line) + 1) if cell_width(line[:k]) >= last)
         assert cell_width(line[:k]) == last and line[k - 1] == " " and line[k] != " ", line
         assert line[k:].startswith(("just now", "-")) or " ago" in line[k:k + 12], line
+
+
+@pytest.mark.parametrize("columns", [None, "200", "60", "24"])
+def test_a_table_given_by_columns_prints_what_the_rows_print(columns, monkeypatch, capsys):
+    """`review` and `deliverables --unreviewed` build their tables column by column
+    (table_columns): the same text as table() of the rows, cut, padded and dropped alike,
+    whatever the cells (None, numbers, line breaks, wide characters, long text)."""
+    from agent.cli.output import table, table_columns
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    rows = [("d_01", None, "Zoë Müller", "x" * 70, 12, "line\nbreak"),
+            ("d_02", "3 h ago", "漢字テスト", "short", 3.5, ""),
+            ("d_03", "12 d ago", "", "a" * 48, None, "ok")]
+    headers = ["id", "received", Col("contractor", flex=2), Col("task", flex=3, drop=1),
+               Col("size", right=True, drop=2), Col("status", flex=True)]
+    for cells in (rows, rows[:1], []):
+        table(cells, headers)
+        by_rows = capsys.readouterr()
+        table_columns([list(c) for c in zip(*cells, strict=True)] if cells
+                      else [[] for _ in headers], headers)
+        by_columns = capsys.readouterr()
+        assert (by_columns.out, by_columns.err) == (by_rows.out, by_rows.err)
+        assert by_rows.out.count("\n") == len(cells) + 1
+
+
+def test_a_listing_in_process_leaves_the_garbage_collector_on(tmp_path):
+    """Listings run without the cyclic collector (a fresh process that exits), but a
+    caller of main() in the same process (a test, an embedding tool) gets it back."""
+    import gc
+
+    from agent.cli.root import main
+
+    config = make_config(tmp_path)
+    assert gc.isenabled()
+    with pytest.raises(SystemExit):
+        main(["--config", str(config), "status"])
+    assert gc.isenabled()

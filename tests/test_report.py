@@ -182,3 +182,62 @@ def test_report_from_given_facts_matches_the_read_model_whatever_the_review_orde
     changed = given(reviews)
     changed._cache["first_reviews"] = [(at, 1.0) for at, _ in firsts]  # (it is what is used)
     assert build(store, now=now, facts=changed)["totals"]["median_review_latency_hours"] == 1.0
+
+
+def test_the_recent_part_of_the_model_computes_what_the_whole_model_does(config: Path) -> None:
+    """`report` reads `delegation-recent` (the model from 200 days back) when its periods
+    start after that: every window from the cut on, by contractor and by skill, and the
+    report itself, come out exactly as from the whole model."""
+    from agent import stats
+    from agent.report import build
+    from agent.store import readmodels
+
+    store = Store(config.parent / "data")
+    whole = stats._stored_model(store)
+    times = sorted({t for section in ("contractors", "skills")
+                    for g in whole[section].values()
+                    for t in [*g["works"]["t"], *g["events"]["t"]]})
+    assert len(times) >= 5
+
+    def facts_with(data: dict, start: str) -> stats.Facts:
+        facts = stats.Facts.load(store)
+        facts._cache.update(model=data, model_from=start)
+        return facts
+
+    def when(stamp: str) -> datetime:
+        parsed = stats.parse_time(stamp)
+        assert parsed is not None
+        return parsed
+
+    for start in (times[0], times[len(times) // 2], times[-1]):
+        part = stats.model_from(whole, start)
+        assert stats._well_formed(part)
+        for lo in [t for t in times if t >= start] + [start]:
+            for hi in (None, times[-1]):
+                for by_skill in (False, True):
+                    args = {"since": when(lo), "until": None if hi is None else when(hi),
+                            "by_skill": by_skill}
+                    assert (stats.compute(facts_with(part, start), **args)
+                            == stats.compute(facts_with(whole, ""), **args)), (start, lo, hi)
+        assert stats.review_marks(facts_with(part, start), start)["marks_t"] == [
+            t for t in whole["marks_t"] if t >= start]
+    now = datetime.now(UTC)
+    expected = json.dumps(build(store, now=now, facts=facts_with(whole, "")), sort_keys=True)
+    assert json.dumps(build(store, now=now), sort_keys=True) == expected
+    saved = readmodels.views_dir(store) / "delegation-recent.json"
+    assert json.loads(saved.read_bytes())["data"]["from"] <= stats.iso(now - timedelta(days=180))
+    # a period reaching further back than the recent part reads the whole model
+    long = build(store, now=now, since=timedelta(days=365))
+    assert json.dumps(long, sort_keys=True) == json.dumps(
+        build(store, now=now, since=timedelta(days=365), facts=facts_with(whole, "")),
+        sort_keys=True)
+    # a damaged or foreign recent part is never trusted: the report comes out the same
+    good = saved.read_bytes()
+    doc = json.loads(good)
+    for forged in (dict(doc, data={"from": 5, "model": doc["data"]["model"]}),
+                   dict(doc, data={"from": "", "model": [1]}), dict(doc, data=[1]),
+                   dict(doc, version="delegation-0/recent-0")):
+        saved.write_text(json.dumps(forged))
+        assert json.dumps(build(store, now=now), sort_keys=True) == expected
+    saved.write_bytes(good[: len(good) // 2])
+    assert json.dumps(build(store, now=now), sort_keys=True) == expected

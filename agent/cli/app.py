@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +22,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("retainer.cli")
 
 
-@dataclass
 class App:
-    """What every command gets through ``click.pass_obj``."""
+    """What every command gets through ``click.pass_obj``. (A plain class: a dataclass
+    costs every command's start more than it saves.)"""
 
-    config_path: Path
-    strict: bool
-    verbose: int
-    _host: PluginHost | None = None
+    def __init__(self, config_path: Path, strict: bool, verbose: int,
+                 _host: PluginHost | None = None) -> None:
+        self.config_path = config_path
+        self.strict = strict
+        self.verbose = verbose
+        self._host = _host
+
+    def __repr__(self) -> str:
+        return (f"App(config_path={self.config_path!r}, strict={self.strict!r}, "
+                f"verbose={self.verbose!r})")
 
     @property
     def host(self) -> PluginHost:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from agent.cli.app import App
-from agent.cli.output import Col, emit_json, emit_json_list, table
-from agent.humanize import ago, human_size
+from agent.cli.output import Col, emit_json, emit_json_list, table, table_columns
+from agent.humanize import ago, ago_seconds, human_size
 
 
 @click.command()
@@ -47,13 +49,16 @@ def deliverables(app: App, as_json: bool, unreviewed: bool, contractor: str | No
     """Stored deliverables; with --unreviewed, the review queue (oldest first)."""
     store = app.store()
     if unreviewed and not contractor and not as_json:  # the queue's read model: short rows
-        from agent.reviewqueue import queue_rows
+        from agent.reviewqueue import queue_columns
 
-        rows = queue_rows(store)[:limit]
-        table([(r.id, ago(r.received_at), "?" if r.contractor is None else r.contractor,
-                r.filename, human_size(r.size),
-                r.review_status, "FLAGGED: " + r.status if r.flagged else r.status)
-               for r in rows], DELIVERABLE_COLUMNS)
+        q = queue_columns(store, limit)  # built column by column: no object per row
+        now = time.time()
+        table_columns([q.id, [ago_seconds(None if ts is None else now - ts) for ts in q.received_ts],
+                       ["?" if name is None else name for name in q.contractor], q.filename,
+                       q.size, q.review_status,
+                       ["FLAGGED: " + status if flag else status
+                        for status, flag in zip(q.status, q.flagged, strict=True)]],
+                      DELIVERABLE_COLUMNS)
         return
     docs = store.deliverables(unreviewed=unreviewed, contractor=contractor)
     if limit is not None:

@@ -12,8 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -31,27 +30,29 @@ def emit_json(document: Any) -> None:
     except (TypeError, orjson.JSONEncodeError):  # e.g. text with lone surrogates
         data = json.dumps(document, indent=2, ensure_ascii=False, default=str).encode(
             "utf-8", "replace")
-    click.echo(data.decode("utf-8"))
+    # as bytes: UTF-8 as it is, not decoded, searched for terminal escapes (JSON escapes
+    # every control character) and encoded again (a tenth of a 5 MB document's time)
+    click.echo(data)
 
 
 def emit_json_list(items: Iterable[Any]) -> None:
     """Print a JSON array item by item (one document on stdout, written as it is read)."""
     import orjson
 
-    click.echo("[", nl=False)
-    separator = "\n"
+    click.echo(b"[", nl=False)
+    separator = b"\n"
     for item in items:
         try:
-            text = orjson.dumps(item, default=str, option=orjson.OPT_INDENT_2).decode()
+            data = orjson.dumps(item, default=str, option=orjson.OPT_INDENT_2)
         except (TypeError, orjson.JSONEncodeError):
-            text = json.dumps(item, indent=2, ensure_ascii=False, default=str)
-        click.echo(separator + text, nl=False)
-        separator = ",\n"
-    click.echo("\n]" if separator != "\n" else "]")
+            data = json.dumps(item, indent=2, ensure_ascii=False, default=str).encode(
+                "utf-8", "replace")
+        click.echo(separator + data, nl=False)  # bytes, as emit_json writes them
+        separator = b",\n"
+    click.echo(b"\n]" if separator != b"\n" else b"]")
 
 
-@dataclass(frozen=True)
-class Col:
+class Col(NamedTuple):
     """A table column: ``flex`` ones are cut (with "…") when the terminal is too narrow,
     the highest ``flex`` rank first (``True`` is 1), then the widest; when that is not
     enough, those with a ``drop`` rank are left out, the highest rank first (then the
@@ -93,7 +94,13 @@ def fit(cells: list[list[str]], cols: list[Col], width: int | None
     Columns keep their natural width while they fit; then flex columns shrink (widest
     first, not below their header or 8), then droppable columns go (highest rank first), then
     every column shrinks down to its header."""
-    natural = [_column_width(c.header, [row[i] for row in cells]) for i, c in enumerate(cols)]
+    return _fit([[row[i] for row in cells] for i in range(len(cols))], cols, width)
+
+
+def _fit(columns: list[list[str]], cols: list[Col], width: int | None
+         ) -> tuple[list[int], list[int]]:
+    """:func:`fit` of the cells given column by column."""
+    natural = [_column_width(c.header, column) for c, column in zip(cols, columns, strict=True)]
     shown = list(range(len(cols)))
     if width is None:
         return shown, natural
@@ -135,22 +142,33 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str | Col]) -> None:
     """Print rows as aligned columns that fit the terminal (see :func:`fit`); on a
     terminal through rich (a bold header row) up to :data:`RICH_MAX_ROWS` rows, elsewhere
     (and for longer tables) as plain text."""
+    rows = rows if isinstance(rows, list) else list(rows)
+    table_columns([[row[i] for row in rows] for i in range(len(headers))], headers,
+                  count=len(rows))
+
+
+def table_columns(columns: Sequence[list[Any]], headers: Sequence[str | Col], *,
+                  count: int | None = None) -> None:
+    """:func:`table` of cells given column by column (``count`` rows: the columns'
+    length), as a listing of thousands of rows builds them: no tuple per row."""
     cols = [h if isinstance(h, Col) else Col(h) for h in headers]
     width = terminal_width()
     limit = None if width else MAX_CELL
-    cells = [[c if type(c) is str and (c.isascii() and "\n" not in c
-                                       and (limit is None or len(c) <= limit))
-              else _cell(c, limit) for c in row] for row in rows]
-    index, widths = fit(cells, cols, width)
+    if count is None:
+        count = len(columns[0]) if columns else 0
+    # column by column: a column of plain short text (nearly all) is checked in one go
+    columns = [_texts(column, limit) for column in columns]
+    index, widths = _fit(columns, cols, width)
     hidden = len(cols) - len(index)
     shown = [cols[i] for i in index]
     heads = [_cut(c.header.upper(), w) for c, w in zip(shown, widths, strict=True)]
     styled = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    if styled and len(cells) <= RICH_MAX_ROWS:
-        body = [[_cut(row[i], w) for i, w in zip(index, widths, strict=True)] for row in cells]
+    if styled and count <= RICH_MAX_ROWS:
+        body = [[_cut(columns[i][r], w) for i, w in zip(index, widths, strict=True)]
+                for r in range(count)]
         _rich_table(heads, body, shown, widths)
     else:
-        lines = _plain_lines(heads, cells, index, widths, shown)
+        lines = _plain_lines(heads, columns, count, index, widths, shown)
         if styled:  # a long table on a terminal: plain rows under a bold header
             lines[0] = click.style(lines[0], bold=True)
         for start in range(0, len(lines), TABLE_CHUNK):  # a flush per chunk, not per row
@@ -160,31 +178,46 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str | Col]) -> None:
                    "or use --json)", err=True)
 
 
-def _plain_lines(heads: list[str], cells: list[list[str]], index: list[int],
+def _texts(column: list[Any], limit: int | None) -> list[str]:
+    """A column's cells as text: ``None`` as "", on one line, cut at ``limit``."""
+    try:
+        joined = "".join(column)  # only text joins
+    except TypeError:
+        joined = None
+    if (joined is not None and joined.isascii() and "\n" not in joined
+            and (limit is None or max(map(len, column), default=0) <= limit)):
+        return column
+    return [c if type(c) is str and (c.isascii() and "\n" not in c
+                                     and (limit is None or len(c) <= limit))
+            else _cell(c, limit) for c in column]
+
+
+def _plain_lines(heads: list[str], columns: list[list[str]], count: int, index: list[int],
                  widths: list[int], shown: list[Col]) -> list[str]:
-    """The header and every row as text: each cell cut to its width and padded.
+    """The header and every row (``count`` of them) as text: each cell cut to its width
+    and padded.
 
     ASCII cells (nearly all) take ``str.ljust``/``rjust`` and a slice; others are
     measured in terminal columns (:func:`cell_width`). Same text either way."""
     last = len(index) - 1
     out = ["  ".join(_pad(text, w, right=col.right)
                      for text, w, col in zip(heads, widths, shown, strict=True)).rstrip()]
-    columns: list[list[str]] = []
+    padded: list[list[str]] = []
     for n, (i, w, col) in enumerate(zip(index, widths, shown, strict=True)):
-        texts = [row[i] for row in cells]
+        texts = columns[i]
         if not "".join(texts).isascii():
-            columns.append([_pad(_cut(t, w), w, right=col.right) for t in texts])
+            padded.append([_pad(_cut(t, w), w, right=col.right) for t in texts])
             continue
         cut = max(w - 1, 0)  # a cut cell: exactly w wide ("…" alone when w < 1)
         if col.right:
-            columns.append([t.rjust(w) if len(t) <= w else t[:cut] + "…" for t in texts])
+            padded.append([t.rjust(w) if len(t) <= w else t[:cut] + "…" for t in texts])
         elif n == last:  # the line's end is stripped anyway
-            columns.append([t if len(t) <= w else t[:cut] + "…" for t in texts])
+            padded.append([t if len(t) <= w else t[:cut] + "…" for t in texts])
         else:
-            columns.append([t.ljust(w) if len(t) <= w else t[:cut] + "…" for t in texts])
-    if not columns:  # every column left out: a blank line per row, as ever
-        return out + [""] * len(cells)
-    out.extend("  ".join(parts).rstrip() for parts in zip(*columns, strict=True))
+            padded.append([t.ljust(w) if len(t) <= w else t[:cut] + "…" for t in texts])
+    if not padded:  # every column left out: a blank line per row, as ever
+        return out + [""] * count
+    out.extend("  ".join(parts).rstrip() for parts in zip(*padded, strict=True))
     return out
 
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agent.cli.app import App
-from agent.cli.output import Col, emit_json, table
+from agent.cli.output import Col, emit_json, table, table_columns
 from agent.errors import StoreError
-from agent.humanize import ago, hours, human_size
+from agent.humanize import ago, ago_seconds, hours, human_size
 
 if TYPE_CHECKING:
     from agent.store import Store
@@ -66,26 +66,32 @@ def review_list(app: App, as_json: bool, show_all: bool) -> None:
 
 def _queue_table(store: Store, overdue_after: timedelta) -> None:
     """The queue as :func:`review_list` prints it, from :func:`agent.reviewqueue.queue_rows`
-    (the same rows, flags and totals as from :func:`agent.review.queue`)."""
-    from agent.reviewqueue import overdue, queue_rows
+    (the same rows, flags and totals as from :func:`agent.review.queue`), built column by
+    column."""
+    from agent.reviewqueue import overdue_flags, queue_columns
 
-    rows = queue_rows(store)
-    if not rows:
+    q = queue_columns(store)
+    if not q.id:
         click.echo("Nothing to review.")
         return
-    late = overdue(rows, overdue_after, datetime.now(UTC))
-    table([(r.id, ago(r.received_at) + (" OVERDUE" if flag else ""), r.contractor or "?",
-            r.task, ("UNAVAILABLE " if r.status == "unavailable" else "") + r.filename
-            + (f" ({r.version_label})" if r.version_label else ""), human_size(r.size))
-           for r, flag in zip(rows, late, strict=True)],
-          ["id", "received", Col("contractor", flex=2), Col("task", flex=3, drop=1),
-           Col("file", flex=1), Col("size", right=True, drop=2)])
-    for r in rows:  # the platform would not hand these over: say why, in full
-        if r.status == "unavailable":
-            click.echo(f"{r.id}: {r.filename} is unavailable: {r.note or 'see the platform'}")
+    now = datetime.now(UTC)
+    late = overdue_flags(q.review_status, q.received_ts, overdue_after, now)
+    stamp = now.timestamp()
+    received = [ago_seconds(None if ts is None else stamp - ts) + (" OVERDUE" if flag else "")
+                for ts, flag in zip(q.received_ts, late, strict=True)]
+    files = [("UNAVAILABLE " if status == "unavailable" else "") + name
+             + (f" ({label})" if label else "")
+             for status, name, label in zip(q.status, q.filename, q.version_label, strict=True)]
+    table_columns([q.id, received, [name or "?" for name in q.contractor], q.task, files,
+                   q.size],
+                  ["id", "received", Col("contractor", flex=2), Col("task", flex=3, drop=1),
+                   Col("file", flex=1), Col("size", right=True, drop=2)])
+    for rid, status, name, note in zip(q.id, q.status, q.filename, q.note, strict=True):
+        if status == "unavailable":  # the platform would not hand these over: say why, in full
+            click.echo(f"{rid}: {name} is unavailable: {note or 'see the platform'}")
     count = sum(late)
     limit = hours(overdue_after.total_seconds() / 3600)
-    click.echo(f"\n{len(rows)} waiting" + (f", {count} overdue (older than {limit})"
+    click.echo(f"\n{len(q.id)} waiting" + (f", {count} overdue (older than {limit})"
                                            if count else ""))
 
 

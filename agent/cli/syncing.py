@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import signal
 import sys
 import threading
 import time
@@ -157,6 +155,8 @@ class SyncWatch:
             self._draw(result.source, *progress)
 
     def _draw(self, source: str, done: int, total: int) -> None:
+        import shutil  # here: `status` and a sync with nothing new draw no bar
+
         width = shutil.get_terminal_size((80, 24)).columns
         counts = f" {done:,}/{total:,} {100 * done / total:3.0f}%"
         label = source[:20]
@@ -183,6 +183,8 @@ class SyncWatch:
     def ctrl_c(self) -> Iterator[None]:
         """While the sync runs: the first Ctrl-C stops after the page being stored, a
         second one at once; a log line wipes the progress bar first."""
+        import signal  # here: `status` and a sync with nothing new catch no Ctrl-C
+
         def first(signum: int, frame: FrameType | None) -> None:
             self.stopping.set()
             self.clear()
@@ -263,7 +265,7 @@ def status(app: App, as_json: bool) -> None:
             "messages": stored.get("messages", 0), "deliverables": stored.get("deliverables", 0),
             "warnings": state.get("warnings") or [],
         })
-    counts = store.counts()
+    counts = store.counts(committed)
     since = config.agent.review_since  # as the next sync applies it (SyncEngine.prepare)
     cutoff = since.isoformat() if since else ("" if since is False else store.first_sync_day())
     if cutoff is None and states:  # synced before the default existed: the next sync keeps it so

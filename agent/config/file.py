@@ -9,10 +9,9 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from agent.durations import parse_duration
 from agent.errors import ConfigError
@@ -58,8 +57,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
 
 
-@dataclass(frozen=True)
-class QuickConfig:
+class QuickConfig(NamedTuple):
     """The few [agent] values read-only commands need, read without full validation."""
 
     path: Path
@@ -159,8 +157,7 @@ _SEED = {"name", "emails", "skills", "status", "rate", "currency", "identities",
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-@dataclass(frozen=True)
-class PlainSource:
+class PlainSource(NamedTuple):
     """A ``[[sources]]`` table as :class:`agent.config.SourceConfig` reads it."""
 
     name: str
@@ -169,14 +166,14 @@ class PlainSource:
     enabled: bool
 
 
-@dataclass(frozen=True)
-class PlainAgent:
+class PlainAgent(NamedTuple):
+    """The ``[agent]`` values :class:`PlainConfig` carries."""
+
     review_since: date | Literal[False] | None
     owner_emails: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class PlainConfig:
+class PlainConfig(NamedTuple):
     """What a read-only command (``status``) needs of the whole file: the same values
     :func:`agent.config.load_config` (``validate=False``) gives for a valid file."""
 

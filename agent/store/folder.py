@@ -23,7 +23,7 @@ from agent.store.pluginstate import PluginState
 from agent.store.storage import Shard, Stamp, file_stamp, json_safe
 
 if TYPE_CHECKING:
-    from filelock import BaseFileLock
+    from agent.locks import FileLock
 
 log = logging.getLogger("retainer.store")
 
@@ -62,7 +62,7 @@ class StoreFolder:
         for folder in MONTHLY:
             ensure_private_dir(self.root / folder)
         self._index_dirs = ensure_index_dirs(self.root, MONTHLY)
-        self._filelock: BaseFileLock | None = None
+        self._filelock: FileLock | None = None
         self._shards: dict[str, Shard] = {}
         self._monthly: dict[str, Shard] = {}  # a few recently used shards
         self._catalogs: dict[str, Catalog] = {}
@@ -74,12 +74,12 @@ class StoreFolder:
     _on_disk = True  # the in-memory store keeps its shard summaries in memory only
 
     @property
-    def _lock(self) -> BaseFileLock:
-        """The write lock (filelock is imported on first use: read commands never lock)."""
+    def _lock(self) -> FileLock:
+        """The write lock (imported on first use: read commands never lock)."""
         if self._filelock is None:
-            from filelock import FileLock
+            from agent.locks import FileLock
 
-            self._filelock = FileLock(str(self.data_dir / "store.lock"), timeout=LOCK_TIMEOUT,
+            self._filelock = FileLock(self.data_dir / "store.lock", timeout=LOCK_TIMEOUT,
                                       mode=0o600)
         return self._filelock
 
@@ -233,11 +233,11 @@ class StoreFolder:
     # -- locking ------------------------------------------------------------------------
 
     def _acquire_lock(self) -> None:
-        from filelock import Timeout
+        from agent.locks import LockTimeout
 
         try:
             self._lock.acquire()
-        except Timeout:
+        except LockTimeout:
             raise StoreLocked(
                 f"another Retainer process has been writing to {self.data_dir} for "
                 f"{LOCK_TIMEOUT:.0f} s; wait for it to finish, or stop it"

@@ -6,11 +6,13 @@ storing a page twice change nothing.
 
 from __future__ import annotations
 
-import hashlib
+# hashlib's own blake2b (``hashlib.blake2b is _blake2.blake2b``), without importing
+# hashlib: it loads OpenSSL, a cost every read command paid for ids it never computes
+from _blake2 import blake2b
 
 
 def short_hash(*parts: str) -> str:
-    return hashlib.blake2b("\x00".join(parts).encode("utf-8", "surrogatepass"),
+    return blake2b("\x00".join(parts).encode("utf-8", "surrogatepass"),
                            digest_size=8).hexdigest()
 
 

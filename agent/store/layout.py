@@ -139,6 +139,27 @@ def summarize(folder: str, shard: Shard) -> dict[str, Any]:
 
 
 SIDES = ("ids", "threads", "chains", "queue")  # kept beside the summary, loaded when needed
+#: side data only listings read (the write path never does): once a write has saved it to
+#: its file it is let go, and read back from the file if a listing asks
+READ_SIDES = ("threads", "queue")
+#: lists of text in a summary, kept as tuples in memory (see :func:`compact`)
+TEXT_LISTS = ("identities", "sources", "contractors", "unreviewed")
+
+
+def compact(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary as the catalog keeps it in memory: its lists of text as tuples.
+
+    A catalog lives as long as its store and grows with it (at 200,000 messages, 200
+    summaries and 200,000 ids). Python's cyclic garbage collector walks every list at
+    every full collection, while a tuple of text is untracked after the first one; so
+    the collector's work stays that of a page, not of the store. Written to JSON the
+    same (arrays); read the same (``in``, iteration, ``len``).
+    """
+    for key in TEXT_LISTS:
+        value = summary.get(key)
+        if isinstance(value, list):
+            summary[key] = tuple(value)
+    return summary
 
 
 class Catalog:
@@ -151,6 +172,11 @@ class Catalog:
     ``<shard>.queue.json`` (its unreviewed deliverables as stored: the review queue is read
     from these, not from the shards).
     ``disk=False`` (the in-memory store) keeps them only in memory.
+
+    What the catalog keeps lives as long as its store and grows with it, so it is kept in
+    shapes Python's cyclic garbage collector skips (:func:`compact`), and the thread and
+    queue sides of the shards a write produced are let go once in their files
+    (:data:`READ_SIDES`): a long sync's collections cost what a page costs.
     """
 
     def __init__(self, folder: str, shard_dir: Path, index_dir: Path,
@@ -163,7 +189,7 @@ class Catalog:
         self.shards: dict[str, dict[str, Any]] = {}
         self._where: dict[str, str] | None = None
         self._lookups = 0
-        self._lists: list[tuple[str, list[str]]] | None = None  # (shard, sorted ids)
+        self._lists: list[tuple[str, tuple[str, ...]]] | None = None  # (shard, sorted ids)
         self._sides: dict[str, dict[str, tuple[Any, Any]]] = {k: {} for k in SIDES}
         self._dirty: set[str] = set()
         self._pending: dict[str, tuple[int, int]] = {}  # shard -> (docs, bytes) being placed
@@ -213,6 +239,8 @@ class Catalog:
                 summary = self._cached(self.index_dir / f"{name}.json", stamp)
                 if summary is None:
                     summary = self._rebuild(name, stamp)
+                else:
+                    compact(summary)
                 changed = True
             fresh[name] = summary
         self.shards = fresh
@@ -243,13 +271,17 @@ class Catalog:
     def _split(self, name: str, summary: dict[str, Any]) -> None:
         """Move the side data (ids, threads) out of a fresh summary into memory."""
         summary["count"] = len(summary["ids"])
+        summary["ids"] = tuple(summary["ids"])  # untracked by the collector: see compact()
+        compact(summary)
         for kind in SIDES:
             if kind in summary:
                 self._sides[kind][name] = (summary["stamp"], summary.pop(kind))
 
-    def _save(self, name: str, summary: dict[str, Any]) -> None:
+    def _save(self, name: str, summary: dict[str, Any]) -> bool:
+        """Write a summary and its side files; False if they could not be (or the
+        catalog keeps them in memory only)."""
         if not self.disk:
-            return
+            return False
         try:  # derived data: no fsync; a lost or stale summary is rebuilt from its shard
             for kind in SIDES:  # first, so a summary never outlives its side files
                 have = self._sides[kind].get(name)
@@ -261,7 +293,8 @@ class Catalog:
             write_private(self.index_dir / f"{name}.json", orjson.dumps(summary), sync=False,
                           sync_dir=False)
         except OSError:
-            pass  # a read-only data folder still gets its answers, just slower next time
+            return False  # a read-only data folder still gets its answers, just slower
+        return True
 
     def _side(self, name: str, kind: str) -> Any:
         stamp = self.shards[name]["stamp"]
@@ -272,8 +305,9 @@ class Catalog:
         if cached is None:
             self._rebuild(name, stamp)
             return self._sides[kind][name][1]
-        self._sides[kind][name] = (stamp, cached[kind])
-        return cached[kind]
+        value = tuple(cached[kind]) if kind == "ids" else cached[kind]
+        self._sides[kind][name] = (stamp, value)
+        return value
 
     def threads(self, name: str) -> dict[str, dict[str, Any]]:
         """The thread entries of one message shard (``{thread id: entry}``)."""
@@ -300,7 +334,11 @@ class Catalog:
 
     def shard_ids(self, name: str) -> list[str]:
         """The ids of one shard, sorted."""
-        ids: list[str] = self._side(name, "ids")
+        return list(self._ids(name))
+
+    def _ids(self, name: str) -> tuple[str, ...]:
+        """The ids of one shard, sorted, as kept in memory (no copy, for lookups)."""
+        ids: tuple[str, ...] = self._side(name, "ids")
         return ids
 
     def where(self, doc_id: str) -> str | None:
@@ -315,7 +353,7 @@ class Catalog:
         if self._where is None and self._lookups < MAP_AFTER:
             self._lookups += 1
             if self._lists is None:
-                self._lists = [(name, self.shard_ids(name)) for name in self.shards]
+                self._lists = [(name, self._ids(name)) for name in self.shards]
             for name, ids in self._lists:
                 at = bisect_left(ids, doc_id)
                 if at < len(ids) and ids[at] == doc_id:
@@ -324,7 +362,7 @@ class Catalog:
         if self._where is None:
             where: dict[str, str] = {}
             for name in self.shards:
-                where.update(dict.fromkeys(self.shard_ids(name), name))
+                where.update(dict.fromkeys(self._ids(name), name))
             self._where = where
         return self._where.get(doc_id)
 
@@ -350,7 +388,7 @@ class Catalog:
             where = self._where
             return {doc_id: where[doc_id] for doc_id in wanted if doc_id in where}
         if self._lists is None:
-            self._lists = [(name, self.shard_ids(name)) for name in self.shards]
+            self._lists = [(name, self._ids(name)) for name in self.shards]
         found: dict[str, str] = {}
         for name, ids in self._lists:
             for doc_id in wanted.intersection(ids):
@@ -361,7 +399,7 @@ class Catalog:
         if not self._loaded:
             self.refresh()
         for name in list(self.shards):
-            yield from self.shard_ids(name)
+            yield from self._ids(name)
 
     # -- writing (the caller holds the store's write lock) --------------------------------
 
@@ -430,8 +468,9 @@ class Catalog:
         dirty, self._dirty = self._dirty, set()
         for name in sorted(dirty):
             summary = self.shards.get(name)
-            if summary is not None:
-                self._save(name, summary)
+            if summary is not None and self._save(name, summary):
+                for kind in READ_SIDES:  # in their files now: a long sync does not keep
+                    self._sides[kind].pop(name, None)  # every shard's threads in memory
         if self._writing:
             self._writing = False
             self._mark(b"clean")

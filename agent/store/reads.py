@@ -198,8 +198,9 @@ class StoreReads(RosterStore):
         cat = self.catalog("messages")
         return [n for n in cat.names() if thread_id in cat.threads(n)]
 
-    def counts(self) -> dict[str, int]:
-        per_source = self.source_counts().values()
+    def counts(self, committed: dict[str, dict[str, int]] | None = None) -> dict[str, int]:
+        """Totals; ``committed``: :meth:`source_counts`, when the caller has it already."""
+        per_source = (self.source_counts() if committed is None else committed).values()
         return {
             "messages": sum(c["messages"] for c in per_source),
             "deliverables": sum(c["deliverables"] for c in per_source),

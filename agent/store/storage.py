@@ -15,15 +15,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from tinydb import TinyDB
-from tinydb.storages import Storage
-from tinydb.table import Table
 
 from agent.errors import NoSpace, StoreError
 from agent.files import fsync_dir, write_private
+
+if TYPE_CHECKING:  # TinyDB itself is imported to write: reading a shard needs none of it
+    from tinydb import TinyDB
+    from tinydb.table import Table
 
 Stamp = tuple[int, int, int]
 
@@ -125,8 +126,10 @@ def _kind(value: Any) -> str:
         type(value), "a number")
 
 
-class AtomicStorage(Storage):  # type: ignore[misc]
-    """Whole-file JSON storage with atomic replace and an in-memory copy."""
+class AtomicStorage:
+    """Whole-file JSON storage with atomic replace and an in-memory copy: a TinyDB
+    storage (``read``, ``write``, ``close``; duck-typed, so that defining it imports no
+    TinyDB)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -192,25 +195,32 @@ class Shard:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._storage: AtomicStorage | None = None
         self._db: TinyDB | None = None
         self._keys: dict[str, dict[str, int]] = {}
 
     @property
     def storage(self) -> AtomicStorage:
-        storage = self.db.storage
-        assert isinstance(storage, AtomicStorage)
-        return storage
+        """The file's storage; a new one (and no cached keys) once another process
+        replaced the file."""
+        current = self._storage
+        if current is not None and current.data is not None \
+                and file_stamp(self.path) != current.stamp:
+            current = None
+        if current is None:
+            current = self._storage = AtomicStorage(self.path)
+            self._db = None
+            self._keys = {}
+        return current
 
     @property
     def db(self) -> TinyDB:
-        if self._db is not None:
-            current = self._db.storage
-            assert isinstance(current, AtomicStorage)
-            if current.data is not None and file_stamp(self.path) != current.stamp:
-                self._db = None
+        """TinyDB on :attr:`storage` (for writes; reads take the storage's data)."""
+        storage = self.storage
         if self._db is None:
-            self._db = TinyDB(self.path, storage=AtomicStorage)
-            self._keys = {}
+            from tinydb import TinyDB
+
+            self._db = TinyDB(storage=lambda: storage)
         return self._db
 
     def table(self, name: str) -> Table:
@@ -222,13 +232,13 @@ class Shard:
         Read from the storage's data, not through TinyDB's private table API, so the
         store depends only on TinyDB's public interface (``Storage``, ``TinyDB.table``).
         """
-        data = self.db.storage.read()
+        data = self.storage.read()
         raw: dict[str, Any] = (data or {}).get(table) or {}
         return raw
 
     def key_map(self, table: str, key: str = "id") -> dict[str, int]:
         """``{doc[key]: doc_id}`` for a table, cached until the file changes."""
-        _ = self.db  # first: reloads, forgetting the cached keys, if the file was replaced
+        _ = self.storage  # first: reloads, forgetting the cached keys, if the file was replaced
         if table not in self._keys:
             raw = self._raw(table)
             self._keys[table] = {doc[key]: int(doc_id) for doc_id, doc in raw.items()}
@@ -310,5 +320,6 @@ class Shard:
             self.db.table(table).remove(doc_ids=doc_ids)
 
     def drop_cache(self) -> None:
+        self._storage = None
         self._db = None
         self._keys = {}

@@ -17,10 +17,15 @@ installed Retainer has it; an editable checkout writes it on first run).
 
     python tests/benchmarks/startup_bench.py [--data DIR] [--runs 7] [--budget 0.15]
     python tests/benchmarks/startup_bench.py --data /tmp/s200k/data --messages 200000
+    python tests/benchmarks/startup_bench.py --data D --baseline ../main --baseline-data D2 \
+        --instructions
 
 Prints one table (median and best wall time, median CPU time, peak RSS) and exits 1 when
 a median wall time is over the budget. Also prints the first run after a write (a review
 recorded, so every read model is stale) as ``cold``: the price of rebuilding them.
+``--baseline`` times another checkout in the same rounds (``--baseline-data``: its own copy
+of the store); ``--instructions`` adds each command's instruction count under valgrind
+(deterministic, where a shared box's wall times are not).
 """
 
 from __future__ import annotations
@@ -128,6 +133,12 @@ def main() -> int:
     parser.add_argument("--no-cold", action="store_true", help="skip the first-run-after-a-write row")
     parser.add_argument("--baseline", type=Path,
                         help="another checkout (e.g. the main branch) timed in the same rounds")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count each command's instructions once under valgrind's "
+                             "callgrind (the same on a busy box as on a quiet one)")
+    parser.add_argument("--baseline-data", type=Path,
+                        help="a copy of the store for --baseline (read models and quick-sync "
+                             "records of two versions would replace each other's in one store)")
     args = parser.parse_args()
     data = args.data or Path(tempfile.mkdtemp(prefix="retainer-startup-")) / "data"
     if not (data / "store" / "meta.json").exists():
@@ -143,33 +154,43 @@ def main() -> int:
             raise SystemExit(f"building the store in {data} failed")
     config = write_config(data)
     env = environment(ROOT)
-    trees = [("", env)]
+    trees = [("", env, config)]
     if args.baseline is not None:
-        trees.append((" [baseline]", environment(args.baseline.resolve())))
+        trees.append((" [baseline]", environment(args.baseline.resolve()),
+                      write_config(args.baseline_data) if args.baseline_data else config))
     for tree in {ROOT, *([args.baseline] if args.baseline else [])}:
         compileall.compile_dir(str(Path(tree) / "agent"), quiet=1)
         compileall.compile_dir(str(Path(tree) / "plugins"), quiet=1)
     python = sys.executable
     base = [python, "-m", "agent", "--config", str(config)]
-    for _, tree_env in trees:  # warm-up: bytecode, page cache, read models of a new store
+    for _, tree_env, tree_config in trees:  # warm-up: bytecode, page cache, read models
         for _, argv in COMMANDS:
-            timed([*base, *argv], tree_env)
+            timed([python, "-m", "agent", "--config", str(tree_config), *argv], tree_env)
     floor: list[tuple[float, float, float]] = []
     results: dict[str, list[tuple[float, float, float]]] = {
-        label + tag: [] for label, _ in COMMANDS for tag, _ in trees}
+        label + tag: [] for label, _ in COMMANDS for tag, _, _ in trees}
     for _ in range(args.runs):
         floor.append(timed([python, "-c", "pass"], env))
         for label, argv in COMMANDS:
-            for tag, tree_env in trees:
-                results[label + tag].append(timed([*base, *argv], tree_env))
+            for tag, tree_env, tree_config in trees:
+                results[label + tag].append(
+                    timed([python, "-m", "agent", "--config", str(tree_config), *argv],
+                          tree_env))
     cold: dict[str, float] = {}
     if not args.no_cold:
         for label, argv in COMMANDS[:5]:
             touch_review(python, env, config)
             cold[label] = timed([*base, *argv], env)[0]
+    counted: dict[str, float] = {}
+    if args.instructions:
+        counted["python -c pass (floor)"] = instructions([python, "-c", "pass"], env)
+        for label, argv in COMMANDS:
+            for tag, tree_env, tree_config in trees:
+                counted[label + tag] = instructions(
+                    [python, "-m", "agent", "--config", str(tree_config), *argv], tree_env)
     print(f"\nstore: {data}  ({args.runs} runs each, fresh processes, wall medians)")
     print(f"{'command':<28}{'median s':>10}{'best s':>9}{'CPU s':>8}{'RSS MB':>8}{'cold s':>8}"
-          f"  budget {args.budget} s")
+          + (f"{'instr. M':>10}" if counted else "") + f"  budget {args.budget} s")
     rows = [("python -c pass (floor)", floor), *list(results.items())]
     failed = False
     for label, runs in rows:
@@ -179,10 +200,23 @@ def main() -> int:
             verdict = "ok" if wall <= args.budget else "OVER"
             failed |= wall > args.budget
         cold_s = f"{cold[label]:>8.3f}" if label in cold else f"{'':>8}"
+        count = f"{counted[label]:>10.0f}" if label in counted else ""
         print(f"{label:<28}{wall:>10.3f}{min(r[0] for r in runs):>9.3f}"
               f"{statistics.median(r[1] for r in runs):>8.3f}"
-              f"{max(r[2] for r in runs):>8.0f}{cold_s}  {verdict}")
+              f"{max(r[2] for r in runs):>8.0f}{cold_s}{count}  {verdict}")
     return 1 if failed else 0
+
+
+def instructions(argv: list[str], env: dict[str, str]) -> float:
+    """Millions of instructions one run of ``argv`` executes in user space (callgrind):
+    what the wall time follows on a quiet machine, counted alike on a busy one."""
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           *argv], capture_output=True, text=True, env=env,
+                          cwd=tempfile.gettempdir(), check=True)
+    for line in done.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1]) / 1e6
+    raise SystemExit(f"no instruction count from valgrind: {done.stderr[-500:]}")
 
 
 def touch_review(python: str, env: dict[str, str], config: Path) -> None:

@@ -12,7 +12,10 @@ a file (a deliverable). Each full sync runs in its own process, so its peak RSS 
 own. Then, on the largest store of each shape: 100 new messages as one more sync (fresh
 process, store opened, page committed, cursor moved; three runs, median), and read
 commands as fresh ``python -m agent`` processes (five runs, median), beside the time
-Python takes to import the command line at all.
+Python takes to import the command line at all; last, the whole of ``retainer sync`` of
+100 new messages from a Maildir, as a user runs it (builtin plugins, the read models of
+``report`` and ``review`` in use, so the sync refreshes them): the time it reports, the
+process's wall and CPU time and its peak RSS.
 
     python tests/benchmarks/store_scale_bench.py [--sizes 10000,50000,200000]
         [--shapes month,spread] [--work DIR] [--runs 5] [--repeat 3]
@@ -167,6 +170,69 @@ def child_add(data: Path, shape: str, size: int, run: int) -> dict[str, Any]:
     assert result.messages_new == 100, result
     return {"kind": "add", "shape": shape, "size": size, "sync_s": done - t0, "cpu_s": cpu,
             "import_s": imported - started, "rss_mb": peak_rss_mb()}
+
+
+def write_new_mail(maildir: Path, first: int, count: int) -> None:
+    """``count`` new messages from the contractors into a Maildir's ``new/``, one in ten
+    with a 2 KB PDF (a deliverable)."""
+    from email.message import EmailMessage
+    from email.utils import formatdate
+
+    for folder in ("cur", "new", "tmp"):
+        (maildir / folder).mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for i in range(first, first + count):
+        msg = EmailMessage()
+        c = i % CONTRACTORS
+        msg["From"] = f"Contractor {c:03d} <c{c}@example.com>"
+        msg["To"] = OWNER
+        msg["Subject"] = f"progress {i}"
+        msg["Date"] = formatdate(now - 3600 + i)
+        msg["Message-ID"] = f"<real-sync-{i}@example.com>"
+        msg.set_content(f"Here is where the work stands, step {i}. " * 20)
+        if i % 10 == 0:
+            msg.add_attachment(os.urandom(2048), maintype="application", subtype="pdf",
+                               filename=f"draft-{i}.pdf")
+        (maildir / "new" / f"{int(now)}.{i}.bench:2,").write_bytes(bytes(msg))
+
+
+def real_syncs(data: Path, runs: int) -> dict[str, Any]:
+    """``retainer sync`` of 100 new messages from a Maildir into the store, as a user runs
+    it: a fresh process with the builtin plugins, after ``report`` and ``review`` have put
+    their read models in use (so the sync refreshes them). The first sync of the new
+    source is not counted; then ``runs`` syncs of 100 new messages each."""
+    maildir = data.parent / "maildir-new"
+    shutil.rmtree(maildir, ignore_errors=True)
+    config = data.parent / "sync.toml"
+    config.write_text(f'[agent]\ndata_dir = "{data}"\nowner_emails = ["{OWNER}"]\n\n'
+                      f'[[sources]]\nname = "inbox"\nplatform = "maildir"\n'
+                      f'[sources.settings]\npath = "{maildir}"\n')
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(data.parent)}
+    base = [sys.executable, "-m", "agent", "--config", str(config)]
+    for argv in (["report", "--json"], ["review"]):
+        timed_process([*base, *argv], env)
+    rows = []
+    for run in range(runs + 1):
+        write_new_mail(maildir, run * 100, 100)
+        started = time.perf_counter()
+        proc = subprocess.Popen([*base, "sync", "--json"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        out = proc.stdout.read() if proc.stdout else b""
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise SystemExit(f"retainer sync failed: {err}")
+        result = json.loads(out)[0]
+        assert result["messages_new"] == 100, result
+        if run:
+            rows.append({"reported_s": result["duration"], "wall_s": wall,
+                         "cpu_s": usage.ru_utime + usage.ru_stime,
+                         "rss_mb": usage.ru_maxrss / 1024})
+    return {"kind": "real", "runs": runs,
+            **{k: statistics.median(r[k] for r in rows)
+               for k in ("reported_s", "wall_s", "cpu_s")},
+            "rss_mb": max(r["rss_mb"] for r in rows)}
 
 
 INNER = ("status", "deliverables --unreviewed", "messages --limit 20",
@@ -370,6 +436,9 @@ def main() -> int:
                             "cpu_s": statistics.median(r["cpu_s"] for r in inner),
                             "rss_mb": max(r["rss_mb"] for r in inner)})
             print(json.dumps(results[-1]), flush=True)
+        real = real_syncs(big, args.repeat)
+        results.append(dict(real, shape=shape, size=sizes[-1]))
+        print(json.dumps(results[-1]), flush=True)
     print(f"\nfull syncs (store time: commit_page + cursor, pages of {PAGE}; medians)")
     print("(in fsync: wall time inside os.fsync, the shared disk's part; runq: waiting for a "
           "CPU other processes held; own: wall minus runq)")
@@ -397,6 +466,11 @@ def main() -> int:
     for r in (r for r in results if r["kind"] == "add"):
         print(f"{r['shape']:<8}{r['size']:>10}  sync {r['sync_s']:.3f} s (CPU {r['cpu_s']:.3f} s;"
               f" + imports {r['import_s']:.3f} s), peak {r['rss_mb']:.0f} MB")
+    print("\nretainer sync of 100 new messages from a Maildir into the largest store (fresh "
+          "process, read models in use; median of --repeat after the source's first sync)")
+    for r in (r for r in results if r["kind"] == "real"):
+        print(f"{r['shape']:<8}{r['size']:>10}  reported {r['reported_s']:.3f} s, process "
+              f"{r['wall_s']:.3f} s (CPU {r['cpu_s']:.3f} s), peak {r['rss_mb']:.0f} MB")
     print(f"\nread commands on the largest store (fresh process; median of {args.runs}: wall, CPU)")
     for r in (r for r in results if r["kind"] == "read"):
         print(f"{r['shape']:<8}{r['command']:<36}{r['median_s']:>8.3f} s{r['cpu_s']:>8.3f} s"
