@@ -63,7 +63,7 @@ def main() -> int:
         return 2
     os.nice(10)
     limit = int(os.environ.get("MUT_LIMIT", "90"))
-    base = ["-q", "-p", "no:cacheprovider"]
+    base = ["-q", "-p", "no:cacheprovider", "-p", "no:timeout"]  # our alarm, not its 300 s
     saved = os.dup(1), os.dup(2)
     quiet()
     pytest.main([*base, "--co", *test_args])  # import the test modules once, in the parent
