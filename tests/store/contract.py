@@ -269,6 +269,8 @@ class StoreContract:
         ], source="upwork", platform="upwork")
         hired = store.find_contractor("upwork:~01abc")
         assert (hired["name"], hired["status"]) == ("Ravi K.", "trial")
+        assert (hired["skills"], hired["rate"], hired["currency"], hired["notes"]) == \
+            ([], None, "USD", "")  # the defaults of a contractor hired by the work
         (contract,) = store.contracts()
         assert_shape(contract, ContractRecord)
         assert (contract["budget"], contract["identity"], contract["started_at"]) == \
@@ -391,3 +393,35 @@ class StoreContract:
         assert store.backfill_locators("inbox") == [{"uid": 41, "stored": {  # + the message
             "remote_id": "s1", "thread_remote_id": "s", "subject": "Logo",
             "recipients": [{"address": OWNER.address, "name": OWNER.name}]}}]
+
+    # -- what the quick check keeps ------------------------------------------------------
+
+    def test_quick_records_are_kept_per_source_and_forgotten(self, store: Store) -> None:
+        assert store.quick_record("inbox") is None
+        with pytest.raises(StoreError, match=r"^save_quick_record\(\) outside writing\(\)$"):
+            store.save_quick_record("inbox", {"cursor": 1})
+        with store.writing():
+            store.save_quick_record("inbox", {"cursor": (1, 2), "at": at(1), "n": None})
+            store.save_quick_record("news", {"cursor": 3})
+            store.save_quick_record("gone", None)  # forgetting an unknown source: nothing
+        # kept as JSON holds it: a tuple as a list, a datetime as its ISO text
+        assert store.quick_record("inbox") == {"cursor": [1, 2], "at": stamp(1), "n": None}
+        assert store.quick_record("news") == {"cursor": 3}
+        assert store.quick_record("gone") is None
+        with store.writing():
+            store.save_quick_record("inbox", None)
+        assert store.quick_record("inbox") is None
+        assert store.quick_record("news") == {"cursor": 3}  # the other source's stays
+
+    def test_the_roster_stamp_changes_when_the_roster_is_written(self, store: Store) -> None:
+        before = store.roster_stamp()
+        assert before is not None  # the fixture added Maria
+        store.contractors(), store.candidates(), store.find_contractor("Maria Lopez")
+        assert store.roster_stamp() == before  # reads change nothing
+        with store.writing():
+            store.add_contractor("Sam Chen", [SAM])
+        after = store.roster_stamp()
+        assert after is not None and after != before
+        with store.writing():
+            store.update_contractor("Sam Chen", notes="fast")
+        assert store.roster_stamp() not in (before, after)

@@ -22,6 +22,7 @@ from agent.store.versions import version_label, work_stem
     ("a-b final-final.png", "a-b"), ("Brief v 3.docx", "brief"), ("menu-r2.pdf", "menu"),
     ("2024.pdf", "2024"), ("draft.png", "draft"), ("v2.png", "v2"), ("dir\\Logo.PNG", "logo"),
     ("logo_copy_12.png", "logo"), ("logo-123.png", "logo-123"),
+    ("_logo v2.png", "logo"), ("-menu-.pdf", "menu"),  # separators at the ends go too
 ])
 def test_work_stem_drops_version_marks_only(name: str, stem: str) -> None:
     assert work_stem(name) == stem
