@@ -28,10 +28,14 @@ import logging
 import os
 import sys
 import time
-from _blake2 import blake2b
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+try:  # hashlib's blake2b without importing hashlib (see agent.store.ids)
+    from _blake2 import blake2b
+except ImportError:
+    from hashlib import blake2b
 
 if TYPE_CHECKING:
     from agent.locks import FileLock

@@ -6,9 +6,12 @@ storing a page twice change nothing.
 
 from __future__ import annotations
 
-# hashlib's own blake2b (``hashlib.blake2b is _blake2.blake2b``), without importing
-# hashlib: it loads OpenSSL, a cost every read command paid for ids it never computes
-from _blake2 import blake2b
+try:  # hashlib's own blake2b (``hashlib.blake2b is _blake2.blake2b`` in CPython), without
+    # importing hashlib: it loads OpenSSL, a cost every read command paid for ids it never
+    # computes
+    from _blake2 import blake2b
+except ImportError:  # an interpreter without that module: the same function via hashlib
+    from hashlib import blake2b
 
 
 def short_hash(*parts: str) -> str:
