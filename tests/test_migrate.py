@@ -299,14 +299,7 @@ def test_the_commit_says_schema_2_before_a_month_file_is_removed(tmp_path, monke
     root = old_store(tmp_path, {may: {"messages": [message(1, may)]},
                                 june: {"messages": [message(2, june)]}},
                      {may: [deliverable(1, may)]})
-    spy = fsspy.install(monkeypatch)
-    real_unlink = Path.unlink
-
-    def unlink(path: Path, missing_ok: bool = False) -> None:
-        spy.calls.append(fsspy.Call("unlink", os.path.realpath(path)))
-        real_unlink(path, missing_ok=missing_ok)
-
-    monkeypatch.setattr(Path, "unlink", unlink)
+    spy = fsspy.install(monkeypatch, unlinks=True)
     Store(tmp_path)
     month = next(i for i, c in enumerate(spy.calls)
                  if c.kind == "unlink" and layout.MONTH_RE.match(Path(c.path).stem))

@@ -635,14 +635,7 @@ def test_the_records_move_commits_in_order_and_says_what_it_moved(tmp_path, monk
               "notify.json": len(json.loads((root / "notify.json").read_bytes())["events"]),
               "instructions.json": len(json.loads(
                   (root / "instructions.json").read_bytes())["sent"])}
-    spy = fsspy.install(monkeypatch)
-    real_unlink = Path.unlink
-
-    def unlink(target: Path, missing_ok: bool = False) -> None:
-        spy.calls.append(fsspy.Call("unlink", os.path.realpath(target)))
-        real_unlink(target, missing_ok=missing_ok)
-
-    monkeypatch.setattr(Path, "unlink", unlink)
+    spy = fsspy.install(monkeypatch, unlinks=True)
     with caplog.at_level(logging.INFO, logger="retainer.store"):
         opened = Store(tmp_path / "d")
     assert records_snapshot(opened) == expected

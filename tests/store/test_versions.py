@@ -4,23 +4,19 @@ in the same thread, is the next version; a record may name the one it replaces."
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.models import Attachment, Submission
 from agent.store import Store
-from agent.store.memory import MemoryStore
-from tests.store.contract import MARIA, OWNER_KEYS, SAM, StoreFactory, at, inbound, png
+from tests.store.contract import MARIA, OWNER_KEYS, SAM, at, inbound, png
 
 
-@pytest.fixture(params=[Store, MemoryStore], ids=["disk", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    factory: StoreFactory = request.param
-    store = factory(tmp_path / "data")
+@pytest.fixture
+def store(store: Store) -> Store:
+    """The shared store (conftest: disk and memory, Maria on the roster) with Sam too."""
     with store.writing():
-        store.add_contractor("Maria Lopez", [MARIA])
         store.add_contractor("Sam Chen", [SAM])
     return store
 

@@ -20,7 +20,7 @@ import pytest
 
 @dataclass
 class Call:
-    kind: str  # "fsync_file", "fsync_dir" or "replace"
+    kind: str  # "fsync_file", "fsync_dir", "replace" or "unlink"
     path: str  # the fsynced file or folder; for "replace" the source (temp) file
     dest: str = ""  # for "replace": the target
     content: bytes | None = None  # what the fsynced or renamed file held at that moment
@@ -53,7 +53,9 @@ def _read(path: str) -> bytes | None:
         return None
 
 
-def install(monkeypatch: pytest.MonkeyPatch) -> FsSpy:
+def install(monkeypatch: pytest.MonkeyPatch, *, unlinks: bool = False) -> FsSpy:
+    """Spy on ``os.fsync`` and ``os.replace``; with ``unlinks``, on ``Path.unlink`` too
+    (an ``"unlink"`` call: the removal's place in that order)."""
     spy = FsSpy()
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -79,6 +81,14 @@ def install(monkeypatch: pytest.MonkeyPatch) -> FsSpy:
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
+    if unlinks:
+        real_unlink = Path.unlink
+
+        def unlink(target: Path, missing_ok: bool = False) -> None:
+            spy.calls.append(Call("unlink", os.path.realpath(target)))
+            real_unlink(target, missing_ok=missing_ok)
+
+        monkeypatch.setattr(Path, "unlink", unlink)
     return spy
 
 
