@@ -203,3 +203,39 @@ def test_a_lock_without_a_timeout_waits_as_long_as_it_takes(tmp_path: Path) -> N
         with lock:
             assert time.monotonic() - started >= 1.0
         thread.join(10)
+
+
+def test_a_crashed_holder_frees_the_lock_though_its_forked_child_lives_on(tmp_path: Path) -> None:
+    """The daemon holds ``daemon.lock`` and forks its sync workers: killed (``kill -9``),
+    its lock is free at once for the next daemon, even while a worker it forked still
+    runs (the child closed its copy of the descriptor at the fork)."""
+    import signal
+
+    path = tmp_path / "daemon.lock"
+    read, write = os.pipe()
+    holder = os.fork()
+    if holder == 0:  # pragma: no cover  (the holder, then its child)
+        try:
+            lock = FileLock(path, timeout=0)
+            lock.acquire()
+            worker = os.fork()
+            if worker == 0:
+                time.sleep(60)
+                os._exit(0)
+            os.write(write, f"{worker}\n".encode())
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        worker = int(pipe.readline())
+    try:
+        with pytest.raises(filelock.Timeout):  # held
+            filelock.FileLock(str(path), timeout=0).acquire()
+        os.kill(holder, signal.SIGKILL)
+        os.waitpid(holder, 0)
+        os.kill(worker, 0)  # the worker still runs
+        with filelock.FileLock(str(path), timeout=0):  # and the lock is free
+            pass
+    finally:
+        os.kill(worker, signal.SIGKILL)

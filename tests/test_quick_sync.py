@@ -576,3 +576,19 @@ def test_a_stopped_sync_keeps_no_record_and_the_next_reads_the_rest(
     assert sync_here(config) == 0
     assert Store(tmp_path / "data", create=False).source_counts()["inbox"]["messages"] == 4
 
+
+
+def test_a_source_being_synced_elsewhere_is_reported_busy_here_too(
+        kept: tuple[Path, Path], tmp_path: Path) -> None:
+    """As test_a_failed_sync_takes_the_normal_path, in this process: the busy source is a
+    failed sync that says why (not a crash), and the next one takes the normal path."""
+    from agent.quicksync import quick_sync
+
+    config, _ = kept
+    with FileLock(str(tmp_path / "data" / "sources" / "inbox" / "sync.lock"), timeout=0):
+        assert sync_here(config) == 1
+    after = state(tmp_path)
+    assert after["failures"] == 1 and "another Retainer process" in after["last_error"]
+    assert quick_sync(config, ()) is None
+    assert sync_here(config) == 0
+    assert quick_sync(config, ()) is not None
