@@ -258,3 +258,17 @@ def test_backfill_locators_of_messages_sent_at_the_same_time(store: Store) -> No
         store.update_source_state("inbox", cursor={"uid": 3})
         store.add_contractor("Ann", [ann])
     assert sorted(f["uid"] for f in store.backfill_locators("inbox")) == [0, 1, 2]
+
+
+def test_who_wrote_last_is_the_latest_message_whatever_shard_holds_it(store: Store) -> None:
+    """Older mail that arrives later (another folder, a backfill) lands in a later shard:
+    it does not make the thread look as if the contractor wrote last, when the owner's
+    reply is newer."""
+    commit(store, [inbound("a", 1), inbound("s1", 1, SAM, thread="s")])
+    commit(store, [outbound("b", 5), inbound("s2", 2, SAM, thread="s")])
+    commit(store, [inbound("c", 3)])  # older than the reply, stored after it
+    assert len(store.month_names()) >= 3
+    thread = store.messages(contractor="Maria Lopez")[0]["thread_id"]
+    b = next(m for m in store.messages() if m["remote_id"] == "b")
+    entry = store.thread_activity()[thread]
+    assert (entry["last_at"], entry["last_dir"], entry["last_id"]) == (stamp(5), "out", b["id"])
