@@ -272,3 +272,28 @@ def test_who_wrote_last_is_the_latest_message_whatever_shard_holds_it(store: Sto
     b = next(m for m in store.messages() if m["remote_id"] == "b")
     entry = store.thread_activity()[thread]
     assert (entry["last_at"], entry["last_dir"], entry["last_id"]) == (stamp(5), "out", b["id"])
+
+
+def test_counts_skip_what_is_not_a_shard_and_old_cache_files_go(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """Files beside the shards (a backup, notes, a temp file) are skipped, not the end of
+    the listing; the single cache files of earlier versions, which grew with the store,
+    are removed once their chunked successors are written."""
+    monkeypatch.setattr(layout, "SHARD_DOCS", 2)
+    store = Store(tmp_path / "data")
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+    for n in range(3):
+        commit(store, [inbound(f"a{n}", n), inbound(f"b{n}", n + 0.5)])
+    assert len(store.month_names()) == 3
+    for stray in ("notes.txt", "s000001.json.bak", ".tmp-s000004.json", "README"):
+        (store.root / "messages" / stray).write_bytes(b"not a shard")
+    old_counts = store.root / ".counts.json"
+    old_threads = store.root / "cache" / "threads.json"
+    old_counts.write_bytes(b"{}")
+    old_threads.parent.mkdir(exist_ok=True)
+    old_threads.write_bytes(b"{}")
+    assert store.source_counts()["inbox"]["messages"] == 6
+    assert len(store.thread_activity()) == 1
+    assert not old_counts.exists() and not old_threads.exists()
