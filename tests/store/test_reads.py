@@ -297,3 +297,15 @@ def test_counts_skip_what_is_not_a_shard_and_old_cache_files_go(tmp_path: Path,
     assert store.source_counts()["inbox"]["messages"] == 6
     assert len(store.thread_activity()) == 1
     assert not old_counts.exists() and not old_threads.exists()
+
+
+def test_a_thread_opened_by_system_mail_is_with_who_writes_in_it_later(store: Store) -> None:
+    """A platform's notification (with nobody) opens the thread; the contractor's message
+    in a later shard says who the thread is with."""
+    commit(store, [inbound("n", 1, MARIA, extra={"system": True}),
+                   inbound("s1", 1, SAM, thread="s")])
+    commit(store, [inbound("m", 2)])
+    assert len(store.month_names()) >= 2
+    (entry,) = [a for tid, a in store.thread_activity().items()
+                if tid == store.messages(contractor="Maria Lopez")[0]["thread_id"]]
+    assert entry["identity"] == MARIA.key
