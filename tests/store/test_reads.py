@@ -270,7 +270,9 @@ def test_who_wrote_last_is_the_latest_message_whatever_shard_holds_it(store: Sto
     assert len(store.month_names()) >= 3
     thread = store.messages(contractor="Maria Lopez")[0]["thread_id"]
     b = next(m for m in store.messages() if m["remote_id"] == "b")
-    entry = store.thread_activity()[thread]
+    activity = store.thread_activity()
+    assert set(activity) == {t["id"] for t in store.threads()}  # every thread, Sam's too
+    entry = activity[thread]
     assert (entry["last_at"], entry["last_dir"], entry["last_id"]) == (stamp(5), "out", b["id"])
 
 
