@@ -278,8 +278,8 @@ def to_month_layout(data: Path) -> None:
                 month = months.setdefault(entry["first_at"][:7], {table: {}, "threads": {}})
                 month["threads"][str(len(month["threads"]) + 1)] = entry
             path.unlink()
-        for month, tables in months.items():
-            (root / folder / f"{month}.json").write_bytes(json.dumps(tables).encode())
+        for name, kept in months.items():
+            (root / folder / f"{name}.json").write_bytes(json.dumps(kept).encode())
     shutil.rmtree(root / "index")
     meta = json.loads((root / "meta.json").read_bytes())
     for doc in meta["meta"].values():
@@ -302,6 +302,26 @@ def run_child(*args: str) -> dict[str, Any]:
                          capture_output=True, text=True)
     doc: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return doc
+
+
+def paired_ratios(order: list[dict[str, Any]], small: int, large: int) -> dict[str, Any]:
+    """Each sync of ``large`` messages against the syncs of ``small`` right before and
+    after it (the sizes take turns): ms per message and CPU ms, large over the mean of
+    its neighbours, and the medians of those ratios. A shared box's speed drifts over
+    minutes; neighbours in time ran on the same box, so their ratio is the store's own."""
+    wall, cpu = [], []
+    for at, run in enumerate(order):
+        if run["size"] != large:
+            continue
+        near = [r for r in (order[at - 1] if at else None,
+                            order[at + 1] if at + 1 < len(order) else None)
+                if r is not None and r["size"] == small]
+        if near:
+            wall.append(run["per_msg_ms"] / statistics.mean(r["per_msg_ms"] for r in near))
+            cpu.append(run["cpu_ms"] / statistics.mean(r["cpu_ms"] for r in near))
+    return {"small": small, "large": large, "wall": wall, "cpu": cpu,
+            "wall_median": statistics.median(wall) if wall else None,
+            "cpu_median": statistics.median(cpu) if cpu else None}
 
 
 LAST_CPU = [0.0]
@@ -397,13 +417,18 @@ def main() -> int:
         by_size: dict[int, list[dict[str, Any]]] = {size: [] for size in sizes}
         turns = [(rep, size) for rep in range(args.repeat) for size in sizes
                  if rep < (args.repeat if size <= 50_000 else max(1, args.repeat - 1))]
+        order: list[dict[str, Any]] = []  # every full sync in the order it ran
         for _rep, size in [] if args.no_fill else turns:
             data = work / f"{shape}-{size}" / "data"
             if data.exists():
                 shutil.rmtree(data)
             data.parent.mkdir(parents=True, exist_ok=True)
             by_size[size].append(run_child("fill", str(data), shape, str(size)))
+            order.append(by_size[size][-1])
             print(json.dumps(by_size[size][-1]), flush=True)
+        if len(sizes) > 1 and order:
+            results.append({"kind": "paired", "shape": shape,
+                            **paired_ratios(order, sizes[0], sizes[-1])})
         for size in [] if args.no_fill else sizes:
             runs = by_size[size]
             results.append({"kind": "full", "shape": shape, "size": size, "runs": len(runs),
@@ -454,6 +479,11 @@ def main() -> int:
                   f"{r['fsync_ms']:>9.3f}{r['runq_ms']:>7.3f}{r['own_ms']:>7.3f}"
                   f"{r['own_ms'] / full[0]['own_ms']:>8.2f}x{r['fsyncs_per_page']:>11.1f}"
                   f"{r['rss_mb']:>8.0f}")
+    for r in (r for r in results if r["kind"] == "paired" and r["wall"]):
+        print(f"{r['shape']:<8}each {r['large']} sync against the {r['small']} syncs beside it"
+              f" in time: wall {' '.join(f'{x:.2f}x' for x in r['wall'])} (median "
+              f"{r['wall_median']:.2f}x), CPU {' '.join(f'{x:.2f}x' for x in r['cpu'])} "
+              f"(median {r['cpu_median']:.2f}x)")
     print(f"\nwithin the largest sync: ms per message of its first, median and last block of "
           f"{BLOCK} (wall / CPU / in fsync)")
     for r in (r for r in results if r["kind"] == "full" and r.get("blocks_ms")
