@@ -18,7 +18,7 @@ Python takes to import the command line at all; last, the whole of ``retainer sy
 process's wall and CPU time and its peak RSS.
 
     python tests/benchmarks/store_scale_bench.py [--sizes 10000,50000,200000]
-        [--shapes month,spread] [--work DIR] [--runs 5] [--repeat 3]
+        [--shapes month,spread] [--work DIR] [--runs 5] [--repeat 3] [--fill-only]
     python tests/benchmarks/store_scale_bench.py --upgrade 50000
 
 ``--upgrade N`` only times opening (and so upgrading) a store of N messages rewritten in
@@ -380,6 +380,9 @@ def main() -> int:
     parser.add_argument("--no-fill", action="store_true",
                         help="reuse the largest stores already in --work: only the new "
                              "messages and the read commands")
+    parser.add_argument("--fill-only", action="store_true",
+                        help="only the full syncs (no new messages, read commands or "
+                             "retainer sync afterwards)")
     parser.add_argument("--upgrade", type=int, default=0, metavar="N",
                         help="only time the upgrade of a month-layout store of N messages")
     parser.add_argument("--repeat", type=int, default=3,
@@ -441,6 +444,8 @@ def main() -> int:
                             "rss_mb": max(r["rss_mb"] for r in runs)})
             if size != sizes[-1]:
                 shutil.rmtree(work / f"{shape}-{size}")
+        if args.fill_only:
+            continue
         big = work / f"{shape}-{sizes[-1]}" / "data"
         first = 10 if args.no_fill else 0  # new messages, not those of an earlier run
         adds = [run_child("add", str(big), shape, str(sizes[-1]), str(r))
