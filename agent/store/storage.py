@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -67,6 +68,7 @@ _deferred: set[Path] | None = None
 #: not checked again in it (see :attr:`Shard.storage`)
 _section = 0
 _sections = 0
+_section_thread = 0  # the thread that runs it: other threads still check every access
 
 
 @contextmanager
@@ -82,14 +84,14 @@ def batched_dir_sync() -> Iterator[None]:
     once per block, not at every access (a page of 200 messages read its open shard's
     stamp 330 times).
     """
-    global _deferred, _section, _sections
+    global _deferred, _section, _sections, _section_thread
     outer = _deferred
     if outer is not None:
         yield
         return
     _deferred = set()
     _sections += 1
-    _section = _sections
+    _section, _section_thread = _sections, get_ident()
     try:
         yield
     finally:
@@ -218,7 +220,8 @@ class Shard:
         replaced the file."""
         current = self._storage
         if current is not None and current.data is not None and (
-                not _section or current.checked != _section):
+                not _section or current.checked != _section
+                or _section_thread != get_ident()):
             if file_stamp(self.path) != current.stamp:
                 current = None
             else:

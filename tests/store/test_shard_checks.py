@@ -93,3 +93,23 @@ def test_sections_do_not_leak_after_an_error(tmp_path: Path) -> None:
     assert storage_module._section == 0
     theirs.upsert_many("messages", [{"id": "a", "v": 3}])
     assert mine.get("messages", "a") == {"id": "a", "v": 3}
+
+
+def test_another_thread_checks_every_access_during_a_section(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "t.json"
+    reader, writer = Shard(path), Shard(path)
+    writer.upsert_many("messages", [{"id": "a", "v": 1}])
+    assert reader.get("messages", "a") == {"id": "a", "v": 1}
+    seen: list[Any] = []
+    with batched_dir_sync():  # this thread's section (a page being committed)
+        def read() -> None:
+            seen.append(reader.get("messages", "a"))
+            writer.upsert_many("messages", [{"id": "a", "v": 2}])  # replaced meanwhile
+            seen.append(reader.get("messages", "a"))
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join()
+    assert seen == [{"id": "a", "v": 1}, {"id": "a", "v": 2}]
