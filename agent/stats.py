@@ -512,7 +512,9 @@ def _build_model(store: Store, name: str, with_messages: bool = True,
     a review reads none. The output is the same as a build from nothing (tested)."""
     base = readmodels.input_stamps(store.root, DERIVED_INPUTS)
     stamps = _shard_stamps(store) if with_messages else {}
-    facts = facts or Facts.load(store, with_messages=with_messages)
+    if facts is None:
+        facts = Facts.load(store, with_messages=with_messages)
+        facts._parts["deliverables"] = _deliverables(store, facts.roster)
     kept = _partial(readmodels.load_partial(store, name, DERIVED_VERSION, DERIVED_INPUTS))
     shards: dict[str, list[int]] = {}
     out: dict[str, list[str]] = {}
@@ -547,6 +549,46 @@ def _build_model(store: Store, name: str, with_messages: bool = True,
         readmodels.save_partial(store, name, DERIVED_VERSION, DERIVED_INPUTS, base,
                                 {"shards": shards, "out": out, "rows": facts._derived_rows})
     return data
+
+
+#: What the delegation model reads of a deliverable (and of its ``review``).
+DELIVERABLE_KEYS = ("id", "received_at", "identity", "contractor_id", "thread_id", "title",
+                    "filename", "review_status", "replaces")
+REVIEW_KEYS = ("rating", "cost", "hours")
+PARTS_VERSION = "delegation-deliverables-1"
+
+
+def _reduced(docs: list[Any]) -> list[dict[str, Any]]:
+    """One deliverable shard's documents, each reduced to what the model reads."""
+    out = []
+    for doc in docs:
+        small = {k: doc[k] for k in DELIVERABLE_KEYS if k in doc}
+        review = doc.get("review")
+        if review:
+            small["review"] = {k: review[k] for k in REVIEW_KEYS if k in review}
+        out.append(small)
+    return out
+
+
+def _reduced_ok(part: Any) -> bool:
+    return (isinstance(part, list) and set(map(type, part)) <= {dict}
+            and all(isinstance(d.get("id"), str) and isinstance(d.get("review") or {}, dict)
+                    for d in part))
+
+
+def _deliverables(store: Store, roster: Roster) -> list[DeliverableRecord]:
+    """:meth:`Store.deliverables` reduced to what the delegation model reads, in its order
+    (each shard's part kept with the shard's stamp: only the shards written since the
+    last build are read)."""
+    parts = readmodels.shard_parts(store, "delegation-deliverables", PARTS_VERSION,
+                                   "deliverables", _reduced, _reduced_ok)
+    out: list[DeliverableRecord] = []
+    for part in reversed(parts):  # as Store.deliverables: newest shard first, then sorted
+        for doc in part:
+            resolved = roster.contractor_of(doc.get("identity")) or doc.get("contractor_id")
+            out.append(cast("DeliverableRecord", dict(doc, contractor_id=resolved)))
+    out.sort(key=lambda d: d.get("received_at") or "")
+    return out
 
 
 def _needed_activity(store: Store, facts: Facts, out: dict[str, list[str]],

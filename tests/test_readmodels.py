@@ -159,13 +159,15 @@ def test_a_missing_damaged_or_foreign_model_is_rebuilt(tmp_path: Path) -> None:
     assert answers(store) == expected
     views = readmodels.views_dir(store)
     assert sorted(p.name for p in views.iterdir()) == [
-        "delegation.json", "delegation.partial.json", "roster.json"]
+        "delegation-deliverables.parts.json", "delegation.json", "delegation.partial.json",
+        "roster.json"]
     def stale_views(name: str) -> None:
-        if name == "delegation.partial":  # consulted only when the models are rebuilt
+        if name not in ("delegation", "roster"):  # consulted only when models are rebuilt
             for view in ("delegation", "roster"):
                 (views / f"{view}.json").unlink()
 
-    for name in ("delegation", "roster", "delegation.partial"):
+    for name in ("delegation", "roster", "delegation.partial",
+                 "delegation-deliverables.parts"):
         path = views / f"{name}.json"
         good = path.read_bytes()
         path.unlink()
@@ -176,17 +178,21 @@ def test_a_missing_damaged_or_foreign_model_is_rebuilt(tmp_path: Path) -> None:
         path.write_bytes(good[: len(good) // 2])  # cut short
         stale_views(name)
         assert answers(store) == expected
-        assert orjson.loads(path.read_bytes())["data"]
+        assert orjson.loads(path.read_bytes())["data" if "parts" not in name else "shards"]
 
         saved = orjson.loads(good)
         forgeries: list[Any] = [
             dict(saved, version=f"{name}-0"),  # written by another derivation
             dict(saved, format=99),
-            dict(saved, inputs=saved["inputs"][:-1]),  # a file it never saw
-            dict(saved, data={"works": [["only", "two"]]}),  # not our shape
-            dict(saved, data=[1, 2]),
-            dict(saved, data=[{"id": 1}]),
+            [1, 2],
         ]
+        if "parts" not in name:
+            forgeries += [
+                dict(saved, inputs=saved["inputs"][:-1]),  # a file it never saw
+                dict(saved, data={"works": [["only", "two"]]}),  # not our shape
+                dict(saved, data=[1, 2]),
+                dict(saved, data=[{"id": 1}]),
+            ]
         if name == "delegation.partial":  # reused kinds of work and turnarounds, forged
             kept = saved["data"]
             first = next(iter(kept["rows"]))
@@ -204,6 +210,15 @@ def test_a_missing_damaged_or_foreign_model_is_rebuilt(tmp_path: Path) -> None:
                                                 out={**kept["out"], shard: []})),
                           dict(saved, data=dict(kept, out={"s999999": ["t"]})),
                           dict(saved, data=dict(kept, shards=[]))]
+        if name == "delegation-deliverables.parts":  # each shard's reduced deliverables
+            shard, (stamp, part) = next(iter(saved["shards"].items()))
+            forgeries += [dict(saved, folder="messages"),
+                          dict(saved, shards={shard: [stamp, [{"id": 5}]]}),
+                          dict(saved, shards={shard: [stamp, {"id": "x"}]}),
+                          dict(saved, shards={shard: [stamp, [dict(part[0], review=3)]]}),
+                          dict(saved, shards={shard: [[0, 0, 0], part[:1]]}),
+                          dict(saved, shards={shard: [stamp]}),
+                          dict(saved, shards={"s999999": [stamp, part]})]
         if name == "delegation":
             data = saved["data"]
             some = next(iter(data["contractors"]))
@@ -325,7 +340,8 @@ def test_a_temp_file_left_by_a_killed_reader_is_removed(tmp_path: Path) -> None:
         pass
     assert not left.exists()
     assert sorted(p.name for p in readmodels.views_dir(store).iterdir()) == [
-        "delegation.json", "delegation.partial.json", "roster.json"]
+        "delegation-deliverables.parts.json", "delegation.json", "delegation.partial.json",
+        "roster.json"]
     assert oct(readmodels.views_dir(store).stat().st_mode & 0o777) == "0o700"
     assert all(oct(p.stat().st_mode & 0o777) == "0o600"
                for p in readmodels.views_dir(store).iterdir())

@@ -181,3 +181,57 @@ def save_partial(store: Store, name: str, version: str, inputs: Iterable[str],
     before computing it); not kept when the inputs changed meanwhile."""
     if getattr(store, "_on_disk", True) and stamps == input_stamps(store.root, inputs):
         _save(store, f"{name}.partial", version, stamps, data)
+
+
+# -- per-shard parts of a model, kept with each shard's stamp -----------------------------------
+
+PartOf = Callable[[list[Any]], Any]
+
+
+def shard_parts(store: Store, name: str, version: str, folder: str, part_of: PartOf,
+                valid: Callable[[Any], bool] = lambda part: True) -> list[Any]:
+    """``part_of(documents of the shard)`` for every shard of ``folder`` (``messages``
+    or ``deliverables``), in the store's order: a saved part is reused while its shard's
+    stamp is unchanged; only the parts of shards written since (or new) are computed, and
+    the parts of shards gone are dropped.
+
+    Kept in ``views/<name>.parts.json`` (JSON-ready parts), with each shard's stamp taken
+    before the shard was read, so a shard written meanwhile is read again next time. A
+    missing, damaged or other-version file is rebuilt from every shard; replaced
+    atomically, so a kill leaves the old file or the new one. ``version`` names what
+    ``part_of`` computes: change it whenever that changes. A saved part that ``valid``
+    rejects (not shaped as ``part_of`` writes) is computed afresh, never trusted.
+    """
+    names = store.shard_names(folder)
+    if not getattr(store, "_on_disk", True):
+        return [part_of(store.read_shard(folder, n).docs(folder)) for n in names]
+    path = views_dir(store) / f"{name}.parts.json"
+    kept: dict[str, Any] = {}
+    try:
+        saved = orjson.loads(path.read_bytes())
+        if (isinstance(saved, dict) and saved.get("format") == FORMAT
+                and saved.get("version") == version and saved.get("folder") == folder
+                and isinstance(saved.get("shards"), dict)):
+            kept = saved["shards"]
+    except (OSError, orjson.JSONDecodeError):
+        pass
+    shards: dict[str, list[Any]] = {}
+    changed = set(kept) != set(names)
+    for shard in names:
+        stamp = store.shard_stamp(folder, shard)
+        entry = kept.get(shard)
+        if (stamp is None or not isinstance(entry, list) or len(entry) != 2
+                or entry[0] != list(stamp) or not valid(entry[1])):
+            entry = [list(stamp) if stamp is not None else None,
+                     part_of(store.read_shard(folder, shard).docs(folder))]
+            changed = True
+        shards[shard] = entry
+    if changed:
+        try:  # derived data: no fsync; a lost part file costs one read of every shard
+            write_private(ensure_private_dir(views_dir(store)) / f"{name}.parts.json",
+                          orjson.dumps({"format": FORMAT, "version": version,
+                                        "folder": folder, "shards": shards}),
+                          sync=False, sync_dir=False)
+        except (OSError, TypeError, orjson.JSONEncodeError) as exc:
+            log.debug("read model parts %s not saved: %s", name, exc)
+    return [entry[1] for entry in shards.values()]
