@@ -31,6 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+try:  # hashlib's blake2b without importing hashlib (see agent.store.ids)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - a Python built without _blake2
+    from hashlib import blake2b
+
 from agent.files import ensure_private_dir, write_private
 
 if TYPE_CHECKING:
@@ -94,13 +99,40 @@ def _load(path: Path, version: str, stamps: list[list[Any]]) -> tuple[bool, Any]
     return False, None
 
 
+def _digest(stamps: list[list[Any]]) -> str:
+    return blake2b(orjson.dumps(stamps), digest_size=16).hexdigest()
+
+
+def _current(path: Path, version: str, stamps: list[list[Any]]) -> bool | None:
+    """Whether the model file at ``path`` was saved for ``stamps`` (None: there is none),
+    told from its first bytes (format, version and a digest of its inputs, written first)
+    without parsing the model: what :func:`refresh` asks of every model after a write.
+    A file that says so but is damaged further on is still rebuilt by its next reader
+    (:func:`_load` parses and checks it all)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
+    end = head.find(b',"inputs":')
+    try:
+        saved = orjson.loads(head[:end] + b"}") if end > 0 else None
+    except orjson.JSONDecodeError:
+        return False
+    return (isinstance(saved, dict) and saved.get("format") == FORMAT
+            and saved.get("version") == version and saved.get("digest") == _digest(stamps))
+
+
 def _save(store: Store, name: str, version: str, stamps: list[list[Any]], data: Any) -> None:
     if not getattr(store, "_on_disk", True):
         return
     try:  # derived data: no fsync; a lost or stale model is rebuilt from the store
         folder = ensure_private_dir(views_dir(store))
         write_private(folder / f"{name}.json",
-                      orjson.dumps({"format": FORMAT, "version": version, "inputs": stamps,
+                      orjson.dumps({"format": FORMAT, "version": version,
+                                    "digest": _digest(stamps), "inputs": stamps,
                                     "data": data}), sync=False, sync_dir=False)
     except (OSError, TypeError, orjson.JSONEncodeError) as exc:
         log.debug("read model %s not saved: %s", name, exc)  # read-only folder: next time
@@ -118,9 +150,11 @@ def view(store: Store, name: str, version: str, inputs: Iterable[str], build: Bu
     if not getattr(store, "_on_disk", True):  # the in-memory store: nothing to keep
         return build(store)
     stamps = input_stamps(store.root, inputs)
-    found, data = _load(views_dir(store) / f"{name}.json", version, stamps)
-    if found:
-        return data
+    path = views_dir(store) / f"{name}.json"
+    if _current(path, version, stamps):  # else stale or none: not parsed in vain
+        found, data = _load(path, version, stamps)
+        if found:
+            return data
     data = build(store)
     after = input_stamps(store.root, inputs)
     if after == stamps:  # a writer changed the inputs meanwhile: do not keep a mix
@@ -132,12 +166,12 @@ def stale(store: Store, name: str) -> bool | None:
     """Whether the saved model ``name`` no longer matches the store (``None``: there is
     none, or its builder is unknown to this process)."""
     builder = BUILDERS.get(name)
-    path = views_dir(store) / f"{name}.json"
-    if builder is None or not path.exists():
+    if builder is None:
         return None
     version, inputs, _ = builder
-    found, _ = _load(path, version, input_stamps(store.root, inputs))
-    return not found
+    current = _current(views_dir(store) / f"{name}.json", version,
+                       input_stamps(store.root, inputs))
+    return None if current is None else not current
 
 
 def register(name: str, version: str, inputs: Iterable[str], build: Builder) -> None:
