@@ -98,6 +98,7 @@ class Facts:
         # instructions and messages, by deliverable id (see _build_model)
         self._reuse: dict[str, list[Any]] = {}
         self._derived_rows: dict[str, list[Any]] = {}
+        self._keys: dict[str, list[Any]] = {}  # derived_key by id, computed ahead of derived
 
     @classmethod
     def load(cls, store: Store, *, with_messages: bool = True) -> Facts:
@@ -161,7 +162,8 @@ class Facts:
         """A deliverable's kind of work and turnaround hours, computed once per load."""
         got = self._derived.get(deliverable["id"])
         if got is None:
-            key = derived_key(deliverable, contractor)
+            key = self._keys.pop(deliverable["id"], None) or derived_key(deliverable,
+                                                                          contractor)
             old = self._reuse.get(deliverable["id"])
             if _reusable(old, key):  # same inputs
                 got = (old[6], old[7])
@@ -603,8 +605,10 @@ def _needed_activity(store: Store, facts: Facts, out: dict[str, list[str]],
     needed: set[str] = set()
     for d in facts.deliverables:
         contractor = by_id.get(d.get("contractor_id") or "")
-        if contractor is not None and not _reusable(facts._reuse.get(d["id"]),
-                                                    derived_key(d, contractor)):
+        if contractor is None:
+            continue
+        key = facts._keys[d["id"]] = derived_key(d, contractor)
+        if not _reusable(facts._reuse.get(d["id"]), key):
             needed.add(d.get("thread_id") or "")
     where: dict[str, list[str]] = {}
     for shard, threads in out.items():
