@@ -212,8 +212,9 @@ def real_syncs(data: Path, runs: int) -> dict[str, Any]:
     for argv in (["report", "--json"], ["review"]):
         timed_process([*base, *argv], env)
     rows = []
+    first = int(time.time()) * 1000  # new ids even in a store an earlier run synced
     for run in range(runs + 1):
-        write_new_mail(maildir, run * 100, 100)
+        write_new_mail(maildir, first + run * 100, 100)
         started = time.perf_counter()
         proc = subprocess.Popen([*base, "sync", "--json"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
