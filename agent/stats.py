@@ -70,7 +70,9 @@ class Facts:
     turnaround and review, and the review events, grouped by contractor and by skill) are
     kept in the store as a read model (``delegation``, see :mod:`agent.store.readmodels`):
     a listing loads that one document instead of every deliverable shard, review and
-    message shard, and it is rebuilt from those whenever any of them changed.
+    message shard, and it is rebuilt whenever any of them changed, from what changed:
+    the deliverable shards written since, the threads of the message shards written since
+    (:func:`_build_model`).
     """
 
     def __init__(self, roster: Roster, contractors: list[ContractorRecord],

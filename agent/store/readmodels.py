@@ -11,7 +11,17 @@ shards stay the only truth: a read model is never trusted blindly, and losing on
 one slow read.
 
 Checking a model costs one ``stat`` per input file (a directory scan for the shard
-folders): well under a millisecond per hundred shards.
+folders): well under a millisecond per hundred shards. Each file starts with a digest of
+its inputs, so telling whether a model is current reads its first bytes, not the model.
+
+Rebuilding stays bounded by what changed, not by the store: a builder keeps partial
+results beside its model. :func:`shard_parts` keeps one part per shard (e.g. each
+deliverable shard's documents reduced to what the delegation metrics read, or its rows of
+the review queue) with that shard's stamp, and recomputes only the parts of shards
+written since; :func:`load_partial` / :func:`save_partial` keep a result for one state of
+some inputs (the delegation model's per-deliverable kinds of work and turnarounds, with
+each message shard's stamp and threads, see :func:`agent.stats._build_model`). The
+output of a rebuild from those equals a rebuild from nothing (tested byte for byte).
 
 Writers keep the models in use fresh: :func:`refresh` rebuilds, once, at the end of a
 sync or a batch of reviews, every model that a reader saved before, so the next read
