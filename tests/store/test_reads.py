@@ -275,7 +275,7 @@ def test_who_wrote_last_is_the_latest_message_whatever_shard_holds_it(store: Sto
     """Older mail that arrives later (another folder, a backfill) lands in a later shard:
     it does not make the thread look as if the contractor wrote last, when the owner's
     reply is newer."""
-    commit(store, [inbound("a", 1), inbound("s1", 1, SAM, thread="s")])
+    commit(store, [inbound("a", 1), outbound("s1", 1, SAM, thread="s")])
     commit(store, [outbound("b", 5), inbound("s2", 2, SAM, thread="s")])
     commit(store, [inbound("c", 3)])  # older than the reply, stored after it
     assert len(store.month_names()) >= 3
@@ -283,6 +283,8 @@ def test_who_wrote_last_is_the_latest_message_whatever_shard_holds_it(store: Sto
     b = next(m for m in store.messages() if m["remote_id"] == "b")
     activity = store.thread_activity()
     assert set(activity) == {t["id"] for t in store.threads()}  # every thread, Sam's too
+    sam = store.messages(contractor="Sam Chen")[0]["thread_id"]
+    assert (activity[sam]["out"], activity[sam]["last_dir"]) == ([stamp(1)], "in")
     entry = activity[thread]
     assert (entry["last_at"], entry["last_dir"], entry["last_id"]) == (stamp(5), "out", b["id"])
 
