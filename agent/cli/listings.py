@@ -7,7 +7,15 @@ import time
 import click
 
 from agent.cli.app import App
-from agent.cli.output import Col, emit_json, emit_json_list, table, table_columns
+from agent.cli.output import (
+    Col,
+    emit_json,
+    emit_json_bytes,
+    emit_json_list,
+    json_bytes,
+    table,
+    table_columns,
+)
 from agent.humanize import ago, ago_seconds, human_size
 
 
@@ -59,6 +67,11 @@ def deliverables(app: App, as_json: bool, unreviewed: bool, contractor: str | No
                        ["FLAGGED: " + status if flag else status
                         for status, flag in zip(q.status, q.flagged, strict=True)]],
                       DELIVERABLE_COLUMNS)
+        return
+    if unreviewed and not contractor:  # --json: the queue's documents, kept as printed
+        from agent.reviewqueue import queue_json
+
+        emit_json_bytes(queue_json(store, json_bytes, limit))
         return
     docs = store.deliverables(unreviewed=unreviewed, contractor=contractor)
     if limit is not None:
