@@ -12,6 +12,7 @@ output prints the documents themselves, kept written as it prints them
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -134,8 +135,9 @@ def queue_json(store: Store, dumps: Callable[[Any], bytes], limit: int | None = 
     documents copies bytes instead of parsing and writing every document again.
 
     The file is one header line (the stamps of :data:`INPUTS` it was made from, its
-    version, the body's length) and the body, ``dumps`` of the whole queue. It is used
-    only while every stamp matches and the body has the length the header says; else
+    version, the body's length and CRC-32) and the body, ``dumps`` of the whole queue. It is used
+    only while every stamp matches and the body has the length and checksum the header
+    says; else
     (stale, torn, damaged, another version) the body is made again from the store and
     saved for the next reader, unless a writer changed the store meanwhile. ``dumps``
     must write a list of objects indented by two spaces (``limit`` cuts the body after a
@@ -180,7 +182,8 @@ def _saved_json(store: Store) -> bytes | None:
         return None
     if (not newline or not isinstance(header, dict) or header.get("format") != JSON_FORMAT
             or header.get("version") != JSON_VERSION or header.get("length") != len(body)
-            or header.get("inputs") != readmodels.input_stamps(store.root, INPUTS)):
+            or header.get("inputs") != readmodels.input_stamps(store.root, INPUTS)
+            or header.get("crc32") != zlib.crc32(body)):
         return None
     return body
 
@@ -189,7 +192,7 @@ def _save_json(store: Store, stamps: list[list[Any]], body: bytes) -> None:
     from agent.files import ensure_private_dir, write_private
 
     header = orjson.dumps({"format": JSON_FORMAT, "version": JSON_VERSION, "inputs": stamps,
-                           "length": len(body)})
+                           "length": len(body), "crc32": zlib.crc32(body)})
     try:  # derived data: no fsync; a lost or stale file is made again from the store
         folder = ensure_private_dir(readmodels.views_dir(store))
         write_private(folder / JSON_FILE, header + b"\n" + body, sync=False, sync_dir=False)

@@ -103,6 +103,8 @@ def newest(store: StoreReads, groups: Iterable[str], limit: int) -> list[dict[st
     store without files): then read the shards."""
     if not getattr(store, "_on_disk", True) or limit > KEEP:
         return None
+    if limit <= 0:
+        return []
     root = store.root
     groups = sorted(set(groups))
     model = current(store)
@@ -115,15 +117,33 @@ def newest(store: StoreReads, groups: Iterable[str], limit: int) -> list[dict[st
         found = None if model is None else _entries(model, root, groups)
     if model is None or found is None:
         return None
-    merged = found
+    docs, short = _answer(model, root, groups, found, limit)
+    if docs is None and short:  # re-dated messages left a group short: make it all again
+        model = rebuild(store)
+        found = None if model is None else _entries(model, root, groups)
+        if model is None or found is None:
+            return None
+        docs, _ = _answer(model, root, groups, found, limit)
+    return docs
+
+
+def _answer(model: Model, root: Path, groups: list[str], merged: list[Entry], limit: int
+            ) -> tuple[list[dict[str, Any]] | None, bool]:
+    """The newest ``limit`` of ``merged`` (the entries of ``groups``), or None when some
+    group's older messages, not kept, could be among them; and whether a group that
+    keeps fewer than :data:`KEEP` has some not kept (then a rebuild can tell: a group
+    made from every shard keeps :data:`KEEP`, or all it has)."""
     ranks = model.ranks()
     merged.sort(key=lambda e: (ranks[e[1]], e[2]))
     merged.sort(key=lambda e: e[0], reverse=True)
     floors = [model.groups[g]["floor"] for g in groups if g in model.groups]
     floors = [f for f in floors if f is not None]
     if floors and (len(merged) < limit or merged[limit - 1][0] <= max(floors)):
-        return None  # older messages of some group are not kept: not enough to tell
-    return [e[3] for e in merged[:limit]]
+        short = any(model.groups[g]["floor"] is not None
+                    and len(model.entries.get(g) or ()) < KEEP
+                    for g in groups if g in model.groups)
+        return None, short  # older messages of some group are not kept: cannot tell
+    return [e[3] for e in merged[:limit]], False
 
 
 def _entries(model: Model, root: Path, groups: list[str]) -> list[Entry] | None:
@@ -150,7 +170,9 @@ def _group_entries(model: Model, root: Path, group: str) -> list[Entry] | None:
             or saved.get("group") != group or not isinstance(saved.get("entries"), list)):
         return None
     entries: list[Entry] = saved["entries"]
-    if not all(isinstance(e, list) and len(e) == 4 and e[1] in model.shards for e in entries):
+    if not all(isinstance(e, list) and len(e) == 4 and isinstance(e[0], str)
+               and e[1] in model.shards and isinstance(e[2], int) and isinstance(e[3], dict)
+               for e in entries):
         return None
     model.entries[group] = entries
     return entries
@@ -165,7 +187,18 @@ def _load(root: Path) -> Model | None:
             or saved.get("version") != VERSION or not isinstance(saved.get("shards"), dict)
             or not isinstance(saved.get("groups"), dict)):
         return None
-    return Model(saved["shards"], saved["groups"])
+    shards, groups = saved["shards"], saved["groups"]
+    if not all(isinstance(line, dict) and isinstance(line.get("last"), str)
+               and isinstance(line.get("sources"), list)
+               and isinstance(line.get("stamp"), list) and len(line["stamp"]) == 3
+               for line in shards.values()):
+        return None
+    if not all(isinstance(line, dict) and isinstance(line.get("token"), str)
+               and isinstance(line.get("floor"), str | None)
+               and isinstance(line.get("in"), list) and set(line["in"]) <= shards.keys()
+               for line in groups.values()):
+        return None
+    return Model(shards, groups)
 
 
 def current(store: StoreReads) -> Model | None:
@@ -255,6 +288,9 @@ def _trim(entries: list[Entry], ranks: dict[str, int], floor: str | None
         dropped = entries[KEEP][0]  # the newest of those let go
         floor = dropped if floor is None else max(floor, dropped)
         del entries[KEEP:]
+    if floor is not None and entries and entries[-1][0] < floor:
+        # older than what is known to be complete (re-dated messages): of no use
+        entries = [e for e in entries if e[0] >= floor]
     return entries, {"token": os.urandom(6).hex(), "floor": floor,
                      "in": sorted({e[1] for e in entries})}
 
