@@ -129,29 +129,30 @@ ITEM_END = b"\n  },\n  {"  # between two documents of an indented list (nested o
 
 
 def queue_json(store: Store, dumps: Callable[[Any], bytes], limit: int | None = None
-               ) -> bytes:
+               ) -> bytes | memoryview:
     """The review queue's documents (oldest first; the first ``limit``) as ``dumps``
     writes them, kept in ``index/views/queue-json.bin`` so a listing of thousands of
     documents copies bytes instead of parsing and writing every document again.
 
     The file is one header line (the stamps of :data:`INPUTS` it was made from, its
-    version, the body's length and CRC-32) and the body, ``dumps`` of the whole queue. It is used
-    only while every stamp matches and the body has the length and checksum the header
-    says; else
-    (stale, torn, damaged, another version) the body is made again from the store and
-    saved for the next reader, unless a writer changed the store meanwhile. ``dumps``
-    must write a list of objects indented by two spaces (``limit`` cuts the body after a
-    document's closing brace); change :data:`JSON_VERSION` when its output changes.
+    version, the body's length and CRC-32) and the body, ``dumps`` of the whole queue.
+    It is used only while every stamp matches and the body has the length and checksum
+    the header says; else (stale, torn, damaged, another version) the body is made again
+    from the store and saved for the next reader, unless a writer changed the store
+    meanwhile. ``dumps`` must write a list of objects indented by two spaces (``limit``
+    cuts the body after a document's closing brace); change :data:`JSON_VERSION` when
+    its output changes. The saved body is returned mapped from the file, not copied
+    (5 MB at 5,000 deliverables: a copy costs a fresh process more than the checksum).
     """
     if limit == 0:
         return dumps([])
-    body = _saved_json(store)
+    body: bytes | memoryview | None = _saved_json(store)
     if body is None:
         stamps = readmodels.input_stamps(store.root, INPUTS) if _on_disk(store) else []
-        body = dumps(store.deliverables(unreviewed=True))
+        made = body = dumps(store.deliverables(unreviewed=True))
         if _on_disk(store) and stamps == readmodels.input_stamps(store.root, INPUTS):
-            _save_json(store, stamps, body)
-    return body if limit is None else _first(body, limit)
+            _save_json(store, stamps, made)
+    return body if limit is None else _first(bytes(body), limit)
 
 
 def _on_disk(store: Store) -> bool:
@@ -168,19 +169,24 @@ def _first(body: bytes, limit: int) -> bytes:
     return body[:end + len(b"\n  }")] + b"\n]"
 
 
-def _saved_json(store: Store) -> bytes | None:
+def _saved_json(store: Store) -> memoryview | None:
+    """The saved body, mapped from its file, when the header vouches for it."""
+    import mmap
+
     if not _on_disk(store):
         return None
     try:
-        raw = (readmodels.views_dir(store) / JSON_FILE).read_bytes()
-    except OSError:
+        with open(readmodels.views_dir(store) / JSON_FILE, "rb") as handle:
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # missing, unreadable, empty
         return None
-    head, newline, body = raw.partition(b"\n")
+    newline = mapped.find(b"\n")
     try:
-        header = orjson.loads(head)
+        header = orjson.loads(mapped[:newline]) if newline >= 0 else None
     except orjson.JSONDecodeError:
         return None
-    if (not newline or not isinstance(header, dict) or header.get("format") != JSON_FORMAT
+    body = memoryview(mapped)[newline + 1:]
+    if (not isinstance(header, dict) or header.get("format") != JSON_FORMAT
             or header.get("version") != JSON_VERSION or header.get("length") != len(body)
             or header.get("inputs") != readmodels.input_stamps(store.root, INPUTS)
             or header.get("crc32") != zlib.crc32(body)):

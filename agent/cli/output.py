@@ -37,11 +37,18 @@ def emit_json(document: Any) -> None:
     emit_json_bytes(json_bytes(document))
 
 
-def emit_json_bytes(data: bytes) -> None:
+def emit_json_bytes(data: bytes | memoryview) -> None:
     """Print a JSON document already written (:func:`json_bytes`) on stdout."""
     # as bytes: UTF-8 as it is, not decoded, searched for terminal escapes (JSON escapes
     # every control character) and encoded again (a tenth of a 5 MB document's time)
-    click.echo(data)
+    out = getattr(sys.stdout, "buffer", None)
+    if isinstance(data, bytes) or out is None:
+        click.echo(bytes(data))
+        return
+    sys.stdout.flush()  # as click.echo writes bytes: the text layer first, then the bytes
+    out.write(data)  # a mapped file's bytes, not copied
+    out.write(b"\n")
+    out.flush()
 
 
 def emit_json_list(items: Iterable[Any]) -> None:
