@@ -224,14 +224,19 @@ def current(store: StoreReads) -> Model | None:
     touched = set(fresh) | {g for g, line in model.groups.items()
                             if not gone.isdisjoint(line.get("in") or ())}
     ranks = model.ranks()
+    rewrite = set()
     for group in touched:
-        kept = [] if group not in model.groups else _group_entries(model, root, group)
+        old = model.groups.get(group)
+        kept = [] if old is None else _group_entries(model, root, group)
         if kept is None:
             return rebuild(store)
         entries = [e for e in kept if e[1] not in gone] + fresh.get(group, [])
-        floor = model.groups.get(group, {}).get("floor")
-        model.entries[group], model.groups[group] = _trim(entries, ranks, floor)
-    _save(store, model, stamps, touched)
+        entries, line = _trim(entries, ranks, None if old is None else old["floor"])
+        if old is not None and entries == kept and line["floor"] == old["floor"]:
+            continue  # the same messages (a sync of other people's): its file stays
+        model.entries[group], model.groups[group] = entries, line
+        rewrite.add(group)
+    _save(store, model, stamps, rewrite)
     return model
 
 
@@ -280,8 +285,8 @@ def _read_shard(store: StoreReads, name: str, stamp: Stamp,
 
 def _trim(entries: list[Entry], ranks: dict[str, int], floor: str | None
           ) -> tuple[list[Entry], dict[str, Any]]:
-    """A group's entries in listing order, the newest :data:`KEEP`, and its line
-    (a new token; the floor raised past what was let go)."""
+    """A group's entries in listing order, the newest :data:`KEEP`, and its line (the
+    floor raised past what was let go; the token is given when the file is written)."""
     entries.sort(key=lambda e: (ranks[e[1]], e[2]))
     entries.sort(key=lambda e: e[0], reverse=True)
     if len(entries) > KEEP:
@@ -291,8 +296,7 @@ def _trim(entries: list[Entry], ranks: dict[str, int], floor: str | None
     if floor is not None and entries and entries[-1][0] < floor:
         # older than what is known to be complete (re-dated messages): of no use
         entries = [e for e in entries if e[0] >= floor]
-    return entries, {"token": os.urandom(6).hex(), "floor": floor,
-                     "in": sorted({e[1] for e in entries})}
+    return entries, {"token": "", "floor": floor, "in": sorted({e[1] for e in entries})}
 
 
 def _save(store: StoreReads, model: Model, stamps: dict[str, Stamp], groups: set[str]) -> None:
@@ -303,6 +307,8 @@ def _save(store: StoreReads, model: Model, stamps: dict[str, Stamp], groups: set
     root = store.root
     if shard_stamps(root) != stamps:
         return
+    for group in groups:
+        model.groups[group]["token"] = os.urandom(6).hex()
     try:
         ensure_private_dir(group_path(root, ALL).parent)
         for group in sorted(groups):
