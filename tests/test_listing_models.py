@@ -224,6 +224,23 @@ def test_reads_take_no_lock_and_an_empty_or_memory_store_answers(tmp_path: Path,
         store.newest_messages(3, contractor="nobody")
 
 
+def test_a_read_only_data_folder_reads_the_shards(tmp_path: Path, small: None,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that cannot be saved is not made at every listing (every shard read):
+    the listing reads the shards it needs. (Tests run as root here, whom permissions do
+    not bind: the folder is read-only as ``os.access`` reports it.)"""
+    store = made(tmp_path)
+    expected = truth(store, 4, "c1@example.com")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if mode == os.W_OK
+                        else real(path, mode, **kw))
+    reader = Store(tmp_path / "data", create=False)
+    assert reader.newest_messages(4, contractor="c1@example.com") is None
+    assert not recent.model_path(store.root).exists()
+    monkeypatch.undo()
+    assert reader.newest_messages(4, contractor="c1@example.com") == expected
+
+
 def test_the_cli_prints_the_same_bytes_with_and_without_the_model(
         tmp_path: Path, small: None) -> None:
     store = made(tmp_path)

@@ -241,8 +241,12 @@ def current(store: StoreReads) -> Model | None:
 
 
 def rebuild(store: StoreReads, stamps: dict[str, Stamp] | None = None) -> Model | None:
-    """The whole model from every shard (one shard in memory at a time), saved."""
+    """The whole model from every shard (one shard in memory at a time), saved; None
+    when it could not be saved (a read-only data folder: reading every shard at every
+    listing would cost more than reading the few a listing needs)."""
     root = store.root
+    if not _writable(root):
+        return None
     stamps = shard_stamps(root) if stamps is None else stamps
     model = Model({}, {})
     for name in sorted(stamps, key=shard_number):
@@ -256,6 +260,14 @@ def rebuild(store: StoreReads, stamps: dict[str, Stamp] | None = None) -> Model 
             model.entries[group], model.groups[group] = _trim(have + entries, ranks, floor)
     _save(store, model, stamps, set(model.groups))
     return model
+
+
+def _writable(root: Path) -> bool:
+    """Whether the model's files can be written (the nearest folder that exists)."""
+    folder = group_path(root, ALL).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
 
 
 def _read_shard(store: StoreReads, name: str, stamp: Stamp,
