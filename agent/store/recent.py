@@ -22,9 +22,10 @@ damaged, torn or older-version file (or a token that does not match) makes the w
 model again from every shard. Nothing is saved when a writer changed the shards while
 the model was being made. So the shards stay the only truth; the write path is untouched.
 
-The order is :meth:`StoreReads.iter_messages_newest_first`'s exactly: newest first, ties
-by the order of the shards (newest message first, then shard number) and then by their
-place in the shard.
+The order is exactly that of
+:meth:`~agent.store.reads.StoreReads.iter_messages_newest_first`: newest first, ties by
+the order of the shards (newest message first, then shard number), then by their place
+in the shard.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from agent.store.ids import short_hash
 from agent.store.layout import SHARD_RE, shard_number
 
 if TYPE_CHECKING:
-    from agent.store.reads import StoreReads
+    from agent.store.folder import StoreFolder
 
 log = logging.getLogger("retainer.store")
 
@@ -97,7 +98,7 @@ class Model:
         return {name: i for i, name in enumerate(names)}
 
 
-def newest(store: StoreReads, groups: Iterable[str], limit: int) -> list[dict[str, Any]] | None:
+def newest(store: StoreFolder, groups: Iterable[str], limit: int) -> list[dict[str, Any]] | None:
     """The newest ``limit`` messages of ``groups`` (``[ALL]`` or identity keys), as
     stored, newest first; None when the model cannot tell them (more than it keeps, or a
     store without files): then read the shards."""
@@ -201,7 +202,7 @@ def _load(root: Path) -> Model | None:
     return Model(shards, groups)
 
 
-def current(store: StoreReads) -> Model | None:
+def current(store: StoreFolder) -> Model | None:
     """The model, brought up to date with the shards on disk (only the shards written
     since it was saved are read again)."""
     root = store.root
@@ -240,7 +241,7 @@ def current(store: StoreReads) -> Model | None:
     return model
 
 
-def rebuild(store: StoreReads, stamps: dict[str, Stamp] | None = None) -> Model | None:
+def rebuild(store: StoreFolder, stamps: dict[str, Stamp] | None = None) -> Model | None:
     """The whole model from every shard (one shard in memory at a time), saved; None
     when it could not be saved (a read-only data folder: reading every shard at every
     listing would cost more than reading the few a listing needs)."""
@@ -270,7 +271,7 @@ def _writable(root: Path) -> bool:
     return os.access(folder, os.W_OK)
 
 
-def _read_shard(store: StoreReads, name: str, stamp: Stamp,
+def _read_shard(store: StoreFolder, name: str, stamp: Stamp,
                 shards: dict[str, dict[str, Any]], fresh: dict[str, list[Entry]]) -> bool:
     """Add one shard's messages to ``fresh`` (by group) and its line to ``shards``;
     False when the shard is not the file ``stamp`` describes any more."""
@@ -311,7 +312,7 @@ def _trim(entries: list[Entry], ranks: dict[str, int], floor: str | None
     return entries, {"token": "", "floor": floor, "in": sorted({e[1] for e in entries})}
 
 
-def _save(store: StoreReads, model: Model, stamps: dict[str, Stamp], groups: set[str]) -> None:
+def _save(store: StoreFolder, model: Model, stamps: dict[str, Stamp], groups: set[str]) -> None:
     """Write the groups' files, then the main file, unless a writer changed the shards
     meanwhile (derived data: no fsync; a lost file is made again)."""
     from agent.files import ensure_private_dir, write_private
