@@ -172,7 +172,7 @@ def child_add(data: Path, shape: str, size: int, run: int) -> dict[str, Any]:
             "import_s": imported - started, "rss_mb": peak_rss_mb()}
 
 
-def write_new_mail(maildir: Path, first: int, count: int) -> None:
+def write_new_mail(maildir: Path, first: int, count: int, *, tag: str = "") -> None:
     """``count`` new messages from the contractors into a Maildir's ``new/``, one in ten
     with a 2 KB PDF (a deliverable)."""
     from email.message import EmailMessage
@@ -188,12 +188,12 @@ def write_new_mail(maildir: Path, first: int, count: int) -> None:
         msg["To"] = OWNER
         msg["Subject"] = f"progress {i}"
         msg["Date"] = formatdate(now - 3600 + i)
-        msg["Message-ID"] = f"<real-sync-{i}@example.com>"
+        msg["Message-ID"] = f"<real-sync-{tag}{i}@example.com>"
         msg.set_content(f"Here is where the work stands, step {i}. " * 20)
         if i % 10 == 0:
             msg.add_attachment(os.urandom(2048), maintype="application", subtype="pdf",
                                filename=f"draft-{i}.pdf")
-        (maildir / "new" / f"{int(now)}.{i}.bench:2,").write_bytes(bytes(msg))
+        (maildir / "new" / f"{int(now)}.{tag}{i}.bench:2,").write_bytes(bytes(msg))
 
 
 def real_syncs(data: Path, runs: int) -> dict[str, Any]:
@@ -212,8 +212,9 @@ def real_syncs(data: Path, runs: int) -> dict[str, Any]:
     for argv in (["report", "--json"], ["review"]):
         timed_process([*base, *argv], env)
     rows = []
+    tag = f"{int(time.time())}-"  # new ids even in a store an earlier run synced
     for run in range(runs + 1):
-        write_new_mail(maildir, run * 100, 100)
+        write_new_mail(maildir, run * 100, 100, tag=tag)
         started = time.perf_counter()
         proc = subprocess.Popen([*base, "sync", "--json"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
