@@ -5,19 +5,27 @@ a few hundred kilobytes instead of every waiting document in full.
 
 The rows come from :meth:`Store.deliverables` (``unreviewed=True``: oldest first) and
 the roster, and are rebuilt when any of the files they come from changed. ``--json``
-output does not use them: it prints the documents themselves.
+output prints the documents themselves, kept written as it prints them
+(:func:`queue_json`), checked against the same files.
 """
 
 from __future__ import annotations
 
+import logging
+import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
+
+import orjson
 
 from agent.humanize import epoch, human_size
 from agent.store import readmodels
 
 if TYPE_CHECKING:
     from agent.store import Store
+
+log = logging.getLogger("retainer.store")
 
 VERSION = "queue-rows-3"
 INPUTS = ("deliverables", "roster", "workflow")
@@ -138,6 +146,92 @@ def overdue_flags(review_status: list[str], received_ts: list[float | None],
     return [status == "unreviewed" and ts is not None and end >= ts
             and (end - ts) / 3600 > limit_hours
             for status, ts in zip(review_status, received_ts, strict=True)]
+
+
+# -- the queue as `deliverables --unreviewed --json` prints it ---------------------------------
+
+JSON_VERSION = "queue-json-1"
+JSON_FILE = "queue-json.bin"
+JSON_FORMAT = 1
+ITEM_END = b"\n  },\n  {"  # between two documents of an indented list (nested ones: deeper)
+
+
+def queue_json(store: Store, dumps: Callable[[Any], bytes], limit: int | None = None
+               ) -> bytes | memoryview:
+    """The review queue's documents (oldest first; the first ``limit``) as ``dumps``
+    writes them, kept in ``index/views/queue-json.bin`` so a listing of thousands of
+    documents copies bytes instead of parsing and writing every document again.
+
+    The file is one header line (the stamps of :data:`INPUTS` it was made from, its
+    version, the body's length and CRC-32) and the body, ``dumps`` of the whole queue.
+    It is used only while every stamp matches and the body has the length and checksum
+    the header says; else (stale, torn, damaged, another version) the body is made again
+    from the store and saved for the next reader, unless a writer changed the store
+    meanwhile. ``dumps`` must write a list of objects indented by two spaces (``limit``
+    cuts the body after a document's closing brace); change :data:`JSON_VERSION` when
+    its output changes. The saved body is returned mapped from the file, not copied
+    (5 MB at 5,000 deliverables: a copy costs a fresh process more than the checksum).
+    """
+    if limit == 0:
+        return dumps([])
+    body: bytes | memoryview | None = _saved_json(store)
+    if body is None:
+        stamps = readmodels.input_stamps(store.root, INPUTS) if _on_disk(store) else []
+        made = body = dumps(store.deliverables(unreviewed=True))
+        if _on_disk(store) and stamps == readmodels.input_stamps(store.root, INPUTS):
+            _save_json(store, stamps, made)
+    return body if limit is None else _first(bytes(body), limit)
+
+
+def _on_disk(store: Store) -> bool:
+    return bool(getattr(store, "_on_disk", True))
+
+
+def _first(body: bytes, limit: int) -> bytes:
+    """The body cut after its ``limit``-th document (all of it when it holds fewer)."""
+    end = -1
+    for _ in range(limit):
+        end = body.find(ITEM_END, end + 1)
+        if end < 0:
+            return body
+    return body[:end + len(b"\n  }")] + b"\n]"
+
+
+def _saved_json(store: Store) -> memoryview | None:
+    """The saved body, mapped from its file, when the header vouches for it."""
+    import mmap
+
+    if not _on_disk(store):
+        return None
+    try:
+        with open(readmodels.views_dir(store) / JSON_FILE, "rb") as handle:
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # missing, unreadable, empty
+        return None
+    newline = mapped.find(b"\n")
+    try:
+        header = orjson.loads(mapped[:newline]) if newline >= 0 else None
+    except orjson.JSONDecodeError:
+        return None
+    body = memoryview(mapped)[newline + 1:]
+    if (not isinstance(header, dict) or header.get("format") != JSON_FORMAT
+            or header.get("version") != JSON_VERSION or header.get("length") != len(body)
+            or header.get("inputs") != readmodels.input_stamps(store.root, INPUTS)
+            or header.get("crc32") != zlib.crc32(body)):
+        return None
+    return body
+
+
+def _save_json(store: Store, stamps: list[list[Any]], body: bytes) -> None:
+    from agent.files import ensure_private_dir, write_private
+
+    header = orjson.dumps({"format": JSON_FORMAT, "version": JSON_VERSION, "inputs": stamps,
+                           "length": len(body), "crc32": zlib.crc32(body)})
+    try:  # derived data: no fsync; a lost or stale file is made again from the store
+        folder = ensure_private_dir(readmodels.views_dir(store))
+        write_private(folder / JSON_FILE, header + b"\n" + body, sync=False, sync_dir=False)
+    except OSError as exc:
+        log.debug("read model %s not saved: %s", JSON_FILE, exc)  # read-only folder
 
 
 readmodels.register("queue", VERSION, INPUTS, _build)

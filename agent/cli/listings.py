@@ -7,7 +7,15 @@ import time
 import click
 
 from agent.cli.app import App
-from agent.cli.output import Col, emit_json, emit_json_list, table, table_columns
+from agent.cli.output import (
+    Col,
+    emit_json,
+    emit_json_bytes,
+    emit_json_list,
+    json_bytes,
+    table,
+    table_columns,
+)
 from agent.humanize import ago, ago_seconds, human_size
 
 
@@ -24,11 +32,18 @@ def messages(app: App, as_json: bool, contractor: str | None, source: str | None
     from itertools import islice
 
     store = app.store()
-    found = store.iter_messages_newest_first(contractor=contractor, source=source)
-    if as_json:  # streamed: 50,000 messages never sit in memory at once
-        emit_json_list(islice(found, limit))
+    # the newest few: from the read model of the newest messages, when it can tell
+    docs = (store.newest_messages(limit, contractor=contractor)
+            if limit is not None and source is None else None)
+    if docs is None:
+        found = store.iter_messages_newest_first(contractor=contractor, source=source)
+        if as_json:  # streamed: 50,000 messages never sit in memory at once
+            emit_json_list(islice(found, limit))
+            return
+        docs = list(islice(found, limit))
+    elif as_json:
+        emit_json_list(docs)
         return
-    docs = list(islice(found, limit))
     names = {c["id"]: c["name"] for c in store.contractors()}
     table([(d["id"], ago(d["sent_at"]), d["source"], d["direction"],
             names.get(d["contractor_id"] or "", d["sender"]["name"] or d["sender"]["address"]),
@@ -59,6 +74,11 @@ def deliverables(app: App, as_json: bool, unreviewed: bool, contractor: str | No
                        ["FLAGGED: " + status if flag else status
                         for status, flag in zip(q.status, q.flagged, strict=True)]],
                       DELIVERABLE_COLUMNS)
+        return
+    if unreviewed and not contractor:  # --json: the queue's documents, kept as printed
+        from agent.reviewqueue import queue_json
+
+        emit_json_bytes(queue_json(store, json_bytes, limit))
         return
     docs = store.deliverables(unreviewed=unreviewed, contractor=contractor)
     if limit is not None:

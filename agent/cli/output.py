@@ -19,20 +19,36 @@ import click
 # -- documents and tables ----------------------------------------------------------------------
 
 
-def emit_json(document: Any) -> None:
-    """Print one JSON document on stdout (orjson: the review queue at 50,000 messages
-    would otherwise spend most of its time in the standard library's indenting encoder)."""
+def json_bytes(document: Any) -> bytes:
+    """One JSON document as :func:`emit_json` prints it (without the final newline)."""
     import orjson
 
     try:
-        data = orjson.dumps(document, default=str,
+        return orjson.dumps(document, default=str,
                             option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     except (TypeError, orjson.JSONEncodeError):  # e.g. text with lone surrogates
-        data = json.dumps(document, indent=2, ensure_ascii=False, default=str).encode(
+        return json.dumps(document, indent=2, ensure_ascii=False, default=str).encode(
             "utf-8", "replace")
+
+
+def emit_json(document: Any) -> None:
+    """Print one JSON document on stdout (orjson: the review queue at 50,000 messages
+    would otherwise spend most of its time in the standard library's indenting encoder)."""
+    emit_json_bytes(json_bytes(document))
+
+
+def emit_json_bytes(data: bytes | memoryview) -> None:
+    """Print a JSON document already written (:func:`json_bytes`) on stdout."""
     # as bytes: UTF-8 as it is, not decoded, searched for terminal escapes (JSON escapes
     # every control character) and encoded again (a tenth of a 5 MB document's time)
-    click.echo(data)
+    out = getattr(sys.stdout, "buffer", None)
+    if isinstance(data, bytes) or out is None:
+        click.echo(bytes(data))
+        return
+    sys.stdout.flush()  # as click.echo writes bytes: the text layer first, then the bytes
+    out.write(data)  # a mapped file's bytes, not copied
+    out.write(b"\n")
+    out.flush()
 
 
 def emit_json_list(items: Iterable[Any]) -> None:

@@ -105,6 +105,30 @@ class StoreReads(RosterStore):
         cid = self.find_contractor(contractor)["id"] if contractor else None
         return self._newest_first(cid, source)
 
+    def newest_messages(self, limit: int, *, contractor: str | None = None
+                        ) -> list[MessageRecord] | None:
+        """The first ``limit`` of :meth:`iter_messages_newest_first` (everybody's, or one
+        contractor's), from the read model of the newest messages
+        (:mod:`agent.store.recent`) instead of the shards; None when that model cannot
+        tell (a ``limit`` above what it keeps): then iterate.
+
+        An unknown ``contractor`` raises, as :meth:`iter_messages_newest_first` does.
+        """
+        from agent.store import recent
+
+        roster = self.roster()
+        cid = self.find_contractor(contractor)["id"] if contractor else None
+        groups = [recent.ALL] if cid is None else sorted(roster.identities_of(cid))
+        docs = recent.newest(self, groups, limit)
+        if docs is None:
+            return None
+        out = []
+        for doc in docs:
+            resolved = roster.contractor_of(doc.get("identity"))
+            if cid is None or resolved == cid:
+                out.append(cast("MessageRecord", dict(doc, contractor_id=resolved)))
+        return out
+
     def _newest_first(self, cid: str | None, source: str | None) -> Iterator[MessageRecord]:
         """Shards are read in order of their newest message; what is buffered is only the
         messages of shards whose time ranges overlap."""

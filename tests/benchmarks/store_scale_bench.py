@@ -244,7 +244,8 @@ INNER = ("status", "deliverables --unreviewed", "messages --limit 20",
 
 
 def child_read(data: Path, op: str) -> dict[str, Any]:
-    """The store's part of one read command, timed after the imports (fresh process)."""
+    """The store's part of one read command, timed after the imports (fresh process),
+    through what the command uses (read models where it has them)."""
     from itertools import islice
 
     from agent.stats import roster_rows
@@ -254,13 +255,22 @@ def child_read(data: Path, op: str) -> dict[str, Any]:
     store = Store(data, create=False)
     if op == "status":
         assert store.source_states() and store.counts()
-    elif op == "deliverables --unreviewed":
-        assert store.deliverables(unreviewed=True)
-    elif op == "messages --limit 20":
-        assert len(list(islice(store.iter_messages_newest_first(), 20))) == 20
+    elif op == "deliverables --unreviewed":  # as `--json` reads it
+        from agent.cli.output import json_bytes
+        from agent.reviewqueue import queue_json
+
+        assert len(queue_json(store, json_bytes)) > 2
+    elif op == "messages --limit 20":  # the read model of the newest, else the shards
+        found = store.newest_messages(20)
+        if found is None:
+            found = list(islice(store.iter_messages_newest_first(), 20))
+        assert len(found) == 20
     elif op == "messages --contractor --limit 20":
-        assert len(list(islice(store.iter_messages_newest_first(contractor="c7@example.com"),
-                               20))) == 20
+        found = store.newest_messages(20, contractor="c7@example.com")
+        if found is None:
+            found = list(islice(store.iter_messages_newest_first(contractor="c7@example.com"),
+                                20))
+        assert len(found) == 20
     else:
         assert roster_rows(store)
     return {"kind": "inner", "command": op, "s": time.perf_counter() - t0,
@@ -345,33 +355,75 @@ def timed_process(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-def read_commands(data: Path, runs: int) -> list[dict[str, Any]]:
-    config = data.parent / "bench.toml"
-    config.write_text(f'[agent]\ndata_dir = "{data}"\nowner_emails = ["{OWNER}"]\n')
-    env = {"RETAINER_LOAD_PLUGINS": "", "PATH": "/usr/bin:/bin", "HOME": str(data.parent)}
-    base = [sys.executable, "-m", "agent", "--config", str(config)]
-    commands = [
-        ("python -c pass", [sys.executable, "-c", "pass"]),
-        ("import agent.cli", [sys.executable, "-c", "import agent.cli"]),
-        ("status --json", [*base, "status", "--json"]),
-        ("deliverables --unreviewed --json", [*base, "deliverables", "--unreviewed", "--json"]),
-        ("messages --limit 20 --json", [*base, "messages", "--limit", "20", "--json"]),
-        ("messages --contractor --limit 20", [*base, "messages", "--contractor",
-                                              "c7@example.com", "--limit", "20", "--json"]),
-        ("contractors --json", [*base, "contractors", "--json"]),
-    ]
+class Tree:
+    """Whose code the read commands run: ``python`` with ``pythonpath`` first on its path
+    (None: what the interpreter has installed), on the store under ``work``."""
+
+    def __init__(self, label: str, python: str, pythonpath: Path | None, work: Path) -> None:
+        self.label, self.python, self.pythonpath, self.work = label, python, pythonpath, work
+
+    def env(self) -> dict[str, str]:
+        """A user's plain environment: no PYTHONDONTWRITEBYTECODE (a session that sets it
+        makes every run compile every module: 8x the instructions of importing the
+        command line), no COLUMNS, nothing of the caller's venv; bytecode of another
+        checkout goes to a cache folder of its own, not into that checkout."""
+        env = {"RETAINER_LOAD_PLUGINS": "", "PATH": "/usr/bin:/bin", "HOME": str(self.work)}
+        if self.pythonpath is not None:
+            env["PYTHONPATH"] = str(self.pythonpath)
+            if self.pythonpath != ROOT:
+                env["PYTHONPYCACHEPREFIX"] = str(self.work / "pycache")
+        return env
+
+
+ROOT = Path(__file__).resolve().parents[2]
+READS = [
+    ("status --json", ["status", "--json"]),
+    ("deliverables --unreviewed --json", ["deliverables", "--unreviewed", "--json"]),
+    ("messages --limit 20 --json", ["messages", "--limit", "20", "--json"]),
+    ("messages --contractor --limit 20", ["messages", "--contractor", "c7@example.com",
+                                          "--limit", "20", "--json"]),
+    ("contractors --json", ["contractors", "--json"]),
+]
+
+
+def read_commands(trees: list[Tree], shape: str, size: int, runs: int
+                  ) -> list[dict[str, Any]]:
+    """Each read command as a fresh process of each tree, in interleaved rounds (a burst
+    of load on a shared box hits every command and tree alike), from a neutral folder
+    (the current one must not decide which code runs); medians of ``runs``."""
+    commands: list[tuple[str, Tree, list[str]]] = []
+    for tree in trees:
+        data = tree.work / f"{shape}-{size}" / "data"
+        config = data.parent / "bench.toml"
+        config.write_text(f'[agent]\ndata_dir = "{data}"\nowner_emails = ["{OWNER}"]\n')
+        base = [tree.python, "-m", "agent", "--config", str(config)]
+        commands += [("python -c pass", tree, [tree.python, "-c", "pass"]),
+                     ("import agent.cli", tree, [tree.python, "-c", "import agent.cli"])]
+        commands += [(label, tree, [*base, *argv]) for label, argv in READS]
+    for _, tree, argv in commands:  # warm the page cache (and read models) once
+        timed_process(argv, tree.env())
+    samples: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    for _ in range(runs):
+        for label, tree, argv in commands:
+            wall, rss = timed_process(argv, tree.env())
+            samples.setdefault((label, tree.label), []).append((wall, LAST_CPU[0], rss))
     rows = []
-    for label, argv in commands:
-        timed_process(argv, env)  # warm the page cache (and derived caches) once
-        samples, cpus = [], []
-        for _ in range(runs):
-            samples.append(timed_process(argv, env))
-            cpus.append(LAST_CPU[0])
-        rows.append({"kind": "read", "command": label, "cpu_s": statistics.median(cpus),
-                     "median_s": statistics.median(s[0] for s in samples),
-                     "rss_mb": max(s[1] for s in samples)})
+    for (label, tree_label), got in samples.items():
+        rows.append({"kind": "read", "command": label, "tree": tree_label,
+                     "median_s": statistics.median(g[0] for g in got),
+                     "best_s": min(g[0] for g in got),
+                     "cpu_s": statistics.median(g[1] for g in got),
+                     "rss_mb": max(g[2] for g in got)})
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def installed_python(venv: Path) -> str:
+    """A venv with this checkout installed as a user installs it (``pip install .``: no
+    editable finder at startup, bytecode compiled by pip), made by ``install_venv.sh``."""
+    subprocess.run(["bash", str(ROOT / "tests" / "benchmarks" / "install_venv.sh"), str(venv),
+                    str(ROOT)], check=True)
+    return str(venv / "bin" / "python")
 
 
 def main() -> int:
@@ -391,6 +443,19 @@ def main() -> int:
                         help="only time the upgrade of a month-layout store of N messages")
     parser.add_argument("--repeat", type=int, default=3,
                         help="full syncs per size (one fewer above 50,000); medians")
+    parser.add_argument("--reads-only", action="store_true",
+                        help="only the read commands, on the largest stores already in --work")
+    parser.add_argument("--installed", action="store_true",
+                        help="run the read commands with Retainer installed in a venv of "
+                             "its own (WORK/venv, pip install ., as a user has it) instead "
+                             "of this interpreter's (an editable install adds its finder "
+                             "to every start)")
+    parser.add_argument("--baseline", type=Path,
+                        help="another checkout (e.g. main) whose read commands are timed "
+                             "in the same rounds, on the stores of --baseline-work")
+    parser.add_argument("--baseline-work", type=Path,
+                        help="the baseline's copies of the stores (read models of two "
+                             "versions would replace each other's in one store)")
     args = parser.parse_args()
     if args.child:
         kind, data, shape, size, *rest = args.child
@@ -418,6 +483,13 @@ def main() -> int:
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     results: list[dict[str, Any]] = []
+    python = installed_python(work / "venv") if args.installed else sys.executable
+    trees = [Tree("this", python, None if args.installed else ROOT, work)]
+    if args.baseline:
+        trees.append(Tree("baseline", python, args.baseline.resolve(),
+                          args.baseline_work or work))
+    if args.reads_only:
+        args.no_fill = True
     for shape in args.shapes.split(","):
         # the sizes take turns (10k, 200k, 10k, 200k, 10k), so a shared box's load
         # changing during the run weighs on every size alike
@@ -452,16 +524,18 @@ def main() -> int:
             continue
         big = work / f"{shape}-{sizes[-1]}" / "data"
         first = 10 if args.no_fill else 0  # new messages, not those of an earlier run
-        adds = [run_child("add", str(big), shape, str(sizes[-1]), str(r))
-                for r in range(first, first + 3)]
-        add = {"kind": "add", "shape": shape, "size": sizes[-1],
-               "sync_s": statistics.median(a["sync_s"] for a in adds),
-               "cpu_s": statistics.median(a["cpu_s"] for a in adds),
-               "import_s": statistics.median(a["import_s"] for a in adds),
-               "rss_mb": max(a["rss_mb"] for a in adds)}
-        results.append(add)
-        print(json.dumps(add), flush=True)
-        for row in read_commands(big, args.runs):
+        adds = [] if args.reads_only else [
+            run_child("add", str(big), shape, str(sizes[-1]), str(r))
+            for r in range(first, first + 3)]
+        if adds:
+            add = {"kind": "add", "shape": shape, "size": sizes[-1],
+                   "sync_s": statistics.median(a["sync_s"] for a in adds),
+                   "cpu_s": statistics.median(a["cpu_s"] for a in adds),
+                   "import_s": statistics.median(a["import_s"] for a in adds),
+                   "rss_mb": max(a["rss_mb"] for a in adds)}
+            results.append(add)
+            print(json.dumps(add), flush=True)
+        for row in read_commands(trees, shape, sizes[-1], args.runs):
             results.append(dict(row, shape=shape, size=sizes[-1]))
         for op in INNER:
             inner = [run_child("read", str(big), op, "0") for _ in range(args.runs)]
@@ -470,9 +544,10 @@ def main() -> int:
                             "cpu_s": statistics.median(r["cpu_s"] for r in inner),
                             "rss_mb": max(r["rss_mb"] for r in inner)})
             print(json.dumps(results[-1]), flush=True)
-        real = real_syncs(big, args.repeat)
-        results.append(dict(real, shape=shape, size=sizes[-1]))
-        print(json.dumps(results[-1]), flush=True)
+        if not args.reads_only:
+            real = real_syncs(big, args.repeat)
+            results.append(dict(real, shape=shape, size=sizes[-1]))
+            print(json.dumps(results[-1]), flush=True)
     print(f"\nfull syncs (store time: commit_page + cursor, pages of {PAGE}; medians)")
     print("(of it sys: the CPU time in system calls; in fsync: wall time inside os.fsync, the "
           "shared disk's part; runq: waiting for a CPU other processes held; own: wall minus "
@@ -515,10 +590,19 @@ def main() -> int:
     for r in (r for r in results if r["kind"] == "real"):
         print(f"{r['shape']:<8}{r['size']:>10}  reported {r['reported_s']:.3f} s, process "
               f"{r['wall_s']:.3f} s (CPU {r['cpu_s']:.3f} s), peak {r['rss_mb']:.0f} MB")
-    print(f"\nread commands on the largest store (fresh process; median of {args.runs}: wall, CPU)")
-    for r in (r for r in results if r["kind"] == "read"):
-        print(f"{r['shape']:<8}{r['command']:<36}{r['median_s']:>8.3f} s{r['cpu_s']:>8.3f} s"
-              f"{r['rss_mb']:>7.0f} MB")
+    print(f"\nread commands on the largest store (fresh process, {trees[0].python}; median of "
+          f"{args.runs} interleaved rounds: wall, best wall, CPU, peak RSS"
+          + ("; then the baseline's and the ratio of the medians)" if args.baseline else ")"))
+    reads = [r for r in results if r["kind"] == "read"]
+    for r in (r for r in reads if r["tree"] == "this"):
+        line = (f"{r['shape']:<8}{r['command']:<36}{r['median_s']:>8.3f} s{r['best_s']:>7.3f} s"
+                f"{r['cpu_s']:>7.3f} s{r['rss_mb']:>5.0f} MB")
+        base = next((b for b in reads if b["tree"] == "baseline" and b["shape"] == r["shape"]
+                     and b["command"] == r["command"]), None)
+        if base is not None:
+            line += (f"   baseline {base['median_s']:.3f} s (CPU {base['cpu_s']:.3f} s)"
+                     f"{r['median_s'] / base['median_s']:>7.2f}x")
+        print(line)
     print("\nthe store's part of each (in a fresh process, after imports; median wall, CPU)")
     for r in (r for r in results if r["kind"] == "inner"):
         print(f"{r['shape']:<8}{r['command']:<36}{r['median_s']:>8.3f} s{r['cpu_s']:>8.3f} s"

@@ -1,0 +1,344 @@
+"""The read models of the listings `messages --limit N` (agent.store.recent: the newest
+messages of everybody and of each identity) and `deliverables --unreviewed --json`
+(agent.reviewqueue.queue_json: the queue's documents as printed): what they answer
+always equals what the shards give, after syncs, re-fetched messages, reviews, roster
+changes and another process's writes; a missing, torn, damaged, stale or foreign model
+is made again, never trusted; reads take no lock."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from agent.cli import cli
+from agent.cli.output import json_bytes
+from agent.errors import StoreError
+from agent.models import Attachment, Identity, Message
+from agent.reviewqueue import JSON_FILE, queue_json
+from agent.store import Store, layout, readmodels, recent
+from agent.store import workflow as wf
+from agent.store.memory import MemoryStore
+
+OWNER = Identity("email", "owner@example.com", name="Owner")
+OWNER_KEYS = frozenset({OWNER.key})
+START = datetime(2026, 1, 1, tzinfo=UTC)
+PEOPLE = 5
+
+
+def page(first: int, count: int, *, subject: str = "Re: task", when_of: Any = None
+         ) -> list[Any]:
+    """Messages of five people; every fourth sent at the same second as the one before
+    (ties across shards), every third with a file (a deliverable)."""
+    out: list[Any] = []
+    for n in range(first, first + count):
+        c = n % PEOPLE
+        who = Identity("email", f"c{c}@example.com", name=f"Contractor {c}")
+        when = when_of(n) if when_of else START + timedelta(minutes=10 * (n - n % 4 // 3))
+        atts = (Attachment(f"work-{n}.pdf", "application/pdf", data=b"x" * (40 + n)),) \
+            if n % 3 == 0 else ()
+        if n % 7 == 0:
+            out.append(Message(f"<o{n}@example.com>", when, OWNER, subject=f"Task {n}",
+                               text="Please", thread_remote_id=f"<t{c}@example.com>",
+                               recipients=(who,), direction="out"))
+            continue
+        out.append(Message(f"<m{n}@example.com>", when, who, subject=f"{subject} {n}",
+                           text=f"step {n}", thread_remote_id=f"<t{c}@example.com>",
+                           attachments=atts))
+    return out
+
+
+def commit(store: Store, records: list[Any]) -> None:
+    with store.writing():
+        store.commit_page("mail", "maildir", records, owner_keys=OWNER_KEYS)
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards of seven messages, six kept per group: every path is taken at test size."""
+    monkeypatch.setattr(layout, "SHARD_DOCS", 7)
+    monkeypatch.setattr(recent, "KEEP", 6)
+
+
+def made(tmp_path: Path, count: int = 60) -> Store:
+    store = Store(tmp_path / "data")
+    with store.writing():
+        for c in range(PEOPLE):
+            store.add_contractor(f"Contractor {c}", [Identity("email", f"c{c}@example.com")])
+    commit(store, page(0, count))
+    return store
+
+
+def truth(store: Store, limit: int, contractor: str | None = None) -> list[Any]:
+    return list(islice(store.iter_messages_newest_first(contractor=contractor), limit))
+
+
+def refs(store: Store) -> list[str | None]:
+    return [None, *(f"c{c}@example.com" for c in range(PEOPLE))]
+
+
+def assert_newest(store: Store) -> None:
+    """Every limit the model keeps, for everybody and each contractor: the shards' answer
+    (None, "cannot tell", only where a group's older messages were let go)."""
+    for ref in refs(store):
+        for limit in range(recent.KEEP + 2):
+            got = store.newest_messages(limit, contractor=ref)
+            if got is None:
+                assert limit > 0
+                continue
+            assert got == truth(store, limit, ref), (ref, limit)
+    assert store.newest_messages(recent.KEEP + 1) is None  # more than it keeps
+
+
+def views(store: Store) -> Path:
+    return readmodels.views_dir(store)
+
+
+def test_the_newest_messages_equal_the_shards_through_syncs_and_refetches(
+        tmp_path: Path, small: None) -> None:
+    store = made(tmp_path)
+    assert len(store.shard_names("messages")) > 5
+    assert_newest(store)
+    assert store.newest_messages(6) is not None and store.newest_messages(6, contractor="c1@example.com")
+    commit(store, page(60, 9))  # a sync: the open shard and a new one
+    assert_newest(store)
+    # re-fetched, changed: messages rewritten in old shards, one dated to be the newest
+    commit(store, page(3, 4, subject="Edited", when_of=lambda n: START + timedelta(days=30 + n)))
+    assert_newest(store)
+    assert store.newest_messages(3)[0]["subject"] == "Edited 6"
+    # re-fetched, dated years back: the newest of each group leave what the model kept,
+    # and it must not answer from what is left of it as if that were the newest
+    commit(store, page(60, 9, subject="Old", when_of=lambda n: START - timedelta(days=900 + n)))
+    commit(store, page(3, 4, subject="Old", when_of=lambda n: START - timedelta(days=800 + n)))
+    assert_newest(store)
+    assert store.newest_messages(1) == truth(store, 1)
+    with store.writing():  # a roster change: the same messages, another contractor
+        store.merge_contractors(store.find_contractor("c2@example.com")["id"],
+                                store.find_contractor("c3@example.com")["id"])
+    assert_newest(store)
+
+
+def test_only_the_shards_written_since_are_read_again(tmp_path: Path, small: None,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    store = made(tmp_path)
+    assert store.newest_messages(5) is not None  # made and saved
+    expected = {ref: truth(store, 4, ref) for ref in refs(store)}
+    saved = {p.name: p.stat().st_mtime_ns for p in views(store).rglob("*.json")}
+    reads: list[str] = []
+    real = Store.read_shard
+
+    def spy(self: Store, folder: str, name: str) -> Any:
+        reads.append(name)
+        return real(self, folder, name)
+
+    monkeypatch.setattr(Store, "read_shard", spy)
+    reader = Store(tmp_path / "data")
+    for ref in refs(reader):
+        assert reader.newest_messages(4, contractor=ref) == expected[ref]
+    assert reads == []  # answered from the model: no shard opened, nothing written
+    assert {p.name: p.stat().st_mtime_ns for p in views(store).rglob("*.json")} == saved
+    commit(store, page(60, 3))  # into the open shard only
+    open_shard = store.shard_names("messages")[-1]
+    reads.clear()
+    got = Store(tmp_path / "data").newest_messages(5)
+    assert reads == [open_shard]
+    assert got == truth(store, 5)
+
+
+def test_a_missing_torn_damaged_or_foreign_model_is_made_again(tmp_path: Path,
+                                                              small: None) -> None:
+    store = made(tmp_path)
+    expected = {ref: truth(store, 5, ref) for ref in refs(store)}
+
+    def check() -> None:
+        fresh = Store(tmp_path / "data")
+        for ref in refs(fresh):
+            assert fresh.newest_messages(5, contractor=ref) == expected[ref]
+
+    check()
+    main = recent.model_path(store.root)
+    group = recent.group_path(store.root, "email:c1@example.com")
+    every = recent.group_path(store.root, recent.ALL)
+    for path in (main, group, every):
+        good = path.read_bytes()
+        saved = orjson.loads(good)
+        damages: list[bytes] = [b"", good[: len(good) // 2], b"[1, 2]", b"null"]
+        if path == main:
+            shard = next(iter(saved["shards"]))
+            damages += [orjson.dumps(dict(saved, version="recent-messages-0")),
+                        orjson.dumps(dict(saved, format=99)),
+                        orjson.dumps(dict(saved, shards={**saved["shards"], shard: {"x": 1}})),
+                        orjson.dumps(dict(saved, groups={"*": {"token": 1}}))]
+        else:
+            entries = saved["entries"]
+            damages += [orjson.dumps(dict(saved, token="forged")),
+                        orjson.dumps(dict(saved, entries=[[*e[:3], "x"] for e in entries])),
+                        orjson.dumps(dict(saved, entries=[[e[0], "s999999", *e[2:]]
+                                                          for e in entries])),
+                        orjson.dumps(dict(saved, group="email:other@example.com"))]
+        for damage in damages:
+            path.write_bytes(damage)
+            check()
+            assert path.read_bytes() != damage  # made again
+        path.unlink()
+        check()
+        assert path.exists()
+    # a model whose stamps say it saw shards that are now different: read again
+    saved = orjson.loads(main.read_bytes())
+    for line in saved["shards"].values():
+        line["stamp"] = [0, 0, 0]
+        line["last"] = "9999"
+    main.write_bytes(orjson.dumps(saved))
+    check()
+
+
+def test_writes_of_another_process_are_seen(tmp_path: Path, small: None) -> None:
+    writer = made(tmp_path)
+    reader = Store(tmp_path / "data")
+    assert reader.newest_messages(3) == truth(writer, 3)
+    other = Store(tmp_path / "data")
+    commit(other, page(100, 5, when_of=lambda n: START + timedelta(days=90, minutes=n)))
+    got = reader.newest_messages(3)
+    assert got == truth(Store(tmp_path / "data"), 3)
+    assert got is not None and got[0]["remote_id"].startswith("<m104@")
+
+
+def test_reads_take_no_lock_and_an_empty_or_memory_store_answers(tmp_path: Path,
+                                                                small: None) -> None:
+    store = made(tmp_path)
+    holder = Store(tmp_path / "data")
+    with holder.writing():  # another writer holds the lock: a reader does not wait for it
+        assert Store(tmp_path / "data").newest_messages(4) == truth(store, 4)
+    assert Store(tmp_path / "empty").newest_messages(3) == []
+    memory = MemoryStore(tmp_path / "mem")
+    with memory.writing():
+        memory.commit_page("mail", "maildir", page(0, 10), owner_keys=OWNER_KEYS)
+    assert memory.newest_messages(3) is None  # no files: listings iterate the shards
+    with pytest.raises(StoreError, match="nobody"):
+        store.newest_messages(3, contractor="nobody")
+
+
+def test_a_read_only_data_folder_reads_the_shards(tmp_path: Path, small: None,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that cannot be saved is not made at every listing (every shard read):
+    the listing reads the shards it needs. (Tests run as root here, whom permissions do
+    not bind: the folder is read-only as ``os.access`` reports it.)"""
+    store = made(tmp_path)
+    expected = truth(store, 4, "c1@example.com")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if mode == os.W_OK
+                        else real(path, mode, **kw))
+    reader = Store(tmp_path / "data", create=False)
+    assert reader.newest_messages(4, contractor="c1@example.com") is None
+    assert not recent.model_path(store.root).exists()
+    monkeypatch.undo()
+    assert reader.newest_messages(4, contractor="c1@example.com") == expected
+
+
+def test_the_cli_prints_the_same_bytes_with_and_without_the_model(
+        tmp_path: Path, small: None) -> None:
+    store = made(tmp_path)
+    config = tmp_path / "retainer.toml"
+    config.write_text(f'[agent]\ndata_dir = "{store.root.parent}"\n'
+                      'owner_emails = ["owner@example.com"]\n')
+    runner = CliRunner()
+
+    def run(*args: str) -> bytes:
+        result = runner.invoke(cli, ["--config", str(config), *args],
+                               env={"COLUMNS": "80", "RETAINER_LOAD_PLUGINS": ""})
+        assert result.exit_code == 0, result.output
+        return result.stdout_bytes
+
+    for args in (["messages", "--limit", "4", "--json"], ["messages", "--limit", "5"],
+                 ["messages", "--contractor", "c2@example.com", "--limit", "3", "--json"],
+                 ["deliverables", "--unreviewed", "--json"],
+                 ["deliverables", "--unreviewed", "--json", "--limit", "2"]):
+        with_model = run(*args)
+        for path in views(store).rglob("*"):
+            if path.is_file():
+                path.unlink()
+        assert run(*args) == with_model  # made afresh, same bytes
+        if "--json" in args and args[0] == "messages":
+            docs = truth(store, int(args[args.index("--limit") + 1]),
+                         args[args.index("--contractor") + 1] if "--contractor" in args
+                         else None)
+            assert orjson.loads(with_model) == docs
+
+
+# -- the review queue as `deliverables --unreviewed --json` prints it ------------------------
+
+
+def assert_queue(store: Store) -> None:
+    docs = store.deliverables(unreviewed=True)
+    assert queue_json(store, json_bytes) == json_bytes(docs)
+    for limit in range(len(docs) + 2):
+        assert queue_json(store, json_bytes, limit) == json_bytes(docs[:limit]), limit
+
+
+def test_the_queue_json_follows_syncs_reviews_and_roster_changes(tmp_path: Path) -> None:
+    store = made(tmp_path)
+    assert_queue(store)
+    assert (views(store) / JSON_FILE).exists()
+    commit(store, page(60, 12))
+    assert_queue(store)
+    with store.writing():
+        items = [(doc, {"status": "approved", "rating": 4, "cost": 10.0,
+                        "when": START + timedelta(days=40)})
+                 for doc in store.deliverables(unreviewed=True)[::3]]
+        wf.record_reviews(store, items)
+    assert_queue(store)
+    with store.writing():
+        store.merge_contractors(store.find_contractor("c0@example.com")["id"],
+                                store.find_contractor("c3@example.com")["id"])
+    assert_queue(store)
+    with store.writing():
+        items = [(doc, {"status": "approved", "rating": 4, "cost": 1.0,
+                        "when": START + timedelta(days=41)})
+                 for doc in store.deliverables(unreviewed=True)]
+        wf.record_reviews(store, items)
+    assert queue_json(store, json_bytes) == b"[]"
+
+
+def test_a_torn_damaged_or_stale_queue_json_is_made_again(tmp_path: Path) -> None:
+    store = made(tmp_path)
+    expected = json_bytes(store.deliverables(unreviewed=True))
+    assert queue_json(store, json_bytes) == expected
+    path = views(store) / JSON_FILE
+    good = path.read_bytes()
+    head, _, body = good.partition(b"\n")
+    header = orjson.loads(head)
+    flipped = body.replace(b"work-", b"WORK-", 1)  # same length, other bytes
+    damages = [b"", good[: len(good) - 10], good[: len(head)], b"{}\n" + body,
+               head + b"\n" + flipped, head + b"\n" + body + b" ",
+               orjson.dumps(dict(header, version="queue-json-0")) + b"\n" + body,
+               orjson.dumps(dict(header, inputs=header["inputs"][:-1])) + b"\n" + body,
+               b"not json\n" + body]
+    for damage in damages:
+        path.write_bytes(damage)
+        assert queue_json(store, json_bytes) == expected
+        assert path.read_bytes() != damage or damage == good
+    os.utime(store.root / "roster.json", ns=(1, 1))  # an input changed: stale
+    stale = path.read_bytes()
+    assert queue_json(store, json_bytes) == expected
+    assert path.read_bytes() != stale
+    path.unlink()
+    assert queue_json(store, json_bytes, 1) == json_bytes(store.deliverables(unreviewed=True)[:1])
+    assert path.exists()
+
+
+def test_the_queue_json_of_a_memory_store_is_not_kept(tmp_path: Path) -> None:
+    memory = MemoryStore(tmp_path / "mem")
+    with memory.writing():
+        for c in range(PEOPLE):
+            memory.add_contractor(f"Contractor {c}", [Identity("email", f"c{c}@example.com")])
+        memory.commit_page("mail", "maildir", page(0, 12), owner_keys=OWNER_KEYS)
+    docs = memory.deliverables(unreviewed=True)
+    assert docs and queue_json(memory, json_bytes) == json_bytes(docs)
+    assert queue_json(memory, json_bytes, 0) == b"[]"
+    assert not (readmodels.views_dir(memory) / JSON_FILE).exists()
