@@ -140,3 +140,102 @@ def test_a_forked_child_neither_frees_nor_waits_on_its_parents_lock(tmp_path: Pa
         done.set()
         thread.join(10)
     assert _in_child(lambda: 0 if lock.acquire() and lock.is_locked else 3) == 0  # free now
+
+
+def test_a_lock_file_planted_as_a_link_is_not_followed(tmp_path: Path) -> None:
+    """The data folder's lock files are opened without following a symbolic link: a link
+    planted where the lock file goes neither creates nor locks the file it points at."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "store.lock").symlink_to(elsewhere / "victim")
+    lock = FileLock(tmp_path / "store.lock", timeout=0)
+    with pytest.raises(OSError):
+        lock.acquire()
+    assert not (elsewhere / "victim").exists()
+    assert not lock.is_locked
+
+
+def test_another_thread_gives_up_after_the_timeout_and_names_the_lock(tmp_path: Path) -> None:
+    """One store object shared by threads (the web UI's): a thread that cannot get the lock
+    within its timeout gets LockTimeout naming the lock file, instead of waiting on."""
+    path = tmp_path / "store.lock"
+    lock = FileLock(path, timeout=0.3)
+    outcome: list[object] = []
+
+    def waiter() -> None:
+        started = time.monotonic()
+        try:
+            lock.acquire()
+        except LockTimeout as exc:
+            outcome.append((time.monotonic() - started, str(exc)))
+        else:
+            outcome.append("got it")
+            lock.release()
+
+    with lock:
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        thread.join(timeout=20)
+        assert not thread.is_alive()
+    assert len(outcome) == 1 and outcome[0] != "got it"
+    waited, message = outcome[0]  # type: ignore[misc]
+    assert waited >= 0.3
+    assert str(path) in message
+
+
+def test_a_lock_without_a_timeout_waits_as_long_as_it_takes(tmp_path: Path) -> None:
+    """The default (``timeout=-1``, as filelock's): held by another open file, then by
+    another thread, for longer than a second, the lock is waited for, not given up."""
+    path = tmp_path / "store.lock"
+    lock = FileLock(path)
+    for take in (filelock.FileLock(str(path)), lock):
+        held = threading.Event()
+
+        def holder(take: filelock.FileLock | FileLock = take, held: threading.Event = held) -> None:
+            with take:
+                held.set()
+                time.sleep(1.2)
+
+        thread = threading.Thread(target=holder)
+        thread.start()
+        assert held.wait(10)
+        started = time.monotonic()
+        with lock:
+            assert time.monotonic() - started >= 1.0
+        thread.join(10)
+
+
+def test_a_crashed_holder_frees_the_lock_though_its_forked_child_lives_on(tmp_path: Path) -> None:
+    """The daemon holds ``daemon.lock`` and forks its sync workers: killed (``kill -9``),
+    its lock is free at once for the next daemon, even while a worker it forked still
+    runs (the child closed its copy of the descriptor at the fork)."""
+    import signal
+
+    path = tmp_path / "daemon.lock"
+    read, write = os.pipe()
+    holder = os.fork()
+    if holder == 0:  # pragma: no cover  (the holder, then its child)
+        try:
+            lock = FileLock(path, timeout=0)
+            lock.acquire()
+            worker = os.fork()
+            if worker == 0:
+                time.sleep(60)
+                os._exit(0)
+            os.write(write, f"{worker}\n".encode())
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        worker = int(pipe.readline())
+    try:
+        with pytest.raises(filelock.Timeout):  # held
+            filelock.FileLock(str(path), timeout=0).acquire()
+        os.kill(holder, signal.SIGKILL)
+        os.waitpid(holder, 0)
+        os.kill(worker, 0)  # the worker still runs
+        with filelock.FileLock(str(path), timeout=0):  # and the lock is free
+            pass
+    finally:
+        os.kill(worker, signal.SIGKILL)

@@ -533,3 +533,62 @@ def test_a_cursor_is_kept_as_a_hash_of_its_json() -> None:
     assert cursor_hash({"uid": 5, "box": "x"}) == digest(b'{"box":"x","uid":5}')
     assert cursor_hash(None) == cursor_hash({}) == digest(b"{}")
     assert cursor_hash({"at": Path("/p")}) == digest(b'{"at":"/p"}')
+
+
+def _engine_sync(config: Path, tmp_path: Path, *, stop_after_a_page: bool) -> Any:
+    """One sync by a SyncEngine in this process, given the quick environment the CLI gives
+    it (as `retainer sync` does), stopped after its first page or not; its result."""
+    from agent.config import load_config
+    from agent.config.file import read_toml
+    from agent.plugins import make_plugin_host
+    from agent.quicksync import environment
+    from agent.sync import SyncEngine
+
+    data = tmp_path / "data"
+    store = Store(data, create=False)
+    table = read_toml(config)["sources"][0]
+    env = environment(read_toml(config), table, store, data / "cache" / "plugins.json")
+    assert env is not None
+    host = make_plugin_host()
+    paged: list[object] = []
+    engine = SyncEngine(load_config(config, host), host, store,
+                        should_stop=lambda: stop_after_a_page and bool(paged),
+                        on_page=lambda *_: paged.append(1), quick_env={"inbox": env})
+    [result] = engine.sync_all()
+    return result
+
+
+def test_a_stopped_sync_keeps_no_record_and_the_next_reads_the_rest(
+        kept: tuple[Path, Path], tmp_path: Path) -> None:
+    """A sync stopped (Ctrl-C, the daemon stopping) after its first page: the folders'
+    stamps are what they were before it read them, so a record kept now would skip the
+    messages it did not read; the next `retainer sync` reads them."""
+    from agent.quicksync import quick_sync
+
+    config, maildir = kept
+    config.write_text(config.read_text() + "page_size = 1\n")
+    for n in (2, 3, 4):
+        deliver(maildir, f"170000000{n}.M{n}P{n}.host", f"later {n}")
+    age(maildir)
+    result = _engine_sync(config, tmp_path, stop_after_a_page=True)
+    assert result.ok and result.stopped and result.messages_new == 1
+    assert quick_sync(config, ()) is None
+    assert sync_here(config) == 0
+    assert Store(tmp_path / "data", create=False).source_counts()["inbox"]["messages"] == 4
+
+
+
+def test_a_source_being_synced_elsewhere_is_reported_busy_here_too(
+        kept: tuple[Path, Path], tmp_path: Path) -> None:
+    """As test_a_failed_sync_takes_the_normal_path, in this process: the busy source is a
+    failed sync that says why (not a crash), and the next one takes the normal path."""
+    from agent.quicksync import quick_sync
+
+    config, _ = kept
+    with FileLock(str(tmp_path / "data" / "sources" / "inbox" / "sync.lock"), timeout=0):
+        assert sync_here(config) == 1
+    after = state(tmp_path)
+    assert after["failures"] == 1 and "another Retainer process" in after["last_error"]
+    assert quick_sync(config, ()) is None
+    assert sync_here(config) == 0
+    assert quick_sync(config, ()) is not None

@@ -216,3 +216,30 @@ def test_a_full_disk_during_a_page_names_the_data_folder(tmp_path: Path,
                           owner_keys=OWNER_KEYS)
     assert str(err.value).startswith(f"no space left in {tmp_path / 'data'} (writing 'a.png')")
     assert store.messages() == [] and list(store.files_dir.iterdir()) == []
+
+
+def test_a_file_given_by_path_is_kept_whole_with_its_size_and_digest(tmp_path: Path) -> None:
+    """A connector may hand a large attachment over as a file on disk (``path``) rather
+    than as bytes: it is read in pieces, and the digest and size recorded are those of
+    the whole file, not of its last piece."""
+    import hashlib
+
+    blobs = _blobs(tmp_path)
+    data = os.urandom(1 << 20) * 2 + b"tail"  # more than two pieces of 1 MiB
+    source = tmp_path / "report.pdf"
+    source.write_bytes(data)
+    sha, path, size = blobs.put(Attachment("report.pdf", path=source), "report.pdf")
+    assert (sha, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    blobs.sync()
+    assert Path(path).read_bytes() == data
+    assert Path(path).name == f"{sha}.pdf"
+    assert source.read_bytes() == data  # copied: the connector's file is left as it was
+
+
+def test_an_attachment_marked_stored_without_bytes_or_file_names_it(tmp_path: Path) -> None:
+    """A plugin bug (an attachment marked stored with neither bytes nor a file) is
+    refused with the file's name, so the plugin's author can find it."""
+    blobs = _blobs(tmp_path)
+    with pytest.raises(StoreError, match=r"'scan\.pdf' is marked stored but has no data"):
+        blobs.put(Attachment("scan.pdf"), "scan.pdf")
+    assert not list((tmp_path / "tmp").iterdir())

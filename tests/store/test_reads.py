@@ -269,3 +269,58 @@ def test_backfill_locators_of_messages_sent_at_the_same_time(store: Store) -> No
         store.update_source_state("inbox", cursor={"uid": 3})
         store.add_contractor("Ann", [ann])
     assert sorted(f["uid"] for f in store.backfill_locators("inbox")) == [0, 1, 2]
+
+
+def test_who_wrote_last_is_the_latest_message_whatever_shard_holds_it(store: Store) -> None:
+    """Older mail that arrives later (another folder, a backfill) lands in a later shard:
+    it does not make the thread look as if the contractor wrote last, when the owner's
+    reply is newer."""
+    commit(store, [inbound("a", 1), outbound("s1", 1, SAM, thread="s")])
+    commit(store, [outbound("b", 5), inbound("s2", 2, SAM, thread="s")])
+    commit(store, [inbound("c", 3)])  # older than the reply, stored after it
+    assert len(store.month_names()) >= 3
+    thread = store.messages(contractor="Maria Lopez")[0]["thread_id"]
+    b = next(m for m in store.messages() if m["remote_id"] == "b")
+    activity = store.thread_activity()
+    assert set(activity) == {t["id"] for t in store.threads()}  # every thread, Sam's too
+    sam = store.messages(contractor="Sam Chen")[0]["thread_id"]
+    assert (activity[sam]["out"], activity[sam]["last_dir"]) == ([stamp(1)], "in")
+    entry = activity[thread]
+    assert (entry["last_at"], entry["last_dir"], entry["last_id"]) == (stamp(5), "out", b["id"])
+
+
+def test_counts_skip_what_is_not_a_shard_and_old_cache_files_go(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """Files beside the shards (a backup, notes, a temp file) are skipped, not the end of
+    the listing; the single cache files of earlier versions, which grew with the store,
+    are removed once their chunked successors are written."""
+    monkeypatch.setattr(layout, "SHARD_DOCS", 2)
+    store = Store(tmp_path / "data")
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+    for n in range(3):
+        commit(store, [inbound(f"a{n}", n), inbound(f"b{n}", n + 0.5)])
+    assert len(store.month_names()) == 3
+    for stray in ("notes.txt", "s000001.json.bak", ".tmp-s000004.json", "README"):
+        (store.root / "messages" / stray).write_bytes(b"not a shard")
+    old_counts = store.root / ".counts.json"
+    old_threads = store.root / "cache" / "threads.json"
+    old_counts.write_bytes(b"{}")
+    old_threads.parent.mkdir(exist_ok=True)
+    old_threads.write_bytes(b"{}")
+    assert store.source_counts()["inbox"]["messages"] == 6
+    assert len(store.thread_activity()) == 1
+    assert not old_counts.exists() and not old_threads.exists()
+
+
+def test_a_thread_opened_by_system_mail_is_with_who_writes_in_it_later(store: Store) -> None:
+    """A platform's notification (with nobody) opens the thread; the contractor's message
+    in a later shard says who the thread is with."""
+    commit(store, [inbound("n", 1, MARIA, extra={"system": True}),
+                   inbound("s1", 1, SAM, thread="s")])
+    commit(store, [inbound("m", 2)])
+    assert len(store.month_names()) >= 2
+    (entry,) = [a for tid, a in store.thread_activity().items()
+                if tid == store.messages(contractor="Maria Lopez")[0]["thread_id"]]
+    assert entry["identity"] == MARIA.key
