@@ -67,8 +67,10 @@ def _temp_file(folder: Path) -> tuple[int, str]:
     ``tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX)`` makes (0600, created exclusively,
     no symlink followed), without importing ``tempfile`` (and with it ``shutil``,
     ``random``, ``bz2``, ``lzma``: a tenth of a no-op sync's start)."""
-    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-             | getattr(os, "O_CLOEXEC", 0))
+    # O_EXCL: never an existing file, nor a symlink planted at the name (POSIX: with
+    # O_CREAT it fails on a symlink, wherever it points). os.open's descriptors are
+    # not inherited by child processes already (PEP 446).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     for _ in range(100):
         name = os.path.join(folder, TMP_PREFIX + os.urandom(6).hex())
         try:

@@ -17,6 +17,7 @@ from agent.config.file import (
     parse_duration,
     quick_config,
     read_toml,
+    sync_needs,
 )
 from agent.durations import MAX_DURATION
 from agent.errors import ConfigError
@@ -274,3 +275,65 @@ def test_plain_reading_gives_what_pydantic_gives(tmp_path, monkeypatch, text):
 def test_plain_reading_hands_back_what_pydantic_refuses(tmp_path, monkeypatch, text):
     _path, plain, full = plain_and_full(tmp_path, monkeypatch, text)
     assert full is None and plain is None
+
+
+SYNC_CONFIG = """
+[agent]
+data_dir = "DATA"
+
+[[sources]]
+name = "inbox"
+platform = "imap"
+
+[[sources]]
+name = "upwork"
+platform = "upwork"
+
+[[sources]]
+name = "old"
+platform = "freelancer"
+enabled = false
+
+[[sources]]
+name = "later"
+platform = "gmail"
+enabled = true
+
+[plugins.retainer-upwork]
+poll = "5m"
+
+[plugins.acme]
+"""
+
+
+def test_sync_needs_names_the_platforms_plugins_and_notifiers_a_sync_loads(tmp_path):
+    path = tmp_path / "c.toml"
+    data = tmp_path / "data"
+    path.write_text(SYNC_CONFIG.replace("DATA", str(data)))
+    # every source that is not disabled (enabled = true is the same as no key)
+    assert sync_needs(path, ()) == (data, {"imap", "upwork", "gmail"},
+                                    {"retainer-upwork", "acme"}, False)
+    # named sources only, whether enabled or not; an unknown name adds nothing
+    assert sync_needs(path, ("old", "nope")) == (data, {"freelancer"},
+                                                  {"retainer-upwork", "acme"}, False)
+    path.write_text(SYNC_CONFIG.replace("DATA", str(data))
+                    + '[[notifiers]]\nplatform = "email"\n')
+    assert sync_needs(path, ("inbox",)) == (data, {"imap"}, {"retainer-upwork", "acme"}, True)
+    path.write_text(f'notifiers = []\n[agent]\ndata_dir = "{data}"\n')  # no sources, none
+    assert sync_needs(path, ()) == (data, set(), set(), False)
+
+
+@pytest.mark.parametrize("text", [
+    "[agent\n",  # not TOML
+    '[agent]\nreview_overdue = "later"\n',  # the quick [agent] read fails
+    'sources = "inbox"\n',
+    'sources = ["inbox"]\n',
+    '[[sources]]\nname = "a"\nplatform = "imap"\n[[sources]]\nname = "b"\nplatform = 7\n',
+    '[[sources]]\nname = "a"\n',  # no platform
+    'plugins = ["acme"]\n',
+])
+def test_sync_needs_is_none_when_the_file_is_not_plainly_shaped(tmp_path, text):
+    """Then every plugin loads and the full validation says what is wrong."""
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    assert sync_needs(path, ()) is None

@@ -170,6 +170,73 @@ def test_write_private_leaves_no_temp_on_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]
 
 
+def planted_names(monkeypatch, *randoms: bytes) -> list[str]:
+    """Make the temp file names predictable (``os.urandom`` gives ``randoms`` in turn, the
+    last one for ever after) and return them, so a test can plant something there first."""
+    queue = list(randoms)
+    monkeypatch.setattr(os, "urandom", lambda n: queue.pop(0) if len(queue) > 1 else queue[0])
+    return [TMP_PREFIX + r.hex() for r in randoms]
+
+
+def test_a_temp_name_already_taken_is_skipped_and_never_followed(tmp_path, monkeypatch):
+    """Another process (or an attacker who can write to the folder) got there first: a
+    symlink at the temp name must not be opened through, a file there must not be reused."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    folder = tmp_path / "store"
+    folder.mkdir()
+    link, other, free = planted_names(monkeypatch, b"\x01" * 6, b"\x02" * 6, b"\x03" * 6)
+    (folder / link).symlink_to(outside)
+    (folder / other).write_text("another writer's temp file")
+    write_private(folder / "state.json", b"new")
+    assert outside.read_text() == "keep"
+    assert (folder / link).is_symlink() and (folder / other).read_text().startswith("another")
+    assert (folder / "state.json").read_bytes() == b"new" and mode(folder / "state.json") == 0o600
+    assert not (folder / "state.json").is_symlink() and not (folder / free).exists()
+
+
+def test_the_temp_file_is_not_inherited_by_child_processes(tmp_path, monkeypatch):
+    """A secret command or a notifier started while a write is open must not get the
+    temp file's descriptor."""
+    inheritable = []
+    fsync = os.fsync
+
+    def check(fd: int) -> None:
+        inheritable.append(os.get_inheritable(fd))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", check)
+    write_private(tmp_path / "state.json", b"new", sync_dir=False)
+    assert inheritable == [False]
+
+
+def test_no_free_temp_name_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch):
+    (name,) = planted_names(monkeypatch, b"\x07" * 6)
+    (tmp_path / name).write_text("taken")
+    with pytest.raises(FileExistsError) as err:
+        write_private(tmp_path / "state.json", b"new")
+    assert err.value.errno == errno.EEXIST and err.value.filename == str(tmp_path)
+    assert str(err.value) == f"[Errno {errno.EEXIST}] no free temporary file name: '{tmp_path}'"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_orphan_removed_meanwhile_by_another_process_is_no_error(tmp_path, monkeypatch):
+    """Two processes opening the store clean the same folder: an orphan the other one
+    removed between our listing and our unlink is not an error."""
+    orphan = tmp_path / f"{TMP_PREFIX}abc"
+    orphan.write_bytes(b"half")
+    is_file = Path.is_file
+
+    def other_process_was_faster(self: Path) -> bool:
+        answer = is_file(self)
+        self.unlink(missing_ok=True)
+        return answer
+
+    monkeypatch.setattr(Path, "is_file", other_process_was_faster)
+    remove_orphan_temps(tmp_path)
+    assert not orphan.exists()
+
+
 KILL_DURING_WRITE = """
 import os, signal, sys
 from pathlib import Path

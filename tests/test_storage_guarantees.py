@@ -236,6 +236,10 @@ def test_reads_come_from_memory_until_the_file_is_replaced(tmp_path):
     path = tmp_path / "s.json"
     mine, other = Shard(path), Shard(path)
     mine.upsert_many("t", [{"id": "a", "v": 1}])
+    storage = mine.storage
+    mine.upsert_many("t", [{"id": "a", "v": 1, "w": 0}])
+    mine.upsert_many("t", [{"id": "a", "v": 1}])
+    assert mine.storage is storage  # its own writes are not parsed again from the file
     # right after its own write, same size, same inode, same mtime: nothing a reader can
     # tell from the stamp, so the writer keeps what it wrote
     stat_before = os.stat(path)
