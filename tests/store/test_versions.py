@@ -10,6 +10,7 @@ import pytest
 
 from agent.models import Attachment, Submission
 from agent.store import Store
+from agent.store.ids import deliverable_id_for
 from tests.store.contract import MARIA, OWNER_KEYS, SAM, at, inbound, png
 
 
@@ -96,3 +97,22 @@ def test_replacements_within_one_page_count_on(store: Store) -> None:
     commit(store, [work("s1", 1), work("s2", 2, "s1"), work("s3", 3, "s2")])
     assert chain(store) == [("s1.png", 1, None, None), ("s2.png", 2, "s1.png", "s1.png"),
                             ("s3.png", 3, "s2.png", "s1.png")]
+
+
+def test_two_versions_attached_to_one_message_are_a_chain(store: Store) -> None:
+    """Both files of one message carry the same date: the later name is still the next
+    version of the first, not a piece of work of its own."""
+    commit(store, [inbound("a", 1, files=[png("logo.png", b"1", "p1"),
+                                          png("logo v2.png", b"2", "p2")])])
+    assert sorted(chain(store)) == [("logo v2.png", 2, "logo.png", "logo.png"),
+                                    ("logo.png", 1, None, None)]
+
+
+def test_replacing_work_never_stored_is_its_second_version(store: Store) -> None:
+    """A record saying it replaces work Retainer never saw (sent before the first sync,
+    or in a source not synced) is the second version of that work, whatever its name."""
+    commit(store, [Submission("s2", at(2), MARIA, Attachment("final.png", data=b"2"),
+                              under_contract=True, replaces="s1")])
+    (doc,) = store.deliverables()
+    unseen = deliverable_id_for("inbox", "s1")
+    assert (doc["version"], doc["replaces"], doc["version_of"]) == (2, unseen, unseen)
