@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent.models import Attachment, Submission
+from agent.models import Attachment, Message, Submission
 from agent.store import Store
 from agent.store.ids import deliverable_id_for
 from tests.store.contract import MARIA, OWNER_KEYS, SAM, at, inbound, png
@@ -116,3 +116,13 @@ def test_replacing_work_never_stored_is_its_second_version(store: Store) -> None
     (doc,) = store.deliverables()
     unseen = deliverable_id_for("inbox", "s1")
     assert (doc["version"], doc["replaces"], doc["version_of"]) == (2, unseen, unseen)
+
+
+def test_a_file_without_a_date_is_no_later_version(store: Store) -> None:
+    """Mail with no usable date cannot be placed after the dated versions: its file is
+    work of its own (version 1), not a guess at the next version."""
+    commit(store, [inbound("a", 1, files=[png("logo.png", b"1")])])
+    commit(store, [Message("nodate", None, MARIA, thread_remote_id="t1",  # type: ignore[arg-type]
+                           attachments=(png("logo v2.png", b"2"),))])
+    versions = {d["filename"]: (d["version"], d["replaces"]) for d in store.deliverables()}
+    assert versions == {"logo.png": (1, None), "logo v2.png": (1, None)}
