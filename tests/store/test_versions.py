@@ -126,3 +126,19 @@ def test_a_file_without_a_date_is_no_later_version(store: Store) -> None:
                            attachments=(png("logo v2.png", b"2"),))])
     versions = {d["filename"]: (d["version"], d["replaces"]) for d in store.deliverables()}
     assert versions == {"logo.png": (1, None), "logo v2.png": (1, None)}
+
+
+@pytest.mark.parametrize("pages", [1, 2], ids=["one page", "two pages"])
+def test_dated_work_after_a_file_without_a_date_is_its_next_version(store: Store, pages: int
+                                                                    ) -> None:
+    undated = Message("nodate", None, MARIA, thread_remote_id="t1",  # type: ignore[arg-type]
+                      attachments=(png("logo.png", b"1"),))
+    dated = inbound("b", 2, files=[png("logo v2.png", b"2")])
+    if pages == 1:
+        commit(store, [dated, undated])
+    else:
+        commit(store, [undated])
+        commit(store, [dated])
+    versions = {d["filename"]: (d["version"], d["replaces"] is not None)
+                for d in store.deliverables()}
+    assert versions == {"logo.png": (1, False), "logo v2.png": (2, True)}
