@@ -142,3 +142,22 @@ def test_dated_work_after_a_file_without_a_date_is_its_next_version(store: Store
     versions = {d["filename"]: (d["version"], d["replaces"] is not None)
                 for d in store.deliverables()}
     assert versions == {"logo.png": (1, False), "logo v2.png": (2, True)}
+
+
+@pytest.mark.parametrize("pages", [1, 2], ids=["one page", "two pages"])
+def test_an_older_file_in_the_page_does_not_break_the_chain(store: Store, pages: int) -> None:
+    """A draft older than the latest stored version, fetched with a newer version: the
+    newer one follows the latest version, however the mail was split into pages."""
+    commit(store, [inbound("a", 1, files=[png("logo.png", b"1")])])
+    commit(store, [inbound("b", 5, files=[png("logo v2.png", b"2")])])
+    draft = inbound("c", 3, files=[png("logo draft.png", b"3")])
+    newest = inbound("d", 7, files=[png("logo v3.png", b"4")])
+    if pages == 1:
+        commit(store, [draft, newest])
+    else:
+        commit(store, [draft])
+        commit(store, [newest])
+    assert chain(store) == [("logo.png", 1, None, None),
+                            ("logo draft.png", 1, None, None),
+                            ("logo v2.png", 2, "logo.png", "logo.png"),
+                            ("logo v3.png", 3, "logo v2.png", "logo.png")]
