@@ -202,3 +202,32 @@ def test_the_fingerprint_follows_the_data_files_only(tmp_path: Path) -> None:
     with store.writing():
         store.update_source_state("inbox", cursor={"uid": 9})
     assert store.fingerprint() != prints
+
+
+def test_each_source_has_its_own_scratch_folder(tmp_path: Path) -> None:
+    """Two sources sync at once (each under its own sync lock): starting one must not
+    empty the other's downloads in progress."""
+    store = Store(tmp_path / "data")
+    inbox = store.scratch_dir("inbox")
+    (inbox / "part-1").write_bytes(b"downloading")
+    other = store.scratch_dir("upwork")
+    assert other != inbox and other.parent == inbox.parent == store.tmp_dir
+    assert (inbox / "part-1").read_bytes() == b"downloading"
+
+
+def test_what_another_process_recorded_in_meta_is_read(tmp_path: Path) -> None:
+    """A long-running process (the daemon) reads the cut-off days and sync state that
+    another one (a `retainer` command) wrote after it opened the store."""
+    reader = Store(tmp_path / "data")
+    with reader.writing():
+        pass
+    assert (reader.review_since(), reader.first_sync_day()) == ("", None)
+    with Store(tmp_path / "data").writing() as writer:
+        writer.set_review_since("2026-03-01")
+    assert reader.review_since() == "2026-03-01"
+    with Store(tmp_path / "data").writing() as writer:
+        writer.record_first_sync_day("2026-03-02")
+    assert reader.first_sync_day() == "2026-03-02"
+    with Store(tmp_path / "data").writing() as writer:
+        writer.update_source_state("inbox", cursor={"uid": 4})
+    assert reader.source_state("inbox") == {"source": "inbox", "cursor": {"uid": 4}}
