@@ -231,3 +231,15 @@ def test_what_another_process_recorded_in_meta_is_read(tmp_path: Path) -> None:
     with Store(tmp_path / "data").writing() as writer:
         writer.update_source_state("inbox", cursor={"uid": 4})
     assert reader.source_state("inbox") == {"source": "inbox", "cursor": {"uid": 4}}
+
+
+def test_opening_a_current_store_takes_no_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    """A read command opens the store while a sync holds the write lock: it must not
+    wait for it (only an older layout is upgraded under the lock, once)."""
+    monkeypatch.setattr(store_folder, "LOCK_TIMEOUT", 0.2)
+    with Store(tmp_path / "data").writing():
+        pass
+    with FileLock(str(tmp_path / "data" / "store.lock")):  # a sync writing
+        store = Store(tmp_path / "data", create=False)
+        assert store.first_sync_day() is None and store.month_names() == []
