@@ -95,6 +95,8 @@ def test_what_a_killed_run_left_is_removed_once(tmp_path: Path,
     root = store.root
     left = [root / ".tmp-roster.json", root / "messages" / ".tmp-s000001.json",
             root / "index" / ".tmp-x", root / "index" / "views" / ".tmp-v",
+            root / "index" / "deliverables" / ".tmp-s000001.json",  # a summary's
+            root / "reviews" / ".tmp-s000001.json", root / "index" / "reviews" / ".tmp-s",
             store.tmp_dir / ".tmp-abc.png", store.tmp_dir / "partial"]
     for path in left:
         path.parent.mkdir(parents=True, exist_ok=True)

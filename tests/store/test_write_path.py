@@ -290,3 +290,15 @@ def test_commit_result_counts_a_page_spread_over_several_shards(
                            inbound("f", 5)])
     assert (again.messages_new, again.messages_updated) == (1, 2)
     assert [m["remote_id"] for m in again.messages] == ["f"]
+
+
+def test_the_same_new_message_twice_when_the_open_shard_fills(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first copy fills the open shard: the second goes to the same shard, so the
+    message is stored once, not once in each of two shards."""
+    monkeypatch.setattr(layout, "SHARD_DOCS", 2)
+    commit(store, [inbound("a", 1)])
+    result = commit(store, [inbound("b", 2), inbound("b", 2, text="later copy")])
+    assert result.messages_new == 1
+    assert sorted((m["remote_id"], m["text"]) for m in store.messages()) == \
+        [("a", "message a"), ("b", "later copy")]
