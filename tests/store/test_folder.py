@@ -245,3 +245,20 @@ def test_opening_a_current_store_takes_no_lock(tmp_path: Path, monkeypatch: pyte
     with FileLock(str(tmp_path / "data" / "store.lock")):  # a sync writing
         store = Store(tmp_path / "data", create=False)
         assert store.first_sync_day() is None and store.month_names() == []
+
+
+def test_the_quick_check_record_is_replaced_atomically_without_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record `retainer sync`'s quick check reads is derived and checks itself: it is
+    replaced whole (never half-written) but not fsynced, which would cost every sync."""
+    from tests.support import fsspy
+
+    store = Store(tmp_path / "data")
+    with store.writing():
+        spy = fsspy.install(monkeypatch)
+        store.save_quick_record("inbox", {"cursor": "abc"})
+    path = str((tmp_path / "data" / "cache" / "quick-sync.json").resolve())
+    assert [c.kind for c in spy.calls if path in (c.dest, c.path)] == ["replace"]
+    assert not [c for c in spy.calls if c.kind.startswith("fsync")
+                and c.path.startswith(str((tmp_path / "data" / "cache").resolve()))]
+    assert store.quick_record("inbox") == {"cursor": "abc"}
