@@ -30,19 +30,29 @@ if TYPE_CHECKING:
 
 
 def committing(store: Store, source: str, records: Sequence[Record]) -> dict[str, Any]:
-    """The journal written before a page is committed: what it may add."""
+    """The journal written before a page is committed: what it may add. Hold
+    :meth:`Store.writing` (the store's catalogs are then current)."""
     messages: list[str] = []
     submissions: list[str] = []
     for record in records:
         if isinstance(record, Message):
-            record_id = message_id_for(source, record.remote_id)
-            if store.stored_message(record_id) is None:
-                messages.append(record_id)
+            messages.append(message_id_for(source, record.remote_id))
         elif isinstance(record, Submission):
-            record_id = "d_" + short_hash(source, record.remote_id)
-            if store.stored_deliverable(record_id) is None:
-                submissions.append(record_id)
-    return {"stage": "committing", "messages": messages, "submissions": submissions}
+            submissions.append("d_" + short_hash(source, record.remote_id))
+    stored = _stored(store, "messages", messages) | _stored(store, "deliverables", submissions)
+    return {"stage": "committing", "messages": [i for i in messages if i not in stored],
+            "submissions": [i for i in submissions if i not in stored]}
+
+
+def _stored(store: Store, folder: str, ids: list[str]) -> set[str]:
+    """Which of ``ids`` the store holds, each found in its shard: the shards' sorted ids
+    intersected with the page's, one pass per shard (``Catalog.where_many``, as the
+    page's commit places its documents), not every shard bisected for every id."""
+    if not ids:
+        return set()
+    found = store.catalog(folder).where_many(ids)
+    return {doc_id for doc_id, name in found.items()
+            if store.read_shard(folder, name).get(folder, doc_id) is not None}
 
 
 def announcing(committed: CommitResult) -> dict[str, Any]:

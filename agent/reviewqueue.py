@@ -41,14 +41,42 @@ class QueueRow(NamedTuple):
 
 
 def _build(store: Store) -> list[list[Any]]:
+    """The rows of :meth:`Store.deliverables` ``(unreviewed=True)``: each deliverable
+    shard's rows kept with the shard's stamp (``queue-rows.parts.json``, see
+    :func:`readmodels.shard_parts`), so a rebuild reads only the shards written since; the
+    contractor's name is looked up here, through the roster as it is now."""
+    roster = store.roster()
+    names = {c["id"]: c["name"] for c in store.contractors()}
+    rows: list[list[Any]] = []
+    for part in reversed(readmodels.shard_parts(store, "queue-rows", PARTS_VERSION,
+                                                "deliverables", _part, _part_ok)):
+        for identity, contractor_id, *row in part:  # as Store.deliverables: newest first
+            resolved = roster.contractor_of(identity) or contractor_id
+            row[2] = names.get(resolved or "")
+            rows.append(row)
+    rows.sort(key=lambda row: row[1] or "")  # then by receipt, stable
+    return rows
+
+
+PARTS_VERSION = f"{VERSION}/parts-1"
+
+
+def _part(docs: list[Any]) -> list[list[Any]]:
+    """One deliverable shard's waiting documents as rows, each after its identity and
+    stored contractor (the name is filled in when the rows are merged)."""
     from agent.store.versions import version_label
 
-    names = {c["id"]: c["name"] for c in store.contractors()}
-    return [[d["id"], d.get("received_at"), names.get(d.get("contractor_id") or ""),
-             d.get("title") or "", d.get("filename") or "", human_size(d.get("size")),
-             d.get("status") or "", bool(d.get("flagged")), d.get("note") or "",
-             version_label(d), d.get("review_status") or "", epoch(d.get("received_at"))]
-            for d in store.deliverables(unreviewed=True)]
+    return [[d.get("identity"), d.get("contractor_id"),
+             d["id"], d.get("received_at"), None, d.get("title") or "", d.get("filename") or "",
+             human_size(d.get("size")), d.get("status") or "", bool(d.get("flagged")),
+             d.get("note") or "", version_label(d), d.get("review_status") or "",
+             epoch(d.get("received_at"))]
+            for d in docs if d.get("review_status") == "unreviewed"]
+
+
+def _part_ok(part: Any) -> bool:
+    return (isinstance(part, list) and set(map(type, part)) <= {list}
+            and set(map(len, part)) <= {len(QueueRow._fields) + 2})
 
 
 class QueueColumns(NamedTuple):

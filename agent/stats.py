@@ -20,7 +20,7 @@ import bisect
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard, cast
 
 from agent.humanize import parse_stamp
 from agent.store import Store, readmodels
@@ -70,7 +70,9 @@ class Facts:
     turnaround and review, and the review events, grouped by contractor and by skill) are
     kept in the store as a read model (``delegation``, see :mod:`agent.store.readmodels`):
     a listing loads that one document instead of every deliverable shard, review and
-    message shard, and it is rebuilt from those whenever any of them changed.
+    message shard, and it is rebuilt whenever any of them changed, from what changed:
+    the deliverable shards written since, the threads of the message shards written since
+    (:func:`_build_model`).
     """
 
     def __init__(self, roster: Roster, contractors: list[ContractorRecord],
@@ -98,6 +100,7 @@ class Facts:
         # instructions and messages, by deliverable id (see _build_model)
         self._reuse: dict[str, list[Any]] = {}
         self._derived_rows: dict[str, list[Any]] = {}
+        self._keys: dict[str, list[Any]] = {}  # derived_key by id, computed ahead of derived
 
     @classmethod
     def load(cls, store: Store, *, with_messages: bool = True) -> Facts:
@@ -161,13 +164,11 @@ class Facts:
         """A deliverable's kind of work and turnaround hours, computed once per load."""
         got = self._derived.get(deliverable["id"])
         if got is None:
-            key = [deliverable.get("received_at"), deliverable.get("contractor_id"),
-                   deliverable.get("thread_id"), deliverable.get("title", ""),
-                   deliverable.get("filename", "")]
+            key = self._keys.pop(deliverable["id"], None) or derived_key(deliverable,
+                                                                          contractor)
             old = self._reuse.get(deliverable["id"])
-            if (old is not None and old[:5] == key and isinstance(old[5], str)
-                    and (old[6] is None or type(old[6]) in (int, float))):  # same inputs
-                got = (old[5], old[6])
+            if _reusable(old, key):  # same inputs
+                got = (old[6], old[7])
             else:
                 got = (skill_of(self, deliverable, contractor), turnaround(self, deliverable)[0])
             self._derived[deliverable["id"]] = got
@@ -176,6 +177,17 @@ class Facts:
 
     def contractor_of(self, doc: DeliverableRecord) -> str | None:
         return self.roster.contractor_of(doc.get("identity")) or doc.get("contractor_id")
+
+
+def derived_key(deliverable: DeliverableRecord, contractor: ContractorRecord | None
+                ) -> list[Any]:
+    """What a deliverable's kind of work and turnaround depend on, besides the
+    instructions and the owner's messages in its thread: its own fields and its
+    contractor's skills."""
+    return [deliverable.get("received_at"), deliverable.get("contractor_id"),
+            deliverable.get("thread_id"), deliverable.get("title", ""),
+            deliverable.get("filename", ""),
+            list(contractor["skills"] or []) if contractor else []]
 
 
 def answered_instruction(facts: Facts, deliverable: DeliverableRecord) -> dict[str, Any] | None:
@@ -444,28 +456,172 @@ def _marks_doc(facts: Facts) -> dict[str, Any]:
             "first_reviews": first}
 
 
-#: What a deliverable's kind of work and turnaround depend on besides the deliverable.
-DERIVED_VERSION = "derived-1"
-DERIVED_INPUTS = ("roster", "instructions", "messages")
+#: The partial result kept beside the delegation model (see :func:`_build_model`): bump
+#: when its shape or what a row holds changes.
+DERIVED_VERSION = "derived-2"
+#: Any change to these and every kind of work and turnaround is computed afresh.
+DERIVED_INPUTS = ("instructions",)
+#: More message shards changed than this share of them: read every shard's threads at once
+#: (and keep them in the thread-activity cache) rather than shard by shard.
+FULL_SHARE = 0.5
+
+
+def _reusable(old: list[Any] | None, key: list[Any]) -> TypeGuard[list[Any]]:
+    """Whether a kept row (``[*derived_key, skill, hours]``) answers for ``key``."""
+    return (old is not None and old[:6] == key and isinstance(old[6], str)
+            and (old[7] is None or type(old[7]) in (int, float)))
+
+
+class _Partial(NamedTuple):
+    shards: dict[str, list[int]]  # message shard -> its stamp [inode, mtime_ns, size]
+    out: dict[str, list[str]]  # message shard -> threads with an owner's message in it
+    rows: dict[str, list[Any]]  # deliverable id -> [*derived_key, skill, turnaround]
+
+
+def _partial(data: Any) -> _Partial | None:
+    """A kept partial result, or None when it is not shaped as written (never trusted)."""
+    if not isinstance(data, dict):
+        return None
+    shards, out, rows = data.get("shards"), data.get("out"), data.get("rows")
+    if not (isinstance(shards, dict) and isinstance(out, dict) and isinstance(rows, dict)):
+        return None
+    if not (set(map(type, shards.values())) <= {list}
+            and all(len(v) == 3 and set(map(type, v)) <= {int} for v in shards.values())
+            and set(out) <= set(shards) and set(map(type, out.values())) <= {list}
+            and all(set(map(type, v)) <= {str} for v in out.values())
+            and set(map(type, rows.values())) <= {list}
+            and set(map(len, rows.values())) <= {8}):
+        return None
+    return _Partial(shards, out, rows)
+
+
+def _shard_stamps(store: Store) -> dict[str, list[int]]:
+    """Each message shard file's stamp ``[inode, mtime_ns, size]`` by shard name."""
+    return {path[len("messages/"):-len(".json")]: [ino, mtime, size]
+            for path, ino, mtime, size in readmodels.input_stamps(store.root, ("messages",))}
 
 
 def _build_model(store: Store, name: str, with_messages: bool = True,
                  facts: Facts | None = None) -> dict[str, Any]:
-    """:func:`_model_doc` from the store. Each deliverable's kind of work and turnaround
-    are kept beside the model (``<name>.partial.json``) with the state of the roster,
-    instructions and messages they came from; while those are unchanged (after a review,
-    say) they are reused for deliverables whose own fields are unchanged, so the rebuild
-    reads no message shard and matches no instruction again."""
-    stamps = readmodels.input_stamps(store.root, DERIVED_INPUTS)
-    facts = facts or Facts.load(store, with_messages=with_messages)
-    previous = readmodels.load_partial(store, name, DERIVED_VERSION, DERIVED_INPUTS)
-    if isinstance(previous, dict):
-        facts._reuse = {k: v for k, v in previous.items()
-                        if isinstance(v, list) and len(v) == 7}
+    """:func:`_model_doc` from the store, reusing what an earlier build computed.
+
+    Each deliverable's kind of work and turnaround are kept beside the model
+    (``<name>.partial.json``, saved for the state of the instructions they came from),
+    with each message shard's stamp and the threads with an owner's message in it. A
+    rebuild reuses a deliverable's row when its own fields and its contractor's skills
+    are unchanged and no message shard that changed since (new, rewritten or gone) has
+    or had an owner's message in its thread; the others are computed from the activity
+    of their threads alone, read from the shards that hold the owner's messages in them.
+    So a sync of a page reads the threads of the shards it wrote, not of every shard, and
+    a review reads none. The output is the same as a build from nothing (tested)."""
+    base = readmodels.input_stamps(store.root, DERIVED_INPUTS)
+    stamps = _shard_stamps(store) if with_messages else {}
+    if facts is None:
+        facts = Facts.load(store, with_messages=with_messages)
+        facts._parts["deliverables"] = _deliverables(store, facts.roster)
+    kept = _partial(readmodels.load_partial(store, name, DERIVED_VERSION, DERIVED_INPUTS))
+    shards: dict[str, list[int]] = {}
+    out: dict[str, list[str]] = {}
+    touched: set[str] = set()
+    summaries: dict[str, dict[str, ThreadActivity]] = {}
+    if with_messages:
+        from agent.store.activity import shard_threads
+
+
+        names = store.shard_names("messages")
+        before = kept or _Partial({}, {}, {})
+        changed = [n for n in names if stamps.get(n) is None or before.shards.get(n) != stamps[n]]
+        gone = set(before.shards) - set(names)
+        changed_set = set(changed)
+        summaries = (shard_threads(store) if len(changed) > FULL_SHARE * len(names)
+                     else shard_threads(store, changed))
+        for n in names:
+            if n in summaries and n in changed_set:
+                out[n] = sorted(t for t, a in summaries[n].items() if a["out"])
+            else:
+                out[n] = before.out.get(n, [])
+            shards[n] = stamps.get(n) or [0, 0, 0]
+        for n in [*changed, *gone]:
+            touched.update(before.out.get(n, ()))
+            touched.update(out.get(n, ()))
+    if kept is not None:
+        facts._reuse = {k: v for k, v in kept.rows.items() if (v[2] or "") not in touched}
+    if with_messages and "activity" not in facts._parts:
+        facts._parts["activity"] = _needed_activity(store, facts, out, summaries)
     data = _model_doc(facts)
-    readmodels.save_partial(store, name, DERIVED_VERSION, DERIVED_INPUTS, stamps,
-                            facts._derived_rows)
+    if not with_messages or _shard_stamps(store) == stamps:  # else: a mix, not kept
+        readmodels.save_partial(store, name, DERIVED_VERSION, DERIVED_INPUTS, base,
+                                {"shards": shards, "out": out, "rows": facts._derived_rows})
     return data
+
+
+#: What the delegation model reads of a deliverable (and of its ``review``).
+DELIVERABLE_KEYS = ("id", "received_at", "identity", "contractor_id", "thread_id", "title",
+                    "filename", "review_status", "replaces")
+REVIEW_KEYS = ("rating", "cost", "hours")
+PARTS_VERSION = "delegation-deliverables-1"
+
+
+def _reduced(docs: list[Any]) -> list[dict[str, Any]]:
+    """One deliverable shard's documents, each reduced to what the model reads."""
+    out = []
+    for doc in docs:
+        small = {k: doc[k] for k in DELIVERABLE_KEYS if k in doc}
+        review = doc.get("review")
+        if review:
+            small["review"] = {k: review[k] for k in REVIEW_KEYS if k in review}
+        out.append(small)
+    return out
+
+
+def _reduced_ok(part: Any) -> bool:
+    return (isinstance(part, list) and set(map(type, part)) <= {dict}
+            and all(isinstance(d.get("id"), str) and isinstance(d.get("review") or {}, dict)
+                    for d in part))
+
+
+def _deliverables(store: Store, roster: Roster) -> list[DeliverableRecord]:
+    """:meth:`Store.deliverables` reduced to what the delegation model reads, in its order
+    (each shard's part kept with the shard's stamp: only the shards written since the
+    last build are read)."""
+    parts = readmodels.shard_parts(store, "delegation-deliverables", PARTS_VERSION,
+                                   "deliverables", _reduced, _reduced_ok)
+    out: list[DeliverableRecord] = []
+    for part in reversed(parts):  # as Store.deliverables: newest shard first, then sorted
+        for doc in part:
+            resolved = roster.contractor_of(doc.get("identity")) or doc.get("contractor_id")
+            out.append(cast("DeliverableRecord", dict(doc, contractor_id=resolved)))
+    out.sort(key=lambda d: d.get("received_at") or "")
+    return out
+
+
+def _needed_activity(store: Store, facts: Facts, out: dict[str, list[str]],
+                     summaries: dict[str, dict[str, ThreadActivity]]
+                     ) -> dict[str, ThreadActivity]:
+    """The activity (the owner's message times) of the threads of the deliverables whose
+    row cannot be reused, from the shards with an owner's message in them (``out``, in
+    shard order; ``summaries``: the shards' threads read already)."""
+    from agent.store.activity import shard_threads
+
+    by_id = {c["id"]: c for c in facts.contractors}
+    needed: set[str] = set()
+    for d in facts.deliverables:
+        contractor = by_id.get(d.get("contractor_id") or "")
+        if contractor is None:
+            continue
+        key = facts._keys[d["id"]] = derived_key(d, contractor)
+        if not _reusable(facts._reuse.get(d["id"]), key):
+            needed.add(d.get("thread_id") or "")
+    where: dict[str, list[str]] = {}
+    for shard, threads in out.items():
+        for tid in threads:
+            if tid in needed:
+                where.setdefault(tid, []).append(shard)
+    missing = sorted({s for shards in where.values() for s in shards} - set(summaries))
+    if missing:
+        summaries = {**summaries, **shard_threads(store, missing)}
+    return {tid: cast("ThreadActivity", {"out": sorted(
+        t for s in shards for t in summaries[s][tid]["out"])}) for tid, shards in where.items()}
 
 
 readmodels.register("delegation", MODEL_VERSION, MODEL_INPUTS,

@@ -159,13 +159,15 @@ def test_a_missing_damaged_or_foreign_model_is_rebuilt(tmp_path: Path) -> None:
     assert answers(store) == expected
     views = readmodels.views_dir(store)
     assert sorted(p.name for p in views.iterdir()) == [
-        "delegation.json", "delegation.partial.json", "roster.json"]
+        "delegation-deliverables.parts.json", "delegation.json", "delegation.partial.json",
+        "roster.json"]
     def stale_views(name: str) -> None:
-        if name == "delegation.partial":  # consulted only when the models are rebuilt
+        if name not in ("delegation", "roster"):  # consulted only when models are rebuilt
             for view in ("delegation", "roster"):
                 (views / f"{view}.json").unlink()
 
-    for name in ("delegation", "roster", "delegation.partial"):
+    for name in ("delegation", "roster", "delegation.partial",
+                 "delegation-deliverables.parts"):
         path = views / f"{name}.json"
         good = path.read_bytes()
         path.unlink()
@@ -176,23 +178,47 @@ def test_a_missing_damaged_or_foreign_model_is_rebuilt(tmp_path: Path) -> None:
         path.write_bytes(good[: len(good) // 2])  # cut short
         stale_views(name)
         assert answers(store) == expected
-        assert orjson.loads(path.read_bytes())["data"]
+        assert orjson.loads(path.read_bytes())["data" if "parts" not in name else "shards"]
 
         saved = orjson.loads(good)
         forgeries: list[Any] = [
             dict(saved, version=f"{name}-0"),  # written by another derivation
             dict(saved, format=99),
-            dict(saved, inputs=saved["inputs"][:-1]),  # a file it never saw
-            dict(saved, data={"works": [["only", "two"]]}),  # not our shape
-            dict(saved, data=[1, 2]),
-            dict(saved, data=[{"id": 1}]),
+            [1, 2],
         ]
+        if "parts" not in name:
+            forgeries += [
+                dict(saved, inputs=saved["inputs"][:-1]),  # a file it never saw
+                dict(saved, data={"works": [["only", "two"]]}),  # not our shape
+                dict(saved, data=[1, 2]),
+                dict(saved, data=[{"id": 1}]),
+            ]
         if name == "delegation.partial":  # reused kinds of work and turnarounds, forged
-            first = next(iter(saved["data"]))
-            row = saved["data"][first]
-            forgeries += [dict(saved, data={first: [*row[:5], 7, "x"]}),
-                          dict(saved, data={first: row[:3]}),
-                          dict(saved, data={first: [None, *row[1:5], "forged", 99.0]})]
+            kept = saved["data"]
+            first = next(iter(kept["rows"]))
+            row = kept["rows"][first]
+            shard = next(iter(kept["shards"]))
+            forgeries += [dict(saved, data=dict(kept, rows={first: [*row[:6], 7, "x"]})),
+                          dict(saved, data=dict(kept, rows={first: row[:3]})),
+                          dict(saved, data=dict(kept, rows={
+                              first: [None, *row[1:6], "forged", 99.0]})),
+                          dict(saved, data=dict(kept, rows={
+                              first: [*row[:5], ["forged"], "forged", 99.0]})),
+                          # a shard as it was before: its threads are read again
+                          dict(saved, data=dict(kept, shards={**kept["shards"],
+                                                              shard: [0, 0, 0]},
+                                                out={**kept["out"], shard: []})),
+                          dict(saved, data=dict(kept, out={"s999999": ["t"]})),
+                          dict(saved, data=dict(kept, shards=[]))]
+        if name == "delegation-deliverables.parts":  # each shard's reduced deliverables
+            shard, (stamp, part) = next(iter(saved["shards"].items()))
+            forgeries += [dict(saved, folder="messages"),
+                          dict(saved, shards={shard: [stamp, [{"id": 5}]]}),
+                          dict(saved, shards={shard: [stamp, {"id": "x"}]}),
+                          dict(saved, shards={shard: [stamp, [dict(part[0], review=3)]]}),
+                          dict(saved, shards={shard: [[0, 0, 0], part[:1]]}),
+                          dict(saved, shards={shard: [stamp]}),
+                          dict(saved, shards={"s999999": [stamp, part]})]
         if name == "delegation":
             data = saved["data"]
             some = next(iter(data["contractors"]))
@@ -314,33 +340,40 @@ def test_a_temp_file_left_by_a_killed_reader_is_removed(tmp_path: Path) -> None:
         pass
     assert not left.exists()
     assert sorted(p.name for p in readmodels.views_dir(store).iterdir()) == [
-        "delegation.json", "delegation.partial.json", "roster.json"]
+        "delegation-deliverables.parts.json", "delegation.json", "delegation.partial.json",
+        "roster.json"]
     assert oct(readmodels.views_dir(store).stat().st_mode & 0o777) == "0o700"
     assert all(oct(p.stat().st_mode & 0o777) == "0o600"
                for p in readmodels.views_dir(store).iterdir())
 
 
-def test_after_a_review_the_rebuild_reuses_kinds_of_work_and_turnarounds(tmp_path: Path
-                                                                          ) -> None:
+def test_after_a_review_the_rebuild_reuses_kinds_of_work_and_turnarounds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from agent.stats import _build_model, _model_doc
+    from agent.store import layout
 
+    monkeypatch.setattr(layout, "SHARD_DOCS", 20)  # many message shards, few of them new
     store = Store(tmp_path / "data")
     fill(store, count=90)
     roster_rows(store)
     partial = readmodels.views_dir(store) / "delegation.partial.json"
-    rows = orjson.loads(partial.read_bytes())["data"]
-    assert rows and all(len(r) == 7 for r in rows.values())
+    rows = orjson.loads(partial.read_bytes())["data"]["rows"]
+    assert rows and all(len(r) == 8 for r in rows.values())
     review_some(store)  # deliverables and reviews change; roster, instructions, mail do not
     reader = Store(store.data_dir)
     facts = Facts.load(reader)
     assert _build_model(reader, "delegation", facts=facts) == _model_doc(truth(store))
-    assert "activity" not in facts._parts  # no message shard was needed: all reused
+    assert facts._parts["activity"] == {}  # no thread's messages were needed: all reused
     assert roster_rows(Store(store.data_dir)) == roster_rows(store, truth(store))
-    fill(store, 90, 12)  # new mail: turnarounds are computed afresh
+    old_threads = set(store.thread_activity())
+    fill(store, 90, 12)  # new mail: the turnarounds of its threads' deliverables only
+    new_threads = set(store.thread_activity()) - old_threads
     reader = Store(store.data_dir)
     facts = Facts.load(reader)
     assert _build_model(reader, "delegation", facts=facts) == _model_doc(truth(store))
-    assert "activity" in facts._parts
+    kept = orjson.loads(partial.read_bytes())["data"]
+    assert len(kept["shards"]) > 4  # the threads of the shards the page wrote, only:
+    assert set(facts._parts["activity"]) <= new_threads | set(kept["out"][max(kept["out"])])
 
 
 def test_a_sync_that_stored_mail_leaves_the_read_models_in_use_fresh(tmp_path: Path) -> None:

@@ -50,14 +50,19 @@ def messages_activity(docs: Iterable[Mapping[str, Any]]) -> dict[str, ThreadActi
     return out
 
 
-def thread_activity(store: StoreFolder) -> dict[str, ThreadActivity]:
-    """Per thread: the owner's message times (sorted) and the last message's direction."""
+def shard_threads(store: StoreFolder, names: Iterable[str] | None = None
+                  ) -> dict[str, dict[str, ThreadActivity]]:
+    """Per message shard (of ``names``; ``None``: every shard, oldest first): the activity
+    of each thread with messages in it, from the cache when the shard is unchanged.
+
+    Only the chunks of ``names`` are read; a full listing (``None``) also writes back the
+    chunks whose shards changed."""
     folder = store.cache_path(CACHE_DIR)
     cache = ChunkedCache(folder, INDEX_VERSION)
     chunks: dict[str, dict[str, Any]] = {}
     fresh: dict[str, Any] = {}
     rebuilt: set[str] = set()
-    for month in store.shard_names("messages"):
+    for month in store.shard_names("messages") if names is None else names:
         stamp = store.shard_stamp("messages", month)
         name = chunk_name(month, PER_CHUNK)
         entry = cache.chunk(name).get(month)
@@ -66,14 +71,21 @@ def thread_activity(store: StoreFolder) -> dict[str, ThreadActivity]:
                      "threads": shard_activity(store.read_shard("messages", month))}
             rebuilt.add(name)
         chunks.setdefault(name, {})[month] = fresh[month] = entry
-    cache.save(chunks, rebuilt)
-    if folder is not None:  # the single file of earlier versions, which grew with the store
-        with contextlib.suppress(OSError):
-            (folder.parent / "threads.json").unlink(missing_ok=True)
+    if names is None:
+        cache.save(chunks, rebuilt)
+        if folder is not None:  # the single file of earlier versions, which grew with it
+            with contextlib.suppress(OSError):
+                (folder.parent / "threads.json").unlink(missing_ok=True)
+    return {month: entry["threads"] for month, entry in fresh.items()}
+
+
+def thread_activity(store: StoreFolder) -> dict[str, ThreadActivity]:
+    """Per thread: the owner's message times (sorted) and the last message's direction."""
+    fresh = shard_threads(store)
     out: dict[str, ThreadActivity] = {}
     shared: set[str] = set()  # threads whose entry is already a copy of their own
-    for entry in fresh.values():
-        for tid, t in entry["threads"].items():
+    for threads in fresh.values():
+        for tid, t in threads.items():
             have = out.get(tid)
             if have is None:  # the cache was written above: its entries may be reused
                 out[tid] = t

@@ -85,8 +85,7 @@ class Store(StoreReads):
 
         page = PageStaging(self, source, platform, owner_keys)
         try:
-            for record in records:
-                page.add(record)
+            page.add_page(records)
         except BaseException:
             self.blobs.discard()  # files written for this page, not kept
             raise

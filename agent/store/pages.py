@@ -52,6 +52,8 @@ from agent.store.roster import identity_doc, new_contractor, seen_at
 from agent.store.storage import iso
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from agent.store.reads import StoreReads
 
 log = logging.getLogger("retainer.store")
@@ -77,6 +79,18 @@ def _warn_unstated_contract(source: str, record: Submission) -> None:
     log.warning("%s", text)
 
 
+def _legacy_candidates(record: Message, sent: str) -> list[str]:
+    """The ids a message may have been stored under before ids named more than the
+    Message-ID (see :meth:`PageStaging._stored_remote_id`), most likely first."""
+    legacy = record.extra.get("legacy_remote_id")
+    if isinstance(legacy, str) and legacy and legacy != record.remote_id:
+        return [legacy, repaired_remote_id(legacy, sent, record.sender.address)]
+    headers = record.extra.get("legacy_header_ids")
+    if isinstance(headers, list):
+        return [h for h in headers if isinstance(h, str) and h != record.remote_id]
+    return []
+
+
 class PageStaging:
     """The documents one page of records becomes, staged in memory."""
 
@@ -93,8 +107,19 @@ class PageStaging:
         self.threads: dict[str, dict[str, ThreadRecord]] = {}  # month -> thread id -> entry
         self.deliverables: list[DeliverableRecord] = []
         self.contracts: list[ContractRecord] = []
+        self._legacy: dict[str, MessageRecord] = {}  # stored under an earlier id (add_page)
 
-    def add(self, record: Record) -> None:
+    def add_page(self, records: Sequence[Record]) -> None:
+        """Every record of a page, in order. The ids the page's mail may be stored under
+        already (:meth:`_stored_remote_id`) are looked up for the whole page at once."""
+        wanted = [message_id_for(self.source, candidate)
+                  for record in records if isinstance(record, Message)
+                  for candidate in _legacy_candidates(record, iso(record.sent_at) or "")]
+        self._legacy = self.store.stored_messages(wanted) if wanted else {}
+        for record in records:
+            self._add(record)
+
+    def _add(self, record: Record) -> None:
         if isinstance(record, Message):
             self._message(record)
         elif isinstance(record, Submission):
@@ -224,14 +249,9 @@ class PageStaging:
         upgrade gave it when another message had that id (:func:`repaired_remote_id`),
         so its deliverables and their reviews stay as they are."""
         legacy = record.extra.get("legacy_remote_id")
-        headers = record.extra.get("legacy_header_ids")
-        candidates: list[str] = []
-        if isinstance(legacy, str) and legacy and legacy != record.remote_id:
-            candidates = [legacy, repaired_remote_id(legacy, sent, record.sender.address)]
-        elif isinstance(headers, list):
-            candidates = [h for h in headers if isinstance(h, str) and h != record.remote_id]
-        for candidate in candidates:
-            old = self.store.stored_message(message_id_for(self.source, candidate))
+        for candidate in _legacy_candidates(record, sent):
+            message_id = message_id_for(self.source, candidate)
+            old = self._legacy.get(message_id)
             if old is None or old.get("remote_id") != candidate:
                 continue
             if candidate == legacy and (  # a header hash already names date and sender

@@ -42,6 +42,18 @@ class StoreReads(RosterStore):
         return cast("MessageRecord | None",
                     self.read_shard("messages", name).get("messages", message_id))
 
+    def stored_messages(self, message_ids: Iterable[str]) -> dict[str, MessageRecord]:
+        """The stored documents of those of ``message_ids`` the store holds, by id (do not
+        mutate): a page's worth at once, each shard's ids intersected with the page's
+        (``Catalog.where_many``), not every shard searched for every id."""
+        found = self._fresh("messages").where_many(message_ids)
+        out: dict[str, MessageRecord] = {}
+        for message_id, name in found.items():
+            doc = self.read_shard("messages", name).get("messages", message_id)
+            if doc is not None:
+                out[message_id] = cast("MessageRecord", doc)
+        return out
+
     def message(self, message_id: str) -> MessageRecord | None:
         """One message by id, as stored (a copy), or None."""
         doc = self.stored_message(message_id)

@@ -18,7 +18,7 @@ Python takes to import the command line at all; last, the whole of ``retainer sy
 process's wall and CPU time and its peak RSS.
 
     python tests/benchmarks/store_scale_bench.py [--sizes 10000,50000,200000]
-        [--shapes month,spread] [--work DIR] [--runs 5] [--repeat 3]
+        [--shapes month,spread] [--work DIR] [--runs 5] [--repeat 3] [--fill-only]
     python tests/benchmarks/store_scale_bench.py --upgrade 50000
 
 ``--upgrade N`` only times opening (and so upgrading) a store of N messages rewritten in
@@ -123,32 +123,35 @@ def child_fill(data: Path, shape: str, size: int) -> dict[str, Any]:
         for c in range(CONTRACTORS):
             store.add_contractor(f"Contractor {c:03d}", [Identity("email", f"c{c}@example.com")])
     owner = frozenset({f"email:{OWNER}"})
-    spent = cpu = 0.0
-    blocks: list[tuple[float, float, float]] = []  # (wall, CPU, fsync) per 10,000 messages
+    spent = cpu = kernel = 0.0  # kernel: the CPU time spent in system calls, part of cpu
+    blocks: list[tuple[float, float, float, float]] = []  # (wall, CPU, fsync, CPU in
+    # system calls) per 10,000 messages
     synced[:] = [0.0, 0]
     waited = 0.0
     started = time.perf_counter()
     for first in range(0, size, PAGE):
         page = list(records(shape, first, min(PAGE, size - first), size))
-        t0, c0, q0 = time.perf_counter(), time.process_time(), runqueue_s()
+        t0, c0, q0, k0 = time.perf_counter(), time.process_time(), runqueue_s(), os.times()
         with store.writing():
             store.commit_page("mail", "maildir", page, owner_keys=owner)
             store.update_source_state("mail", cursor=str(first + len(page)),
                                       messages=first + len(page))
         spent += time.perf_counter() - t0
         cpu += time.process_time() - c0
+        kernel += os.times().system - k0.system
         waited += runqueue_s() - q0
         if (first + len(page)) % BLOCK == 0:
             blocks.append((spent - sum(b[0] for b in blocks), cpu - sum(b[1] for b in blocks),
-                           synced[0] - sum(b[2] for b in blocks)))
+                           synced[0] - sum(b[2] for b in blocks),
+                           kernel - sum(b[3] for b in blocks)))
     wall = time.perf_counter() - started
     os.fsync = real_fsync
     return {"kind": "full", "shape": shape, "size": size, "store_s": spent, "wall_s": wall,
             "per_msg_ms": spent / size * 1000, "cpu_ms": cpu / size * 1000,
+            "sys_ms": kernel / size * 1000,
             "fsync_ms": synced[0] / size * 1000, "runq_ms": waited / size * 1000,
             "fsyncs_per_page": synced[1] / (size / PAGE),
-            "blocks_ms": [(w / BLOCK * 1000, c / BLOCK * 1000, f / BLOCK * 1000)
-                          for w, c, f in blocks],
+            "blocks_ms": [tuple(x / BLOCK * 1000 for x in block) for block in blocks],
             "rss_mb": peak_rss_mb()}
 
 
@@ -172,7 +175,7 @@ def child_add(data: Path, shape: str, size: int, run: int) -> dict[str, Any]:
             "import_s": imported - started, "rss_mb": peak_rss_mb()}
 
 
-def write_new_mail(maildir: Path, first: int, count: int) -> None:
+def write_new_mail(maildir: Path, first: int, count: int, *, tag: str = "") -> None:
     """``count`` new messages from the contractors into a Maildir's ``new/``, one in ten
     with a 2 KB PDF (a deliverable)."""
     from email.message import EmailMessage
@@ -188,12 +191,12 @@ def write_new_mail(maildir: Path, first: int, count: int) -> None:
         msg["To"] = OWNER
         msg["Subject"] = f"progress {i}"
         msg["Date"] = formatdate(now - 3600 + i)
-        msg["Message-ID"] = f"<real-sync-{i}@example.com>"
+        msg["Message-ID"] = f"<real-sync-{tag}{i}@example.com>"
         msg.set_content(f"Here is where the work stands, step {i}. " * 20)
         if i % 10 == 0:
             msg.add_attachment(os.urandom(2048), maintype="application", subtype="pdf",
                                filename=f"draft-{i}.pdf")
-        (maildir / "new" / f"{int(now)}.{i}.bench:2,").write_bytes(bytes(msg))
+        (maildir / "new" / f"{int(now)}.{tag}{i}.bench:2,").write_bytes(bytes(msg))
 
 
 def real_syncs(data: Path, runs: int) -> dict[str, Any]:
@@ -212,8 +215,9 @@ def real_syncs(data: Path, runs: int) -> dict[str, Any]:
     for argv in (["report", "--json"], ["review"]):
         timed_process([*base, *argv], env)
     rows = []
+    tag = f"{int(time.time())}-"  # new ids even in a store an earlier run synced
     for run in range(runs + 1):
-        write_new_mail(maildir, run * 100, 100)
+        write_new_mail(maildir, run * 100, 100, tag=tag)
         started = time.perf_counter()
         proc = subprocess.Popen([*base, "sync", "--json"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
@@ -278,8 +282,8 @@ def to_month_layout(data: Path) -> None:
                 month = months.setdefault(entry["first_at"][:7], {table: {}, "threads": {}})
                 month["threads"][str(len(month["threads"]) + 1)] = entry
             path.unlink()
-        for month, tables in months.items():
-            (root / folder / f"{month}.json").write_bytes(json.dumps(tables).encode())
+        for name, kept in months.items():
+            (root / folder / f"{name}.json").write_bytes(json.dumps(kept).encode())
     shutil.rmtree(root / "index")
     meta = json.loads((root / "meta.json").read_bytes())
     for doc in meta["meta"].values():
@@ -302,6 +306,26 @@ def run_child(*args: str) -> dict[str, Any]:
                          capture_output=True, text=True)
     doc: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return doc
+
+
+def paired_ratios(order: list[dict[str, Any]], small: int, large: int) -> dict[str, Any]:
+    """Each sync of ``large`` messages against the syncs of ``small`` right before and
+    after it (the sizes take turns): ms per message and CPU ms, large over the mean of
+    its neighbours, and the medians of those ratios. A shared box's speed drifts over
+    minutes; neighbours in time ran on the same box, so their ratio is the store's own."""
+    wall, cpu = [], []
+    for at, run in enumerate(order):
+        if run["size"] != large:
+            continue
+        near = [r for r in (order[at - 1] if at else None,
+                            order[at + 1] if at + 1 < len(order) else None)
+                if r is not None and r["size"] == small]
+        if near:
+            wall.append(run["per_msg_ms"] / statistics.mean(r["per_msg_ms"] for r in near))
+            cpu.append(run["cpu_ms"] / statistics.mean(r["cpu_ms"] for r in near))
+    return {"small": small, "large": large, "wall": wall, "cpu": cpu,
+            "wall_median": statistics.median(wall) if wall else None,
+            "cpu_median": statistics.median(cpu) if cpu else None}
 
 
 LAST_CPU = [0.0]
@@ -360,6 +384,9 @@ def main() -> int:
     parser.add_argument("--no-fill", action="store_true",
                         help="reuse the largest stores already in --work: only the new "
                              "messages and the read commands")
+    parser.add_argument("--fill-only", action="store_true",
+                        help="only the full syncs (no new messages, read commands or "
+                             "retainer sync afterwards)")
     parser.add_argument("--upgrade", type=int, default=0, metavar="N",
                         help="only time the upgrade of a month-layout store of N messages")
     parser.add_argument("--repeat", type=int, default=3,
@@ -397,25 +424,32 @@ def main() -> int:
         by_size: dict[int, list[dict[str, Any]]] = {size: [] for size in sizes}
         turns = [(rep, size) for rep in range(args.repeat) for size in sizes
                  if rep < (args.repeat if size <= 50_000 else max(1, args.repeat - 1))]
+        order: list[dict[str, Any]] = []  # every full sync in the order it ran
         for _rep, size in [] if args.no_fill else turns:
             data = work / f"{shape}-{size}" / "data"
             if data.exists():
                 shutil.rmtree(data)
             data.parent.mkdir(parents=True, exist_ok=True)
             by_size[size].append(run_child("fill", str(data), shape, str(size)))
+            order.append(by_size[size][-1])
             print(json.dumps(by_size[size][-1]), flush=True)
+        if len(sizes) > 1 and order:
+            results.append({"kind": "paired", "shape": shape,
+                            **paired_ratios(order, sizes[0], sizes[-1])})
         for size in [] if args.no_fill else sizes:
             runs = by_size[size]
             results.append({"kind": "full", "shape": shape, "size": size, "runs": len(runs),
                             "blocks_ms": runs[-1]["blocks_ms"],
                             **{k: statistics.median(r[k] for r in runs)
                                for k in ("store_s", "per_msg_ms", "cpu_ms", "fsync_ms",
-                                         "runq_ms", "fsyncs_per_page")},
+                                         "runq_ms", "fsyncs_per_page", "sys_ms")},
                             "own_ms": statistics.median(r["per_msg_ms"] - r["runq_ms"]
                                                         for r in runs),
                             "rss_mb": max(r["rss_mb"] for r in runs)})
             if size != sizes[-1]:
                 shutil.rmtree(work / f"{shape}-{size}")
+        if args.fill_only:
+            continue
         big = work / f"{shape}-{sizes[-1]}" / "data"
         first = 10 if args.no_fill else 0  # new messages, not those of an earlier run
         adds = [run_child("add", str(big), shape, str(sizes[-1]), str(r))
@@ -440,10 +474,12 @@ def main() -> int:
         results.append(dict(real, shape=shape, size=sizes[-1]))
         print(json.dumps(results[-1]), flush=True)
     print(f"\nfull syncs (store time: commit_page + cursor, pages of {PAGE}; medians)")
-    print("(in fsync: wall time inside os.fsync, the shared disk's part; runq: waiting for a "
-          "CPU other processes held; own: wall minus runq)")
+    print("(of it sys: the CPU time in system calls; in fsync: wall time inside os.fsync, the "
+          "shared disk's part; runq: waiting for a CPU other processes held; own: wall minus "
+          "runq)")
     print(f"{'shape':<8}{'messages':>10}{'runs':>5}{'store s':>9}{'ms/msg':>8}{'vs first':>9}"
-          f"{'cpu ms/msg':>11}{'vs first':>9}{'in fsync':>9}{'runq':>7}{'own':>7}{'vs first':>9}"
+          f"{'cpu ms/msg':>11}{'vs first':>9}{'of it sys':>10}{'in fsync':>9}{'runq':>7}"
+          f"{'own':>7}{'vs first':>9}"
           f"{'fsync/page':>11}{'peak MB':>8}")
     for shape in args.shapes.split(","):
         full = [r for r in results if r["kind"] == "full" and r["shape"] == shape]
@@ -451,17 +487,25 @@ def main() -> int:
             print(f"{shape:<8}{r['size']:>10}{r['runs']:>5}{r['store_s']:>9.1f}"
                   f"{r['per_msg_ms']:>8.3f}{r['per_msg_ms'] / full[0]['per_msg_ms']:>8.2f}x"
                   f"{r['cpu_ms']:>11.3f}{r['cpu_ms'] / full[0]['cpu_ms']:>8.2f}x"
+                  f"{r['sys_ms']:>10.3f}"
                   f"{r['fsync_ms']:>9.3f}{r['runq_ms']:>7.3f}{r['own_ms']:>7.3f}"
                   f"{r['own_ms'] / full[0]['own_ms']:>8.2f}x{r['fsyncs_per_page']:>11.1f}"
                   f"{r['rss_mb']:>8.0f}")
+    for r in (r for r in results if r["kind"] == "paired" and r["wall"]):
+        print(f"{r['shape']:<8}each {r['large']} sync against the {r['small']} syncs beside it"
+              f" in time: wall {' '.join(f'{x:.2f}x' for x in r['wall'])} (median "
+              f"{r['wall_median']:.2f}x), CPU {' '.join(f'{x:.2f}x' for x in r['cpu'])} "
+              f"(median {r['cpu_median']:.2f}x)")
     print(f"\nwithin the largest sync: ms per message of its first, median and last block of "
           f"{BLOCK} (wall / CPU / in fsync)")
     for r in (r for r in results if r["kind"] == "full" and r.get("blocks_ms")
               and r["size"] == sizes[-1]):
         blocks = r["blocks_ms"]
-        mid = tuple(statistics.median(b[k] for b in blocks) for k in range(3))
+        mid = tuple(statistics.median(b[k] for b in blocks) for k in range(4))
         print(f"{r['shape']:<8}" + "  ".join(f"{w:.3f} / {c:.3f} / {f:.3f}"
-                                             for w, c, f in (blocks[0], mid, blocks[-1])))
+                                             for w, c, f, _ in (blocks[0], mid, blocks[-1])))
+        print(f"{'':<8}CPU in system calls per block: " + " ".join(
+            f"{b[3]:.3f}" for b in blocks))
     print("\n100 new messages into the largest store (fresh process; median of 3)")
     for r in (r for r in results if r["kind"] == "add"):
         print(f"{r['shape']:<8}{r['size']:>10}  sync {r['sync_s']:.3f} s (CPU {r['cpu_s']:.3f} s;"

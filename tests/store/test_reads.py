@@ -124,6 +124,17 @@ def test_a_deliverable_by_id_or_unique_prefix(store: Store) -> None:
     assert store.stored_message("m_0000000000000000") is None
 
 
+def test_stored_messages_of_a_page_at_once_across_shards(store: Store) -> None:
+    commit(store, [inbound(f"m{n}", n) for n in range(1, 6)])  # three shards of two
+    by_remote = {m["remote_id"]: m for m in store.iter_messages()}
+    wanted = [by_remote["m1"]["id"], by_remote["m5"]["id"], "m_0000000000000000",
+              by_remote["m3"]["id"], by_remote["m1"]["id"]]
+    found = store.stored_messages(wanted)
+    assert found == {i: store.stored_message(i) for i in wanted[:2] + wanted[3:4]}
+    assert store.stored_messages([]) == {}
+    assert store.stored_messages(iter(["m_0000000000000000"])) == {}
+
+
 def test_backfill_locators_name_only_waiting_files_of_that_source(store: Store) -> None:
     ann = Identity("email", "ann@example.com")
     skipped = {"status": "not_downloaded"}
