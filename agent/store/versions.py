@@ -82,7 +82,9 @@ class Versions:
         doc = dict(doc, version=version, replaces=previous["id"] if previous else None,
                    version_of=root if previous else None)
         self.linked[doc["id"]] = doc
-        if key is not None:
+        latest = self._chain(key) if key is not None else None
+        if key is not None and (latest is None or (latest.get("latest_at") or "") <= (
+                doc.get("received_at") or "")):  # an older file is not the latest version
             self.chains[key] = {"key": key, "latest": doc["id"], "version": version,
                                 "root": root, "latest_at": doc.get("received_at") or ""}
         return doc

@@ -95,6 +95,8 @@ def test_what_a_killed_run_left_is_removed_once(tmp_path: Path,
     root = store.root
     left = [root / ".tmp-roster.json", root / "messages" / ".tmp-s000001.json",
             root / "index" / ".tmp-x", root / "index" / "views" / ".tmp-v",
+            root / "index" / "deliverables" / ".tmp-s000001.json",  # a summary's
+            root / "reviews" / ".tmp-s000001.json", root / "index" / "reviews" / ".tmp-s",
             store.tmp_dir / ".tmp-abc.png", store.tmp_dir / "partial"]
     for path in left:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,3 +204,61 @@ def test_the_fingerprint_follows_the_data_files_only(tmp_path: Path) -> None:
     with store.writing():
         store.update_source_state("inbox", cursor={"uid": 9})
     assert store.fingerprint() != prints
+
+
+def test_each_source_has_its_own_scratch_folder(tmp_path: Path) -> None:
+    """Two sources sync at once (each under its own sync lock): starting one must not
+    empty the other's downloads in progress."""
+    store = Store(tmp_path / "data")
+    inbox = store.scratch_dir("inbox")
+    (inbox / "part-1").write_bytes(b"downloading")
+    other = store.scratch_dir("upwork")
+    assert other != inbox and other.parent == inbox.parent == store.tmp_dir
+    assert (inbox / "part-1").read_bytes() == b"downloading"
+
+
+def test_what_another_process_recorded_in_meta_is_read(tmp_path: Path) -> None:
+    """A long-running process (the daemon) reads the cut-off days and sync state that
+    another one (a `retainer` command) wrote after it opened the store."""
+    reader = Store(tmp_path / "data")
+    with reader.writing():
+        pass
+    assert (reader.review_since(), reader.first_sync_day()) == ("", None)
+    with Store(tmp_path / "data").writing() as writer:
+        writer.set_review_since("2026-03-01")
+    assert reader.review_since() == "2026-03-01"
+    with Store(tmp_path / "data").writing() as writer:
+        writer.record_first_sync_day("2026-03-02")
+    assert reader.first_sync_day() == "2026-03-02"
+    with Store(tmp_path / "data").writing() as writer:
+        writer.update_source_state("inbox", cursor={"uid": 4})
+    assert reader.source_state("inbox") == {"source": "inbox", "cursor": {"uid": 4}}
+
+
+def test_opening_a_current_store_takes_no_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    """A read command opens the store while a sync holds the write lock: it must not
+    wait for it (only an older layout is upgraded under the lock, once)."""
+    monkeypatch.setattr(store_folder, "LOCK_TIMEOUT", 0.2)
+    with Store(tmp_path / "data").writing():
+        pass
+    with FileLock(str(tmp_path / "data" / "store.lock")):  # a sync writing
+        store = Store(tmp_path / "data", create=False)
+        assert store.first_sync_day() is None and store.month_names() == []
+
+
+def test_the_quick_check_record_is_replaced_atomically_without_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record `retainer sync`'s quick check reads is derived and checks itself: it is
+    replaced whole (never half-written) but not fsynced, which would cost every sync."""
+    from tests.support import fsspy
+
+    store = Store(tmp_path / "data")
+    with store.writing():
+        spy = fsspy.install(monkeypatch)
+        store.save_quick_record("inbox", {"cursor": "abc"})
+    path = str((tmp_path / "data" / "cache" / "quick-sync.json").resolve())
+    assert [c.kind for c in spy.calls if path in (c.dest, c.path)] == ["replace"]
+    assert not [c for c in spy.calls if c.kind.startswith("fsync")
+                and c.path.startswith(str((tmp_path / "data" / "cache").resolve()))]
+    assert store.quick_record("inbox") == {"cursor": "abc"}

@@ -180,3 +180,16 @@ def test_document_numbers_continue_from_what_the_file_holds(tmp_path: Path) -> N
     assert shard.upsert_many("t", [{"id": "d"}]) == (1, 0)
     assert Shard(tmp_path / "s.json").key_map("t") == {"a": 1, "c": 3, "d": 4}
     assert shard.docs("empty") == [] and shard.get("empty", "a") is None
+
+
+def test_commit_result_is_still_importable_from_the_store_core() -> None:
+    """``agent.store.core`` names ``CommitResult`` in ``__all__`` (plugins and older code
+    import it from there); it is loaded from the page staging only when asked for."""
+    from agent.store import core
+    from agent.store.core import CommitResult
+    from agent.store.pages import CommitResult as staged
+
+    assert CommitResult is staged
+    with pytest.raises(AttributeError) as err:
+        core.NoSuchName  # noqa: B018
+    assert str(err.value) == "module 'agent.store.core' has no attribute 'NoSuchName'"

@@ -4,7 +4,9 @@ seed from the config; the backfill a promotion asks for."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +345,22 @@ def test_several_matches_name_the_first_five(store: Store) -> None:
         store.find_contractor("dup")
     assert str(err.value).startswith('"dup" matches several contractors: Dup (c_')
     assert str(err.value).count("Dup (c_") == 5 and str(err.value).endswith("; use the id")
+
+
+def test_a_contractor_added_now_is_stamped_in_utc(store: Store, monkeypatch: pytest.MonkeyPatch
+                                                  ) -> None:
+    """The times the store stamps itself (a contractor added, a status changed) are UTC
+    whatever the machine's zone: they are compared with mail times, which are UTC."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # local time nine hours ahead of UTC
+    time.tzset()
+    try:
+        before = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        with store.writing():
+            cid = store.add_contractor("Sam Chen", [SAM])["id"]
+            store.update_contractor(cid, status="core")
+        after = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    doc = store.find_contractor(cid)
+    assert before <= doc["created_at"] <= doc["status_changed_at"] <= after

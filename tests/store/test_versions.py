@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from agent.models import Attachment, Submission
+from agent.models import Attachment, Message, Submission
 from agent.store import Store
+from agent.store.ids import deliverable_id_for
 from tests.store.contract import MARIA, OWNER_KEYS, SAM, at, inbound, png
 
 
@@ -96,3 +97,67 @@ def test_replacements_within_one_page_count_on(store: Store) -> None:
     commit(store, [work("s1", 1), work("s2", 2, "s1"), work("s3", 3, "s2")])
     assert chain(store) == [("s1.png", 1, None, None), ("s2.png", 2, "s1.png", "s1.png"),
                             ("s3.png", 3, "s2.png", "s1.png")]
+
+
+def test_two_versions_attached_to_one_message_are_a_chain(store: Store) -> None:
+    """Both files of one message carry the same date: the later name is still the next
+    version of the first, not a piece of work of its own."""
+    commit(store, [inbound("a", 1, files=[png("logo.png", b"1", "p1"),
+                                          png("logo v2.png", b"2", "p2")])])
+    assert sorted(chain(store)) == [("logo v2.png", 2, "logo.png", "logo.png"),
+                                    ("logo.png", 1, None, None)]
+
+
+def test_replacing_work_never_stored_is_its_second_version(store: Store) -> None:
+    """A record saying it replaces work Retainer never saw (sent before the first sync,
+    or in a source not synced) is the second version of that work, whatever its name."""
+    commit(store, [Submission("s2", at(2), MARIA, Attachment("final.png", data=b"2"),
+                              under_contract=True, replaces="s1")])
+    (doc,) = store.deliverables()
+    unseen = deliverable_id_for("inbox", "s1")
+    assert (doc["version"], doc["replaces"], doc["version_of"]) == (2, unseen, unseen)
+
+
+def test_a_file_without_a_date_is_no_later_version(store: Store) -> None:
+    """Mail with no usable date cannot be placed after the dated versions: its file is
+    work of its own (version 1), not a guess at the next version."""
+    commit(store, [inbound("a", 1, files=[png("logo.png", b"1")])])
+    commit(store, [Message("nodate", None, MARIA, thread_remote_id="t1",  # type: ignore[arg-type]
+                           attachments=(png("logo v2.png", b"2"),))])
+    versions = {d["filename"]: (d["version"], d["replaces"]) for d in store.deliverables()}
+    assert versions == {"logo.png": (1, None), "logo v2.png": (1, None)}
+
+
+@pytest.mark.parametrize("pages", [1, 2], ids=["one page", "two pages"])
+def test_dated_work_after_a_file_without_a_date_is_its_next_version(store: Store, pages: int
+                                                                    ) -> None:
+    undated = Message("nodate", None, MARIA, thread_remote_id="t1",  # type: ignore[arg-type]
+                      attachments=(png("logo.png", b"1"),))
+    dated = inbound("b", 2, files=[png("logo v2.png", b"2")])
+    if pages == 1:
+        commit(store, [dated, undated])
+    else:
+        commit(store, [undated])
+        commit(store, [dated])
+    versions = {d["filename"]: (d["version"], d["replaces"] is not None)
+                for d in store.deliverables()}
+    assert versions == {"logo.png": (1, False), "logo v2.png": (2, True)}
+
+
+@pytest.mark.parametrize("pages", [1, 2], ids=["one page", "two pages"])
+def test_an_older_file_in_the_page_does_not_break_the_chain(store: Store, pages: int) -> None:
+    """A draft older than the latest stored version, fetched with a newer version: the
+    newer one follows the latest version, however the mail was split into pages."""
+    commit(store, [inbound("a", 1, files=[png("logo.png", b"1")])])
+    commit(store, [inbound("b", 5, files=[png("logo v2.png", b"2")])])
+    draft = inbound("c", 3, files=[png("logo draft.png", b"3")])
+    newest = inbound("d", 7, files=[png("logo v3.png", b"4")])
+    if pages == 1:
+        commit(store, [draft, newest])
+    else:
+        commit(store, [draft])
+        commit(store, [newest])
+    assert chain(store) == [("logo.png", 1, None, None),
+                            ("logo draft.png", 1, None, None),
+                            ("logo v2.png", 2, "logo.png", "logo.png"),
+                            ("logo v3.png", 3, "logo v2.png", "logo.png")]

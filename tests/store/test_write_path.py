@@ -13,7 +13,7 @@ import pytest
 
 from agent.errors import StoreError
 from agent.models import Attachment, Contract, Identity, Message, Submission
-from agent.store import Store
+from agent.store import Store, layout
 from tests.store.contract import (
     MARIA,
     OWNER,
@@ -276,3 +276,29 @@ def test_a_later_page_inside_a_threads_span_keeps_the_span(store: Store) -> None
     (thread,) = store.threads()
     assert (thread["first_at"], thread["last_at"], thread["identity"]) == \
         (stamp(1), stamp(9), SAM.key)
+
+
+def test_commit_result_counts_a_page_spread_over_several_shards(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a sync reports as new and updated counts every shard the page touched, not
+    only the last (the open shard fills in the middle of a page)."""
+    monkeypatch.setattr(layout, "SHARD_DOCS", 2)
+    first = commit(store, [inbound(rid, hours) for hours, rid in enumerate("abcde")])
+    assert (first.messages_new, first.messages_updated) == (5, 0)
+    assert len(store.shard_names("messages")) == 3
+    again = commit(store, [inbound("a", 0, text="edited"), inbound("e", 4, text="edited"),
+                           inbound("f", 5)])
+    assert (again.messages_new, again.messages_updated) == (1, 2)
+    assert [m["remote_id"] for m in again.messages] == ["f"]
+
+
+def test_the_same_new_message_twice_when_the_open_shard_fills(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first copy fills the open shard: the second goes to the same shard, so the
+    message is stored once, not once in each of two shards."""
+    monkeypatch.setattr(layout, "SHARD_DOCS", 2)
+    commit(store, [inbound("a", 1)])
+    result = commit(store, [inbound("b", 2), inbound("b", 2, text="later copy")])
+    assert result.messages_new == 1
+    assert sorted((m["remote_id"], m["text"]) for m in store.messages()) == \
+        [("a", "message a"), ("b", "later copy")]
