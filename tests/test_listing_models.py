@@ -453,6 +453,35 @@ def test_the_newest_dated_back_still_answer_from_a_model_made_again(
     got = Store(tmp_path / "data").newest_messages(3)
     assert got is not None and got == truth(store, 3)
     assert all(not doc["subject"].startswith("Old") for doc in got)
+    assert_newest(store)
+    # the model made again from shards not in date order (the old messages in the last
+    # ones) must keep its floor; then the next newest are dated back too
+    commit(store, page(38, 14, subject="Older",
+                       when_of=lambda n: START - timedelta(days=1900 + n)))
+    assert_newest(store)
+    # a tie across shards near the top: ordered as the shards are
+    commit(store, page(60, 5))
+    assert_newest(store)
+
+
+def test_a_listing_the_model_cannot_tell_does_not_make_it_again(
+        tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The newest six, the sixth sent at the same second as the seventh (let go): the
+    model cannot tell, the shards are read by the listing, and the model, whole, is not
+    made again at every such listing."""
+    store = Store(tmp_path / "data")
+    commit(store, page(0, 61, when_of=lambda n: START + timedelta(minutes=10 * (n // 2))))
+    assert store.newest_messages(5) == truth(store, 5)
+    reads: list[str] = []
+    real = Store.read_shard
+
+    def spy(self: Store, folder: str, name: str) -> Any:
+        reads.append(name)
+        return real(self, folder, name)
+
+    monkeypatch.setattr(Store, "read_shard", spy)
+    assert Store(tmp_path / "data").newest_messages(recent.KEEP) is None
+    assert reads == []
 
 
 def test_files_beside_the_shards_are_not_shards(tmp_path: Path, small: None) -> None:
