@@ -342,3 +342,153 @@ def test_the_queue_json_of_a_memory_store_is_not_kept(tmp_path: Path) -> None:
     assert docs and queue_json(memory, json_bytes) == json_bytes(docs)
     assert queue_json(memory, json_bytes, 0) == b"[]"
     assert not (readmodels.views_dir(memory) / JSON_FILE).exists()
+
+
+def test_a_model_wrong_in_one_field_is_made_again(tmp_path: Path, small: None) -> None:
+    """Each damage is made from the files as they are (their current tokens), so that
+    only the one field is wrong: the model is made again, never trusted."""
+    store = made(tmp_path)
+    expected = {ref: truth(store, 5, ref) for ref in refs(store)}
+    main = recent.model_path(store.root)
+    group = recent.group_path(store.root, "email:c1@example.com")
+
+    def check() -> None:
+        fresh = Store(tmp_path / "data")
+        for ref in refs(fresh):
+            assert fresh.newest_messages(5, contractor=ref) == expected[ref]
+
+    def first_shard(saved: dict[str, Any], **line: Any) -> dict[str, Any]:
+        name = next(iter(saved["shards"]))
+        return dict(saved, shards={**saved["shards"], name: line})
+
+    def every_group(saved: dict[str, Any], **change: Any) -> dict[str, Any]:
+        return dict(saved, groups={g: dict(line, **change) for g, line in saved["groups"].items()})
+
+    main_damages = [
+        lambda s: dict(s, version="recent-messages-0"),
+        lambda s: dict(s, format=99),
+        lambda s: first_shard(s, **{k: v for k, v in next(iter(s["shards"].values())).items()
+                                   if k != "last"}),
+        lambda s: first_shard(s, **dict(next(iter(s["shards"].values())), last=5)),
+        lambda s: every_group(s, floor=5),
+        lambda s: every_group(s, token=5),
+        lambda s: every_group(s, **{"in": ["s999999"]}),
+    ]
+    group_damages = [
+        lambda s: dict(s, entries=[[e[0], "s999999", *e[2:]] for e in s["entries"]]),
+        lambda s: dict(s, entries=[[*e[:3], "x"] for e in s["entries"]]),
+        lambda s: dict(s, entries=[[e[0], e[1], "0", e[3]] for e in s["entries"]]),
+        lambda s: dict(s, entries=[[5, *e[1:]] for e in s["entries"]]),
+    ]
+    check()
+    for path, damages in ((main, main_damages), (group, group_damages)):
+        for damage in damages:
+            forged = orjson.dumps(damage(orjson.loads(path.read_bytes())))
+            path.write_bytes(forged)
+            check()
+            assert path.read_bytes() != forged  # made again
+
+
+def test_a_group_file_of_an_earlier_save_is_not_trusted(tmp_path: Path, small: None) -> None:
+    """Every save gives the group files a new token: a file left from an earlier save
+    (a copied folder, a torn save) does not match the main file, and is made again."""
+    store = made(tmp_path)
+    assert store.newest_messages(3, contractor="c1@example.com") is not None
+    group = recent.group_path(store.root, "email:c1@example.com")
+    earlier = group.read_bytes()
+    commit(store, page(61, 5, when_of=lambda n: START + timedelta(days=90, minutes=n)))
+    expected = truth(store, 3, "c1@example.com")
+    assert Store(tmp_path / "data").newest_messages(3, contractor="c1@example.com") == expected
+    assert group.read_bytes() != earlier
+    group.write_bytes(earlier)  # the file of the earlier save, back
+    got = Store(tmp_path / "data").newest_messages(3, contractor="c1@example.com")
+    assert got == expected and got[0]["remote_id"] == "<m61@example.com>"
+
+
+def test_a_new_identity_and_a_message_that_changed_sender(
+        tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An identity first seen in a sync is added from the shard written, no other shard
+    read; a re-fetched message whose sender changed leaves the group it was in."""
+    store = made(tmp_path)
+    solo = Identity("email", "solo@example.com", name="Solo")
+    with store.writing():
+        store.add_contractor("Solo", [solo])
+    assert store.newest_messages(5) is not None  # made and saved
+    reads: list[str] = []
+    real = Store.read_shard
+
+    def spy(self: Store, folder: str, name: str) -> Any:
+        reads.append(name)
+        return real(self, folder, name)
+
+    monkeypatch.setattr(Store, "read_shard", spy)
+    when = START + timedelta(days=90)
+    first = Message("<solo@example.com>", when, solo, subject="Hello", text="hi",
+                    thread_remote_id="<ts@example.com>")
+    commit(store, [first])
+    open_shard = store.shard_names("messages")[-1]
+    reads.clear()
+    reader = Store(tmp_path / "data")
+    got = reader.newest_messages(3, contractor="solo@example.com")
+    assert reads == [open_shard]
+    assert got == truth(store, 3, "solo@example.com") and len(got) == 1
+    assert reader.newest_messages(3) == truth(store, 3)
+    # the same message fetched again, now from c1: Solo has none left
+    commit(store, [Message("<solo@example.com>", when, Identity("email", "c1@example.com"),
+                           subject="Hello", text="hi", thread_remote_id="<ts@example.com>")])
+    reader = Store(tmp_path / "data")
+    assert reader.newest_messages(3, contractor="solo@example.com") == [] \
+        == truth(store, 3, "solo@example.com")
+    assert reader.newest_messages(3, contractor="c1@example.com") \
+        == truth(store, 3, "c1@example.com")
+
+
+def test_the_newest_dated_back_still_answer_from_a_model_made_again(
+        tmp_path: Path, small: None) -> None:
+    """The newest messages re-fetched with dates years back leave the group of every
+    message with fewer than it keeps: the model is made again and answers."""
+    store = made(tmp_path)
+    assert store.newest_messages(3) == truth(store, 3)
+    commit(store, page(52, 8, subject="Old", when_of=lambda n: START - timedelta(days=900 + n)))
+    got = Store(tmp_path / "data").newest_messages(3)
+    assert got is not None and got == truth(store, 3)
+    assert all(not doc["subject"].startswith("Old") for doc in got)
+    assert_newest(store)
+    # the model made again from shards not in date order (the old messages in the last
+    # ones) must keep its floor; then the next newest are dated back too
+    commit(store, page(38, 14, subject="Older",
+                       when_of=lambda n: START - timedelta(days=1900 + n)))
+    assert_newest(store)
+    # a tie across shards near the top: ordered as the shards are
+    commit(store, page(60, 5))
+    assert_newest(store)
+
+
+def test_a_listing_the_model_cannot_tell_does_not_make_it_again(
+        tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The newest six, the sixth sent at the same second as the seventh (let go): the
+    model cannot tell, the shards are read by the listing, and the model, whole, is not
+    made again at every such listing."""
+    store = Store(tmp_path / "data")
+    commit(store, page(0, 61, when_of=lambda n: START + timedelta(minutes=10 * (n // 2))))
+    assert store.newest_messages(5) == truth(store, 5)
+    reads: list[str] = []
+    real = Store.read_shard
+
+    def spy(self: Store, folder: str, name: str) -> Any:
+        reads.append(name)
+        return real(self, folder, name)
+
+    monkeypatch.setattr(Store, "read_shard", spy)
+    assert Store(tmp_path / "data").newest_messages(recent.KEEP) is None
+    assert reads == []
+
+
+def test_files_beside_the_shards_are_not_shards(tmp_path: Path, small: None) -> None:
+    """A backup or temp file named after a shard, in the messages folder, is not read
+    as one (the catalog does not list it either)."""
+    store = made(tmp_path)
+    (store.root / "messages" / "s000999.json.bak").write_bytes(b"{}")
+    (store.root / "messages" / "s000998.bak").write_bytes(b"{}")
+    assert recent.shard_stamps(store.root).keys() == set(store.shard_names("messages"))
+    assert Store(tmp_path / "data").newest_messages(4) == truth(store, 4)
