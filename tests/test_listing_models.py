@@ -100,6 +100,19 @@ def views(store: Store) -> Path:
     return readmodels.views_dir(store)
 
 
+def shard_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the shards any Store opens from now on, in order."""
+    reads: list[str] = []
+    real = Store.read_shard
+
+    def spy(self: Store, folder: str, name: str) -> Any:
+        reads.append(name)
+        return real(self, folder, name)
+
+    monkeypatch.setattr(Store, "read_shard", spy)
+    return reads
+
+
 def test_the_newest_messages_equal_the_shards_through_syncs_and_refetches(
         tmp_path: Path, small: None) -> None:
     store = made(tmp_path)
@@ -130,14 +143,7 @@ def test_only_the_shards_written_since_are_read_again(tmp_path: Path, small: Non
     assert store.newest_messages(5) is not None  # made and saved
     expected = {ref: truth(store, 4, ref) for ref in refs(store)}
     saved = {p.name: p.stat().st_mtime_ns for p in views(store).rglob("*.json")}
-    reads: list[str] = []
-    real = Store.read_shard
-
-    def spy(self: Store, folder: str, name: str) -> Any:
-        reads.append(name)
-        return real(self, folder, name)
-
-    monkeypatch.setattr(Store, "read_shard", spy)
+    reads = shard_reads(monkeypatch)
     reader = Store(tmp_path / "data")
     for ref in refs(reader):
         assert reader.newest_messages(4, contractor=ref) == expected[ref]
@@ -414,14 +420,7 @@ def test_a_new_identity_and_a_message_that_changed_sender(
     with store.writing():
         store.add_contractor("Solo", [solo])
     assert store.newest_messages(5) is not None  # made and saved
-    reads: list[str] = []
-    real = Store.read_shard
-
-    def spy(self: Store, folder: str, name: str) -> Any:
-        reads.append(name)
-        return real(self, folder, name)
-
-    monkeypatch.setattr(Store, "read_shard", spy)
+    reads = shard_reads(monkeypatch)
     when = START + timedelta(days=90)
     first = Message("<solo@example.com>", when, solo, subject="Hello", text="hi",
                     thread_remote_id="<ts@example.com>")
@@ -472,14 +471,7 @@ def test_a_listing_the_model_cannot_tell_does_not_make_it_again(
     store = Store(tmp_path / "data")
     commit(store, page(0, 61, when_of=lambda n: START + timedelta(minutes=10 * (n // 2))))
     assert store.newest_messages(5) == truth(store, 5)
-    reads: list[str] = []
-    real = Store.read_shard
-
-    def spy(self: Store, folder: str, name: str) -> Any:
-        reads.append(name)
-        return real(self, folder, name)
-
-    monkeypatch.setattr(Store, "read_shard", spy)
+    reads = shard_reads(monkeypatch)
     assert Store(tmp_path / "data").newest_messages(recent.KEEP) is None
     assert reads == []
 
