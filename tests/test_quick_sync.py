@@ -12,11 +12,13 @@ real Maildir would simply be older.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -344,7 +346,7 @@ def kept(setup: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_an_unchanged_source_is_recorded_as_synced_with_nothing_new(
-        kept: tuple[Path, Path], tmp_path: Path) -> None:
+        kept: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from agent.quicksync import quick_sync
 
     config, _ = kept
@@ -353,8 +355,13 @@ def test_an_unchanged_source_is_recorded_as_synced_with_nothing_new(
     with store.writing():  # as a sync that warned or failed before a clean one left it
         store.update_source_state("inbox", warnings=["w"], error_kind="x", platform="old")
     started = time.monotonic()
-    results = quick_sync(config, ())
+    with caplog.at_level(logging.DEBUG, logger="retainer.sync"):
+        results = quick_sync(config, ())
     took = time.monotonic() - started
+    # `retainer sync -v` prints what a no-op sync prints, and says the quick check skipped it
+    said = [r.getMessage() for r in caplog.records if "quick check" in r.getMessage()]
+    assert [line.startswith("inbox: nothing new (quick check")
+            and line.endswith("unchanged since the last sync)") for line in said] == [True]
     assert results is not None
     [result] = results
     assert (result.source, result.platform, result.ok, result.messages_new,
@@ -370,6 +377,50 @@ def test_an_unchanged_source_is_recorded_as_synced_with_nothing_new(
     assert [r.source for r in quick_sync(config, ("inbox", "inbox")) or []] == ["inbox"]
 
 
+def test_another_sources_table_does_not_touch_a_sources_record(
+        kept: tuple[Path, Path], tmp_path: Path) -> None:
+    """A source's record is valid for the config but the other sources' tables: adding
+    or editing another source does not send this one through the normal path."""
+    from agent.quicksync import quick_sync
+
+    config, _ = kept
+    other = tmp_path / "other"
+    config.write_text(config.read_text() + f'\n[[sources]]\nname = "other"\n'
+                      f'platform = "maildir"\n[sources.settings]\npath = "{other}"\n')
+    assert [r.source for r in quick_sync(config, ("inbox",)) or []] == ["inbox"]
+    assert quick_sync(config, ()) is None  # "other" was never synced
+
+
+def test_the_quick_paths_lock_file_is_private(kept: tuple[Path, Path], tmp_path: Path
+                                              ) -> None:
+    """The source's sync lock, made again by the quick path when it is gone (a backup
+    restored without lock files), is 0600 as the normal path makes it."""
+    from agent.quicksync import quick_sync
+
+    config, _ = kept
+    lock = tmp_path / "data" / "sources" / "inbox" / "sync.lock"
+    lock.unlink()
+    assert quick_sync(config, ()) is not None
+    assert lock.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_quick_path_records_utc_times(kept: tuple[Path, Path], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The times it records are UTC, as a normal sync's, wherever the machine's clock is."""
+    from agent.quicksync import quick_sync
+
+    config, _ = kept
+    monkeypatch.setenv("TZ", "PLUS-14")  # POSIX: 14 hours ahead of UTC
+    time.tzset()
+    try:
+        assert quick_sync(config, ()) is not None
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    recorded = datetime.fromisoformat(state(tmp_path)["last_success"])
+    assert abs((datetime.now(UTC) - recorded).total_seconds()) < 600
+
+
 def _edit(config: Path, old: str, new: str) -> None:
     text = config.read_text()
     assert old in text
@@ -380,7 +431,7 @@ def _edit(config: Path, old: str, new: str) -> None:
     "delivery", "owner_emails", "source settings", "notifiers", "plugin switch", "roster",
     "manifest rewritten", "manifest format", "manifest garbage", "failures", "last_error",
     "pending", "backfill", "no success", "cursor", "stamps", "no record", "lock",
-    "named unknown", "no store", "bad config"])
+    "named unknown", "no store", "bad config", "name not a string"])
 def test_anything_changed_takes_the_normal_path(kept: tuple[Path, Path], tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 change: str) -> None:
@@ -431,6 +482,8 @@ def test_anything_changed_takes_the_normal_path(kept: tuple[Path, Path], tmp_pat
         _edit(config, str(data), str(tmp_path / "elsewhere"))
     elif change == "bad config":
         config.write_text(config.read_text() + "\n[agent\n")
+    elif change == "name not a string":  # the normal path says what is wrong with it
+        _edit(config, 'name = "inbox"', 'name = ["inbox"]')
     if change == "lock":
         with FileLock(str(data / "sources" / "inbox" / "sync.lock"), timeout=0):
             assert quick_sync(config, names) is None
@@ -443,8 +496,8 @@ def test_anything_changed_takes_the_normal_path(kept: tuple[Path, Path], tmp_pat
 
 @pytest.mark.parametrize("change", [
     "per-sync hook", "plugin error", "plugin warning", "plugin file size", "plugin file time",
-    "plugin file gone", "plugin file entry", "key", "entry not a dict",
-    "plugins not a dict", "platform not provided", "not a dict"])
+    "plugin file gone", "plugin file entry", "plugin file not a list", "key",
+    "entry not a dict", "plugins not a dict", "platform not provided", "not a dict"])
 def test_a_plugin_manifest_the_quick_check_cannot_trust(kept: tuple[Path, Path],
                                                          tmp_path: Path, change: str) -> None:
     """The manifest's plugins as the quick check reads them (``_plugins``): any plugin
@@ -476,6 +529,8 @@ def test_a_plugin_manifest_the_quick_check_cannot_trust(kept: tuple[Path, Path],
         item[0] = str(tmp_path / "gone.py")
     elif change == "plugin file entry":
         own["key"][3][0] = item[:2]
+    elif change == "plugin file not a list":  # as another version might write it
+        own["key"][3][0] = {"path": item[0], "size": item[1], "mtime_ns": item[2]}
     elif change == "key":
         own["key"] = own["key"][:3]
     elif change == "entry not a dict":
@@ -506,6 +561,43 @@ def test_a_plugin_manifest_as_loaded_is_trusted(kept: tuple[Path, Path], tmp_pat
     st = os.stat(manifest)
     assert found is not None
     assert found[0] == [st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev]
+
+
+def test_a_distribution_installed_in_dist_packages_is_seen(
+        kept: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian's Python installs into ``dist-packages`` folders: a plugin installed there
+    (here a folder given by PYTHONPATH) changes what the quick record is valid for, as one
+    in ``site-packages`` does."""
+    from agent.quicksync import _plugins
+
+    manifest = tmp_path / "data" / "cache" / "plugins.json"
+    packages = tmp_path / "local" / "dist-packages"
+    packages.mkdir(parents=True)
+    past = time.time_ns() - 60_000_000_000
+    os.utime(packages, ns=(past, past))
+    # first after the script's folder, as PYTHONPATH puts it
+    monkeypatch.setattr(sys, "path", [sys.path[0], str(packages), *sys.path[1:]])
+    before = _plugins(manifest, "maildir")
+    assert before is not None and str(packages) in [p for p, _ in before[2]]
+    (packages / "retainer_plugin_x").mkdir()
+    assert _plugins(manifest, "maildir") != before
+
+
+def test_no_quick_record_where_notifiers_are_configured(kept: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    """Notifiers run on every sync: with one configured the quick check does not apply
+    at all (no environment, so no record is kept), not merely a config that changed."""
+    from agent.config.file import read_toml
+    from agent.quicksync import environment
+
+    config, _ = kept
+    data = read_toml(config)
+    store = Store(tmp_path / "data", create=False)
+    manifest = tmp_path / "data" / "cache" / "plugins.json"
+    [table] = data["sources"]
+    assert environment(data, table, store, manifest) is not None
+    data["notifiers"] = [{"type": "desktop"}]
+    assert environment(data, table, store, manifest) is None
 
 
 def test_the_sources_a_sync_would_take() -> None:

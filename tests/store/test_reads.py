@@ -5,6 +5,7 @@ stays the one the committed shards give."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,14 @@ def test_counts_are_kept_per_shard_version(tmp_path: Path) -> None:
     assert store.source_counts() == {"inbox": {"messages": 2, "deliverables": 99},
                                      "news": {"messages": 1, "deliverables": 0}}
     chunks = sorted((store.root / ".counts").glob("*.json"))
+    kept = {}
+    for chunk in chunks:  # and its new count kept: the next read does not parse it again
+        kept.update(orjson.loads(chunk.read_bytes())["entries"])
+    for relative, entry in kept.items():
+        st = (store.root / relative).stat()
+        assert entry["stamp"] == [st.st_ino, st.st_mtime_ns, st.st_size]
+    assert kept[f"messages/{store.month_names()[0]}.json"]["counts"] == {"inbox": 2,
+                                                                          "news": 1}
     for damaged in (b"[1, 2]", b"{not json", b'{"version": 0, "entries": {}}'):
         for chunk in chunks:
             chunk.write_bytes(damaged)
@@ -304,6 +313,8 @@ def test_counts_skip_what_is_not_a_shard_and_old_cache_files_go(tmp_path: Path,
     assert len(store.month_names()) == 3
     for stray in ("notes.txt", "s000001.json.bak", ".tmp-s000004.json", "README"):
         (store.root / "messages" / stray).write_bytes(b"not a shard")
+    shard = store.root / "messages" / f"{store.month_names()[0]}.json"
+    (store.root / "messages" / "s000000 copy.json").write_bytes(shard.read_bytes())
     old_counts = store.root / ".counts.json"
     old_threads = store.root / "cache" / "threads.json"
     old_counts.write_bytes(b"{}")
@@ -324,3 +335,39 @@ def test_a_thread_opened_by_system_mail_is_with_who_writes_in_it_later(store: St
     (entry,) = [a for tid, a in store.thread_activity().items()
                 if tid == store.messages(contractor="Maria Lopez")[0]["thread_id"]]
     assert entry["identity"] == MARIA.key
+
+
+def test_counts_when_the_old_cache_file_cannot_be_removed(tmp_path: Path) -> None:
+    """The single ``.counts.json`` of earlier versions is removed when it can be; when it
+    cannot (here a folder of that name), the counts are still given."""
+    store = Store(tmp_path / "data")
+    commit(store, [inbound("a", 1), inbound("b", 2)])
+    (store.root / ".counts.json").mkdir()
+    assert store.source_counts() == {"inbox": {"messages": 2, "deliverables": 0}}
+    assert (store.root / ".counts.json").is_dir()
+
+
+def test_a_shard_gone_between_the_listing_and_its_stat_is_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counting takes no lock: a shard another process removes (an upgrade moving the
+    records) after the folder was listed is skipped, and the shards listed after it are
+    still counted."""
+    monkeypatch.setattr(layout, "SHARD_DOCS", 2)
+    store = Store(tmp_path / "data")
+    for n in range(3):
+        commit(store, [inbound(f"a{n}", n), inbound(f"b{n}", n + 0.5)])
+    first, *others = store.month_names()
+    folder = store.root / "messages"
+    real_scandir = os.scandir
+
+    def listing(path: Any = ".") -> Any:
+        entries = list(real_scandir(path))
+        if Path(path) == folder:  # the first shard listed is removed before its stat
+            entries.sort(key=lambda e: e.name != f"{first}.json")
+            (folder / f"{first}.json").rename(tmp_path / "moved.json")
+            monkeypatch.setattr(os, "scandir", real_scandir)
+        return iter(entries)
+
+    monkeypatch.setattr(os, "scandir", listing)
+    assert len(others) == 2
+    assert store.source_counts() == {"inbox": {"messages": 4, "deliverables": 0}}
