@@ -163,7 +163,7 @@ def write_derived(path: Path, payload: bytes) -> None:
     except OSError as exc:
         if exc.errno not in (errno.ENOENT, errno.ELOOP):
             raise
-        write_private(path, data, sync=False, sync_dir=False)  # new, or a symlink replaced
+        write_private(path, data, sync=False)  # new, or a symlink replaced
         return
     try:
         st = os.fstat(fd)
@@ -180,7 +180,7 @@ def write_derived(path: Path, payload: bytes) -> None:
     finally:
         os.close(fd)
     if not in_place:  # a hard link's other name keeps the old content, as with a rename
-        write_private(path, data, sync=False, sync_dir=False)
+        write_private(path, data, sync=False)
 
 
 def remove_orphan_temps(folder: Path) -> int:

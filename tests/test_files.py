@@ -372,6 +372,15 @@ def test_write_derived_rewrites_in_place_sealed_as_json(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["s000001.json"]
 
 
+def test_write_derived_over_a_file_of_an_older_format(tmp_path):
+    """What an older version left there (a change mark was plain ``clean:<token>``) is
+    overwritten from its first byte."""
+    mark = tmp_path / "messages.generation"
+    mark.write_bytes(b"clean:0123456789abcdef0123456789abcdef0123456789abcdef")
+    write_derived(mark, b'"dirty:1"')
+    assert read_derived(mark) == b'"dirty:1"' and mark.read_bytes() == seal(b'"dirty:1"')
+
+
 def test_every_derived_write_leaves_a_stamp_no_earlier_write_had(tmp_path):
     """Readers tell versions apart by (inode, mtime, size): in place, the inode stays, so
     the mtime is set to the nanosecond (a coarse clock could repeat it)."""
@@ -385,20 +394,23 @@ def test_every_derived_write_leaves_a_stamp_no_earlier_write_had(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["empty", "cut", "flipped", "torn", "unsealed", "hex",
-                                    "tail", "head"])
+                                    "tail", "head", "newline"])
 def test_a_derived_file_that_is_not_whole_reads_as_missing(tmp_path, damage):
     old, new = seal(b'{"count":1,"ids":["a"]}'), seal(b'{"count":2,"ids":["b"]}')
     data = {"empty": b"", "cut": new[:-1], "flipped": new.replace(b'"b"', b'"c"'),
             "torn": new[:20] + old[20:],  # a kill, or a read, halfway through a rewrite
             "unsealed": b'{"count":2,"ids":["b"]}', "hex": new[:-11] + b'xxxxxxxx"}\n',
-            "tail": new[:-3] + b'"}', "head": b'{"sealef":' + new[10:]}[damage]
+            "tail": new[:-3] + b'"}', "head": b'{"sealef":' + new[10:],
+            "newline": new[:-1] + b"\r"}[damage]
     (tmp_path / "s.json").write_bytes(data)
     assert read_derived(tmp_path / "s.json") is None
     assert unseal(new) == b'{"count":2,"ids":["b"]}' and unseal(old) == b'{"count":1,"ids":["a"]}'
+    assert unseal(seal(b"")) == b""  # the shortest whole file
     assert read_derived(tmp_path / "missing.json") is None
 
 
-def test_write_derived_on_what_is_not_simply_a_file_of_ours(tmp_path):
+def test_write_derived_on_what_is_not_simply_a_file_of_ours(tmp_path, monkeypatch):
+    spy = fsspy.install(monkeypatch)
     theirs = tmp_path / "theirs.json"
     theirs.write_bytes(b"keep")
     link = tmp_path / "link.json"
@@ -416,3 +428,4 @@ def test_write_derived_on_what_is_not_simply_a_file_of_ours(tmp_path):
     (tmp_path / "folder").mkdir()
     with pytest.raises(IsADirectoryError):
         write_derived(tmp_path / "folder", b"1")
+    assert set(spy.kinds()) == {"replace"}  # derived data: never an fsync, whichever way
