@@ -3,6 +3,13 @@
 Everything Retainer writes is created 0600 inside 0700 folders, written to a temp
 file first, fsynced and renamed into place, so a crash leaves the old file or the new
 one, never half of either.
+
+Derived data (summaries of shards, change marks: anything rebuilt from the records when
+lost) is instead rewritten in place and sealed with a CRC-32, so a reader tells a torn
+copy from a whole one (:func:`write_derived`, :func:`read_derived`). A rename frees an
+inode at every write, and ext4 skips the inodes freed in the last minute or so when it
+allocates one: in a long sync that replaced sixteen files a page, creating each temp file
+cost more the longer the sync ran (a third of its CPU time at 200,000 messages).
 """
 
 from __future__ import annotations
@@ -10,6 +17,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
+import time
+import zlib
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -102,6 +112,75 @@ def write_private(path: Path, data: bytes, *, sync: bool = True, sync_dir: bool 
         raise
     if sync and sync_dir:
         fsync_dir(path.parent)
+
+
+_SEALED = b'{"sealed":'  # a derived file: {"sealed": <the JSON payload>, "crc32": "<hex>"}
+_CRC = b',"crc32":"'  # then 8 hex digits and '"}' and a newline: 21 bytes in all
+
+
+def seal(payload: bytes) -> bytes:
+    """A JSON ``payload`` wrapped with its CRC-32 (what :func:`write_derived` writes): still
+    JSON, for anyone who looks; whole only if the CRC matches the bytes between."""
+    return _SEALED + payload + _CRC + b'%08x"}\n' % zlib.crc32(payload)
+
+
+def unseal(data: bytes) -> bytes | None:
+    """The payload of sealed ``data``; None when it is not whole (torn by a concurrent
+    write or a kill, cut short, never sealed)."""
+    if (len(data) < len(_SEALED) + 21 or not data.startswith(_SEALED)
+            or data[-21:-11] != _CRC or data[-3:] != b'"}\n'):
+        return None
+    payload = data[len(_SEALED):-21]
+    try:
+        crc = int(data[-11:-3], 16)
+    except ValueError:
+        return None
+    return payload if zlib.crc32(payload) == crc else None
+
+
+def read_derived(path: Path) -> bytes | None:
+    """The payload of a derived file; None when it is missing, unreadable or not whole:
+    the caller rebuilds it from the records."""
+    try:
+        return unseal(path.read_bytes())
+    except OSError:
+        return None
+
+
+def write_derived(path: Path, payload: bytes) -> None:
+    """Rewrite a file of derived data (``payload``: JSON) in place, sealed (:func:`seal`),
+    mode 0600.
+
+    No temp file, rename or fsync: a reader meanwhile, or a kill halfway, leaves a copy
+    :func:`read_derived` refuses, and the data is rebuilt. A new file, or one that is not
+    simply ours (a symlink, another link to it), is written as :func:`write_private` does.
+    The mtime is set to the nanosecond, so (inode, mtime, size) stamps of the file still
+    change at every write on a filesystem with a coarse clock.
+    """
+    data = seal(payload)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ELOOP):
+            raise
+        write_private(path, data, sync=False)  # new, or a symlink replaced
+        return
+    try:
+        st = os.fstat(fd)
+        in_place = stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+        if in_place:
+            if stat.S_IMODE(st.st_mode) != FILE_MODE:
+                os.fchmod(fd, FILE_MODE)
+            written = 0
+            while written < len(data):
+                written += os.pwrite(fd, data[written:], written)
+            os.ftruncate(fd, len(data))
+            now = time.time_ns()
+            os.utime(fd, ns=(now, now))
+    finally:
+        os.close(fd)
+    if not in_place:  # a hard link's other name keeps the old content, as with a rename
+        write_private(path, data, sync=False)
 
 
 def remove_orphan_temps(folder: Path) -> int:

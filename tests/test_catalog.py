@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
+from agent.files import read_derived, seal
 from agent.store import layout
 from agent.store.layout import Catalog, chain_key, doc_size, shard_docs, shard_name, shard_number
 from agent.store.storage import Shard, file_stamp
@@ -200,18 +201,25 @@ def test_lookup_by_id_before_and_after_the_map_is_built(tmp_path, monkeypatch):
     assert list(fresh.ids()) == [*sorted(expected), "m0010", "m0011", "m0012"]
 
 
+def derived_json(path: Path) -> Any:
+    """A summary or side file as the catalog reads it: sealed JSON."""
+    payload = read_derived(path)
+    assert payload is not None, f"{path.name} is not sealed whole"
+    return json.loads(payload)
+
+
 def test_summaries_and_side_files_describe_their_shard(tmp_path):
     cat = make_catalog(tmp_path)
     store_docs(cat, [message(n) for n in (2, 1)], [{"id": "t1"}])
     shard = cat.shard_dir / "s000001.json"
     stamp = list(file_stamp(shard) or ())
-    summary = json.loads((cat.index_dir / "s000001.json").read_bytes())
+    summary = derived_json(cat.index_dir / "s000001.json")
     assert summary["stamp"] == stamp and summary["count"] == 2
     assert summary["version"] == layout.SUMMARY_VERSION
     assert "ids" not in summary and "threads" not in summary  # kept beside it
-    ids = json.loads((cat.index_dir / "s000001.ids.json").read_bytes())
+    ids = derived_json(cat.index_dir / "s000001.ids.json")
     assert ids == {"version": layout.SUMMARY_VERSION, "stamp": stamp, "ids": ["m0001", "m0002"]}
-    threads = json.loads((cat.index_dir / "s000001.threads.json").read_bytes())
+    threads = derived_json(cat.index_dir / "s000001.threads.json")
     assert threads["threads"] == {"t1": {"id": "t1"}} and threads["stamp"] == stamp
     assert not (cat.index_dir / "s000001.chains.json").exists()
     reads: list[str] = []
@@ -225,16 +233,21 @@ def test_summaries_that_do_not_match_are_rebuilt(tmp_path):
     cat = make_catalog(tmp_path)
     store_docs(cat, [message(n) for n in range(4)], [{"id": "t1"}])
     index = cat.index_dir
-    for damage in ("version", "stamp", "garbage", "lost"):
-        summary = json.loads((index / "s000001.json").read_bytes())
+    for damage in ("version", "stamp", "garbage", "torn", "lost"):
+        summary = derived_json(index / "s000001.json")
+        whole = seal(json.dumps(summary).encode())
         if damage == "version":
             summary["version"] = layout.SUMMARY_VERSION - 1
             summary["count"] = 99
         elif damage == "stamp":
             summary["stamp"] = [1, 2, 3]
             summary["count"] = 99
+        elif damage == "torn":  # new bytes over the old: right version and stamp, bad seal
+            summary["count"] = 99
+        raw = json.dumps(summary).encode()
         (index / "s000001.json").write_bytes(
-            b"{" if damage == "garbage" else json.dumps(summary).encode())
+            b"{" if damage == "garbage" else raw + whole[len(whole) - 17:]
+            if damage == "torn" else seal(raw))
         if damage == "lost":
             for path in index.iterdir():
                 path.unlink()
@@ -242,7 +255,7 @@ def test_summaries_that_do_not_match_are_rebuilt(tmp_path):
         assert fresh.names() == ["s000001"] and fresh.shards["s000001"]["count"] == 4
         assert fresh.shard_ids("s000001") == ["m0000", "m0001", "m0002", "m0003"]
         assert list(fresh.threads("s000001")) == ["t1"]
-        rebuilt = json.loads((index / "s000001.json").read_bytes())
+        rebuilt = derived_json(index / "s000001.json")
         assert rebuilt["count"] == 4 and rebuilt["version"] == layout.SUMMARY_VERSION
 
 
@@ -251,13 +264,18 @@ def test_a_stale_side_file_is_rebuilt_from_the_shard(tmp_path, kind):
     cat = make_catalog(tmp_path)
     store_docs(cat, [message(n) for n in range(3)], [{"id": "t1"}])
     side = cat.index_dir / f"s000001.{kind}.json"
-    stale = json.loads(side.read_bytes())
+    stale = derived_json(side)
     stale["stamp"] = [0, 0, 0]
     stale[kind] = ["m9999"] if kind == "ids" else {"t9": {}}
-    side.write_bytes(json.dumps(stale).encode())
+    side.write_bytes(seal(json.dumps(stale).encode()))
     fresh = make_catalog(tmp_path)
     assert fresh.where("m0002") == "s000001" and fresh.where("m9999") is None
     assert list(fresh.threads("s000001")) == ["t1"]
+
+
+def mark(root: Path) -> bytes:
+    """The messages folder's change mark, as a reader reads it."""
+    return read_derived(root / "index" / "messages.generation") or b""
 
 
 def test_another_process_writes_are_seen_unless_the_folder_is_unchanged(tmp_path,
@@ -266,8 +284,8 @@ def test_another_process_writes_are_seen_unless_the_folder_is_unchanged(tmp_path
     reader, writer = make_catalog(tmp_path), make_catalog(tmp_path)
     assert reader.names() == []
     store_docs(writer, [message(n) for n in range(3)])
-    generation = (tmp_path / "index" / "messages.generation").read_bytes()
-    assert generation.startswith(b"clean:")
+    generation = read_derived(tmp_path / "index" / "messages.generation")
+    assert generation and generation.startswith(b'"clean:')
     assert reader.names() == ["s000001", "s000002"] and reader.where("m0002") == "s000002"
     # unchanged clean generation: nothing is looked at again (a shard dropped in by hand
     # is not seen) ...
@@ -275,11 +293,11 @@ def test_another_process_writes_are_seen_unless_the_folder_is_unchanged(tmp_path
     assert reader.names() == ["s000001", "s000002"]
     # ... until a writer marks the folder: then every shard is
     writer.will_write()
-    assert (tmp_path / "index" / "messages.generation").read_bytes().startswith(b"dirty:")
+    assert mark(tmp_path).startswith(b'"dirty:')
     assert reader.names() == ["s000001", "s000002", "s000003"]
     assert reader.where("m0007") == "s000003"
     writer.flush()
-    assert (tmp_path / "index" / "messages.generation").read_bytes() != generation
+    assert mark(tmp_path) != generation
     (tmp_path / "messages" / "s000003.json").unlink()
     (tmp_path / "index" / "messages.generation").unlink()  # lost: look at every shard
     assert reader.names() == ["s000001", "s000002"] and reader.where("m0007") is None
@@ -380,7 +398,7 @@ def test_the_review_queue_side_holds_the_unreviewed_deliverables_as_stored(tmp_p
     docs = [deliverable(1), deliverable(2, review_status="approved"), deliverable(3)]
     store_docs(cat, docs)
     assert cat.queue("s000001") == [docs[0], docs[2]]
-    queue = json.loads((cat.index_dir / "s000001.queue.json").read_bytes())
+    queue = derived_json(cat.index_dir / "s000001.queue.json")
     assert queue["queue"] == [docs[0], docs[2]]
     reads: list[str] = []
     fresh = make_catalog(tmp_path, "deliverables", reads=reads)  # another process
@@ -407,17 +425,26 @@ def test_summaries_are_derived_data_written_without_fsync(tmp_path, monkeypatch)
     store_docs(cat, [message(1)], [{"id": "t1"}])
     index = str(cat.index_dir.resolve()) + "/"
     written = [c.dest for c in spy.calls if c.kind == "replace" and c.dest.startswith(index)]
-    assert len(written) == 3  # summary, ids and threads side files
+    assert len(written) == 3  # summary, ids and threads side files: new, so made whole
     derived = str((tmp_path / "index").resolve())  # with the folder's generation mark
     assert not [c for c in spy.calls if c.kind != "replace" and c.path.startswith(derived)]
+    # from then on rewritten in place: no temp file, no rename, no inode freed
+    files = sorted(p for p in (tmp_path / "index").rglob("*") if p.is_file())
+    inodes = {p: p.stat().st_ino for p in files}
+    spy.calls.clear()
+    store_docs(cat, [message(2)], [{"id": "t1"}])
+    assert not [c for c in spy.calls if c.path.startswith(derived)]
+    assert sorted(p for p in (tmp_path / "index").rglob("*") if p.is_file()) == files
+    assert {p: p.stat().st_ino for p in files} == inodes
+    assert derived_json(cat.index_dir / "s000001.ids.json")["ids"] == ["m0001", "m0002"]
 
 
 def test_a_writer_marks_the_folder_dirty_from_its_first_write(tmp_path):
     cat = make_catalog(tmp_path)
     cat.will_write()
-    assert (tmp_path / "index" / "messages.generation").read_bytes().startswith(b"dirty:")
+    assert mark(tmp_path).startswith(b'"dirty:')
     cat.flush()
-    assert (tmp_path / "index" / "messages.generation").read_bytes().startswith(b"clean:")
+    assert mark(tmp_path).startswith(b'"clean:')
 
 
 def test_a_folder_not_made_yet_holds_no_shards(tmp_path):

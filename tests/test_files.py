@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import stat
 import subprocess
 import sys
 import unicodedata
+import zlib
 from pathlib import Path
 
 import pytest
@@ -21,8 +23,12 @@ from agent.files import (
     TMP_PREFIX,
     ensure_private_dir,
     fsync_dir,
+    read_derived,
     remove_orphan_temps,
     sanitize_filename,
+    seal,
+    unseal,
+    write_derived,
     write_private,
 )
 from tests.support import fsspy
@@ -345,3 +351,81 @@ def test_sanitize_filename_long_names_edge_cases():
     assert sanitize_filename("c" * (MAX_NAME_BYTES + 1)) == "c" * MAX_NAME_BYTES
     # cut back to a device name by the trimming: still never returned
     assert_safe(sanitize_filename("CON" + " " * 250 + "x.pdf"))
+
+
+# -- derived data: rewritten in place, sealed -------------------------------------------
+
+
+def test_write_derived_rewrites_in_place_sealed_as_json(tmp_path, monkeypatch):
+    target = tmp_path / "s000001.json"
+    payload = b'{"ids":["a","b"]}'
+    write_derived(target, payload)  # new: made whole, as write_private does
+    assert mode(target) == 0o600 and read_derived(target) == payload
+    crc = f"{zlib.crc32(payload):08x}"
+    assert json.loads(target.read_bytes()) == {"sealed": {"ids": ["a", "b"]}, "crc32": crc}
+    inode, size = target.stat().st_ino, target.stat().st_size
+    spy = fsspy.install(monkeypatch)
+    write_derived(target, b'{"ids":[]}')  # shorter: the old tail is cut off
+    assert spy.calls == []  # no temp file, no fsync, no rename
+    assert target.stat().st_ino == inode and target.stat().st_size < size
+    assert target.read_bytes() == seal(b'{"ids":[]}') and read_derived(target) == b'{"ids":[]}'
+    assert [p.name for p in tmp_path.iterdir()] == ["s000001.json"]
+
+
+def test_write_derived_over_a_file_of_an_older_format(tmp_path):
+    """What an older version left there (a change mark was plain ``clean:<token>``) is
+    overwritten from its first byte."""
+    mark = tmp_path / "messages.generation"
+    mark.write_bytes(b"clean:0123456789abcdef0123456789abcdef0123456789abcdef")
+    write_derived(mark, b'"dirty:1"')
+    assert read_derived(mark) == b'"dirty:1"' and mark.read_bytes() == seal(b'"dirty:1"')
+
+
+def test_every_derived_write_leaves_a_stamp_no_earlier_write_had(tmp_path):
+    """Readers tell versions apart by (inode, mtime, size): in place, the inode stays, so
+    the mtime is set to the nanosecond (a coarse clock could repeat it)."""
+    target = tmp_path / "mark.json"
+    stamps = set()
+    for n in range(8):
+        write_derived(target, b'"%d"' % (n % 2))
+        st = target.stat()
+        stamps.add((st.st_ino, st.st_mtime_ns, st.st_size))
+    assert len(stamps) == 8
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut", "flipped", "torn", "unsealed", "hex",
+                                    "tail", "head", "newline"])
+def test_a_derived_file_that_is_not_whole_reads_as_missing(tmp_path, damage):
+    old, new = seal(b'{"count":1,"ids":["a"]}'), seal(b'{"count":2,"ids":["b"]}')
+    data = {"empty": b"", "cut": new[:-1], "flipped": new.replace(b'"b"', b'"c"'),
+            "torn": new[:20] + old[20:],  # a kill, or a read, halfway through a rewrite
+            "unsealed": b'{"count":2,"ids":["b"]}', "hex": new[:-11] + b'xxxxxxxx"}\n',
+            "tail": new[:-3] + b'"}', "head": b'{"sealef":' + new[10:],
+            "newline": new[:-1] + b"\r"}[damage]
+    (tmp_path / "s.json").write_bytes(data)
+    assert read_derived(tmp_path / "s.json") is None
+    assert unseal(new) == b'{"count":2,"ids":["b"]}' and unseal(old) == b'{"count":1,"ids":["a"]}'
+    assert unseal(seal(b"")) == b""  # the shortest whole file
+    assert read_derived(tmp_path / "missing.json") is None
+
+
+def test_write_derived_on_what_is_not_simply_a_file_of_ours(tmp_path, monkeypatch):
+    spy = fsspy.install(monkeypatch)
+    theirs = tmp_path / "theirs.json"
+    theirs.write_bytes(b"keep")
+    link = tmp_path / "link.json"
+    link.symlink_to(theirs)
+    write_derived(link, b"1")  # the symlink is replaced, not followed
+    assert not link.is_symlink() and read_derived(link) == b"1" and theirs.read_bytes() == b"keep"
+    write_derived(tmp_path / "a.json", b"1")
+    os.link(tmp_path / "a.json", tmp_path / "backup.json")
+    write_derived(tmp_path / "a.json", b"2")  # another name for it keeps the old content
+    assert read_derived(tmp_path / "backup.json") == b"1"
+    assert read_derived(tmp_path / "a.json") == b"2"
+    (tmp_path / "a.json").chmod(0o644)
+    write_derived(tmp_path / "a.json", b"3")
+    assert mode(tmp_path / "a.json") == 0o600 and read_derived(tmp_path / "a.json") == b"3"
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_derived(tmp_path / "folder", b"1")
+    assert set(spy.kinds()) == {"replace"}  # derived data: never an fsync, whichever way

@@ -159,7 +159,7 @@ def counted(real):
         return real(*args, **kwargs)
     return wrapper
 storage.write_private = counted(storage.write_private)
-layout.write_private = counted(layout.write_private)
+layout.write_derived = counted(layout.write_derived)
 migrate.fsync_dir = counted(migrate.fsync_dir)
 from agent.store import Store
 Store(Path(sys.argv[1]))

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from agent.files import seal
 from agent.models import Attachment, Identity, Message
 from agent.store import Store, layout
 from agent.store import workflow as wf
@@ -239,7 +240,7 @@ def counted(real):
         return real(*args, **kwargs)
     return wrapper
 storage.write_private = counted(storage.write_private)
-layout.write_private = counted(layout.write_private)
+layout.write_derived = counted(layout.write_derived)
 migrate.fsync_dir = counted(migrate.fsync_dir)
 from agent.store import Store
 Store(Path(sys.argv[1]))
@@ -317,7 +318,7 @@ def test_a_long_running_process_sees_shards_another_one_wrote(tmp_path, small_sh
     again = commit(daemon, [msg(n, MARCH + timedelta(hours=n)) for n in range(100, 140)])
     assert (again.messages_new, again.messages_updated) == (10, 0)
     assert sum(stored_count(p) for p in shard_files(daemon)) == 140
-    (daemon.root / "index" / "messages.generation").write_bytes(b"dirty:killed")
+    (daemon.root / "index" / "messages.generation").write_bytes(seal(b'"dirty:killed"'))
     assert len(Store(tmp_path / "d").messages()) == 140  # a killed writer: every shard looked at
 
 
@@ -485,7 +486,7 @@ def counted(real):
     return wrapper
 storage.write_private = counted(storage.write_private)
 storage.fsync_dir = counted(storage.fsync_dir)
-layout.write_private = counted(layout.write_private)
+layout.write_derived = counted(layout.write_derived)
 migrate.write_private = counted(migrate.write_private)
 migrate.fsync_dir = counted(migrate.fsync_dir)
 from agent.store import Store
@@ -670,7 +671,7 @@ def test_shards_left_by_a_killed_records_move_are_removed_first(tmp_path):
         (root / folder).mkdir(parents=True, exist_ok=True)
         (root / folder / "s000007.json").write_bytes(json.dumps(
             {"reviews": {"1": {"id": "left", "reviewed_at": "2026-01-01"}}}).encode())
-    (root / "index" / "reviews.generation").write_bytes(b"clean:old")
+    (root / "index" / "reviews.generation").write_bytes(seal(b'"clean:old"'))
     opened = Store(tmp_path / "d")
     assert records_snapshot(opened) == expected
     assert [p.name for p in shard_files(opened, "reviews")][-1] != "s000007.json"

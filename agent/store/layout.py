@@ -13,8 +13,11 @@ ids await review; a message shard's thread entries are in ``<shard>.threads.json
 Summaries are derived data: each records the (inode, mtime, size) stamp of the shard it
 describes and is rebuilt from the shard when the stamp does not match (a kill between the
 shard write and the summary write, another process, a lost temp file, a copied folder).
-So the shards stay the only truth and crash-safety is that of the shards: atomic
-replace, records before cursors.
+Summaries and the folders' change marks are rewritten in place, sealed with a CRC-32
+(:func:`agent.files.write_derived`): no temp file, so no inode freed at every page (what
+made a long sync's file creations slower and slower on ext4); a copy torn by a kill or
+read while being written fails its seal and is rebuilt. So the shards stay the only
+truth and crash-safety is that of the shards: atomic replace, records before cursors.
 
 Listings read the summaries (a few kB per shard) to pick the shards worth opening:
 a contractor's messages, the review queue, a thread, one document by id.
@@ -32,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from agent.files import ensure_private_dir, write_private
+from agent.files import ensure_private_dir, read_derived, write_derived
 from agent.store.storage import Shard, file_stamp
 
 log = logging.getLogger("retainer.store")
@@ -47,7 +50,7 @@ DELIVERABLE_SHARD_DOCS = 250  # deliverables come one per 20-50 messages: smalle
 SHARD_BYTES = 2 << 20  # bytes per shard, at most (one bigger document gets a shard alone)
 SHARD_RE = re.compile(r"^s(\d{6,})$")
 MONTH_RE = re.compile(r"^\d{4}-\d{2}$")
-SUMMARY_VERSION = 5
+SUMMARY_VERSION = 6  # 6: sealed and rewritten in place (agent.files.write_derived)
 MAP_AFTER = 1000  # lookups by id answered from the sorted summaries before a map is built
 
 # per folder: the table of documents and its time field
@@ -211,11 +214,8 @@ class Catalog:
         if not self.disk:
             self._loaded = True
             return
-        try:
-            generation: bytes | None = self._gen_path.read_bytes()
-        except OSError:
-            generation = None
-        if not generation or not generation.startswith(b"clean:"):
+        generation = read_derived(self._gen_path)  # None: missing, or torn by a writer now
+        if not generation or not generation.startswith(b'"clean:'):
             generation = None  # being written, or a writer was killed: look at every shard
         elif self._loaded and generation == self._gen_seen:
             return
@@ -251,9 +251,12 @@ class Catalog:
             self._lists = None
 
     def _cached(self, path: Path, stamp: list[int] | None) -> dict[str, Any] | None:
+        raw = read_derived(path)
+        if raw is None:  # lost, torn by a write now or a kill, or of an older version
+            return None
         try:
-            cached = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
+            cached = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             return None
         if (isinstance(cached, dict) and cached.get("version") == SUMMARY_VERSION
                 and cached.get("stamp") == stamp):
@@ -286,12 +289,10 @@ class Catalog:
             for kind in SIDES:  # first, so a summary never outlives its side files
                 have = self._sides[kind].get(name)
                 if have is not None and have[0] == summary["stamp"]:
-                    write_private(self.index_dir / f"{name}.{kind}.json",
+                    write_derived(self.index_dir / f"{name}.{kind}.json",
                                   orjson.dumps({"version": SUMMARY_VERSION,
-                                                "stamp": summary["stamp"], kind: have[1]}),
-                                  sync=False, sync_dir=False)
-            write_private(self.index_dir / f"{name}.json", orjson.dumps(summary), sync=False,
-                          sync_dir=False)
+                                                "stamp": summary["stamp"], kind: have[1]}))
+            write_derived(self.index_dir / f"{name}.json", orjson.dumps(summary))
         except OSError:
             return False  # a read-only data folder still gets its answers, just slower
         return True
@@ -406,9 +407,9 @@ class Catalog:
     def _mark(self, state: bytes) -> None:
         if not self.disk:
             return
-        token = state + b":" + os.urandom(8).hex().encode()
+        token = b'"%s:%s"' % (state, os.urandom(8).hex().encode())  # a JSON string
         try:  # no fsync: only processes running now rely on it, and they die with a crash
-            write_private(self._gen_path, token, sync=False, sync_dir=False)
+            write_derived(self._gen_path, token)
         except OSError:
             token = b""
         self._gen_seen = token if state == b"clean" else None
