@@ -484,3 +484,38 @@ def test_files_beside_the_shards_are_not_shards(tmp_path: Path, small: None) -> 
     (store.root / "messages" / "s000998.bak").write_bytes(b"{}")
     assert recent.shard_stamps(store.root).keys() == set(store.shard_names("messages"))
     assert Store(tmp_path / "data").newest_messages(4) == truth(store, 4)
+
+
+def test_a_store_of_one_shard_is_answered_from_the_model(
+        tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every group's kept messages in the one shard there is: the model is still good,
+    and the next listing opens no shard."""
+    store = made(tmp_path, count=6)
+    assert store.shard_names("messages") == ["s000001"]
+    expected = {ref: truth(store, 3, ref) for ref in refs(store)}
+    assert store.newest_messages(3) == expected[None]
+    reads = shard_reads(monkeypatch)
+    reader = Store(tmp_path / "data")
+    for ref in refs(reader):
+        assert reader.newest_messages(3, contractor=ref) == expected[ref]
+    assert reads == []
+
+
+def test_a_group_left_with_one_message_after_others_changed_sender(
+        tmp_path: Path, small: None) -> None:
+    """A contractor with more messages than the model keeps, then all but one of those it
+    kept re-fetched from someone else: the one left and the older ones it had let go
+    are the answer."""
+    store = made(tmp_path)
+    ref = "c1@example.com"
+    assert store.newest_messages(3, contractor=ref) == truth(store, 3, ref)
+    mine = truth(store, recent.KEEP, ref)
+    assert len(mine) == recent.KEEP
+    moved = [Message(doc["remote_id"], datetime.fromisoformat(doc["sent_at"]),
+                     Identity("email", "c2@example.com"), subject=doc["subject"],
+                     text="again", thread_remote_id="<t2@example.com>")
+             for doc in mine[1:]]
+    commit(store, moved)
+    got = Store(tmp_path / "data").newest_messages(3, contractor=ref)
+    assert got == truth(store, 3, ref)
+    assert_newest(store)
