@@ -519,3 +519,22 @@ def test_a_group_left_with_one_message_after_others_changed_sender(
     got = Store(tmp_path / "data").newest_messages(3, contractor=ref)
     assert got == truth(store, 3, ref)
     assert_newest(store)
+
+
+def test_making_the_model_fsyncs_nothing(tmp_path: Path, small: None,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model is derived data, made by read commands: it is written without an fsync
+    (a lost file is made again), so a listing never waits for the disk."""
+    from tests.support import fsspy
+
+    store = made(tmp_path)
+    reader = Store(tmp_path / "data")
+    spy = fsspy.install(monkeypatch)
+    for listing in ("made", "brought up to date"):
+        spy.calls.clear()
+        assert reader.newest_messages(3) == truth(store, 3)
+        assert reader.newest_messages(3, contractor="c1@example.com") \
+            == truth(store, 3, "c1@example.com")
+        assert [c.kind for c in spy.calls if c.kind != "replace"] == [], listing
+        assert {Path(c.dest).parent.name for c in spy.calls} == {"views", "recent"}, listing
+        commit(store, page(60, 3))  # a sync: the open shard written

@@ -328,10 +328,10 @@ def _save(store: StoreFolder, model: Model, stamps: dict[str, Stamp], groups: se
             write_private(group_path(root, group),
                           orjson.dumps({"group": group, "token": model.groups[group]["token"],
                                         "entries": model.entries[group]}),
-                          sync=False, sync_dir=False)
+                          sync=False)
         write_private(model_path(root),
                       orjson.dumps({"format": FORMAT, "version": VERSION,
                                     "shards": model.shards, "groups": model.groups}),
-                      sync=False, sync_dir=False)
+                      sync=False)
     except (OSError, TypeError, orjson.JSONEncodeError) as exc:
         log.debug("read model recent-messages not saved: %s", exc)  # read-only folder
