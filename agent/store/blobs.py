@@ -32,7 +32,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def blob_suffix(filename: str) -> str:
     """The extension a kept file gets: a short alphanumeric one, else none."""
     suffix = Path(filename).suffix.lower()
-    return suffix if 1 < len(suffix) <= 10 and suffix[1:].isalnum() else ""
+    return suffix if len(suffix) <= 10 and suffix[1:].isalnum() else ""
 
 
 class Blobs:
@@ -44,7 +44,7 @@ class Blobs:
         self.tmp_dir = tmp_dir
         self.unsynced = False  # a file was renamed into files/ since the last sync()
         self._pending: dict[Path, tuple[Path, str]] = {}  # target -> (temp file, filename)
-        self._spare: set[Path] = set()  # handed-over files of bytes kept: removed by sync()
+        self._spare: set[Path] = set()  # handed-over files not needed: removed with the page
 
     def put(self, att: Attachment, filename: str) -> tuple[str, str, int]:
         """Write (or find) the file for an attachment; return sha256, path and size."""
@@ -98,10 +98,9 @@ class Blobs:
         tmp = Path(att.path)
         sha = att.handover_sha256
         target = self.files_dir / f"{sha}{blob_suffix(filename)}"
-        held = self._pending.get(target)
-        if held is None and not target.exists():
+        if target not in self._pending and not target.exists():
             self._pending[target] = (tmp, filename)
-        elif held is None or held[0] != tmp:
+        else:  # if it is the file pending itself, sync() has moved it in by then
             self._spare.add(tmp)
         return sha, str(target), size
 

@@ -299,8 +299,10 @@ def test_a_page_with_a_handed_over_message_twice_is_stored(tmp_path: Path) -> No
 def test_discard_removes_the_handed_over_files_of_the_page(tmp_path: Path) -> None:
     blobs = _blobs(tmp_path)
     data = b"work" * 100
-    for name in ("read-1", "read-2"):  # the second: the same bytes, not needed
-        blobs.put(_handed(tmp_path, name, data), "work.pdf")
+    att = _handed(tmp_path, "read-1", data)
+    blobs.put(att, "work.pdf")
+    blobs.put(att, "work.pdf")  # the same file again
+    blobs.put(_handed(tmp_path, "read-2", data), "work.pdf")  # the same bytes: not needed
     blobs.discard()
     blobs.sync()
     assert list((tmp_path / "tmp" / "inbox").iterdir()) == []
