@@ -379,6 +379,8 @@ def test_a_model_wrong_in_one_field_is_made_again(tmp_path: Path, small: None) -
         lambda s: every_group(s, floor=5),
         lambda s: every_group(s, token=5),
         lambda s: every_group(s, **{"in": ["s999999"]}),
+        lambda s: dict(s, groups=[]),
+        lambda s: dict(s, shards=[]),
     ]
     group_damages = [
         lambda s: dict(s, entries=[[e[0], "s999999", *e[2:]] for e in s["entries"]]),
@@ -538,3 +540,23 @@ def test_making_the_model_fsyncs_nothing(tmp_path: Path, small: None,
         assert [c.kind for c in spy.calls if c.kind != "replace"] == [], listing
         assert {Path(c.dest).parent.name for c in spy.calls} == {"views", "recent"}, listing
         commit(store, page(60, 3))  # a sync: the open shard written
+
+
+def test_a_sync_of_other_peoples_messages_leaves_a_groups_file_as_it_was(
+        tmp_path: Path, small: None) -> None:
+    """The shard a sync wrote is read again, and with it every group that has messages
+    in it; a group whose newest messages are still the same keeps its file (and token)."""
+    store = made(tmp_path)
+    assert store.newest_messages(3) is not None  # made and saved
+    open_shard = store.shard_names("messages")[-1]
+    group = recent.group_path(store.root, "email:c3@example.com")
+    before = group.read_bytes()
+    assert open_shard in {e[1] for e in orjson.loads(before)["entries"]}
+    commit(store, page(60, 1))  # into the open shard: a message of c0
+    reader = Store(tmp_path / "data")
+    assert reader.newest_messages(3) == truth(store, 3)
+    assert reader.newest_messages(3, contractor="c0@example.com") \
+        == truth(store, 3, "c0@example.com")
+    assert group.read_bytes() == before
+    assert reader.newest_messages(3, contractor="c3@example.com") \
+        == truth(store, 3, "c3@example.com")
