@@ -379,6 +379,8 @@ def test_a_model_wrong_in_one_field_is_made_again(tmp_path: Path, small: None) -
         lambda s: every_group(s, floor=5),
         lambda s: every_group(s, token=5),
         lambda s: every_group(s, **{"in": ["s999999"]}),
+        lambda s: dict(s, groups=[]),
+        lambda s: dict(s, shards=[]),
     ]
     group_damages = [
         lambda s: dict(s, entries=[[e[0], "s999999", *e[2:]] for e in s["entries"]]),
@@ -484,3 +486,77 @@ def test_files_beside_the_shards_are_not_shards(tmp_path: Path, small: None) -> 
     (store.root / "messages" / "s000998.bak").write_bytes(b"{}")
     assert recent.shard_stamps(store.root).keys() == set(store.shard_names("messages"))
     assert Store(tmp_path / "data").newest_messages(4) == truth(store, 4)
+
+
+def test_a_store_of_one_shard_is_answered_from_the_model(
+        tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every group's kept messages in the one shard there is: the model is still good,
+    and the next listing opens no shard."""
+    store = made(tmp_path, count=6)
+    assert store.shard_names("messages") == ["s000001"]
+    expected = {ref: truth(store, 3, ref) for ref in refs(store)}
+    assert store.newest_messages(3) == expected[None]
+    reads = shard_reads(monkeypatch)
+    reader = Store(tmp_path / "data")
+    for ref in refs(reader):
+        assert reader.newest_messages(3, contractor=ref) == expected[ref]
+    assert reads == []
+
+
+def test_a_group_left_with_one_message_after_others_changed_sender(
+        tmp_path: Path, small: None) -> None:
+    """A contractor with more messages than the model keeps, then all but one of those it
+    kept re-fetched from someone else: the one left and the older ones it had let go
+    are the answer."""
+    store = made(tmp_path)
+    ref = "c1@example.com"
+    assert store.newest_messages(3, contractor=ref) == truth(store, 3, ref)
+    mine = truth(store, recent.KEEP, ref)
+    assert len(mine) == recent.KEEP
+    moved = [Message(doc["remote_id"], datetime.fromisoformat(doc["sent_at"]),
+                     Identity("email", "c2@example.com"), subject=doc["subject"],
+                     text="again", thread_remote_id="<t2@example.com>")
+             for doc in mine[1:]]
+    commit(store, moved)
+    got = Store(tmp_path / "data").newest_messages(3, contractor=ref)
+    assert got == truth(store, 3, ref)
+    assert_newest(store)
+
+
+def test_making_the_model_fsyncs_nothing(tmp_path: Path, small: None,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model is derived data, made by read commands: it is written without an fsync
+    (a lost file is made again), so a listing never waits for the disk."""
+    from tests.support import fsspy
+
+    store = made(tmp_path)
+    reader = Store(tmp_path / "data")
+    spy = fsspy.install(monkeypatch)
+    for listing in ("made", "brought up to date"):
+        spy.calls.clear()
+        assert reader.newest_messages(3) == truth(store, 3)
+        assert reader.newest_messages(3, contractor="c1@example.com") \
+            == truth(store, 3, "c1@example.com")
+        assert [c.kind for c in spy.calls if c.kind != "replace"] == [], listing
+        assert {Path(c.dest).parent.name for c in spy.calls} == {"views", "recent"}, listing
+        commit(store, page(60, 3))  # a sync: the open shard written
+
+
+def test_a_sync_of_other_peoples_messages_leaves_a_groups_file_as_it_was(
+        tmp_path: Path, small: None) -> None:
+    """The shard a sync wrote is read again, and with it every group that has messages
+    in it; a group whose newest messages are still the same keeps its file (and token)."""
+    store = made(tmp_path)
+    assert store.newest_messages(3) is not None  # made and saved
+    open_shard = store.shard_names("messages")[-1]
+    group = recent.group_path(store.root, "email:c3@example.com")
+    before = group.read_bytes()
+    assert open_shard in {e[1] for e in orjson.loads(before)["entries"]}
+    commit(store, page(60, 1))  # into the open shard: a message of c0
+    reader = Store(tmp_path / "data")
+    assert reader.newest_messages(3) == truth(store, 3)
+    assert reader.newest_messages(3, contractor="c0@example.com") \
+        == truth(store, 3, "c0@example.com")
+    assert group.read_bytes() == before
+    assert reader.newest_messages(3, contractor="c3@example.com") \
+        == truth(store, 3, "c3@example.com")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def blob_suffix(filename: str) -> str:
     """The extension a kept file gets: a short alphanumeric one, else none."""
     suffix = Path(filename).suffix.lower()
-    return suffix if 1 < len(suffix) <= 10 and suffix[1:].isalnum() else ""
+    return suffix if len(suffix) <= 10 and suffix[1:].isalnum() else ""
 
 
 class Blobs:
@@ -43,11 +44,14 @@ class Blobs:
         self.tmp_dir = tmp_dir
         self.unsynced = False  # a file was renamed into files/ since the last sync()
         self._pending: dict[Path, tuple[Path, str]] = {}  # target -> (temp file, filename)
+        self._spare: set[Path] = set()  # handed-over files not needed: removed with the page
 
     def put(self, att: Attachment, filename: str) -> tuple[str, str, int]:
         """Write (or find) the file for an attachment; return sha256, path and size."""
-        if att.handover_sha256 and att.data is None and self._handed_over(att):
-            return self._take_over(att, filename)
+        if att.handover_sha256 and att.data is None:
+            handed = self._handed_over(att)
+            if handed is not None:
+                return self._take_over(att, filename, handed)
         import hashlib  # here: opening the store (every read command) computes no digest
 
         digest = hashlib.sha256()
@@ -68,32 +72,36 @@ class Blobs:
             self._pending[target] = (self._write(att, filename, target.name), filename)
         return sha, str(target), size
 
-    def _handed_over(self, att: Attachment) -> bool:
-        """True when ``att`` is a file the store may take over: a sha256 in hex and a
-        regular file (not a link) in a scratch folder under ``tmp/``. Anything else is
-        copied like any other ``path``."""
+    def _handed_over(self, att: Attachment) -> int | None:
+        """The size of ``att``'s file when the store may take it over: a sha256 in hex
+        and a regular file (not a link) in a scratch folder under ``tmp/``; None for
+        anything else, which is copied like any other ``path``."""
         if att.path is None or not _SHA256.fullmatch(att.handover_sha256):
-            return False
+            return None
         path = Path(att.path)
-        if path.is_symlink() or not path.is_file():
-            return False
-        return os.path.realpath(path.parent.parent) == os.path.realpath(self.tmp_dir)
+        try:
+            st = path.lstat()  # a link is not followed: it is copied, its target stays
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        if os.path.realpath(path.parent.parent) != os.path.realpath(self.tmp_dir):
+            return None
+        return st.st_size
 
-    def _take_over(self, att: Attachment, filename: str) -> tuple[str, str, int]:
+    def _take_over(self, att: Attachment, filename: str, size: int) -> tuple[str, str, int]:
         """A temp file the connector wrote (``handover_sha256``): moved in by :meth:`sync`,
-        or deleted now when the store holds (or is about to hold) the same bytes."""
+        or, when the store holds (or is about to hold) the same bytes from another file,
+        deleted with the page (not now: the page may hand the same file over again, a
+        message twice or one file in two records)."""
         assert att.path is not None
         tmp = Path(att.path)
         sha = att.handover_sha256
-        try:
-            size = tmp.stat().st_size
-        except OSError as exc:
-            raise self._failed(exc, filename) from None
         target = self.files_dir / f"{sha}{blob_suffix(filename)}"
-        if target in self._pending or target.exists():
-            tmp.unlink(missing_ok=True)
-        else:
+        if target not in self._pending and not target.exists():
             self._pending[target] = (tmp, filename)
+        else:  # if it is the file pending itself, sync() has moved it in by then
+            self._spare.add(tmp)
         return sha, str(target), size
 
     def _write(self, att: Attachment, filename: str, name: str) -> Path:
@@ -129,6 +137,7 @@ class Blobs:
         """Make the files written since the last call durable: their bytes (fsynced
         together), their names, then the folder (one fsync)."""
         pending, self._pending = self._pending, {}
+        spare, self._spare = self._spare, set()
         try:
             _fsync_all([tmp for tmp, _ in pending.values()])
             for target, (tmp, _) in pending.items():
@@ -137,8 +146,11 @@ class Blobs:
         except OSError as exc:  # disk full: a domain error, and no half file left
             for tmp, _ in pending.values():
                 tmp.unlink(missing_ok=True)
-            filename = next(iter(pending.values()))[1] if pending else ""
+            filename = next(iter(pending.values()))[1]  # nothing pending: nothing failed
             raise self._failed(exc, filename) from None
+        finally:
+            for tmp in spare:
+                tmp.unlink(missing_ok=True)
         if self.unsynced:
             fsync_dir(self.files_dir)
             self.unsynced = False
@@ -146,7 +158,8 @@ class Blobs:
     def discard(self) -> None:
         """Forget the files written since the last :meth:`sync` (a page that failed)."""
         pending, self._pending = self._pending, {}
-        for tmp, _ in pending.values():
+        spare, self._spare = self._spare, set()
+        for tmp in [*(tmp for tmp, _ in pending.values()), *spare]:
             tmp.unlink(missing_ok=True)
 
 

@@ -118,17 +118,17 @@ def newest(store: StoreFolder, groups: Iterable[str], limit: int) -> list[dict[s
         found = None if model is None else _entries(model, root, groups)
     if model is None or found is None:
         return None
-    docs, short = _answer(model, root, groups, found, limit)
+    docs, short = _answer(model, groups, found, limit)
     if docs is None and short:  # re-dated messages left a group short: make it all again
         model = rebuild(store)
         found = None if model is None else _entries(model, root, groups)
         if model is None or found is None:
             return None
-        docs, _ = _answer(model, root, groups, found, limit)
+        docs, _ = _answer(model, groups, found, limit)
     return docs
 
 
-def _answer(model: Model, root: Path, groups: list[str], merged: list[Entry], limit: int
+def _answer(model: Model, groups: list[str], merged: list[Entry], limit: int
             ) -> tuple[list[dict[str, Any]] | None, bool]:
     """The newest ``limit`` of ``merged`` (the entries of ``groups``), or None when some
     group's older messages, not kept, could be among them; and whether a group that
@@ -206,10 +206,10 @@ def current(store: StoreFolder) -> Model | None:
     """The model, brought up to date with the shards on disk (only the shards written
     since it was saved are read again)."""
     root = store.root
-    stamps = shard_stamps(root)
     model = _load(root)
     if model is None:
-        return rebuild(store, stamps)
+        return rebuild(store)
+    stamps = shard_stamps(root)
     changed = [n for n, st in stamps.items()
                if n not in model.shards or model.shards[n]["stamp"] != st]
     removed = [n for n in model.shards if n not in stamps]
@@ -241,14 +241,14 @@ def current(store: StoreFolder) -> Model | None:
     return model
 
 
-def rebuild(store: StoreFolder, stamps: dict[str, Stamp] | None = None) -> Model | None:
+def rebuild(store: StoreFolder) -> Model | None:
     """The whole model from every shard (one shard in memory at a time), saved; None
     when it could not be saved (a read-only data folder: reading every shard at every
     listing would cost more than reading the few a listing needs)."""
     root = store.root
     if not _writable(root):
         return None
-    stamps = shard_stamps(root) if stamps is None else stamps
+    stamps = shard_stamps(root)
     model = Model({}, {})
     for name in sorted(stamps, key=shard_number):
         fresh: dict[str, list[Entry]] = {}
@@ -328,10 +328,10 @@ def _save(store: StoreFolder, model: Model, stamps: dict[str, Stamp], groups: se
             write_private(group_path(root, group),
                           orjson.dumps({"group": group, "token": model.groups[group]["token"],
                                         "entries": model.entries[group]}),
-                          sync=False, sync_dir=False)
+                          sync=False)
         write_private(model_path(root),
                       orjson.dumps({"format": FORMAT, "version": VERSION,
                                     "shards": model.shards, "groups": model.groups}),
-                      sync=False, sync_dir=False)
+                      sync=False)
     except (OSError, TypeError, orjson.JSONEncodeError) as exc:
         log.debug("read model recent-messages not saved: %s", exc)  # read-only folder

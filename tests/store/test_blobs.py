@@ -15,6 +15,7 @@ import pytest
 from agent.errors import NoSpace, StoreError
 from agent.models import Attachment
 from agent.store import Store
+from agent.store import blobs as blobs_module
 from agent.store.blobs import Blobs
 from tests.store.contract import MARIA, OWNER_KEYS, inbound, png
 from tests.support import fsspy
@@ -243,3 +244,123 @@ def test_an_attachment_marked_stored_without_bytes_or_file_names_it(tmp_path: Pa
     with pytest.raises(StoreError, match=r"'scan\.pdf' is marked stored but has no data"):
         blobs.put(Attachment("scan.pdf"), "scan.pdf")
     assert not list((tmp_path / "tmp").iterdir())
+
+
+def _handed(tmp_path: Path, name: str, data: bytes, filename: str = "work.pdf") -> Attachment:
+    """A file a connector handed over: its bytes in a scratch folder under ``tmp/``."""
+    import hashlib
+
+    scratch = tmp_path / "tmp" / "inbox"
+    scratch.mkdir(exist_ok=True)
+    (scratch / name).write_bytes(data)
+    return Attachment(filename, path=scratch / name,
+                      handover_sha256=hashlib.sha256(data).hexdigest())
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["new bytes", "bytes kept already"])
+def test_a_file_handed_over_twice_in_a_page_is_kept_once(tmp_path: Path, kept: bool) -> None:
+    """A page may bring the same handed-over file twice (a message twice, or one file in
+    two records): it is moved in once, and the page does not fail for want of it."""
+    blobs = _blobs(tmp_path)
+    data = b"work" * 100
+    if kept:
+        blobs.put(Attachment("work.pdf", data=data), "work.pdf")
+        blobs.sync()
+    att = _handed(tmp_path, "read-1", data)
+    first = blobs.put(att, "work.pdf")
+    assert blobs.put(att, "work.pdf") == first
+    other = _handed(tmp_path, "read-2", data)  # the same bytes read again: not needed
+    assert blobs.put(other, "work.pdf") == first
+    blobs.sync()
+    assert [p.name for p in (tmp_path / "files").iterdir()] == [Path(first[1]).name]
+    assert Path(first[1]).read_bytes() == data and first[2] == len(data)
+    assert list((tmp_path / "tmp" / "inbox").iterdir()) == []
+
+
+def test_a_page_with_a_handed_over_message_twice_is_stored(tmp_path: Path) -> None:
+    """The same message twice in a page, its file handed over by the mail reader: the
+    page is stored, with the file once (it failed at every sync before: the source was
+    stuck)."""
+    store = Store(tmp_path / "data")
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+    data = b"work" * 100
+    att = _handed(store.data_dir, "read-1", data)
+    scratch = store.tmp_dir / "inbox"
+    message = inbound("a", 1, files=[att])
+    with store.writing():
+        store.commit_page("inbox", "imap", [message, message], owner_keys=OWNER_KEYS)
+    [doc] = store.deliverables()
+    assert Path(doc["path"] or "").read_bytes() == data
+    assert [p.name for p in store.files_dir.iterdir()] == [f"{att.handover_sha256}.pdf"]
+    assert list(scratch.iterdir()) == []
+
+
+def test_discard_removes_the_handed_over_files_of_the_page(tmp_path: Path) -> None:
+    blobs = _blobs(tmp_path)
+    data = b"work" * 100
+    att = _handed(tmp_path, "read-1", data)
+    blobs.put(att, "work.pdf")
+    blobs.put(att, "work.pdf")  # the same file again
+    blobs.put(_handed(tmp_path, "read-2", data), "work.pdf")  # the same bytes: not needed
+    blobs.discard()
+    blobs.sync()
+    assert list((tmp_path / "tmp" / "inbox").iterdir()) == []
+    assert list((tmp_path / "files").iterdir()) == []
+
+
+def test_a_large_file_given_by_path_is_read_in_pieces(tmp_path: Path) -> None:
+    """A connector gives a large download as a file so that it is never held in memory
+    whole: the store reads it in pieces to compute its digest."""
+    import tracemalloc
+
+    blobs = _blobs(tmp_path)
+    source = tmp_path / "video.mp4"
+    with source.open("wb") as handle:
+        for _ in range(32):
+            handle.write(os.urandom(1 << 20))
+    tracemalloc.start()
+    try:
+        _, _, size = blobs.put(Attachment("video.mp4", path=source), "video.mp4")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size == 32 << 20
+    assert peak < 8 << 20  # a few pieces of 1 MiB at most, not the 32 MiB file
+    blobs.discard()
+
+
+@pytest.mark.parametrize(("count", "threads"), [(1, 0), (2, 2), (20, blobs_module.FSYNC_THREADS)])
+def test_the_files_of_a_page_are_fsynced_together(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  count: int, threads: int) -> None:
+    """The fsyncs of a page's files run at the same time, in up to eight threads, so the
+    filesystem's journal commits them together; a single file is fsynced where the page
+    is written, no thread started for it."""
+    import threading
+
+    blobs = _blobs(tmp_path)
+    for n in range(count):
+        blobs.put(Attachment(f"f{n}.png", data=b"x%d" % n), f"f{n}.png")
+    real_fsync = os.fsync
+    together = threading.Barrier(max(threads, 1), timeout=10)
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def fsync(fd: int) -> None:
+        if not os.path.isdir(f"/proc/self/fd/{fd}"):
+            with lock:
+                seen.append(threading.get_ident())
+                first = len(seen) <= threads
+            if first:
+                together.wait()  # the first ones wait for each other: all at once
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    blobs.sync()
+    assert len(seen) == count
+    if threads:
+        assert len(set(seen)) == threads and threading.get_ident() not in seen
+    else:
+        assert seen == [threading.get_ident()]
+    assert len(list((tmp_path / "files").iterdir())) == count
