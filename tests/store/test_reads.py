@@ -321,9 +321,11 @@ def test_a_thread_opened_by_system_mail_is_with_who_writes_in_it_later(store: St
                    inbound("s1", 1, SAM, thread="s")])
     commit(store, [inbound("m", 2)])
     assert len(store.month_names()) >= 2
-    (entry,) = [a for tid, a in store.thread_activity().items()
-                if tid == store.messages(contractor="Maria Lopez")[0]["thread_id"]]
+    tid = store.messages(contractor="Maria Lopez")[0]["thread_id"]
+    (entry,) = [a for t, a in store.thread_activity().items() if t == tid]
     assert entry["identity"] == MARIA.key
+    (thread,) = [t for t in store.threads() if t["id"] == tid]
+    assert thread["identity"] == MARIA.key
 
 
 def shard_reads(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -403,8 +405,8 @@ def test_a_thread_across_shards_spans_all_of_them_and_keeps_its_first_counterpar
     message of any shard (older mail stored later, from a backfill or another folder,
     moves its start back), and who it is with stays who it started with."""
     commit(store, [outbound("o", 3, to=SHOP), inbound("a", 4, SHOP)])
-    commit(store, [inbound("b", 5, SAM), inbound("c", 6)])
-    commit(store, [inbound("old", 1, SHOP)])  # older than the rest, stored last
+    commit(store, [inbound("old", 1, SHOP), inbound("c", 6)])  # older mail, stored later
+    commit(store, [inbound("b", 5, SAM)])  # the last shard's entry is with Sam
     assert len(store.month_names()) == 3
     (thread,) = store.threads()
     assert (thread["first_at"], thread["last_at"]) == (stamp(1), stamp(6))
