@@ -368,6 +368,20 @@ def test_a_dateless_message_is_the_oldest_of_its_thread(store: Store) -> None:
     assert [m["remote_id"] for m in store.thread_messages(tid)] == ["nodate", "a", "b"]
 
 
+def test_a_dateless_message_is_backfilled_first(store: Store) -> None:
+    """The files waiting for a backfill are listed oldest first; mail with no date counts
+    as the oldest, as in the listings."""
+    ann = Identity("email", "ann@example.com")
+    waiting = [_att("x.pdf", status="not_downloaded")]
+    commit(store, [inbound("dated", 1, ann, thread="a", files=waiting, extra={"uid": 2}),
+                   Message("nodate", None, ann, thread_remote_id="a",  # type: ignore[arg-type]
+                           attachments=tuple(waiting), extra={"uid": 1})])
+    with store.writing():
+        store.update_source_state("inbox", cursor={"uid": 2})
+        store.add_contractor("Ann", [ann])
+    assert [f["uid"] for f in store.backfill_locators("inbox")] == [1, 2]
+
+
 def test_a_listing_by_source_and_contractor_opens_only_shards_holding_both(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     commit(store, [inbound("a1", 1), inbound("a2", 2)])  # inbox, Maria
@@ -412,3 +426,28 @@ def test_a_thread_across_shards_spans_all_of_them_and_keeps_its_first_counterpar
     assert (thread["first_at"], thread["last_at"]) == (stamp(1), stamp(6))
     assert thread["identity"] == SHOP.key
     assert store.thread_activity()[thread["id"]]["identity"] == SHOP.key
+
+
+def test_every_message_iterated_names_its_contractor_as_the_roster_has_it_now(
+        store: Store) -> None:
+    """``iter_messages`` (what an interrupted sync announces again) resolves each message's
+    contractor when read: after a merge, the kept one; nobody for a stranger."""
+    commit(store, [inbound("m", 1), inbound("s", 2, SAM, thread="s")])
+    commit(store, [inbound("n", 3, SHOP, thread="n")])
+    with store.writing():
+        store.merge_contractors("Maria Lopez", "Sam Chen")
+    maria = store.find_contractor("Maria Lopez")["id"]
+    assert {m["remote_id"]: m["contractor_id"] for m in store.iter_messages()} == {
+        "m": maria, "s": maria, "n": None}
+
+
+def test_a_contractors_deliverables_open_only_the_shards_holding_their_work(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    commit(store, [inbound("a", 1, files=[png("a.png", b"a"), png("b.png", b"b", "2")])])
+    commit(store, [inbound("s", 2, SAM, thread="s",
+                           files=[png("s.png", b"s"), png("t.png", b"t", "2")])])
+    (_marias, sams) = store.shard_names("deliverables")
+    reads = shard_reads(store, monkeypatch)
+    assert [d["filename"] for d in store.deliverables(contractor="Sam Chen")] == \
+        ["s.png", "t.png"]
+    assert reads == [f"deliverables/{sams}"]
