@@ -368,6 +368,13 @@ def test_a_dateless_message_is_the_oldest_of_its_thread(store: Store) -> None:
     assert [m["remote_id"] for m in store.thread_messages(tid)] == ["nodate", "a", "b"]
 
 
+def test_the_work_of_a_dateless_message_is_the_oldest(store: Store) -> None:
+    commit(store, [inbound("b", 2, files=[png("b.png", b"b")]),
+                   Message("nodate", None, MARIA,  # type: ignore[arg-type]
+                           thread_remote_id="t1", attachments=(png("a.png", b"a"),))])
+    assert [d["filename"] for d in store.deliverables()] == ["a.png", "b.png"]
+
+
 def test_a_dateless_message_is_backfilled_first(store: Store) -> None:
     """The files waiting for a backfill are listed oldest first; mail with no date counts
     as the oldest, as in the listings."""
