@@ -210,6 +210,7 @@ class StoreReads(RosterStore):
                 if seen is None:
                     merged[doc["id"]] = cast("ThreadRecord", dict(doc))
                 else:
+                    seen["first_at"] = min(seen["first_at"], doc["first_at"])
                     seen["last_at"] = max(seen["last_at"], doc["last_at"])
                     seen["identity"] = seen.get("identity") or doc.get("identity")
         return sorted(merged.values(), key=lambda d: d["last_at"], reverse=True)

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from agent.errors import StoreError
-from agent.models import Identity
+from agent.models import Identity, Message
 from agent.store import Store, layout
 from agent.store.memory import MemoryStore
 from tests.store.contract import (
@@ -332,9 +332,143 @@ def test_a_thread_opened_by_system_mail_is_with_who_writes_in_it_later(store: St
                    inbound("s1", 1, SAM, thread="s")])
     commit(store, [inbound("m", 2)])
     assert len(store.month_names()) >= 2
-    (entry,) = [a for tid, a in store.thread_activity().items()
-                if tid == store.messages(contractor="Maria Lopez")[0]["thread_id"]]
+    tid = store.messages(contractor="Maria Lopez")[0]["thread_id"]
+    (entry,) = [a for t, a in store.thread_activity().items() if t == tid]
     assert entry["identity"] == MARIA.key
+    (thread,) = [t for t in store.threads() if t["id"] == tid]
+    assert thread["identity"] == MARIA.key
+
+
+def shard_reads(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The shards ``store`` opens from now on (folder/name), in order."""
+    reads: list[str] = []
+    real = type(store).read_shard
+
+    def spy(self: Store, folder: str, name: str) -> Any:
+        reads.append(f"{folder}/{name}")
+        return real(self, folder, name)
+
+    monkeypatch.setattr(type(store), "read_shard", spy)
+    return reads
+
+
+def test_a_merged_contractors_work_is_listed_from_shards_that_name_only_them(
+        store: Store) -> None:
+    """After a merge, a shard holding only the merged contractor's work records their old
+    contractor id: the listing finds it by their identities, which are the kept one's."""
+    commit(store, [inbound("a", 1, files=[png("a.png", b"a"), png("b.png", b"b", "2")])])
+    commit(store, [inbound("s", 2, SAM, thread="s",
+                           files=[png("s.png", b"s"), png("t.png", b"t", "2")])])
+    assert len(store.shard_names("deliverables")) == 2
+    with store.writing():
+        store.merge_contractors("Maria Lopez", "Sam Chen")
+    maria = store.find_contractor("Maria Lopez")["id"]
+    for unreviewed in (False, True):
+        docs = store.deliverables(contractor="Maria Lopez", unreviewed=unreviewed)
+        assert [d["filename"] for d in docs] == ["a.png", "b.png", "s.png", "t.png"]
+        assert {d["contractor_id"] for d in docs} == {maria}
+
+
+def test_a_dateless_message_is_the_oldest_of_its_thread(store: Store) -> None:
+    """Mail with no usable date (sent ``""``) comes first in its thread, oldest first, as
+    it comes last in the listing, newest first."""
+    commit(store, [inbound("b", 2), Message("nodate", None, MARIA,  # type: ignore[arg-type]
+                                            thread_remote_id="t1"), inbound("a", 1)])
+    assert [m["remote_id"] for m in store.messages()] == ["b", "a", "nodate"]
+    tid = store.messages()[0]["thread_id"]
+    assert [m["remote_id"] for m in store.thread_messages(tid)] == ["nodate", "a", "b"]
+
+
+def test_the_work_of_a_dateless_message_is_the_oldest(store: Store) -> None:
+    commit(store, [inbound("b", 2, files=[png("b.png", b"b")]),
+                   Message("nodate", None, MARIA,  # type: ignore[arg-type]
+                           thread_remote_id="t1", attachments=(png("a.png", b"a"),))])
+    assert [d["filename"] for d in store.deliverables()] == ["a.png", "b.png"]
+
+
+def test_a_dateless_message_is_backfilled_first(store: Store) -> None:
+    """The files waiting for a backfill are listed oldest first; mail with no date counts
+    as the oldest, as in the listings."""
+    ann = Identity("email", "ann@example.com")
+    waiting = [_att("x.pdf", status="not_downloaded")]
+    commit(store, [inbound("dated", 1, ann, thread="a", files=waiting, extra={"uid": 2}),
+                   Message("nodate", None, ann, thread_remote_id="a",  # type: ignore[arg-type]
+                           attachments=tuple(waiting), extra={"uid": 1})])
+    with store.writing():
+        store.update_source_state("inbox", cursor={"uid": 2})
+        store.add_contractor("Ann", [ann])
+    assert [f["uid"] for f in store.backfill_locators("inbox")] == [1, 2]
+
+
+def test_a_listing_by_source_and_contractor_opens_only_shards_holding_both(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    commit(store, [inbound("a1", 1), inbound("a2", 2)])  # inbox, Maria
+    commit(store, [inbound("n1", 3), inbound("n2", 4, SHOP, thread="n")], source="news")
+    commit(store, [inbound("s1", 5, SAM, thread="s"), inbound("s2", 6, SAM, thread="s")])
+    (mine, news, sams) = store.month_names()
+    reads = shard_reads(store, monkeypatch)
+    assert [m["remote_id"] for m in store.messages(source="inbox", contractor="Maria Lopez")
+            ] == ["a2", "a1"]
+    assert reads == [f"messages/{mine}"]
+    reads.clear()
+    assert [m["remote_id"] for m in store.messages(source="news")] == ["n2", "n1"]
+    assert [m["remote_id"] for m in store.messages(contractor="Sam Chen")] == ["s2", "s1"]
+    assert reads == [f"messages/{news}", f"messages/{sams}"]
+
+
+def test_the_review_queue_is_listed_without_opening_a_shard(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``deliverables --unreviewed`` reads each shard's queue (kept beside its summary),
+    not the shards."""
+    commit(store, [inbound("a", 1, files=[png("a.png", b"a"), png("b.png", b"b", "2")]),
+                   inbound("s", 2, SAM, thread="s", files=[png("s.png", b"s")])])
+    with store.writing():
+        store.update_deliverable(store.deliverables()[0]["id"], review_status="approved")
+    reads = shard_reads(store, monkeypatch)
+    assert [d["filename"] for d in store.deliverables(unreviewed=True)] == ["b.png", "s.png"]
+    assert [d["filename"] for d in store.deliverables(unreviewed=True, contractor="Sam Chen")
+            ] == ["s.png"]
+    assert reads == []
+
+
+def test_a_thread_across_shards_spans_all_of_them_and_keeps_its_first_counterpart(
+        store: Store) -> None:
+    """A thread's entries in several shards merge into one: the earliest and the latest
+    message of any shard (older mail stored later, from a backfill or another folder,
+    moves its start back), and who it is with stays who it started with."""
+    commit(store, [outbound("o", 3, to=SHOP), inbound("a", 4, SHOP)])
+    commit(store, [inbound("old", 1, SHOP), inbound("c", 6)])  # older mail, stored later
+    commit(store, [inbound("b", 5, SAM)])  # the last shard's entry is with Sam
+    assert len(store.month_names()) == 3
+    (thread,) = store.threads()
+    assert (thread["first_at"], thread["last_at"]) == (stamp(1), stamp(6))
+    assert thread["identity"] == SHOP.key
+    assert store.thread_activity()[thread["id"]]["identity"] == SHOP.key
+
+
+def test_every_message_iterated_names_its_contractor_as_the_roster_has_it_now(
+        store: Store) -> None:
+    """``iter_messages`` (what an interrupted sync announces again) resolves each message's
+    contractor when read: after a merge, the kept one; nobody for a stranger."""
+    commit(store, [inbound("m", 1), inbound("s", 2, SAM, thread="s")])
+    commit(store, [inbound("n", 3, SHOP, thread="n")])
+    with store.writing():
+        store.merge_contractors("Maria Lopez", "Sam Chen")
+    maria = store.find_contractor("Maria Lopez")["id"]
+    assert {m["remote_id"]: m["contractor_id"] for m in store.iter_messages()} == {
+        "m": maria, "s": maria, "n": None}
+
+
+def test_a_contractors_deliverables_open_only_the_shards_holding_their_work(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    commit(store, [inbound("a", 1, files=[png("a.png", b"a"), png("b.png", b"b", "2")])])
+    commit(store, [inbound("s", 2, SAM, thread="s",
+                           files=[png("s.png", b"s"), png("t.png", b"t", "2")])])
+    (_marias, sams) = store.shard_names("deliverables")
+    reads = shard_reads(store, monkeypatch)
+    assert [d["filename"] for d in store.deliverables(contractor="Sam Chen")] == \
+        ["s.png", "t.png"]
+    assert reads == [f"deliverables/{sams}"]
 
 
 def test_counts_when_the_old_cache_file_cannot_be_removed(tmp_path: Path) -> None:
