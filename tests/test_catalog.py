@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -437,6 +438,26 @@ def test_summaries_are_derived_data_written_without_fsync(tmp_path, monkeypatch)
     assert sorted(p for p in (tmp_path / "index").rglob("*") if p.is_file()) == files
     assert {p: p.stat().st_ino for p in files} == inodes
     assert derived_json(cat.index_dir / "s000001.ids.json")["ids"] == ["m0001", "m0002"]
+
+
+def test_a_writer_does_not_look_again_after_its_own_clean_mark(tmp_path, monkeypatch):
+    """Its own writes are in memory already: the folder is scanned again only when
+    another process marked it since."""
+    cat = make_catalog(tmp_path)
+    store_docs(cat, [message(1)])
+    scans: list[str] = []
+    real_scandir = os.scandir
+
+    def scandir(path: Any) -> Any:
+        scans.append(str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert cat.names() == ["s000001"] and scans == []
+    store_docs(make_catalog(tmp_path), [message(2)])  # another process
+    scans.clear()
+    assert cat.names() == ["s000001"] and scans == [str(cat.shard_dir)]
+    assert cat.where("m0002") == "s000001"
 
 
 def test_a_writer_marks_the_folder_dirty_from_its_first_write(tmp_path):
