@@ -389,6 +389,7 @@ def test_a_model_wrong_in_one_field_is_made_again(tmp_path: Path, small: None) -
         lambda s: dict(s, entries=[[*e[:3], "x"] for e in s["entries"]]),
         lambda s: dict(s, entries=[[e[0], e[1], "0", e[3]] for e in s["entries"]]),
         lambda s: dict(s, entries=[[5, *e[1:]] for e in s["entries"]]),
+        lambda s: dict(s, entries=5),
     ]
     check()
     for path, damages in ((main, main_damages), (group, group_damages)):
