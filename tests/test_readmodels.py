@@ -5,7 +5,9 @@ missing, damaged or foreign model is rebuilt, never trusted."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -636,3 +638,43 @@ def test_shard_parts_of_the_in_memory_store_are_computed_and_not_kept(tmp_path: 
         "deliverables")) for n in store.shard_names("deliverables")]
     assert got and got[0]
     assert not readmodels.views_dir(store).exists()
+
+
+def test_models_are_kept_without_fsync_and_answered_when_they_cannot_be_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Derived data: a read command writes its models without fsync (a lost one is built
+    again), and one it cannot write (the folder taken, data not JSON) still answers,
+    saying at debug level which model and why."""
+    from tests.support import fsspy
+
+    store = small_store(tmp_path, monkeypatch)
+    views = readmodels.views_dir(store)
+    spy = fsspy.install(monkeypatch)
+    readmodels.view(store, "probe", "v1", ["deliverables"], Probe())
+    readmodels.shard_parts(store, "probe", "p1", "deliverables", len)
+    readmodels.save_partial(store, "probe", "v1", ["roster"],
+                            readmodels.input_stamps(store.root, ["roster"]), [1])
+    assert sorted(p.name for p in views.iterdir()) == [
+        "probe.json", "probe.partial.json", "probe.parts.json"]
+    assert [c for c in spy.calls if c.kind.startswith("fsync")] == []
+    monkeypatch.undo()
+
+    shutil.rmtree(views)
+    views.write_bytes(b"not a folder")
+    caplog.set_level(logging.DEBUG, logger="retainer.store")
+    build = Probe()
+    expected = sorted(d["id"] for d in store.deliverables(unreviewed=True))
+    assert readmodels.view(store, "probe", "v1", ["deliverables"], build)["waiting"] == expected
+    assert readmodels.shard_parts(store, "probe", "p1", "deliverables", len) == [
+        len(store.read_shard("deliverables", n).docs("deliverables"))
+        for n in store.shard_names("deliverables")]
+    assert readmodels.view(store, "probe", "v1", ["deliverables"], build)["build"] == 2
+    views.unlink()
+    assert readmodels.view(store, "sets", "v1", ["roster"], lambda s: {"ids": {1, 2}}) == {
+        "ids": {1, 2}}
+    logged = [r.getMessage() for r in caplog.records if r.name == "retainer.store"]
+    assert sum(m.startswith("read model probe not saved: [Errno ") for m in logged) == 2
+    assert sum(m.startswith("read model parts probe not saved: [Errno ") for m in logged) == 1
+    assert "read model sets not saved: Type is not JSON serializable: set" in logged
+    assert not (views / "sets.json").exists()
