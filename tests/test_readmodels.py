@@ -510,6 +510,11 @@ def test_stale_and_refresh_rebuild_only_the_models_saved_before(
     readmodels.register("used", "v2", ["deliverables", "workflow"], used)  # a newer derivation
     assert readmodels.stale(store, "used") is True
     assert readmodels.refresh(store) == ["used"] and used.calls == 3
+    path = readmodels.views_dir(store) / "used.json"
+    path.write_bytes(path.read_bytes().replace(b'"version"', b'"vers!on', 1))  # damaged
+    assert readmodels.stale(store, "used") is True
+    assert readmodels.refresh(store) == ["used"] and used.calls == 4
+    assert readmodels.stale(store, "used") is False
 
 
 def test_input_stamps_list_every_file_of_the_inputs_in_a_fixed_order(
