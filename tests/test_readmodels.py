@@ -5,7 +5,9 @@ missing, damaged or foreign model is rebuilt, never trusted."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -396,3 +398,293 @@ def test_a_sync_that_stored_mail_leaves_the_read_models_in_use_fresh(tmp_path: P
     rows = {r["name"]: r for r in orjson.loads(run(config, "contractors", "--json").stdout)}
     assert rows == {r["name"]: r for r in roster_rows(store, truth(store))}
     assert rows[task.name]["deliverables"] == sum(t.name == task.name for t in TASKS) + 1
+
+
+# -- the module's own contract, with a probe model built by counting builders -------------------
+
+
+class Probe:
+    """A builder that counts its calls and answers from the store as it is now."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, store: Store) -> dict[str, Any]:
+        self.calls += 1
+        return {"build": self.calls,
+                "waiting": sorted(d["id"] for d in store.deliverables(unreviewed=True))}
+
+
+def small_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """Twelve messages, eight deliverables in shards of three."""
+    from agent.store import layout
+
+    monkeypatch.setattr(layout, "DELIVERABLE_SHARD_DOCS", 3)
+    store = Store(tmp_path / "data")
+    fill(store, count=12)
+    return store
+
+
+def test_a_model_is_served_while_its_inputs_are_unchanged_and_rebuilt_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = small_store(tmp_path, monkeypatch)
+    build = Probe()
+    first = readmodels.view(store, "probe", "v1", ["deliverables", "workflow"], build)
+    assert first["build"] == 1 and first["waiting"]
+    path = readmodels.views_dir(store) / "probe.json"
+    stamps = readmodels.input_stamps(store.root, ("deliverables", "workflow"))
+    # format, version and the digest first: what _current reads of a model
+    assert path.read_bytes().startswith(
+        b'{"format":1,"version":"v1","digest":"%s","inputs":' % _digest(stamps).encode())
+    assert orjson.loads(path.read_bytes())["inputs"] == stamps
+    reader = Store(store.data_dir)  # another process; inputs named in another order, twice
+    assert readmodels.view(reader, "probe", "v1", ("workflow", "deliverables", "workflow"),
+                           build) == first
+    assert build.calls == 1  # served from the file, nothing built
+    assert readmodels.view(reader, "probe", "v2", ["deliverables", "workflow"],
+                           build)["build"] == 2  # another derivation: built
+    assert readmodels.view(reader, "probe", "v2", ["deliverables", "workflow"],
+                           build)["build"] == 2
+    with store.writing():  # a file that is no input of the model: still served
+        store.add_contractor("Newcomer", [Identity("email", "new@example.com")])
+    assert readmodels.view(Store(store.data_dir), "probe", "v2", ["deliverables", "workflow"],
+                           build)["build"] == 2
+    review_some(store)  # an input changed: never the stale model
+    after = readmodels.view(Store(store.data_dir), "probe", "v2",
+                            ["deliverables", "workflow"], build)
+    assert after["build"] == 3 and after["waiting"] != first["waiting"]
+    assert after["waiting"] == sorted(d["id"] for d in store.deliverables(unreviewed=True))
+    assert readmodels.view(Store(store.data_dir), "probe", "v2",
+                           ["deliverables", "workflow"], build) == after
+    saved = orjson.loads(path.read_bytes())  # the header vouches for it, the data is gone
+    path.write_bytes(orjson.dumps({k: v for k, v in saved.items() if k != "data"}))
+    assert readmodels.view(Store(store.data_dir), "probe", "v2",
+                           ["deliverables", "workflow"], build)["build"] == 4
+
+
+def _digest(stamps: list[list[Any]]) -> str:
+    from hashlib import blake2b
+
+    return blake2b(orjson.dumps(stamps), digest_size=16).hexdigest()
+
+
+def test_a_model_built_while_a_writer_changed_its_inputs_is_not_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = small_store(tmp_path, monkeypatch)
+    build = Probe()
+
+    def racing(reader: Store) -> dict[str, Any]:
+        data = build(reader)
+        review_some(Store(store.data_dir))  # another process reviews meanwhile
+        return data
+
+    mixed = readmodels.view(store, "probe", "v1", ["deliverables", "workflow"], racing)
+    assert mixed["build"] == 1
+    assert not (readmodels.views_dir(store) / "probe.json").exists()
+    again = readmodels.view(Store(store.data_dir), "probe", "v1",
+                            ["deliverables", "workflow"], build)
+    assert again["build"] == 2
+    assert again["waiting"] == sorted(d["id"] for d in store.deliverables(unreviewed=True))
+
+
+def test_stale_and_refresh_rebuild_only_the_models_saved_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = small_store(tmp_path, monkeypatch)
+    monkeypatch.setattr(readmodels, "BUILDERS", {})
+    used, unused = Probe(), Probe()
+    readmodels.register("used", "v1", ["workflow", "deliverables", "workflow"], used)
+    readmodels.register("unused", "v1", ["roster"], unused)
+    assert readmodels.BUILDERS["used"] == ("v1", ("deliverables", "workflow"), used)
+    assert readmodels.stale(store, "used") is None  # never saved
+    assert readmodels.stale(store, "nobody") is None  # no such model
+    assert readmodels.refresh(store) == []
+    assert used.calls == unused.calls == 0
+    readmodels.view(store, "used", "v1", ["deliverables", "workflow"], used)
+    assert readmodels.stale(store, "used") is False
+    assert readmodels.refresh(store) == [] and used.calls == 1
+    review_some(store)
+    assert readmodels.stale(store, "used") is True
+    assert readmodels.refresh(store) == ["used"]
+    assert used.calls == 2 and unused.calls == 0
+    assert readmodels.stale(store, "used") is False
+    assert readmodels.stale(store, "unused") is None
+    served = readmodels.view(Store(store.data_dir), "used", "v1", ["deliverables", "workflow"],
+                             used)
+    assert served["build"] == 2 and used.calls == 2  # the refreshed model is served
+    assert served["waiting"] == sorted(d["id"] for d in store.deliverables(unreviewed=True))
+    readmodels.register("used", "v2", ["deliverables", "workflow"], used)  # a newer derivation
+    assert readmodels.stale(store, "used") is True
+    assert readmodels.refresh(store) == ["used"] and used.calls == 3
+    path = readmodels.views_dir(store) / "used.json"
+    path.write_bytes(path.read_bytes().replace(b'"version"', b'"vers!on', 1))  # damaged
+    assert readmodels.stale(store, "used") is True
+    assert readmodels.refresh(store) == ["used"] and used.calls == 4
+    assert readmodels.stale(store, "used") is False
+
+
+def test_input_stamps_list_every_file_of_the_inputs_in_a_fixed_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = small_store(tmp_path, monkeypatch)
+    review_some(store)
+    root = store.root
+    (root / "messages" / ".tmp-killed.json").write_bytes(b"{}")  # a writer's temp file
+    (root / "messages" / "NOTES").write_bytes(b"not a shard")  # sorts before the shards
+
+    def stamp(relative: str) -> list[Any]:
+        st = os.stat(root / relative)
+        return [relative, st.st_ino, st.st_mtime_ns, st.st_size]
+
+    def shards(folder: str) -> list[list[Any]]:
+        return [stamp(f"{folder}/{p.name}") for p in sorted((root / folder).glob("*.json"))
+                if not p.name.startswith(".")]
+
+    assert shards("messages") and len(shards("deliverables")) > 1 and shards("reviews")
+    assert not (root / "instructions.json").exists()
+    expected = [stamp("contracts.json"), *shards("deliverables"),
+                ["instructions.json", 0, 0, -1], *shards("instructions"),
+                *shards("messages"), stamp("roster.json"), *shards("reviews"),
+                *shards("outbox")]
+    parts = ["workflow", "roster", "messages", "instructions", "deliverables", "contracts"]
+    assert readmodels.input_stamps(root, parts) == expected
+    assert readmodels.input_stamps(root, [*reversed(parts), "roster"]) == expected
+    with pytest.raises(ValueError, match="unknown read model input 'nope'"):
+        readmodels.input_stamps(root, ["roster", "nope"])
+    assert readmodels.input_stamps(tmp_path / "nothing", ["messages", "roster"]) == [
+        ["roster.json", 0, 0, -1]]
+
+
+def test_a_partial_result_is_found_only_for_the_state_it_was_saved_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = small_store(tmp_path, monkeypatch)
+    inputs = ("roster", "workflow")
+    stamps = readmodels.input_stamps(store.root, inputs)
+    assert readmodels.load_partial(store, "probe", "v1", inputs) is None
+    readmodels.save_partial(store, "probe", "v1", inputs, stamps, {"kept": [1, 2]})
+    path = readmodels.views_dir(store) / "probe.partial.json"
+    assert orjson.loads(path.read_bytes())["inputs"] == stamps
+    assert readmodels.load_partial(Store(store.data_dir), "probe", "v1",
+                                   ["workflow", "roster"]) == {"kept": [1, 2]}
+    assert readmodels.load_partial(store, "probe", "v2", inputs) is None
+    saved = path.read_bytes()
+    review_some(store)  # an input changed after ``stamps`` were taken
+    assert readmodels.load_partial(store, "probe", "v1", inputs) is None
+    readmodels.save_partial(store, "probe", "v1", inputs, stamps, {"kept": "a mix"})
+    assert path.read_bytes() == saved  # not kept
+    now = readmodels.input_stamps(store.root, inputs)
+    readmodels.save_partial(store, "probe", "v1", inputs, now, {"kept": [3]})
+    assert readmodels.load_partial(store, "probe", "v1", inputs) == {"kept": [3]}
+    memory = MemoryStore(tmp_path / "memory")
+    readmodels.save_partial(memory, "probe", "v1", inputs,
+                            readmodels.input_stamps(memory.root, inputs), {"kept": [4]})
+    assert readmodels.load_partial(memory, "probe", "v1", inputs) is None
+    assert not readmodels.views_dir(memory).exists()
+
+
+def test_shard_parts_computes_only_the_parts_of_shards_written_since(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = small_store(tmp_path, monkeypatch)
+    names = store.shard_names("deliverables")
+    assert len(names) >= 3
+    seen: list[list[str]] = []
+
+    def part_of(docs: list[Any]) -> list[Any]:
+        ids = sorted(d["id"] for d in docs)
+        seen.append(ids)
+        return [[i, next(d.get("review_status") for d in docs if d["id"] == i)] for i in ids]
+
+    def truth_parts(reader: Store) -> list[Any]:
+        return [[[d["id"], d.get("review_status")]
+                 for d in sorted(reader.read_shard("deliverables", n).docs("deliverables"),
+                                 key=lambda d: d["id"])]
+                for n in reader.shard_names("deliverables")]
+
+    def parts(reader: Store, version: str = "p1", valid: Any = None) -> list[Any]:
+        return readmodels.shard_parts(reader, "probe", version, "deliverables", part_of,
+                                      *([valid] if valid else []))
+
+    expected = truth_parts(store)
+    assert parts(store) == expected and len(seen) == len(names)
+    path = readmodels.views_dir(store) / "probe.parts.json"
+    saved = orjson.loads(path.read_bytes())
+    assert (saved["format"], saved["version"], saved["folder"]) == (1, "p1", "deliverables")
+    assert list(saved["shards"]) == names  # in the store's order, each with its stamp
+    assert [entry[0] for entry in saved["shards"].values()] == [
+        list(store.shard_stamp("deliverables", n) or ()) for n in names]
+    seen.clear()
+    before = path.stat()
+    assert parts(Store(store.data_dir)) == expected and seen == []  # all reused
+    assert path.stat().st_ino == before.st_ino  # nothing changed: not written again
+    review_some(store, every=100)  # reviews the oldest deliverable: its shard only
+    written = [n for n in names if list(store.shard_stamp("deliverables", n) or ())
+               != saved["shards"][n][0]]
+    assert len(written) == 1
+    assert parts(Store(store.data_dir)) == truth_parts(store) != expected
+    assert len(seen) == 1
+    seen.clear()
+    assert parts(Store(store.data_dir), "p2") == truth_parts(store)  # another derivation
+    assert len(seen) == len(names)
+    seen.clear()
+    assert parts(Store(store.data_dir), "p2", lambda part: part != truth_parts(store)[0]
+                 ) == truth_parts(store)
+    assert len(seen) == 1  # the part the check rejects is computed again
+    saved = orjson.loads(path.read_bytes())
+    gone = dict(saved, shards={**saved["shards"], "s999999": [[1, 2, 3], [["x", "y"]]]})
+    path.write_bytes(orjson.dumps(gone))
+    seen.clear()
+    assert parts(Store(store.data_dir), "p2") == truth_parts(store) and seen == []
+    assert list(orjson.loads(path.read_bytes())["shards"]) == names  # the shard gone dropped
+    other = dict(saved, folder="messages")
+    path.write_bytes(orjson.dumps(other))
+    assert parts(Store(store.data_dir), "p2") == truth_parts(store)
+    assert len(seen) == len(names)  # parts of another folder are not this folder's
+
+
+def test_shard_parts_of_the_in_memory_store_are_computed_and_not_kept(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path / "data")
+    fill(store, count=12)
+    got = readmodels.shard_parts(store, "probe", "p1", "deliverables",
+                                 lambda docs: sorted(d["id"] for d in docs))
+    assert got == [sorted(d["id"] for d in store.read_shard("deliverables", n).docs(
+        "deliverables")) for n in store.shard_names("deliverables")]
+    assert got and got[0]
+    assert not readmodels.views_dir(store).exists()
+
+
+def test_models_are_kept_without_fsync_and_answered_when_they_cannot_be_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Derived data: a read command writes its models without fsync (a lost one is built
+    again), and one it cannot write (the folder taken, data not JSON) still answers,
+    saying at debug level which model and why."""
+    from tests.support import fsspy
+
+    store = small_store(tmp_path, monkeypatch)
+    views = readmodels.views_dir(store)
+    spy = fsspy.install(monkeypatch)
+    readmodels.view(store, "probe", "v1", ["deliverables"], Probe())
+    readmodels.shard_parts(store, "probe", "p1", "deliverables", len)
+    readmodels.save_partial(store, "probe", "v1", ["roster"],
+                            readmodels.input_stamps(store.root, ["roster"]), [1])
+    assert sorted(p.name for p in views.iterdir()) == [
+        "probe.json", "probe.partial.json", "probe.parts.json"]
+    assert [c for c in spy.calls if c.kind.startswith("fsync")] == []
+    monkeypatch.undo()
+
+    shutil.rmtree(views)
+    views.write_bytes(b"not a folder")
+    caplog.set_level(logging.DEBUG, logger="retainer.store")
+    build = Probe()
+    expected = sorted(d["id"] for d in store.deliverables(unreviewed=True))
+    assert readmodels.view(store, "probe", "v1", ["deliverables"], build)["waiting"] == expected
+    assert readmodels.shard_parts(store, "probe", "p1", "deliverables", len) == [
+        len(store.read_shard("deliverables", n).docs("deliverables"))
+        for n in store.shard_names("deliverables")]
+    assert readmodels.view(store, "probe", "v1", ["deliverables"], build)["build"] == 2
+    views.unlink()
+    assert readmodels.view(store, "sets", "v1", ["roster"], lambda s: {"ids": {1, 2}}) == {
+        "ids": {1, 2}}
+    logged = [r.getMessage() for r in caplog.records if r.name == "retainer.store"]
+    assert sum(m.startswith("read model probe not saved: [Errno ") for m in logged) == 2
+    assert sum(m.startswith("read model parts probe not saved: [Errno ") for m in logged) == 1
+    assert "read model sets not saved: Type is not JSON serializable: set" in logged
+    assert not (views / "sets.json").exists()
