@@ -176,15 +176,11 @@ def queue_json(store: Store, dumps: Callable[[Any], bytes], limit: int | None = 
         return dumps([])
     body: bytes | memoryview | None = _saved_json(store)
     if body is None:
-        stamps = readmodels.input_stamps(store.root, INPUTS) if _on_disk(store) else []
+        stamps = readmodels.input_stamps(store.root, INPUTS) if store.on_disk else []
         made = body = dumps(store.deliverables(unreviewed=True))
-        if _on_disk(store) and stamps == readmodels.input_stamps(store.root, INPUTS):
+        if store.on_disk and stamps == readmodels.input_stamps(store.root, INPUTS):
             _save_json(store, stamps, made)
     return body if limit is None else _first(bytes(body), limit)
-
-
-def _on_disk(store: Store) -> bool:
-    return bool(getattr(store, "_on_disk", True))
 
 
 def _first(body: bytes, limit: int) -> bytes:
@@ -201,7 +197,7 @@ def _saved_json(store: Store) -> memoryview | None:
     """The saved body, mapped from its file, when the header vouches for it."""
     import mmap
 
-    if not _on_disk(store):
+    if not store.on_disk:
         return None
     try:
         with open(readmodels.views_dir(store) / JSON_FILE, "rb") as handle:

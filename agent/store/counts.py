@@ -60,7 +60,7 @@ def committed_counts(store: Store) -> dict[str, dict[str, int]]:
 def _shards(store: Store, folder: str) -> list[tuple[str, Stamp | None]]:
     """The shards of ``folder`` and their stamps, listed from the folder itself: the
     shard summaries (which :meth:`shard_names` loads) are not needed to count."""
-    if not getattr(store, "_on_disk", True):  # the in-memory store: no files to list
+    if not store.on_disk:  # the in-memory store: no files to list
         return [(name, store.shard_stamp(folder, name)) for name in store.shard_names(folder)]
     found: list[tuple[str, Stamp | None]] = []
     try:

@@ -71,7 +71,7 @@ class StoreFolder:
         self.blobs = Blobs(self.data_dir, self.files_dir, self.tmp_dir)
         self._upgrade_layout()
 
-    _on_disk = True  # the in-memory store keeps its shard summaries in memory only
+    on_disk = True  # whether its files are on disk (the in-memory store keeps none)
 
     @property
     def _lock(self) -> FileLock:
@@ -110,7 +110,7 @@ class StoreFolder:
             index_dir = self._index_dirs.get(folder) or self.root / "index" / folder
             cat = self._catalogs[folder] = Catalog(
                 folder, self.root / folder, index_dir,
-                lambda name: self.read_shard(folder, name), disk=self._on_disk)
+                lambda name: self.read_shard(folder, name), disk=self.on_disk)
         return cat
 
     def _fresh(self, folder: str) -> Catalog:

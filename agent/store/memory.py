@@ -57,7 +57,7 @@ def _writes(shard: Shard) -> int:
 class MemoryStore(Store):
     """A :class:`Store` whose tables are in memory (files still go to ``data_dir/files``)."""
 
-    _on_disk = False  # shard summaries are kept in memory, beside the shards
+    on_disk = False  # shard summaries are kept in memory, beside the shards
 
     def shard(self, relative: str) -> Shard:
         shard = self._shards.get(relative)

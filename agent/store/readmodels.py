@@ -136,7 +136,7 @@ def _current(path: Path, version: str, stamps: list[list[Any]]) -> bool | None:
 
 
 def _save(store: Store, name: str, version: str, stamps: list[list[Any]], data: Any) -> None:
-    if not getattr(store, "_on_disk", True):
+    if not store.on_disk:
         return
     try:  # derived data: no fsync; a lost or stale model is rebuilt from the store
         folder = ensure_private_dir(views_dir(store))
@@ -157,7 +157,7 @@ def view(store: Store, name: str, version: str, inputs: Iterable[str], build: Bu
     else, so models saved by an older Retainer are rebuilt.
     """
     inputs = tuple(sorted(set(inputs)))
-    if not getattr(store, "_on_disk", True):  # the in-memory store: nothing to keep
+    if not store.on_disk:  # the in-memory store: nothing to keep
         return build(store)
     stamps = input_stamps(store.root, inputs)
     path = views_dir(store) / f"{name}.json"
@@ -212,7 +212,7 @@ def load_partial(store: Store, name: str, version: str, inputs: Iterable[str]) -
     """A partial result saved with :func:`save_partial`, or None unless it was saved for
     exactly the current state of ``inputs`` (a subset of what a model depends on: e.g.
     what each deliverable's turnaround depends on besides the deliverable itself)."""
-    if not getattr(store, "_on_disk", True):
+    if not store.on_disk:
         return None
     found, data = _load(views_dir(store) / f"{name}.partial.json", version,
                         input_stamps(store.root, inputs))
@@ -223,7 +223,7 @@ def save_partial(store: Store, name: str, version: str, inputs: Iterable[str],
                  stamps: list[list[Any]], data: Any) -> None:
     """Keep a partial result computed from the state ``stamps`` of ``inputs`` (taken
     before computing it); not kept when the inputs changed meanwhile."""
-    if getattr(store, "_on_disk", True) and stamps == input_stamps(store.root, inputs):
+    if store.on_disk and stamps == input_stamps(store.root, inputs):
         _save(store, f"{name}.partial", version, stamps, data)
 
 
@@ -247,7 +247,7 @@ def shard_parts(store: Store, name: str, version: str, folder: str, part_of: Par
     rejects (not shaped as ``part_of`` writes) is computed afresh, never trusted.
     """
     names = store.shard_names(folder)
-    if not getattr(store, "_on_disk", True):
+    if not store.on_disk:
         return [part_of(store.read_shard(folder, n).docs(folder)) for n in names]
     path = views_dir(store) / f"{name}.parts.json"
     kept: dict[str, Any] = {}

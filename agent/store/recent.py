@@ -105,7 +105,7 @@ def newest(store: StoreFolder, groups: Iterable[str], limit: int) -> list[dict[s
     """The newest ``limit`` messages of ``groups`` (``[ALL]`` or identity keys), as
     stored, newest first; None when the model cannot tell them (more than it keeps, or a
     store without files): then read the shards."""
-    if not getattr(store, "_on_disk", True) or limit > KEEP:
+    if not store.on_disk or limit > KEEP:
         return None
     if limit <= 0:
         return []
