@@ -631,10 +631,15 @@ readmodels.register("delegation-recent", RECENT_VERSION, MODEL_INPUTS, _build_re
 
 def refresh_read_models(store: Store) -> list[str]:
     """Rebuild the read models in use that the store's files no longer match (called by
-    writers after a sync or a review, outside the write lock); returns their names."""
+    writers after a sync or a review, outside the write lock), the newest messages'
+    (:mod:`agent.store.recent`) too; returns their names."""
     import agent.reviewqueue  # noqa: F401  (registers the review queue's model)
+    from agent.store import recent
 
-    return readmodels.refresh(store)
+    rebuilt = readmodels.refresh(store)
+    if recent.refresh(store):
+        rebuilt.append(recent.NAME)
+    return rebuilt
 
 
 def _work(facts: Facts) -> tuple[list[Work], list[ReviewEvent]]:

@@ -565,3 +565,58 @@ def test_a_sync_of_other_peoples_messages_leaves_a_groups_file_as_it_was(
     assert group.read_bytes() == before
     assert reader.newest_messages(3, contractor="c3@example.com") \
         == truth(store, 3, "c3@example.com")
+
+
+def test_a_writer_brings_a_saved_model_up_to_date_keeping_no_group(
+        tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a sync calls once its pages are committed (through the read models'
+    refresh): nothing while no listing saved the model; then the shards written since
+    are read, each group rewritten and let go, so the next listing opens no shard."""
+    from agent.stats import refresh_read_models
+
+    store = made(tmp_path)
+    assert recent.refresh(store) is False
+    assert not recent.model_path(store.root).exists()  # nobody listed: nothing made
+    assert store.newest_messages(3) == truth(store, 3)
+    assert recent.refresh(store) is False  # current
+    commit(store, page(60, 9))
+    assert recent.NAME in refresh_read_models(store)
+    assert recent.refresh(store) is False
+    expected = {ref: truth(store, 4, ref) for ref in refs(store)}
+    reads = shard_reads(monkeypatch)
+    reader = Store(tmp_path / "data")
+    for ref in refs(reader):
+        assert reader.newest_messages(4, contractor=ref) == expected[ref]
+    assert reads == []
+    commit(store, page(69, 9))
+    model = recent.current(store, keep=["email:c1@example.com"])
+    assert model is not None and set(model.entries) == {"email:c1@example.com"}
+    assert_newest(Store(tmp_path / "data"))
+
+
+def test_a_copied_data_folder_is_read_one_shard_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy (a backup put back, another machine) changes every shard's stamp: the
+    model is brought up to date from every shard, keeping of each only the newest
+    messages of each group (a model of 200,000 messages took 650 MB when all of them
+    were held at once), and answers what the shards give."""
+    import shutil
+    import tracemalloc
+
+    monkeypatch.setattr(layout, "SHARD_DOCS", 100)
+    monkeypatch.setattr(recent, "KEEP", 6)
+    store = made(tmp_path, 1200)
+    assert len(store.shard_names("messages")) >= 10
+    assert store.newest_messages(3) == truth(store, 3)  # the model, saved
+    peaks = {}
+    for how in ("made again", "brought up to date"):
+        copy = tmp_path / how
+        shutil.copytree(tmp_path / "data", copy)
+        other = Store(copy)
+        tracemalloc.start()
+        model = recent.rebuild(other) if how == "made again" else recent.current(other)
+        peaks[how] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert model is not None
+        assert_newest(Store(copy))
+    assert peaks["brought up to date"] < 1.5 * peaks["made again"], peaks

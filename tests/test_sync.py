@@ -970,6 +970,19 @@ def test_a_sync_that_stores_something_leaves_the_read_models_in_use_fresh(tmp_pa
     assert readmodels.stale(engine.store, "roster") is False  # rebuilt by the sync, not later
 
 
+def test_a_sync_brings_the_newest_messages_model_a_listing_saved_up_to_date(tmp_path):
+    from agent.store import recent
+
+    engine = engine_for(tmp_path)
+    assert engine.store.newest_messages(5) == []  # a listing ran: the model is saved
+    saved = recent.model_path(engine.store.root).read_bytes()
+    assert engine.sync_all(["feed"])[0].messages_new == 7
+    assert recent.model_path(engine.store.root).read_bytes() != saved  # by the sync
+    assert recent.refresh(engine.store) is False  # nothing left for a listing to do
+    newest = engine.store.newest_messages(5)
+    assert newest and newest == list(engine.store.iter_messages_newest_first())[:5]
+
+
 def test_a_read_model_that_cannot_be_rebuilt_does_not_fail_the_sync(tmp_path, monkeypatch,
                                                                      caplog):
     from agent.store import readmodels

@@ -25,7 +25,7 @@ output of a rebuild from those equals a rebuild from nothing (tested byte for by
 
 Writers keep the models in use fresh: :func:`refresh` rebuilds, once, at the end of a
 sync or a batch of reviews, every model that a reader saved before, so the next read
-command finds them current (see :meth:`Store.refresh_read_models`).
+command finds them current (see :func:`agent.stats.refresh_read_models`).
 
 Inputs are named by part: ``roster``, ``contracts``, ``workflow``, ``instructions``
 (single files) and ``messages``, ``deliverables`` (every shard of the folder).

@@ -17,10 +17,12 @@ its newest message time and its sources:
 Derived data, never trusted blindly: a reader compares every shard's stamp with the files
 (one directory scan) and, for each group it reads, the token of the group's file with the
 main file's. Shards written since (a sync, a review, another process, a copied folder)
-are read again, only they, and the groups they touch are updated and saved; a missing,
-damaged, torn or older-version file (or a token that does not match) makes the whole
-model again from every shard. Nothing is saved when a writer changed the shards while
-the model was being made. The files are rewritten in place and sealed with a CRC-32
+are read again, only they, and the groups they touch are updated and saved, one group at
+a time; a missing, damaged, torn or older-version file (or a token that does not match)
+makes the whole model again from every shard. Nothing is saved when a writer changed the
+shards while they were read. A sync brings a model that a listing saved up to date once
+its pages are committed (:func:`refresh`), so the first listing after it reads one
+group's file. The files are rewritten in place and sealed with a CRC-32
 (:func:`agent.files.write_derived`): a sync touches a hundred groups, and a temp file
 each made the first listing after it slow (ext4 allocating inodes, 0.46 ms a file). So
 the shards stay the only truth; the write path is untouched.
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +51,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("retainer.store")
 
-VERSION = "recent-messages-2"  # 2: files sealed and rewritten in place
+NAME = "recent-messages"
+VERSION = f"{NAME}-2"  # 2: files sealed and rewritten in place
 FORMAT = 1
 KEEP = 50  # messages kept per group: `--limit` up to this is answered from the model
 ALL = "*"  # the group of every message
@@ -111,10 +114,10 @@ def newest(store: StoreFolder, groups: Iterable[str], limit: int) -> list[dict[s
         return []
     root = store.root
     groups = sorted(set(groups))
-    model = current(store)
+    model = current(store, keep=groups)
     found = None if model is None else _entries(model, root, groups)
     if found is None:  # a group's file lost, damaged, or just rewritten by another reader
-        model = current(store)
+        model = current(store, keep=groups)
         found = None if model is None else _entries(model, root, groups)
     if found is None:
         model = rebuild(store)
@@ -211,42 +214,82 @@ def _load(root: Path) -> Model | None:
     return Model(shards, groups)
 
 
-def current(store: StoreFolder) -> Model | None:
+def current(store: StoreFolder, keep: Collection[str] | None = None) -> Model | None:
     """The model, brought up to date with the shards on disk (only the shards written
-    since it was saved are read again)."""
-    root = store.root
-    model = _load(root)
+    since it was saved are read again). The entries of the groups it rewrites stay in
+    memory only for ``keep`` (None: every group); the others are written and let go, one
+    group at a time, so bringing it up to date after a large sync stays small."""
+    model = _load(store.root)
     if model is None:
         return rebuild(store)
+    return _update(store, model, shard_stamps(store.root), keep)
+
+
+def refresh(store: StoreFolder) -> bool:
+    """Bring the model up to date now if a listing saved it before and shards changed
+    since: what a writer calls once its pages are committed, so that the next
+    ``messages --limit N`` reads one group's file instead of the shards the writer
+    wrote. Keeps no group in memory. Whether it was out of date (a store nobody listed
+    costs one ``stat``)."""
+    root = store.root
+    if not store.on_disk or not model_path(root).exists():
+        return False
+    model = _load(root)
+    if model is None:
+        return rebuild(store) is not None  # damaged or of an older version
     stamps = shard_stamps(root)
-    changed = [n for n, st in stamps.items()
-               if n not in model.shards or model.shards[n]["stamp"] != st]
+    if not _changed(model, stamps) and model.shards.keys() <= stamps.keys():
+        return False  # no shard written or removed since
+    return _update(store, model, stamps, keep=()) is not None
+
+
+def _changed(model: Model, stamps: dict[str, Stamp]) -> list[str]:
+    """The shards written (or made) since the model was saved."""
+    return [n for n, st in stamps.items()
+            if n not in model.shards or model.shards[n]["stamp"] != st]
+
+
+def _update(store: StoreFolder, model: Model, stamps: dict[str, Stamp],
+            keep: Collection[str] | None) -> Model | None:
+    root = store.root
+    changed = _changed(model, stamps)
     removed = [n for n in model.shards if n not in stamps]
     if not changed and not removed:
         return model
     gone = set(changed) | set(removed)
-    fresh: dict[str, list[Entry]] = {}  # group -> its entries in the changed shards
+    fresh: dict[str, list[Entry]] = {}  # group -> its newest entries in the changed shards
+    cut: dict[str, str] = {}  # group -> the newest of its entries let go from fresh
     for name in removed:
         del model.shards[name]
     for name in sorted(changed, key=shard_number):
         if not _read_shard(store, name, stamps[name], model.shards, fresh):
             return rebuild(store)  # changed while read: start from the files again
+        ranks = model.ranks()
+        for group, entries in fresh.items():  # one shard's messages in memory, not all
+            if len(entries) > KEEP:
+                fresh[group], line = _trim(entries, ranks, cut.get(group))
+                cut[group] = line["floor"]
     touched = set(fresh) | {g for g, line in model.groups.items()
                             if not gone.isdisjoint(line.get("in") or ())}
     ranks = model.ranks()
-    rewrite = set()
-    for group in touched:
+    saving = _saving(store, stamps)
+    for group in sorted(touched):
         old = model.groups.get(group)
         kept = [] if old is None else _group_entries(model, root, group)
         if kept is None:
             return rebuild(store)
-        entries = [e for e in kept if e[1] not in gone] + fresh.get(group, [])
-        entries, line = _trim(entries, ranks, None if old is None else old["floor"])
-        if old is not None and entries == kept and line["floor"] == old["floor"]:
-            continue  # the same messages (a sync of other people's): its file stays
-        model.entries[group], model.groups[group] = entries, line
-        rewrite.add(group)
-    _save(store, model, stamps, rewrite)
+        entries = [e for e in kept if e[1] not in gone] + fresh.pop(group, [])
+        floors = [f for f in (None if old is None else old["floor"], cut.get(group)) if f]
+        entries, line = _trim(entries, ranks, max(floors, default=None))
+        if old is None or entries != kept or line["floor"] != old["floor"]:
+            model.entries[group], model.groups[group] = entries, line
+            if saving:
+                saving = _save_group(root, model, group)
+        # else the same messages (a sync of other people's): its file stays
+        if keep is not None and group not in keep:
+            model.entries.pop(group, None)
+    if saving:
+        _save_main(root, model)
     return model
 
 
@@ -268,7 +311,8 @@ def rebuild(store: StoreFolder) -> Model | None:
             have = model.entries.get(group, [])
             floor = model.groups.get(group, {}).get("floor")
             model.entries[group], model.groups[group] = _trim(have + entries, ranks, floor)
-    _save(store, model, stamps, set(model.groups))
+    if _saving(store, stamps) and all(_save_group(root, model, g) for g in sorted(model.groups)):
+        _save_main(root, model)
     return model
 
 
@@ -321,24 +365,44 @@ def _trim(entries: list[Entry], ranks: dict[str, int], floor: str | None
     return entries, {"token": "", "floor": floor, "in": sorted({e[1] for e in entries})}
 
 
-def _save(store: StoreFolder, model: Model, stamps: dict[str, Stamp], groups: set[str]) -> None:
-    """Write the groups' files, then the main file, unless a writer changed the shards
-    meanwhile (derived data: no fsync; a lost file is made again)."""
-    from agent.files import ensure_private_dir, write_derived
+def _saving(store: StoreFolder, stamps: dict[str, Stamp]) -> bool:
+    """Whether the model made from ``stamps`` may be saved: not when a writer changed
+    the shards meanwhile, nor where its folder cannot be made."""
+    from agent.files import ensure_private_dir
 
-    root = store.root
-    if shard_stamps(root) != stamps:
-        return
-    for group in groups:
-        model.groups[group]["token"] = os.urandom(6).hex()
+    if shard_stamps(store.root) != stamps:
+        return False
     try:
-        ensure_private_dir(group_path(root, ALL).parent)
-        for group in sorted(groups):
-            write_derived(group_path(root, group),
-                          orjson.dumps({"group": group, "token": model.groups[group]["token"],
-                                        "entries": model.entries[group]}))
+        ensure_private_dir(group_path(store.root, ALL).parent)
+    except OSError as exc:
+        log.debug("read model %s not saved: %s", NAME, exc)  # read-only folder
+        return False
+    return True
+
+
+def _save_group(root: Path, model: Model, group: str) -> bool:
+    """Write one group's file with a new token (derived data, sealed, no fsync: a lost
+    or torn file is made again); False if it could not be written."""
+    from agent.files import write_derived
+
+    model.groups[group]["token"] = os.urandom(6).hex()
+    try:
+        write_derived(group_path(root, group),
+                      orjson.dumps({"group": group, "token": model.groups[group]["token"],
+                                    "entries": model.entries[group]}))
+    except (OSError, TypeError, orjson.JSONEncodeError) as exc:
+        log.debug("read model %s not saved: %s", NAME, exc)
+        return False
+    return True
+
+
+def _save_main(root: Path, model: Model) -> None:
+    """Write the main file, after the groups' files it names the tokens of."""
+    from agent.files import write_derived
+
+    try:
         write_derived(model_path(root),
                       orjson.dumps({"format": FORMAT, "version": VERSION,
                                     "shards": model.shards, "groups": model.groups}))
     except (OSError, TypeError, orjson.JSONEncodeError) as exc:
-        log.debug("read model recent-messages not saved: %s", exc)  # read-only folder
+        log.debug("read model %s not saved: %s", NAME, exc)
