@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -365,6 +366,41 @@ def test_what_a_catalog_keeps_costs_the_collector_a_few_references_a_shard(tmp_p
     assert (references_held(cat) - before) / 20 < 60  # ids alone would be 200
     assert cat.threads("s000007") == {t["id"]: t for t in threads}  # read from its file
     assert cat.shards["s000007"]["identities"] == ("email:maria@example.com",)
+
+
+@pytest.mark.parametrize("folder", ["messages", "deliverables"])
+def test_summing_up_every_shard_again_keeps_no_listing_side_in_memory(tmp_path, monkeypatch,
+                                                                       folder):
+    """A copied data folder (every stamp changed) or a lost index: every summary is made
+    again from its shard, and the threads and review queue of each, which only listings
+    read, are let go once in their files (at 200,000 messages they held 54 MB)."""
+    monkeypatch.setattr(layout, "SHARD_DOCS", 200)
+    monkeypatch.setattr(layout, "DELIVERABLE_SHARD_DOCS", 200)
+    make = message if folder == "messages" else deliverable
+    threads = [{"id": f"t{n}", "first_at": "a", "last_at": "b"} for n in range(20)]
+    cat = make_catalog(tmp_path, folder)
+    for first in range(0, 4400, 200):
+        store_docs(cat, [make(n, received_at="2026-03-01T10:00:00") for n in
+                         range(first, first + 200)], threads)
+    for path in cat.index_dir.iterdir():
+        path.unlink()
+    reads: list[str] = []
+    fresh = make_catalog(tmp_path, folder, reads=reads)
+    empty = references_held(make_catalog(tmp_path / "none", folder))
+    tracemalloc.start()
+    assert len(fresh.names()) == 22 and len(reads) == 22  # every shard summed up again
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert (references_held(fresh) - empty) / 22 < 60
+    assert held / 22 < 50_000, held  # the queue kept (200 deliverables): 150 kB
+    side = "threads" if folder == "messages" else "queue"
+    (fresh.index_dir / f"s000007.{side}.json").unlink()  # let go, so asked of the shard
+    if folder == "messages":
+        assert fresh.threads("s000007") == {t["id"]: t for t in threads}
+    else:
+        assert [d["id"] for d in fresh.queue("s000007")] == [
+            f"d{n:04d}" for n in range(1200, 1400)]
+    assert reads[22:] == ["s000007"]
 
 
 def test_side_data_no_file_holds_stays_in_memory(tmp_path):

@@ -238,7 +238,7 @@ class Catalog:
             if summary is None or summary["stamp"] != stamp:
                 summary = self._cached(self.index_dir / f"{name}.json", stamp)
                 if summary is None:
-                    summary = self._rebuild(name, stamp)
+                    summary = self._rebuild(name, stamp, keep=False)
                 else:
                     compact(summary)
                 changed = True
@@ -263,12 +263,17 @@ class Catalog:
             return cached
         return None
 
-    def _rebuild(self, name: str, stamp: list[int] | None) -> dict[str, Any]:
-        """A shard's summary from the shard itself (its cached one is stale or lost)."""
+    def _rebuild(self, name: str, stamp: list[int] | None, *, keep: bool = True
+                 ) -> dict[str, Any]:
+        """A shard's summary from the shard itself (its cached one is stale or lost).
+        Unless ``keep``, the sides only listings read are let go once in their files, so
+        summing up every shard (a copied data folder) holds one shard's at a time."""
         summary = summarize(self.folder, self.reader(name))
         summary["stamp"] = stamp
         self._split(name, summary)
-        self._save(name, summary)
+        if self._save(name, summary) and not keep:
+            for kind in READ_SIDES:
+                self._sides[kind].pop(name, None)
         return summary
 
     def _split(self, name: str, summary: dict[str, Any]) -> None:
