@@ -487,6 +487,7 @@ def test_files_beside_the_shards_are_not_shards(tmp_path: Path, small: None) -> 
     store = made(tmp_path)
     (store.root / "messages" / "s000999.json.bak").write_bytes(b"{}")
     (store.root / "messages" / "s000998.bak").write_bytes(b"{}")
+    (store.root / "messages" / "s000001 copy.json").write_bytes(b"{}")  # a file manager's copy
     assert recent.shard_stamps(store.root).keys() == set(store.shard_names("messages"))
     assert Store(tmp_path / "data").newest_messages(4) == truth(store, 4)
 
@@ -620,3 +621,211 @@ def test_a_copied_data_folder_is_read_one_shard_at_a_time(
         assert model is not None
         assert_newest(Store(copy))
     assert peaks["brought up to date"] < 1.5 * peaks["made again"], peaks
+
+
+def after_the_next_scan(monkeypatch: pytest.MonkeyPatch, store: Store, action: Any
+                        ) -> list[bool]:
+    """The next scan of the shards (:func:`recent.shard_stamps`, the first thing a listing
+    reads in the messages folder) answers with the folder as it is, then ``action`` (a
+    writer, another reader) runs before the reader goes on. Returns a list emptied then."""
+    real = os.scandir
+    armed = [True]
+
+    def scan(path: Any) -> Any:
+        if not armed or Path(path) != store.root / "messages":
+            return real(path)
+        armed.clear()
+        entries = list(real(path))
+        for entry in entries:
+            entry.stat()  # the stamps as they are now (a DirEntry keeps its stat)
+        action()
+        return iter(entries)
+
+    monkeypatch.setattr(os, "scandir", scan)
+    return armed
+
+
+def test_a_group_file_another_reader_rewrote_meanwhile_is_read_again(
+        tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader loads the main file and scans the shards; before it reads the group's
+    file, a sync and another reader bring the model up to date (new tokens): the first
+    reader tries the model again and answers from it, without making it again from every
+    shard."""
+    store = made(tmp_path)
+    assert store.newest_messages(3) is not None  # made and saved
+    reads = shard_reads(monkeypatch)
+    reader = Store(tmp_path / "data")
+
+    def sync_and_another_reader() -> None:
+        commit(store, page(64, 2, when_of=lambda n: START + timedelta(days=90, minutes=n)))
+        assert Store(tmp_path / "data").newest_messages(3) == truth(store, 3)
+        reads.clear()
+
+    pending = after_the_next_scan(monkeypatch, store, sync_and_another_reader)
+    got = reader.newest_messages(3)
+    assert pending == []
+    assert reads == []  # the model as the other reader saved it, not made again
+    assert got == truth(store, 3) and got[0]["remote_id"] == "<m65@example.com>"
+
+
+def test_a_shard_written_while_the_model_is_brought_up_to_date(
+        tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync writes a shard between the reader's scan and its read of that shard (reads
+    take no lock): the model is made again from the files as they are then."""
+    store = made(tmp_path)
+    assert store.newest_messages(3) is not None  # made and saved
+    commit(store, page(60, 2))  # the open shard written: the reader reads it again
+    reader = Store(tmp_path / "data")
+    pending = after_the_next_scan(monkeypatch, store, lambda: commit(
+        store, page(64, 2, when_of=lambda n: START + timedelta(days=90, minutes=n))))
+    got = reader.newest_messages(3)
+    assert pending == []
+    assert got == truth(store, 3) and got[0]["remote_id"] == "<m65@example.com>"
+    assert_newest(store)
+
+
+def test_a_tie_across_shards_is_ordered_by_the_shards_newest_message(
+        tmp_path: Path, small: None) -> None:
+    """Two messages sent at the same second, in the first and the second shard, after a
+    message of the first shard was re-fetched as the newest of all: the first shard now
+    comes first in the listing's order (newest message first, not shard number)."""
+    store = Store(tmp_path / "data")
+    commit(store, page(0, 9, when_of=lambda n: START + timedelta(minutes=n - (n == 7))))
+    assert store.shard_names("messages")[:2] == ["s000001", "s000002"]
+    assert store.newest_messages(3) == truth(store, 3)  # made and saved
+    commit(store, page(1, 1, subject="Edited", when_of=lambda n: START + timedelta(days=30)))
+    for reader in (Store(tmp_path / "data"), store):  # brought up to date, then made again
+        for path in () if reader is not store else views(store).rglob("*.json"):
+            path.unlink()
+        got = reader.newest_messages(4)
+        assert got == truth(store, 4)
+        assert [doc["remote_id"] for doc in got] == [
+            "<m1@example.com>", "<m8@example.com>", "<m6@example.com>", "<o7@example.com>"]
+
+
+def test_an_identity_without_messages_hides_none_of_the_contractors_others(
+        tmp_path: Path, small: None) -> None:
+    """A contractor's identities are listed in order; one that sent nothing (so not in
+    the model) coming first leaves the others' messages in the answer."""
+    store = Store(tmp_path / "data")
+    with store.writing():
+        store.add_contractor("Contractor 1", [Identity("email", "a1@example.com"),
+                                              Identity("email", "c1@example.com"),
+                                              Identity("email", "z1@example.com")])
+    commit(store, page(0, 30))
+    commit(store, [Message("<z@example.com>", START - timedelta(days=1),
+                           Identity("email", "z1@example.com"), subject="Old", text="z",
+                           thread_remote_id="<tz@example.com>")])
+    expected = truth(store, 4, "c1@example.com")
+    assert len(expected) == 4
+    assert store.newest_messages(4, contractor="a1@example.com") == expected
+    assert Store(tmp_path / "data").newest_messages(4, contractor="c1@example.com") == expected
+    assert Store(tmp_path / "data").newest_messages(6, contractor="z1@example.com") \
+        == truth(store, 6, "c1@example.com")
+
+
+def test_a_damaged_group_file_found_while_bringing_the_model_up_to_date(
+        tmp_path: Path, small: None) -> None:
+    """A sync wrote a shard, and a group it touches has a damaged file: the model is
+    made again from every shard."""
+    store = made(tmp_path)
+    assert store.newest_messages(3) is not None  # made and saved
+    commit(store, page(64, 2, when_of=lambda n: START + timedelta(days=90, minutes=n)))
+    every = recent.group_path(store.root, recent.ALL)
+    every.write_bytes(seal(b"[]"))
+    got = Store(tmp_path / "data").newest_messages(3)
+    assert got == truth(store, 3) and got[0]["remote_id"] == "<m65@example.com>"
+    assert every.read_bytes() != seal(b"[]")  # made again
+
+
+def test_a_read_only_data_folder_whose_model_is_left_short_reads_the_shards(
+        tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The newest messages re-fetched dated back leave a saved model short; in a folder
+    it cannot write, the model is not made again: the listing reads the shards."""
+    store = made(tmp_path)
+    assert store.newest_messages(3) == truth(store, 3)  # made and saved
+    commit(store, page(52, 8, subject="Old", when_of=lambda n: START - timedelta(days=900 + n)))
+    read_only = [True]
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False
+                        if mode == os.W_OK and read_only else real(path, mode, **kw))
+    reader = Store(tmp_path / "data", create=False)
+    assert reader.newest_messages(3) is None
+    read_only.clear()
+    assert reader.newest_messages(3) == truth(store, 3)
+
+
+def test_the_model_is_made_in_a_writable_data_folder_under_a_read_only_root(
+        tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether the model can be saved is asked of its own folder (or the nearest that
+    exists), not of ``/``, which a user other than root cannot write."""
+    store = made(tmp_path)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False
+                        if mode == os.W_OK and Path(path) == Path("/")
+                        else real(path, mode, **kw))
+    for _ in ("made", "made again"):
+        assert Store(tmp_path / "data").newest_messages(3) == truth(store, 3)
+        assert recent.model_path(store.root).exists()
+        recent.model_path(store.root).unlink()
+    shutil_views = views(store)
+    for path in sorted(shutil_views.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    assert Store(tmp_path / "data").newest_messages(3) == truth(store, 3)
+    assert recent.model_path(store.root).exists()
+
+
+def test_a_message_without_a_date_is_listed_last_as_the_shards_list_it(
+        tmp_path: Path, small: None) -> None:
+    """A message stored without ``sent_at`` (data of an older Retainer; plugins must
+    give a date) is the oldest for the shards' listing, and for the model's."""
+    store = made(tmp_path, count=4)
+    undated = Message("<undated@example.com>", None,  # type: ignore[arg-type]
+                      Identity("email", "c1@example.com"), subject="No date", text="x",
+                      thread_remote_id="<t1@example.com>")
+    commit(store, [undated])
+    for ref in (None, "c1@example.com"):
+        got = Store(tmp_path / "data").newest_messages(5, contractor=ref)
+        assert got == truth(store, 5, ref)
+        assert got is not None and got[-1]["remote_id"] == "<undated@example.com>"
+
+
+def test_a_shard_rewritten_again_while_it_is_read_again(
+        tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message of an old shard re-fetched as the newest, and while a reader brings the
+    model up to date another of that shard re-fetched newer still: the reader does not
+    take the shard as read (and its messages as gone); the model is made again."""
+    store = made(tmp_path)
+    assert store.newest_messages(3) is not None  # made and saved
+    commit(store, page(11, 1, subject="Edited", when_of=lambda n: START + timedelta(days=30)))
+    reader = Store(tmp_path / "data")
+    pending = after_the_next_scan(monkeypatch, store, lambda: commit(
+        store, page(12, 1, subject="Edited", when_of=lambda n: START + timedelta(days=31))))
+    got = reader.newest_messages(3)
+    assert pending == []
+    assert got == truth(store, 3)
+    assert got is not None and [doc["remote_id"] for doc in got[:2]] == [
+        "<m12@example.com>", "<m11@example.com>"]
+
+
+def test_a_listing_from_a_current_model_scans_the_shards_once(
+        tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model up to date: a listing reads its files and scans the messages folder
+    once (the stamps of the shards), nothing more."""
+    store = made(tmp_path)
+    assert store.newest_messages(3) is not None  # made and saved
+    reader = Store(tmp_path / "data")
+    scans: list[Path] = []
+    real = os.scandir
+
+    def scan(path: Any) -> Any:
+        scans.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scan)
+    got = {}
+    for ref in (None, "c1@example.com"):
+        scans.clear()
+        got[ref] = reader.newest_messages(3, contractor=ref)
+        assert scans == [store.root / "messages"], ref
+    assert got == {ref: truth(store, 3, ref) for ref in got}
