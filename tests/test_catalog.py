@@ -162,6 +162,7 @@ def test_new_documents_fill_the_open_shard_then_start_the_next(tmp_path, monkeyp
     assert placed == {"s000002": ["m0003", "m0004", "m0005"], "s000003": ["m0006", "m0007"]}
     assert cat.names() == ["s000001", "s000002", "s000003"]
     assert [cat.shards[n]["count"] for n in cat.names()] == [3, 3, 2]
+    assert make_catalog(tmp_path).place(message(9)) == "s000003"  # looks at the shards first
 
 
 def test_shards_roll_by_bytes_and_a_big_document_gets_one_alone(tmp_path, monkeypatch):
@@ -193,6 +194,10 @@ def test_lookup_by_id_before_and_after_the_map_is_built(tmp_path, monkeypatch):
     store_docs(cat, [message(n) for n in range(10)])
     fresh = make_catalog(tmp_path)  # another process: bisection, then the map
     expected = {f"m{n:04d}": f"s{1 + n // 4:06d}" for n in range(10)}
+    assert [fresh.where(i) for i in ("m0000", "m0005", "m0009")] == [
+        "s000001", "s000002", "s000003"]
+    assert fresh._where is None  # MAP_AFTER lookups answered by bisection
+    assert fresh.where("m0001") == "s000001" and fresh._where is not None  # then the map
     for _ in range(2):
         assert {i: fresh.where(i) for i in expected} == expected
         assert fresh.where("m9999") is None and fresh.where("") is None
@@ -201,6 +206,22 @@ def test_lookup_by_id_before_and_after_the_map_is_built(tmp_path, monkeypatch):
     assert fresh.where("m0010") == fresh.where("m0011") == "s000003"
     assert fresh.where("m0012") == "s000004"
     assert list(fresh.ids()) == [*sorted(expected), "m0010", "m0011", "m0012"]
+    assert list(make_catalog(tmp_path).ids()) == list(fresh.ids())  # not looked at yet
+
+
+def test_pages_looked_up_at_once_count_towards_the_map(tmp_path, monkeypatch):
+    """``where_many`` counts each id as a lookup: pages totalling more than MAP_AFTER ids
+    build the map once, as single lookups do (a long sync), and fewer do not."""
+    monkeypatch.setattr(layout, "SHARD_DOCS", 4)
+    monkeypatch.setattr(layout, "MAP_AFTER", 4)
+    store_docs(make_catalog(tmp_path), [message(n) for n in range(10)])
+    cat = make_catalog(tmp_path)
+    assert cat.where_many(["m0001", "m9999"]) == {"m0001": "s000001"} and cat._where is None
+    assert cat.where_many(["m0005", "m0009"]) == {"m0005": "s000002", "m0009": "s000003"}
+    assert cat._where is None  # four lookups: not more than MAP_AFTER
+    assert cat.where_many(["m0008"]) == {"m0008": "s000003"} and cat._where is not None
+    assert cat.where_many([]) == {} and cat.where_many(["m0002", "m0404"]) == {
+        "m0002": "s000001"}
 
 
 def derived_json(path: Path) -> Any:
@@ -259,6 +280,12 @@ def test_summaries_that_do_not_match_are_rebuilt(tmp_path):
         assert list(fresh.threads("s000001")) == ["t1"]
         rebuilt = derived_json(index / "s000001.json")
         assert rebuilt["count"] == 4 and rebuilt["version"] == layout.SUMMARY_VERSION
+        # kept with the shard's stamp: the next process reads the summary, not the shard
+        assert rebuilt["stamp"] == list(file_stamp(cat.shard_dir / "s000001.json") or ())
+        reads: list[str] = []
+        again = make_catalog(tmp_path, reads=reads)
+        assert again.names() == ["s000001"] and again.where("m0003") == "s000001"
+        assert list(again.threads("s000001")) == ["t1"] and reads == []
 
 
 @pytest.mark.parametrize("kind", ["ids", "threads"])
@@ -273,6 +300,10 @@ def test_a_stale_side_file_is_rebuilt_from_the_shard(tmp_path, kind):
     fresh = make_catalog(tmp_path)
     assert fresh.where("m0002") == "s000001" and fresh.where("m9999") is None
     assert list(fresh.threads("s000001")) == ["t1"]
+    reads: list[str] = []  # rebuilt with the shard's stamp: the next process trusts it
+    again = make_catalog(tmp_path, reads=reads)
+    assert again.where("m0002") == "s000001" and list(again.threads("s000001")) == ["t1"]
+    assert reads == []
 
 
 def mark(root: Path) -> bytes:
@@ -401,6 +432,36 @@ def test_summing_up_every_shard_again_keeps_no_listing_side_in_memory(tmp_path, 
         assert [d["id"] for d in fresh.queue("s000007")] == [
             f"d{n:04d}" for n in range(1200, 1400)]
     assert reads[22:] == ["s000007"]
+
+
+def test_the_review_queue_a_write_produced_is_let_go_once_in_its_file(tmp_path, monkeypatch):
+    """A deliverable in the review queue holds lists (its files), which the collector walks:
+    a long sync does not keep every written shard's queue in memory, it reads it back."""
+    monkeypatch.setattr(layout, "DELIVERABLE_SHARD_DOCS", 50)
+    cat = make_catalog(tmp_path, "deliverables")
+
+    def page(first: int) -> list[dict[str, Any]]:
+        return [deliverable(n, files=[{"filename": f"f{n}.png", "size": n}])
+                for n in range(first, first + 50)]
+
+    store_docs(cat, page(0))
+    before = references_held(cat)
+    for first in range(50, 550, 50):  # ten more shards, a page at a time
+        store_docs(cat, page(first))
+    assert len(cat.names()) == 11
+    assert (references_held(cat) - before) / 10 < 60  # 50 queued deliverables: 250
+    assert [d["id"] for d in cat.queue("s000004")] == [f"d{n:04d}" for n in range(150, 200)]
+
+
+def test_ids_read_back_from_their_files_cost_the_collector_a_few_references_a_shard(
+        tmp_path, monkeypatch):
+    """The next sync reads every shard's ids from its side file: kept as tuples of text
+    too, not as lists the collector walks id by id."""
+    monkeypatch.setattr(layout, "SHARD_DOCS", 200)
+    store_docs(make_catalog(tmp_path), [message(n) for n in range(2000)])
+    fresh = make_catalog(tmp_path)  # another process
+    assert fresh.where("m1999") == "s000010" and fresh.where("m0000") == "s000001"
+    assert references_held(fresh) / 10 < 60  # ids alone would be 200
 
 
 def test_side_data_no_file_holds_stays_in_memory(tmp_path):
@@ -544,6 +605,14 @@ def test_a_document_that_fills_the_shard_exactly_still_goes_to_it(tmp_path, monk
     cat.forget_pending()
     monkeypatch.setattr(layout, "SHARD_BYTES", size + doc_size(doc) - 1)
     assert cat.place(doc) == "s000002"
+    cat.forget_pending()
+    # the bytes placed in the shard but not written yet count too, to the byte
+    other = message(3, text="more")
+    monkeypatch.setattr(layout, "SHARD_BYTES", size + doc_size(doc) + doc_size(other))
+    assert (cat.place(doc), cat.place(other)) == ("s000001", "s000001")
+    cat.forget_pending()
+    monkeypatch.setattr(layout, "SHARD_BYTES", size + doc_size(doc) + doc_size(other) - 1)
+    assert (cat.place(doc), cat.place(other)) == ("s000001", "s000002")
 
 
 def test_placing_past_shard_999999_follows_the_numbers(tmp_path, monkeypatch):
@@ -555,3 +624,8 @@ def test_placing_past_shard_999999_follows_the_numbers(tmp_path, monkeypatch):
     cat.refresh()
     assert [cat.place(message(n)) for n in range(2, 6)] == [
         "s999999", "s1000000", "s1000000", "s1000001"]
+    cat.forget_pending()
+    assert store_docs(cat, [message(n) for n in range(2, 6)]) == {
+        "s999999": ["m0002"], "s1000000": ["m0003", "m0004"], "s1000001": ["m0005"]}
+    assert cat.names() == ["s999999", "s1000000", "s1000001"]  # by number, not by name
+    assert cat.place(message(9)) == "s1000001"
