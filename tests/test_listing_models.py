@@ -829,3 +829,25 @@ def test_a_listing_from_a_current_model_scans_the_shards_once(
         got[ref] = reader.newest_messages(3, contractor=ref)
         assert scans == [store.root / "messages"], ref
     assert got == {ref: truth(store, 3, ref) for ref in got}
+
+
+def test_undated_messages_let_go_while_brought_up_to_date_leave_the_group_unsure(
+        tmp_path: Path, small: None) -> None:
+    """A new person's undated messages, more than the model keeps, in shards it has not
+    read: those let go while it reads them leave the group's floor at "" (only messages
+    after it are all kept), not at None (every message kept: then which of the tied
+    messages it kept would be taken as the newest)."""
+    store = made(tmp_path)
+    assert store.newest_messages(3) == truth(store, 3)  # the model, saved
+    who = Identity("email", "c9@example.com")
+    with store.writing():
+        store.add_contractor("Contractor 9", [who])
+    commit(store, [Message(f"<undated{n}@example.com>", None,  # type: ignore[arg-type]
+                           who, subject="No date", text="x",
+                           thread_remote_id="<t9@example.com>") for n in range(20)])
+    assert recent.refresh(store)
+    saved = orjson.loads(read_derived(recent.model_path(store.root)) or b"null")
+    assert saved["groups"]["email:c9@example.com"]["floor"] == ""
+    for limit in range(1, recent.KEEP + 1):
+        got = Store(tmp_path / "data").newest_messages(limit, contractor="c9@example.com")
+        assert got is None or got == truth(store, limit, "c9@example.com"), limit

@@ -279,7 +279,8 @@ def _update(store: StoreFolder, model: Model, stamps: dict[str, Stamp],
         if kept is None:
             return rebuild(store)
         entries = [e for e in kept if e[1] not in gone] + fresh.pop(group, [])
-        floors = [f for f in (None if old is None else old["floor"], cut.get(group)) if f]
+        floors = [f for f in (None if old is None else old["floor"], cut.get(group))
+                  if f is not None]  # "": undated messages were let go
         entries, line = _trim(entries, ranks, max(floors, default=None))
         if old is None or entries != kept or line["floor"] != old["floor"]:
             model.entries[group], model.groups[group] = entries, line
