@@ -8,16 +8,20 @@
 mutmut (configured in pyproject.toml, [tool.mutmut]) copies the code to ``mutants/``,
 records which of the selected tests reach each function, and runs, for each mutant, only
 those tests. This script runs it under ``nice`` for one module at a time and prints the
-mutation score per module and the mutants that survived. It is a documented check
-(docs/mutation-testing.md), not part of CI: a full run takes well over an hour.
+mutation score per module and the mutants that survived. The tests' temporary files go
+to a fresh folder on ``/dev/shm`` (a memory filesystem) where there is one, unless
+``--disk``: the store's tests fsync every write, and on a disk that makes them about four
+times slower. It is a documented check (docs/mutation-testing.md), not part of CI.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections import Counter
@@ -32,13 +36,24 @@ def configured_modules() -> list[str]:
     return [str(m) for m in config["only_mutate"]]
 
 
-def mutmut(*args: str, log: Path | None = None) -> subprocess.CompletedProcess[str]:
+def mutmut(*args: str, log: Path | None = None, tmp: Path | None = None
+           ) -> subprocess.CompletedProcess[str]:
     command = ["nice", "-n", "19", str(ROOT / ".venv" / "bin" / "mutmut"), *args]
+    env = None if tmp is None else dict(os.environ, TMPDIR=str(tmp))
     if log is None:
-        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
+                              env=env)
     with log.open("w") as out:
         return subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
-                              check=False)
+                              check=False, env=env)
+
+
+def memory_tmp() -> Path | None:
+    """A fresh folder on ``/dev/shm`` for the tests' temporary files; None without one."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        return None
+    return Path(tempfile.mkdtemp(prefix="retainer-mutation-", dir=shm))
 
 
 def prefix_of(module: str) -> str:
@@ -69,7 +84,19 @@ def main() -> int:
     parser.add_argument("--rerun", action="store_true",
                         help="run again only the mutants the last run did not detect (after "
                              "adding tests; implies --keep)")
+    parser.add_argument("--disk", action="store_true",
+                        help="keep the tests' temporary files in the usual temp folder "
+                             "instead of /dev/shm")
     args = parser.parse_args()
+    tmp = None if args.disk else memory_tmp()
+    try:
+        return run(args, tmp)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, tmp: Path | None) -> int:
     modules = args.modules or configured_modules()
     if not args.keep and not args.rerun:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
@@ -81,7 +108,7 @@ def main() -> int:
         started = time.monotonic()
         names = rerun_names(module) if args.rerun else [prefix + "*"]
         if names:
-            mutmut("run", "--max-children", str(args.children), *names, log=log)
+            mutmut("run", "--max-children", str(args.children), *names, log=log, tmp=tmp)
         minutes = (time.monotonic() - started) / 60
         found = statuses(prefix)
         counts = Counter(found.values())
