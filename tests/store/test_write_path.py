@@ -302,3 +302,18 @@ def test_the_same_new_message_twice_when_the_open_shard_fills(
     assert result.messages_new == 1
     assert sorted((m["remote_id"], m["text"]) for m in store.messages()) == \
         [("a", "message a"), ("b", "later copy")]
+
+
+def test_a_refetched_file_that_changed_is_what_the_queue_shows_next(store: Store) -> None:
+    """A file first only linked, fetched on a later page: the review queue read right after
+    by the same process shows it as stored (a page that only updated one deliverable
+    still renews its shard's summary)."""
+    link = Attachment("cut.mov", status="link", url="https://example.invalid/m", remote_id="1")
+    commit(store, [inbound("a", 1, files=[link])])
+    (first,) = store.deliverables(unreviewed=True)
+    assert first["status"] == "link"
+    fetched = Attachment("cut.mov", "video/quicktime", data=b"movie", remote_id="1")
+    result = commit(store, [inbound("a", 1, files=[fetched])])
+    assert result.deliverables == []  # not new: the same deliverable, updated
+    (queued,) = store.deliverables(unreviewed=True)
+    assert (queued["id"], queued["status"], queued["size"]) == (first["id"], "stored", 5)
