@@ -8,6 +8,7 @@ is made again, never trusted; reads take no lock."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -851,3 +852,70 @@ def test_undated_messages_let_go_while_brought_up_to_date_leave_the_group_unsure
     for limit in range(1, recent.KEEP + 1):
         got = Store(tmp_path / "data").newest_messages(limit, contractor="c9@example.com")
         assert got is None or got == truth(store, limit, "c9@example.com"), limit
+
+
+def test_what_was_let_go_from_earlier_shards_still_bounds_the_group(
+        tmp_path: Path, small: None) -> None:
+    """Shards read one at a time while bringing the model up to date: a person's messages
+    let go from the first shard (newer than anything after) still mark where the group's
+    file stops being complete, so messages re-dated into the gap later do not hide the
+    ones let go."""
+    store = made(tmp_path)
+    commit(store, page(60, 3))  # the open shard full: the next page fills new shards
+    assert store.newest_messages(3) == truth(store, 3)  # the model, saved
+    who = Identity("email", "c9@example.com")
+    with store.writing():
+        store.add_contractor("Contractor 9", [who])
+
+    def mail(n: int, day: int) -> Message:
+        return Message(f"<c9-{n}@example.com>", START + timedelta(days=day), who,
+                       subject=f"Step {n}", text="x", thread_remote_id="<t9@example.com>")
+
+    # a shard each: the newest seven, seven older, seven older still
+    commit(store, [mail(n, 40 + n) for n in range(7)] + [mail(7 + n, 31 + n) for n in range(7)]
+           + [mail(14 + n, 15 + n) for n in range(7)])
+    assert recent.refresh(store)
+    commit(store, [mail(n, 23 + n) for n in range(2, 7)])  # five of the newest, re-dated back
+    for limit in range(1, recent.KEEP + 1):
+        got = Store(tmp_path / "data").newest_messages(limit, contractor="c9@example.com")
+        assert got is None or got == truth(store, limit, "c9@example.com"), limit
+
+
+def test_bringing_the_model_up_to_date_holds_the_groups_asked_for_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message into the open shard touches the group of everyone with mail in it:
+    each is read, rewritten and let go, so a sync's refresh keeps none in memory and a
+    listing only its own, where holding them all costs every group's file."""
+    import tracemalloc
+
+    monkeypatch.setattr(layout, "SHARD_DOCS", 100)
+    store = Store(tmp_path / "data")
+    commit(store, [replace(m, text="word " * 400) for m in page(0, 1050)])  # 2 kB each
+    assert store.newest_messages(3) == truth(store, 3)  # the model, saved
+    peaks = {}
+    for n, how in enumerate(("every group kept", "refresh", "listing")):
+        commit(store, page(1050 + n, 1, when_of=lambda k: START - timedelta(days=k)))
+        other = Store(tmp_path / "data")
+        tracemalloc.start()
+        if how == "refresh":
+            assert recent.refresh(other)
+        elif how == "listing":
+            assert other.newest_messages(3) == truth(store, 3)
+        else:
+            assert recent.current(other) is not None
+        peaks[how] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    # measured: 0.76 and 0.83 of it (what stays is the shard read and one group's file)
+    assert peaks["refresh"] < 0.85 * peaks["every group kept"], peaks
+    assert peaks["listing"] < 0.9 * peaks["every group kept"], peaks
+
+
+def test_a_refresh_finding_the_model_damaged_makes_it_again(tmp_path: Path, small: None
+                                                             ) -> None:
+    store = made(tmp_path)
+    assert store.newest_messages(3) == truth(store, 3)  # the model, saved
+    recent.model_path(store.root).write_bytes(b"{")
+    assert recent.refresh(store) is True
+    assert recent.refresh(store) is False  # made again, and current
+    saved = orjson.loads(read_derived(recent.model_path(store.root)) or b"null")
+    assert saved["version"] == recent.VERSION and saved["groups"]
