@@ -376,7 +376,7 @@ def _saving(store: StoreFolder, stamps: dict[str, Stamp]) -> bool:
     try:
         ensure_private_dir(group_path(store.root, ALL).parent)
     except OSError as exc:
-        log.debug("read model %s not saved: %s", NAME, exc)  # read-only folder
+        _not_saved(exc)  # a read-only folder
         return False
     return True
 
@@ -392,7 +392,7 @@ def _save_group(root: Path, model: Model, group: str) -> bool:
                       orjson.dumps({"group": group, "token": model.groups[group]["token"],
                                     "entries": model.entries[group]}))
     except (OSError, TypeError, orjson.JSONEncodeError) as exc:
-        log.debug("read model %s not saved: %s", NAME, exc)
+        _not_saved(exc)
         return False
     return True
 
@@ -406,4 +406,8 @@ def _save_main(root: Path, model: Model) -> None:
                       orjson.dumps({"format": FORMAT, "version": VERSION,
                                     "shards": model.shards, "groups": model.groups}))
     except (OSError, TypeError, orjson.JSONEncodeError) as exc:
-        log.debug("read model %s not saved: %s", NAME, exc)
+        _not_saved(exc)
+
+
+def _not_saved(exc: Exception) -> None:
+    log.debug("read model %s not saved: %s", NAME, exc)
