@@ -3,6 +3,7 @@ what a killed run left behind, sync state and the first-import cut-off."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from datetime import UTC, datetime
@@ -262,3 +263,56 @@ def test_the_quick_check_record_is_replaced_atomically_without_fsync(
     assert not [c for c in spy.calls if c.kind.startswith("fsync")
                 and c.path.startswith(str((tmp_path / "data" / "cache").resolve()))]
     assert store.quick_record("inbox") == {"cursor": "abc"}
+
+
+def test_a_reader_sees_messages_another_process_stored_since(tmp_path: Path) -> None:
+    """A long-running reader (the web app) that looked a message up once must find
+    what a sync in another process stored afterwards: reads outside writing() check
+    the catalog against the files."""
+    with Store(tmp_path / "data").writing() as setup:
+        setup.add_contractor("Maria Lopez", [MARIA])
+    reader = Store(tmp_path / "data")
+    assert reader.stored_message("nothing") is None  # the catalogs are loaded now
+    with Store(tmp_path / "data").writing() as writer:
+        writer.commit_page("inbox", "imap", [inbound("a", 1, files=[png("a.png", b"a")])],
+                           owner_keys=OWNER_KEYS)
+    [message] = Store(tmp_path / "data").messages()
+    [work] = Store(tmp_path / "data").deliverables()
+    assert reader.stored_message(message["id"]) == message
+    assert reader.deliverable(work["id"])["id"] == work["id"]
+
+
+def test_the_quick_check_record_survives_a_foreign_or_broken_file(tmp_path: Path) -> None:
+    """quick_record() answers None for anything it did not write (another format, a
+    broken or hand-edited file) and save_quick_record() starts such a file afresh; one
+    source's record is kept when another's is saved or forgotten."""
+    store = Store(tmp_path / "data")
+    path = tmp_path / "data" / "cache" / "quick-sync.json"
+    with pytest.raises(StoreError, match=r"^save_quick_record\(\) outside writing\(\)$"):
+        store.save_quick_record("inbox", {"cursor": "abc"})
+    assert not path.exists() and store.quick_record("inbox") is None
+    path.parent.mkdir(parents=True)
+    for content in (b"not json", b"[1, 2]", b'"text"',
+                    b'{"format": 2, "sources": {"inbox": {"cursor": "old"}}}',
+                    b'{"format": 1, "sources": {"inbox": "not a record"}}',
+                    b'{"format": 1, "sources": null}', b'{"format": 1, "sources": "text"}',
+                    b'{"format": 1, "sources": [1]}'):
+        path.write_bytes(content)
+        assert store.quick_record("inbox") is None, content
+        with store.writing():
+            store.save_quick_record("upwork", {"cursor": "u"})
+        assert store.quick_record("upwork") == {"cursor": "u"}, content
+        assert store.quick_record("inbox") is None, content  # not carried over
+    with store.writing():
+        store.save_quick_record("inbox", {"cursor": "i", "at": datetime(2026, 3, 2, tzinfo=UTC)})
+        store.save_quick_record("upwork", {"cursor": "u2"})
+    assert store.quick_record("inbox") == {"cursor": "i", "at": "2026-03-02T00:00:00Z"}
+    assert store.quick_record("upwork") == {"cursor": "u2"}
+    written = path.stat()
+    with store.writing():
+        store.save_quick_record("nobody", None)  # nothing to forget: the file is not written
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    with store.writing():
+        store.save_quick_record("inbox", None)
+    assert store.quick_record("inbox") is None and store.quick_record("upwork") == {"cursor": "u2"}
+    assert json.loads(path.read_bytes()) == {"format": 1, "sources": {"upwork": {"cursor": "u2"}}}
