@@ -336,3 +336,17 @@ def test_the_summaries_of_record_folders_live_under_index(tmp_path: Path) -> Non
     assert "s000001.json" in [p.name for p in (store.root / "index" / "reviews").iterdir()]
     names = {Path(p).relative_to(store.root).parts[0] for p, _, _ in store.fingerprint()}
     assert names == {"deliverables", "messages", "meta.json", "reviews", "roster.json"}
+
+
+def test_each_source_keeps_its_own_plugin_state(tmp_path: Path) -> None:
+    """Two sources of one plugin keep their per-item state apart, under their own
+    ``sources/<name>`` folder: one's commit never shows in, or overwrites, the other's."""
+    store = Store(tmp_path / "data")
+    with store.writing():
+        store.plugin_state("inbox").commit({"a": 1})
+        store.plugin_state("upwork").commit({"a": 2, "b": 3})
+    reopened = Store(tmp_path / "data")
+    assert reopened.plugin_state("inbox").state == {"a": 1}
+    assert reopened.plugin_state("upwork").state == {"a": 2, "b": 3}
+    assert reopened.plugin_state("inbox").path.parent == store.source_dir("inbox") == \
+        tmp_path / "data" / "sources" / "inbox"
