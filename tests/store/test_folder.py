@@ -234,6 +234,11 @@ def test_what_another_process_recorded_in_meta_is_read(tmp_path: Path) -> None:
     with Store(tmp_path / "data").writing() as writer:
         writer.update_source_state("inbox", cursor={"uid": 4})
     assert reader.source_state("inbox") == {"source": "inbox", "cursor": {"uid": 4}}
+    with Store(tmp_path / "data").writing() as writer:
+        writer.set_review_since("2026-03-04")
+    with reader.writing():  # checks the schema in the meta.json replaced since
+        reader.set_review_since("2026-03-05")
+    assert Store(tmp_path / "data").review_since() == "2026-03-05"
 
 
 def test_opening_a_current_store_takes_no_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
