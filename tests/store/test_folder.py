@@ -109,7 +109,7 @@ def test_what_a_killed_run_left_is_removed_once(tmp_path: Path,
         pass
     assert [p for p in left if p.exists()] == []
     assert all(p.exists() for p in kept)
-    assert f"removed {len(left)} temporary files left by an interrupted run" in caplog.text
+    assert f"removed {len(left)} temporary files left by an interrupted run" in caplog.messages
     caplog.clear()
     (store.tmp_dir / "later").write_bytes(b"a sync's download in progress")
     with caplog.at_level(logging.INFO, logger="retainer.store"), store.writing():
