@@ -347,7 +347,8 @@ class StoreFolder:
             return None
         if not isinstance(saved, dict) or saved.get("format") != 1:
             return None
-        record = (saved.get("sources") or {}).get(source)
+        sources = saved.get("sources")
+        record = sources.get(source) if isinstance(sources, dict) else None
         return record if isinstance(record, dict) else None
 
     def save_quick_record(self, source: str, record: dict[str, Any] | None) -> None:

@@ -3,6 +3,7 @@ what a killed run left behind, sync state and the first-import cut-off."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from datetime import UTC, datetime
@@ -108,7 +109,7 @@ def test_what_a_killed_run_left_is_removed_once(tmp_path: Path,
         pass
     assert [p for p in left if p.exists()] == []
     assert all(p.exists() for p in kept)
-    assert f"removed {len(left)} temporary files left by an interrupted run" in caplog.text
+    assert f"removed {len(left)} temporary files left by an interrupted run" in caplog.messages
     caplog.clear()
     (store.tmp_dir / "later").write_bytes(b"a sync's download in progress")
     with caplog.at_level(logging.INFO, logger="retainer.store"), store.writing():
@@ -233,6 +234,11 @@ def test_what_another_process_recorded_in_meta_is_read(tmp_path: Path) -> None:
     with Store(tmp_path / "data").writing() as writer:
         writer.update_source_state("inbox", cursor={"uid": 4})
     assert reader.source_state("inbox") == {"source": "inbox", "cursor": {"uid": 4}}
+    with Store(tmp_path / "data").writing() as writer:
+        writer.set_review_since("2026-03-04")
+    with reader.writing():  # checks the schema in the meta.json replaced since
+        reader.set_review_since("2026-03-05")
+    assert Store(tmp_path / "data").review_since() == "2026-03-05"
 
 
 def test_opening_a_current_store_takes_no_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -262,3 +268,90 @@ def test_the_quick_check_record_is_replaced_atomically_without_fsync(
     assert not [c for c in spy.calls if c.kind.startswith("fsync")
                 and c.path.startswith(str((tmp_path / "data" / "cache").resolve()))]
     assert store.quick_record("inbox") == {"cursor": "abc"}
+
+
+def test_a_reader_sees_messages_another_process_stored_since(tmp_path: Path) -> None:
+    """A long-running reader (the web app) that looked a message up once must find
+    what a sync in another process stored afterwards: reads outside writing() check
+    the catalog against the files."""
+    with Store(tmp_path / "data").writing() as setup:
+        setup.add_contractor("Maria Lopez", [MARIA])
+    reader = Store(tmp_path / "data")
+    assert reader.stored_message("nothing") is None  # the catalogs are loaded now
+    with Store(tmp_path / "data").writing() as writer:
+        writer.commit_page("inbox", "imap", [inbound("a", 1, files=[png("a.png", b"a")])],
+                           owner_keys=OWNER_KEYS)
+    [message] = Store(tmp_path / "data").messages()
+    [work] = Store(tmp_path / "data").deliverables()
+    assert reader.stored_message(message["id"]) == message
+    assert reader.deliverable(work["id"])["id"] == work["id"]
+
+
+def test_the_quick_check_record_survives_a_foreign_or_broken_file(tmp_path: Path) -> None:
+    """quick_record() answers None for anything it did not write (another format, a
+    broken or hand-edited file) and save_quick_record() starts such a file afresh; one
+    source's record is kept when another's is saved or forgotten."""
+    store = Store(tmp_path / "data")
+    path = tmp_path / "data" / "cache" / "quick-sync.json"
+    with pytest.raises(StoreError, match=r"^save_quick_record\(\) outside writing\(\)$"):
+        store.save_quick_record("inbox", {"cursor": "abc"})
+    assert not path.exists() and store.quick_record("inbox") is None
+    path.parent.mkdir(parents=True)
+    for content in (b"not json", b"[1, 2]", b'"text"',
+                    b'{"format": 2, "sources": {"inbox": {"cursor": "old"}}}',
+                    b'{"format": 1, "sources": {"inbox": "not a record"}}',
+                    b'{"format": 1, "sources": null}', b'{"format": 1, "sources": "text"}',
+                    b'{"format": 1, "sources": [1]}'):
+        path.write_bytes(content)
+        assert store.quick_record("inbox") is None, content
+        with store.writing():
+            store.save_quick_record("upwork", {"cursor": "u"})
+        assert store.quick_record("upwork") == {"cursor": "u"}, content
+        assert store.quick_record("inbox") is None, content  # not carried over
+    with store.writing():
+        store.save_quick_record("inbox", {"cursor": "i", "at": datetime(2026, 3, 2, tzinfo=UTC)})
+        store.save_quick_record("upwork", {"cursor": "u2"})
+    assert store.quick_record("inbox") == {"cursor": "i", "at": "2026-03-02T00:00:00Z"}
+    assert store.quick_record("upwork") == {"cursor": "u2"}
+    written = path.stat()
+    with store.writing():
+        store.save_quick_record("nobody", None)  # nothing to forget: the file is not written
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    with store.writing():
+        store.save_quick_record("inbox", None)
+    assert store.quick_record("inbox") is None and store.quick_record("upwork") == {"cursor": "u2"}
+    assert json.loads(path.read_bytes()) == {"format": 1, "sources": {"upwork": {"cursor": "u2"}}}
+
+
+def test_the_summaries_of_record_folders_live_under_index(tmp_path: Path) -> None:
+    """The summaries of every shard folder, records too, are derived files under
+    ``index/``: left out of the fingerprint, rebuilt when lost, cleaned up there."""
+    from agent.store import workflow as wf
+
+    store = Store(tmp_path / "data")
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+        store.commit_page("inbox", "imap", [inbound("a", 1, files=[png("a.png", b"a")])],
+                          owner_keys=OWNER_KEYS)
+    with store.writing():
+        wf.record_review(store, store.deliverables()[0]["id"], "approved")
+    assert sorted(p.name for p in store.root.iterdir()) == [
+        "deliverables", "index", "messages", "meta.json", "reviews", "roster.json"]
+    assert [p.name for p in (store.root / "reviews").iterdir()] == ["s000001.json"]
+    assert "s000001.json" in [p.name for p in (store.root / "index" / "reviews").iterdir()]
+    names = {Path(p).relative_to(store.root).parts[0] for p, _, _ in store.fingerprint()}
+    assert names == {"deliverables", "messages", "meta.json", "reviews", "roster.json"}
+
+
+def test_each_source_keeps_its_own_plugin_state(tmp_path: Path) -> None:
+    """Two sources of one plugin keep their per-item state apart, under their own
+    ``sources/<name>`` folder: one's commit never shows in, or overwrites, the other's."""
+    store = Store(tmp_path / "data")
+    with store.writing():
+        store.plugin_state("inbox").commit({"a": 1})
+        store.plugin_state("upwork").commit({"a": 2, "b": 3})
+    reopened = Store(tmp_path / "data")
+    assert reopened.plugin_state("inbox").state == {"a": 1}
+    assert reopened.plugin_state("upwork").state == {"a": 2, "b": 3}
+    assert reopened.plugin_state("inbox").path.parent == store.source_dir("inbox") == \
+        tmp_path / "data" / "sources" / "inbox"
