@@ -713,6 +713,20 @@ def test_records_roll_by_bytes_during_the_move(tmp_path, monkeypatch):
         assert sum(this) <= 1500 < sum(this) + after[0]
 
 
+def test_records_fill_each_shard_to_the_count_during_the_move(tmp_path, monkeypatch):
+    """The move keeps the bound of the records' shards: each holds the count, no more,
+    the last the rest."""
+    monkeypatch.setattr(layout, "DELIVERABLE_SHARD_DOCS", 8)
+    store = reviewed_store(tmp_path / "d")
+    expected = records_snapshot(store)
+    write_v2(store)
+    opened = Store(tmp_path / "d")
+    assert records_snapshot(opened) == expected
+    assert [stored_count(p, "reviews") for p in shard_files(opened, "reviews")] == [8] * 5
+    assert [stored_count(p, "sent") for p in shard_files(opened, "instructions")] \
+        == [8, 1]
+
+
 def test_instructions_json_without_templates_is_removed(tmp_path):
     store = reviewed_store(tmp_path / "d")
     expected = records_snapshot(store)
