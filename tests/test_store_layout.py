@@ -662,6 +662,25 @@ def test_the_records_move_commits_in_order_and_says_what_it_moved(tmp_path, monk
     assert said == counts
 
 
+def test_a_move_killed_before_it_said_moved_keeps_what_it_committed(tmp_path):
+    """Killed after the last file's commit (instructions.json rewritten with its templates
+    alone) but before ``records_moved`` was written: the next open looks again, finds
+    nothing left to move, and keeps every record already in the new shards."""
+    store = reviewed_store(tmp_path / "d")
+    expected = records_snapshot(store)
+    write_v2(store)
+    moved = Store(tmp_path / "d")
+    assert records_snapshot(moved) == expected
+    meta_path = moved.root / "meta.json"
+    meta = json.loads(meta_path.read_bytes())
+    meta["meta"] = {n: d for n, d in meta["meta"].items() if d["name"] != "records_moved"}
+    meta_path.write_bytes(json.dumps(meta).encode())
+    assert set(json.loads((moved.root / "instructions.json").read_bytes())) == {"templates"}
+    assert records_snapshot(Store(tmp_path / "d")) == expected
+    assert len(shard_files(moved, "instructions")) == 1
+    assert "records_moved" in meta_path.read_text()
+
+
 def test_shards_left_by_a_killed_records_move_are_removed_first(tmp_path):
     store = reviewed_store(tmp_path / "d")
     expected = records_snapshot(store)
@@ -692,6 +711,20 @@ def test_records_roll_by_bytes_during_the_move(tmp_path, monkeypatch):
     assert len(shards) > 3  # 44 reviews: one shard by count
     for this, after in pairwise(shards):  # each as full as it can be
         assert sum(this) <= 1500 < sum(this) + after[0]
+
+
+def test_records_fill_each_shard_to_the_count_during_the_move(tmp_path, monkeypatch):
+    """The move keeps the bound of the records' shards: each holds the count, no more,
+    the last the rest."""
+    monkeypatch.setattr(layout, "DELIVERABLE_SHARD_DOCS", 8)
+    store = reviewed_store(tmp_path / "d")
+    expected = records_snapshot(store)
+    write_v2(store)
+    opened = Store(tmp_path / "d")
+    assert records_snapshot(opened) == expected
+    assert [stored_count(p, "reviews") for p in shard_files(opened, "reviews")] == [8] * 5
+    assert [stored_count(p, "sent") for p in shard_files(opened, "instructions")] \
+        == [8, 1]
 
 
 def test_instructions_json_without_templates_is_removed(tmp_path):

@@ -352,6 +352,22 @@ def shard_reads(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return reads
 
 
+def test_the_threads_of_named_shards_come_from_those_shards_alone(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``shard_threads(store, names)`` (a rebuild of the delegation model after a page)
+    answers for the shards named and opens no other: not every shard at each sync."""
+    from agent.store.activity import shard_threads
+
+    for n in range(3):
+        commit(store, [inbound(f"a{n}", n), outbound(f"b{n}", n + 0.5)])
+    first, *_, last = store.month_names()
+    whole = shard_threads(store)
+    reads = shard_reads(store, monkeypatch)
+    assert shard_threads(store, [last]) == {last: whole[last]}
+    assert shard_threads(store, [last, first]) == {last: whole[last], first: whole[first]}
+    assert set(reads) <= {f"messages/{last}", f"messages/{first}"}
+
+
 def test_a_merged_contractors_work_is_listed_from_shards_that_name_only_them(
         store: Store) -> None:
     """After a merge, a shard holding only the merged contractor's work records their old
@@ -384,6 +400,27 @@ def test_the_work_of_a_dateless_message_is_the_oldest(store: Store) -> None:
                    Message("nodate", None, MARIA,  # type: ignore[arg-type]
                            thread_remote_id="t1", attachments=(png("a.png", b"a"),))])
     assert [d["filename"] for d in store.deliverables()] == ["a.png", "b.png"]
+
+
+def test_a_dateless_message_is_not_a_threads_last_unless_it_is_all_there_is(
+        store: Store) -> None:
+    """Mail with no usable date counts as the oldest of its thread in the activity too: the
+    owner's dated reply stays the last message (no contractor "waiting"); a thread holding
+    only dateless mail still has a last message, with its direction and id."""
+    commit(store, [inbound("a", 1), outbound("b", 2),
+                   Message("nodate", None, MARIA,  # type: ignore[arg-type]
+                           thread_remote_id="t1"),
+                   Message("alone", None, SAM,  # type: ignore[arg-type]
+                           thread_remote_id="s")])
+    ids = {m["remote_id"]: m for m in store.messages()}
+    activity = store.thread_activity()
+    replied = activity[ids["b"]["thread_id"]]
+    assert (replied["last_at"], replied["last_dir"], replied["last_id"]) == \
+        (stamp(2), "out", ids["b"]["id"])
+    assert replied["out"] == [stamp(2)]
+    alone = activity[ids["alone"]["thread_id"]]
+    assert (alone["last_at"], alone["last_dir"], alone["last_id"]) == \
+        ("", "in", ids["alone"]["id"])
 
 
 def test_a_dateless_message_is_backfilled_first(store: Store) -> None:
@@ -479,6 +516,36 @@ def test_counts_when_the_old_cache_file_cannot_be_removed(tmp_path: Path) -> Non
     (store.root / ".counts.json").mkdir()
     assert store.source_counts() == {"inbox": {"messages": 2, "deliverables": 0}}
     assert (store.root / ".counts.json").is_dir()
+
+
+def test_a_rewritten_shard_is_read_again_once_then_comes_from_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page that adds to the last shard changes its stamp: the next activity reads that
+    shard again and writes its chunk back; the call after reads no shard at all."""
+    store = Store(tmp_path / "data")
+    commit(store, [inbound("a", 1)])
+    store.thread_activity()
+    commit(store, [outbound("b", 2)])
+    (name,) = store.month_names()
+    reads = shard_reads(store, monkeypatch)
+    ((tid, entry),) = store.thread_activity().items()
+    assert (entry["last_dir"], entry["out"]) == ("out", [stamp(2)])
+    assert reads == [f"messages/{name}"]
+    reads.clear()
+    assert store.thread_activity() == {tid: entry}
+    assert reads == []
+
+
+def test_activity_when_the_old_cache_file_cannot_be_removed(tmp_path: Path) -> None:
+    """The single ``cache/threads.json`` of earlier versions is removed when it can be;
+    when it cannot (a read-only data folder; here a folder of that name), the activity is
+    still given."""
+    store = Store(tmp_path / "data")
+    commit(store, [inbound("a", 1), outbound("b", 2)])
+    (store.root / "cache" / "threads.json").mkdir(parents=True)
+    (entry,) = store.thread_activity().values()
+    assert (entry["last_dir"], entry["out"]) == ("out", [stamp(2)])
+    assert (store.root / "cache" / "threads.json").is_dir()
 
 
 def test_a_shard_gone_between_the_listing_and_its_stat_is_skipped(
