@@ -281,10 +281,7 @@ class StoreFolder:
         if meta is None:  # a new store: nothing to move, ever
             self.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION},
                                            {"name": RECORDS_MOVED}], "name")
-        elif meta.get("version", 0) < SCHEMA_VERSION:
-            # older but holding no month shards (_upgrade_layout moved any)
-            self.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION}], "name")
-        elif meta.get("version", 0) > SCHEMA_VERSION:
+        elif meta.get("version", 0) > SCHEMA_VERSION:  # an older one was upgraded on opening
             raise StoreError(f"{self.data_dir} was written by a newer Retainer "
                              f"(schema {meta['version']}); upgrade Retainer")
 
