@@ -919,3 +919,36 @@ def test_a_refresh_finding_the_model_damaged_makes_it_again(tmp_path: Path, smal
     assert recent.refresh(store) is False  # made again, and current
     saved = orjson.loads(read_derived(recent.model_path(store.root)) or b"null")
     assert saved["version"] == recent.VERSION and saved["groups"]
+
+
+@pytest.mark.parametrize("blocked", ["folder", "group file", "main file"])
+def test_a_model_that_cannot_be_saved_still_answers_and_says_why(
+        tmp_path: Path, small: None, blocked: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Something in the way of a model file (here a folder or a file where it goes): the
+    listing answers from what it read, nothing half-saved is trusted later, and the
+    debug log says which file and why."""
+    import logging
+    import shutil
+
+    store = made(tmp_path)
+    views_recent = recent.group_path(store.root, recent.ALL).parent
+    if blocked == "folder":
+        views_recent.parent.mkdir(parents=True, exist_ok=True)
+        views_recent.write_text("in the way")
+    else:
+        path = (recent.group_path(store.root, "email:c1@example.com") if blocked == "group file"
+                else recent.model_path(store.root))
+        path.mkdir(parents=True)
+    with caplog.at_level(logging.DEBUG, logger="retainer.store"):
+        for ref in refs(store):
+            assert Store(tmp_path / "data").newest_messages(3, contractor=ref) \
+                == truth(store, 3, ref)
+    said = [r.getMessage() for r in caplog.records if "not saved" in r.getMessage()]
+    assert said and all(m.startswith("read model recent-messages not saved: [Errno")
+                        for m in said), said
+    assert not recent.model_path(store.root).is_file()  # no main file naming half the groups
+    if blocked == "folder":
+        views_recent.unlink()
+    else:
+        shutil.rmtree(path)
+    assert_newest(Store(tmp_path / "data"))  # made in full once nothing is in the way
