@@ -931,10 +931,9 @@ def test_a_model_that_cannot_be_saved_still_answers_and_says_why(
     import shutil
 
     store = made(tmp_path)
-    views_recent = recent.group_path(store.root, recent.ALL).parent
-    if blocked == "folder":
-        views_recent.parent.mkdir(parents=True, exist_ok=True)
-        views_recent.write_text("in the way")
+    views = recent.group_path(store.root, recent.ALL).parent.parent
+    if blocked == "folder":  # the model's folder cannot be made
+        views.write_text("in the way")
     else:
         path = (recent.group_path(store.root, "email:c1@example.com") if blocked == "group file"
                 else recent.model_path(store.root))
@@ -948,7 +947,7 @@ def test_a_model_that_cannot_be_saved_still_answers_and_says_why(
                         for m in said), said
     assert not recent.model_path(store.root).is_file()  # no main file naming half the groups
     if blocked == "folder":
-        views_recent.unlink()
+        views.unlink()
     else:
         shutil.rmtree(path)
     assert_newest(Store(tmp_path / "data"))  # made in full once nothing is in the way
