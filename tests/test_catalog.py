@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from agent.files import read_derived, seal
 from agent.store import layout
 from agent.store.layout import Catalog, chain_key, doc_size, shard_docs, shard_name, shard_number
 from agent.store.storage import Shard, file_stamp
+from tests.support import fsspy
 
 
 def make_catalog(root: Path, folder: str = "messages", *, disk: bool = True,
@@ -516,8 +516,6 @@ def test_at_one_time_the_higher_version_wins_and_none_counts_as_one(tmp_path):
 
 
 def test_summaries_are_derived_data_written_without_fsync(tmp_path, monkeypatch):
-    from tests.support import fsspy
-
     cat = make_catalog(tmp_path)
     spy = fsspy.install(monkeypatch)
     store_docs(cat, [message(1)], [{"id": "t1"}])
@@ -542,14 +540,7 @@ def test_a_writer_does_not_look_again_after_its_own_clean_mark(tmp_path, monkeyp
     another process marked it since."""
     cat = make_catalog(tmp_path)
     store_docs(cat, [message(1)])
-    scans: list[str] = []
-    real_scandir = os.scandir
-
-    def scandir(path: Any) -> Any:
-        scans.append(str(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    scans = fsspy.scandirs(monkeypatch)
     assert cat.names() == ["s000001"] and scans == []
     store_docs(make_catalog(tmp_path), [message(2)])  # another process
     scans.clear()

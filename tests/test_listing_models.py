@@ -27,6 +27,7 @@ from agent.reviewqueue import JSON_FILE, queue_json
 from agent.store import Store, layout, readmodels, recent
 from agent.store import workflow as wf
 from agent.store.memory import MemoryStore
+from tests.support import fsspy
 
 OWNER = Identity("email", "owner@example.com", name="Owner")
 OWNER_KEYS = frozenset({OWNER.key})
@@ -532,8 +533,6 @@ def test_making_the_model_fsyncs_nothing(tmp_path: Path, small: None,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The model is derived data, made by read commands: it is written without an fsync
     (a lost file is made again), so a listing never waits for the disk."""
-    from tests.support import fsspy
-
     store = made(tmp_path)
     reader = Store(tmp_path / "data")
     spy = fsspy.install(monkeypatch)
@@ -816,19 +815,12 @@ def test_a_listing_from_a_current_model_scans_the_shards_once(
     store = made(tmp_path)
     assert store.newest_messages(3) is not None  # made and saved
     reader = Store(tmp_path / "data")
-    scans: list[Path] = []
-    real = os.scandir
-
-    def scan(path: Any) -> Any:
-        scans.append(Path(path))
-        return real(path)
-
-    monkeypatch.setattr(os, "scandir", scan)
+    scans = fsspy.scandirs(monkeypatch)
     got = {}
     for ref in (None, "c1@example.com"):
         scans.clear()
         got[ref] = reader.newest_messages(3, contractor=ref)
-        assert scans == [store.root / "messages"], ref
+        assert scans == [str(store.root / "messages")], ref
     assert got == {ref: truth(store, 3, ref) for ref in got}
 
 

@@ -74,6 +74,16 @@ def png(name: str, data: bytes, remote_id: str = "1") -> Attachment:
     return Attachment(name, "image/png", data=data, remote_id=remote_id)
 
 
+def one_reviewed_deliverable(store: Store) -> None:
+    """Maria on the roster, one message of hers with a file, and its review."""
+    with store.writing():
+        store.add_contractor("Maria Lopez", [MARIA])
+        store.commit_page("inbox", "imap", [inbound("a", 1, files=[png("a.png", b"a")])],
+                          owner_keys=OWNER_KEYS)
+    with store.writing():
+        wf.record_review(store, store.deliverables()[0]["id"], "approved")
+
+
 def assert_shape(doc: Mapping[str, Any], record: Any) -> None:
     """``doc`` has every required key of the TypedDict ``record`` and no unknown key."""
     hints = get_type_hints(record, include_extras=True)  # agent.models postpones annotations

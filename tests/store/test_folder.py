@@ -326,15 +326,10 @@ def test_the_quick_check_record_survives_a_foreign_or_broken_file(tmp_path: Path
 def test_the_summaries_of_record_folders_live_under_index(tmp_path: Path) -> None:
     """The summaries of every shard folder, records too, are derived files under
     ``index/``: left out of the fingerprint, rebuilt when lost, cleaned up there."""
-    from agent.store import workflow as wf
+    from tests.store.contract import one_reviewed_deliverable
 
     store = Store(tmp_path / "data")
-    with store.writing():
-        store.add_contractor("Maria Lopez", [MARIA])
-        store.commit_page("inbox", "imap", [inbound("a", 1, files=[png("a.png", b"a")])],
-                          owner_keys=OWNER_KEYS)
-    with store.writing():
-        wf.record_review(store, store.deliverables()[0]["id"], "approved")
+    one_reviewed_deliverable(store)
     assert sorted(p.name for p in store.root.iterdir()) == [
         "deliverables", "index", "messages", "meta.json", "reviews", "roster.json"]
     assert [p.name for p in (store.root / "reviews").iterdir()] == ["s000001.json"]

@@ -58,15 +58,9 @@ def test_the_fingerprint_names_every_table_written(tmp_path: Path) -> None:
 def test_the_memory_store_writes_no_store_file(tmp_path: Path) -> None:
     """Its tables and their summaries stay in memory: nothing is written under
     ``store/`` (only the empty folders every store makes)."""
-    from agent.store import workflow as wf
-    from tests.store.contract import png
+    from tests.store.contract import one_reviewed_deliverable
 
     store = MemoryStore(tmp_path / "data")
-    with store.writing():
-        store.add_contractor("Maria Lopez", [MARIA])
-        store.commit_page("inbox", "imap", [inbound("a", 1, files=[png("a.png", b"a")])],
-                          owner_keys=OWNER_KEYS)
-    with store.writing():
-        wf.record_review(store, store.deliverables()[0]["id"], "approved")
+    one_reviewed_deliverable(store)
     assert store.deliverables()[0]["review_status"] == "approved"
     assert [p for p in (tmp_path / "data" / "store").rglob("*") if not p.is_dir()] == []

@@ -94,3 +94,16 @@ def install(monkeypatch: pytest.MonkeyPatch, *, unlinks: bool = False) -> FsSpy:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def scandirs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The folders ``os.scandir`` lists from now on, in order (the calls go through)."""
+    scans: list[str] = []
+    real = os.scandir
+
+    def scandir(path: Any) -> Any:
+        scans.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return scans
