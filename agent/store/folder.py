@@ -281,7 +281,7 @@ class StoreFolder:
         if meta is None:  # a new store: nothing to move, ever
             self.meta.upsert_many("meta", [{"name": "schema", "version": SCHEMA_VERSION},
                                            {"name": RECORDS_MOVED}], "name")
-        elif meta.get("version", 0) > SCHEMA_VERSION:  # an older one was upgraded on opening
+        elif meta.get("version", 0) > SCHEMA_VERSION:  # (older ones are upgraded on opening)
             raise StoreError(f"{self.data_dir} was written by a newer Retainer "
                              f"(schema {meta['version']}); upgrade Retainer")
 
