@@ -376,7 +376,7 @@ def _saving(store: StoreFolder, stamps: dict[str, Stamp]) -> bool:
     try:
         ensure_private_dir(group_path(store.root, ALL).parent)
     except OSError as exc:
-        _not_saved(exc)  # a read-only folder
+        _not_saved(exc)  # e.g. a file where a folder of it goes
         return False
     return True
 
