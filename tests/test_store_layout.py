@@ -597,6 +597,26 @@ def test_where_many_finds_what_where_finds_with_or_without_the_map(tmp_path, sma
     assert sum(stored_count(p) for p in shard_files(store)) == 161
 
 
+def test_a_long_sync_keeps_its_id_map_right_page_by_page(tmp_path, small_shards,
+                                                         monkeypatch):
+    """Once a sync has built the ``{id: shard}`` map, each page adds only its own ids to
+    it: new messages (in the open shard and the next), an old one fetched again."""
+    monkeypatch.setattr(layout, "MAP_AFTER", 10)
+    store = new_store(tmp_path / "d")
+    cat = store.catalog("messages")
+    for first in range(0, 120, 40):
+        commit(store, [msg(n, MARCH + timedelta(minutes=n)) for n in range(first, first + 40)])
+    assert cat._where is not None
+    again = commit(store, [msg(3, MARCH + timedelta(minutes=3)), msg(500, MARCH)])
+    assert again.messages_new == 1
+    commit(store, [msg(n, MARCH + timedelta(minutes=n)) for n in range(600, 640)])
+    monkeypatch.setattr(layout, "MAP_AFTER", 10_000)  # another process: bisection only
+    fresh = Store(tmp_path / "d").catalog("messages")
+    stored = [m["id"] for m in store.messages()]
+    assert len(stored) == 161 and len(fresh.names()) == 4
+    assert cat._where == {i: fresh.where(i) for i in stored}
+
+
 def test_a_store_with_only_instructions_sent_is_moved_too(tmp_path):
     """No workflow.json or notify.json to notice: meta.json tells the move is not done."""
     store = reviewed_store(tmp_path / "d")

@@ -147,7 +147,7 @@ class Store(StoreReads):
                 thread_docs.append(thread)
             (new, updated), _ = shard.upsert_tables([("messages", _plain(shard_docs), "id"),
                                                      ("threads", _plain(thread_docs), "id")])
-            cat.written(name, shard)
+            cat.written(name, shard, (doc["id"] for doc in shard_docs))
             result.messages_new += new
             result.messages_updated += updated
             result.messages.extend(_plain(fresh))

@@ -448,9 +448,10 @@ class Catalog:
         self._pending[name] = (1, size)
         return name
 
-    def written(self, name: str, shard: Shard) -> None:
+    def written(self, name: str, shard: Shard, ids: Iterable[str] | None = None) -> None:
         """Record a shard this process just wrote: its new summary, in memory now and on
-        disk at :meth:`flush`."""
+        disk at :meth:`flush`. ``ids``: the documents written, when the caller knows them
+        (only those are new to the id map; None: any of the shard's)."""
         self._pending.pop(name, None)
         old = self.shards.get(name)
         summary = summarize(self.folder, shard)
@@ -458,9 +459,8 @@ class Catalog:
         summary["stamp"] = list(stamp) if stamp else None
         if not self.disk:
             summary["bytes"] = sum(doc_size(d) for d in shard.docs(TABLES[self.folder][0]))
-        if self._where is not None:
-            for doc_id in summary["ids"]:
-                self._where[doc_id] = name
+        if self._where is not None:  # ids of a big shard are lookups into a big map
+            self._where.update(dict.fromkeys(summary["ids"] if ids is None else ids, name))
         self._split(name, summary)
         self._lists = None
         self.shards[name] = summary

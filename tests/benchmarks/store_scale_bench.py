@@ -103,10 +103,27 @@ def runqueue_s() -> float:
         return 0.0
 
 
-def child_fill(data: Path, shape: str, size: int) -> dict[str, Any]:
+def new_store(data: Path) -> Any:
+    """A new store with the contractors in it (not timed)."""
     from agent.models import Identity
     from agent.store import Store
 
+    store = Store(data)
+    with store.writing():
+        for c in range(CONTRACTORS):
+            store.add_contractor(f"Contractor {c:03d}", [Identity("email", f"c{c}@example.com")])
+    return store
+
+
+def commit(store: Any, page: list[Any], first: int) -> None:
+    """One page of a full sync as ``retainer sync`` stores it: the page, then the cursor."""
+    with store.writing():
+        store.commit_page("mail", "maildir", page, owner_keys=frozenset({f"email:{OWNER}"}))
+        store.update_source_state("mail", cursor=str(first + len(page)),
+                                  messages=first + len(page))
+
+
+def child_fill(data: Path, shape: str, size: int) -> dict[str, Any]:
     synced = [0.0, 0]  # wall time inside os.fsync (files and folders), and how many
     real_fsync = os.fsync
 
@@ -119,11 +136,7 @@ def child_fill(data: Path, shape: str, size: int) -> dict[str, Any]:
             synced[1] += 1
 
     os.fsync = timed_fsync  # the wall time a shared disk adds, told apart from our own
-    store = Store(data)
-    with store.writing():
-        for c in range(CONTRACTORS):
-            store.add_contractor(f"Contractor {c:03d}", [Identity("email", f"c{c}@example.com")])
-    owner = frozenset({f"email:{OWNER}"})
+    store = new_store(data)
     spent = cpu = kernel = 0.0  # kernel: the CPU time spent in system calls, part of cpu
     blocks: list[tuple[float, float, float, float]] = []  # (wall, CPU, fsync, CPU in
     # system calls) per 10,000 messages
@@ -133,10 +146,7 @@ def child_fill(data: Path, shape: str, size: int) -> dict[str, Any]:
     for first in range(0, size, PAGE):
         page = list(records(shape, first, min(PAGE, size - first), size))
         t0, c0, q0, k0 = time.perf_counter(), time.process_time(), runqueue_s(), os.times()
-        with store.writing():
-            store.commit_page("mail", "maildir", page, owner_keys=owner)
-            store.update_source_state("mail", cursor=str(first + len(page)),
-                                      messages=first + len(page))
+        commit(store, page, first)
         spent += time.perf_counter() - t0
         cpu += time.process_time() - c0
         kernel += os.times().system - k0.system
@@ -154,6 +164,107 @@ def child_fill(data: Path, shape: str, size: int) -> dict[str, Any]:
             "fsyncs_per_page": synced[1] / (size / PAGE),
             "blocks_ms": [tuple(x / BLOCK * 1000 for x in block) for block in blocks],
             "rss_mb": peak_rss_mb()}
+
+
+def child_steps(data: Path, shape: str, size: int, cpu: int | None) -> dict[str, Any]:
+    """A full sync of ``size`` messages into a new store, one page each time the parent
+    writes a line to stdin; after each page, its store time (wall, CPU) as a line on
+    stdout. The parent runs two of these in turns (:func:`lockstep`), both on one CPU."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    store = new_store(data)
+    page = list(records(shape, 0, min(PAGE, size), size))
+    print("ready", flush=True)
+    for first in range(0, size, PAGE):
+        if not sys.stdin.readline():
+            raise SystemExit("the parent went away")
+        t0, c0 = time.perf_counter(), time.process_time()
+        commit(store, page, first)
+        took = f"{time.perf_counter() - t0} {time.process_time() - c0}"
+        # the next page is made before saying so: once the parent hears, the other
+        # sync's turn begins, and this process must not take the CPU from it then
+        nxt = first + PAGE
+        page = list(records(shape, nxt, min(PAGE, size - nxt), size)) if nxt < size else []
+        print(took, flush=True)
+    return {"kind": "steps", "rss_mb": peak_rss_mb()}
+
+
+class Stepper:
+    """One :func:`child_steps` process: ``step()`` stores its next page and returns the
+    page's store time (wall, CPU)."""
+
+    def __init__(self, data: Path, shape: str, size: int, cpu: int | None) -> None:
+        if data.parent.exists():
+            shutil.rmtree(data.parent)
+        data.parent.mkdir(parents=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--child", "steps", str(data), shape, str(size),
+             "" if cpu is None else str(cpu)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.pages = -(-size // PAGE)
+        assert self._line() == "ready"
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line:
+            raise SystemExit(f"a benchmark child failed ({self.proc.wait()})")
+        return line
+
+    def step(self) -> tuple[float, float]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        wall, cpu = self._line().split()
+        self.pages -= 1
+        return float(wall), float(cpu)
+
+    def finish(self) -> float:
+        """The process's peak RSS in MB."""
+        doc = json.loads(self._line())
+        self.proc.wait()
+        return float(doc["rss_mb"])
+
+
+def lockstep(work: Path, shape: str, small: int, large: int, turn: int = 1
+             ) -> dict[str, Any]:
+    """A full sync of ``large`` messages and, beside it, one full sync of ``small``
+    messages after another (each a new store in a new process), in turns of ``turn``
+    pages: a turn of the large, a turn of a small, and so on. A shared box's speed drifts from
+    one second to the next; pages that ran a fraction of a second apart met the same box,
+    so the ratio of their times is the store's own. Both run on one CPU (the scheduler
+    would otherwise keep each on its own, and a virtual machine's CPUs are not equally
+    busy). Returns the ms per message of both and their ratio, over the whole sync and
+    per block of ``small`` messages."""
+    cpu = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    big = Stepper(work / f"{shape}-{large}" / "data", shape, large, cpu)
+    times: dict[str, list[tuple[float, float]]] = {"small": [], "large": []}
+    rss = {"small": 0.0, "large": 0.0}
+    blocks: list[tuple[float, float]] = []  # per block: (large ms/msg, small ms/msg), wall
+    done = 0
+    while big.pages:
+        little = Stepper(work / f"{shape}-{small}-lockstep" / "data", shape, small, cpu)
+        start = len(times["large"])
+        while little.pages:  # once the large sync has ended, the small one ends alone
+            times["large"] += [big.step() for _ in range(min(turn, big.pages))]
+            times["small"] += [little.step() for _ in range(min(turn, little.pages))]
+        rss["small"] = max(rss["small"], little.finish())
+        count = min(small, large - done)
+        pages = -(-small // PAGE)
+        blocks.append((sum(w for w, _ in times["large"][start:]) / count * 1000,
+                       sum(w for w, _ in times["small"][-pages:]) / small * 1000))
+        done += count
+    rss["large"] = big.finish()
+    shutil.rmtree(work / f"{shape}-{small}-lockstep")
+    per = {k: (sum(w for w, _ in v) / (len(v) * PAGE) * 1000,
+               sum(c for _, c in v) / (len(v) * PAGE) * 1000) for k, v in times.items()}
+    return {"kind": "lockstep", "shape": shape, "small": small, "large": large, "turn": turn,
+            "small_ms": per["small"][0], "small_cpu_ms": per["small"][1],
+            "large_ms": per["large"][0], "large_cpu_ms": per["large"][1],
+            "ratio": per["large"][0] / per["small"][0],
+            "cpu_ratio": per["large"][1] / per["small"][1],
+            "block_ratios": [lg / sm for lg, sm in blocks],
+            "rss_mb": rss}
 
 
 def child_add(data: Path, shape: str, size: int, run: int) -> dict[str, Any]:
@@ -445,6 +556,11 @@ def main() -> int:
     parser.add_argument("--fill-only", action="store_true",
                         help="only the full syncs (no new messages, read commands or "
                              "retainer sync afterwards)")
+    parser.add_argument("--lockstep", type=int, default=2, metavar="N",
+                        help="then N syncs of the largest size, each page by page in turns "
+                             "with syncs of the smallest (default 2; 0: none)")
+    parser.add_argument("--turn", type=int, default=1, metavar="PAGES",
+                        help="pages each sync in lockstep stores in its turn (default 1)")
     parser.add_argument("--upgrade", type=int, default=0, metavar="N",
                         help="only time the upgrade of a month-layout store of N messages")
     parser.add_argument("--repeat", type=int, default=3,
@@ -467,6 +583,8 @@ def main() -> int:
         kind, data, shape, size, *rest = args.child
         if kind == "fill":
             doc = child_fill(Path(data), shape, int(size))
+        elif kind == "steps":
+            doc = child_steps(Path(data), shape, int(size), int(rest[0]) if rest[0] else None)
         elif kind == "upgrade":
             doc = child_upgrade(Path(data))
         elif kind == "read":
@@ -514,8 +632,13 @@ def main() -> int:
         if len(sizes) > 1 and order:
             results.append({"kind": "paired", "shape": shape,
                             **paired_ratios(order, sizes[0], sizes[-1])})
+        for _ in range(0 if args.no_fill or len(sizes) < 2 else args.lockstep):
+            results.append(lockstep(work, shape, sizes[0], sizes[-1], args.turn))
+            print(json.dumps(results[-1]), flush=True)
         for size in [] if args.no_fill else sizes:
             runs = by_size[size]
+            if not runs:  # --repeat 0: only the syncs in lockstep
+                continue
             results.append({"kind": "full", "shape": shape, "size": size, "runs": len(runs),
                             "blocks_ms": runs[-1]["blocks_ms"],
                             **{k: statistics.median(r[k] for r in runs)
@@ -577,6 +700,15 @@ def main() -> int:
               f" in time: wall {' '.join(f'{x:.2f}x' for x in r['wall'])} (median "
               f"{r['wall_median']:.2f}x), CPU {' '.join(f'{x:.2f}x' for x in r['cpu'])} "
               f"(median {r['cpu_median']:.2f}x)")
+    print("\nin lockstep: the largest sync and syncs of the smallest in turns of --turn "
+          "pages, on one CPU (wall ms per message, CPU ms per message; largest over "
+          "smallest; per block: the block's ratio, the first block's about 1.00)")
+    for r in (r for r in results if r["kind"] == "lockstep"):
+        print(f"{r['shape']:<8}{r['large']}: {r['large_ms']:.3f} / {r['large_cpu_ms']:.3f}  "
+              f"{r['small']}: {r['small_ms']:.3f} / {r['small_cpu_ms']:.3f}  ratio "
+              f"{r['ratio']:.2f}x (CPU {r['cpu_ratio']:.2f}x); per block of {r['small']}: "
+              + " ".join(f"{x:.2f}" for x in r["block_ratios"])
+              + f"; peak {r['rss_mb']['large']:.0f} MB / {r['rss_mb']['small']:.0f} MB")
     print(f"\nwithin the largest sync: ms per message of its first, median and last block of "
           f"{BLOCK} (wall / CPU / in fsync)")
     for r in (r for r in results if r["kind"] == "full" and r.get("blocks_ms")
