@@ -242,22 +242,24 @@ def lockstep(work: Path, shape: str, small: int, large: int, turn: int = 1
     rss = {"small": 0.0, "large": 0.0}
     blocks: list[tuple[float, float]] = []  # per block: (large ms/msg, small ms/msg), wall
     done = 0
+    pages = -(-small // PAGE)  # of each small sync, and of the large one per block
     while big.pages:
         little = Stepper(work / f"{shape}-{small}-lockstep" / "data", shape, small, cpu)
         start = len(times["large"])
         while little.pages:  # once the large sync has ended, the small one ends alone
-            times["large"] += [big.step() for _ in range(min(turn, big.pages))]
+            ahead = len(times["large"]) - start
+            times["large"] += [big.step() for _ in range(min(turn, big.pages, pages - ahead))]
             times["small"] += [little.step() for _ in range(min(turn, little.pages))]
         rss["small"] = max(rss["small"], little.finish())
-        count = min(small, large - done)
-        pages = -(-small // PAGE)
+        count = min((len(times["large"]) - start) * PAGE, large - done)
         blocks.append((sum(w for w, _ in times["large"][start:]) / count * 1000,
                        sum(w for w, _ in times["small"][-pages:]) / small * 1000))
         done += count
     rss["large"] = big.finish()
     shutil.rmtree(work / f"{shape}-{small}-lockstep")
-    per = {k: (sum(w for w, _ in v) / (len(v) * PAGE) * 1000,
-               sum(c for _, c in v) / (len(v) * PAGE) * 1000) for k, v in times.items()}
+    counts = {"large": large, "small": small * len(blocks)}
+    per = {k: (sum(w for w, _ in v) / counts[k] * 1000, sum(c for _, c in v) / counts[k] * 1000)
+           for k, v in times.items()}
     return {"kind": "lockstep", "shape": shape, "small": small, "large": large, "turn": turn,
             "small_ms": per["small"][0], "small_cpu_ms": per["small"][1],
             "large_ms": per["large"][0], "large_cpu_ms": per["large"][1],
