@@ -9,17 +9,20 @@ cursor after each page, as ``retainer sync`` does):
 
 200 contractors, a fifth of the messages the owner's, one inbound message in 40 carries
 a file (a deliverable). Each full sync runs in its own process, so its peak RSS is its
-own. Then, on the largest store of each shape: 100 new messages as one more sync (fresh
-process, store opened, page committed, cursor moved; three runs, median), and read
-commands as fresh ``python -m agent`` processes (five runs, median), beside the time
-Python takes to import the command line at all; last, the whole of ``retainer sync`` of
-100 new messages from a Maildir, as a user runs it (builtin plugins, the read models of
-``report`` and ``review`` in use, so the sync refreshes them): the time it reports, the
-process's wall and CPU time and its peak RSS, and the first ``messages --limit 20`` after
-it (which brings the recent-messages model up to date with what the sync wrote).
+own. Then the largest size again in lockstep with syncs of the smallest (:func:`lockstep`:
+a page of each in turns, on one CPU), which gives the ratio of their times per message
+without the drift of a shared box between one process and the next. Then, on the
+largest store of each shape: 100 new messages as one more sync (fresh process, store
+opened, page committed, cursor moved; three runs, median), and read commands as fresh
+``python -m agent`` processes (five runs, median), beside the time Python takes to import
+the command line at all; last, the whole of ``retainer sync`` of 100 new messages from a
+Maildir, as a user runs it (builtin plugins, the read models of ``report`` and ``review``
+in use, so the sync refreshes them): the time it reports, the process's wall and CPU time
+and its peak RSS, and the first ``messages --limit 20`` after it.
 
     python tests/benchmarks/store_scale_bench.py [--sizes 10000,50000,200000]
         [--shapes month,spread] [--work DIR] [--runs 5] [--repeat 3] [--fill-only]
+        [--lockstep 2] [--turn 1]
     python tests/benchmarks/store_scale_bench.py --upgrade 50000
 
 ``--upgrade N`` only times opening (and so upgrading) a store of N messages rewritten in
