@@ -27,7 +27,6 @@ def test_lockstep_syncs_take_turns_and_each_stores_every_message(tmp_path):
     assert len(got["block_ratios"]) == 3  # 400, 400 and the last 200 of the large one
     assert all(r > 0 for r in got["block_ratios"])
     assert got["large_ms"] > 0 and got["small_ms"] > 0
-    assert got["ratio"] == got["large_ms"] / got["small_ms"]
     assert got["rss_mb"]["large"] > 0 and got["rss_mb"]["small"] > 0
 
 
