@@ -233,12 +233,12 @@ def lockstep(work: Path, shape: str, small: int, large: int, turn: int = 1
              ) -> dict[str, Any]:
     """A full sync of ``large`` messages and, beside it, one full sync of ``small``
     messages after another (each a new store in a new process), in turns of ``turn``
-    pages: a turn of the large, a turn of a small, and so on. A shared box's speed drifts from
-    one second to the next; pages that ran a fraction of a second apart met the same box,
-    so the ratio of their times is the store's own. Both run on one CPU (the scheduler
-    would otherwise keep each on its own, and a virtual machine's CPUs are not equally
-    busy). Returns the ms per message of both and their ratio, over the whole sync and
-    per block of ``small`` messages."""
+    pages: a turn of the large, a turn of a small, and so on. A shared box's speed drifts
+    from one second to the next; pages that ran a fraction of a second apart met the same
+    box, so the ratio of their times is the store's own. Both run on one CPU (the
+    scheduler would otherwise keep each on its own, and a virtual machine's CPUs are not
+    equally busy). Returns the ms per message of both and their ratio, over the whole
+    sync and per block of ``small`` messages."""
     cpu = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     big = Stepper(work / f"{shape}-{large}" / "data", shape, large, cpu)
     times: dict[str, list[tuple[float, float]]] = {"small": [], "large": []}
